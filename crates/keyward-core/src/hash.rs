@@ -1,0 +1,206 @@
+//! What is stored instead of a secret: a keyed hash, tagged with its scheme.
+//!
+//! Secrets are ≥128-bit random strings, so a fast keyed hash (HMAC-SHA-256
+//! under a server key kept outside the database) is as strong as a slow
+//! password hash here, and keeps verification in the sub-microsecond range.
+//! The scheme travels with every stored hash so it can change without
+//! breaking existing keys.
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::token::ParsedToken;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How a stored digest was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashScheme {
+    /// Native keys: HMAC-SHA-256(server key, id ‖ secret).
+    HmacV1,
+    /// Imported plaintext keys: HMAC-SHA-256(server key, whole token).
+    HmacTokenV1,
+    /// Imported as a foreign SHA-256 of the whole token; re-hashed to
+    /// [`HashScheme::HmacTokenV1`] on the first successful verification.
+    Sha256,
+}
+
+impl HashScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashScheme::HmacV1 => "hmac-sha256-v1",
+            HashScheme::HmacTokenV1 => "hmac-sha256-token-v1",
+            HashScheme::Sha256 => "sha256",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hmac-sha256-v1" => Some(HashScheme::HmacV1),
+            "hmac-sha256-token-v1" => Some(HashScheme::HmacTokenV1),
+            "sha256" => Some(HashScheme::Sha256),
+            _ => None,
+        }
+    }
+}
+
+/// A digest and the scheme that produced it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretHash {
+    pub scheme: HashScheme,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretHash({})", self.scheme.as_str())
+    }
+}
+
+/// The minimum length of the server hash key, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// Computes and checks keyed hashes. Cheap to clone; the HMAC key schedule
+/// is computed once and copied per use.
+#[derive(Clone)]
+pub struct SecretHasher {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for SecretHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHasher(<key redacted>)")
+    }
+}
+
+impl SecretHasher {
+    /// `key` must hold at least [`MIN_KEY_LEN`] bytes.
+    pub fn new(key: &[u8]) -> Result<Self, crate::Error> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(crate::Error::invalid(
+                "hash_key_too_short",
+                format!("the hash key must be at least {MIN_KEY_LEN} bytes"),
+            ));
+        }
+        let mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+        Ok(Self { mac })
+    }
+
+    fn hmac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    pub fn native(&self, token: &ParsedToken<'_>) -> SecretHash {
+        SecretHash {
+            scheme: HashScheme::HmacV1,
+            digest: self.hmac(&[token.id.as_bytes(), token.secret.as_bytes()]),
+        }
+    }
+
+    pub fn whole_token(&self, token: &str) -> SecretHash {
+        SecretHash {
+            scheme: HashScheme::HmacTokenV1,
+            digest: self.hmac(&[token.as_bytes()]),
+        }
+    }
+
+    /// Recomputes `stored`'s digest from a presented token and compares in
+    /// constant time. `parsed` is the token's native parse, if it has one.
+    pub fn matches(&self, stored: &SecretHash, token: &str, parsed: Option<&ParsedToken<'_>>) -> bool {
+        let digest = match stored.scheme {
+            HashScheme::HmacV1 => match parsed {
+                Some(p) => self.native(p).digest,
+                None => return false,
+            },
+            HashScheme::HmacTokenV1 => self.whole_token(token).digest,
+            HashScheme::Sha256 => sha256(token),
+        };
+        bool::from(digest.ct_eq(&stored.digest))
+    }
+
+    /// A public fingerprint of the key, stored beside the data so that a
+    /// server started with the wrong key refuses to run instead of rejecting
+    /// every key.
+    pub fn fingerprint(&self) -> String {
+        hex(&self.hmac(&[b"keyward hash key fingerprint v1"])[..16])
+    }
+}
+
+pub fn sha256(data: &str) -> [u8; 32] {
+    Sha256::digest(data.as_bytes()).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (chunk[0] as char).to_digit(16)?;
+        let lo = (chunk[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Environment, generate, parse};
+
+    fn hasher() -> SecretHasher {
+        SecretHasher::new(&[7u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn native_hash_matches_only_its_token() {
+        let h = hasher();
+        let t = generate("kw", Environment::Live);
+        let p = parse(t.expose()).unwrap();
+        let stored = h.native(&p);
+        assert!(h.matches(&stored, t.expose(), Some(&p)));
+        let other = generate("kw", Environment::Live);
+        let q = parse(other.expose()).unwrap();
+        assert!(!h.matches(&stored, other.expose(), Some(&q)));
+        assert!(!h.matches(&stored, t.expose(), None));
+    }
+
+    #[test]
+    fn hashes_depend_on_the_server_key() {
+        let t = generate("kw", Environment::Live);
+        let p = parse(t.expose()).unwrap();
+        let other = SecretHasher::new(&[8u8; 32]).unwrap();
+        assert_ne!(hasher().native(&p), other.native(&p));
+        assert_ne!(hasher().fingerprint(), other.fingerprint());
+    }
+
+    #[test]
+    fn foreign_hashes_match_the_whole_token() {
+        let h = hasher();
+        let stored = SecretHash { scheme: HashScheme::Sha256, digest: sha256("zta_live_abc") };
+        assert!(h.matches(&stored, "zta_live_abc", None));
+        assert!(!h.matches(&stored, "zta_live_abd", None));
+        let plain = h.whole_token("zta_live_abc");
+        assert!(h.matches(&plain, "zta_live_abc", None));
+    }
+
+    #[test]
+    fn hex_round_trip_and_short_keys() {
+        let d = sha256("x");
+        assert_eq!(parse_hex32(&hex(&d)), Some(d));
+        assert_eq!(parse_hex32("zz"), None);
+        assert!(SecretHasher::new(&[1u8; 31]).is_err());
+    }
+}

@@ -1,0 +1,582 @@
+//! The key record and every rule about what may be set on it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+
+use crate::Error;
+use crate::hash::SecretHash;
+use crate::scope::{Flags, Grants, Scope};
+use crate::token::Environment;
+use crate::workspace::{KeyPolicy, MAX_LIFETIME_DAYS};
+
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+pub const MAX_RESOURCES: usize = 100;
+/// Longest grace period a roll may give the old secret (30 days).
+pub const MAX_GRACE_SECONDS: u32 = 30 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    /// A server-side REST key.
+    Secret,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::Secret => "secret",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "secret").then_some(KeyType::Secret)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Active,
+    /// Reversibly switched off; rejected whatever its scopes.
+    Inactive,
+    /// Permanently dead; the record stays for audit until deleted.
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Inactive => "inactive",
+            KeyState::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(KeyState::Active),
+            "inactive" => Some(KeyState::Inactive),
+            "revoked" => Some(KeyState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// The previous secret of a rolled key, valid until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraceSecret {
+    pub hash: SecretHash,
+    pub until: DateTime<Utc>,
+}
+
+/// A stored key. Holds no secret, only its keyed hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// Public id: `key_` + the 16 id characters of its token (native keys),
+    /// or the id it had in the system it was imported from.
+    pub id: Arc<str>,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub key_type: KeyType,
+    pub environment: Environment,
+    /// Masked display form, e.g. `kw_live_3fH9…1a2B`.
+    pub masked: String,
+    pub scopes: Vec<Scope>,
+    pub flags: Flags,
+    /// Resource ids (site ids) the key is limited to; empty = all.
+    pub resources: Vec<String>,
+    /// A JSON object, at most 8 KiB serialized.
+    pub metadata: Value,
+    pub state: KeyState,
+    /// Imported from a legacy system: verifies, but cannot be edited or deleted.
+    pub legacy: bool,
+    /// Import prefix (`zta_live_`) for keys whose token is not keyward's own
+    /// format and is therefore looked up by hash.
+    pub lookup_prefix: Option<String>,
+    pub secret: SecretHash,
+    pub grace: Option<GraceSecret>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Bumped on every change: the ETag, and the optimistic-lock token.
+    pub version: i64,
+}
+
+impl ApiKey {
+    pub fn grants(&self) -> Grants<'_> {
+        Grants { scopes: &self.scopes, flags: self.flags }
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|e| e <= now)
+    }
+
+    /// Live keys count against the limit and hold their name.
+    pub fn is_live(&self) -> bool {
+        self.state != KeyState::Revoked
+    }
+
+    fn touch(&mut self, now: DateTime<Utc>) {
+        self.updated_at = now;
+        self.version += 1;
+    }
+
+    pub fn ensure_editable(&self) -> Result<(), Error> {
+        if self.legacy {
+            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be edited"));
+        }
+        if self.state == KeyState::Revoked {
+            return Err(Error::conflict("key_revoked", "A revoked API key cannot be changed"));
+        }
+        Ok(())
+    }
+
+    pub fn ensure_deletable(&self) -> Result<(), Error> {
+        if self.legacy {
+            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be deleted"));
+        }
+        if self.state == KeyState::Active {
+            return Err(Error::conflict(
+                "key_active",
+                "API key is active. Deactivate it before deleting it.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns whether anything changed (deactivating twice is not an error).
+    pub fn deactivate(&mut self, now: DateTime<Utc>) -> Result<bool, Error> {
+        match self.state {
+            KeyState::Revoked => Err(Error::conflict("key_revoked", "API key has been revoked")),
+            KeyState::Inactive => Ok(false),
+            KeyState::Active => {
+                self.state = KeyState::Inactive;
+                self.touch(now);
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn activate(&mut self, now: DateTime<Utc>) -> Result<bool, Error> {
+        match self.state {
+            KeyState::Revoked => Err(Error::conflict(
+                "key_revoked",
+                "API key has been revoked and cannot be activated",
+            )),
+            KeyState::Active => Ok(false),
+            KeyState::Inactive => {
+                self.state = KeyState::Active;
+                self.touch(now);
+                Ok(true)
+            }
+        }
+    }
+
+    pub fn revoke(&mut self, now: DateTime<Utc>) -> bool {
+        if self.state == KeyState::Revoked {
+            return false;
+        }
+        self.state = KeyState::Revoked;
+        self.revoked_at = Some(now);
+        self.grace = None;
+        self.touch(now);
+        true
+    }
+
+    /// Replaces the secret; the old one keeps verifying for `grace_seconds`.
+    pub fn roll(&mut self, new_secret: SecretHash, grace_seconds: u32, now: DateTime<Utc>) -> Result<(), Error> {
+        if self.state == KeyState::Revoked {
+            return Err(Error::conflict("key_revoked", "A revoked API key cannot be rolled"));
+        }
+        if self.lookup_prefix.is_some() {
+            return Err(Error::conflict(
+                "imported_key",
+                "Imported keys in a foreign format cannot be rolled; clone them instead",
+            ));
+        }
+        validate_grace(grace_seconds)?;
+        self.grace = (grace_seconds > 0).then(|| GraceSecret {
+            hash: self.secret,
+            until: now + Duration::seconds(i64::from(grace_seconds)),
+        });
+        self.secret = new_secret;
+        self.touch(now);
+        Ok(())
+    }
+
+    pub fn apply(&mut self, patch: KeyPatch, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<(), Error> {
+        self.ensure_editable()?;
+        let mut next = self.clone();
+        if let Some(name) = patch.name {
+            next.name = validate_name(Some(&name))?;
+        }
+        if let Some(description) = patch.description {
+            next.description = validate_description(description)?;
+        }
+        if let Some(scopes) = patch.scopes {
+            next.scopes = Scope::parse_list(&scopes)?;
+        }
+        if let Some(v) = patch.read_only {
+            next.flags.read_only = v;
+        }
+        if let Some(v) = patch.administrator {
+            next.flags.administrator = v;
+        }
+        if let Some(v) = patch.account_administrator {
+            next.flags.account_administrator = v;
+        }
+        if let Some(resources) = patch.resources {
+            next.resources = validate_resources(resources)?;
+        }
+        if let Some(metadata) = patch.metadata {
+            next.metadata = validate_metadata(metadata)?;
+        }
+        if let Some(expires_at) = patch.expires_at {
+            next.expires_at = shorten_expiry(self.expires_at, expires_at, policy, now)?;
+        }
+        next.touch(now);
+        *self = next;
+        Ok(())
+    }
+}
+
+/// A partial edit. `None` leaves a field alone; `description: Some(None)`
+/// clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub description: Option<Option<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub read_only: Option<bool>,
+    pub administrator: Option<bool>,
+    pub account_administrator: Option<bool>,
+    pub resources: Option<Vec<String>>,
+    pub metadata: Option<Value>,
+    /// `Some(None)` asks for "never expires", which is never a shortening.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Everything a caller may set when creating (or importing) a key.
+#[derive(Debug, Clone, Default)]
+pub struct KeyDraft {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub environment: Option<Environment>,
+    pub scopes: Vec<String>,
+    pub flags: Flags,
+    pub resources: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_in_days: Option<i64>,
+    pub metadata: Option<Value>,
+}
+
+/// A draft that passed every rule.
+#[derive(Debug, Clone)]
+pub struct ValidDraft {
+    pub name: String,
+    pub description: Option<String>,
+    pub environment: Environment,
+    pub scopes: Vec<Scope>,
+    pub flags: Flags,
+    pub resources: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: Value,
+}
+
+impl KeyDraft {
+    pub fn validate(self, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<ValidDraft, Error> {
+        Ok(ValidDraft {
+            name: validate_name(self.name.as_deref())?,
+            description: validate_description(self.description)?,
+            environment: self.environment.unwrap_or(Environment::Live),
+            scopes: Scope::parse_list(&self.scopes)?,
+            flags: self.flags,
+            resources: validate_resources(self.resources)?,
+            expires_at: resolve_expiry(self.expires_at, self.expires_in_days, policy, now)?,
+            metadata: validate_metadata(self.metadata.unwrap_or_else(|| Value::Object(Default::default())))?,
+        })
+    }
+}
+
+impl ValidDraft {
+    /// The record for a new key whose token hashes to `secret`.
+    pub fn into_key(
+        self,
+        id: String,
+        workspace_id: &str,
+        masked: String,
+        secret: SecretHash,
+        now: DateTime<Utc>,
+    ) -> ApiKey {
+        ApiKey {
+            id: id.into(),
+            workspace_id: workspace_id.to_owned(),
+            name: self.name,
+            description: self.description,
+            key_type: KeyType::Secret,
+            environment: self.environment,
+            masked,
+            scopes: self.scopes,
+            flags: self.flags,
+            resources: self.resources,
+            metadata: self.metadata,
+            state: KeyState::Active,
+            legacy: false,
+            lookup_prefix: None,
+            secret,
+            grace: None,
+            expires_at: self.expires_at,
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            version: 1,
+        }
+    }
+}
+
+impl ApiKey {
+    /// The settings of this key as a draft, for cloning.
+    pub fn to_valid_draft(&self, name: String) -> ValidDraft {
+        ValidDraft {
+            name,
+            description: self.description.clone(),
+            environment: self.environment,
+            scopes: self.scopes.clone(),
+            flags: self.flags,
+            resources: self.resources.clone(),
+            expires_at: self.expires_at,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
+    let name = name.map(str::trim).unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::invalid("name_required", "API key name is required"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::invalid(
+            "name_too_long",
+            format!("API key name must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            "API key name must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn validate_description(description: Option<String>) -> Result<Option<String>, Error> {
+    match description {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(Error::invalid(
+            "description_too_long",
+            format!("Description must be at most {MAX_DESCRIPTION_CHARS} characters"),
+        )),
+        Some(d) if d.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+pub fn validate_metadata(metadata: Value) -> Result<Value, Error> {
+    match &metadata {
+        Value::Null => Ok(Value::Object(Default::default())),
+        Value::Object(_) => {
+            let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(Error::invalid(
+                    "metadata_too_large",
+                    "metadata must be at most 8 KiB of JSON",
+                ));
+            }
+            Ok(metadata)
+        }
+        _ => Err(Error::invalid("invalid_metadata", "metadata must be a JSON object")),
+    }
+}
+
+pub fn is_valid_resource_id(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> {
+    if resources.len() > MAX_RESOURCES {
+        return Err(Error::invalid(
+            "too_many_resources",
+            format!("A key may be limited to at most {MAX_RESOURCES} resources"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(resources.len());
+    for r in resources {
+        if !is_valid_resource_id(&r) {
+            return Err(Error::invalid(
+                "invalid_resource",
+                "Resource ids are 1 to 128 letters, digits, '_', '-', '.' or ':'",
+            ));
+        }
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+pub fn validate_grace(grace_seconds: u32) -> Result<(), Error> {
+    if grace_seconds > MAX_GRACE_SECONDS {
+        return Err(Error::invalid(
+            "invalid_grace_period",
+            format!("gracePeriodSeconds must be at most {MAX_GRACE_SECONDS} (30 days)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides a new key's expiry from what the caller gave and the policy.
+pub fn resolve_expiry(
+    expires_at: Option<DateTime<Utc>>,
+    expires_in_days: Option<i64>,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let expiry = match (expires_at, expires_in_days) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "invalid_expiry",
+                "Give either expiresAt or expiresIn, not both",
+            ));
+        }
+        (None, Some(days)) => {
+            if !(1..=i64::from(MAX_LIFETIME_DAYS)).contains(&days) {
+                return Err(Error::invalid(
+                    "invalid_expiry",
+                    format!("expiresIn must be between 1 and {MAX_LIFETIME_DAYS} days"),
+                ));
+            }
+            Some(now + Duration::days(days))
+        }
+        (Some(at), None) => Some(at),
+        (None, None) => policy
+            .default_key_lifetime_days
+            .map(|d| now + Duration::days(i64::from(d))),
+    };
+    check_expiry(expiry, policy, now)?;
+    Ok(expiry)
+}
+
+fn check_expiry(expiry: Option<DateTime<Utc>>, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<(), Error> {
+    if let Some(at) = expiry
+        && at <= now
+    {
+        return Err(Error::invalid("invalid_expiry", "expiresAt must be in the future"));
+    }
+    if let Some(max) = policy.max_key_lifetime_days {
+        let limit = now + Duration::days(i64::from(max));
+        match expiry {
+            None => {
+                return Err(Error::invalid(
+                    "expiry_required",
+                    format!("This workspace requires every key to expire within {max} days"),
+                ));
+            }
+            Some(at) if at > limit => {
+                return Err(Error::invalid(
+                    "expiry_too_late",
+                    format!("Key lifetime exceeds the workspace maximum of {max} days"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An edit may only bring the expiry closer.
+fn shorten_expiry(
+    current: Option<DateTime<Utc>>,
+    wanted: Option<DateTime<Utc>>,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Error> {
+    let shortens = match (current, wanted) {
+        (_, None) => current.is_none(),
+        (None, Some(_)) => true,
+        (Some(c), Some(w)) => w <= c,
+    };
+    if !shortens {
+        return Err(Error::invalid(
+            "expiry_extension",
+            "An API key's expiry can only be brought forward; create a new key for a longer lifetime",
+        ));
+    }
+    if wanted == current {
+        return Ok(current);
+    }
+    check_expiry(wanted, policy, now)?;
+    Ok(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(validate_name(None).unwrap_err().message, "API key name is required");
+        assert_eq!(validate_name(Some("  ")).unwrap_err().message, "API key name is required");
+        assert_eq!(validate_name(Some(&"x".repeat(101))).unwrap_err().code, "name_too_long");
+        assert_eq!(validate_name(Some(" ok ")).unwrap(), "ok");
+        assert_eq!(validate_name(Some(&"é".repeat(100))).unwrap().chars().count(), 100);
+    }
+
+    #[test]
+    fn expiry_rules() {
+        let p = KeyPolicy::default();
+        assert_eq!(resolve_expiry(None, None, &p, now()).unwrap(), None);
+        assert_eq!(resolve_expiry(None, Some(30), &p, now()).unwrap(), Some(now() + Duration::days(30)));
+        assert!(resolve_expiry(Some(now()), None, &p, now()).is_err());
+        assert!(resolve_expiry(None, Some(0), &p, now()).is_err());
+        assert!(resolve_expiry(Some(now() + Duration::days(1)), Some(1), &p, now()).is_err());
+        let strict = KeyPolicy { default_key_lifetime_days: Some(365), max_key_lifetime_days: Some(400), ..p };
+        assert_eq!(resolve_expiry(None, None, &strict, now()).unwrap(), Some(now() + Duration::days(365)));
+        assert_eq!(resolve_expiry(None, Some(401), &strict, now()).unwrap_err().code, "expiry_too_late");
+        let no_default = KeyPolicy { max_key_lifetime_days: Some(10), ..p };
+        assert_eq!(resolve_expiry(None, None, &no_default, now()).unwrap_err().code, "expiry_required");
+    }
+
+    #[test]
+    fn expiry_can_only_shorten() {
+        let p = KeyPolicy::default();
+        let d = |n| Some(now() + Duration::days(n));
+        assert_eq!(shorten_expiry(None, d(5), &p, now()).unwrap(), d(5));
+        assert_eq!(shorten_expiry(d(5), d(3), &p, now()).unwrap(), d(3));
+        assert!(shorten_expiry(d(5), d(6), &p, now()).is_err());
+        assert!(shorten_expiry(d(5), None, &p, now()).is_err());
+        assert!(shorten_expiry(d(5), Some(now()), &p, now()).is_err());
+    }
+
+    #[test]
+    fn metadata_and_resources() {
+        assert!(validate_metadata(serde_json::json!({"email": "a@b.c"})).is_ok());
+        assert!(validate_metadata(serde_json::json!([1])).is_err());
+        let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
+        assert_eq!(validate_metadata(big).unwrap_err().code, "metadata_too_large");
+        assert_eq!(validate_resources(vec!["site_a".into(), "site_a".into()]).unwrap().len(), 1);
+        assert!(validate_resources(vec!["bad site".into()]).is_err());
+    }
+}

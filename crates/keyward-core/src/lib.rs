@@ -1,0 +1,31 @@
+//! keyward's domain: what a key is, how its token looks, how its secret is
+//! hashed, what its scopes allow and whether a presented key is good for a
+//! request.
+//!
+//! # Layout
+//! - [`token`]: the string a client presents (`kw_live_…`), generated from the
+//!   OS CSPRNG, parsed by splitting and checked by a checksum before anything
+//!   else looks at it.
+//! - [`hash`]: the keyed hash stored instead of the secret, versioned by scheme.
+//! - [`scope`]: tiers, `resource:action` permissions, flags and the question
+//!   "does this key grant that permission?".
+//! - [`key`]: the key record and the validation of everything a caller may set
+//!   on it (name, scopes, expiry, metadata…).
+//! - [`workspace`]: the tenant and its key policy (limit, lifetimes).
+//! - [`verify`]: the verification decision, a pure function of a key, a
+//!   request and the time.
+//! - [`error`]: the one error type, each with a stable machine code.
+//!
+//! This crate does no IO: no database, no network, no clock of its own (time
+//! comes from the caller), so every rule is tested without sleeping.
+
+pub mod error;
+pub mod hash;
+pub mod ids;
+pub mod key;
+pub mod scope;
+pub mod token;
+pub mod verify;
+pub mod workspace;
+
+pub use error::{Error, ErrorKind};

@@ -1,0 +1,257 @@
+//! The verification decision: is this presented key good for this request?
+//!
+//! A pure function of the stored key, the presented token, the request and
+//! the time. Finding the key (cache, storage) is the caller's job; what is
+//! decided here is the same on every node and in every embedding.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+
+use crate::hash::SecretHasher;
+use crate::key::{ApiKey, KeyState};
+use crate::scope::Permission;
+use crate::token::ParsedToken;
+
+/// The answer's machine code, as documented in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VerifyCode {
+    Valid,
+    Malformed,
+    NotFound,
+    InvalidSecret,
+    Expired,
+    Inactive,
+    Revoked,
+    ForbiddenResource,
+    InsufficientPermissions,
+}
+
+impl VerifyCode {
+    pub const ALL: [VerifyCode; 9] = [
+        VerifyCode::Valid,
+        VerifyCode::Malformed,
+        VerifyCode::NotFound,
+        VerifyCode::InvalidSecret,
+        VerifyCode::Expired,
+        VerifyCode::Inactive,
+        VerifyCode::Revoked,
+        VerifyCode::ForbiddenResource,
+        VerifyCode::InsufficientPermissions,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "VALID",
+            VerifyCode::Malformed => "MALFORMED",
+            VerifyCode::NotFound => "NOT_FOUND",
+            VerifyCode::InvalidSecret => "INVALID_SECRET",
+            VerifyCode::Expired => "EXPIRED",
+            VerifyCode::Inactive => "INACTIVE",
+            VerifyCode::Revoked => "REVOKED",
+            VerifyCode::ForbiddenResource => "FORBIDDEN_RESOURCE",
+            VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The fixed message of codes that carry no detail.
+    pub fn message(self) -> &'static str {
+        match self {
+            VerifyCode::Valid => "API key is valid",
+            VerifyCode::Malformed => "The key is not a well-formed API key",
+            VerifyCode::NotFound => "API key not found",
+            VerifyCode::InvalidSecret => "Invalid API key",
+            VerifyCode::Expired => "API key has expired",
+            VerifyCode::Inactive => "API key is inactive",
+            VerifyCode::Revoked => "API key has been revoked",
+            VerifyCode::ForbiddenResource => "This API key cannot access the resource",
+            VerifyCode::InsufficientPermissions => "Insufficient permissions",
+        }
+    }
+}
+
+/// What the request is about. Every part is optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    pub permission: Option<&'a Permission>,
+    /// A resource id such as a site id.
+    pub resource: Option<&'a str>,
+    /// The HTTP method of the protected request.
+    pub method: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub code: VerifyCode,
+    pub message: Cow<'static, str>,
+    /// The secret matched a live key: the key was used, even if the request
+    /// itself is refused (wrong resource, missing permission).
+    pub authenticated: bool,
+}
+
+impl Decision {
+    pub fn is_valid(&self) -> bool {
+        self.code == VerifyCode::Valid
+    }
+    fn fixed(code: VerifyCode, authenticated: bool) -> Self {
+        Decision { code, message: Cow::Borrowed(code.message()), authenticated }
+    }
+}
+
+/// Decides for a token whose key was found. `parsed` is the token's native
+/// parse, if it has one (imported foreign keys have none).
+pub fn decide(
+    key: &ApiKey,
+    token: &str,
+    parsed: Option<&ParsedToken<'_>>,
+    hasher: &SecretHasher,
+    request: &Request<'_>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let current = hasher.matches(&key.secret, token, parsed);
+    let in_grace = !current
+        && key
+            .grace
+            .as_ref()
+            .is_some_and(|g| now < g.until && hasher.matches(&g.hash, token, parsed));
+    if !current && !in_grace {
+        return Decision::fixed(VerifyCode::InvalidSecret, false);
+    }
+    match key.state {
+        KeyState::Revoked => return Decision::fixed(VerifyCode::Revoked, false),
+        KeyState::Inactive => return Decision::fixed(VerifyCode::Inactive, false),
+        KeyState::Active => {}
+    }
+    if key.is_expired(now) {
+        return Decision::fixed(VerifyCode::Expired, false);
+    }
+    if let Some(resource) = request.resource
+        && !key.resources.is_empty()
+        && !key.resources.iter().any(|r| r == resource)
+    {
+        return Decision {
+            code: VerifyCode::ForbiddenResource,
+            message: Cow::Owned(format!("This API key cannot access {resource}")),
+            authenticated: true,
+        };
+    }
+    let grants = key.grants();
+    let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
+    let permission_ok = request.permission.is_none_or(|p| grants.allows(p));
+    if !method_ok || !permission_ok {
+        let missing = if permission_ok { None } else { request.permission };
+        return Decision {
+            code: VerifyCode::InsufficientPermissions,
+            message: Cow::Owned(grants.refusal(missing)),
+            authenticated: true,
+        };
+    }
+    Decision::fixed(VerifyCode::Valid, true)
+}
+
+/// The decision for a token that does not parse or whose key does not exist.
+pub fn without_key(code: VerifyCode) -> Decision {
+    debug_assert!(matches!(code, VerifyCode::Malformed | VerifyCode::NotFound));
+    Decision::fixed(code, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyDraft;
+    use crate::token::{Environment, generate, parse};
+    use crate::workspace::KeyPolicy;
+    use chrono::Duration;
+
+    struct Fixture {
+        hasher: SecretHasher,
+        key: ApiKey,
+        token: String,
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    fn fixture(scopes: &[&str], resources: &[&str]) -> Fixture {
+        let hasher = SecretHasher::new(&[3u8; 32]).unwrap();
+        let token = generate("kw", Environment::Live);
+        let parsed = parse(token.expose()).unwrap();
+        let draft = KeyDraft {
+            name: Some("k".into()),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            expires_in_days: Some(10),
+            ..Default::default()
+        };
+        let key = draft.validate(&KeyPolicy::default(), now()).unwrap().into_key(
+            parsed.key_id(),
+            "ws_1",
+            "masked".into(),
+            hasher.native(&parsed),
+            now(),
+        );
+        Fixture { hasher, key, token: token.expose().to_owned() }
+    }
+
+    fn run(f: &Fixture, req: Request<'_>, at: DateTime<Utc>) -> Decision {
+        let parsed = parse(&f.token).unwrap();
+        decide(&f.key, &f.token, Some(&parsed), &f.hasher, &req, at)
+    }
+
+    #[test]
+    fn states_and_expiry() {
+        let mut f = fixture(&["read"], &[]);
+        assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Valid);
+        assert_eq!(run(&f, Request::default(), now() + Duration::days(10)).code, VerifyCode::Expired);
+        f.key.deactivate(now()).unwrap();
+        assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Inactive);
+        f.key.revoke(now());
+        assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Revoked);
+    }
+
+    #[test]
+    fn wrong_secret() {
+        let f = fixture(&["read"], &[]);
+        let other = generate("kw", Environment::Live);
+        let p = parse(other.expose()).unwrap();
+        let d = decide(&f.key, other.expose(), Some(&p), &f.hasher, &Request::default(), now());
+        assert_eq!(d.code, VerifyCode::InvalidSecret);
+        assert!(!d.authenticated);
+    }
+
+    #[test]
+    fn resources_permissions_methods() {
+        let f = fixture(&["read"], &["site_abc123"]);
+        let req = Request { resource: Some("site_xyz789"), ..Default::default() };
+        let d = run(&f, req, now());
+        assert_eq!(d.code, VerifyCode::ForbiddenResource);
+        assert_eq!(d.message, "This API key cannot access site_xyz789");
+        let ok = Request { resource: Some("site_abc123"), method: Some("GET"), ..Default::default() };
+        assert!(run(&f, ok, now()).is_valid());
+        let post = Request { method: Some("POST"), ..Default::default() };
+        let d = run(&f, post, now());
+        assert_eq!(d.code, VerifyCode::InsufficientPermissions);
+        assert_eq!(d.message, "Insufficient permissions. This key has read-only access.");
+        let perm = Permission::new("campaigns", "read");
+        assert!(run(&f, Request { permission: Some(&perm), ..Default::default() }, now()).is_valid());
+    }
+
+    #[test]
+    fn grace_period_after_roll() {
+        let mut f = fixture(&["read"], &[]);
+        let old = f.token.clone();
+        let parsed = parse(&old).unwrap();
+        let fresh = crate::token::generate_with_id("kw", Environment::Live, parsed.id);
+        let fresh_parsed = parse(fresh.expose()).unwrap();
+        f.key.roll(f.hasher.native(&fresh_parsed), 60, now()).unwrap();
+        assert!(run(&f, Request::default(), now() + Duration::seconds(59)).is_valid());
+        assert_eq!(run(&f, Request::default(), now() + Duration::seconds(60)).code, VerifyCode::InvalidSecret);
+        f.token = fresh.expose().to_owned();
+        assert!(run(&f, Request::default(), now() + Duration::seconds(61)).is_valid());
+    }
+}

@@ -1,0 +1,98 @@
+//! The tenant: a workspace and its key policy.
+
+use chrono::{DateTime, Utc};
+
+use crate::{Error, ids, token};
+
+/// Upper bound for any lifetime in days (100 years).
+pub const MAX_LIFETIME_DAYS: u32 = 36_500;
+
+/// Limits and lifetimes that apply to every key of a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyPolicy {
+    /// Maximum number of live (not revoked) keys; `None` = unlimited.
+    pub max_keys: Option<u32>,
+    /// Lifetime given to a key created without an expiry.
+    pub default_key_lifetime_days: Option<u32>,
+    /// No key may live longer than this; when set, every key must expire.
+    pub max_key_lifetime_days: Option<u32>,
+}
+
+impl KeyPolicy {
+    pub fn validate(&self) -> Result<(), Error> {
+        for (name, v) in [
+            ("defaultKeyLifetimeDays", self.default_key_lifetime_days),
+            ("maxKeyLifetimeDays", self.max_key_lifetime_days),
+        ] {
+            if let Some(d) = v
+                && !(1..=MAX_LIFETIME_DAYS).contains(&d)
+            {
+                return Err(Error::invalid(
+                    "invalid_policy",
+                    format!("{name} must be between 1 and {MAX_LIFETIME_DAYS} days"),
+                ));
+            }
+        }
+        if let Some(m) = self.max_keys
+            && m > 1_000_000_000
+        {
+            return Err(Error::invalid("invalid_policy", "maxKeys must be at most 1000000000"));
+        }
+        if let (Some(d), Some(m)) = (self.default_key_lifetime_days, self.max_key_lifetime_days)
+            && d > m
+        {
+            return Err(Error::invalid(
+                "invalid_policy",
+                "defaultKeyLifetimeDays cannot exceed maxKeyLifetimeDays",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    /// First part of every token of this workspace (`kw` → `kw_live_…`).
+    pub token_prefix: String,
+    pub policy: KeyPolicy,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub const DEFAULT_TOKEN_PREFIX: &str = "kw";
+
+impl Workspace {
+    pub fn new(name: &str, now: DateTime<Utc>) -> Result<Self, Error> {
+        Ok(Workspace {
+            id: ids::new_id("ws"),
+            name: validate_workspace_name(name)?,
+            token_prefix: DEFAULT_TOKEN_PREFIX.to_owned(),
+            policy: KeyPolicy::default(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+pub fn validate_workspace_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_workspace_name",
+            "Workspace name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn validate_token_prefix(prefix: &str) -> Result<String, Error> {
+    if !token::is_valid_prefix(prefix) {
+        return Err(Error::invalid(
+            "invalid_token_prefix",
+            "tokenPrefix must be 1 to 16 lowercase letters or digits, starting with a letter",
+        ));
+    }
+    Ok(prefix.to_owned())
+}
