@@ -1,1 +1,24 @@
+//! keyward's server: the services that manage and verify keys, and the
+//! HTTP API around them.
+//!
+//! # Layout
+//! - [`startup`]: wiring ([`Services`], [`Application`]) and shutdown.
+//! - [`verifier`]: the verification hot path over [`cache`] and [`usage`].
+//! - [`keys`], [`workspaces`]: management operations, interface-agnostic.
+//! - [`principal`]: who is calling and what they may do.
+//! - [`api`]: axum handlers, extractors, error mapping, OpenAPI.
+//! - [`telemetry`]: metrics recorder and logs.
+//!
+//! Only [`api`] knows HTTP; nothing here knows SQL.
 
+pub mod api;
+pub mod cache;
+pub mod keys;
+pub mod principal;
+pub mod startup;
+pub mod telemetry;
+pub mod usage;
+pub mod verifier;
+pub mod workspaces;
+
+pub use startup::{Application, ServerConfig, Services, shutdown_signal};

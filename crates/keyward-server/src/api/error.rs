@@ -1,0 +1,74 @@
+//! The one error response: `{"error": "<message>", "code": "<code>"}` with
+//! the matching status. Internal failures get an opaque message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::{Error, ErrorKind};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error the API returns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A human-readable message. Never contains a secret.
+    #[schema(example = "API key not found")]
+    pub error: String,
+    /// A stable machine-readable code.
+    #[schema(example = "key_not_found")]
+    pub code: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorKind::Internal if e.code == "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError { status, code: e.code, message: e.message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            "Internal server error".to_owned()
+        } else {
+            self.message
+        };
+        let mut response = (
+            self.status,
+            axum::Json(ErrorBody { error: message, code: self.code.to_owned() }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"keyward\""));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

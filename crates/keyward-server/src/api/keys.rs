@@ -1,0 +1,501 @@
+//! `/v1/keys`: key management. Handlers are thin: authenticate, check the
+//! permission, translate JSON to a domain command, call [`KeyService`].
+//!
+//! [`KeyService`]: crate::keys::KeyService
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, KeyState, KeyType};
+use keyward_core::scope::Flags;
+use keyward_core::token::{Environment, Secret};
+use keyward_store::{KeyFilter, Page};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery, OptionalJson};
+use super::views::{KeyView, KeyWithSecret, double_option};
+use crate::keys::ImportDraft;
+use crate::principal::Principal;
+
+pub const MANAGE: &str = "keys:manage";
+pub const READ: &str = "keys:read";
+
+fn parse_type(t: Option<&str>) -> Result<(), ApiError> {
+    match t {
+        None => Ok(()),
+        Some(t) if KeyType::parse(t).is_some() => Ok(()),
+        Some(_) => Err(ApiError::bad_request("invalid_type", "type must be: secret")),
+    }
+}
+
+fn parse_environment(e: Option<&str>) -> Result<Option<Environment>, ApiError> {
+    e.map(|e| {
+        Environment::parse(e).ok_or_else(|| ApiError::bad_request("invalid_environment", "environment must be: live or test"))
+    })
+    .transpose()
+}
+
+/// Response with the key's version as a strong ETag.
+pub fn with_etag(status: StatusCode, key: &ApiKey, body: impl Serialize) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", key.version)) {
+        headers.insert(header::ETAG, v);
+    }
+    (status, headers, axum::Json(body)).into_response()
+}
+
+fn created(key: &ApiKey, secret: &Secret) -> Response {
+    with_etag(
+        StatusCode::CREATED,
+        key,
+        KeyWithSecret { key: KeyView::from(key), secret: secret.expose().to_owned() },
+    )
+}
+
+/// Settings of a new key.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// 1–100 characters, unique among the workspace's live keys.
+    #[schema(example = "Production Server")]
+    pub name: Option<String>,
+    /// Up to 500 characters.
+    pub description: Option<String>,
+    /// `secret` (default).
+    #[serde(rename = "type")]
+    pub key_type: Option<String>,
+    /// `live` (default) or `test`; part of the key's prefix.
+    pub environment: Option<String>,
+    /// Tiers `read`, `write`, `admin`; permissions `resource:action` (either part may be `*`); `*` for Full Access.
+    #[schema(example = json!(["read"]))]
+    pub scopes: Option<Vec<String>>,
+    /// Only GET/HEAD, on everything. Takes precedence over scopes.
+    pub read_only: Option<bool>,
+    /// Everything except account management.
+    pub administrator: Option<bool>,
+    /// Everything, account management included.
+    pub account_administrator: Option<bool>,
+    /// Resource (site) ids the key is limited to.
+    #[schema(example = json!(["site_abc123"]))]
+    pub resources: Option<Vec<String>>,
+    /// Absolute expiry (RFC 3339). Give this or `expiresIn`.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Expiry in days from now. Without either, the workspace default applies.
+    pub expires_in: Option<i64>,
+    /// Free JSON object, at most 8 KiB (default email, phone, time zone…).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl CreateKeyRequest {
+    fn into_draft(self) -> Result<KeyDraft, ApiError> {
+        parse_type(self.key_type.as_deref())?;
+        Ok(KeyDraft {
+            name: self.name,
+            description: self.description,
+            environment: parse_environment(self.environment.as_deref())?,
+            scopes: self.scopes.unwrap_or_default(),
+            flags: Flags {
+                read_only: self.read_only.unwrap_or(false),
+                administrator: self.administrator.unwrap_or(false),
+                account_administrator: self.account_administrator.unwrap_or(false),
+            },
+            resources: self.resources.unwrap_or_default(),
+            expires_at: self.expires_at,
+            expires_in_days: self.expires_in,
+            metadata: self.metadata,
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created. `secret` is shown only in this response.", body = KeyWithSecret),
+        (status = 400, description = "Invalid settings", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "Missing keys:manage, or the workspace key limit is reached", body = ErrorBody),
+        (status = 409, description = "A live key already has this name", body = ErrorBody),
+    ))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateKeyRequest>,
+) -> ApiResult<Response> {
+    principal.require(MANAGE)?;
+    let ws = state.workspaces.get(principal.workspace_id()).await?;
+    let (key, secret) = state.keys.create(&ws, body.into_draft()?).await?;
+    Ok(created(&key, &secret))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    /// `active`, `inactive` or `revoked`.
+    pub state: Option<String>,
+    /// `secret`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub key_type: Option<String>,
+    /// Case-insensitive part of the name.
+    pub name: Option<String>,
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyList {
+    pub data: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(ListKeysQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Newest first", body = KeyList),
+        (status = 400, description = "Invalid filter or cursor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    ))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<ListKeysQuery>,
+) -> ApiResult<axum::Json<KeyList>> {
+    principal.require(READ)?;
+    let filter = KeyFilter {
+        state: q
+            .state
+            .as_deref()
+            .map(|s| KeyState::parse(s).ok_or_else(|| ApiError::bad_request("invalid_state", "state must be: active, inactive or revoked")))
+            .transpose()?,
+        key_type: q
+            .key_type
+            .as_deref()
+            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", "type must be: secret")))
+            .transpose()?,
+        name_contains: q.name.filter(|n| !n.is_empty()),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
+    }
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid")))
+        .transpose()?;
+    let page = state.keys.list(principal.workspace_id(), &filter, Page { after, limit }).await?;
+    Ok(axum::Json(KeyList {
+        data: page.keys.iter().map(KeyView::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key; `ETag` carries its version", body = KeyView),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "API key not found", body = ErrorBody),
+    ))]
+pub async fn get_key(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+    principal.require(READ)?;
+    let key = state.keys.get(principal.workspace_id(), &id).await?;
+    Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
+}
+
+/// Fields to change; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateKeyRequest {
+    pub name: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    pub scopes: Option<Vec<String>>,
+    pub read_only: Option<bool>,
+    pub administrator: Option<bool>,
+    pub account_administrator: Option<bool>,
+    pub resources: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Can only be brought forward (or set on a key that never expires).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v.to_str().unwrap_or_default().trim();
+    if v == "*" {
+        return Ok(None);
+    }
+    v.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag returned by this API"))
+}
+
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKeyRequest,
+    params(("id" = String, Path, description = "Key id"),
+           ("If-Match" = Option<String>, Header, description = "ETag of the version being edited")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The edited key", body = KeyView),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Legacy or revoked key, or name taken", body = ErrorBody),
+        (status = 412, description = "If-Match does not match", body = ErrorBody),
+    ))]
+pub async fn update_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateKeyRequest>,
+) -> ApiResult<Response> {
+    principal.require(MANAGE)?;
+    let expected = if_match(&headers)?;
+    let ws = state.workspaces.get(principal.workspace_id()).await?;
+    let patch = KeyPatch {
+        name: body.name,
+        description: body.description,
+        scopes: body.scopes,
+        read_only: body.read_only,
+        administrator: body.administrator,
+        account_administrator: body.account_administrator,
+        resources: body.resources,
+        metadata: body.metadata,
+        expires_at: body.expires_at,
+    };
+    let key = state.keys.update(&ws, &id, patch, expected).await?;
+    Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
+}
+
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted for good"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The key is active (deactivate it first) or legacy", body = ErrorBody),
+    ))]
+pub async fn delete_key(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    principal.require(MANAGE)?;
+    state.keys.delete(principal.workspace_id(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneKeyRequest {
+    /// Name of the clone (default: the original's name + " (clone)").
+    pub name: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/keys/{id}/clone", tag = "keys", request_body(content = Option<CloneKeyRequest>),
+    params(("id" = String, Path, description = "Key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A new key with the same settings and a new secret", body = KeyWithSecret),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    ))]
+pub async fn clone_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<CloneKeyRequest>,
+) -> ApiResult<Response> {
+    principal.require(MANAGE)?;
+    let ws = state.workspaces.get(principal.workspace_id()).await?;
+    let (key, secret) = state.keys.clone_key(&ws, &id, body.name).await?;
+    Ok(created(&key, &secret))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RollKeyRequest {
+    /// Seconds the previous secret keeps working (0–2592000; default 0).
+    pub grace_period_seconds: Option<u32>,
+}
+
+#[utoipa::path(post, path = "/v1/keys/{id}/roll", tag = "keys", request_body(content = Option<RollKeyRequest>),
+    params(("id" = String, Path, description = "Key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Same id, new secret (shown only here)", body = KeyWithSecret),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Revoked, legacy or foreign-format key", body = ErrorBody),
+    ))]
+pub async fn roll_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RollKeyRequest>,
+) -> ApiResult<Response> {
+    principal.require(MANAGE)?;
+    let ws = state.workspaces.get(principal.workspace_id()).await?;
+    let (key, secret) = state.keys.roll(&ws, &id, body.grace_period_seconds.unwrap_or(0)).await?;
+    Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
+}
+
+macro_rules! state_action {
+    ($fn_name:ident, $path:literal, $method:ident, $what:literal) => {
+        #[utoipa::path(post, path = $path, tag = "keys", params(("id" = String, Path, description = "Key id")),
+            security(("bearer" = [])),
+            description = $what,
+            responses(
+                (status = 200, description = "The key in its new state", body = KeyView),
+                (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+                (status = 404, body = ErrorBody), (status = 409, description = "Not allowed in the key's state", body = ErrorBody),
+            ))]
+        pub async fn $fn_name(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+            principal.require(MANAGE)?;
+            let key = state.keys.$method(principal.workspace_id(), &id).await?;
+            Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
+        }
+    };
+}
+
+state_action!(deactivate_key, "/v1/keys/{id}/deactivate", deactivate,
+    "Switches the key off (reversible). An inactive key is rejected whatever its scopes.");
+state_action!(activate_key, "/v1/keys/{id}/activate", activate, "Switches an inactive key back on.");
+state_action!(revoke_key, "/v1/keys/{id}/revoke", revoke,
+    "Kills the key for good, at once. Its record stays until deleted.");
+
+/// A key from another system, given as plaintext or as the SHA-256 of its plaintext.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportKeyRequest {
+    /// The plaintext key. Give this or `sha256`.
+    pub key: Option<String>,
+    /// Hex SHA-256 of the plaintext key; re-hashed on its first verification.
+    pub sha256: Option<String>,
+    /// The prefix the system's keys share (`zta_live_`); required with `sha256`.
+    pub prefix: Option<String>,
+    /// Keep this id (default: a new one; keyward keys keep theirs).
+    pub id: Option<String>,
+    /// Legacy keys verify but cannot be edited or deleted.
+    pub legacy: Option<bool>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub environment: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub read_only: Option<bool>,
+    pub administrator: Option<bool>,
+    pub account_administrator: Option<bool>,
+    pub resources: Option<Vec<String>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_in: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl ImportKeyRequest {
+    fn into_import(self) -> Result<ImportDraft, ApiError> {
+        let settings = CreateKeyRequest {
+            name: self.name,
+            description: self.description,
+            key_type: None,
+            environment: self.environment,
+            scopes: self.scopes,
+            read_only: self.read_only,
+            administrator: self.administrator,
+            account_administrator: self.account_administrator,
+            resources: self.resources,
+            expires_at: self.expires_at,
+            expires_in: self.expires_in,
+            metadata: self.metadata,
+        };
+        Ok(ImportDraft {
+            draft: settings.into_draft()?,
+            id: self.id,
+            plaintext: self.key.map(Secret::new),
+            sha256: self.sha256,
+            prefix: self.prefix,
+            legacy: self.legacy.unwrap_or(false),
+        })
+    }
+}
+
+#[utoipa::path(post, path = "/v1/keys/import", tag = "keys", request_body = ImportKeyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Imported; the key verifies from now on", body = KeyView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "Id or key already present, or name taken", body = ErrorBody),
+    ))]
+pub async fn import_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ImportKeyRequest>,
+) -> ApiResult<Response> {
+    principal.require(MANAGE)?;
+    let ws = state.workspaces.get(principal.workspace_id()).await?;
+    let key = state.keys.import(&ws, body.into_import()?).await?;
+    Ok(with_etag(StatusCode::CREATED, &key, KeyView::from(&key)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDay {
+    #[schema(example = "2026-11-22")]
+    pub date: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyUsage {
+    pub key_id: String,
+    #[serde(serialize_with = "super::views::time_opt::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used: Option<DateTime<Utc>>,
+    /// Uses over the returned days.
+    pub total: u64,
+    /// Days with at least one use in the last 90 days, oldest first.
+    pub days: Vec<UsageDay>,
+}
+
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys", params(("id" = String, Path, description = "Key id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Per-day use counts (UTC), last 90 days", body = KeyUsage),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+pub async fn key_usage(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<axum::Json<KeyUsage>> {
+    principal.require(READ)?;
+    let report = state.keys.usage(principal.workspace_id(), &id).await?;
+    Ok(axum::Json(KeyUsage {
+        key_id: report.key_id.to_string(),
+        last_used: report.last_used_at,
+        total: report.days.iter().map(|(_, c)| c).sum(),
+        days: report
+            .days
+            .into_iter()
+            .map(|(d, count)| UsageDay { date: d.format("%Y-%m-%d").to_string(), count })
+            .collect(),
+    }))
+}

@@ -1,0 +1,145 @@
+//! The HTTP API: routes, the OpenAPI document generated from them, and the
+//! cross-cutting layers (body limit, request log, panic guard, JSON 404/405).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use keyward_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::keys::KeyService;
+use crate::verifier::Verifier;
+use crate::workspaces::WorkspaceService;
+use error::ApiError;
+
+pub mod compat;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod ops;
+pub mod verify;
+pub mod views;
+pub mod workspace;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub keys: Arc<KeyService>,
+    pub workspaces: Arc<WorkspaceService>,
+    pub verifier: Arc<Verifier>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keyward",
+        description = "Self-hosted API key management and verification. Authenticate with \
+            `Authorization: Bearer <API key>`; management needs `keys:manage` (the admin tier has it), \
+            verification `keys:verify`. Errors are `{\"error\": \"...\", \"code\": \"...\"}`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),
+        (name = "verification", description = "Is this key good for this request?"),
+        (name = "workspace", description = "The caller's workspace and its key policy"),
+        (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::get_key, keys::update_key, keys::delete_key))
+        .routes(routes!(keys::clone_key))
+        .routes(routes!(keys::roll_key))
+        .routes(routes!(keys::deactivate_key))
+        .routes(routes!(keys::activate_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::import_key))
+        .routes(routes!(keys::key_usage))
+        .routes(routes!(verify::verify_key))
+        .routes(routes!(workspace::get_workspace, workspace::update_workspace))
+        .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers' annotations.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The complete application router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this endpoint")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error").into_response()
+}
+
+/// Logs method, route pattern (never the raw URI, which may carry a key),
+/// status and duration.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::warn!(%method, route, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, micros, "request");
+    }
+    response
+}

@@ -1,0 +1,42 @@
+//! Operations endpoints: liveness, readiness and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Status {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up", body = Status)))]
+pub async fn healthz() -> axum::Json<Status> {
+    axum::Json(Status { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Storage answers", body = Status),
+        (status = 503, description = "Storage does not answer", body = ErrorBody),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Storage is not reachable")
+    })?;
+    Ok(axum::Json(Status { status: "ready" }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,123 @@
+//! `POST /v1/keys/verify`: the verification API for services that ask
+//! keyward whether a presented key is good for a request.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use keyward_core::key::is_valid_resource_id;
+use keyward_core::scope::Permission;
+use keyward_core::verify::Request;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiJson;
+use crate::principal::Principal;
+
+pub const VERIFY: &str = "keys:verify";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key presented to your API.
+    pub key: String,
+    /// The permission the request needs, `resource:action`.
+    #[schema(example = "campaigns:read")]
+    pub permission: Option<String>,
+    /// The resource (site) id the request is about.
+    #[schema(example = "site_abc123")]
+    pub resource: Option<String>,
+    /// The HTTP method of the request; read-only keys pass only GET/HEAD.
+    #[schema(example = "GET")]
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub valid: bool,
+    /// VALID, MALFORMED, NOT_FOUND, INVALID_SECRET, EXPIRED, INACTIVE, REVOKED,
+    /// FORBIDDEN_RESOURCE or INSUFFICIENT_PERMISSIONS.
+    #[schema(example = "VALID")]
+    pub code: &'static str,
+    /// Why, in words.
+    pub message: String,
+    pub key_id: Option<String>,
+    pub workspace_id: Option<String>,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub key_type: Option<&'static str>,
+    /// The key's scopes.
+    pub permissions: Vec<String>,
+    /// Roles held by the key (none yet).
+    pub roles: Vec<String>,
+    /// The key's metadata.
+    #[schema(value_type = Option<Object>)]
+    pub meta: Option<Value>,
+    #[serde(serialize_with = "super::views::time_opt::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn is_method(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "verification", request_body = VerifyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verdict, valid or not; `code` says why", body = VerifyResponse),
+        (status = 400, description = "Malformed permission, resource or method", body = ErrorBody),
+        (status = 401, description = "The caller's own key is missing or invalid", body = ErrorBody),
+        (status = 403, description = "The caller lacks keys:verify", body = ErrorBody),
+    ))]
+pub async fn verify_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<VerifyRequest>,
+) -> ApiResult<axum::Json<VerifyResponse>> {
+    principal.require(VERIFY)?;
+    let permission = body
+        .permission
+        .as_deref()
+        .map(|p| {
+            Permission::parse_required(p).ok_or_else(|| {
+                ApiError::bad_request("invalid_permission", "permission must look like resource:action")
+            })
+        })
+        .transpose()?;
+    if let Some(r) = &body.resource
+        && !is_valid_resource_id(r)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_resource",
+            "resource must be 1 to 128 letters, digits, '_', '-', '.' or ':'",
+        ));
+    }
+    if let Some(m) = &body.method
+        && !is_method(m)
+    {
+        return Err(ApiError::bad_request("invalid_method", "method must be an HTTP method such as GET"));
+    }
+    let request = Request {
+        permission: permission.as_ref(),
+        resource: body.resource.as_deref(),
+        method: body.method.as_deref(),
+    };
+    let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
+    let key = v.key.as_deref();
+    Ok(axum::Json(VerifyResponse {
+        valid: v.decision.is_valid(),
+        code: v.decision.code.as_str(),
+        message: v.decision.message.into_owned(),
+        key_id: key.map(|k| k.id.to_string()),
+        workspace_id: key.map(|k| k.workspace_id.clone()),
+        name: key.map(|k| k.name.clone()),
+        key_type: key.map(|k| k.key_type.as_str()),
+        permissions: key.map(|k| k.scopes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        roles: Vec::new(),
+        meta: key.map(|k| k.metadata.clone()),
+        expires_at: key.and_then(|k| k.expires_at),
+    }))
+}

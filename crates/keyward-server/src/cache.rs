@@ -1,0 +1,135 @@
+//! The in-memory key cache in front of the store.
+//!
+//! Verification of a known key touches no storage: the key's record is here.
+//! Every mutation on this node replaces the record here after its write is
+//! durable. Unknown ids are remembered briefly (negative entries) so a flood
+//! of made-up keys costs one lookup per id, not one per request.
+//!
+//! **Invariant:** a load that raced with a mutation never overwrites the
+//! mutation's fresher record. Loads read an epoch before going to the
+//! store and insert only if no mutation bumped it meanwhile; mutations bump
+//! it and insert under the same lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyward_core::key::ApiKey;
+use keyward_core::token::{ID_LEN, token_id_of_key_id};
+
+/// What a presented token is looked up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// The 16 id characters of a native token.
+    Native([u8; ID_LEN]),
+    /// HMAC of a whole foreign-format (imported) token.
+    Foreign([u8; 32]),
+}
+
+impl CacheKey {
+    pub fn native(token_id: &str) -> Self {
+        let mut id = [0u8; ID_LEN];
+        id.copy_from_slice(&token_id.as_bytes()[..ID_LEN]);
+        CacheKey::Native(id)
+    }
+
+    /// The cache key of a native key's record; `None` for imported keys,
+    /// whose cache key is derived from the presented token only.
+    pub fn of_native_key(key: &ApiKey) -> Option<Self> {
+        if key.lookup_prefix.is_some() {
+            return None;
+        }
+        token_id_of_key_id(&key.id).map(CacheKey::native)
+    }
+}
+
+#[derive(Clone)]
+enum Slot {
+    Present(Arc<ApiKey>),
+    Absent(Instant),
+}
+
+pub enum Lookup {
+    Hit(Arc<ApiKey>),
+    KnownAbsent,
+    Miss(LoadTicket),
+}
+
+/// Proof of the epoch a load started in.
+pub struct LoadTicket(u64);
+
+pub struct KeyCache {
+    entries: quick_cache::sync::Cache<CacheKey, Slot>,
+    epoch: AtomicU64,
+    lock: Mutex<()>,
+    negative_ttl: Duration,
+}
+
+impl KeyCache {
+    pub fn new(capacity: usize, negative_ttl: Duration) -> Self {
+        KeyCache {
+            entries: quick_cache::sync::Cache::new(capacity.max(16)),
+            epoch: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            negative_ttl,
+        }
+    }
+
+    pub fn get(&self, key: &CacheKey) -> Lookup {
+        match self.entries.get(key) {
+            Some(Slot::Present(k)) => Lookup::Hit(k),
+            Some(Slot::Absent(at)) if at.elapsed() < self.negative_ttl => Lookup::KnownAbsent,
+            _ => Lookup::Miss(LoadTicket(self.epoch.load(Ordering::Acquire))),
+        }
+    }
+
+    /// Stores what a load found, unless a mutation happened since the load began.
+    pub fn finish_load(&self, key: CacheKey, ticket: LoadTicket, found: Option<Arc<ApiKey>>) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::Acquire) != ticket.0 {
+            return;
+        }
+        let slot = match found {
+            Some(k) => Slot::Present(k),
+            None => Slot::Absent(Instant::now()),
+        };
+        self.entries.insert(key, slot);
+    }
+
+    /// Records a key as it now stands in the store (after a write).
+    pub fn put(&self, key: &ApiKey) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match CacheKey::of_native_key(key) {
+            Some(ck) => self.entries.insert(ck, Slot::Present(Arc::new(key.clone()))),
+            None => self.forget_foreign(&key.id),
+        }
+    }
+
+    /// Records that a key no longer exists.
+    pub fn remove(&self, key: &ApiKey) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match CacheKey::of_native_key(key) {
+            Some(ck) => self.entries.insert(ck, Slot::Absent(Instant::now())),
+            None => self.forget_foreign(&key.id),
+        }
+    }
+
+    /// Imported keys are cached under a hash of their token, which their
+    /// record cannot give back: drop them by id (rare: imports are few).
+    fn forget_foreign(&self, id: &str) {
+        self.entries
+            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id)));
+        // A negative entry for the token may exist from before an import.
+        self.entries.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,146 @@
+//! Wiring: services over a store, and the HTTP application around them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use keyward_core::hash::SecretHasher;
+use keyward_store::Store;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::cache::KeyCache;
+use crate::keys::KeyService;
+use crate::usage::{UsageRecorder, run_flusher};
+use crate::verifier::Verifier;
+use crate::workspaces::WorkspaceService;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// How often usage counts are written.
+    pub usage_flush_interval: Duration,
+    /// Keys held in memory.
+    pub cache_capacity: usize,
+    /// How long an unknown key id is remembered as unknown.
+    pub negative_cache_ttl: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            usage_flush_interval: Duration::from_secs(1),
+            cache_capacity: 100_000,
+            negative_cache_ttl: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The services of one node, shared by the HTTP API and the CLI.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub verifier: Arc<Verifier>,
+    pub keys: Arc<KeyService>,
+    pub workspaces: Arc<WorkspaceService>,
+    pub usage: Arc<UsageRecorder>,
+}
+
+impl Services {
+    /// Checks that `hasher` is the key this store was created with (a
+    /// fingerprint is stored on first use) and wires the services.
+    pub async fn new(store: Arc<dyn Store>, hasher: SecretHasher, config: &ServerConfig) -> anyhow::Result<Self> {
+        let fingerprint = hasher.fingerprint();
+        let stored = store
+            .meta_get_or_set("hash_key_fingerprint", &fingerprint)
+            .await
+            .context("reading the database")?;
+        if stored != fingerprint {
+            anyhow::bail!(
+                "the hash key (fingerprint {fingerprint}) is not the one this database was created with \
+                 (fingerprint {stored}); start keyward with that key (--hash-key-file or KEYWARD_HASH_KEY)"
+            );
+        }
+        let usage = Arc::new(UsageRecorder::default());
+        let cache = KeyCache::new(config.cache_capacity, config.negative_cache_ttl);
+        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, usage.clone()));
+        verifier
+            .refresh_import_prefixes()
+            .await
+            .map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
+        let keys = Arc::new(KeyService::new(store.clone(), verifier.clone()));
+        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone()));
+        Ok(Services { store, verifier, keys, workspaces, usage })
+    }
+}
+
+/// A bound, ready-to-run server. Tests bind port 0 and read [`Application::local_addr`].
+pub struct Application {
+    listener: TcpListener,
+    services: Services,
+    config: ServerConfig,
+}
+
+impl Application {
+    pub async fn build(config: ServerConfig, store: Arc<dyn Store>, hasher: SecretHasher) -> anyhow::Result<Self> {
+        // Before the services resolve their metric handles.
+        let _ = crate::telemetry::prometheus();
+        let services = Services::new(store, hasher, &config).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Application { listener, services, config })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` completes, then drains connections and
+    /// flushes pending usage counts.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Services { store, verifier, keys, workspaces, usage } = self.services;
+        let state = AppState { keys, workspaces, verifier, store: store.clone(), metrics: crate::telemetry::prometheus() };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(run_flusher(usage, store, self.config.usage_flush_interval, stop_rx));
+        let app = api::router(state, self.config.max_body_bytes);
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        flusher.await.context("usage flusher")?;
+        served.context("serving HTTP")
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutdown requested; draining connections");
+}

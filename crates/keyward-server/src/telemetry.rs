@@ -1,0 +1,64 @@
+//! Metrics recorder (Prometheus) and log set-up.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once; later calls (tests
+/// that start several servers in one process) share it.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let buckets = [
+                0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full("keyward_verify_duration_seconds".into()), &buckets)
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("keyward_verifications_total", "Verifications by result code");
+    metrics::describe_histogram!(
+        "keyward_verify_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to verify a key, from parse to decision"
+    );
+    metrics::describe_counter!("keyward_cache_hits_total", "Key lookups answered from memory");
+    metrics::describe_counter!("keyward_cache_misses_total", "Key lookups that went to storage");
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Initialises logging to stderr; `filter` is an `EnvFilter` directive
+/// such as `info` or `keyward=debug`.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}

@@ -1,0 +1,227 @@
+//! The verification hot path: token → cached record → decision.
+//!
+//! 1. Parse the token (no IO). A string that is neither a keyward token nor
+//!    starts with a known import prefix is `MALFORMED` at once.
+//! 2. Find the record: cache hit (no IO), known-absent (no IO), or one store
+//!    read whose result is cached.
+//! 3. Decide ([`keyward_core::verify::decide`]).
+//! 4. Count the use in memory ([`crate::usage`]); never write here.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::Utc;
+use keyward_core::Error;
+use keyward_core::hash::{HashScheme, SecretHasher, sha256};
+use keyward_core::key::ApiKey;
+use keyward_core::token::{self, ParsedToken};
+use keyward_core::verify::{self, Decision, Request, VerifyCode};
+use keyward_store::Store;
+use metrics::{Counter, Histogram};
+
+use crate::cache::{CacheKey, KeyCache, Lookup};
+use crate::usage::UsageRecorder;
+
+/// The result of a verification: the decision and, when the key was found
+/// in the caller's workspace, its record.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub decision: Decision,
+    pub key: Option<Arc<ApiKey>>,
+}
+
+/// Metric handles resolved once, so the hot path does no registry lookups.
+struct VerifyMetrics {
+    by_code: Vec<Counter>,
+    latency: Histogram,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl VerifyMetrics {
+    fn new() -> Self {
+        VerifyMetrics {
+            by_code: VerifyCode::ALL
+                .iter()
+                .map(|c| metrics::counter!("keyward_verifications_total", "code" => c.as_str()))
+                .collect(),
+            latency: metrics::histogram!("keyward_verify_duration_seconds"),
+            cache_hits: metrics::counter!("keyward_cache_hits_total"),
+            cache_misses: metrics::counter!("keyward_cache_misses_total"),
+        }
+    }
+}
+
+pub struct Verifier {
+    store: Arc<dyn Store>,
+    hasher: SecretHasher,
+    cache: Arc<KeyCache>,
+    usage: Arc<UsageRecorder>,
+    /// Imported keys whose hash upgrade is in flight.
+    upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
+    import_prefixes: RwLock<Arc<Vec<String>>>,
+    metrics: VerifyMetrics,
+}
+
+enum Found {
+    Key(Arc<ApiKey>),
+    Missing,
+}
+
+impl Verifier {
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache, usage: Arc<UsageRecorder>) -> Self {
+        Verifier {
+            store,
+            hasher,
+            cache: Arc::new(cache),
+            usage,
+            upgrading: Arc::default(),
+            import_prefixes: RwLock::new(Arc::new(Vec::new())),
+            metrics: VerifyMetrics::new(),
+        }
+    }
+
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
+    pub fn cache(&self) -> &KeyCache {
+        &self.cache
+    }
+
+    /// Reloads the import prefixes from the store (at start and after imports).
+    pub async fn refresh_import_prefixes(&self) -> Result<(), Error> {
+        let mut prefixes = self.store.list_lookup_prefixes().await.map_err(crate::keys::store_error)?;
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        *self.import_prefixes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prefixes);
+        Ok(())
+    }
+
+    fn lock<'a, T>(&self, m: &'a Mutex<T>) -> std::sync::MutexGuard<'a, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn has_import_prefix(&self, token: &str) -> bool {
+        let prefixes = self.import_prefixes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        prefixes.iter().any(|p| token.starts_with(p.as_str()))
+    }
+
+    /// Verifies `token` for `request`. With `workspace`, keys of any other
+    /// workspace are `NOT_FOUND`. Errors only when storage fails on a miss.
+    pub async fn verify(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        workspace: Option<&str>,
+    ) -> Result<Verification, Error> {
+        let started = Instant::now();
+        let now = Utc::now();
+        let parsed = token::parse(token).ok();
+        let found = match &parsed {
+            Some(p) => self.find_native(p).await?,
+            None if token.len() <= token::MAX_TOKEN_LEN && self.has_import_prefix(token) => {
+                self.find_foreign(token).await?
+            }
+            None => {
+                return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None));
+            }
+        };
+        let key = match found {
+            Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+            _ => return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None)),
+        };
+        let decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, request, now);
+        if decision.authenticated {
+            self.usage.record(&key.id, now);
+            if key.secret.scheme == HashScheme::Sha256 {
+                self.upgrade_foreign_hash(&key, token);
+            }
+        }
+        Ok(self.finish(started, decision, Some(key)))
+    }
+
+    fn finish(&self, started: Instant, decision: Decision, key: Option<Arc<ApiKey>>) -> Verification {
+        self.metrics.by_code[decision.code.index()].increment(1);
+        self.metrics.latency.record(started.elapsed().as_secs_f64());
+        Verification { decision, key }
+    }
+
+    async fn find_native(&self, parsed: &ParsedToken<'_>) -> Result<Found, Error> {
+        let ck = CacheKey::native(parsed.id);
+        let ticket = match self.cache.get(&ck) {
+            Lookup::Hit(k) => {
+                self.metrics.cache_hits.increment(1);
+                return Ok(Found::Key(k));
+            }
+            Lookup::KnownAbsent => {
+                self.metrics.cache_hits.increment(1);
+                return Ok(Found::Missing);
+            }
+            Lookup::Miss(ticket) => ticket,
+        };
+        self.metrics.cache_misses.increment(1);
+        let key = self
+            .store
+            .find_key(&parsed.key_id())
+            .await
+            .map_err(crate::keys::store_error)?
+            .filter(|k| k.lookup_prefix.is_none())
+            .map(Arc::new);
+        self.cache.finish_load(ck, ticket, key.clone());
+        Ok(key.map_or(Found::Missing, Found::Key))
+    }
+
+    async fn find_foreign(&self, token: &str) -> Result<Found, Error> {
+        let hmac = self.hasher.whole_token(token).digest;
+        let ck = CacheKey::Foreign(hmac);
+        let ticket = match self.cache.get(&ck) {
+            Lookup::Hit(k) => {
+                self.metrics.cache_hits.increment(1);
+                return Ok(Found::Key(k));
+            }
+            Lookup::KnownAbsent => {
+                self.metrics.cache_hits.increment(1);
+                return Ok(Found::Missing);
+            }
+            Lookup::Miss(ticket) => ticket,
+        };
+        self.metrics.cache_misses.increment(1);
+        let key = self
+            .store
+            .find_key_by_lookup_hash(&[hmac, sha256(token)])
+            .await
+            .map_err(crate::keys::store_error)?
+            .map(Arc::new);
+        self.cache.finish_load(ck, ticket, key.clone());
+        Ok(key.map_or(Found::Missing, Found::Key))
+    }
+
+    /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed
+    /// scheme, now that its plaintext has been seen. In the background: the
+    /// verify path never waits on a write.
+    fn upgrade_foreign_hash(&self, key: &Arc<ApiKey>, token: &str) {
+        let mut upgraded = (**key).clone();
+        upgraded.secret = self.hasher.whole_token(token);
+        upgraded.version += 1;
+        let expected = key.version;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.lock(&self.upgrading).insert(key.id.clone()) {
+            return; // already under way
+        }
+        let (store, cache, upgrading) = (self.store.clone(), self.cache.clone(), self.upgrading.clone());
+        runtime.spawn(async move {
+            match store.update_key(&upgraded, expected).await {
+                Ok(()) => {
+                    cache.put(&upgraded);
+                    tracing::info!(key_id = %upgraded.id, "re-hashed imported key to hmac-sha256-token-v1");
+                }
+                Err(e) => tracing::debug!(key_id = %upgraded.id, error = %e, "imported key re-hash skipped"),
+            }
+            upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&upgraded.id);
+        });
+    }
+}

@@ -1,0 +1,98 @@
+//! Workspaces: creation with a first admin key (bootstrap), and the
+//! workspace's key policy.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use keyward_core::key::{ApiKey, KeyDraft};
+use keyward_core::token::Secret;
+use keyward_core::workspace::{Workspace, validate_token_prefix, validate_workspace_name};
+use keyward_core::{Error, ErrorKind};
+use keyward_store::Store;
+
+use crate::keys::{KeyService, store_error};
+
+/// A new workspace and its first admin key; the secret is shown once.
+#[derive(Debug)]
+pub struct NewWorkspace {
+    pub workspace: Workspace,
+    pub admin_key: ApiKey,
+    pub secret: Secret,
+}
+
+/// A partial edit; for nullable settings `Some(None)` clears the setting.
+#[derive(Debug, Default)]
+pub struct WorkspacePatch {
+    pub name: Option<String>,
+    pub token_prefix: Option<String>,
+    pub max_keys: Option<Option<u32>>,
+    pub default_key_lifetime_days: Option<Option<u32>>,
+    pub max_key_lifetime_days: Option<Option<u32>>,
+}
+
+pub struct WorkspaceService {
+    store: Arc<dyn Store>,
+    keys: Arc<KeyService>,
+}
+
+pub const ADMIN_KEY_NAME: &str = "Admin key";
+
+impl WorkspaceService {
+    pub fn new(store: Arc<dyn Store>, keys: Arc<KeyService>) -> Self {
+        WorkspaceService { store, keys }
+    }
+
+    /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`].
+    pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
+        let workspace = Workspace::new(name, Utc::now())?;
+        self.store.insert_workspace(&workspace).await.map_err(store_error)?;
+        let draft = KeyDraft {
+            name: Some(ADMIN_KEY_NAME.to_owned()),
+            description: Some("Created with the workspace; manages its keys.".to_owned()),
+            scopes: vec!["admin".to_owned()],
+            ..Default::default()
+        };
+        let (admin_key, secret) = self.keys.create(&workspace, draft).await?;
+        Ok(NewWorkspace { workspace, admin_key, secret })
+    }
+
+    /// Creates the first workspace of an empty deployment; `None` when the
+    /// deployment already has one (nothing is changed then).
+    pub async fn bootstrap(&self, name: &str) -> Result<Option<NewWorkspace>, Error> {
+        if self.store.count_workspaces().await.map_err(store_error)? > 0 {
+            return Ok(None);
+        }
+        self.create_with_admin_key(name).await.map(Some)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Workspace, Error> {
+        self.store
+            .get_workspace(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
+    }
+
+    pub async fn update(&self, id: &str, patch: WorkspacePatch) -> Result<Workspace, Error> {
+        let mut ws = self.get(id).await?;
+        if let Some(name) = patch.name {
+            ws.name = validate_workspace_name(&name)?;
+        }
+        if let Some(prefix) = patch.token_prefix {
+            ws.token_prefix = validate_token_prefix(&prefix)?;
+        }
+        if let Some(v) = patch.max_keys {
+            ws.policy.max_keys = v;
+        }
+        if let Some(v) = patch.default_key_lifetime_days {
+            ws.policy.default_key_lifetime_days = v;
+        }
+        if let Some(v) = patch.max_key_lifetime_days {
+            ws.policy.max_key_lifetime_days = v;
+        }
+        ws.policy.validate()?;
+        ws.updated_at = Utc::now();
+        self.store.update_workspace(&ws).await.map_err(store_error)?;
+        Ok(ws)
+    }
+}

@@ -1,0 +1,198 @@
+//! Command-line interface: raw flags (first stage). `settings` turns them
+//! into validated settings (second stage).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// keyward: self-hosted API key management and verification.
+///
+/// Every option can also be set in a TOML file (--config) and by an
+/// environment variable (shown with each option). Precedence: flag, then
+/// environment, then file, then default.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, long_about)]
+pub struct Cli {
+    /// TOML configuration file (keys: listen, database_url, data_dir,
+    /// hash_key_file, log_format, log_level, usage_flush_interval_ms,
+    /// cache_capacity, negative_cache_ttl_ms, max_body_bytes).
+    #[arg(long, global = true, env = "KEYWARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (API, docs, metrics). On an empty database it
+    /// first creates a workspace and prints its admin key, once.
+    Serve(ServeArgs),
+    /// Create the first workspace and its admin key on an empty database,
+    /// print them, and exit. Refuses (exit 1) when already bootstrapped.
+    Bootstrap(BootstrapArgs),
+    /// Operator commands on workspaces (run against the database directly).
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Manage keys through a running keyward server.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
+}
+
+/// Where the data lives and the key that hashes secrets.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StorageArgs {
+    /// Database URL. Default: sqlite://<data dir>/keyward.db
+    #[arg(long, env = "KEYWARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite database and the generated hash key.
+    /// Default: ./keyward-data
+    #[arg(long, env = "KEYWARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// File holding the hash key (at least 64 hex characters). Default:
+    /// <data dir>/hash.key, generated with mode 0600 on first start. Keep it
+    /// safe and outside the database: without it no stored key verifies.
+    #[arg(long, env = "KEYWARD_HASH_KEY_FILE", value_name = "FILE")]
+    pub hash_key_file: Option<PathBuf>,
+    /// The hash key itself, as hex (takes precedence over the file).
+    #[arg(long, env = "KEYWARD_HASH_KEY", value_name = "HEX", hide_env_values = true)]
+    pub hash_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatArg {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Default: 127.0.0.1:8080
+    #[arg(long, env = "KEYWARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Log format. Default: pretty
+    #[arg(long, env = "KEYWARD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Log filter, e.g. `info` or `keyward_server=debug`. Default: info
+    #[arg(long, env = "KEYWARD_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Milliseconds between usage-count flushes. Default: 1000
+    #[arg(long, env = "KEYWARD_USAGE_FLUSH_INTERVAL_MS", value_name = "MS")]
+    pub usage_flush_interval_ms: Option<u64>,
+    /// Keys kept in memory for verification. Default: 100000
+    #[arg(long, env = "KEYWARD_CACHE_CAPACITY", value_name = "N")]
+    pub cache_capacity: Option<usize>,
+    /// Milliseconds an unknown key id is remembered as unknown. Default: 5000
+    #[arg(long, env = "KEYWARD_NEGATIVE_CACHE_TTL_MS", value_name = "MS")]
+    pub negative_cache_ttl_ms: Option<u64>,
+    /// Largest accepted request body, in bytes. Default: 65536
+    #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Name of the workspace created on an empty database. Default: Default
+    #[arg(long, value_name = "NAME", default_value = "Default")]
+    pub workspace_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Name of the first workspace.
+    #[arg(long, value_name = "NAME", default_value = "Default")]
+    pub name: String,
+    /// Print {"workspaceId": ..., "adminKey": ...} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace with its own admin key, printed once.
+    Create {
+        /// The workspace's name.
+        name: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Print {"workspaceId": ..., "adminKey": ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How the `keys` commands reach the server.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Base URL of the keyward server.
+    #[arg(long, env = "KEYWARD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An API key with keys:manage (for reads, keys:read).
+    #[arg(long, env = "KEYWARD_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret (shown once).
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Name, unique among the workspace's live keys.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// A scope: read, write, admin, resource:action or * (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Limit the key to a resource (site) id (repeatable).
+        #[arg(long = "resource", value_name = "ID")]
+        resources: Vec<String>,
+        /// Expire after this many days.
+        #[arg(long, value_name = "DAYS")]
+        expires_in: Option<i64>,
+        /// live or test.
+        #[arg(long)]
+        environment: Option<String>,
+        /// GET/HEAD only, on everything.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List keys, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Only keys in this state: active, inactive or revoked.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only keys whose name contains this.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show one key.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Revoke a key at once and for good.
+    Revoke {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Delete an inactive or revoked key.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+}

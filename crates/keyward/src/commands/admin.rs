@@ -1,0 +1,60 @@
+//! Operator commands that work on the database directly: bootstrap and
+//! workspace creation.
+
+use std::process::ExitCode;
+
+use keyward_server::workspaces::NewWorkspace;
+use keyward_server::{ServerConfig, Services};
+
+use crate::cli::{BootstrapArgs, StorageArgs};
+use crate::settings::{FileConfig, Storage};
+
+pub async fn open_services(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<Services> {
+    let storage = Storage::resolve(storage, file)?;
+    let store = keyward_store::open(&storage.database_url).await?;
+    Services::new(store, storage.hasher, &ServerConfig::default()).await
+}
+
+/// Prints a new workspace and its admin key: JSON for scripts, or words.
+pub fn print_new_workspace(created: &NewWorkspace, json: bool) {
+    if json {
+        let out = serde_json::json!({
+            "workspaceId": created.workspace.id,
+            "adminKey": created.secret.expose(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "Created workspace {} ({:?}) and its admin key {}.\n\
+             The admin key is shown only now; store it safely:\n\n    {}\n",
+            created.workspace.id,
+            created.workspace.name,
+            created.admin_key.id,
+            created.secret.expose()
+        );
+    }
+}
+
+pub async fn bootstrap(args: BootstrapArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(&args.storage, file).await?;
+    match services.workspaces.bootstrap(&args.name).await? {
+        Some(created) => {
+            print_new_workspace(&created, args.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "keyward is already bootstrapped: this database has a workspace. Nothing was changed. \
+                 Use `keyward workspace create NAME` to add another workspace."
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub async fn create_workspace(name: &str, storage: &StorageArgs, json: bool, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    let created = services.workspaces.create_with_admin_key(name).await?;
+    print_new_workspace(&created, json);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! Dispatch from parsed flags to the command that runs them.
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, WorkspaceCommand};
+use crate::settings::FileConfig;
+
+mod admin;
+mod keys;
+mod serve;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve(args) => serve::run(args, &file).await,
+        Command::Bootstrap(args) => admin::bootstrap(args, &file).await,
+        Command::Workspace(WorkspaceCommand::Create { name, storage, json }) => {
+            admin::create_workspace(&name, &storage, json, &file).await
+        }
+        Command::Keys(cmd) => keys::run(cmd).await,
+        Command::Openapi => {
+            println!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `keyward serve`: the HTTP server.
+
+use std::process::ExitCode;
+
+use keyward_server::{Application, shutdown_signal, telemetry};
+
+use super::admin::print_new_workspace;
+use crate::cli::ServeArgs;
+use crate::settings::{FileConfig, ServeSettings};
+
+pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let settings = ServeSettings::resolve(&args, file)?;
+    telemetry::init_logging(settings.log_format, &settings.log_filter);
+    let store = keyward_store::open(&settings.storage.database_url).await?;
+    let app = Application::build(settings.server.clone(), store, settings.storage.hasher).await?;
+    if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name).await? {
+        // Printed on stdout, never logged: logs must not carry secrets.
+        print_new_workspace(&created, false);
+    }
+    let addr = app.local_addr();
+    tracing::info!(%addr, "keyward listening");
+    println!("keyward listening on http://{addr}");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("keyward stopped");
+    Ok(ExitCode::SUCCESS)
+}
