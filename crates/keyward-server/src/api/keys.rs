@@ -3,7 +3,7 @@
 //!
 //! [`KeyService`]: crate::keys::KeyService
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiQuery, OptionalJson};
+use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::views::{KeyView, KeyWithSecret, double_option};
 use crate::keys::ImportDraft;
 use crate::principal::Principal;
@@ -210,7 +210,7 @@ pub async fn list_keys(
         (status = 403, body = ErrorBody),
         (status = 404, description = "API key not found", body = ErrorBody),
     ))]
-pub async fn get_key(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+pub async fn get_key(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
     principal.require(READ)?;
     let key = state.keys.get(principal.workspace_id(), &id).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -269,7 +269,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 pub async fn update_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> ApiResult<Response> {
@@ -300,7 +300,7 @@ pub async fn update_key(
         (status = 404, body = ErrorBody),
         (status = 409, description = "The key is active (deactivate it first) or legacy", body = ErrorBody),
     ))]
-pub async fn delete_key(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_key(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
     principal.require(MANAGE)?;
     state.keys.delete(principal.workspace_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -324,7 +324,7 @@ pub struct CloneKeyRequest {
 pub async fn clone_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<CloneKeyRequest>,
 ) -> ApiResult<Response> {
     principal.require(MANAGE)?;
@@ -351,7 +351,7 @@ pub struct RollKeyRequest {
 pub async fn roll_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<RollKeyRequest>,
 ) -> ApiResult<Response> {
     principal.require(MANAGE)?;
@@ -370,7 +370,7 @@ macro_rules! state_action {
                 (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
                 (status = 404, body = ErrorBody), (status = 409, description = "Not allowed in the key's state", body = ErrorBody),
             ))]
-        pub async fn $fn_name(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<Response> {
+        pub async fn $fn_name(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
             principal.require(MANAGE)?;
             let key = state.keys.$method(principal.workspace_id(), &id).await?;
             Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -485,7 +485,7 @@ pub struct KeyUsage {
         (status = 200, description = "Per-day use counts (UTC), last 90 days", body = KeyUsage),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
-pub async fn key_usage(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> ApiResult<axum::Json<KeyUsage>> {
+pub async fn key_usage(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<axum::Json<KeyUsage>> {
     principal.require(READ)?;
     let report = state.keys.usage(principal.workspace_id(), &id).await?;
     Ok(axum::Json(KeyUsage {

@@ -1,0 +1,196 @@
+//! Spawns the real server on a random port with a fresh SQLite database and
+//! talks HTTP to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use keyward_core::hash::SecretHasher;
+use keyward_server::{Application, ServerConfig};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub admin_key: String,
+    pub workspace_id: String,
+    pub services: keyward_server::Services,
+    client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: TempDir,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.body))
+    }
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_else(|| panic!("no code in {}", self.body))
+    }
+    pub fn str(&self, field: &str) -> String {
+        self.body[field].as_str().unwrap_or_else(|| panic!("no {field} in {}", self.body)).to_owned()
+    }
+    /// Asserts an error response with this status and message.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, message: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.error(), message, "body: {}", self.body);
+        assert!(!self.code().is_empty());
+    }
+}
+
+/// A key the test created: its id and its secret.
+pub struct Key {
+    pub id: String,
+    pub secret: String,
+    pub body: Value,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let store = keyward_store::open(&url).await.unwrap();
+    let hasher = SecretHasher::new(&keyward_core::ids::random_bytes::<32>()).unwrap();
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        usage_flush_interval: Duration::from_millis(50),
+        negative_cache_ttl: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let app = Application::build(config, store, hasher).await.unwrap();
+    let services = app.services().clone();
+    let created = services.workspaces.bootstrap("Test").await.unwrap().unwrap();
+    let addr = app.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        admin_key: created.secret.expose().to_owned(),
+        workspace_id: created.workspace.id,
+        services,
+        client: reqwest::Client::new(),
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        assert!(status.as_u16() < 500, "server error {status}: {body}");
+        Resp { status, headers, body }
+    }
+
+    /// Sends a raw body with the admin key.
+    pub async fn raw(&self, method: Method, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Resp {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_key).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.as_u16() < 500, "server error {status}: {body}");
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.call(Method::GET, path, Some(&self.admin_key.clone()), None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(&self.admin_key.clone()), Some(body)).await
+    }
+    pub async fn post_empty(&self, path: &str) -> Resp {
+        self.call(Method::POST, path, Some(&self.admin_key.clone()), None).await
+    }
+    pub async fn patch(&self, path: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(&self.admin_key.clone()), Some(body)).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(&self.admin_key.clone()), None).await
+    }
+
+    /// Creates a key with these settings (name added when missing).
+    pub async fn create_key(&self, mut settings: Value) -> Key {
+        if settings.get("name").is_none() {
+            settings["name"] = json!(format!("key {}", keyward_core::ids::random_base62(8)));
+        }
+        let r = self.post("/v1/keys", settings).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        Key { id: r.str("id"), secret: r.str("secret"), body: r.body }
+    }
+
+    pub async fn verify(&self, key: &str, extra: Value) -> Value {
+        let mut body = json!({ "key": key });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        let r = self.post("/v1/keys/verify", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+
+    pub async fn verify_code(&self, key: &str) -> String {
+        self.verify(key, json!({})).await["code"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn key_count(&self) -> usize {
+        self.get("/v1/keys?limit=200").await.body["data"].as_array().unwrap().len()
+    }
+
+    /// A second workspace in the same deployment, with its own admin key.
+    pub async fn other_workspace(&self) -> (String, String) {
+        let created = self.services.workspaces.create_with_admin_key("Other").await.unwrap();
+        (created.workspace.id, created.secret.expose().to_owned())
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Waits until `check` holds, polling; panics after 5 s.
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 5 s");
+}

@@ -1,0 +1,12 @@
+//! Black-box tests of the HTTP API: the real server on a random port, a
+//! fresh SQLite database per test, plain HTTP.
+
+mod helpers;
+
+mod auth;
+mod compat;
+mod import;
+mod lifecycle;
+mod ops;
+mod validation;
+mod verify;
