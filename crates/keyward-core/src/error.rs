@@ -59,7 +59,11 @@ impl Error {
         )
     }
     pub fn invalid_api_key() -> Self {
-        Self::new(ErrorKind::Unauthenticated, "invalid_api_key", "Invalid API key")
+        Self::new(
+            ErrorKind::Unauthenticated,
+            "invalid_api_key",
+            "Invalid API key",
+        )
     }
     pub fn expired_api_key() -> Self {
         Self::new(

@@ -110,7 +110,12 @@ impl SecretHasher {
 
     /// Recomputes `stored`'s digest from a presented token and compares in
     /// constant time. `parsed` is the token's native parse, if it has one.
-    pub fn matches(&self, stored: &SecretHash, token: &str, parsed: Option<&ParsedToken<'_>>) -> bool {
+    pub fn matches(
+        &self,
+        stored: &SecretHash,
+        token: &str,
+        parsed: Option<&ParsedToken<'_>>,
+    ) -> bool {
         let digest = match stored.scheme {
             HashScheme::HmacV1 => match parsed {
                 Some(p) => self.native(p).digest,
@@ -136,10 +141,12 @@ pub fn sha256(data: &str) -> [u8; 32] {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -189,7 +196,10 @@ mod tests {
     #[test]
     fn foreign_hashes_match_the_whole_token() {
         let h = hasher();
-        let stored = SecretHash { scheme: HashScheme::Sha256, digest: sha256("zta_live_abc") };
+        let stored = SecretHash {
+            scheme: HashScheme::Sha256,
+            digest: sha256("zta_live_abc"),
+        };
         assert!(h.matches(&stored, "zta_live_abc", None));
         assert!(!h.matches(&stored, "zta_live_abd", None));
         let plain = h.whole_token("zta_live_abc");

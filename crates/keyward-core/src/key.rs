@@ -109,7 +109,10 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn grants(&self) -> Grants<'_> {
-        Grants { scopes: &self.scopes, flags: self.flags }
+        Grants {
+            scopes: &self.scopes,
+            flags: self.flags,
+        }
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
@@ -128,17 +131,26 @@ impl ApiKey {
 
     pub fn ensure_editable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be edited"));
+            return Err(Error::conflict(
+                "legacy_key",
+                "Legacy API keys cannot be edited",
+            ));
         }
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict("key_revoked", "A revoked API key cannot be changed"));
+            return Err(Error::conflict(
+                "key_revoked",
+                "A revoked API key cannot be changed",
+            ));
         }
         Ok(())
     }
 
     pub fn ensure_deletable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be deleted"));
+            return Err(Error::conflict(
+                "legacy_key",
+                "Legacy API keys cannot be deleted",
+            ));
         }
         if self.state == KeyState::Active {
             return Err(Error::conflict(
@@ -189,9 +201,17 @@ impl ApiKey {
     }
 
     /// Replaces the secret; the old one keeps verifying for `grace_seconds`.
-    pub fn roll(&mut self, new_secret: SecretHash, grace_seconds: u32, now: DateTime<Utc>) -> Result<(), Error> {
+    pub fn roll(
+        &mut self,
+        new_secret: SecretHash,
+        grace_seconds: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict("key_revoked", "A revoked API key cannot be rolled"));
+            return Err(Error::conflict(
+                "key_revoked",
+                "A revoked API key cannot be rolled",
+            ));
         }
         if self.lookup_prefix.is_some() {
             return Err(Error::conflict(
@@ -209,7 +229,12 @@ impl ApiKey {
         Ok(())
     }
 
-    pub fn apply(&mut self, patch: KeyPatch, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<(), Error> {
+    pub fn apply(
+        &mut self,
+        patch: KeyPatch,
+        policy: &KeyPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         self.ensure_editable()?;
         let mut next = self.clone();
         if let Some(name) = patch.name {
@@ -298,7 +323,10 @@ impl KeyDraft {
             flags: self.flags,
             resources: validate_resources(self.resources)?,
             expires_at: resolve_expiry(self.expires_at, self.expires_in_days, policy, now)?,
-            metadata: validate_metadata(self.metadata.unwrap_or_else(|| Value::Object(Default::default())))?,
+            metadata: validate_metadata(
+                self.metadata
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+            )?,
         })
     }
 }
@@ -391,7 +419,9 @@ pub fn validate_metadata(metadata: Value) -> Result<Value, Error> {
     match &metadata {
         Value::Null => Ok(Value::Object(Default::default())),
         Value::Object(_) => {
-            let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&metadata)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
                 return Err(Error::invalid(
                     "metadata_too_large",
@@ -400,7 +430,10 @@ pub fn validate_metadata(metadata: Value) -> Result<Value, Error> {
             }
             Ok(metadata)
         }
-        _ => Err(Error::invalid("invalid_metadata", "metadata must be a JSON object")),
+        _ => Err(Error::invalid(
+            "invalid_metadata",
+            "metadata must be a JSON object",
+        )),
     }
 }
 
@@ -475,11 +508,18 @@ pub fn resolve_expiry(
     Ok(expiry)
 }
 
-fn check_expiry(expiry: Option<DateTime<Utc>>, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<(), Error> {
+fn check_expiry(
+    expiry: Option<DateTime<Utc>>,
+    policy: &KeyPolicy,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     if let Some(at) = expiry
         && at <= now
     {
-        return Err(Error::invalid("invalid_expiry", "expiresAt must be in the future"));
+        return Err(Error::invalid(
+            "invalid_expiry",
+            "expiresAt must be in the future",
+        ));
     }
     if let Some(max) = policy.max_key_lifetime_days {
         let limit = now + Duration::days(i64::from(max));
@@ -532,31 +572,71 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
     fn names() {
-        assert_eq!(validate_name(None).unwrap_err().message, "API key name is required");
-        assert_eq!(validate_name(Some("  ")).unwrap_err().message, "API key name is required");
-        assert_eq!(validate_name(Some(&"x".repeat(101))).unwrap_err().code, "name_too_long");
+        assert_eq!(
+            validate_name(None).unwrap_err().message,
+            "API key name is required"
+        );
+        assert_eq!(
+            validate_name(Some("  ")).unwrap_err().message,
+            "API key name is required"
+        );
+        assert_eq!(
+            validate_name(Some(&"x".repeat(101))).unwrap_err().code,
+            "name_too_long"
+        );
         assert_eq!(validate_name(Some(" ok ")).unwrap(), "ok");
-        assert_eq!(validate_name(Some(&"é".repeat(100))).unwrap().chars().count(), 100);
+        assert_eq!(
+            validate_name(Some(&"é".repeat(100)))
+                .unwrap()
+                .chars()
+                .count(),
+            100
+        );
     }
 
     #[test]
     fn expiry_rules() {
         let p = KeyPolicy::default();
         assert_eq!(resolve_expiry(None, None, &p, now()).unwrap(), None);
-        assert_eq!(resolve_expiry(None, Some(30), &p, now()).unwrap(), Some(now() + Duration::days(30)));
+        assert_eq!(
+            resolve_expiry(None, Some(30), &p, now()).unwrap(),
+            Some(now() + Duration::days(30))
+        );
         assert!(resolve_expiry(Some(now()), None, &p, now()).is_err());
         assert!(resolve_expiry(None, Some(0), &p, now()).is_err());
         assert!(resolve_expiry(Some(now() + Duration::days(1)), Some(1), &p, now()).is_err());
-        let strict = KeyPolicy { default_key_lifetime_days: Some(365), max_key_lifetime_days: Some(400), ..p };
-        assert_eq!(resolve_expiry(None, None, &strict, now()).unwrap(), Some(now() + Duration::days(365)));
-        assert_eq!(resolve_expiry(None, Some(401), &strict, now()).unwrap_err().code, "expiry_too_late");
-        let no_default = KeyPolicy { max_key_lifetime_days: Some(10), ..p };
-        assert_eq!(resolve_expiry(None, None, &no_default, now()).unwrap_err().code, "expiry_required");
+        let strict = KeyPolicy {
+            default_key_lifetime_days: Some(365),
+            max_key_lifetime_days: Some(400),
+            ..p
+        };
+        assert_eq!(
+            resolve_expiry(None, None, &strict, now()).unwrap(),
+            Some(now() + Duration::days(365))
+        );
+        assert_eq!(
+            resolve_expiry(None, Some(401), &strict, now())
+                .unwrap_err()
+                .code,
+            "expiry_too_late"
+        );
+        let no_default = KeyPolicy {
+            max_key_lifetime_days: Some(10),
+            ..p
+        };
+        assert_eq!(
+            resolve_expiry(None, None, &no_default, now())
+                .unwrap_err()
+                .code,
+            "expiry_required"
+        );
     }
 
     #[test]
@@ -575,8 +655,16 @@ mod tests {
         assert!(validate_metadata(serde_json::json!({"email": "a@b.c"})).is_ok());
         assert!(validate_metadata(serde_json::json!([1])).is_err());
         let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(validate_metadata(big).unwrap_err().code, "metadata_too_large");
-        assert_eq!(validate_resources(vec!["site_a".into(), "site_a".into()]).unwrap().len(), 1);
+        assert_eq!(
+            validate_metadata(big).unwrap_err().code,
+            "metadata_too_large"
+        );
+        assert_eq!(
+            validate_resources(vec!["site_a".into(), "site_a".into()])
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(validate_resources(vec!["bad site".into()]).is_err());
     }
 }

@@ -22,7 +22,15 @@ pub const INVALID_SCOPE_MESSAGE: &str = "Invalid scope. Must be: read, write, or
 
 /// Resources that only admin-level grants reach.
 pub const ACCOUNT_RESOURCES: &[&str] = &[
-    "keys", "members", "roles", "workspace", "settings", "audit", "tokens", "pgp", "webhooks",
+    "keys",
+    "members",
+    "roles",
+    "workspace",
+    "settings",
+    "audit",
+    "tokens",
+    "pgp",
+    "webhooks",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,8 +83,9 @@ fn is_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.'))
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.')
+        })
 }
 
 pub fn is_account_resource(resource: &str) -> bool {
@@ -155,7 +164,10 @@ impl Scope {
             }
         }
         if out.len() > 256 {
-            return Err(crate::Error::invalid("too_many_scopes", "A key may hold at most 256 scopes"));
+            return Err(crate::Error::invalid(
+                "too_many_scopes",
+                "A key may hold at most 256 scopes",
+            ));
         }
         Ok(out)
     }
@@ -256,7 +268,11 @@ mod tests {
         let s = grants(scopes);
         Grants { scopes: &s, flags }.allows(&Permission::parse_required(perm).unwrap())
     }
-    const NONE: Flags = Flags { read_only: false, administrator: false, account_administrator: false };
+    const NONE: Flags = Flags {
+        read_only: false,
+        administrator: false,
+        account_administrator: false,
+    };
 
     #[test]
     fn tiers() {
@@ -286,38 +302,70 @@ mod tests {
 
     #[test]
     fn flags_take_precedence() {
-        let ro = Flags { read_only: true, ..NONE };
+        let ro = Flags {
+            read_only: true,
+            ..NONE
+        };
         assert!(!allows(&["*"], ro, "campaigns:post"));
         assert!(allows(&[], ro, "keys:read"));
-        let admin = Flags { administrator: true, ..NONE };
+        let admin = Flags {
+            administrator: true,
+            ..NONE
+        };
         assert!(allows(&[], admin, "campaigns:delete"));
         assert!(!allows(&[], admin, "keys:manage"));
-        let acct = Flags { account_administrator: true, ..NONE };
+        let acct = Flags {
+            account_administrator: true,
+            ..NONE
+        };
         assert!(allows(&[], acct, "keys:manage"));
     }
 
     #[test]
     fn read_only_detection_and_methods() {
         let s = grants(&["read", "campaigns:get"]);
-        let g = Grants { scopes: &s, flags: NONE };
+        let g = Grants {
+            scopes: &s,
+            flags: NONE,
+        };
         assert!(g.is_read_only());
         assert!(g.allows_method("GET") && g.allows_method("head"));
         assert!(!g.allows_method("POST"));
-        assert_eq!(g.refusal(None), "Insufficient permissions. This key has read-only access.");
+        assert_eq!(
+            g.refusal(None),
+            "Insufficient permissions. This key has read-only access."
+        );
         let w = grants(&["write"]);
-        let g = Grants { scopes: &w, flags: NONE };
+        let g = Grants {
+            scopes: &w,
+            flags: NONE,
+        };
         assert!(g.allows_method("DELETE"));
         let p = Permission::new("keys", "manage");
-        assert_eq!(g.refusal(Some(&p)), "Insufficient permissions. This key lacks the keys:manage permission.");
+        assert_eq!(
+            g.refusal(Some(&p)),
+            "Insufficient permissions. This key lacks the keys:manage permission."
+        );
     }
 
     #[test]
     fn invalid_scopes_are_refused() {
-        for bad in ["", "superuser", "campaigns", "campaigns:", ":read", "Campaigns:read", "a:b:c"] {
+        for bad in [
+            "",
+            "superuser",
+            "campaigns",
+            "campaigns:",
+            ":read",
+            "Campaigns:read",
+            "a:b:c",
+        ] {
             let err = Scope::parse_list(&[bad]).unwrap_err();
             assert_eq!(err.message, INVALID_SCOPE_MESSAGE, "{bad:?}");
         }
         assert_eq!(grants(&["read", "read"]).len(), 1);
-        assert_eq!(Scope::parse("campaigns:get").unwrap().to_string(), "campaigns:get");
+        assert_eq!(
+            Scope::parse("campaigns:get").unwrap().to_string(),
+            "campaigns:get"
+        );
     }
 }

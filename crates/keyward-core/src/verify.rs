@@ -98,26 +98,33 @@ impl Decision {
         self.code == VerifyCode::Valid
     }
     fn fixed(code: VerifyCode, authenticated: bool) -> Self {
-        Decision { code, message: Cow::Borrowed(code.message()), authenticated }
+        Decision {
+            code,
+            message: Cow::Borrowed(code.message()),
+            authenticated,
+        }
     }
 }
 
 /// Decides for a token whose key was found. `parsed` is the token's native
-/// parse, if it has one (imported foreign keys have none).
+/// parse, if it has one (imported foreign keys have none). `now` is called
+/// only for keys that expire or are in a grace period: most keys never
+/// need the wall clock, and reading it is a large part of a cached
+/// verification's cost.
 pub fn decide(
     key: &ApiKey,
     token: &str,
     parsed: Option<&ParsedToken<'_>>,
     hasher: &SecretHasher,
     request: &Request<'_>,
-    now: DateTime<Utc>,
+    now: impl Fn() -> DateTime<Utc>,
 ) -> Decision {
     let current = hasher.matches(&key.secret, token, parsed);
     let in_grace = !current
         && key
             .grace
             .as_ref()
-            .is_some_and(|g| now < g.until && hasher.matches(&g.hash, token, parsed));
+            .is_some_and(|g| now() < g.until && hasher.matches(&g.hash, token, parsed));
     if !current && !in_grace {
         return Decision::fixed(VerifyCode::InvalidSecret, false);
     }
@@ -126,7 +133,7 @@ pub fn decide(
         KeyState::Inactive => return Decision::fixed(VerifyCode::Inactive, false),
         KeyState::Active => {}
     }
-    if key.is_expired(now) {
+    if key.expires_at.is_some() && key.is_expired(now()) {
         return Decision::fixed(VerifyCode::Expired, false);
     }
     if let Some(resource) = request.resource
@@ -143,7 +150,11 @@ pub fn decide(
     let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
     let permission_ok = request.permission.is_none_or(|p| grants.allows(p));
     if !method_ok || !permission_ok {
-        let missing = if permission_ok { None } else { request.permission };
+        let missing = if permission_ok {
+            None
+        } else {
+            request.permission
+        };
         return Decision {
             code: VerifyCode::InsufficientPermissions,
             message: Cow::Owned(grants.refusal(missing)),
@@ -174,7 +185,9 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn fixture(scopes: &[&str], resources: &[&str]) -> Fixture {
@@ -188,28 +201,41 @@ mod tests {
             expires_in_days: Some(10),
             ..Default::default()
         };
-        let key = draft.validate(&KeyPolicy::default(), now()).unwrap().into_key(
-            parsed.key_id(),
-            "ws_1",
-            "masked".into(),
-            hasher.native(&parsed),
-            now(),
-        );
-        Fixture { hasher, key, token: token.expose().to_owned() }
+        let key = draft
+            .validate(&KeyPolicy::default(), now())
+            .unwrap()
+            .into_key(
+                parsed.key_id(),
+                "ws_1",
+                "masked".into(),
+                hasher.native(&parsed),
+                now(),
+            );
+        Fixture {
+            hasher,
+            key,
+            token: token.expose().to_owned(),
+        }
     }
 
     fn run(f: &Fixture, req: Request<'_>, at: DateTime<Utc>) -> Decision {
         let parsed = parse(&f.token).unwrap();
-        decide(&f.key, &f.token, Some(&parsed), &f.hasher, &req, at)
+        decide(&f.key, &f.token, Some(&parsed), &f.hasher, &req, || at)
     }
 
     #[test]
     fn states_and_expiry() {
         let mut f = fixture(&["read"], &[]);
         assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Valid);
-        assert_eq!(run(&f, Request::default(), now() + Duration::days(10)).code, VerifyCode::Expired);
+        assert_eq!(
+            run(&f, Request::default(), now() + Duration::days(10)).code,
+            VerifyCode::Expired
+        );
         f.key.deactivate(now()).unwrap();
-        assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Inactive);
+        assert_eq!(
+            run(&f, Request::default(), now()).code,
+            VerifyCode::Inactive
+        );
         f.key.revoke(now());
         assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Revoked);
     }
@@ -219,7 +245,14 @@ mod tests {
         let f = fixture(&["read"], &[]);
         let other = generate("kw", Environment::Live);
         let p = parse(other.expose()).unwrap();
-        let d = decide(&f.key, other.expose(), Some(&p), &f.hasher, &Request::default(), now());
+        let d = decide(
+            &f.key,
+            other.expose(),
+            Some(&p),
+            &f.hasher,
+            &Request::default(),
+            now,
+        );
         assert_eq!(d.code, VerifyCode::InvalidSecret);
         assert!(!d.authenticated);
     }
@@ -227,18 +260,41 @@ mod tests {
     #[test]
     fn resources_permissions_methods() {
         let f = fixture(&["read"], &["site_abc123"]);
-        let req = Request { resource: Some("site_xyz789"), ..Default::default() };
+        let req = Request {
+            resource: Some("site_xyz789"),
+            ..Default::default()
+        };
         let d = run(&f, req, now());
         assert_eq!(d.code, VerifyCode::ForbiddenResource);
         assert_eq!(d.message, "This API key cannot access site_xyz789");
-        let ok = Request { resource: Some("site_abc123"), method: Some("GET"), ..Default::default() };
+        let ok = Request {
+            resource: Some("site_abc123"),
+            method: Some("GET"),
+            ..Default::default()
+        };
         assert!(run(&f, ok, now()).is_valid());
-        let post = Request { method: Some("POST"), ..Default::default() };
+        let post = Request {
+            method: Some("POST"),
+            ..Default::default()
+        };
         let d = run(&f, post, now());
         assert_eq!(d.code, VerifyCode::InsufficientPermissions);
-        assert_eq!(d.message, "Insufficient permissions. This key has read-only access.");
+        assert_eq!(
+            d.message,
+            "Insufficient permissions. This key has read-only access."
+        );
         let perm = Permission::new("campaigns", "read");
-        assert!(run(&f, Request { permission: Some(&perm), ..Default::default() }, now()).is_valid());
+        assert!(
+            run(
+                &f,
+                Request {
+                    permission: Some(&perm),
+                    ..Default::default()
+                },
+                now()
+            )
+            .is_valid()
+        );
     }
 
     #[test]
@@ -248,9 +304,14 @@ mod tests {
         let parsed = parse(&old).unwrap();
         let fresh = crate::token::generate_with_id("kw", Environment::Live, parsed.id);
         let fresh_parsed = parse(fresh.expose()).unwrap();
-        f.key.roll(f.hasher.native(&fresh_parsed), 60, now()).unwrap();
+        f.key
+            .roll(f.hasher.native(&fresh_parsed), 60, now())
+            .unwrap();
         assert!(run(&f, Request::default(), now() + Duration::seconds(59)).is_valid());
-        assert_eq!(run(&f, Request::default(), now() + Duration::seconds(60)).code, VerifyCode::InvalidSecret);
+        assert_eq!(
+            run(&f, Request::default(), now() + Duration::seconds(60)).code,
+            VerifyCode::InvalidSecret
+        );
         f.token = fresh.expose().to_owned();
         assert!(run(&f, Request::default(), now() + Duration::seconds(61)).is_valid());
     }

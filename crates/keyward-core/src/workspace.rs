@@ -36,7 +36,10 @@ impl KeyPolicy {
         if let Some(m) = self.max_keys
             && m > 1_000_000_000
         {
-            return Err(Error::invalid("invalid_policy", "maxKeys must be at most 1000000000"));
+            return Err(Error::invalid(
+                "invalid_policy",
+                "maxKeys must be at most 1000000000",
+            ));
         }
         if let (Some(d), Some(m)) = (self.default_key_lifetime_days, self.max_key_lifetime_days)
             && d > m

@@ -17,6 +17,22 @@ use std::time::{Duration, Instant};
 use keyward_core::key::ApiKey;
 use keyward_core::token::{ID_LEN, token_id_of_key_id};
 
+use crate::usage::{UsageCell, UsageRecorder};
+
+/// A key as held in memory: its record and its usage counters.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub key: ApiKey,
+    pub usage: Arc<UsageCell>,
+}
+
+impl std::ops::Deref for CachedKey {
+    type Target = ApiKey;
+    fn deref(&self) -> &ApiKey {
+        &self.key
+    }
+}
+
 /// What a presented token is looked up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CacheKey {
@@ -45,12 +61,12 @@ impl CacheKey {
 
 #[derive(Clone)]
 enum Slot {
-    Present(Arc<ApiKey>),
+    Present(Arc<CachedKey>),
     Absent(Instant),
 }
 
 pub enum Lookup {
-    Hit(Arc<ApiKey>),
+    Hit(Arc<CachedKey>),
     KnownAbsent,
     Miss(LoadTicket),
 }
@@ -63,11 +79,13 @@ pub struct KeyCache {
     epoch: AtomicU64,
     lock: Mutex<()>,
     negative_ttl: Duration,
+    usage: Arc<UsageRecorder>,
 }
 
 impl KeyCache {
-    pub fn new(capacity: usize, negative_ttl: Duration) -> Self {
+    pub fn new(capacity: usize, negative_ttl: Duration, usage: Arc<UsageRecorder>) -> Self {
         KeyCache {
+            usage,
             entries: quick_cache::sync::Cache::new(capacity.max(16)),
             epoch: AtomicU64::new(0),
             lock: Mutex::new(()),
@@ -84,7 +102,13 @@ impl KeyCache {
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
-    pub fn finish_load(&self, key: CacheKey, ticket: LoadTicket, found: Option<Arc<ApiKey>>) {
+    /// Wraps a record read from the store for caching.
+    pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
+        let usage = self.usage.cell(&key.id);
+        Arc::new(CachedKey { key, usage })
+    }
+
+    pub fn finish_load(&self, key: CacheKey, ticket: LoadTicket, found: Option<Arc<CachedKey>>) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::Acquire) != ticket.0 {
             return;
@@ -101,7 +125,9 @@ impl KeyCache {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match CacheKey::of_native_key(key) {
-            Some(ck) => self.entries.insert(ck, Slot::Present(Arc::new(key.clone()))),
+            Some(ck) => self
+                .entries
+                .insert(ck, Slot::Present(self.entry(key.clone()))),
             None => self.forget_foreign(&key.id),
         }
     }
@@ -119,10 +145,12 @@ impl KeyCache {
     /// Imported keys are cached under a hash of their token, which their
     /// record cannot give back: drop them by id (rare: imports are few).
     fn forget_foreign(&self, id: &str) {
-        self.entries
-            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id)));
+        self.entries.retain(|k, v| {
+            !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id))
+        });
         // A negative entry for the token may exist from before an import.
-        self.entries.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
+        self.entries
+            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
     }
 
     pub fn len(&self) -> usize {

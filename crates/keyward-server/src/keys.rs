@@ -30,7 +30,9 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::ImportedSecret) => {
             Error::conflict("duplicate_key", "This key has already been imported")
         }
-        StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
+        StoreError::Conflict(Unique::Other) => {
+            Error::conflict("conflict", "The object already exists")
+        }
         StoreError::VersionMismatch => Error::conflict(
             "concurrent_modification",
             "The API key was changed by another request; read it again and retry",
@@ -38,7 +40,11 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::LimitReached => Error::key_limit_reached(),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
-            Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
+            Error::new(
+                ErrorKind::Internal,
+                "storage_unavailable",
+                "Storage is unavailable; retry later",
+            )
         }
     }
 }
@@ -67,11 +73,17 @@ pub struct KeyService {
 }
 
 fn is_valid_import_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 fn is_valid_import_prefix(p: &str) -> bool {
-    (2..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    (2..=64).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 impl KeyService {
@@ -80,7 +92,10 @@ impl KeyService {
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
-        self.store.insert_key(key, ws.policy.max_keys).await.map_err(store_error)?;
+        self.store
+            .insert_key(key, ws.policy.max_keys)
+            .await
+            .map_err(store_error)?;
         self.verifier.cache().put(key);
         Ok(())
     }
@@ -114,8 +129,16 @@ impl KeyService {
             .ok_or_else(Error::key_not_found)
     }
 
-    pub async fn list(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage, Error> {
-        self.store.list_keys(workspace_id, filter, page).await.map_err(store_error)
+    pub async fn list(
+        &self,
+        workspace_id: &str,
+        filter: &KeyFilter,
+        page: Page,
+    ) -> Result<KeyPage, Error> {
+        self.store
+            .list_keys(workspace_id, filter, page)
+            .await
+            .map_err(store_error)
     }
 
     /// Reads a key, lets `change` modify it, writes it back if it changed.
@@ -138,7 +161,10 @@ impl KeyService {
         }
         let expected = key.version;
         if change(&mut key)? {
-            self.store.update_key(&key, expected).await.map_err(store_error)?;
+            self.store
+                .update_key(&key, expected)
+                .await
+                .map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
         Ok(key)
@@ -159,18 +185,26 @@ impl KeyService {
     }
 
     pub async fn deactivate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.deactivate(Utc::now())).await
+        self.mutate(workspace_id, id, None, |k| k.deactivate(Utc::now()))
+            .await
     }
 
     pub async fn activate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.activate(Utc::now())).await
+        self.mutate(workspace_id, id, None, |k| k.activate(Utc::now()))
+            .await
     }
 
     pub async fn revoke(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(Utc::now()))).await
+        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(Utc::now())))
+            .await
     }
 
-    pub async fn roll(&self, ws: &Workspace, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
+    pub async fn roll(
+        &self,
+        ws: &Workspace,
+        id: &str,
+        grace_seconds: u32,
+    ) -> Result<(ApiKey, Secret), Error> {
         let mut fresh = None;
         let key = self
             .mutate(&ws.id, id, None, |k| {
@@ -189,7 +223,12 @@ impl KeyService {
         Ok((key, fresh.expect("a successful roll made a secret")))
     }
 
-    pub async fn clone_key(&self, ws: &Workspace, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
+    pub async fn clone_key(
+        &self,
+        ws: &Workspace,
+        id: &str,
+        name: Option<String>,
+    ) -> Result<(ApiKey, Secret), Error> {
         let source = self.get(&ws.id, id).await?;
         let name = match name {
             Some(n) => validate_name(Some(&n))?,
@@ -200,8 +239,12 @@ impl KeyService {
         };
         let now = Utc::now();
         let mut draft = source.to_valid_draft(name);
-        draft.expires_at =
-            keyward_core::key::resolve_expiry(source.expires_at.filter(|e| *e > now), None, &ws.policy, now)?;
+        draft.expires_at = keyward_core::key::resolve_expiry(
+            source.expires_at.filter(|e| *e > now),
+            None,
+            &ws.policy,
+            now,
+        )?;
         let (key, secret) = self.new_native(ws, draft);
         self.insert(ws, &key).await?;
         Ok((key, secret))
@@ -210,7 +253,10 @@ impl KeyService {
     pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         let key = self.get(workspace_id, id).await?;
         key.ensure_deletable()?;
-        self.store.delete_key(workspace_id, id, key.version).await.map_err(store_error)?;
+        self.store
+            .delete_key(workspace_id, id, key.version)
+            .await
+            .map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)
     }
@@ -221,12 +267,18 @@ impl KeyService {
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
         {
-            return Err(Error::invalid("invalid_id", "id must be 1 to 64 letters, digits, '_' or '-'"));
+            return Err(Error::invalid(
+                "invalid_id",
+                "id must be 1 to 64 letters, digits, '_' or '-'",
+            ));
         }
         if let Some(p) = &import.prefix
             && !is_valid_import_prefix(p)
         {
-            return Err(Error::invalid("invalid_prefix", "prefix must be 2 to 64 letters, digits, '_' or '-'"));
+            return Err(Error::invalid(
+                "invalid_prefix",
+                "prefix must be 2 to 64 letters, digits, '_' or '-'",
+            ));
         }
         let hasher = self.verifier.hasher();
         let (id, secret, masked, lookup_prefix) = match (&import.plaintext, &import.sha256) {
@@ -240,9 +292,17 @@ impl KeyService {
                             "A keyward key keeps the id written in it; omit id or give that one",
                         ));
                     }
-                    (parsed.key_id(), hasher.native(&parsed), token::mask(plain), None)
+                    (
+                        parsed.key_id(),
+                        hasher.native(&parsed),
+                        token::mask(plain),
+                        None,
+                    )
                 } else {
-                    if plain.len() < 16 || plain.len() > token::MAX_TOKEN_LEN || plain.chars().any(char::is_whitespace) {
+                    if plain.len() < 16
+                        || plain.len() > token::MAX_TOKEN_LEN
+                        || plain.chars().any(char::is_whitespace)
+                    {
                         return Err(Error::invalid(
                             "invalid_import_key",
                             "An imported key must be 16 to 512 characters without spaces",
@@ -251,17 +311,28 @@ impl KeyService {
                     let prefix = match &import.prefix {
                         Some(p) if plain.starts_with(p.as_str()) => p.clone(),
                         Some(_) => {
-                            return Err(Error::invalid("invalid_prefix", "The key does not start with the given prefix"));
+                            return Err(Error::invalid(
+                                "invalid_prefix",
+                                "The key does not start with the given prefix",
+                            ));
                         }
                         None => token::display_prefix(plain)
                             .filter(|p| is_valid_import_prefix(p) && p.len() < plain.len())
                             .ok_or_else(|| {
-                                Error::invalid("prefix_required", "Give the prefix shared by this system's keys")
+                                Error::invalid(
+                                    "prefix_required",
+                                    "Give the prefix shared by this system's keys",
+                                )
                             })?
                             .to_owned(),
                     };
                     let id = import.id.clone().unwrap_or_else(|| ids::new_id("key"));
-                    (id, hasher.whole_token(plain), token::mask(plain), Some(prefix))
+                    (
+                        id,
+                        hasher.whole_token(plain),
+                        token::mask(plain),
+                        Some(prefix),
+                    )
                 }
             }
             (None, Some(hex)) => {
@@ -269,11 +340,22 @@ impl KeyService {
                     Error::invalid("invalid_sha256", "sha256 must be 64 hexadecimal characters")
                 })?;
                 let prefix = import.prefix.clone().ok_or_else(|| {
-                    Error::invalid("prefix_required", "prefix is required to import a hashed key")
+                    Error::invalid(
+                        "prefix_required",
+                        "prefix is required to import a hashed key",
+                    )
                 })?;
                 let id = import.id.clone().unwrap_or_else(|| ids::new_id("key"));
                 let masked = format!("{prefix}…");
-                (id, SecretHash { scheme: HashScheme::Sha256, digest }, masked, Some(prefix))
+                (
+                    id,
+                    SecretHash {
+                        scheme: HashScheme::Sha256,
+                        digest,
+                    },
+                    masked,
+                    Some(prefix),
+                )
             }
             _ => {
                 return Err(Error::invalid(
@@ -295,7 +377,15 @@ impl KeyService {
     pub async fn usage(&self, workspace_id: &str, id: &str) -> Result<UsageReport, Error> {
         let key = self.get(workspace_id, id).await?;
         let since = (Utc::now() - Duration::days(USAGE_DAYS - 1)).date_naive();
-        let days = self.store.key_usage(&key.id, since).await.map_err(store_error)?;
-        Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, days })
+        let days = self
+            .store
+            .key_usage(&key.id, since)
+            .await
+            .map_err(store_error)?;
+        Ok(UsageReport {
+            key_id: key.id,
+            last_used_at: key.last_used_at,
+            days,
+        })
     }
 }

@@ -4,16 +4,16 @@
 
 use std::sync::Arc;
 
-use keyward_core::key::ApiKey;
 use keyward_core::scope::Permission;
 use keyward_core::verify::{Request, VerifyCode};
 use keyward_core::{Error, ErrorKind};
 
+use crate::cache::CachedKey;
 use crate::verifier::Verifier;
 
 #[derive(Debug, Clone)]
 pub enum Principal {
-    ApiKey(Arc<ApiKey>),
+    ApiKey(Arc<CachedKey>),
 }
 
 impl Principal {
@@ -37,7 +37,8 @@ impl Principal {
 
     /// Refuses with 403 unless the principal holds `permission` (`resource:action`).
     pub fn require(&self, permission: &str) -> Result<(), Error> {
-        let required = Permission::parse_required(permission).expect("handlers name valid permissions");
+        let required =
+            Permission::parse_required(permission).expect("handlers name valid permissions");
         match self {
             Principal::ApiKey(k) => {
                 let grants = k.grants();

@@ -54,7 +54,11 @@ pub struct Services {
 impl Services {
     /// Checks that `hasher` is the key this store was created with (a
     /// fingerprint is stored on first use) and wires the services.
-    pub async fn new(store: Arc<dyn Store>, hasher: SecretHasher, config: &ServerConfig) -> anyhow::Result<Self> {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        hasher: SecretHasher,
+        config: &ServerConfig,
+    ) -> anyhow::Result<Self> {
         let fingerprint = hasher.fingerprint();
         let stored = store
             .meta_get_or_set("hash_key_fingerprint", &fingerprint)
@@ -67,15 +71,25 @@ impl Services {
             );
         }
         let usage = Arc::new(UsageRecorder::default());
-        let cache = KeyCache::new(config.cache_capacity, config.negative_cache_ttl);
-        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, usage.clone()));
+        let cache = KeyCache::new(
+            config.cache_capacity,
+            config.negative_cache_ttl,
+            usage.clone(),
+        );
+        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache));
         verifier
             .refresh_import_prefixes()
             .await
             .map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone()));
         let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone()));
-        Ok(Services { store, verifier, keys, workspaces, usage })
+        Ok(Services {
+            store,
+            verifier,
+            keys,
+            workspaces,
+            usage,
+        })
     }
 }
 
@@ -87,18 +101,28 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(config: ServerConfig, store: Arc<dyn Store>, hasher: SecretHasher) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        hasher: SecretHasher,
+    ) -> anyhow::Result<Self> {
         // Before the services resolve their metric handles.
         let _ = crate::telemetry::prometheus();
         let services = Services::new(store, hasher, &config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application { listener, services, config })
+        Ok(Application {
+            listener,
+            services,
+            config,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     pub fn services(&self) -> &Services {
@@ -107,15 +131,38 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains connections and
     /// flushes pending usage counts.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Services { store, verifier, keys, workspaces, usage } = self.services;
-        let state = AppState { keys, workspaces, verifier, store: store.clone(), metrics: crate::telemetry::prometheus() };
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Services {
+            store,
+            verifier,
+            keys,
+            workspaces,
+            usage,
+        } = self.services;
+        let state = AppState {
+            keys,
+            workspaces,
+            verifier,
+            store: store.clone(),
+            metrics: crate::telemetry::prometheus(),
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let flusher = tokio::spawn(run_flusher(usage, store, self.config.usage_flush_interval, stop_rx));
+        let flusher = tokio::spawn(run_flusher(
+            usage,
+            store,
+            self.config.usage_flush_interval,
+            stop_rx,
+        ));
         let app = api::router(state, self.config.max_body_bytes);
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         let _ = stop_tx.send(true);
         flusher.await.context("usage flusher")?;
         served.context("serving HTTP")

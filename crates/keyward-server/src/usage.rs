@@ -1,56 +1,77 @@
 //! Usage counting off the verify path.
 //!
-//! A verification adds one to an in-memory counter; a background task
-//! flushes the counters in one transaction per interval, and once more at
-//! shutdown. The verify path never waits on a write.
+//! Each key seen by this node has a [`UsageCell`] of atomics, reached from
+//! its cache entry, so counting a use is two relaxed atomic operations: no
+//! lock, no allocation, no write. A background task drains the cells into
+//! one transaction per interval, and once more at shutdown.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{TimeZone, Utc};
 use keyward_store::{Store, UsageDelta};
+
+/// Uses of one key since the last flush.
+#[derive(Debug, Default)]
+pub struct UsageCell {
+    count: AtomicU64,
+    /// Milliseconds since the epoch of the latest use.
+    last_ms: AtomicI64,
+}
+
+impl UsageCell {
+    /// Counts one use at `at_ms` (milliseconds since the epoch).
+    pub fn record(&self, at_ms: i64) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+}
 
 #[derive(Default)]
 pub struct UsageRecorder {
-    pending: Mutex<HashMap<Arc<str>, (u64, DateTime<Utc>)>>,
+    cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
 }
 
 impl UsageRecorder {
-    pub fn record(&self, key_id: &Arc<str>, at: DateTime<Utc>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(key_id) {
-            Some((count, last)) => {
-                *count += 1;
-                if at > *last {
-                    *last = at;
-                }
-            }
-            None => {
-                pending.insert(key_id.clone(), (1, at));
-            }
-        }
+    /// The cell of a key, created on first sight. Called when a key enters
+    /// the cache, not per verification.
+    pub fn cell(&self, key_id: &Arc<str>) -> Arc<UsageCell> {
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        cells.entry(key_id.clone()).or_default().clone()
     }
 
     fn take(&self) -> Vec<UsageDelta> {
-        let drained = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        drained
-            .into_iter()
-            .map(|(key_id, (count, last_used_at))| UsageDelta {
-                key_id,
-                day: last_used_at.date_naive(),
-                count,
-                last_used_at,
-            })
-            .collect()
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let mut deltas = Vec::new();
+        // Cells no cache entry holds any more, and with nothing to flush, go.
+        cells.retain(|key_id, cell| {
+            let count = cell.count.swap(0, Ordering::Relaxed);
+            if count > 0 {
+                let last = Utc
+                    .timestamp_millis_opt(cell.last_ms.load(Ordering::Relaxed))
+                    .single()
+                    .unwrap_or_else(Utc::now);
+                deltas.push(UsageDelta {
+                    key_id: key_id.clone(),
+                    day: last.date_naive(),
+                    count,
+                    last_used_at: last,
+                });
+                return true;
+            }
+            Arc::strong_count(cell) > 1
+        });
+        deltas
     }
 
     fn restore(&self, deltas: Vec<UsageDelta>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for d in deltas {
-            let entry = pending.entry(d.key_id).or_insert((0, d.last_used_at));
-            entry.0 += d.count;
-            entry.1 = entry.1.max(d.last_used_at);
+            let cell = self.cell(&d.key_id);
+            cell.count.fetch_add(d.count, Ordering::Relaxed);
+            cell.last_ms
+                .fetch_max(d.last_used_at.timestamp_millis(), Ordering::Relaxed);
         }
     }
 

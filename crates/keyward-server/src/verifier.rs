@@ -5,30 +5,29 @@
 //! 2. Find the record: cache hit (no IO), known-absent (no IO), or one store
 //!    read whose result is cached.
 //! 3. Decide ([`keyward_core::verify::decide`]).
-//! 4. Count the use in memory ([`crate::usage`]); never write here.
+//! 4. Count the use in the key's in-memory cell ([`crate::usage`]); never
+//!    write here.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use chrono::Utc;
+use chrono::DateTime;
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
-use keyward_core::key::ApiKey;
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_store::Store;
 use metrics::{Counter, Histogram};
 
-use crate::cache::{CacheKey, KeyCache, Lookup};
-use crate::usage::UsageRecorder;
+use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub decision: Decision,
-    pub key: Option<Arc<ApiKey>>,
+    pub key: Option<Arc<CachedKey>>,
 }
 
 /// Metric handles resolved once, so the hot path does no registry lookups.
@@ -57,7 +56,6 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     cache: Arc<KeyCache>,
-    usage: Arc<UsageRecorder>,
     /// Imported keys whose hash upgrade is in flight.
     upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
@@ -66,17 +64,16 @@ pub struct Verifier {
 }
 
 enum Found {
-    Key(Arc<ApiKey>),
+    Key(Arc<CachedKey>),
     Missing,
 }
 
 impl Verifier {
-    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache, usage: Arc<UsageRecorder>) -> Self {
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache) -> Self {
         Verifier {
             store,
             hasher,
             cache: Arc::new(cache),
-            usage,
             upgrading: Arc::default(),
             import_prefixes: RwLock::new(Arc::new(Vec::new())),
             metrics: VerifyMetrics::new(),
@@ -93,9 +90,16 @@ impl Verifier {
 
     /// Reloads the import prefixes from the store (at start and after imports).
     pub async fn refresh_import_prefixes(&self) -> Result<(), Error> {
-        let mut prefixes = self.store.list_lookup_prefixes().await.map_err(crate::keys::store_error)?;
+        let mut prefixes = self
+            .store
+            .list_lookup_prefixes()
+            .await
+            .map_err(crate::keys::store_error)?;
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        *self.import_prefixes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prefixes);
+        *self
+            .import_prefixes
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(prefixes);
         Ok(())
     }
 
@@ -104,7 +108,11 @@ impl Verifier {
     }
 
     fn has_import_prefix(&self, token: &str) -> bool {
-        let prefixes = self.import_prefixes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let prefixes = self
+            .import_prefixes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         prefixes.iter().any(|p| token.starts_with(p.as_str()))
     }
 
@@ -116,8 +124,13 @@ impl Verifier {
         request: &Request<'_>,
         workspace: Option<&str>,
     ) -> Result<Verification, Error> {
-        let started = Instant::now();
-        let now = Utc::now();
+        // One clock read serves the decision, the usage count and the
+        // latency metric; it becomes a chrono time only if the key expires.
+        let started = SystemTime::now();
+        let now_us = started
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let parsed = token::parse(token).ok();
         let found = match &parsed {
             Some(p) => self.find_native(p).await?,
@@ -134,7 +147,7 @@ impl Verifier {
         };
         let decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, request, now);
         if decision.authenticated {
-            self.usage.record(&key.id, now);
+            key.usage.record(now_us / 1000);
             if key.secret.scheme == HashScheme::Sha256 {
                 self.upgrade_foreign_hash(&key, token);
             }
@@ -142,9 +155,15 @@ impl Verifier {
         Ok(self.finish(started, decision, Some(key)))
     }
 
-    fn finish(&self, started: Instant, decision: Decision, key: Option<Arc<ApiKey>>) -> Verification {
+    fn finish(
+        &self,
+        started: SystemTime,
+        decision: Decision,
+        key: Option<Arc<CachedKey>>,
+    ) -> Verification {
         self.metrics.by_code[decision.code.index()].increment(1);
-        self.metrics.latency.record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().unwrap_or_default();
+        self.metrics.latency.record(elapsed.as_secs_f64());
         Verification { decision, key }
     }
 
@@ -168,7 +187,7 @@ impl Verifier {
             .await
             .map_err(crate::keys::store_error)?
             .filter(|k| k.lookup_prefix.is_none())
-            .map(Arc::new);
+            .map(|k| self.cache.entry(k));
         self.cache.finish_load(ck, ticket, key.clone());
         Ok(key.map_or(Found::Missing, Found::Key))
     }
@@ -193,7 +212,7 @@ impl Verifier {
             .find_key_by_lookup_hash(&[hmac, sha256(token)])
             .await
             .map_err(crate::keys::store_error)?
-            .map(Arc::new);
+            .map(|k| self.cache.entry(k));
         self.cache.finish_load(ck, ticket, key.clone());
         Ok(key.map_or(Found::Missing, Found::Key))
     }
@@ -201,8 +220,8 @@ impl Verifier {
     /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed
     /// scheme, now that its plaintext has been seen. In the background: the
     /// verify path never waits on a write.
-    fn upgrade_foreign_hash(&self, key: &Arc<ApiKey>, token: &str) {
-        let mut upgraded = (**key).clone();
+    fn upgrade_foreign_hash(&self, key: &CachedKey, token: &str) {
+        let mut upgraded = key.key.clone();
         upgraded.secret = self.hasher.whole_token(token);
         upgraded.version += 1;
         let expected = key.version;
@@ -212,7 +231,11 @@ impl Verifier {
         if !self.lock(&self.upgrading).insert(key.id.clone()) {
             return; // already under way
         }
-        let (store, cache, upgrading) = (self.store.clone(), self.cache.clone(), self.upgrading.clone());
+        let (store, cache, upgrading) = (
+            self.store.clone(),
+            self.cache.clone(),
+            self.upgrading.clone(),
+        );
         runtime.spawn(async move {
             match store.update_key(&upgraded, expected).await {
                 Ok(()) => {

@@ -45,7 +45,10 @@ impl WorkspaceService {
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`].
     pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
         let workspace = Workspace::new(name, Utc::now())?;
-        self.store.insert_workspace(&workspace).await.map_err(store_error)?;
+        self.store
+            .insert_workspace(&workspace)
+            .await
+            .map_err(store_error)?;
         let draft = KeyDraft {
             name: Some(ADMIN_KEY_NAME.to_owned()),
             description: Some("Created with the workspace; manages its keys.".to_owned()),
@@ -53,7 +56,11 @@ impl WorkspaceService {
             ..Default::default()
         };
         let (admin_key, secret) = self.keys.create(&workspace, draft).await?;
-        Ok(NewWorkspace { workspace, admin_key, secret })
+        Ok(NewWorkspace {
+            workspace,
+            admin_key,
+            secret,
+        })
     }
 
     /// Creates the first workspace of an empty deployment; `None` when the
@@ -70,7 +77,13 @@ impl WorkspaceService {
             .get_workspace(id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::NotFound,
+                    "workspace_not_found",
+                    "Workspace not found",
+                )
+            })
     }
 
     pub async fn update(&self, id: &str, patch: WorkspacePatch) -> Result<Workspace, Error> {
@@ -92,7 +105,10 @@ impl WorkspaceService {
         }
         ws.policy.validate()?;
         ws.updated_at = Utc::now();
-        self.store.update_workspace(&ws).await.map_err(store_error)?;
+        self.store
+            .update_workspace(&ws)
+            .await
+            .map_err(store_error)?;
         Ok(ws)
     }
 }

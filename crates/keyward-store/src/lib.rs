@@ -101,7 +101,12 @@ pub trait Store: Send + Sync + 'static {
     async fn find_key_by_lookup_hash(&self, digests: &[[u8; 32]]) -> Result<Option<ApiKey>>;
     /// Every distinct import prefix, so unknown formats are refused early.
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>>;
-    async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage>;
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        filter: &KeyFilter,
+        page: Page,
+    ) -> Result<KeyPage>;
     /// Writes `key` if the stored version is still `expected_version`.
     async fn update_key(&self, key: &ApiKey, expected_version: i64) -> Result<()>;
     /// Deletes a key of a workspace if its version is still `expected_version`.

@@ -15,7 +15,8 @@ use keyward_core::scope::{Flags, Scope};
 use keyward_core::token::Environment;
 use keyward_core::workspace::{KeyPolicy, Workspace};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
@@ -119,15 +120,19 @@ const KEY_COLUMNS: &str = "seq, id, workspace_id, name, description, key_type, e
 fn key_from_row(row: &SqliteRow) -> Result<ApiKey> {
     let get_err = |e: sqlx::Error| StoreError::Backend(e.to_string());
     let scopes: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(get_err)?).map_err(|_| corrupt("scopes"))?;
+        serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(get_err)?)
+            .map_err(|_| corrupt("scopes"))?;
     let scopes = scopes
         .iter()
         .map(|s| Scope::parse(s).ok_or_else(|| corrupt("scope")))
         .collect::<Result<Vec<_>>>()?;
     let grace = match (
-        row.try_get::<Option<String>, _>("grace_hash_scheme").map_err(get_err)?,
-        row.try_get::<Option<Vec<u8>>, _>("grace_hash").map_err(get_err)?,
-        row.try_get::<Option<i64>, _>("grace_until").map_err(get_err)?,
+        row.try_get::<Option<String>, _>("grace_hash_scheme")
+            .map_err(get_err)?,
+        row.try_get::<Option<Vec<u8>>, _>("grace_hash")
+            .map_err(get_err)?,
+        row.try_get::<Option<i64>, _>("grace_until")
+            .map_err(get_err)?,
     ) {
         (Some(scheme), Some(hash), Some(until)) => Some(GraceSecret {
             hash: secret_hash(&scheme, hash)?,
@@ -210,7 +215,10 @@ impl KeyValues {
             scopes: serde_json::to_string(&scopes).expect("strings serialize"),
             resources: serde_json::to_string(&key.resources).expect("strings serialize"),
             metadata: serde_json::to_string(&key.metadata).expect("JSON values serialize"),
-            lookup_hash: key.lookup_prefix.as_ref().map(|_| key.secret.digest.to_vec()),
+            lookup_hash: key
+                .lookup_prefix
+                .as_ref()
+                .map(|_| key.secret.digest.to_vec()),
         }
     }
 }
@@ -253,12 +261,16 @@ const INSERT_COLUMNS: &str = "id, workspace_id, name, description, key_type, env
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version";
-const INSERT_PLACEHOLDERS: &str = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+const INSERT_PLACEHOLDERS: &str =
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(backend)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -422,13 +434,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT DISTINCT lookup_prefix FROM api_keys WHERE lookup_prefix IS NOT NULL")
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)
+        sqlx::query_scalar(
+            "SELECT DISTINCT lookup_prefix FROM api_keys WHERE lookup_prefix IS NOT NULL",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)
     }
 
-    async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage> {
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        filter: &KeyFilter,
+        page: Page,
+    ) -> Result<KeyPage> {
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ? \
              AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR key_type = ?3) \
@@ -436,7 +455,10 @@ impl Store for SqliteStore {
              ORDER BY seq DESC LIMIT ?6"
         );
         let pattern = filter.name_contains.as_ref().map(|n| {
-            let escaped = n.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = n
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             format!("%{escaped}%")
         });
         let rows = sqlx::query(&sql)
@@ -469,7 +491,9 @@ impl Store for SqliteStore {
             .map(|c| format!("{c} = ?"))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("UPDATE api_keys SET {assignments} WHERE id = ? AND workspace_id = ? AND version = ?");
+        let sql = format!(
+            "UPDATE api_keys SET {assignments} WHERE id = ? AND workspace_id = ? AND version = ?"
+        );
         let done = bind_key(sqlx::query(&sql), key, &values)
             .bind(&*key.id)
             .bind(&key.workspace_id)
@@ -484,13 +508,14 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, workspace_id: &str, id: &str, expected_version: i64) -> Result<()> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = ? AND workspace_id = ? AND version = ?")
-            .bind(id)
-            .bind(workspace_id)
-            .bind(expected_version)
-            .execute(&self.writer)
-            .await
-            .map_err(map_write)?;
+        let done =
+            sqlx::query("DELETE FROM api_keys WHERE id = ? AND workspace_id = ? AND version = ?")
+                .bind(id)
+                .bind(workspace_id)
+                .bind(expected_version)
+                .execute(&self.writer)
+                .await
+                .map_err(map_write)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::VersionMismatch);
         }
@@ -527,16 +552,18 @@ impl Store for SqliteStore {
     }
 
     async fn key_usage(&self, key_id: &str, since: NaiveDate) -> Result<Vec<(NaiveDate, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT day, count FROM key_usage WHERE key_id = ? AND day >= ? ORDER BY day")
-                .bind(key_id)
-                .bind(since.format("%Y-%m-%d").to_string())
-                .fetch_all(&self.reader)
-                .await
-                .map_err(backend)?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT day, count FROM key_usage WHERE key_id = ? AND day >= ? ORDER BY day",
+        )
+        .bind(key_id)
+        .bind(since.format("%Y-%m-%d").to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
         rows.into_iter()
             .map(|(day, count)| {
-                let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| corrupt("usage day"))?;
+                let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                    .map_err(|_| corrupt("usage day"))?;
                 Ok((day, count.max(0) as u64))
             })
             .collect()

@@ -58,7 +58,12 @@ pub struct StorageArgs {
     #[arg(long, env = "KEYWARD_HASH_KEY_FILE", value_name = "FILE")]
     pub hash_key_file: Option<PathBuf>,
     /// The hash key itself, as hex (takes precedence over the file).
-    #[arg(long, env = "KEYWARD_HASH_KEY", value_name = "HEX", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KEYWARD_HASH_KEY",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
     pub hash_key: Option<String>,
 }
 

@@ -34,7 +34,8 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -55,20 +56,32 @@ impl Storage {
             .clone()
             .or_else(|| file.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let database_url = args.database_url.clone().or_else(|| file.database_url.clone());
-        let needs_data_dir = database_url.is_none() || (args.hash_key.is_none() && args.hash_key_file.is_none() && file.hash_key_file.is_none());
+        let database_url = args
+            .database_url
+            .clone()
+            .or_else(|| file.database_url.clone());
+        let needs_data_dir = database_url.is_none()
+            || (args.hash_key.is_none()
+                && args.hash_key_file.is_none()
+                && file.hash_key_file.is_none());
         if needs_data_dir {
             create_private_dir(&data_dir)?;
         }
-        let database_url =
-            database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keyward.db").display()));
-        let key = match (&args.hash_key, args.hash_key_file.as_ref().or(file.hash_key_file.as_ref())) {
+        let database_url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keyward.db").display()));
+        let key = match (
+            &args.hash_key,
+            args.hash_key_file.as_ref().or(file.hash_key_file.as_ref()),
+        ) {
             (Some(hex_key), _) => decode_key(hex_key).context("KEYWARD_HASH_KEY / --hash-key")?,
             (None, Some(path)) => read_key_file(path)?,
             (None, None) => read_or_create_key_file(&data_dir.join("hash.key"))?,
         };
         let hasher = SecretHasher::new(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Storage { database_url, hasher })
+        Ok(Storage {
+            database_url,
+            hasher,
+        })
     }
 }
 
@@ -77,12 +90,14 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
+    builder
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 fn decode_key(text: &str) -> anyhow::Result<Vec<u8>> {
     let text = text.trim();
-    if text.len() % 2 != 0 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("the hash key must be hexadecimal");
     }
     let bytes: Vec<u8> = (0..text.len())
@@ -90,13 +105,17 @@ fn decode_key(text: &str) -> anyhow::Result<Vec<u8>> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("checked hex"))
         .collect();
     if bytes.len() < MIN_KEY_LEN {
-        bail!("the hash key must be at least {MIN_KEY_LEN} bytes ({} hex characters)", MIN_KEY_LEN * 2);
+        bail!(
+            "the hash key must be at least {MIN_KEY_LEN} bytes ({} hex characters)",
+            MIN_KEY_LEN * 2
+        );
     }
     Ok(bytes)
 }
 
 fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading hash key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading hash key file {}", path.display()))?;
     decode_key(&text).with_context(|| format!("hash key file {}", path.display()))
 }
 
@@ -135,20 +154,29 @@ pub struct ServeSettings {
 impl ServeSettings {
     pub fn resolve(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Self> {
         let defaults = ServerConfig::default();
-        let flush_ms = args.usage_flush_interval_ms.or(file.usage_flush_interval_ms).unwrap_or(1000);
+        let flush_ms = args
+            .usage_flush_interval_ms
+            .or(file.usage_flush_interval_ms)
+            .unwrap_or(1000);
         if !(10..=60_000).contains(&flush_ms) {
             bail!("usage flush interval must be between 10 and 60000 ms");
         }
         let server = ServerConfig {
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             usage_flush_interval: Duration::from_millis(flush_ms),
-            cache_capacity: args.cache_capacity.or(file.cache_capacity).unwrap_or(defaults.cache_capacity),
+            cache_capacity: args
+                .cache_capacity
+                .or(file.cache_capacity)
+                .unwrap_or(defaults.cache_capacity),
             negative_cache_ttl: args
                 .negative_cache_ttl_ms
                 .or(file.negative_cache_ttl_ms)
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.negative_cache_ttl),
-            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
         };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,
@@ -158,7 +186,11 @@ impl ServeSettings {
             server,
             storage: Storage::resolve(&args.storage, file)?,
             log_format,
-            log_filter: args.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".into()),
+            log_filter: args
+                .log_level
+                .clone()
+                .or_else(|| file.log_level.clone())
+                .unwrap_or_else(|| "info".into()),
         })
     }
 }

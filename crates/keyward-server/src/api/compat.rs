@@ -47,7 +47,12 @@ fn compat_key(k: &ApiKey, key: String) -> CompatKey {
         id: k.id.to_string(),
         name: k.name.clone(),
         key,
-        scope: k.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        scope: k
+            .scopes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
         site_id: k.resources.first().cloned(),
         last_used: k.last_used_at,
         created_at: k.created_at,
@@ -67,16 +72,28 @@ pub struct CompatKeyList {
         (status = 200, description = "Every live key of the workspace, masked", body = CompatKeyList),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     ))]
-pub async fn list_api_keys(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<CompatKeyList>> {
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<CompatKeyList>> {
     principal.require(READ)?;
     let mut api_keys = Vec::new();
     let mut after = None;
     loop {
         let page = state
             .keys
-            .list(principal.workspace_id(), &KeyFilter::default(), Page { after, limit: 200 })
+            .list(
+                principal.workspace_id(),
+                &KeyFilter::default(),
+                Page { after, limit: 200 },
+            )
             .await?;
-        api_keys.extend(page.keys.iter().filter(|k| k.is_live()).map(|k| compat_key(k, k.masked.clone())));
+        api_keys.extend(
+            page.keys
+                .iter()
+                .filter(|k| k.is_live())
+                .map(|k| compat_key(k, k.masked.clone())),
+        );
         match page.next_cursor {
             Some(c) => after = Some(c),
             None => break,
@@ -121,12 +138,22 @@ pub async fn create_api_key(
     let ws = state.workspaces.get(principal.workspace_id()).await?;
     keyward_core::key::validate_name(body.name.as_deref())?;
     let scope = body.scope.as_deref().map(str::trim).and_then(Scope::parse);
-    if !matches!(scope, Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))) {
-        return Err(ApiError::bad_request("invalid_scope", INVALID_SCOPE_MESSAGE));
+    if !matches!(
+        scope,
+        Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))
+    ) {
+        return Err(ApiError::bad_request(
+            "invalid_scope",
+            INVALID_SCOPE_MESSAGE,
+        ));
     }
     let draft = KeyDraft {
         name: body.name,
-        scopes: body.scope.into_iter().map(|s| s.trim().to_owned()).collect(),
+        scopes: body
+            .scope
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .collect(),
         resources: body.site_id.into_iter().collect(),
         expires_in_days: body.expires_in,
         ..Default::default()
@@ -134,7 +161,9 @@ pub async fn create_api_key(
     let (key, secret) = state.keys.create(&ws, draft).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(CompatCreated { api_key: compat_key(&key, secret.expose().to_owned()) }),
+        axum::Json(CompatCreated {
+            api_key: compat_key(&key, secret.expose().to_owned()),
+        }),
     ))
 }
 
@@ -167,14 +196,16 @@ pub async fn delete_api_key(
     ApiQuery(q): ApiQuery<CompatDeleteQuery>,
 ) -> ApiResult<axum::Json<CompatDeleted>> {
     principal.require(MANAGE)?;
-    let id = q
-        .id
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
+    let id =
+        q.id.filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
     let key = state.keys.get(principal.workspace_id(), &id).await?;
     if !key.is_live() {
         return Err(keyward_core::Error::key_not_found().into());
     }
     state.keys.revoke(principal.workspace_id(), &id).await?;
-    Ok(axum::Json(CompatDeleted { success: true, message: "API key revoked successfully".into() }))
+    Ok(axum::Json(CompatDeleted {
+        success: true,
+        message: "API key revoked successfully".into(),
+    }))
 }

@@ -29,13 +29,18 @@ fn parse_type(t: Option<&str>) -> Result<(), ApiError> {
     match t {
         None => Ok(()),
         Some(t) if KeyType::parse(t).is_some() => Ok(()),
-        Some(_) => Err(ApiError::bad_request("invalid_type", "type must be: secret")),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_type",
+            "type must be: secret",
+        )),
     }
 }
 
 fn parse_environment(e: Option<&str>) -> Result<Option<Environment>, ApiError> {
     e.map(|e| {
-        Environment::parse(e).ok_or_else(|| ApiError::bad_request("invalid_environment", "environment must be: live or test"))
+        Environment::parse(e).ok_or_else(|| {
+            ApiError::bad_request("invalid_environment", "environment must be: live or test")
+        })
     })
     .transpose()
 }
@@ -53,7 +58,10 @@ fn created(key: &ApiKey, secret: &Secret) -> Response {
     with_etag(
         StatusCode::CREATED,
         key,
-        KeyWithSecret { key: KeyView::from(key), secret: secret.expose().to_owned() },
+        KeyWithSecret {
+            key: KeyView::from(key),
+            secret: secret.expose().to_owned(),
+        },
     )
 }
 
@@ -177,25 +185,46 @@ pub async fn list_keys(
         state: q
             .state
             .as_deref()
-            .map(|s| KeyState::parse(s).ok_or_else(|| ApiError::bad_request("invalid_state", "state must be: active, inactive or revoked")))
+            .map(|s| {
+                KeyState::parse(s).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_state",
+                        "state must be: active, inactive or revoked",
+                    )
+                })
+            })
             .transpose()?,
         key_type: q
             .key_type
             .as_deref()
-            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", "type must be: secret")))
+            .map(|t| {
+                KeyType::parse(t)
+                    .ok_or_else(|| ApiError::bad_request("invalid_type", "type must be: secret"))
+            })
             .transpose()?,
         name_contains: q.name.filter(|n| !n.is_empty()),
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 200",
+        ));
     }
     let after = q
         .cursor
         .as_deref()
-        .map(|c| c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid")))
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
+        })
         .transpose()?;
-    let page = state.keys.list(principal.workspace_id(), &filter, Page { after, limit }).await?;
+    let page = state
+        .keys
+        .list(principal.workspace_id(), &filter, Page { after, limit })
+        .await?;
     Ok(axum::Json(KeyList {
         data: page.keys.iter().map(KeyView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -210,7 +239,11 @@ pub async fn list_keys(
         (status = 403, body = ErrorBody),
         (status = 404, description = "API key not found", body = ErrorBody),
     ))]
-pub async fn get_key(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
+pub async fn get_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     principal.require(READ)?;
     let key = state.keys.get(principal.workspace_id(), &id).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -250,7 +283,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .trim_matches('"')
         .parse::<i64>()
         .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag returned by this API"))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_if_match",
+                "If-Match must be an ETag returned by this API",
+            )
+        })
 }
 
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKeyRequest,
@@ -300,7 +338,11 @@ pub async fn update_key(
         (status = 404, body = ErrorBody),
         (status = 409, description = "The key is active (deactivate it first) or legacy", body = ErrorBody),
     ))]
-pub async fn delete_key(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<StatusCode> {
+pub async fn delete_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     principal.require(MANAGE)?;
     state.keys.delete(principal.workspace_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -356,8 +398,18 @@ pub async fn roll_key(
 ) -> ApiResult<Response> {
     principal.require(MANAGE)?;
     let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let (key, secret) = state.keys.roll(&ws, &id, body.grace_period_seconds.unwrap_or(0)).await?;
-    Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
+    let (key, secret) = state
+        .keys
+        .roll(&ws, &id, body.grace_period_seconds.unwrap_or(0))
+        .await?;
+    Ok(with_etag(
+        StatusCode::OK,
+        &key,
+        KeyWithSecret {
+            key: KeyView::from(&key),
+            secret: secret.expose().to_owned(),
+        },
+    ))
 }
 
 macro_rules! state_action {
@@ -378,11 +430,24 @@ macro_rules! state_action {
     };
 }
 
-state_action!(deactivate_key, "/v1/keys/{id}/deactivate", deactivate,
-    "Switches the key off (reversible). An inactive key is rejected whatever its scopes.");
-state_action!(activate_key, "/v1/keys/{id}/activate", activate, "Switches an inactive key back on.");
-state_action!(revoke_key, "/v1/keys/{id}/revoke", revoke,
-    "Kills the key for good, at once. Its record stays until deleted.");
+state_action!(
+    deactivate_key,
+    "/v1/keys/{id}/deactivate",
+    deactivate,
+    "Switches the key off (reversible). An inactive key is rejected whatever its scopes."
+);
+state_action!(
+    activate_key,
+    "/v1/keys/{id}/activate",
+    activate,
+    "Switches an inactive key back on."
+);
+state_action!(
+    revoke_key,
+    "/v1/keys/{id}/revoke",
+    revoke,
+    "Kills the key for good, at once. Its record stays until deleted."
+);
 
 /// A key from another system, given as plaintext or as the SHA-256 of its plaintext.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -485,7 +550,11 @@ pub struct KeyUsage {
         (status = 200, description = "Per-day use counts (UTC), last 90 days", body = KeyUsage),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
-pub async fn key_usage(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<axum::Json<KeyUsage>> {
+pub async fn key_usage(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<axum::Json<KeyUsage>> {
     principal.require(READ)?;
     let report = state.keys.usage(principal.workspace_id(), &id).await?;
     Ok(axum::Json(KeyUsage {
@@ -495,7 +564,10 @@ pub async fn key_usage(State(state): State<AppState>, principal: Principal, ApiP
         days: report
             .days
             .into_iter()
-            .map(|(d, count)| UsageDay { date: d.format("%Y-%m-%d").to_string(), count })
+            .map(|(d, count)| UsageDay {
+                date: d.format("%Y-%m-%d").to_string(),
+                count,
+            })
             .collect(),
     }))
 }

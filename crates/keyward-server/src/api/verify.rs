@@ -83,7 +83,10 @@ pub async fn verify_key(
         .as_deref()
         .map(|p| {
             Permission::parse_required(p).ok_or_else(|| {
-                ApiError::bad_request("invalid_permission", "permission must look like resource:action")
+                ApiError::bad_request(
+                    "invalid_permission",
+                    "permission must look like resource:action",
+                )
             })
         })
         .transpose()?;
@@ -98,14 +101,20 @@ pub async fn verify_key(
     if let Some(m) = &body.method
         && !is_method(m)
     {
-        return Err(ApiError::bad_request("invalid_method", "method must be an HTTP method such as GET"));
+        return Err(ApiError::bad_request(
+            "invalid_method",
+            "method must be an HTTP method such as GET",
+        ));
     }
     let request = Request {
         permission: permission.as_ref(),
         resource: body.resource.as_deref(),
         method: body.method.as_deref(),
     };
-    let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
+    let v = state
+        .verifier
+        .verify(&body.key, &request, Some(principal.workspace_id()))
+        .await?;
     let key = v.key.as_deref();
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),
@@ -115,7 +124,9 @@ pub async fn verify_key(
         workspace_id: key.map(|k| k.workspace_id.clone()),
         name: key.map(|k| k.name.clone()),
         key_type: key.map(|k| k.key_type.as_str()),
-        permissions: key.map(|k| k.scopes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        permissions: key
+            .map(|k| k.scopes.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
         roles: Vec::new(),
         meta: key.map(|k| k.metadata.clone()),
         expires_at: key.and_then(|k| k.expires_at),

@@ -31,7 +31,9 @@ pub mod time_opt {
 
 /// For PATCH bodies: distinguishes an absent field (`None`) from an explicit
 /// `null` (`Some(None)`).
-pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

@@ -73,9 +73,14 @@ pub struct UpdateWorkspaceRequest {
         (status = 200, body = WorkspaceView),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     ))]
-pub async fn get_workspace(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<WorkspaceView>> {
+pub async fn get_workspace(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<WorkspaceView>> {
     principal.require("settings:read")?;
-    Ok(axum::Json(state.workspaces.get(principal.workspace_id()).await?.into()))
+    Ok(axum::Json(
+        state.workspaces.get(principal.workspace_id()).await?.into(),
+    ))
 }
 
 #[utoipa::path(patch, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
@@ -97,5 +102,11 @@ pub async fn update_workspace(
         default_key_lifetime_days: body.default_key_lifetime_days,
         max_key_lifetime_days: body.max_key_lifetime_days,
     };
-    Ok(axum::Json(state.workspaces.update(principal.workspace_id(), patch).await?.into()))
+    Ok(axum::Json(
+        state
+            .workspaces
+            .update(principal.workspace_id(), patch)
+            .await?
+            .into(),
+    ))
 }

@@ -52,7 +52,12 @@ pub async fn bootstrap(args: BootstrapArgs, file: &FileConfig) -> anyhow::Result
     }
 }
 
-pub async fn create_workspace(name: &str, storage: &StorageArgs, json: bool, file: &FileConfig) -> anyhow::Result<ExitCode> {
+pub async fn create_workspace(
+    name: &str,
+    storage: &StorageArgs,
+    json: bool,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
     let services = open_services(storage, file).await?;
     let created = services.workspaces.create_with_admin_key(name).await?;
     print_new_workspace(&created, json);

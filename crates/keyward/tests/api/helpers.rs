@@ -29,13 +29,20 @@ pub struct Resp {
 
 impl Resp {
     pub fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.body))
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {}", self.body))
     }
     pub fn code(&self) -> &str {
-        self.body["code"].as_str().unwrap_or_else(|| panic!("no code in {}", self.body))
+        self.body["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no code in {}", self.body))
     }
     pub fn str(&self, field: &str) -> String {
-        self.body[field].as_str().unwrap_or_else(|| panic!("no {field} in {}", self.body)).to_owned()
+        self.body[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {}", self.body))
+            .to_owned()
     }
     /// Asserts an error response with this status and message.
     #[track_caller]
@@ -66,7 +73,12 @@ pub async fn spawn_app() -> TestApp {
     };
     let app = Application::build(config, store, hasher).await.unwrap();
     let services = app.services().clone();
-    let created = services.workspaces.bootstrap("Test").await.unwrap().unwrap();
+    let created = services
+        .workspaces
+        .bootstrap("Test")
+        .await
+        .unwrap()
+        .unwrap();
     let addr = app.local_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
@@ -89,7 +101,13 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.client.request(method, self.url(path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -101,14 +119,32 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         assert!(status.as_u16() < 500, "server error {status}: {body}");
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Sends a raw body with the admin key.
-    pub async fn raw(&self, method: Method, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Resp {
-        let mut req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_key).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_key)
+            .body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -117,23 +153,42 @@ impl TestApp {
         let headers = resp.headers().clone();
         let body = resp.json().await.unwrap_or(Value::Null);
         assert!(status.as_u16() < 500, "server error {status}: {body}");
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.call(Method::GET, path, Some(&self.admin_key.clone()), None).await
+        self.call(Method::GET, path, Some(&self.admin_key.clone()), None)
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.call(Method::POST, path, Some(&self.admin_key.clone()), Some(body)).await
+        self.call(
+            Method::POST,
+            path,
+            Some(&self.admin_key.clone()),
+            Some(body),
+        )
+        .await
     }
     pub async fn post_empty(&self, path: &str) -> Resp {
-        self.call(Method::POST, path, Some(&self.admin_key.clone()), None).await
+        self.call(Method::POST, path, Some(&self.admin_key.clone()), None)
+            .await
     }
     pub async fn patch(&self, path: &str, body: Value) -> Resp {
-        self.call(Method::PATCH, path, Some(&self.admin_key.clone()), Some(body)).await
+        self.call(
+            Method::PATCH,
+            path,
+            Some(&self.admin_key.clone()),
+            Some(body),
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> Resp {
-        self.call(Method::DELETE, path, Some(&self.admin_key.clone()), None).await
+        self.call(Method::DELETE, path, Some(&self.admin_key.clone()), None)
+            .await
     }
 
     /// Creates a key with these settings (name added when missing).
@@ -143,7 +198,11 @@ impl TestApp {
         }
         let r = self.post("/v1/keys", settings).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        Key { id: r.str("id"), secret: r.str("secret"), body: r.body }
+        Key {
+            id: r.str("id"),
+            secret: r.str("secret"),
+            body: r.body,
+        }
     }
 
     pub async fn verify(&self, key: &str, extra: Value) -> Value {
@@ -157,16 +216,27 @@ impl TestApp {
     }
 
     pub async fn verify_code(&self, key: &str) -> String {
-        self.verify(key, json!({})).await["code"].as_str().unwrap().to_owned()
+        self.verify(key, json!({})).await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn key_count(&self) -> usize {
-        self.get("/v1/keys?limit=200").await.body["data"].as_array().unwrap().len()
+        self.get("/v1/keys?limit=200").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     /// A second workspace in the same deployment, with its own admin key.
     pub async fn other_workspace(&self) -> (String, String) {
-        let created = self.services.workspaces.create_with_admin_key("Other").await.unwrap();
+        let created = self
+            .services
+            .workspaces
+            .create_with_admin_key("Other")
+            .await
+            .unwrap();
         (created.workspace.id, created.secret.expose().to_owned())
     }
 
