@@ -46,36 +46,23 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Seed {
-                database_url,
-                hash_key,
-                count,
-                keys_out,
-            } => seed(&database_url, &hash_key, count, &keys_out).await,
+            Command::Seed { database_url, hash_key, count, keys_out } => {
+                seed(&database_url, &hash_key, count, &keys_out).await
+            }
             Command::Floor { listen } => floor(listen).await,
         }
     })
 }
 
 fn decode_hex(s: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::ensure!(s.len() % 2 == 0, "hex has an odd length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not hex"))
-        .collect()
+    anyhow::ensure!(s.len().is_multiple_of(2), "hex has an odd length");
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("not hex")).collect()
 }
 
-async fn seed(
-    database_url: &str,
-    hash_key: &str,
-    count: usize,
-    keys_out: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn seed(database_url: &str, hash_key: &str, count: usize, keys_out: &std::path::Path) -> anyhow::Result<()> {
     let hasher = SecretHasher::new(&decode_hex(hash_key)?).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = keyward_store::open(database_url).await?;
     let services = Services::new(store.clone(), hasher.clone(), &ServerConfig::default()).await?;
@@ -90,18 +77,10 @@ async fn seed(
             scopes: vec!["read".into(), "campaigns:write".into()],
             ..Default::default()
         };
-        let valid = draft
-            .validate(&ws.policy, now)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let valid = draft.validate(ws, now).map_err(|e| anyhow::anyhow!("{e}"))?;
         let secret = token::generate(&ws.token_prefix, valid.environment);
         let parsed = token::parse(secret.expose()).expect("generated tokens parse");
-        let key = valid.into_key(
-            parsed.key_id(),
-            &ws.id,
-            token::mask(secret.expose()),
-            hasher.native(&parsed),
-            now,
-        );
+        let key = valid.into_key(parsed.key_id(), &ws.id, token::mask(secret.expose()), hasher.native(&parsed), now);
         writeln!(out, "{}", secret.expose())?;
         batch.push(key);
         if batch.len() == batch.capacity() {
@@ -111,10 +90,7 @@ async fn seed(
     }
     store.insert_keys_bulk(&batch).await?;
     out.flush()?;
-    println!(
-        "{}",
-        serde_json::json!({"workspaceId": ws.id, "adminKey": created.secret.expose()})
-    );
+    println!("{}", serde_json::json!({"workspaceId": ws.id, "adminKey": created.secret.expose()}));
     Ok(())
 }
 

@@ -31,11 +31,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            code,
-            message: message.into(),
-        }
+        Self { kind, code, message: message.into() }
     }
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, code, message)
@@ -53,24 +49,13 @@ impl Error {
         Self::new(ErrorKind::NotFound, "key_not_found", "API key not found")
     }
     pub fn key_limit_reached() -> Self {
-        Self::forbidden(
-            "key_limit_reached",
-            "API key limit reached. Upgrade to create more keys.",
-        )
+        Self::forbidden("key_limit_reached", "API key limit reached. Upgrade to create more keys.")
     }
     pub fn invalid_api_key() -> Self {
-        Self::new(
-            ErrorKind::Unauthenticated,
-            "invalid_api_key",
-            "Invalid API key",
-        )
+        Self::new(ErrorKind::Unauthenticated, "invalid_api_key", "Invalid API key")
     }
     pub fn expired_api_key() -> Self {
-        Self::new(
-            ErrorKind::Unauthenticated,
-            "api_key_expired",
-            "API key has expired",
-        )
+        Self::new(ErrorKind::Unauthenticated, "api_key_expired", "API key has expired")
     }
 }
 

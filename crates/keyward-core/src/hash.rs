@@ -95,27 +95,16 @@ impl SecretHasher {
     }
 
     pub fn native(&self, token: &ParsedToken<'_>) -> SecretHash {
-        SecretHash {
-            scheme: HashScheme::HmacV1,
-            digest: self.hmac(&[token.id.as_bytes(), token.secret.as_bytes()]),
-        }
+        SecretHash { scheme: HashScheme::HmacV1, digest: self.hmac(&[token.id.as_bytes(), token.secret.as_bytes()]) }
     }
 
     pub fn whole_token(&self, token: &str) -> SecretHash {
-        SecretHash {
-            scheme: HashScheme::HmacTokenV1,
-            digest: self.hmac(&[token.as_bytes()]),
-        }
+        SecretHash { scheme: HashScheme::HmacTokenV1, digest: self.hmac(&[token.as_bytes()]) }
     }
 
     /// Recomputes `stored`'s digest from a presented token and compares in
     /// constant time. `parsed` is the token's native parse, if it has one.
-    pub fn matches(
-        &self,
-        stored: &SecretHash,
-        token: &str,
-        parsed: Option<&ParsedToken<'_>>,
-    ) -> bool {
+    pub fn matches(&self, stored: &SecretHash, token: &str, parsed: Option<&ParsedToken<'_>>) -> bool {
         let digest = match stored.scheme {
             HashScheme::HmacV1 => match parsed {
                 Some(p) => self.native(p).digest,
@@ -141,12 +130,10 @@ pub fn sha256(data: &str) -> [u8; 32] {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -196,10 +183,7 @@ mod tests {
     #[test]
     fn foreign_hashes_match_the_whole_token() {
         let h = hasher();
-        let stored = SecretHash {
-            scheme: HashScheme::Sha256,
-            digest: sha256("zta_live_abc"),
-        };
+        let stored = SecretHash { scheme: HashScheme::Sha256, digest: sha256("zta_live_abc") };
         assert!(h.matches(&stored, "zta_live_abc", None));
         assert!(!h.matches(&stored, "zta_live_abd", None));
         let plain = h.whole_token("zta_live_abc");

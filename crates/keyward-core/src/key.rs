@@ -5,16 +5,21 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
+use ipnet::IpNet;
+
 use crate::Error;
 use crate::hash::SecretHash;
+use crate::origin::{OriginPattern, parse_ip_range};
 use crate::scope::{Flags, Grants, Scope};
 use crate::token::Environment;
-use crate::workspace::{KeyPolicy, MAX_LIFETIME_DAYS};
+use crate::workspace::{KeyPolicy, MAX_LIFETIME_DAYS, Workspace};
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_DESCRIPTION_CHARS: usize = 500;
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 pub const MAX_RESOURCES: usize = 100;
+/// Most origins or IP ranges one key may list.
+pub const MAX_ALLOWLIST: usize = 100;
 /// Longest grace period a roll may give the old secret (30 days).
 pub const MAX_GRACE_SECONDS: u32 = 30 * 24 * 3600;
 
@@ -23,16 +28,24 @@ pub const MAX_GRACE_SECONDS: u32 = 30 * 24 * 3600;
 pub enum KeyType {
     /// A server-side REST key.
     Secret,
+    /// The browser ("JavaScript API") key: only public permissions, only
+    /// from allowed origins.
+    Publishable,
 }
 
 impl KeyType {
     pub fn as_str(self) -> &'static str {
         match self {
             KeyType::Secret => "secret",
+            KeyType::Publishable => "publishable",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        (s == "secret").then_some(KeyType::Secret)
+        match s {
+            "secret" => Some(KeyType::Secret),
+            "publishable" => Some(KeyType::Publishable),
+            _ => None,
+        }
     }
 }
 
@@ -88,6 +101,10 @@ pub struct ApiKey {
     pub flags: Flags,
     /// Resource ids (site ids) the key is limited to; empty = all.
     pub resources: Vec<String>,
+    /// Browser origins the key may be used from; empty = any.
+    pub allowed_origins: Vec<OriginPattern>,
+    /// Client addresses the key may be used from; empty = any.
+    pub allowed_ips: Vec<IpNet>,
     /// A JSON object, at most 8 KiB serialized.
     pub metadata: Value,
     pub state: KeyState,
@@ -109,10 +126,7 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn grants(&self) -> Grants<'_> {
-        Grants {
-            scopes: &self.scopes,
-            flags: self.flags,
-        }
+        Grants { scopes: &self.scopes, flags: self.flags }
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
@@ -131,32 +145,20 @@ impl ApiKey {
 
     pub fn ensure_editable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict(
-                "legacy_key",
-                "Legacy API keys cannot be edited",
-            ));
+            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be edited"));
         }
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict(
-                "key_revoked",
-                "A revoked API key cannot be changed",
-            ));
+            return Err(Error::conflict("key_revoked", "A revoked API key cannot be changed"));
         }
         Ok(())
     }
 
     pub fn ensure_deletable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict(
-                "legacy_key",
-                "Legacy API keys cannot be deleted",
-            ));
+            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be deleted"));
         }
         if self.state == KeyState::Active {
-            return Err(Error::conflict(
-                "key_active",
-                "API key is active. Deactivate it before deleting it.",
-            ));
+            return Err(Error::conflict("key_active", "API key is active. Deactivate it before deleting it."));
         }
         Ok(())
     }
@@ -176,10 +178,9 @@ impl ApiKey {
 
     pub fn activate(&mut self, now: DateTime<Utc>) -> Result<bool, Error> {
         match self.state {
-            KeyState::Revoked => Err(Error::conflict(
-                "key_revoked",
-                "API key has been revoked and cannot be activated",
-            )),
+            KeyState::Revoked => {
+                Err(Error::conflict("key_revoked", "API key has been revoked and cannot be activated"))
+            }
             KeyState::Active => Ok(false),
             KeyState::Inactive => {
                 self.state = KeyState::Active;
@@ -201,17 +202,9 @@ impl ApiKey {
     }
 
     /// Replaces the secret; the old one keeps verifying for `grace_seconds`.
-    pub fn roll(
-        &mut self,
-        new_secret: SecretHash,
-        grace_seconds: u32,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    pub fn roll(&mut self, new_secret: SecretHash, grace_seconds: u32, now: DateTime<Utc>) -> Result<(), Error> {
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict(
-                "key_revoked",
-                "A revoked API key cannot be rolled",
-            ));
+            return Err(Error::conflict("key_revoked", "A revoked API key cannot be rolled"));
         }
         if self.lookup_prefix.is_some() {
             return Err(Error::conflict(
@@ -220,21 +213,14 @@ impl ApiKey {
             ));
         }
         validate_grace(grace_seconds)?;
-        self.grace = (grace_seconds > 0).then(|| GraceSecret {
-            hash: self.secret,
-            until: now + Duration::seconds(i64::from(grace_seconds)),
-        });
+        self.grace = (grace_seconds > 0)
+            .then(|| GraceSecret { hash: self.secret, until: now + Duration::seconds(i64::from(grace_seconds)) });
         self.secret = new_secret;
         self.touch(now);
         Ok(())
     }
 
-    pub fn apply(
-        &mut self,
-        patch: KeyPatch,
-        policy: &KeyPolicy,
-        now: DateTime<Utc>,
-    ) -> Result<(), Error> {
+    pub fn apply(&mut self, patch: KeyPatch, workspace: &Workspace, now: DateTime<Utc>) -> Result<(), Error> {
         self.ensure_editable()?;
         let mut next = self.clone();
         if let Some(name) = patch.name {
@@ -258,12 +244,19 @@ impl ApiKey {
         if let Some(resources) = patch.resources {
             next.resources = validate_resources(resources)?;
         }
+        if let Some(origins) = patch.allowed_origins {
+            next.allowed_origins = validate_origins(&origins)?;
+        }
+        if let Some(ips) = patch.allowed_ips {
+            next.allowed_ips = validate_ips(&ips)?;
+        }
         if let Some(metadata) = patch.metadata {
             next.metadata = validate_metadata(metadata)?;
         }
         if let Some(expires_at) = patch.expires_at {
-            next.expires_at = shorten_expiry(self.expires_at, expires_at, policy, now)?;
+            next.expires_at = shorten_expiry(self.expires_at, expires_at, &workspace.policy, now)?;
         }
+        check_publishable(next.key_type, &next.scopes, next.flags, &next.allowed_origins, workspace)?;
         next.touch(now);
         *self = next;
         Ok(())
@@ -281,6 +274,8 @@ pub struct KeyPatch {
     pub administrator: Option<bool>,
     pub account_administrator: Option<bool>,
     pub resources: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
     pub metadata: Option<Value>,
     /// `Some(None)` asks for "never expires", which is never a shortening.
     pub expires_at: Option<Option<DateTime<Utc>>>,
@@ -291,10 +286,14 @@ pub struct KeyPatch {
 pub struct KeyDraft {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Default: [`KeyType::Secret`].
+    pub key_type: Option<KeyType>,
     pub environment: Option<Environment>,
     pub scopes: Vec<String>,
     pub flags: Flags,
     pub resources: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_ips: Vec<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub expires_in_days: Option<i64>,
     pub metadata: Option<Value>,
@@ -305,29 +304,34 @@ pub struct KeyDraft {
 pub struct ValidDraft {
     pub name: String,
     pub description: Option<String>,
+    pub key_type: KeyType,
     pub environment: Environment,
     pub scopes: Vec<Scope>,
     pub flags: Flags,
     pub resources: Vec<String>,
+    pub allowed_origins: Vec<OriginPattern>,
+    pub allowed_ips: Vec<IpNet>,
     pub expires_at: Option<DateTime<Utc>>,
     pub metadata: Value,
 }
 
 impl KeyDraft {
-    pub fn validate(self, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<ValidDraft, Error> {
-        Ok(ValidDraft {
+    pub fn validate(self, workspace: &Workspace, now: DateTime<Utc>) -> Result<ValidDraft, Error> {
+        let draft = ValidDraft {
             name: validate_name(self.name.as_deref())?,
             description: validate_description(self.description)?,
+            key_type: self.key_type.unwrap_or(KeyType::Secret),
             environment: self.environment.unwrap_or(Environment::Live),
             scopes: Scope::parse_list(&self.scopes)?,
             flags: self.flags,
             resources: validate_resources(self.resources)?,
-            expires_at: resolve_expiry(self.expires_at, self.expires_in_days, policy, now)?,
-            metadata: validate_metadata(
-                self.metadata
-                    .unwrap_or_else(|| Value::Object(Default::default())),
-            )?,
-        })
+            allowed_origins: validate_origins(&self.allowed_origins)?,
+            allowed_ips: validate_ips(&self.allowed_ips)?,
+            expires_at: resolve_expiry(self.expires_at, self.expires_in_days, &workspace.policy, now)?,
+            metadata: validate_metadata(self.metadata.unwrap_or_else(|| Value::Object(Default::default())))?,
+        };
+        check_publishable(draft.key_type, &draft.scopes, draft.flags, &draft.allowed_origins, workspace)?;
+        Ok(draft)
     }
 }
 
@@ -346,12 +350,14 @@ impl ValidDraft {
             workspace_id: workspace_id.to_owned(),
             name: self.name,
             description: self.description,
-            key_type: KeyType::Secret,
+            key_type: self.key_type,
             environment: self.environment,
             masked,
             scopes: self.scopes,
             flags: self.flags,
             resources: self.resources,
+            allowed_origins: self.allowed_origins,
+            allowed_ips: self.allowed_ips,
             metadata: self.metadata,
             state: KeyState::Active,
             legacy: false,
@@ -374,10 +380,13 @@ impl ApiKey {
         ValidDraft {
             name,
             description: self.description.clone(),
+            key_type: self.key_type,
             environment: self.environment,
             scopes: self.scopes.clone(),
             flags: self.flags,
             resources: self.resources.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            allowed_ips: self.allowed_ips.clone(),
             expires_at: self.expires_at,
             metadata: self.metadata.clone(),
         }
@@ -396,10 +405,7 @@ pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "invalid_name",
-            "API key name must not contain control characters",
-        ));
+        return Err(Error::invalid("invalid_name", "API key name must not contain control characters"));
     }
     Ok(name.to_owned())
 }
@@ -419,29 +425,20 @@ pub fn validate_metadata(metadata: Value) -> Result<Value, Error> {
     match &metadata {
         Value::Null => Ok(Value::Object(Default::default())),
         Value::Object(_) => {
-            let size = serde_json::to_vec(&metadata)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
-                return Err(Error::invalid(
-                    "metadata_too_large",
-                    "metadata must be at most 8 KiB of JSON",
-                ));
+                return Err(Error::invalid("metadata_too_large", "metadata must be at most 8 KiB of JSON"));
             }
             Ok(metadata)
         }
-        _ => Err(Error::invalid(
-            "invalid_metadata",
-            "metadata must be a JSON object",
-        )),
+        _ => Err(Error::invalid("invalid_metadata", "metadata must be a JSON object")),
     }
 }
 
 pub fn is_valid_resource_id(r: &str) -> bool {
     !r.is_empty()
         && r.len() <= 128
-        && r.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && r.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> {
@@ -466,6 +463,67 @@ pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> 
     Ok(out)
 }
 
+pub fn validate_origins(origins: &[String]) -> Result<Vec<OriginPattern>, Error> {
+    if origins.len() > MAX_ALLOWLIST {
+        return Err(Error::invalid("too_many_origins", format!("A key may list at most {MAX_ALLOWLIST} origins")));
+    }
+    let mut out: Vec<OriginPattern> = Vec::with_capacity(origins.len());
+    for o in origins {
+        let p = OriginPattern::parse(o)?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+pub fn validate_ips(ranges: &[String]) -> Result<Vec<IpNet>, Error> {
+    if ranges.len() > MAX_ALLOWLIST {
+        return Err(Error::invalid("too_many_ip_ranges", format!("A key may list at most {MAX_ALLOWLIST} IP ranges")));
+    }
+    let mut out: Vec<IpNet> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let n = parse_ip_range(r)?;
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Publishable keys live in browsers: only permissions the workspace marks
+/// public, no tiers or flags, and at least one allowed origin.
+fn check_publishable(
+    key_type: KeyType,
+    scopes: &[Scope],
+    flags: Flags,
+    origins: &[OriginPattern],
+    workspace: &Workspace,
+) -> Result<(), Error> {
+    if key_type != KeyType::Publishable {
+        return Ok(());
+    }
+    for scope in scopes {
+        let public = matches!(scope, Scope::Permission(p) if workspace.public_permissions.contains(p));
+        if !public {
+            return Err(Error::invalid(
+                "not_public",
+                format!("Publishable keys may hold only the workspace's public permissions; {scope} is not public"),
+            ));
+        }
+    }
+    if flags != Flags::default() {
+        return Err(Error::invalid(
+            "not_public",
+            "Publishable keys cannot be read-only, administrator or account administrator",
+        ));
+    }
+    if origins.is_empty() {
+        return Err(Error::invalid("origins_required", "Publishable keys need at least one allowed origin"));
+    }
+    Ok(())
+}
+
 pub fn validate_grace(grace_seconds: u32) -> Result<(), Error> {
     if grace_seconds > MAX_GRACE_SECONDS {
         return Err(Error::invalid(
@@ -485,10 +543,7 @@ pub fn resolve_expiry(
 ) -> Result<Option<DateTime<Utc>>, Error> {
     let expiry = match (expires_at, expires_in_days) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "invalid_expiry",
-                "Give either expiresAt or expiresIn, not both",
-            ));
+            return Err(Error::invalid("invalid_expiry", "Give either expiresAt or expiresIn, not both"));
         }
         (None, Some(days)) => {
             if !(1..=i64::from(MAX_LIFETIME_DAYS)).contains(&days) {
@@ -500,26 +555,17 @@ pub fn resolve_expiry(
             Some(now + Duration::days(days))
         }
         (Some(at), None) => Some(at),
-        (None, None) => policy
-            .default_key_lifetime_days
-            .map(|d| now + Duration::days(i64::from(d))),
+        (None, None) => policy.default_key_lifetime_days.map(|d| now + Duration::days(i64::from(d))),
     };
     check_expiry(expiry, policy, now)?;
     Ok(expiry)
 }
 
-fn check_expiry(
-    expiry: Option<DateTime<Utc>>,
-    policy: &KeyPolicy,
-    now: DateTime<Utc>,
-) -> Result<(), Error> {
+fn check_expiry(expiry: Option<DateTime<Utc>>, policy: &KeyPolicy, now: DateTime<Utc>) -> Result<(), Error> {
     if let Some(at) = expiry
         && at <= now
     {
-        return Err(Error::invalid(
-            "invalid_expiry",
-            "expiresAt must be in the future",
-        ));
+        return Err(Error::invalid("invalid_expiry", "expiresAt must be in the future"));
     }
     if let Some(max) = policy.max_key_lifetime_days {
         let limit = now + Duration::days(i64::from(max));
@@ -572,71 +618,49 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn publishable_keys_hold_only_public_permissions() {
+        let mut ws = Workspace::new("w", now()).unwrap();
+        ws.public_permissions = vec![crate::scope::Permission::new("events", "create")];
+        let draft = |scopes: &[&str], origins: &[&str]| KeyDraft {
+            name: Some("pk".into()),
+            key_type: Some(KeyType::Publishable),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            allowed_origins: origins.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(draft(&["events:create"], &["https://shop.example.com"]).validate(&ws, now()).is_ok());
+        assert_eq!(draft(&["read"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code, "not_public");
+        assert_eq!(draft(&["events:delete"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code, "not_public");
+        assert_eq!(draft(&["events:create"], &[]).validate(&ws, now()).unwrap_err().code, "origins_required");
+        assert_eq!(draft(&[], &["not an origin"]).validate(&ws, now()).unwrap_err().code, "invalid_origin");
     }
 
     #[test]
     fn names() {
-        assert_eq!(
-            validate_name(None).unwrap_err().message,
-            "API key name is required"
-        );
-        assert_eq!(
-            validate_name(Some("  ")).unwrap_err().message,
-            "API key name is required"
-        );
-        assert_eq!(
-            validate_name(Some(&"x".repeat(101))).unwrap_err().code,
-            "name_too_long"
-        );
+        assert_eq!(validate_name(None).unwrap_err().message, "API key name is required");
+        assert_eq!(validate_name(Some("  ")).unwrap_err().message, "API key name is required");
+        assert_eq!(validate_name(Some(&"x".repeat(101))).unwrap_err().code, "name_too_long");
         assert_eq!(validate_name(Some(" ok ")).unwrap(), "ok");
-        assert_eq!(
-            validate_name(Some(&"é".repeat(100)))
-                .unwrap()
-                .chars()
-                .count(),
-            100
-        );
+        assert_eq!(validate_name(Some(&"é".repeat(100))).unwrap().chars().count(), 100);
     }
 
     #[test]
     fn expiry_rules() {
         let p = KeyPolicy::default();
         assert_eq!(resolve_expiry(None, None, &p, now()).unwrap(), None);
-        assert_eq!(
-            resolve_expiry(None, Some(30), &p, now()).unwrap(),
-            Some(now() + Duration::days(30))
-        );
+        assert_eq!(resolve_expiry(None, Some(30), &p, now()).unwrap(), Some(now() + Duration::days(30)));
         assert!(resolve_expiry(Some(now()), None, &p, now()).is_err());
         assert!(resolve_expiry(None, Some(0), &p, now()).is_err());
         assert!(resolve_expiry(Some(now() + Duration::days(1)), Some(1), &p, now()).is_err());
-        let strict = KeyPolicy {
-            default_key_lifetime_days: Some(365),
-            max_key_lifetime_days: Some(400),
-            ..p
-        };
-        assert_eq!(
-            resolve_expiry(None, None, &strict, now()).unwrap(),
-            Some(now() + Duration::days(365))
-        );
-        assert_eq!(
-            resolve_expiry(None, Some(401), &strict, now())
-                .unwrap_err()
-                .code,
-            "expiry_too_late"
-        );
-        let no_default = KeyPolicy {
-            max_key_lifetime_days: Some(10),
-            ..p
-        };
-        assert_eq!(
-            resolve_expiry(None, None, &no_default, now())
-                .unwrap_err()
-                .code,
-            "expiry_required"
-        );
+        let strict = KeyPolicy { default_key_lifetime_days: Some(365), max_key_lifetime_days: Some(400), ..p };
+        assert_eq!(resolve_expiry(None, None, &strict, now()).unwrap(), Some(now() + Duration::days(365)));
+        assert_eq!(resolve_expiry(None, Some(401), &strict, now()).unwrap_err().code, "expiry_too_late");
+        let no_default = KeyPolicy { max_key_lifetime_days: Some(10), ..p };
+        assert_eq!(resolve_expiry(None, None, &no_default, now()).unwrap_err().code, "expiry_required");
     }
 
     #[test]
@@ -655,16 +679,8 @@ mod tests {
         assert!(validate_metadata(serde_json::json!({"email": "a@b.c"})).is_ok());
         assert!(validate_metadata(serde_json::json!([1])).is_err());
         let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(
-            validate_metadata(big).unwrap_err().code,
-            "metadata_too_large"
-        );
-        assert_eq!(
-            validate_resources(vec!["site_a".into(), "site_a".into()])
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(validate_metadata(big).unwrap_err().code, "metadata_too_large");
+        assert_eq!(validate_resources(vec!["site_a".into(), "site_a".into()]).unwrap().len(), 1);
         assert!(validate_resources(vec!["bad site".into()]).is_err());
     }
 }

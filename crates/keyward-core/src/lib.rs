@@ -23,6 +23,8 @@ pub mod error;
 pub mod hash;
 pub mod ids;
 pub mod key;
+pub mod origin;
+pub mod route;
 pub mod scope;
 pub mod token;
 pub mod verify;

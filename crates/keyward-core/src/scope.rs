@@ -21,17 +21,8 @@ use std::fmt;
 pub const INVALID_SCOPE_MESSAGE: &str = "Invalid scope. Must be: read, write, or admin";
 
 /// Resources that only admin-level grants reach.
-pub const ACCOUNT_RESOURCES: &[&str] = &[
-    "keys",
-    "members",
-    "roles",
-    "workspace",
-    "settings",
-    "audit",
-    "tokens",
-    "pgp",
-    "webhooks",
-];
+pub const ACCOUNT_RESOURCES: &[&str] =
+    &["keys", "members", "roles", "workspace", "settings", "audit", "tokens", "pgp", "webhooks"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
@@ -83,9 +74,7 @@ fn is_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.')
-        })
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'-' | b'.'))
 }
 
 pub fn is_account_resource(resource: &str) -> bool {
@@ -97,26 +86,18 @@ impl Permission {
     pub fn parse_pattern(s: &str) -> Option<Self> {
         let (resource, action) = s.split_once(':')?;
         let ok = |p: &str| p == "*" || is_name(p);
-        (ok(resource) && ok(action)).then(|| Permission {
-            resource: resource.to_owned(),
-            action: action.to_owned(),
-        })
+        (ok(resource) && ok(action)).then(|| Permission { resource: resource.to_owned(), action: action.to_owned() })
     }
 
     /// Parses a concrete requirement such as `campaigns:read`.
     pub fn parse_required(s: &str) -> Option<Self> {
         let (resource, action) = s.split_once(':')?;
-        (is_name(resource) && is_name(action)).then(|| Permission {
-            resource: resource.to_owned(),
-            action: action.to_owned(),
-        })
+        (is_name(resource) && is_name(action))
+            .then(|| Permission { resource: resource.to_owned(), action: action.to_owned() })
     }
 
     pub fn new(resource: &str, action: &str) -> Self {
-        Permission {
-            resource: resource.to_owned(),
-            action: action.to_owned(),
-        }
+        Permission { resource: resource.to_owned(), action: action.to_owned() }
     }
 
     fn grants(&self, required: &Permission) -> bool {
@@ -164,10 +145,7 @@ impl Scope {
             }
         }
         if out.len() > 256 {
-            return Err(crate::Error::invalid(
-                "too_many_scopes",
-                "A key may hold at most 256 scopes",
-            ));
+            return Err(crate::Error::invalid("too_many_scopes", "A key may hold at most 256 scopes"));
         }
         Ok(out)
     }
@@ -235,6 +213,23 @@ impl Grants<'_> {
         self.scopes.iter().any(|s| s.grants(required))
     }
 
+    /// Whether a request that no route scope maps to a permission is
+    /// allowed: only keys whose tiers or flags cover whole methods (Full
+    /// Access, `admin`, `write`, `read` for reads, administrators).
+    pub fn allows_unmapped(&self, method: &str) -> bool {
+        if self.flags.read_only {
+            return is_read_method(method);
+        }
+        if self.flags.administrator || self.flags.account_administrator {
+            return true;
+        }
+        self.scopes.iter().any(|s| match s {
+            Scope::Full | Scope::Tier(Tier::Admin) | Scope::Tier(Tier::Write) => true,
+            Scope::Tier(Tier::Read) => is_read_method(method),
+            Scope::Permission(_) => false,
+        })
+    }
+
     /// Whether an HTTP method is allowed at all (read-only keys: GET/HEAD).
     pub fn allows_method(&self, method: &str) -> bool {
         is_read_method(method) || !self.is_read_only()
@@ -252,9 +247,7 @@ impl Grants<'_> {
 }
 
 pub fn is_read_method(method: &str) -> bool {
-    method.eq_ignore_ascii_case("GET")
-        || method.eq_ignore_ascii_case("HEAD")
-        || method.eq_ignore_ascii_case("OPTIONS")
+    method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD") || method.eq_ignore_ascii_case("OPTIONS")
 }
 
 #[cfg(test)]
@@ -268,11 +261,7 @@ mod tests {
         let s = grants(scopes);
         Grants { scopes: &s, flags }.allows(&Permission::parse_required(perm).unwrap())
     }
-    const NONE: Flags = Flags {
-        read_only: false,
-        administrator: false,
-        account_administrator: false,
-    };
+    const NONE: Flags = Flags { read_only: false, administrator: false, account_administrator: false };
 
     #[test]
     fn tiers() {
@@ -302,70 +291,38 @@ mod tests {
 
     #[test]
     fn flags_take_precedence() {
-        let ro = Flags {
-            read_only: true,
-            ..NONE
-        };
+        let ro = Flags { read_only: true, ..NONE };
         assert!(!allows(&["*"], ro, "campaigns:post"));
         assert!(allows(&[], ro, "keys:read"));
-        let admin = Flags {
-            administrator: true,
-            ..NONE
-        };
+        let admin = Flags { administrator: true, ..NONE };
         assert!(allows(&[], admin, "campaigns:delete"));
         assert!(!allows(&[], admin, "keys:manage"));
-        let acct = Flags {
-            account_administrator: true,
-            ..NONE
-        };
+        let acct = Flags { account_administrator: true, ..NONE };
         assert!(allows(&[], acct, "keys:manage"));
     }
 
     #[test]
     fn read_only_detection_and_methods() {
         let s = grants(&["read", "campaigns:get"]);
-        let g = Grants {
-            scopes: &s,
-            flags: NONE,
-        };
+        let g = Grants { scopes: &s, flags: NONE };
         assert!(g.is_read_only());
         assert!(g.allows_method("GET") && g.allows_method("head"));
         assert!(!g.allows_method("POST"));
-        assert_eq!(
-            g.refusal(None),
-            "Insufficient permissions. This key has read-only access."
-        );
+        assert_eq!(g.refusal(None), "Insufficient permissions. This key has read-only access.");
         let w = grants(&["write"]);
-        let g = Grants {
-            scopes: &w,
-            flags: NONE,
-        };
+        let g = Grants { scopes: &w, flags: NONE };
         assert!(g.allows_method("DELETE"));
         let p = Permission::new("keys", "manage");
-        assert_eq!(
-            g.refusal(Some(&p)),
-            "Insufficient permissions. This key lacks the keys:manage permission."
-        );
+        assert_eq!(g.refusal(Some(&p)), "Insufficient permissions. This key lacks the keys:manage permission.");
     }
 
     #[test]
     fn invalid_scopes_are_refused() {
-        for bad in [
-            "",
-            "superuser",
-            "campaigns",
-            "campaigns:",
-            ":read",
-            "Campaigns:read",
-            "a:b:c",
-        ] {
+        for bad in ["", "superuser", "campaigns", "campaigns:", ":read", "Campaigns:read", "a:b:c"] {
             let err = Scope::parse_list(&[bad]).unwrap_err();
             assert_eq!(err.message, INVALID_SCOPE_MESSAGE, "{bad:?}");
         }
         assert_eq!(grants(&["read", "read"]).len(), 1);
-        assert_eq!(
-            Scope::parse("campaigns:get").unwrap().to_string(),
-            "campaigns:get"
-        );
+        assert_eq!(Scope::parse("campaigns:get").unwrap().to_string(), "campaigns:get");
     }
 }

@@ -112,8 +112,7 @@ pub fn is_valid_prefix(prefix: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_PREFIX_LEN
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }
 
 /// Splits and checks a token. Never allocates, never touches storage.
@@ -139,12 +138,7 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, TokenError> {
     if encode_checksum(crc32fast::hash(signed.as_bytes())) != checksum.as_bytes() {
         return Err(TokenError::Checksum);
     }
-    Ok(ParsedToken {
-        prefix,
-        environment,
-        id: &body[..ID_LEN],
-        secret: &body[ID_LEN..ID_LEN + SECRET_LEN],
-    })
+    Ok(ParsedToken { prefix, environment, id: &body[..ID_LEN], secret: &body[ID_LEN..ID_LEN + SECRET_LEN] })
 }
 
 fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {

@@ -5,11 +5,14 @@
 //! decided here is the same on every node and in every embedding.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
 use crate::hash::SecretHasher;
 use crate::key::{ApiKey, KeyState};
+use crate::origin::origin_of_url;
+use crate::route::{self, RouteScope};
 use crate::scope::Permission;
 use crate::token::ParsedToken;
 
@@ -24,11 +27,13 @@ pub enum VerifyCode {
     Inactive,
     Revoked,
     ForbiddenResource,
+    ForbiddenOrigin,
+    ForbiddenIp,
     InsufficientPermissions,
 }
 
 impl VerifyCode {
-    pub const ALL: [VerifyCode; 9] = [
+    pub const ALL: [VerifyCode; 11] = [
         VerifyCode::Valid,
         VerifyCode::Malformed,
         VerifyCode::NotFound,
@@ -37,6 +42,8 @@ impl VerifyCode {
         VerifyCode::Inactive,
         VerifyCode::Revoked,
         VerifyCode::ForbiddenResource,
+        VerifyCode::ForbiddenOrigin,
+        VerifyCode::ForbiddenIp,
         VerifyCode::InsufficientPermissions,
     ];
 
@@ -50,6 +57,8 @@ impl VerifyCode {
             VerifyCode::Inactive => "INACTIVE",
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::ForbiddenResource => "FORBIDDEN_RESOURCE",
+            VerifyCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
+            VerifyCode::ForbiddenIp => "FORBIDDEN_IP",
             VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
         }
     }
@@ -69,6 +78,8 @@ impl VerifyCode {
             VerifyCode::Inactive => "API key is inactive",
             VerifyCode::Revoked => "API key has been revoked",
             VerifyCode::ForbiddenResource => "This API key cannot access the resource",
+            VerifyCode::ForbiddenOrigin => "This API key cannot be used from this origin",
+            VerifyCode::ForbiddenIp => "This API key cannot be used from this IP address",
             VerifyCode::InsufficientPermissions => "Insufficient permissions",
         }
     }
@@ -82,6 +93,15 @@ pub struct Request<'a> {
     pub resource: Option<&'a str>,
     /// The HTTP method of the protected request.
     pub method: Option<&'a str>,
+    /// The path of the protected request; with `routes`, decides the
+    /// permission the request needs.
+    pub path: Option<&'a str>,
+    /// The workspace's route scopes (filled in by the verifier).
+    pub routes: &'a [RouteScope],
+    /// The browser origin (`Origin`, or the origin of `Referer`).
+    pub origin: Option<&'a str>,
+    /// The client address.
+    pub ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +118,7 @@ impl Decision {
         self.code == VerifyCode::Valid
     }
     fn fixed(code: VerifyCode, authenticated: bool) -> Self {
-        Decision {
-            code,
-            message: Cow::Borrowed(code.message()),
-            authenticated,
-        }
+        Decision { code, message: Cow::Borrowed(code.message()), authenticated }
     }
 }
 
@@ -120,11 +136,8 @@ pub fn decide(
     now: impl Fn() -> DateTime<Utc>,
 ) -> Decision {
     let current = hasher.matches(&key.secret, token, parsed);
-    let in_grace = !current
-        && key
-            .grace
-            .as_ref()
-            .is_some_and(|g| now() < g.until && hasher.matches(&g.hash, token, parsed));
+    let in_grace =
+        !current && key.grace.as_ref().is_some_and(|g| now() < g.until && hasher.matches(&g.hash, token, parsed));
     if !current && !in_grace {
         return Decision::fixed(VerifyCode::InvalidSecret, false);
     }
@@ -135,6 +148,15 @@ pub fn decide(
     }
     if key.expires_at.is_some() && key.is_expired(now()) {
         return Decision::fixed(VerifyCode::Expired, false);
+    }
+    if !key.allowed_ips.is_empty() && !request.ip.is_some_and(|ip| key.allowed_ips.iter().any(|n| n.contains(&ip))) {
+        return Decision::fixed(VerifyCode::ForbiddenIp, true);
+    }
+    if !key.allowed_origins.is_empty() {
+        let origin = request.origin.map(|o| origin_of_url(o).unwrap_or(o));
+        if !origin.is_some_and(|o| key.allowed_origins.iter().any(|p| p.allows(o))) {
+            return Decision::fixed(VerifyCode::ForbiddenOrigin, true);
+        }
     }
     if let Some(resource) = request.resource
         && !key.resources.is_empty()
@@ -150,16 +172,34 @@ pub fn decide(
     let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
     let permission_ok = request.permission.is_none_or(|p| grants.allows(p));
     if !method_ok || !permission_ok {
-        let missing = if permission_ok {
-            None
-        } else {
-            request.permission
-        };
+        let missing = if permission_ok { None } else { request.permission };
         return Decision {
             code: VerifyCode::InsufficientPermissions,
             message: Cow::Owned(grants.refusal(missing)),
             authenticated: true,
         };
+    }
+    if let Some(path) = request.path {
+        let method = request.method.unwrap_or("GET");
+        let refused = |message: String| Decision {
+            code: VerifyCode::InsufficientPermissions,
+            message: Cow::Owned(message),
+            authenticated: true,
+        };
+        let Some(segments) = route::normalize_path(path) else {
+            return refused(format!("Insufficient permissions. {path} is not a valid path."));
+        };
+        match route::find(request.routes, method, &segments) {
+            Some(r) if !grants.allows(&r.permission) => return refused(grants.refusal(Some(&r.permission))),
+            Some(_) => {}
+            None if !grants.allows_unmapped(method) => {
+                return refused(format!(
+                    "Insufficient permissions. No permission of this key covers {} {path}.",
+                    method.to_ascii_uppercase()
+                ));
+            }
+            None => {}
+        }
     }
     Decision::fixed(VerifyCode::Valid, true)
 }
@@ -175,7 +215,7 @@ mod tests {
     use super::*;
     use crate::key::KeyDraft;
     use crate::token::{Environment, generate, parse};
-    use crate::workspace::KeyPolicy;
+    use crate::workspace::Workspace;
     use chrono::Duration;
 
     struct Fixture {
@@ -185,9 +225,7 @@ mod tests {
     }
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn fixture(scopes: &[&str], resources: &[&str]) -> Fixture {
@@ -201,21 +239,14 @@ mod tests {
             expires_in_days: Some(10),
             ..Default::default()
         };
-        let key = draft
-            .validate(&KeyPolicy::default(), now())
-            .unwrap()
-            .into_key(
-                parsed.key_id(),
-                "ws_1",
-                "masked".into(),
-                hasher.native(&parsed),
-                now(),
-            );
-        Fixture {
-            hasher,
-            key,
-            token: token.expose().to_owned(),
-        }
+        let key = draft.validate(&Workspace::new("w", now()).unwrap(), now()).unwrap().into_key(
+            parsed.key_id(),
+            "ws_1",
+            "masked".into(),
+            hasher.native(&parsed),
+            now(),
+        );
+        Fixture { hasher, key, token: token.expose().to_owned() }
     }
 
     fn run(f: &Fixture, req: Request<'_>, at: DateTime<Utc>) -> Decision {
@@ -227,15 +258,9 @@ mod tests {
     fn states_and_expiry() {
         let mut f = fixture(&["read"], &[]);
         assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Valid);
-        assert_eq!(
-            run(&f, Request::default(), now() + Duration::days(10)).code,
-            VerifyCode::Expired
-        );
+        assert_eq!(run(&f, Request::default(), now() + Duration::days(10)).code, VerifyCode::Expired);
         f.key.deactivate(now()).unwrap();
-        assert_eq!(
-            run(&f, Request::default(), now()).code,
-            VerifyCode::Inactive
-        );
+        assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Inactive);
         f.key.revoke(now());
         assert_eq!(run(&f, Request::default(), now()).code, VerifyCode::Revoked);
     }
@@ -245,14 +270,7 @@ mod tests {
         let f = fixture(&["read"], &[]);
         let other = generate("kw", Environment::Live);
         let p = parse(other.expose()).unwrap();
-        let d = decide(
-            &f.key,
-            other.expose(),
-            Some(&p),
-            &f.hasher,
-            &Request::default(),
-            now,
-        );
+        let d = decide(&f.key, other.expose(), Some(&p), &f.hasher, &Request::default(), now);
         assert_eq!(d.code, VerifyCode::InvalidSecret);
         assert!(!d.authenticated);
     }
@@ -260,41 +278,68 @@ mod tests {
     #[test]
     fn resources_permissions_methods() {
         let f = fixture(&["read"], &["site_abc123"]);
-        let req = Request {
-            resource: Some("site_xyz789"),
-            ..Default::default()
-        };
+        let req = Request { resource: Some("site_xyz789"), ..Default::default() };
         let d = run(&f, req, now());
         assert_eq!(d.code, VerifyCode::ForbiddenResource);
         assert_eq!(d.message, "This API key cannot access site_xyz789");
-        let ok = Request {
-            resource: Some("site_abc123"),
-            method: Some("GET"),
-            ..Default::default()
-        };
+        let ok = Request { resource: Some("site_abc123"), method: Some("GET"), ..Default::default() };
         assert!(run(&f, ok, now()).is_valid());
-        let post = Request {
-            method: Some("POST"),
-            ..Default::default()
-        };
+        let post = Request { method: Some("POST"), ..Default::default() };
         let d = run(&f, post, now());
         assert_eq!(d.code, VerifyCode::InsufficientPermissions);
-        assert_eq!(
-            d.message,
-            "Insufficient permissions. This key has read-only access."
-        );
+        assert_eq!(d.message, "Insufficient permissions. This key has read-only access.");
         let perm = Permission::new("campaigns", "read");
-        assert!(
-            run(
-                &f,
-                Request {
-                    permission: Some(&perm),
-                    ..Default::default()
-                },
-                now()
-            )
-            .is_valid()
+        assert!(run(&f, Request { permission: Some(&perm), ..Default::default() }, now()).is_valid());
+    }
+
+    #[test]
+    fn route_scopes_origins_and_ips() {
+        let mut f = fixture(&["campaigns:read", "tags:write"], &[]);
+        let routes = vec![
+            RouteScope::parse("GET", "/api/v2/campaigns/**", "campaigns:read").unwrap(),
+            RouteScope::parse("*", "/api/v2/tags/**", "tags:write").unwrap(),
+            RouteScope::parse("DELETE", "/api/v2/campaigns/*", "campaigns:delete").unwrap(),
+        ];
+        let req =
+            |method, path| Request { method: Some(method), path: Some(path), routes: &routes, ..Default::default() };
+        assert!(run(&f, req("GET", "/api/v2/campaigns/7"), now()).is_valid());
+        assert!(run(&f, req("POST", "/api/v2/tags"), now()).is_valid());
+        let d = run(&f, req("DELETE", "/api/v2/campaigns/7"), now());
+        assert_eq!(d.message, "Insufficient permissions. This key lacks the campaigns:delete permission.");
+        let d = run(&f, req("GET", "/api/v2/contacts"), now());
+        assert_eq!(d.code, VerifyCode::InsufficientPermissions, "unmapped routes need a tier");
+        assert_eq!(
+            run(&f, req("GET", "/api/v2/tags/../../v2/contacts"), now()).code,
+            VerifyCode::InsufficientPermissions
         );
+
+        f.key.allowed_origins = vec![crate::origin::OriginPattern::parse("*.example.com").unwrap()];
+        f.key.allowed_ips = vec![crate::origin::parse_ip_range("10.0.0.0/8").unwrap()];
+        let ip = "10.1.2.3".parse().unwrap();
+        let ok = Request { origin: Some("https://shop.example.com"), ip: Some(ip), ..Default::default() };
+        assert!(run(&f, ok, now()).is_valid());
+        let referer = Request { origin: Some("https://shop.example.com/cart?x=1"), ip: Some(ip), ..Default::default() };
+        assert!(run(&f, referer, now()).is_valid());
+        let bad_origin = Request { origin: Some("https://evil.com"), ip: Some(ip), ..Default::default() };
+        assert_eq!(run(&f, bad_origin, now()).code, VerifyCode::ForbiddenOrigin);
+        let no_ip = Request { origin: Some("https://shop.example.com"), ..Default::default() };
+        assert_eq!(run(&f, no_ip, now()).code, VerifyCode::ForbiddenIp);
+        let bad_ip = Request {
+            origin: Some("https://shop.example.com"),
+            ip: Some("192.0.2.1".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(run(&f, bad_ip, now()).code, VerifyCode::ForbiddenIp);
+    }
+
+    #[test]
+    fn unmapped_routes_follow_tiers() {
+        let f = fixture(&["read"], &[]);
+        let req = |method| Request { method: Some(method), path: Some("/anything"), ..Default::default() };
+        assert!(run(&f, req("GET"), now()).is_valid());
+        assert_eq!(run(&f, req("POST"), now()).code, VerifyCode::InsufficientPermissions);
+        let full = fixture(&["*"], &[]);
+        assert!(run(&full, req("DELETE"), now()).is_valid());
     }
 
     #[test]
@@ -304,14 +349,9 @@ mod tests {
         let parsed = parse(&old).unwrap();
         let fresh = crate::token::generate_with_id("kw", Environment::Live, parsed.id);
         let fresh_parsed = parse(fresh.expose()).unwrap();
-        f.key
-            .roll(f.hasher.native(&fresh_parsed), 60, now())
-            .unwrap();
+        f.key.roll(f.hasher.native(&fresh_parsed), 60, now()).unwrap();
         assert!(run(&f, Request::default(), now() + Duration::seconds(59)).is_valid());
-        assert_eq!(
-            run(&f, Request::default(), now() + Duration::seconds(60)).code,
-            VerifyCode::InvalidSecret
-        );
+        assert_eq!(run(&f, Request::default(), now() + Duration::seconds(60)).code, VerifyCode::InvalidSecret);
         f.token = fresh.expose().to_owned();
         assert!(run(&f, Request::default(), now() + Duration::seconds(61)).is_valid());
     }

@@ -2,6 +2,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::key::KeyType;
+use crate::route::RouteScope;
+use crate::scope::Permission;
 use crate::{Error, ids, token};
 
 /// Upper bound for any lifetime in days (100 years).
@@ -36,18 +39,12 @@ impl KeyPolicy {
         if let Some(m) = self.max_keys
             && m > 1_000_000_000
         {
-            return Err(Error::invalid(
-                "invalid_policy",
-                "maxKeys must be at most 1000000000",
-            ));
+            return Err(Error::invalid("invalid_policy", "maxKeys must be at most 1000000000"));
         }
         if let (Some(d), Some(m)) = (self.default_key_lifetime_days, self.max_key_lifetime_days)
             && d > m
         {
-            return Err(Error::invalid(
-                "invalid_policy",
-                "defaultKeyLifetimeDays cannot exceed maxKeyLifetimeDays",
-            ));
+            return Err(Error::invalid("invalid_policy", "defaultKeyLifetimeDays cannot exceed maxKeyLifetimeDays"));
         }
         Ok(())
     }
@@ -60,6 +57,12 @@ pub struct Workspace {
     /// First part of every token of this workspace (`kw` → `kw_live_…`).
     pub token_prefix: String,
     pub policy: KeyPolicy,
+    /// Which permission each route of the protected API needs (forward-auth).
+    pub routes: Vec<RouteScope>,
+    /// Permissions a publishable (browser) key may hold.
+    pub public_permissions: Vec<Permission>,
+    /// Metadata fields sent to the gateway as `X-Keyward-Meta-<Field>`.
+    pub identity_metadata: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -73,6 +76,9 @@ impl Workspace {
             name: validate_workspace_name(name)?,
             token_prefix: DEFAULT_TOKEN_PREFIX.to_owned(),
             policy: KeyPolicy::default(),
+            routes: Vec::new(),
+            public_permissions: Vec::new(),
+            identity_metadata: Vec::new(),
             created_at: now,
             updated_at: now,
         })
@@ -82,20 +88,64 @@ impl Workspace {
 pub fn validate_workspace_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::invalid(
-            "invalid_workspace_name",
-            "Workspace name must be 1 to 100 printable characters",
-        ));
+        return Err(Error::invalid("invalid_workspace_name", "Workspace name must be 1 to 100 printable characters"));
     }
     Ok(name.to_owned())
 }
 
+impl Workspace {
+    /// The token prefix of a key type: publishable keys get `pk` appended
+    /// (`kwpk_live_…`) so that they are told apart at a glance.
+    pub fn token_prefix_for(&self, key_type: KeyType) -> String {
+        match key_type {
+            KeyType::Secret => self.token_prefix.clone(),
+            KeyType::Publishable => format!("{}pk", self.token_prefix),
+        }
+    }
+}
+
+/// Leaves room for the `pk` suffix of publishable keys.
+pub const MAX_WORKSPACE_PREFIX_LEN: usize = token::MAX_PREFIX_LEN - 2;
+
 pub fn validate_token_prefix(prefix: &str) -> Result<String, Error> {
-    if !token::is_valid_prefix(prefix) {
+    if !token::is_valid_prefix(prefix) || prefix.len() > MAX_WORKSPACE_PREFIX_LEN {
         return Err(Error::invalid(
             "invalid_token_prefix",
-            "tokenPrefix must be 1 to 16 lowercase letters or digits, starting with a letter",
+            "tokenPrefix must be 1 to 14 lowercase letters or digits, starting with a letter",
         ));
     }
     Ok(prefix.to_owned())
+}
+
+pub fn validate_routes(routes: Vec<RouteScope>) -> Result<Vec<RouteScope>, Error> {
+    if routes.len() > crate::route::MAX_ROUTES {
+        return Err(Error::invalid(
+            "too_many_routes",
+            format!("A workspace may map at most {} routes", crate::route::MAX_ROUTES),
+        ));
+    }
+    Ok(routes)
+}
+
+pub fn validate_public_permissions(items: &[String]) -> Result<Vec<Permission>, Error> {
+    items
+        .iter()
+        .map(|p| {
+            Permission::parse_required(p).ok_or_else(|| {
+                Error::invalid("invalid_permission", format!("Invalid permission `{p}`: use resource:action"))
+            })
+        })
+        .collect()
+}
+
+pub fn validate_identity_metadata(fields: Vec<String>) -> Result<Vec<String>, Error> {
+    for f in &fields {
+        if f.is_empty() || f.len() > 64 || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Error::invalid(
+                "invalid_identity_metadata",
+                format!("Invalid metadata field `{f}`: use 1 to 64 letters, digits, '-' or '_'"),
+            ));
+        }
+    }
+    Ok(fields)
 }

@@ -25,58 +25,32 @@ fn now_or_never<F: Future>(f: F) -> F::Output {
 }
 
 fn bench(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (services, workspace_id, secret) = runtime.block_on(async {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         let store = keyward_store::open(&url).await.unwrap();
         let hasher = SecretHasher::new(&[9u8; 32]).unwrap();
-        let services = Services::new(store, hasher, &ServerConfig::default())
-            .await
-            .unwrap();
-        let created = services
-            .workspaces
-            .create_with_admin_key("bench")
-            .await
-            .unwrap();
+        let services = Services::new(store, hasher, &ServerConfig::default()).await.unwrap();
+        let created = services.workspaces.create_with_admin_key("bench").await.unwrap();
         let draft = KeyDraft {
             name: Some("bench".into()),
             scopes: vec!["campaigns:read".into(), "write".into()],
             resources: vec!["site_a".into()],
             ..Default::default()
         };
-        let (_, secret) = services
-            .keys
-            .create(&created.workspace, draft)
-            .await
-            .unwrap();
+        let (_, secret) = services.keys.create(&created.workspace, draft).await.unwrap();
         (services, created.workspace.id, secret.expose().to_owned())
     });
     let permission = Permission::new("campaigns", "read");
-    let request = Request {
-        permission: Some(&permission),
-        resource: Some("site_a"),
-        method: Some("GET"),
-    };
+    let request =
+        Request { permission: Some(&permission), resource: Some("site_a"), method: Some("GET"), ..Request::default() };
 
     let mut group = c.benchmark_group("verify");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("parse_token", |b| {
-        b.iter(|| token::parse(black_box(&secret)).unwrap())
-    });
+    group.bench_function("parse_token", |b| b.iter(|| token::parse(black_box(&secret)).unwrap()));
 
-    let key = runtime
-        .block_on(
-            services
-                .verifier
-                .verify(&secret, &request, Some(&workspace_id)),
-        )
-        .unwrap()
-        .key
-        .unwrap();
+    let key = runtime.block_on(services.verifier.verify(&secret, &request, Some(&workspace_id))).unwrap().key.unwrap();
     let hasher = services.verifier.hasher().clone();
     let now = chrono::Utc::now();
     group.bench_function("decide", |b| {
@@ -89,25 +63,13 @@ fn bench(c: &mut Criterion) {
     let _guard = runtime.enter();
     group.bench_function("service_cached_key", |b| {
         b.iter(|| {
-            let v = now_or_never(services.verifier.verify(
-                black_box(&secret),
-                &request,
-                Some(&workspace_id),
-            ))
-            .unwrap();
+            let v = now_or_never(services.verifier.verify(black_box(&secret), &request, Some(&workspace_id))).unwrap();
             assert!(v.decision.is_valid());
             v
         })
     });
     group.bench_function("service_malformed_key", |b| {
-        b.iter(|| {
-            now_or_never(
-                services
-                    .verifier
-                    .verify(black_box("kw_live_nonsense"), &request, None),
-            )
-            .unwrap()
-        })
+        b.iter(|| now_or_never(services.verifier.verify(black_box("kw_live_nonsense"), &request, None)).unwrap())
     });
     group.finish();
 }

@@ -125,9 +125,7 @@ impl KeyCache {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match CacheKey::of_native_key(key) {
-            Some(ck) => self
-                .entries
-                .insert(ck, Slot::Present(self.entry(key.clone()))),
+            Some(ck) => self.entries.insert(ck, Slot::Present(self.entry(key.clone()))),
             None => self.forget_foreign(&key.id),
         }
     }
@@ -145,12 +143,10 @@ impl KeyCache {
     /// Imported keys are cached under a hash of their token, which their
     /// record cannot give back: drop them by id (rare: imports are few).
     fn forget_foreign(&self, id: &str) {
-        self.entries.retain(|k, v| {
-            !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id))
-        });
-        // A negative entry for the token may exist from before an import.
         self.entries
-            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
+            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id)));
+        // A negative entry for the token may exist from before an import.
+        self.entries.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
     }
 
     pub fn len(&self) -> usize {

@@ -30,9 +30,7 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::ImportedSecret) => {
             Error::conflict("duplicate_key", "This key has already been imported")
         }
-        StoreError::Conflict(Unique::Other) => {
-            Error::conflict("conflict", "The object already exists")
-        }
+        StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
         StoreError::VersionMismatch => Error::conflict(
             "concurrent_modification",
             "The API key was changed by another request; read it again and retry",
@@ -40,11 +38,7 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::LimitReached => Error::key_limit_reached(),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
-            Error::new(
-                ErrorKind::Internal,
-                "storage_unavailable",
-                "Storage is unavailable; retry later",
-            )
+            Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
         }
     }
 }
@@ -73,17 +67,11 @@ pub struct KeyService {
 }
 
 fn is_valid_import_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 fn is_valid_import_prefix(p: &str) -> bool {
-    (2..=64).contains(&p.len())
-        && p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    (2..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 impl KeyService {
@@ -92,17 +80,14 @@ impl KeyService {
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
-        self.store
-            .insert_key(key, ws.policy.max_keys)
-            .await
-            .map_err(store_error)?;
+        self.store.insert_key(key, ws.policy.max_keys).await.map_err(store_error)?;
         self.verifier.cache().put(key);
         Ok(())
     }
 
     fn new_native(&self, ws: &Workspace, draft: keyward_core::key::ValidDraft) -> (ApiKey, Secret) {
         let now = Utc::now();
-        let secret = token::generate(&ws.token_prefix, draft.environment);
+        let secret = token::generate(&ws.token_prefix_for(draft.key_type), draft.environment);
         let parsed = token::parse(secret.expose()).expect("generated tokens parse");
         let key = draft.into_key(
             parsed.key_id(),
@@ -115,30 +100,18 @@ impl KeyService {
     }
 
     pub async fn create(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
-        let valid = draft.validate(&ws.policy, Utc::now())?;
+        let valid = draft.validate(ws, Utc::now())?;
         let (key, secret) = self.new_native(ws, valid);
         self.insert(ws, &key).await?;
         Ok((key, secret))
     }
 
     pub async fn get(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.store
-            .get_key(workspace_id, id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(Error::key_not_found)
+        self.store.get_key(workspace_id, id).await.map_err(store_error)?.ok_or_else(Error::key_not_found)
     }
 
-    pub async fn list(
-        &self,
-        workspace_id: &str,
-        filter: &KeyFilter,
-        page: Page,
-    ) -> Result<KeyPage, Error> {
-        self.store
-            .list_keys(workspace_id, filter, page)
-            .await
-            .map_err(store_error)
+    pub async fn list(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage, Error> {
+        self.store.list_keys(workspace_id, filter, page).await.map_err(store_error)
     }
 
     /// Reads a key, lets `change` modify it, writes it back if it changed.
@@ -161,10 +134,7 @@ impl KeyService {
         }
         let expected = key.version;
         if change(&mut key)? {
-            self.store
-                .update_key(&key, expected)
-                .await
-                .map_err(store_error)?;
+            self.store.update_key(&key, expected).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
         Ok(key)
@@ -178,41 +148,37 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         self.mutate(&ws.id, id, if_match, |k| {
-            k.apply(patch, &ws.policy, Utc::now())?;
+            k.apply(patch, ws, Utc::now())?;
             Ok(true)
         })
         .await
     }
 
     pub async fn deactivate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.deactivate(Utc::now()))
-            .await
+        self.mutate(workspace_id, id, None, |k| k.deactivate(Utc::now())).await
     }
 
     pub async fn activate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.activate(Utc::now()))
-            .await
+        self.mutate(workspace_id, id, None, |k| k.activate(Utc::now())).await
     }
 
     pub async fn revoke(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(Utc::now())))
-            .await
+        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(Utc::now()))).await
     }
 
-    pub async fn roll(
-        &self,
-        ws: &Workspace,
-        id: &str,
-        grace_seconds: u32,
-    ) -> Result<(ApiKey, Secret), Error> {
+    pub async fn roll(&self, ws: &Workspace, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
         let mut fresh = None;
         let key = self
             .mutate(&ws.id, id, None, |k| {
                 k.ensure_editable()?;
-                let token_id = token::token_id_of_key_id(&k.id).filter(|_| k.lookup_prefix.is_none()).ok_or_else(
-                    || Error::conflict("imported_key", "Imported keys in a foreign format cannot be rolled; clone them instead"),
-                )?;
-                let secret = token::generate_with_id(&ws.token_prefix, k.environment, token_id);
+                let token_id =
+                    token::token_id_of_key_id(&k.id).filter(|_| k.lookup_prefix.is_none()).ok_or_else(|| {
+                        Error::conflict(
+                            "imported_key",
+                            "Imported keys in a foreign format cannot be rolled; clone them instead",
+                        )
+                    })?;
+                let secret = token::generate_with_id(&ws.token_prefix_for(k.key_type), k.environment, token_id);
                 let parsed = token::parse(secret.expose()).expect("generated tokens parse");
                 k.roll(self.verifier.hasher().native(&parsed), grace_seconds, Utc::now())?;
                 k.masked = token::mask(secret.expose());
@@ -223,12 +189,7 @@ impl KeyService {
         Ok((key, fresh.expect("a successful roll made a secret")))
     }
 
-    pub async fn clone_key(
-        &self,
-        ws: &Workspace,
-        id: &str,
-        name: Option<String>,
-    ) -> Result<(ApiKey, Secret), Error> {
+    pub async fn clone_key(&self, ws: &Workspace, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
         let source = self.get(&ws.id, id).await?;
         let name = match name {
             Some(n) => validate_name(Some(&n))?,
@@ -239,12 +200,8 @@ impl KeyService {
         };
         let now = Utc::now();
         let mut draft = source.to_valid_draft(name);
-        draft.expires_at = keyward_core::key::resolve_expiry(
-            source.expires_at.filter(|e| *e > now),
-            None,
-            &ws.policy,
-            now,
-        )?;
+        draft.expires_at =
+            keyward_core::key::resolve_expiry(source.expires_at.filter(|e| *e > now), None, &ws.policy, now)?;
         let (key, secret) = self.new_native(ws, draft);
         self.insert(ws, &key).await?;
         Ok((key, secret))
@@ -253,32 +210,23 @@ impl KeyService {
     pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         let key = self.get(workspace_id, id).await?;
         key.ensure_deletable()?;
-        self.store
-            .delete_key(workspace_id, id, key.version)
-            .await
-            .map_err(store_error)?;
+        self.store.delete_key(workspace_id, id, key.version).await.map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)
     }
 
     pub async fn import(&self, ws: &Workspace, import: ImportDraft) -> Result<ApiKey, Error> {
         let now = Utc::now();
-        let valid = import.draft.validate(&ws.policy, now)?;
+        let valid = import.draft.validate(ws, now)?;
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
         {
-            return Err(Error::invalid(
-                "invalid_id",
-                "id must be 1 to 64 letters, digits, '_' or '-'",
-            ));
+            return Err(Error::invalid("invalid_id", "id must be 1 to 64 letters, digits, '_' or '-'"));
         }
         if let Some(p) = &import.prefix
             && !is_valid_import_prefix(p)
         {
-            return Err(Error::invalid(
-                "invalid_prefix",
-                "prefix must be 2 to 64 letters, digits, '_' or '-'",
-            ));
+            return Err(Error::invalid("invalid_prefix", "prefix must be 2 to 64 letters, digits, '_' or '-'"));
         }
         let hasher = self.verifier.hasher();
         let (id, secret, masked, lookup_prefix) = match (&import.plaintext, &import.sha256) {
@@ -292,16 +240,9 @@ impl KeyService {
                             "A keyward key keeps the id written in it; omit id or give that one",
                         ));
                     }
-                    (
-                        parsed.key_id(),
-                        hasher.native(&parsed),
-                        token::mask(plain),
-                        None,
-                    )
+                    (parsed.key_id(), hasher.native(&parsed), token::mask(plain), None)
                 } else {
-                    if plain.len() < 16
-                        || plain.len() > token::MAX_TOKEN_LEN
-                        || plain.chars().any(char::is_whitespace)
+                    if plain.len() < 16 || plain.len() > token::MAX_TOKEN_LEN || plain.chars().any(char::is_whitespace)
                     {
                         return Err(Error::invalid(
                             "invalid_import_key",
@@ -319,43 +260,24 @@ impl KeyService {
                         None => token::display_prefix(plain)
                             .filter(|p| is_valid_import_prefix(p) && p.len() < plain.len())
                             .ok_or_else(|| {
-                                Error::invalid(
-                                    "prefix_required",
-                                    "Give the prefix shared by this system's keys",
-                                )
+                                Error::invalid("prefix_required", "Give the prefix shared by this system's keys")
                             })?
                             .to_owned(),
                     };
                     let id = import.id.clone().unwrap_or_else(|| ids::new_id("key"));
-                    (
-                        id,
-                        hasher.whole_token(plain),
-                        token::mask(plain),
-                        Some(prefix),
-                    )
+                    (id, hasher.whole_token(plain), token::mask(plain), Some(prefix))
                 }
             }
             (None, Some(hex)) => {
-                let digest = parse_hex32(&hex.to_ascii_lowercase()).ok_or_else(|| {
-                    Error::invalid("invalid_sha256", "sha256 must be 64 hexadecimal characters")
-                })?;
-                let prefix = import.prefix.clone().ok_or_else(|| {
-                    Error::invalid(
-                        "prefix_required",
-                        "prefix is required to import a hashed key",
-                    )
-                })?;
+                let digest = parse_hex32(&hex.to_ascii_lowercase())
+                    .ok_or_else(|| Error::invalid("invalid_sha256", "sha256 must be 64 hexadecimal characters"))?;
+                let prefix = import
+                    .prefix
+                    .clone()
+                    .ok_or_else(|| Error::invalid("prefix_required", "prefix is required to import a hashed key"))?;
                 let id = import.id.clone().unwrap_or_else(|| ids::new_id("key"));
                 let masked = format!("{prefix}…");
-                (
-                    id,
-                    SecretHash {
-                        scheme: HashScheme::Sha256,
-                        digest,
-                    },
-                    masked,
-                    Some(prefix),
-                )
+                (id, SecretHash { scheme: HashScheme::Sha256, digest }, masked, Some(prefix))
             }
             _ => {
                 return Err(Error::invalid(
@@ -377,15 +299,7 @@ impl KeyService {
     pub async fn usage(&self, workspace_id: &str, id: &str) -> Result<UsageReport, Error> {
         let key = self.get(workspace_id, id).await?;
         let since = (Utc::now() - Duration::days(USAGE_DAYS - 1)).date_naive();
-        let days = self
-            .store
-            .key_usage(&key.id, since)
-            .await
-            .map_err(store_error)?;
-        Ok(UsageReport {
-            key_id: key.id,
-            last_used_at: key.last_used_at,
-            days,
-        })
+        let days = self.store.key_usage(&key.id, since).await.map_err(store_error)?;
+        Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, days })
     }
 }

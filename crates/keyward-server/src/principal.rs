@@ -37,19 +37,14 @@ impl Principal {
 
     /// Refuses with 403 unless the principal holds `permission` (`resource:action`).
     pub fn require(&self, permission: &str) -> Result<(), Error> {
-        let required =
-            Permission::parse_required(permission).expect("handlers name valid permissions");
+        let required = Permission::parse_required(permission).expect("handlers name valid permissions");
         match self {
             Principal::ApiKey(k) => {
                 let grants = k.grants();
                 if grants.allows(&required) {
                     Ok(())
                 } else {
-                    Err(Error::new(
-                        ErrorKind::Forbidden,
-                        "insufficient_permissions",
-                        grants.refusal(Some(&required)),
-                    ))
+                    Err(Error::new(ErrorKind::Forbidden, "insufficient_permissions", grants.refusal(Some(&required))))
                 }
             }
         }

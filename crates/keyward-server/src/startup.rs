@@ -10,6 +10,7 @@ use keyward_core::hash::SecretHasher;
 use keyward_store::Store;
 use tokio::net::TcpListener;
 
+use crate::api::forward_auth::ForwardAuthConfig;
 use crate::api::{self, AppState};
 use crate::cache::KeyCache;
 use crate::keys::KeyService;
@@ -27,6 +28,10 @@ pub struct ServerConfig {
     /// How long an unknown key id is remembered as unknown.
     pub negative_cache_ttl: Duration,
     pub max_body_bytes: usize,
+    pub forward_auth: ForwardAuthConfig,
+    /// A second listener serving only forward-auth to trusted gateways
+    /// (bind it to a private address).
+    pub forward_auth_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +42,8 @@ impl Default for ServerConfig {
             cache_capacity: 100_000,
             negative_cache_ttl: Duration::from_secs(5),
             max_body_bytes: 64 * 1024,
+            forward_auth: ForwardAuthConfig::default(),
+            forward_auth_listen: None,
         }
     }
 }
@@ -54,16 +61,10 @@ pub struct Services {
 impl Services {
     /// Checks that `hasher` is the key this store was created with (a
     /// fingerprint is stored on first use) and wires the services.
-    pub async fn new(
-        store: Arc<dyn Store>,
-        hasher: SecretHasher,
-        config: &ServerConfig,
-    ) -> anyhow::Result<Self> {
+    pub async fn new(store: Arc<dyn Store>, hasher: SecretHasher, config: &ServerConfig) -> anyhow::Result<Self> {
         let fingerprint = hasher.fingerprint();
-        let stored = store
-            .meta_get_or_set("hash_key_fingerprint", &fingerprint)
-            .await
-            .context("reading the database")?;
+        let stored =
+            store.meta_get_or_set("hash_key_fingerprint", &fingerprint).await.context("reading the database")?;
         if stored != fingerprint {
             anyhow::bail!(
                 "the hash key (fingerprint {fingerprint}) is not the one this database was created with \
@@ -71,58 +72,43 @@ impl Services {
             );
         }
         let usage = Arc::new(UsageRecorder::default());
-        let cache = KeyCache::new(
-            config.cache_capacity,
-            config.negative_cache_ttl,
-            usage.clone(),
-        );
+        let cache = KeyCache::new(config.cache_capacity, config.negative_cache_ttl, usage.clone());
         let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache));
-        verifier
-            .refresh_import_prefixes()
-            .await
-            .map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
+        verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone()));
-        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone()));
-        Ok(Services {
-            store,
-            verifier,
-            keys,
-            workspaces,
-            usage,
-        })
+        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone()));
+        Ok(Services { store, verifier, keys, workspaces, usage })
     }
 }
 
 /// A bound, ready-to-run server. Tests bind port 0 and read [`Application::local_addr`].
 pub struct Application {
     listener: TcpListener,
+    forward_auth_listener: Option<TcpListener>,
     services: Services,
     config: ServerConfig,
 }
 
 impl Application {
-    pub async fn build(
-        config: ServerConfig,
-        store: Arc<dyn Store>,
-        hasher: SecretHasher,
-    ) -> anyhow::Result<Self> {
+    pub async fn build(config: ServerConfig, store: Arc<dyn Store>, hasher: SecretHasher) -> anyhow::Result<Self> {
         // Before the services resolve their metric handles.
         let _ = crate::telemetry::prometheus();
         let services = Services::new(store, hasher, &config).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        Ok(Application {
-            listener,
-            services,
-            config,
-        })
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let forward_auth_listener = match config.forward_auth_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
+        Ok(Application { listener, forward_auth_listener, services, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address of the forward-auth listener, when one is configured.
+    pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
+        self.forward_auth_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn services(&self) -> &Services {
@@ -131,39 +117,38 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains connections and
     /// flushes pending usage counts.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Services {
-            store,
-            verifier,
-            keys,
-            workspaces,
-            usage,
-        } = self.services;
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Services { store, verifier, keys, workspaces, usage } = self.services;
         let state = AppState {
             keys,
             workspaces,
             verifier,
             store: store.clone(),
             metrics: crate::telemetry::prometheus(),
+            forward_auth: Arc::new(self.config.forward_auth.clone()),
+            trusted_listener: false,
         };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let flusher = tokio::spawn(run_flusher(
-            usage,
-            store,
-            self.config.usage_flush_interval,
-            stop_rx,
-        ));
+        let flusher = tokio::spawn(run_flusher(usage, store, self.config.usage_flush_interval, stop_rx.clone()));
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let side = self.forward_auth_listener.map(|listener| {
+            let app = api::forward_auth_router(state.clone(), self.config.max_body_bytes);
+            tokio::spawn(
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stopped(stop_rx.clone()))
+                    .into_future(),
+            )
+        });
         let app = api::router(state, self.config.max_body_bytes);
-        let served = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_tx.send(true);
+        if let Some(side) = side {
+            side.await.context("forward-auth listener")?.context("serving forward-auth")?;
+        }
         flusher.await.context("usage flusher")?;
         served.context("serving HTTP")
     }

@@ -12,14 +12,11 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {
             let buckets = [
-                0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25,
-                0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002, 0.005, 0.01, 0.025, 0.05, 0.1,
             ];
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("keyward_verify_duration_seconds".into()),
-                    &buckets,
-                )
+                .set_buckets_for_metric(Matcher::Full("keyward_verify_duration_seconds".into()), &buckets)
                 .ok()?;
             match builder.install_recorder() {
                 Ok(handle) => {
@@ -36,23 +33,14 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    metrics::describe_counter!(
-        "keyward_verifications_total",
-        "Verifications by result code"
-    );
+    metrics::describe_counter!("keyward_verifications_total", "Verifications by result code");
     metrics::describe_histogram!(
         "keyward_verify_duration_seconds",
         metrics::Unit::Seconds,
         "Time to verify a key, from parse to decision"
     );
-    metrics::describe_counter!(
-        "keyward_cache_hits_total",
-        "Key lookups answered from memory"
-    );
-    metrics::describe_counter!(
-        "keyward_cache_misses_total",
-        "Key lookups that went to storage"
-    );
+    metrics::describe_counter!("keyward_cache_hits_total", "Key lookups answered from memory");
+    metrics::describe_counter!("keyward_cache_misses_total", "Key lookups that went to storage");
 }
 
 /// Log output format.
@@ -68,9 +56,7 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat, filter: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

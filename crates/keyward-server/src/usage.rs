@@ -49,16 +49,9 @@ impl UsageRecorder {
         cells.retain(|key_id, cell| {
             let count = cell.count.swap(0, Ordering::Relaxed);
             if count > 0 {
-                let last = Utc
-                    .timestamp_millis_opt(cell.last_ms.load(Ordering::Relaxed))
-                    .single()
-                    .unwrap_or_else(Utc::now);
-                deltas.push(UsageDelta {
-                    key_id: key_id.clone(),
-                    day: last.date_naive(),
-                    count,
-                    last_used_at: last,
-                });
+                let last =
+                    Utc.timestamp_millis_opt(cell.last_ms.load(Ordering::Relaxed)).single().unwrap_or_else(Utc::now);
+                deltas.push(UsageDelta { key_id: key_id.clone(), day: last.date_naive(), count, last_used_at: last });
                 return true;
             }
             Arc::strong_count(cell) > 1
@@ -70,8 +63,7 @@ impl UsageRecorder {
         for d in deltas {
             let cell = self.cell(&d.key_id);
             cell.count.fetch_add(d.count, Ordering::Relaxed);
-            cell.last_ms
-                .fetch_max(d.last_used_at.timestamp_millis(), Ordering::Relaxed);
+            cell.last_ms.fetch_max(d.last_used_at.timestamp_millis(), Ordering::Relaxed);
         }
     }
 

@@ -8,7 +8,7 @@
 //! 4. Count the use in the key's in-memory cell ([`crate::usage`]); never
 //!    write here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
+use keyward_core::workspace::Workspace;
 use keyward_store::Store;
 use metrics::{Counter, Histogram};
 
@@ -28,6 +29,8 @@ use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 pub struct Verification {
     pub decision: Decision,
     pub key: Option<Arc<CachedKey>>,
+    /// The key's workspace, when the request needed it (route scopes).
+    pub workspace: Option<Arc<Workspace>>,
 }
 
 /// Metric handles resolved once, so the hot path does no registry lookups.
@@ -56,6 +59,8 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     cache: Arc<KeyCache>,
+    /// Workspaces whose route scopes verification has needed, by id.
+    workspaces: RwLock<HashMap<String, Arc<Workspace>>>,
     /// Imported keys whose hash upgrade is in flight.
     upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
@@ -75,6 +80,7 @@ impl Verifier {
             hasher,
             cache: Arc::new(cache),
             upgrading: Arc::default(),
+            workspaces: RwLock::default(),
             import_prefixes: RwLock::new(Arc::new(Vec::new())),
             metrics: VerifyMetrics::new(),
         }
@@ -88,18 +94,29 @@ impl Verifier {
         &self.cache
     }
 
+    /// The workspace a key belongs to, from memory after the first read.
+    pub async fn workspace(&self, id: &str) -> Result<Arc<Workspace>, Error> {
+        if let Some(ws) = self.workspaces.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(ws.clone());
+        }
+        let ws = self.store.get_workspace(id).await.map_err(crate::keys::store_error)?.ok_or_else(|| {
+            Error::new(keyward_core::ErrorKind::NotFound, "workspace_not_found", "Workspace not found")
+        })?;
+        let ws = Arc::new(ws);
+        self.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), ws.clone());
+        Ok(ws)
+    }
+
+    /// Records a workspace as it now stands in the store (after a write).
+    pub fn workspace_changed(&self, ws: &Workspace) {
+        self.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(ws.id.clone(), Arc::new(ws.clone()));
+    }
+
     /// Reloads the import prefixes from the store (at start and after imports).
     pub async fn refresh_import_prefixes(&self) -> Result<(), Error> {
-        let mut prefixes = self
-            .store
-            .list_lookup_prefixes()
-            .await
-            .map_err(crate::keys::store_error)?;
+        let mut prefixes = self.store.list_lookup_prefixes().await.map_err(crate::keys::store_error)?;
         prefixes.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        *self
-            .import_prefixes
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(prefixes);
+        *self.import_prefixes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(prefixes);
         Ok(())
     }
 
@@ -108,11 +125,7 @@ impl Verifier {
     }
 
     fn has_import_prefix(&self, token: &str) -> bool {
-        let prefixes = self
-            .import_prefixes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let prefixes = self.import_prefixes.read().unwrap_or_else(|p| p.into_inner()).clone();
         prefixes.iter().any(|p| token.starts_with(p.as_str()))
     }
 
@@ -127,9 +140,7 @@ impl Verifier {
         // One clock read serves the decision, the usage count and the
         // latency metric; it becomes a chrono time only if the key expires.
         let started = SystemTime::now();
-        let now_us = started
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        let now_us = started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
         let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let parsed = token::parse(token).ok();
         let found = match &parsed {
@@ -145,26 +156,28 @@ impl Verifier {
             Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
             _ => return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None)),
         };
-        let decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, request, now);
+        let workspace = match request.path {
+            Some(_) => Some(self.workspace(&key.workspace_id).await?),
+            None => None,
+        };
+        let request = Request { routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]), ..*request };
+        let decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
         if decision.authenticated {
             key.usage.record(now_us / 1000);
             if key.secret.scheme == HashScheme::Sha256 {
                 self.upgrade_foreign_hash(&key, token);
             }
         }
-        Ok(self.finish(started, decision, Some(key)))
+        let mut v = self.finish(started, decision, Some(key));
+        v.workspace = workspace;
+        Ok(v)
     }
 
-    fn finish(
-        &self,
-        started: SystemTime,
-        decision: Decision,
-        key: Option<Arc<CachedKey>>,
-    ) -> Verification {
+    fn finish(&self, started: SystemTime, decision: Decision, key: Option<Arc<CachedKey>>) -> Verification {
         self.metrics.by_code[decision.code.index()].increment(1);
         let elapsed = started.elapsed().unwrap_or_default();
         self.metrics.latency.record(elapsed.as_secs_f64());
-        Verification { decision, key }
+        Verification { decision, key, workspace: None }
     }
 
     async fn find_native(&self, parsed: &ParsedToken<'_>) -> Result<Found, Error> {
@@ -231,11 +244,7 @@ impl Verifier {
         if !self.lock(&self.upgrading).insert(key.id.clone()) {
             return; // already under way
         }
-        let (store, cache, upgrading) = (
-            self.store.clone(),
-            self.cache.clone(),
-            self.upgrading.clone(),
-        );
+        let (store, cache, upgrading) = (self.store.clone(), self.cache.clone(), self.upgrading.clone());
         runtime.spawn(async move {
             match store.update_key(&upgraded, expected).await {
                 Ok(()) => {

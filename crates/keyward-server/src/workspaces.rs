@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use keyward_core::key::{ApiKey, KeyDraft};
+use keyward_core::route::RouteScope;
 use keyward_core::token::Secret;
-use keyward_core::workspace::{Workspace, validate_token_prefix, validate_workspace_name};
+use keyward_core::workspace::{
+    Workspace, validate_identity_metadata, validate_public_permissions, validate_routes, validate_token_prefix,
+    validate_workspace_name,
+};
 use keyward_core::{Error, ErrorKind};
 use keyward_store::Store;
 
@@ -28,27 +32,29 @@ pub struct WorkspacePatch {
     pub max_keys: Option<Option<u32>>,
     pub default_key_lifetime_days: Option<Option<u32>>,
     pub max_key_lifetime_days: Option<Option<u32>>,
+    /// Route scopes as (method, path pattern, permission).
+    pub routes: Option<Vec<(String, String, String)>>,
+    pub public_permissions: Option<Vec<String>>,
+    pub identity_metadata: Option<Vec<String>>,
 }
 
 pub struct WorkspaceService {
     store: Arc<dyn Store>,
     keys: Arc<KeyService>,
+    verifier: Arc<crate::verifier::Verifier>,
 }
 
 pub const ADMIN_KEY_NAME: &str = "Admin key";
 
 impl WorkspaceService {
-    pub fn new(store: Arc<dyn Store>, keys: Arc<KeyService>) -> Self {
-        WorkspaceService { store, keys }
+    pub fn new(store: Arc<dyn Store>, keys: Arc<KeyService>, verifier: Arc<crate::verifier::Verifier>) -> Self {
+        WorkspaceService { store, keys, verifier }
     }
 
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`].
     pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
         let workspace = Workspace::new(name, Utc::now())?;
-        self.store
-            .insert_workspace(&workspace)
-            .await
-            .map_err(store_error)?;
+        self.store.insert_workspace(&workspace).await.map_err(store_error)?;
         let draft = KeyDraft {
             name: Some(ADMIN_KEY_NAME.to_owned()),
             description: Some("Created with the workspace; manages its keys.".to_owned()),
@@ -56,11 +62,7 @@ impl WorkspaceService {
             ..Default::default()
         };
         let (admin_key, secret) = self.keys.create(&workspace, draft).await?;
-        Ok(NewWorkspace {
-            workspace,
-            admin_key,
-            secret,
-        })
+        Ok(NewWorkspace { workspace, admin_key, secret })
     }
 
     /// Creates the first workspace of an empty deployment; `None` when the
@@ -77,13 +79,7 @@ impl WorkspaceService {
             .get_workspace(id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::NotFound,
-                    "workspace_not_found",
-                    "Workspace not found",
-                )
-            })
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
     }
 
     pub async fn update(&self, id: &str, patch: WorkspacePatch) -> Result<Workspace, Error> {
@@ -103,12 +99,23 @@ impl WorkspaceService {
         if let Some(v) = patch.max_key_lifetime_days {
             ws.policy.max_key_lifetime_days = v;
         }
+        if let Some(routes) = patch.routes {
+            let parsed = routes
+                .iter()
+                .map(|(method, path, permission)| RouteScope::parse(method, path, permission))
+                .collect::<Result<Vec<_>, _>>()?;
+            ws.routes = validate_routes(parsed)?;
+        }
+        if let Some(perms) = patch.public_permissions {
+            ws.public_permissions = validate_public_permissions(&perms)?;
+        }
+        if let Some(fields) = patch.identity_metadata {
+            ws.identity_metadata = validate_identity_metadata(fields)?;
+        }
         ws.policy.validate()?;
         ws.updated_at = Utc::now();
-        self.store
-            .update_workspace(&ws)
-            .await
-            .map_err(store_error)?;
+        self.store.update_workspace(&ws).await.map_err(store_error)?;
+        self.verifier.workspace_changed(&ws);
         Ok(ws)
     }
 }

@@ -101,12 +101,7 @@ pub trait Store: Send + Sync + 'static {
     async fn find_key_by_lookup_hash(&self, digests: &[[u8; 32]]) -> Result<Option<ApiKey>>;
     /// Every distinct import prefix, so unknown formats are refused early.
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>>;
-    async fn list_keys(
-        &self,
-        workspace_id: &str,
-        filter: &KeyFilter,
-        page: Page,
-    ) -> Result<KeyPage>;
+    async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage>;
     /// Writes `key` if the stored version is still `expected_version`.
     async fn update_key(&self, key: &ApiKey, expected_version: i64) -> Result<()>;
     /// Deletes a key of a workspace if its version is still `expected_version`.
@@ -125,9 +120,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Backend(
-            "PostgreSQL support is not built into this keyward yet; use a sqlite: URL".into(),
-        ))
+        Err(StoreError::Backend("PostgreSQL support is not built into this keyward yet; use a sqlite: URL".into()))
     } else {
         Err(StoreError::Backend(format!(
             "unsupported database URL scheme in {:?}: expected sqlite:",

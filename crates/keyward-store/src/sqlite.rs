@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use keyward_core::hash::{HashScheme, SecretHash};
 use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
-use keyward_core::scope::{Flags, Scope};
+use keyward_core::origin::{OriginPattern, parse_ip_range};
+use keyward_core::route::RouteScope;
+use keyward_core::scope::{Flags, Permission, Scope};
 use keyward_core::token::Environment;
 use keyward_core::workspace::{KeyPolicy, Workspace};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 
@@ -50,11 +51,7 @@ impl SqliteStore {
         let reader = if in_memory {
             writer.clone()
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options.read_only(true))
-                .await
-                .map_err(backend)?
+            SqlitePoolOptions::new().max_connections(8).connect_with(options.read_only(true)).await.map_err(backend)?
         };
         Ok(Self { writer, reader })
     }
@@ -88,9 +85,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
 }
 
 fn from_ms(v: i64) -> Result<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(v)
-        .single()
-        .ok_or_else(|| StoreError::Backend(format!("stored time {v} is out of range")))
+    Utc.timestamp_millis_opt(v).single().ok_or_else(|| StoreError::Backend(format!("stored time {v} is out of range")))
 }
 
 fn opt_from_ms(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
@@ -106,38 +101,27 @@ fn digest(bytes: Vec<u8>) -> Result<[u8; 32]> {
 }
 
 fn secret_hash(scheme: &str, bytes: Vec<u8>) -> Result<SecretHash> {
-    Ok(SecretHash {
-        scheme: HashScheme::parse(scheme).ok_or_else(|| corrupt("hash scheme"))?,
-        digest: digest(bytes)?,
-    })
+    Ok(SecretHash { scheme: HashScheme::parse(scheme).ok_or_else(|| corrupt("hash scheme"))?, digest: digest(bytes)? })
 }
 
 const KEY_COLUMNS: &str = "seq, id, workspace_id, name, description, key_type, environment, masked, scopes, \
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
-     created_at, updated_at, last_used_at, revoked_at, version";
+     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips";
 
 fn key_from_row(row: &SqliteRow) -> Result<ApiKey> {
     let get_err = |e: sqlx::Error| StoreError::Backend(e.to_string());
     let scopes: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(get_err)?)
-            .map_err(|_| corrupt("scopes"))?;
-    let scopes = scopes
-        .iter()
-        .map(|s| Scope::parse(s).ok_or_else(|| corrupt("scope")))
-        .collect::<Result<Vec<_>>>()?;
+        serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(get_err)?).map_err(|_| corrupt("scopes"))?;
+    let scopes = scopes.iter().map(|s| Scope::parse(s).ok_or_else(|| corrupt("scope"))).collect::<Result<Vec<_>>>()?;
     let grace = match (
-        row.try_get::<Option<String>, _>("grace_hash_scheme")
-            .map_err(get_err)?,
-        row.try_get::<Option<Vec<u8>>, _>("grace_hash")
-            .map_err(get_err)?,
-        row.try_get::<Option<i64>, _>("grace_until")
-            .map_err(get_err)?,
+        row.try_get::<Option<String>, _>("grace_hash_scheme").map_err(get_err)?,
+        row.try_get::<Option<Vec<u8>>, _>("grace_hash").map_err(get_err)?,
+        row.try_get::<Option<i64>, _>("grace_until").map_err(get_err)?,
     ) {
-        (Some(scheme), Some(hash), Some(until)) => Some(GraceSecret {
-            hash: secret_hash(&scheme, hash)?,
-            until: from_ms(until)?,
-        }),
+        (Some(scheme), Some(hash), Some(until)) => {
+            Some(GraceSecret { hash: secret_hash(&scheme, hash)?, until: from_ms(until)? })
+        }
         _ => None,
     };
     Ok(ApiKey {
@@ -160,8 +144,7 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey> {
             .map_err(|_| corrupt("resources"))?,
         metadata: serde_json::from_str(&row.try_get::<String, _>("metadata").map_err(get_err)?)
             .map_err(|_| corrupt("metadata"))?,
-        state: KeyState::parse(&row.try_get::<String, _>("state").map_err(get_err)?)
-            .ok_or_else(|| corrupt("state"))?,
+        state: KeyState::parse(&row.try_get::<String, _>("state").map_err(get_err)?).ok_or_else(|| corrupt("state"))?,
         legacy: row.try_get("legacy").map_err(get_err)?,
         lookup_prefix: row.try_get("lookup_prefix").map_err(get_err)?,
         secret: secret_hash(
@@ -175,16 +158,21 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey> {
         last_used_at: opt_from_ms(row.try_get("last_used_at").map_err(get_err)?)?,
         revoked_at: opt_from_ms(row.try_get("revoked_at").map_err(get_err)?)?,
         version: row.try_get("version").map_err(get_err)?,
+        allowed_origins: strings_column(row, "allowed_origins")?
+            .iter()
+            .map(|o| OriginPattern::parse(o).map_err(|_| corrupt("origin")))
+            .collect::<Result<_>>()?,
+        allowed_ips: strings_column(row, "allowed_ips")?
+            .iter()
+            .map(|r| parse_ip_range(r).map_err(|_| corrupt("IP range")))
+            .collect::<Result<_>>()?,
     })
 }
 
 fn workspace_from_row(row: &SqliteRow) -> Result<Workspace> {
     let get_err = |e: sqlx::Error| StoreError::Backend(e.to_string());
     let days = |col: &str| -> Result<Option<u32>> {
-        Ok(row
-            .try_get::<Option<i64>, _>(col)
-            .map_err(get_err)?
-            .map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+        Ok(row.try_get::<Option<i64>, _>(col).map_err(get_err)?.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
     };
     Ok(Workspace {
         id: row.try_get("id").map_err(get_err)?,
@@ -195,6 +183,16 @@ fn workspace_from_row(row: &SqliteRow) -> Result<Workspace> {
             default_key_lifetime_days: days("default_key_lifetime_days")?,
             max_key_lifetime_days: days("max_key_lifetime_days")?,
         },
+        routes: serde_json::from_str::<Vec<StoredRoute>>(&row.try_get::<String, _>("routes").map_err(get_err)?)
+            .map_err(|_| corrupt("routes"))?
+            .iter()
+            .map(|r| RouteScope::parse(&r.method, &r.path, &r.permission).map_err(|_| corrupt("route")))
+            .collect::<Result<_>>()?,
+        public_permissions: strings_column(row, "public_permissions")?
+            .iter()
+            .map(|p| Permission::parse_required(p).ok_or_else(|| corrupt("permission")))
+            .collect::<Result<_>>()?,
+        identity_metadata: strings_column(row, "identity_metadata")?,
         created_at: from_ms(row.try_get("created_at").map_err(get_err)?)?,
         updated_at: from_ms(row.try_get("updated_at").map_err(get_err)?)?,
     })
@@ -206,6 +204,8 @@ struct KeyValues {
     resources: String,
     metadata: String,
     lookup_hash: Option<Vec<u8>>,
+    allowed_origins: String,
+    allowed_ips: String,
 }
 
 impl KeyValues {
@@ -215,12 +215,36 @@ impl KeyValues {
             scopes: serde_json::to_string(&scopes).expect("strings serialize"),
             resources: serde_json::to_string(&key.resources).expect("strings serialize"),
             metadata: serde_json::to_string(&key.metadata).expect("JSON values serialize"),
-            lookup_hash: key
-                .lookup_prefix
-                .as_ref()
-                .map(|_| key.secret.digest.to_vec()),
+            lookup_hash: key.lookup_prefix.as_ref().map(|_| key.secret.digest.to_vec()),
+            allowed_origins: json_strings(key.allowed_origins.iter().map(|o| o.as_str().to_owned())),
+            allowed_ips: json_strings(key.allowed_ips.iter().map(ToString::to_string)),
         }
     }
+}
+
+fn json_strings(items: impl Iterator<Item = String>) -> String {
+    serde_json::to_string(&items.collect::<Vec<_>>()).expect("strings serialize")
+}
+
+fn strings_column(row: &SqliteRow, column: &str) -> Result<Vec<String>> {
+    let text: String = row.try_get(column).map_err(backend)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(column))
+}
+
+/// Route scopes as stored: `[{"method", "path", "permission"}]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRoute {
+    method: String,
+    path: String,
+    permission: String,
+}
+
+fn routes_json(routes: &[RouteScope]) -> String {
+    let stored: Vec<StoredRoute> = routes
+        .iter()
+        .map(|r| StoredRoute { method: r.method.clone(), path: r.path.clone(), permission: r.permission.to_string() })
+        .collect();
+    serde_json::to_string(&stored).expect("routes serialize")
 }
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -255,22 +279,21 @@ fn bind_key<'q>(q: Query<'q>, key: &'q ApiKey, v: &'q KeyValues) -> Query<'q> {
         .bind(key.last_used_at.map(ms))
         .bind(key.revoked_at.map(ms))
         .bind(key.version)
+        .bind(&v.allowed_origins)
+        .bind(&v.allowed_ips)
 }
 
 const INSERT_COLUMNS: &str = "id, workspace_id, name, description, key_type, environment, masked, scopes, \
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
-     created_at, updated_at, last_used_at, revoked_at, version";
+     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips";
 const INSERT_PLACEHOLDERS: &str =
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?";
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(backend)?;
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(backend)?;
         Ok(())
     }
 
@@ -289,17 +312,16 @@ impl Store for SqliteStore {
     }
 
     async fn count_workspaces(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspaces")
-            .fetch_one(&self.writer)
-            .await
-            .map_err(backend)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM workspaces").fetch_one(&self.writer).await.map_err(backend)?;
         Ok(n as u64)
     }
 
     async fn insert_workspace(&self, ws: &Workspace) -> Result<()> {
         sqlx::query(
             "INSERT INTO workspaces (id, name, token_prefix, max_keys, default_key_lifetime_days, \
-             max_key_lifetime_days, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&ws.id)
         .bind(&ws.name)
@@ -309,6 +331,9 @@ impl Store for SqliteStore {
         .bind(ws.policy.max_key_lifetime_days)
         .bind(ms(ws.created_at))
         .bind(ms(ws.updated_at))
+        .bind(routes_json(&ws.routes))
+        .bind(json_strings(ws.public_permissions.iter().map(ToString::to_string)))
+        .bind(json_strings(ws.identity_metadata.iter().cloned()))
         .execute(&self.writer)
         .await
         .map_err(map_write)?;
@@ -329,7 +354,8 @@ impl Store for SqliteStore {
     async fn update_workspace(&self, ws: &Workspace) -> Result<()> {
         let done = sqlx::query(
             "UPDATE workspaces SET name = ?, token_prefix = ?, max_keys = ?, default_key_lifetime_days = ?, \
-             max_key_lifetime_days = ?, updated_at = ? WHERE id = ?",
+             max_key_lifetime_days = ?, updated_at = ?, routes = ?, public_permissions = ?, identity_metadata = ? \
+             WHERE id = ?",
         )
         .bind(&ws.name)
         .bind(&ws.token_prefix)
@@ -337,6 +363,9 @@ impl Store for SqliteStore {
         .bind(ws.policy.default_key_lifetime_days)
         .bind(ws.policy.max_key_lifetime_days)
         .bind(ms(ws.updated_at))
+        .bind(routes_json(&ws.routes))
+        .bind(json_strings(ws.public_permissions.iter().map(ToString::to_string)))
+        .bind(json_strings(ws.identity_metadata.iter().cloned()))
         .bind(&ws.id)
         .execute(&self.writer)
         .await
@@ -352,9 +381,7 @@ impl Store for SqliteStore {
         let done = match max_live_keys {
             None => {
                 let sql = format!("INSERT INTO api_keys ({INSERT_COLUMNS}) VALUES ({INSERT_PLACEHOLDERS})");
-                bind_key(sqlx::query(&sql), key, &values)
-                    .execute(&self.writer)
-                    .await
+                bind_key(sqlx::query(&sql), key, &values).execute(&self.writer).await
             }
             Some(limit) => {
                 // One statement: the count and the insert cannot interleave
@@ -383,10 +410,7 @@ impl Store for SqliteStore {
             let mut tx = self.writer.begin().await.map_err(backend)?;
             for key in chunk {
                 let values = KeyValues::of(key);
-                bind_key(sqlx::query(&sql), key, &values)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_write)?;
+                bind_key(sqlx::query(&sql), key, &values).execute(&mut *tx).await.map_err(map_write)?;
             }
             tx.commit().await.map_err(backend)?;
         }
@@ -421,11 +445,7 @@ impl Store for SqliteStore {
     async fn find_key_by_lookup_hash(&self, digests: &[[u8; 32]]) -> Result<Option<ApiKey>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE lookup_hash = ?");
         for d in digests {
-            let row = sqlx::query(&sql)
-                .bind(&d[..])
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(backend)?;
+            let row = sqlx::query(&sql).bind(&d[..]).fetch_optional(&self.reader).await.map_err(backend)?;
             if let Some(row) = row {
                 return key_from_row(&row).map(Some);
             }
@@ -434,20 +454,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT lookup_prefix FROM api_keys WHERE lookup_prefix IS NOT NULL",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)
+        sqlx::query_scalar("SELECT DISTINCT lookup_prefix FROM api_keys WHERE lookup_prefix IS NOT NULL")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)
     }
 
-    async fn list_keys(
-        &self,
-        workspace_id: &str,
-        filter: &KeyFilter,
-        page: Page,
-    ) -> Result<KeyPage> {
+    async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage> {
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE workspace_id = ? \
              AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR key_type = ?3) \
@@ -455,10 +468,7 @@ impl Store for SqliteStore {
              ORDER BY seq DESC LIMIT ?6"
         );
         let pattern = filter.name_contains.as_ref().map(|n| {
-            let escaped = n
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
+            let escaped = n.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
             format!("%{escaped}%")
         });
         let rows = sqlx::query(&sql)
@@ -478,22 +488,13 @@ impl Store for SqliteStore {
             last_seq = Some(row.try_get::<i64, _>("seq").map_err(backend)?);
             keys.push(key_from_row(row)?);
         }
-        Ok(KeyPage {
-            keys,
-            next_cursor: if more { last_seq } else { None },
-        })
+        Ok(KeyPage { keys, next_cursor: if more { last_seq } else { None } })
     }
 
     async fn update_key(&self, key: &ApiKey, expected_version: i64) -> Result<()> {
         let values = KeyValues::of(key);
-        let assignments = INSERT_COLUMNS
-            .split(", ")
-            .map(|c| format!("{c} = ?"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "UPDATE api_keys SET {assignments} WHERE id = ? AND workspace_id = ? AND version = ?"
-        );
+        let assignments = INSERT_COLUMNS.split(", ").map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(", ");
+        let sql = format!("UPDATE api_keys SET {assignments} WHERE id = ? AND workspace_id = ? AND version = ?");
         let done = bind_key(sqlx::query(&sql), key, &values)
             .bind(&*key.id)
             .bind(&key.workspace_id)
@@ -508,14 +509,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, workspace_id: &str, id: &str, expected_version: i64) -> Result<()> {
-        let done =
-            sqlx::query("DELETE FROM api_keys WHERE id = ? AND workspace_id = ? AND version = ?")
-                .bind(id)
-                .bind(workspace_id)
-                .bind(expected_version)
-                .execute(&self.writer)
-                .await
-                .map_err(map_write)?;
+        let done = sqlx::query("DELETE FROM api_keys WHERE id = ? AND workspace_id = ? AND version = ?")
+            .bind(id)
+            .bind(workspace_id)
+            .bind(expected_version)
+            .execute(&self.writer)
+            .await
+            .map_err(map_write)?;
         if done.rows_affected() == 0 {
             return Err(StoreError::VersionMismatch);
         }
@@ -528,14 +528,12 @@ impl Store for SqliteStore {
         }
         let mut tx = self.writer.begin().await.map_err(backend)?;
         for d in deltas {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
-            )
-            .bind(ms(d.last_used_at))
-            .bind(&*d.key_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+            sqlx::query("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+                .bind(ms(d.last_used_at))
+                .bind(&*d.key_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
             sqlx::query(
                 "INSERT INTO key_usage (key_id, day, count) \
                  SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1) \
@@ -552,18 +550,16 @@ impl Store for SqliteStore {
     }
 
     async fn key_usage(&self, key_id: &str, since: NaiveDate) -> Result<Vec<(NaiveDate, u64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT day, count FROM key_usage WHERE key_id = ? AND day >= ? ORDER BY day",
-        )
-        .bind(key_id)
-        .bind(since.format("%Y-%m-%d").to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT day, count FROM key_usage WHERE key_id = ? AND day >= ? ORDER BY day")
+                .bind(key_id)
+                .bind(since.format("%Y-%m-%d").to_string())
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend)?;
         rows.into_iter()
             .map(|(day, count)| {
-                let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                    .map_err(|_| corrupt("usage day"))?;
+                let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| corrupt("usage day"))?;
                 Ok((day, count.max(0) as u64))
             })
             .collect()

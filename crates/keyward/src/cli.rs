@@ -16,7 +16,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     /// TOML configuration file (keys: listen, database_url, data_dir,
     /// hash_key_file, log_format, log_level, usage_flush_interval_ms,
-    /// cache_capacity, negative_cache_ttl_ms, max_body_bytes).
+    /// cache_capacity, negative_cache_ttl_ms, max_body_bytes,
+    /// forward_auth_listen, forward_auth_key_header, forward_auth_key_query,
+    /// trusted_proxies).
     #[arg(long, global = true, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -58,12 +60,7 @@ pub struct StorageArgs {
     #[arg(long, env = "KEYWARD_HASH_KEY_FILE", value_name = "FILE")]
     pub hash_key_file: Option<PathBuf>,
     /// The hash key itself, as hex (takes precedence over the file).
-    #[arg(
-        long,
-        env = "KEYWARD_HASH_KEY",
-        value_name = "HEX",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "KEYWARD_HASH_KEY", value_name = "HEX", hide_env_values = true)]
     pub hash_key: Option<String>,
 }
 
@@ -99,6 +96,23 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes. Default: 65536
     #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Also serve forward-auth (`/v1/authorize`) on this address, to
+    /// gateways that cannot send X-Keyward-Verifier-Key (e.g. Traefik).
+    /// Callers of this listener are trusted: bind it to a private address.
+    #[arg(long, env = "KEYWARD_FORWARD_AUTH_LISTEN", value_name = "ADDR")]
+    pub forward_auth_listen: Option<SocketAddr>,
+    /// Header that may carry the client's key in forward-auth, besides
+    /// `Authorization: Bearer`; `none` to disable. Default: X-API-Key
+    #[arg(long, env = "KEYWARD_FORWARD_AUTH_KEY_HEADER", value_name = "HEADER")]
+    pub forward_auth_key_header: Option<String>,
+    /// Query parameter of the original URI that may carry the client's key
+    /// in forward-auth. Default: none (keys in URLs end up in logs)
+    #[arg(long, env = "KEYWARD_FORWARD_AUTH_KEY_QUERY", value_name = "PARAM")]
+    pub forward_auth_key_query: Option<String>,
+    /// Comma-separated addresses/CIDRs of proxies whose X-Forwarded-For is
+    /// believed. Default: 127.0.0.0/8,::1/128
+    #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Name of the workspace created on an empty database. Default: Default
     #[arg(long, value_name = "NAME", default_value = "Default")]
     pub workspace_name: String,

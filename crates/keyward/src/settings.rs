@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use keyward_core::hash::{MIN_KEY_LEN, SecretHasher, hex};
 use keyward_server::ServerConfig;
+use keyward_server::api::forward_auth::ForwardAuthConfig;
 use keyward_server::telemetry::LogFormat;
+use reqwest::header::HeaderName;
 use serde::Deserialize;
 
 use crate::cli::{LogFormatArg, ServeArgs, StorageArgs};
@@ -27,6 +29,10 @@ pub struct FileConfig {
     pub cache_capacity: Option<usize>,
     pub negative_cache_ttl_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
+    pub forward_auth_listen: Option<std::net::SocketAddr>,
+    pub forward_auth_key_header: Option<String>,
+    pub forward_auth_key_query: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -34,8 +40,7 @@ impl FileConfig {
         let Some(path) = path else {
             return Ok(FileConfig::default());
         };
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 }
@@ -51,37 +56,23 @@ pub struct Storage {
 
 impl Storage {
     pub fn resolve(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<Self> {
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or_else(|| file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let database_url = args
-            .database_url
-            .clone()
-            .or_else(|| file.database_url.clone());
+        let data_dir =
+            args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let database_url = args.database_url.clone().or_else(|| file.database_url.clone());
         let needs_data_dir = database_url.is_none()
-            || (args.hash_key.is_none()
-                && args.hash_key_file.is_none()
-                && file.hash_key_file.is_none());
+            || (args.hash_key.is_none() && args.hash_key_file.is_none() && file.hash_key_file.is_none());
         if needs_data_dir {
             create_private_dir(&data_dir)?;
         }
-        let database_url = database_url
-            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keyward.db").display()));
-        let key = match (
-            &args.hash_key,
-            args.hash_key_file.as_ref().or(file.hash_key_file.as_ref()),
-        ) {
+        let database_url =
+            database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keyward.db").display()));
+        let key = match (&args.hash_key, args.hash_key_file.as_ref().or(file.hash_key_file.as_ref())) {
             (Some(hex_key), _) => decode_key(hex_key).context("KEYWARD_HASH_KEY / --hash-key")?,
             (None, Some(path)) => read_key_file(path)?,
             (None, None) => read_or_create_key_file(&data_dir.join("hash.key"))?,
         };
         let hasher = SecretHasher::new(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Storage {
-            database_url,
-            hasher,
-        })
+        Ok(Storage { database_url, hasher })
     }
 }
 
@@ -90,9 +81,7 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("creating data directory {}", dir.display()))
+    builder.create(dir).with_context(|| format!("creating data directory {}", dir.display()))
 }
 
 fn decode_key(text: &str) -> anyhow::Result<Vec<u8>> {
@@ -100,22 +89,16 @@ fn decode_key(text: &str) -> anyhow::Result<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("the hash key must be hexadecimal");
     }
-    let bytes: Vec<u8> = (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("checked hex"))
-        .collect();
+    let bytes: Vec<u8> =
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("checked hex")).collect();
     if bytes.len() < MIN_KEY_LEN {
-        bail!(
-            "the hash key must be at least {MIN_KEY_LEN} bytes ({} hex characters)",
-            MIN_KEY_LEN * 2
-        );
+        bail!("the hash key must be at least {MIN_KEY_LEN} bytes ({} hex characters)", MIN_KEY_LEN * 2);
     }
     Ok(bytes)
 }
 
 fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading hash key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading hash key file {}", path.display()))?;
     decode_key(&text).with_context(|| format!("hash key file {}", path.display()))
 }
 
@@ -143,6 +126,25 @@ fn read_or_create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+fn forward_auth(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ForwardAuthConfig> {
+    let mut config = ForwardAuthConfig::default();
+    if let Some(h) = args.forward_auth_key_header.as_ref().or(file.forward_auth_key_header.as_ref()) {
+        config.key_header = match h.as_str() {
+            "" | "none" => None,
+            name => Some(HeaderName::try_from(name.to_ascii_lowercase()).context("--forward-auth-key-header")?),
+        };
+    }
+    config.key_query_param = args.forward_auth_key_query.clone().or_else(|| file.forward_auth_key_query.clone());
+    if let Some(list) = args.trusted_proxies.as_ref().or(file.trusted_proxies.as_ref()) {
+        config.trusted_proxies = list
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| keyward_core::origin::parse_ip_range(s).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    Ok(config)
+}
+
 /// Everything `serve` needs.
 pub struct ServeSettings {
     pub server: ServerConfig,
@@ -154,29 +156,22 @@ pub struct ServeSettings {
 impl ServeSettings {
     pub fn resolve(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Self> {
         let defaults = ServerConfig::default();
-        let flush_ms = args
-            .usage_flush_interval_ms
-            .or(file.usage_flush_interval_ms)
-            .unwrap_or(1000);
+        let flush_ms = args.usage_flush_interval_ms.or(file.usage_flush_interval_ms).unwrap_or(1000);
         if !(10..=60_000).contains(&flush_ms) {
             bail!("usage flush interval must be between 10 and 60000 ms");
         }
         let server = ServerConfig {
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             usage_flush_interval: Duration::from_millis(flush_ms),
-            cache_capacity: args
-                .cache_capacity
-                .or(file.cache_capacity)
-                .unwrap_or(defaults.cache_capacity),
+            cache_capacity: args.cache_capacity.or(file.cache_capacity).unwrap_or(defaults.cache_capacity),
             negative_cache_ttl: args
                 .negative_cache_ttl_ms
                 .or(file.negative_cache_ttl_ms)
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.negative_cache_ttl),
-            max_body_bytes: args
-                .max_body_bytes
-                .or(file.max_body_bytes)
-                .unwrap_or(defaults.max_body_bytes),
+            max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
+            forward_auth: forward_auth(args, file)?,
+            forward_auth_listen: args.forward_auth_listen.or(file.forward_auth_listen),
         };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,
@@ -186,11 +181,7 @@ impl ServeSettings {
             server,
             storage: Storage::resolve(&args.storage, file)?,
             log_format,
-            log_filter: args
-                .log_level
-                .clone()
-                .or_else(|| file.log_level.clone())
-                .unwrap_or_else(|| "info".into()),
+            log_filter: args.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".into()),
         })
     }
 }

@@ -13,11 +13,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
 fn keyward(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("KEYWARD_API_KEY")
-        .output()
-        .expect("keyward runs")
+    Command::new(BIN).args(args).env_remove("KEYWARD_API_KEY").output().expect("keyward runs")
 }
 
 fn stdout(o: &std::process::Output) -> String {
@@ -29,21 +25,14 @@ fn bootstrap_prints_once_then_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let first = keyward(&["bootstrap", "--data-dir", data, "--json"]);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let v: Value = serde_json::from_str(&stdout(&first)).unwrap();
     assert!(v["workspaceId"].as_str().unwrap().starts_with("ws_"));
     assert!(v["adminKey"].as_str().unwrap().starts_with("kw_live_"));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("hash.key"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(dir.path().join("hash.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "the generated hash key is private");
     }
 
@@ -54,31 +43,15 @@ fn bootstrap_prints_once_then_refuses() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("already bootstrapped"));
     let _ = db; // the refusal wrote nothing: a new workspace would show below
 
-    let other = keyward(&[
-        "workspace",
-        "create",
-        "Second",
-        "--data-dir",
-        data,
-        "--json",
-    ]);
+    let other = keyward(&["workspace", "create", "Second", "--data-dir", data, "--json"]);
     assert!(other.status.success());
     let w: Value = serde_json::from_str(&stdout(&other)).unwrap();
     assert_ne!(w["workspaceId"], v["workspaceId"]);
     assert_ne!(w["adminKey"], v["adminKey"]);
 
-    let wrong_key = keyward(&[
-        "bootstrap",
-        "--data-dir",
-        data,
-        "--hash-key",
-        &"ab".repeat(32),
-    ]);
+    let wrong_key = keyward(&["bootstrap", "--data-dir", data, "--hash-key", &"ab".repeat(32)]);
     assert_eq!(wrong_key.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&wrong_key.stderr)
-            .contains("not the one this database was created with")
-    );
+    assert!(String::from_utf8_lossy(&wrong_key.stderr).contains("not the one this database was created with"));
 }
 
 #[test]
@@ -119,9 +92,7 @@ fn read_until_listening(child: &mut Child, timeout: Duration) -> (String, Option
     });
     let mut admin_key = None;
     loop {
-        let line = rx
-            .recv_timeout(timeout)
-            .expect("keyward printed its address in time");
+        let line = rx.recv_timeout(timeout).expect("keyward printed its address in time");
         if let Some(k) = line.split_whitespace().find(|w| w.starts_with("kw_live_")) {
             admin_key = Some(k.to_owned());
         }
@@ -137,26 +108,13 @@ fn spawn_command(mut cmd: Command, timeout: Duration) -> Server {
     let err = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || std::io::read_to_string(err).unwrap_or_default());
     let (addr, admin_key) = read_until_listening(&mut child, timeout);
-    Server {
-        child,
-        addr,
-        admin_key,
-        stderr,
-    }
+    Server { child, addr, admin_key, stderr }
 }
 
 fn serve(data: &Path, extra: &[&str]) -> Server {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--log-level",
-        "debug",
-    ])
-    .args(extra);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--log-level", "debug"])
+        .args(extra);
     spawn_command(cmd, Duration::from_secs(30))
 }
 
@@ -166,10 +124,7 @@ impl Server {
     fn terminate(mut self) -> (bool, String) {
         let pid = self.child.id();
         assert!(pid > 1);
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &pid.to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-s", "TERM", &pid.to_string()]).status().unwrap();
         assert!(status.success());
         let exit = self.child.wait().unwrap();
         (exit.success(), self.stderr.join().unwrap())
@@ -182,18 +137,11 @@ impl Server {
 
 /// One HTTP call, blocking; returns the JSON body (or the text as a string).
 fn http(method: &str, url: &str, key: &str, body: Option<&str>) -> Value {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let mut req = reqwest::Client::new()
-            .request(method.parse().unwrap(), url)
-            .bearer_auth(key);
+        let mut req = reqwest::Client::new().request(method.parse().unwrap(), url).bearer_auth(key);
         if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_owned());
+            req = req.header("content-type", "application/json").body(b.to_owned());
         }
         let text = req.send().await.unwrap().text().await.unwrap();
         serde_json::from_str(&text).unwrap_or(Value::String(text))
@@ -214,51 +162,23 @@ fn cli_keys(server: &Server, key: &str, args: &[&str]) -> std::process::Output {
 fn serve_manage_keys_with_the_cli_and_flush_usage_on_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path(), &["--usage-flush-interval-ms", "60000"]);
-    let admin = server
-        .admin_key
-        .clone()
-        .expect("serve printed the bootstrap admin key");
+    let admin = server.admin_key.clone().expect("serve printed the bootstrap admin key");
 
-    let created = cli_keys(
-        &server,
-        &admin,
-        &[
-            "create",
-            "--name",
-            "ci",
-            "--scope",
-            "read",
-            "--resource",
-            "site_a",
-            "--json",
-        ],
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    let created =
+        cli_keys(&server, &admin, &["create", "--name", "ci", "--scope", "read", "--resource", "site_a", "--json"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let created: Value = serde_json::from_slice(&created.stdout).unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     let secret = created["secret"].as_str().unwrap().to_owned();
 
     let table = stdout(&cli_keys(&server, &admin, &["list"]));
-    assert!(
-        table.starts_with("ID") && table.contains("ci") && table.contains(&id),
-        "{table}"
-    );
+    assert!(table.starts_with("ID") && table.contains("ci") && table.contains(&id), "{table}");
     assert!(!table.contains(&secret));
-    let got: Value =
-        serde_json::from_slice(&cli_keys(&server, &admin, &["get", &id, "--json"]).stdout).unwrap();
+    let got: Value = serde_json::from_slice(&cli_keys(&server, &admin, &["get", &id, "--json"]).stdout).unwrap();
     assert_eq!(got["scopes"], serde_json::json!(["read"]));
 
     // A verification, counted in memory only (the flush interval is long)…
-    let v = http(
-        "POST",
-        &server.url("/v1/keys/verify"),
-        &admin,
-        Some(&format!("{{\"key\": \"{secret}\"}}")),
-    );
+    let v = http("POST", &server.url("/v1/keys/verify"), &admin, Some(&format!("{{\"key\": \"{secret}\"}}")));
     assert_eq!(v["code"], "VALID");
     let before = http("GET", &server.url(&format!("/v1/keys/{id}")), &admin, None);
     assert_eq!(before["lastUsed"], Value::Null);
@@ -266,10 +186,7 @@ fn serve_manage_keys_with_the_cli_and_flush_usage_on_shutdown() {
     let (ok, logs) = server.terminate();
     assert!(ok, "keyward exits 0 on SIGTERM; logs:\n{logs}");
     assert!(logs.contains("flushed usage counts at shutdown"), "{logs}");
-    assert!(
-        !logs.contains(&secret) && !logs.contains(&admin),
-        "secrets must never reach the logs"
-    );
+    assert!(!logs.contains(&secret) && !logs.contains(&admin), "secrets must never reach the logs");
 
     let server = serve(dir.path(), &[]);
     assert!(server.admin_key.is_none(), "no second bootstrap");
@@ -280,11 +197,7 @@ fn serve_manage_keys_with_the_cli_and_flush_usage_on_shutdown() {
     assert!(revoked.status.success());
     assert!(stdout(&revoked).contains("revoked"));
     let deleted = cli_keys(&server, &admin, &["delete", &id, "--json"]);
-    assert!(
-        deleted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&deleted.stderr)
-    );
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
     let missing = cli_keys(&server, &admin, &["get", &id]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("API key not found"));
@@ -298,13 +211,8 @@ fn serve_manage_keys_with_the_cli_and_flush_usage_on_shutdown() {
 /// The README's first command, exactly: `cargo run --release -- serve`.
 #[test]
 fn readme_serve_command_runs_keyward() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .unwrap();
-    assert!(
-        readme.contains("cargo run --release -- serve"),
-        "README states the serve command"
-    );
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+    assert!(readme.contains("cargo run --release -- serve"), "README states the serve command");
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["run", "--release", "--quiet", "--", "serve"])
@@ -313,18 +221,12 @@ fn readme_serve_command_runs_keyward() {
         .env("KEYWARD_LISTEN", "127.0.0.1:0");
     // A first release build can take minutes on a small machine.
     let server = spawn_command(cmd, Duration::from_secs(1500));
-    let admin = server
-        .admin_key
-        .clone()
-        .expect("the admin key is printed once");
+    let admin = server.admin_key.clone().expect("the admin key is printed once");
     let health = http("GET", &server.url("/healthz"), "", None);
     assert_eq!(health["status"], "ok");
     let list = http("GET", &server.url("/v1/keys"), &admin, None);
     assert_eq!(list["data"][0]["name"], "Admin key");
-    assert!(
-        dir.path().join("keyward.db").exists(),
-        "SQLite file in the data dir"
-    );
+    assert!(dir.path().join("keyward.db").exists(), "SQLite file in the data dir");
     let (ok, _) = server.terminate();
     assert!(ok);
 }

@@ -11,10 +11,7 @@ fn looks_like_path(s: &str) -> bool {
     !s.starts_with('/')
         && !s.contains(' ')
         && !s.contains("::")
-        && (s.contains('/')
-            || [".rs", ".md", ".toml", ".sql"]
-                .iter()
-                .any(|e| s.ends_with(e)))
+        && (s.contains('/') || [".rs", ".md", ".toml", ".sql"].iter().any(|e| s.ends_with(e)))
 }
 
 #[test]
@@ -36,10 +33,7 @@ fn architecture_names_only_paths_that_exist() {
             }
         }
     }
-    assert!(
-        checked > 10,
-        "expected ARCHITECTURE.md to name its paths ({checked} found)"
-    );
+    assert!(checked > 10, "expected ARCHITECTURE.md to name its paths ({checked} found)");
 }
 
 #[test]
@@ -49,8 +43,5 @@ fn readme_opens_with_the_two_commands() {
     assert!(head.contains("cargo run --release -- serve"));
     assert!(head.contains("cargo test --workspace"));
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
-    assert!(
-        ci.contains("cargo test --workspace"),
-        ".ci/run runs the README's test command"
-    );
+    assert!(ci.contains("cargo test --workspace"), ".ci/run runs the README's test command");
 }

@@ -47,12 +47,7 @@ fn compat_key(k: &ApiKey, key: String) -> CompatKey {
         id: k.id.to_string(),
         name: k.name.clone(),
         key,
-        scope: k
-            .scopes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" "),
+        scope: k.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         site_id: k.resources.first().cloned(),
         last_used: k.last_used_at,
         created_at: k.created_at,
@@ -80,20 +75,8 @@ pub async fn list_api_keys(
     let mut api_keys = Vec::new();
     let mut after = None;
     loop {
-        let page = state
-            .keys
-            .list(
-                principal.workspace_id(),
-                &KeyFilter::default(),
-                Page { after, limit: 200 },
-            )
-            .await?;
-        api_keys.extend(
-            page.keys
-                .iter()
-                .filter(|k| k.is_live())
-                .map(|k| compat_key(k, k.masked.clone())),
-        );
+        let page = state.keys.list(principal.workspace_id(), &KeyFilter::default(), Page { after, limit: 200 }).await?;
+        api_keys.extend(page.keys.iter().filter(|k| k.is_live()).map(|k| compat_key(k, k.masked.clone())));
         match page.next_cursor {
             Some(c) => after = Some(c),
             None => break,
@@ -138,33 +121,18 @@ pub async fn create_api_key(
     let ws = state.workspaces.get(principal.workspace_id()).await?;
     keyward_core::key::validate_name(body.name.as_deref())?;
     let scope = body.scope.as_deref().map(str::trim).and_then(Scope::parse);
-    if !matches!(
-        scope,
-        Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))
-    ) {
-        return Err(ApiError::bad_request(
-            "invalid_scope",
-            INVALID_SCOPE_MESSAGE,
-        ));
+    if !matches!(scope, Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))) {
+        return Err(ApiError::bad_request("invalid_scope", INVALID_SCOPE_MESSAGE));
     }
     let draft = KeyDraft {
         name: body.name,
-        scopes: body
-            .scope
-            .into_iter()
-            .map(|s| s.trim().to_owned())
-            .collect(),
+        scopes: body.scope.into_iter().map(|s| s.trim().to_owned()).collect(),
         resources: body.site_id.into_iter().collect(),
         expires_in_days: body.expires_in,
         ..Default::default()
     };
     let (key, secret) = state.keys.create(&ws, draft).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(CompatCreated {
-            api_key: compat_key(&key, secret.expose().to_owned()),
-        }),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(CompatCreated { api_key: compat_key(&key, secret.expose().to_owned()) })))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -197,15 +165,11 @@ pub async fn delete_api_key(
 ) -> ApiResult<axum::Json<CompatDeleted>> {
     principal.require(MANAGE)?;
     let id =
-        q.id.filter(|i| !i.is_empty())
-            .ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
+        q.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
     let key = state.keys.get(principal.workspace_id(), &id).await?;
     if !key.is_live() {
         return Err(keyward_core::Error::key_not_found().into());
     }
     state.keys.revoke(principal.workspace_id(), &id).await?;
-    Ok(axum::Json(CompatDeleted {
-        success: true,
-        message: "API key revoked successfully".into(),
-    }))
+    Ok(axum::Json(CompatDeleted { success: true, message: "API key revoked successfully".into() }))
 }

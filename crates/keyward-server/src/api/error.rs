@@ -27,11 +27,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -47,16 +43,10 @@ impl From<Error> for ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ErrorKind::Internal if e.code == "storage_unavailable" => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorKind::Internal if e.code == "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError {
-            status,
-            code: e.code,
-            message: e.message,
-        }
+        ApiError { status, code: e.code, message: e.message }
     }
 }
 
@@ -67,19 +57,12 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        let mut response = (
-            self.status,
-            axum::Json(ErrorBody {
-                error: message,
-                code: self.code.to_owned(),
-            }),
-        )
-            .into_response();
+        let mut response =
+            (self.status, axum::Json(ErrorBody { error: message, code: self.code.to_owned() })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"keyward\""),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"keyward\""));
         }
         response
     }

@@ -38,10 +38,7 @@ fn body_error(e: serde_json::Error) -> ApiError {
         serde_json::error::Category::Data => {
             ApiError::bad_request("invalid_body", format!("Invalid request body: {message}"))
         }
-        _ => ApiError::bad_request(
-            "malformed_json",
-            format!("Request body is not valid JSON: {message}"),
-        ),
+        _ => ApiError::bad_request("malformed_json", format!("Request body is not valid JSON: {message}")),
     }
 }
 
@@ -59,11 +56,7 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Request body is too large",
-            )
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body is too large")
         } else {
             ApiError::bad_request("unreadable_body", "The request body could not be read")
         }
@@ -80,14 +73,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "body_required",
-                "A JSON request body is required",
-            ));
+            return Err(ApiError::bad_request("body_required", "A JSON request body is required"));
         }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(body_error)
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(body_error)
     }
 }
 
@@ -103,9 +91,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(OptionalJson)
-            .map_err(body_error)
+        serde_json::from_slice(&bytes).map(OptionalJson).map_err(body_error)
     }
 }
 
@@ -115,10 +101,7 @@ pub struct ApiQuery<T>(pub T);
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
             .map_err(|e| ApiError::bad_request("invalid_query", redact_quoted(&e.body_text())))
@@ -131,10 +114,7 @@ pub struct ApiPath<T>(pub T);
 impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
@@ -152,10 +132,7 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -25,22 +25,16 @@ use crate::principal::Principal;
 pub const MANAGE: &str = "keys:manage";
 pub const READ: &str = "keys:read";
 
-fn parse_type(t: Option<&str>) -> Result<(), ApiError> {
-    match t {
-        None => Ok(()),
-        Some(t) if KeyType::parse(t).is_some() => Ok(()),
-        Some(_) => Err(ApiError::bad_request(
-            "invalid_type",
-            "type must be: secret",
-        )),
-    }
+const TYPE_MESSAGE: &str = "type must be: secret or publishable";
+
+fn parse_type(t: Option<&str>) -> Result<Option<KeyType>, ApiError> {
+    t.map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE))).transpose()
 }
 
 fn parse_environment(e: Option<&str>) -> Result<Option<Environment>, ApiError> {
     e.map(|e| {
-        Environment::parse(e).ok_or_else(|| {
-            ApiError::bad_request("invalid_environment", "environment must be: live or test")
-        })
+        Environment::parse(e)
+            .ok_or_else(|| ApiError::bad_request("invalid_environment", "environment must be: live or test"))
     })
     .transpose()
 }
@@ -55,14 +49,7 @@ pub fn with_etag(status: StatusCode, key: &ApiKey, body: impl Serialize) -> Resp
 }
 
 fn created(key: &ApiKey, secret: &Secret) -> Response {
-    with_etag(
-        StatusCode::CREATED,
-        key,
-        KeyWithSecret {
-            key: KeyView::from(key),
-            secret: secret.expose().to_owned(),
-        },
-    )
+    with_etag(StatusCode::CREATED, key, KeyWithSecret { key: KeyView::from(key), secret: secret.expose().to_owned() })
 }
 
 /// Settings of a new key.
@@ -74,7 +61,8 @@ pub struct CreateKeyRequest {
     pub name: Option<String>,
     /// Up to 500 characters.
     pub description: Option<String>,
-    /// `secret` (default).
+    /// `secret` (default) or `publishable` (browser key: only the workspace's public permissions,
+    /// at least one allowed origin; its token starts with `<prefix>pk_`).
     #[serde(rename = "type")]
     pub key_type: Option<String>,
     /// `live` (default) or `test`; part of the key's prefix.
@@ -91,6 +79,12 @@ pub struct CreateKeyRequest {
     /// Resource (site) ids the key is limited to.
     #[schema(example = json!(["site_abc123"]))]
     pub resources: Option<Vec<String>>,
+    /// Browser origins allowed to use the key: `https://app.example.com[:port]` or `*.example.com`.
+    #[schema(example = json!(["https://app.example.com", "*.example.com"]))]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Client addresses allowed to use the key: addresses or CIDR ranges, IPv4 or IPv6.
+    #[schema(example = json!(["10.0.0.0/8", "2001:db8::/32"]))]
+    pub allowed_ips: Option<Vec<String>>,
     /// Absolute expiry (RFC 3339). Give this or `expiresIn`.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -103,8 +97,8 @@ pub struct CreateKeyRequest {
 
 impl CreateKeyRequest {
     fn into_draft(self) -> Result<KeyDraft, ApiError> {
-        parse_type(self.key_type.as_deref())?;
         Ok(KeyDraft {
+            key_type: parse_type(self.key_type.as_deref())?,
             name: self.name,
             description: self.description,
             environment: parse_environment(self.environment.as_deref())?,
@@ -115,6 +109,8 @@ impl CreateKeyRequest {
                 account_administrator: self.account_administrator.unwrap_or(false),
             },
             resources: self.resources.unwrap_or_default(),
+            allowed_origins: self.allowed_origins.unwrap_or_default(),
+            allowed_ips: self.allowed_ips.unwrap_or_default(),
             expires_at: self.expires_at,
             expires_in_days: self.expires_in,
             metadata: self.metadata,
@@ -186,30 +182,20 @@ pub async fn list_keys(
             .state
             .as_deref()
             .map(|s| {
-                KeyState::parse(s).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_state",
-                        "state must be: active, inactive or revoked",
-                    )
-                })
+                KeyState::parse(s)
+                    .ok_or_else(|| ApiError::bad_request("invalid_state", "state must be: active, inactive or revoked"))
             })
             .transpose()?,
         key_type: q
             .key_type
             .as_deref()
-            .map(|t| {
-                KeyType::parse(t)
-                    .ok_or_else(|| ApiError::bad_request("invalid_type", "type must be: secret"))
-            })
+            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE)))
             .transpose()?,
         name_contains: q.name.filter(|n| !n.is_empty()),
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 200",
-        ));
+        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
     }
     let after = q
         .cursor
@@ -221,10 +207,7 @@ pub async fn list_keys(
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
         })
         .transpose()?;
-    let page = state
-        .keys
-        .list(principal.workspace_id(), &filter, Page { after, limit })
-        .await?;
+    let page = state.keys.list(principal.workspace_id(), &filter, Page { after, limit }).await?;
     Ok(axum::Json(KeyList {
         data: page.keys.iter().map(KeyView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -263,6 +246,8 @@ pub struct UpdateKeyRequest {
     pub administrator: Option<bool>,
     pub account_administrator: Option<bool>,
     pub resources: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     /// Can only be brought forward (or set on a key that never expires).
@@ -283,12 +268,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .trim_matches('"')
         .parse::<i64>()
         .map(Some)
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_if_match",
-                "If-Match must be an ETag returned by this API",
-            )
-        })
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag returned by this API"))
 }
 
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKeyRequest,
@@ -322,6 +302,8 @@ pub async fn update_key(
         administrator: body.administrator,
         account_administrator: body.account_administrator,
         resources: body.resources,
+        allowed_origins: body.allowed_origins,
+        allowed_ips: body.allowed_ips,
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
@@ -398,18 +380,8 @@ pub async fn roll_key(
 ) -> ApiResult<Response> {
     principal.require(MANAGE)?;
     let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let (key, secret) = state
-        .keys
-        .roll(&ws, &id, body.grace_period_seconds.unwrap_or(0))
-        .await?;
-    Ok(with_etag(
-        StatusCode::OK,
-        &key,
-        KeyWithSecret {
-            key: KeyView::from(&key),
-            secret: secret.expose().to_owned(),
-        },
-    ))
+    let (key, secret) = state.keys.roll(&ws, &id, body.grace_period_seconds.unwrap_or(0)).await?;
+    Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
 }
 
 macro_rules! state_action {
@@ -436,12 +408,7 @@ state_action!(
     deactivate,
     "Switches the key off (reversible). An inactive key is rejected whatever its scopes."
 );
-state_action!(
-    activate_key,
-    "/v1/keys/{id}/activate",
-    activate,
-    "Switches an inactive key back on."
-);
+state_action!(activate_key, "/v1/keys/{id}/activate", activate, "Switches an inactive key back on.");
 state_action!(
     revoke_key,
     "/v1/keys/{id}/revoke",
@@ -471,6 +438,8 @@ pub struct ImportKeyRequest {
     pub administrator: Option<bool>,
     pub account_administrator: Option<bool>,
     pub resources: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
     pub expires_in: Option<i64>,
@@ -490,6 +459,8 @@ impl ImportKeyRequest {
             administrator: self.administrator,
             account_administrator: self.account_administrator,
             resources: self.resources,
+            allowed_origins: self.allowed_origins,
+            allowed_ips: self.allowed_ips,
             expires_at: self.expires_at,
             expires_in: self.expires_in,
             metadata: self.metadata,
@@ -564,10 +535,7 @@ pub async fn key_usage(
         days: report
             .days
             .into_iter()
-            .map(|(d, count)| UsageDay {
-                date: d.format("%Y-%m-%d").to_string(),
-                count,
-            })
+            .map(|(d, count)| UsageDay { date: d.format("%Y-%m-%d").to_string(), count })
             .collect(),
     }))
 }

@@ -25,6 +25,7 @@ use error::ApiError;
 pub mod compat;
 pub mod error;
 pub mod extract;
+pub mod forward_auth;
 pub mod keys;
 pub mod ops;
 pub mod verify;
@@ -39,6 +40,10 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub store: Arc<dyn Store>,
     pub metrics: Option<PrometheusHandle>,
+    pub forward_auth: Arc<forward_auth::ForwardAuthConfig>,
+    /// Set on the dedicated forward-auth listener, whose callers are
+    /// trusted gateways: no verifier key needed, keys of every workspace.
+    pub trusted_listener: bool,
 }
 
 #[derive(OpenApi)]
@@ -50,6 +55,8 @@ pub struct AppState {
             verification `keys:verify`. Errors are `{\"error\": \"...\", \"code\": \"...\"}`.",
         license(name = "MIT OR Apache-2.0")
     ),
+    paths(forward_auth::authorize),
+    components(schemas(forward_auth::Authorized)),
     modifiers(&BearerAuth),
     tags(
         (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),
@@ -68,12 +75,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("API key")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
         );
     }
 }
@@ -90,15 +92,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::import_key))
         .routes(routes!(keys::key_usage))
         .routes(routes!(verify::verify_key))
-        .routes(routes!(
-            workspace::get_workspace,
-            workspace::update_workspace
-        ))
-        .routes(routes!(
-            compat::list_api_keys,
-            compat::create_api_key,
-            compat::delete_api_key
-        ))
+        .routes(routes!(workspace::get_workspace, workspace::update_workspace))
+        .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -109,18 +104,34 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     api_router().split_for_parts().1
 }
 
+fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
+    let handler = axum::routing::any(forward_auth::authorize);
+    router
+        .route(forward_auth::PREFIX, handler.clone())
+        .route(&format!("{}/", forward_auth::PREFIX), handler.clone())
+        .route(&format!("{}/{{*rest}}", forward_auth::PREFIX), handler)
+}
+
 /// The complete application router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, api) = api_router().split_for_parts();
+    finish(with_forward_auth(router).merge(SwaggerUi::new("/docs").url("/openapi.json", api)), state, max_body_bytes)
+}
+
+/// The dedicated forward-auth listener: `/v1/authorize` and `/healthz` only.
+pub fn forward_auth_router(mut state: AppState, max_body_bytes: usize) -> Router {
+    state.trusted_listener = true;
+    let router = with_forward_auth(Router::new()).route("/healthz", axum::routing::get(ops::healthz));
+    finish(router, state, max_body_bytes)
+}
+
+fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> Router {
     router
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(log_request))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 
@@ -129,21 +140,12 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "Method not allowed on this endpoint",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this endpoint")
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-        "Internal server error",
-    )
-    .into_response()
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error").into_response()
 }
 
 /// Logs method, route pattern (never the raw URI, which may carry a key),

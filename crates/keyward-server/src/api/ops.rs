@@ -29,11 +29,7 @@ pub async fn healthz() -> axum::Json<Status> {
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "Storage is not reachable",
-        )
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Storage is not reachable")
     })?;
     Ok(axum::Json(Status { status: "ready" }))
 }
@@ -41,10 +37,6 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>,
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state
-        .metrics
-        .as_ref()
-        .map(|h| h.render())
-        .unwrap_or_default();
+    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -1,6 +1,8 @@
 //! `POST /v1/keys/verify`: the verification API for services that ask
 //! keyward whether a presented key is good for a request.
 
+use std::net::IpAddr;
+
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keyward_core::key::is_valid_resource_id;
@@ -31,6 +33,15 @@ pub struct VerifyRequest {
     /// The HTTP method of the request; read-only keys pass only GET/HEAD.
     #[schema(example = "GET")]
     pub method: Option<String>,
+    /// The path of the request; matched against the workspace's route scopes.
+    #[schema(example = "/api/v2/campaigns/42")]
+    pub path: Option<String>,
+    /// The browser origin of the request (`Origin`, or the `Referer` URL).
+    #[schema(example = "https://app.example.com")]
+    pub origin: Option<String>,
+    /// The client's IP address.
+    #[schema(example = "203.0.113.7")]
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,7 +49,7 @@ pub struct VerifyRequest {
 pub struct VerifyResponse {
     pub valid: bool,
     /// VALID, MALFORMED, NOT_FOUND, INVALID_SECRET, EXPIRED, INACTIVE, REVOKED,
-    /// FORBIDDEN_RESOURCE or INSUFFICIENT_PERMISSIONS.
+    /// FORBIDDEN_RESOURCE, FORBIDDEN_ORIGIN, FORBIDDEN_IP or INSUFFICIENT_PERMISSIONS.
     #[schema(example = "VALID")]
     pub code: &'static str,
     /// Why, in words.
@@ -82,12 +93,8 @@ pub async fn verify_key(
         .permission
         .as_deref()
         .map(|p| {
-            Permission::parse_required(p).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_permission",
-                    "permission must look like resource:action",
-                )
-            })
+            Permission::parse_required(p)
+                .ok_or_else(|| ApiError::bad_request("invalid_permission", "permission must look like resource:action"))
         })
         .transpose()?;
     if let Some(r) = &body.resource
@@ -101,20 +108,32 @@ pub async fn verify_key(
     if let Some(m) = &body.method
         && !is_method(m)
     {
-        return Err(ApiError::bad_request(
-            "invalid_method",
-            "method must be an HTTP method such as GET",
-        ));
+        return Err(ApiError::bad_request("invalid_method", "method must be an HTTP method such as GET"));
     }
+    if let Some(p) = &body.path
+        && !(p.starts_with('/') && p.len() <= 2048)
+    {
+        return Err(ApiError::bad_request("invalid_path", "path must start with / (at most 2048 characters)"));
+    }
+    let ip = body
+        .ip
+        .as_deref()
+        .map(|ip| {
+            ip.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::bad_request("invalid_ip", "ip must be an IPv4 or IPv6 address"))
+        })
+        .transpose()?;
     let request = Request {
         permission: permission.as_ref(),
         resource: body.resource.as_deref(),
         method: body.method.as_deref(),
+        path: body.path.as_deref(),
+        routes: &[],
+        origin: body.origin.as_deref(),
+        ip,
     };
-    let v = state
-        .verifier
-        .verify(&body.key, &request, Some(principal.workspace_id()))
-        .await?;
+    let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
     let key = v.key.as_deref();
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),
@@ -124,9 +143,7 @@ pub async fn verify_key(
         workspace_id: key.map(|k| k.workspace_id.clone()),
         name: key.map(|k| k.name.clone()),
         key_type: key.map(|k| k.key_type.as_str()),
-        permissions: key
-            .map(|k| k.scopes.iter().map(ToString::to_string).collect())
-            .unwrap_or_default(),
+        permissions: key.map(|k| k.scopes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
         roles: Vec::new(),
         meta: key.map(|k| k.metadata.clone()),
         expires_at: key.and_then(|k| k.expires_at),

@@ -31,9 +31,7 @@ pub mod time_opt {
 
 /// For PATCH bodies: distinguishes an absent field (`None`) from an explicit
 /// `null` (`Some(None)`).
-pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -46,7 +44,7 @@ pub struct KeyView {
     pub workspace_id: String,
     pub name: String,
     pub description: Option<String>,
-    /// Key type; `secret` (a server-side REST key).
+    /// Key type: `secret` (server-side REST key) or `publishable` (browser key).
     #[serde(rename = "type")]
     #[schema(example = "secret")]
     pub key_type: String,
@@ -62,6 +60,10 @@ pub struct KeyView {
     pub account_administrator: bool,
     /// Resource (site) ids the key is limited to; empty means all.
     pub resources: Vec<String>,
+    /// Browser origins allowed to use the key; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// Client IP ranges allowed to use the key; empty means any.
+    pub allowed_ips: Vec<String>,
     #[schema(value_type = Object)]
     pub metadata: Value,
     /// `active`, `inactive` or `revoked`.
@@ -107,6 +109,8 @@ impl From<&ApiKey> for KeyView {
             administrator: k.flags.administrator,
             account_administrator: k.flags.account_administrator,
             resources: k.resources.clone(),
+            allowed_origins: k.allowed_origins.iter().map(|o| o.as_str().to_owned()).collect(),
+            allowed_ips: k.allowed_ips.iter().map(ToString::to_string).collect(),
             metadata: k.metadata.clone(),
             state: k.state.as_str().to_owned(),
             legacy: k.legacy,

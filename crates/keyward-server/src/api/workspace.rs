@@ -26,6 +26,12 @@ pub struct WorkspaceView {
     pub default_key_lifetime_days: Option<u32>,
     /// Longest lifetime a key may have; null = no maximum.
     pub max_key_lifetime_days: Option<u32>,
+    /// Which permission each route of the protected API needs (forward-auth and `path` in verify).
+    pub routes: Vec<RouteView>,
+    /// Permissions a publishable (browser) key may hold.
+    pub public_permissions: Vec<String>,
+    /// Metadata fields forward-auth sends upstream as `X-Keyward-Meta-<Field>` headers.
+    pub identity_metadata: Vec<String>,
     #[serde(serialize_with = "super::views::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -43,10 +49,36 @@ impl From<Workspace> for WorkspaceView {
             max_keys: w.policy.max_keys,
             default_key_lifetime_days: w.policy.default_key_lifetime_days,
             max_key_lifetime_days: w.policy.max_key_lifetime_days,
+            routes: w
+                .routes
+                .iter()
+                .map(|r| RouteView {
+                    method: r.method.clone(),
+                    path: r.path.clone(),
+                    permission: r.permission.to_string(),
+                })
+                .collect(),
+            public_permissions: w.public_permissions.iter().map(ToString::to_string).collect(),
+            identity_metadata: w.identity_metadata,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
     }
+}
+
+/// A route scope: requests matching `method` and `path` need `permission`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteView {
+    /// An HTTP method, or `*` for any.
+    #[schema(example = "GET")]
+    pub method: String,
+    /// A path pattern: literal segments, `*` (one segment), `**` (any number).
+    #[schema(example = "/api/v2/campaigns/**")]
+    pub path: String,
+    /// The permission such requests need.
+    #[schema(example = "campaigns:read")]
+    pub permission: String,
 }
 
 /// Settings to change; `null` clears a limit.
@@ -65,6 +97,12 @@ pub struct UpdateWorkspaceRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
     pub max_key_lifetime_days: Option<Option<u32>>,
+    /// Replaces the route scopes (first match wins, in order).
+    pub routes: Option<Vec<RouteView>>,
+    /// Replaces the permissions publishable keys may hold.
+    pub public_permissions: Option<Vec<String>>,
+    /// Replaces the metadata fields sent upstream by forward-auth.
+    pub identity_metadata: Option<Vec<String>>,
 }
 
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace",
@@ -78,9 +116,7 @@ pub async fn get_workspace(
     principal: Principal,
 ) -> ApiResult<axum::Json<WorkspaceView>> {
     principal.require("settings:read")?;
-    Ok(axum::Json(
-        state.workspaces.get(principal.workspace_id()).await?.into(),
-    ))
+    Ok(axum::Json(state.workspaces.get(principal.workspace_id()).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
@@ -101,12 +137,9 @@ pub async fn update_workspace(
         max_keys: body.max_keys,
         default_key_lifetime_days: body.default_key_lifetime_days,
         max_key_lifetime_days: body.max_key_lifetime_days,
+        routes: body.routes.map(|rs| rs.into_iter().map(|r| (r.method, r.path, r.permission)).collect()),
+        public_permissions: body.public_permissions,
+        identity_metadata: body.identity_metadata,
     };
-    Ok(axum::Json(
-        state
-            .workspaces
-            .update(principal.workspace_id(), patch)
-            .await?
-            .into(),
-    ))
+    Ok(axum::Json(state.workspaces.update(principal.workspace_id(), patch).await?.into()))
 }

@@ -14,17 +14,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args, &file).await,
         Command::Bootstrap(args) => admin::bootstrap(args, &file).await,
-        Command::Workspace(WorkspaceCommand::Create {
-            name,
-            storage,
-            json,
-        }) => admin::create_workspace(&name, &storage, json, &file).await,
+        Command::Workspace(WorkspaceCommand::Create { name, storage, json }) => {
+            admin::create_workspace(&name, &storage, json, &file).await
+        }
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Openapi => {
-            println!(
-                "{}",
-                keyward_server::api::openapi_document().to_pretty_json()?
-            );
+            println!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
         }
     }

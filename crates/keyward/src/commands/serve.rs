@@ -13,17 +13,16 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     telemetry::init_logging(settings.log_format, &settings.log_filter);
     let store = keyward_store::open(&settings.storage.database_url).await?;
     let app = Application::build(settings.server.clone(), store, settings.storage.hasher).await?;
-    if let Some(created) = app
-        .services()
-        .workspaces
-        .bootstrap(&args.workspace_name)
-        .await?
-    {
+    if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name).await? {
         // Printed on stdout, never logged: logs must not carry secrets.
         print_new_workspace(&created, false);
     }
     let addr = app.local_addr();
     tracing::info!(%addr, "keyward listening");
+    if let Some(fa) = app.forward_auth_addr() {
+        tracing::info!(addr = %fa, "forward-auth listening");
+        println!("keyward forward-auth listening on http://{fa}");
+    }
     println!("keyward listening on http://{addr}");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("keyward stopped");

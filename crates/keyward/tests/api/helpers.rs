@@ -12,6 +12,8 @@ use tempfile::TempDir;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The trusted forward-auth listener.
+    pub forward_auth_addr: SocketAddr,
     pub admin_key: String,
     pub workspace_id: String,
     pub services: keyward_server::Services,
@@ -29,20 +31,13 @@ pub struct Resp {
 
 impl Resp {
     pub fn error(&self) -> &str {
-        self.body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no error in {}", self.body))
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.body))
     }
     pub fn code(&self) -> &str {
-        self.body["code"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no code in {}", self.body))
+        self.body["code"].as_str().unwrap_or_else(|| panic!("no code in {}", self.body))
     }
     pub fn str(&self, field: &str) -> String {
-        self.body[field]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {field} in {}", self.body))
-            .to_owned()
+        self.body[field].as_str().unwrap_or_else(|| panic!("no {field} in {}", self.body)).to_owned()
     }
     /// Asserts an error response with this status and message.
     #[track_caller]
@@ -69,23 +64,21 @@ pub async fn spawn_app() -> TestApp {
         listen: "127.0.0.1:0".parse().unwrap(),
         usage_flush_interval: Duration::from_millis(50),
         negative_cache_ttl: Duration::from_millis(200),
+        forward_auth_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..ServerConfig::default()
     };
     let app = Application::build(config, store, hasher).await.unwrap();
     let services = app.services().clone();
-    let created = services
-        .workspaces
-        .bootstrap("Test")
-        .await
-        .unwrap()
-        .unwrap();
+    let created = services.workspaces.bootstrap("Test").await.unwrap().unwrap();
     let addr = app.local_addr();
+    let forward_auth_addr = app.forward_auth_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     TestApp {
         addr,
+        forward_auth_addr,
         admin_key: created.secret.expose().to_owned(),
         workspace_id: created.workspace.id,
         services,
@@ -101,13 +94,7 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
         let mut req = self.client.request(method, self.url(path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -119,17 +106,10 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         assert!(status.as_u16() < 500, "server error {status}: {body}");
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     /// Sends a raw body with the admin key.
@@ -140,11 +120,7 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(&self.admin_key)
-            .body(body);
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(&self.admin_key).body(body);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
@@ -153,42 +129,23 @@ impl TestApp {
         let headers = resp.headers().clone();
         let body = resp.json().await.unwrap_or(Value::Null);
         assert!(status.as_u16() < 500, "server error {status}: {body}");
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.call(Method::GET, path, Some(&self.admin_key.clone()), None)
-            .await
+        self.call(Method::GET, path, Some(&self.admin_key.clone()), None).await
     }
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.call(
-            Method::POST,
-            path,
-            Some(&self.admin_key.clone()),
-            Some(body),
-        )
-        .await
+        self.call(Method::POST, path, Some(&self.admin_key.clone()), Some(body)).await
     }
     pub async fn post_empty(&self, path: &str) -> Resp {
-        self.call(Method::POST, path, Some(&self.admin_key.clone()), None)
-            .await
+        self.call(Method::POST, path, Some(&self.admin_key.clone()), None).await
     }
     pub async fn patch(&self, path: &str, body: Value) -> Resp {
-        self.call(
-            Method::PATCH,
-            path,
-            Some(&self.admin_key.clone()),
-            Some(body),
-        )
-        .await
+        self.call(Method::PATCH, path, Some(&self.admin_key.clone()), Some(body)).await
     }
     pub async fn delete(&self, path: &str) -> Resp {
-        self.call(Method::DELETE, path, Some(&self.admin_key.clone()), None)
-            .await
+        self.call(Method::DELETE, path, Some(&self.admin_key.clone()), None).await
     }
 
     /// Creates a key with these settings (name added when missing).
@@ -198,11 +155,7 @@ impl TestApp {
         }
         let r = self.post("/v1/keys", settings).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        Key {
-            id: r.str("id"),
-            secret: r.str("secret"),
-            body: r.body,
-        }
+        Key { id: r.str("id"), secret: r.str("secret"), body: r.body }
     }
 
     pub async fn verify(&self, key: &str, extra: Value) -> Value {
@@ -216,27 +169,16 @@ impl TestApp {
     }
 
     pub async fn verify_code(&self, key: &str) -> String {
-        self.verify(key, json!({})).await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.verify(key, json!({})).await["code"].as_str().unwrap().to_owned()
     }
 
     pub async fn key_count(&self) -> usize {
-        self.get("/v1/keys?limit=200").await.body["data"]
-            .as_array()
-            .unwrap()
-            .len()
+        self.get("/v1/keys?limit=200").await.body["data"].as_array().unwrap().len()
     }
 
     /// A second workspace in the same deployment, with its own admin key.
     pub async fn other_workspace(&self) -> (String, String) {
-        let created = self
-            .services
-            .workspaces
-            .create_with_admin_key("Other")
-            .await
-            .unwrap();
+        let created = self.services.workspaces.create_with_admin_key("Other").await.unwrap();
         (created.workspace.id, created.secret.expose().to_owned())
     }
 

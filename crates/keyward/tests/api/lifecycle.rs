@@ -45,22 +45,10 @@ async fn list_paginates_and_filters() {
     assert_eq!(first.body["data"][0]["name"], "batch 4", "newest first");
     let mut seen = Vec::new();
     let mut cursor = first.body["nextCursor"].as_str().map(str::to_owned);
-    seen.extend(
-        first.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["id"].clone()),
-    );
+    seen.extend(first.body["data"].as_array().unwrap().iter().map(|k| k["id"].clone()));
     while let Some(c) = cursor {
         let page = app.get(&format!("/v1/keys?limit=2&cursor={c}")).await;
-        seen.extend(
-            page.body["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|k| k["id"].clone()),
-        );
+        seen.extend(page.body["data"].as_array().unwrap().iter().map(|k| k["id"].clone()));
         cursor = page.body["nextCursor"].as_str().map(str::to_owned);
     }
     assert_eq!(seen.len(), 6, "5 keys plus the admin key, each once");
@@ -74,37 +62,21 @@ async fn list_paginates_and_filters() {
     let inactive = app.get("/v1/keys?state=inactive").await;
     assert_eq!(inactive.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(inactive.body["data"][0]["id"], k.as_str());
-    assert_eq!(
-        app.get("/v1/keys?type=secret").await.body["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        6
-    );
+    assert_eq!(app.get("/v1/keys?type=secret").await.body["data"].as_array().unwrap().len(), 6);
     // Filters that are not filters.
-    app.get("/v1/keys?state=sleeping")
-        .await
-        .assert_error(400, "state must be: active, inactive or revoked");
-    app.get("/v1/keys?limit=0")
-        .await
-        .assert_error(400, "limit must be between 1 and 200");
+    app.get("/v1/keys?state=sleeping").await.assert_error(400, "state must be: active, inactive or revoked");
+    app.get("/v1/keys?limit=0").await.assert_error(400, "limit must be between 1 and 200");
     app.get("/v1/keys?limit=abc").await.code();
     assert_eq!(app.get("/v1/keys?limit=abc").await.status, 400);
-    app.get("/v1/keys?cursor=zzz")
-        .await
-        .assert_error(400, "cursor is not valid");
-    app.get("/v1/keys?type=public")
-        .await
-        .assert_error(400, "type must be: secret");
+    app.get("/v1/keys?cursor=zzz").await.assert_error(400, "cursor is not valid");
+    app.get("/v1/keys?type=public").await.assert_error(400, "type must be: secret or publishable");
     app.stop().await;
 }
 
 #[tokio::test]
 async fn edit_changes_what_it_names_and_honours_if_match() {
     let app = spawn_app().await;
-    let key = app
-        .create_key(json!({"name": "old", "description": "d", "scopes": ["read"], "expiresIn": 10}))
-        .await;
+    let key = app.create_key(json!({"name": "old", "description": "d", "scopes": ["read"], "expiresIn": 10})).await;
     let path = format!("/v1/keys/{}", key.id);
     let r = app
         .patch(&path, json!({"name": "new", "description": null, "scopes": ["write"], "metadata": {"phone": "+1"}, "resources": ["site_a"]}))
@@ -117,38 +89,23 @@ async fn edit_changes_what_it_names_and_honours_if_match() {
     assert_eq!(r.body["version"], 2);
     assert_eq!(r.headers["etag"], "\"2\"");
     // The change reaches verification at once (the cache follows writes).
-    let v = app
-        .verify(&key.secret, json!({"method": "POST", "resource": "site_a"}))
-        .await;
+    let v = app.verify(&key.secret, json!({"method": "POST", "resource": "site_a"})).await;
     assert_eq!(v["code"], "VALID", "{v}");
 
     // Expiry may only come closer.
     let sooner = (chrono::Utc::now() + chrono::Duration::days(5)).to_rfc3339();
-    assert_eq!(
-        app.patch(&path, json!({"expiresAt": sooner})).await.status,
-        200
-    );
+    assert_eq!(app.patch(&path, json!({"expiresAt": sooner})).await.status, 200);
     let later = (chrono::Utc::now() + chrono::Duration::days(50)).to_rfc3339();
     let r = app.patch(&path, json!({"expiresAt": later})).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.code(), "expiry_extension");
-    assert_eq!(
-        app.patch(&path, json!({"expiresAt": null})).await.status,
-        400
-    );
+    assert_eq!(app.patch(&path, json!({"expiresAt": null})).await.status, 400);
 
     // If-Match.
-    let stale = app
-        .client_patch_with_if_match(&path, "\"1\"", json!({"name": "stale"}))
-        .await;
+    let stale = app.client_patch_with_if_match(&path, "\"1\"", json!({"name": "stale"})).await;
     assert_eq!(stale.status, 412, "{}", stale.body);
-    let current = app.get(&path).await.headers["etag"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let ok = app
-        .client_patch_with_if_match(&path, &current, json!({"name": "fresh"}))
-        .await;
+    let current = app.get(&path).await.headers["etag"].to_str().unwrap().to_owned();
+    let ok = app.client_patch_with_if_match(&path, &current, json!({"name": "fresh"})).await;
     assert_eq!(ok.status, 200);
     assert_eq!(app.get(&path).await.body["name"], "fresh");
     app.stop().await;
@@ -171,11 +128,7 @@ impl crate::helpers::TestApp {
             .unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        crate::helpers::Resp {
-            status,
-            headers,
-            body: resp.json().await.unwrap(),
-        }
+        crate::helpers::Resp { status, headers, body: resp.json().await.unwrap() }
     }
 }
 
@@ -194,17 +147,8 @@ async fn clone_makes_a_new_key_with_the_same_settings() {
     assert_eq!(r.body["resources"], key.body["resources"]);
     assert_eq!(r.body["metadata"], key.body["metadata"]);
     assert_eq!(app.verify_code(&r.str("secret")).await, "VALID");
-    assert_eq!(
-        app.verify_code(&key.secret).await,
-        "VALID",
-        "the original still works"
-    );
-    let named = app
-        .post(
-            &format!("/v1/keys/{}/clone", key.id),
-            json!({"name": "svc v2"}),
-        )
-        .await;
+    assert_eq!(app.verify_code(&key.secret).await, "VALID", "the original still works");
+    let named = app.post(&format!("/v1/keys/{}/clone", key.id), json!({"name": "svc v2"})).await;
     assert_eq!(named.body["name"], "svc v2");
     app.stop().await;
 }
@@ -218,33 +162,15 @@ async fn roll_keeps_the_id_and_honours_the_grace_period() {
     assert_eq!(r.str("id"), key.id);
     let second = r.str("secret");
     assert_ne!(second, key.secret);
-    assert_eq!(
-        app.verify_code(&key.secret).await,
-        "INVALID_SECRET",
-        "no grace: the old secret stops at once"
-    );
+    assert_eq!(app.verify_code(&key.secret).await, "INVALID_SECRET", "no grace: the old secret stops at once");
     assert_eq!(app.verify_code(&second).await, "VALID");
 
-    let r = app
-        .post(
-            &format!("/v1/keys/{}/roll", key.id),
-            json!({"gracePeriodSeconds": 3600}),
-        )
-        .await;
+    let r = app.post(&format!("/v1/keys/{}/roll", key.id), json!({"gracePeriodSeconds": 3600})).await;
     let third = r.str("secret");
     assert!(r.body["previousSecretExpiresAt"].is_string());
-    assert_eq!(
-        app.verify_code(&second).await,
-        "VALID",
-        "within the grace period"
-    );
+    assert_eq!(app.verify_code(&second).await, "VALID", "within the grace period");
     assert_eq!(app.verify_code(&third).await, "VALID");
-    let r = app
-        .post(
-            &format!("/v1/keys/{}/roll", key.id),
-            json!({"gracePeriodSeconds": 99999999}),
-        )
-        .await;
+    let r = app.post(&format!("/v1/keys/{}/roll", key.id), json!({"gracePeriodSeconds": 99999999})).await;
     assert_eq!(r.status, 400);
     app.stop().await;
 }
@@ -255,9 +181,7 @@ async fn deactivate_activate_revoke_delete() {
     let key = app.create_key(json!({"scopes": ["*"]})).await;
     let path = format!("/v1/keys/{}", key.id);
 
-    app.delete(&path)
-        .await
-        .assert_error(409, "API key is active. Deactivate it before deleting it.");
+    app.delete(&path).await.assert_error(409, "API key is active. Deactivate it before deleting it.");
     let r = app.post_empty(&format!("{path}/deactivate")).await;
     assert_eq!(r.body["state"], "inactive");
     assert_eq!(app.verify_code(&key.secret).await, "INACTIVE");
@@ -269,19 +193,14 @@ async fn deactivate_activate_revoke_delete() {
     assert_eq!(r.body["state"], "revoked");
     assert!(r.body["revokedAt"].is_string());
     assert_eq!(app.verify_code(&key.secret).await, "REVOKED");
-    assert_eq!(
-        app.post_empty(&format!("{path}/activate")).await.status,
-        409
-    );
+    assert_eq!(app.post_empty(&format!("{path}/activate")).await.status, 409);
     assert_eq!(app.post_empty(&format!("{path}/roll")).await.status, 409);
     assert_eq!(app.patch(&path, json!({"name": "x"})).await.status, 409);
 
     assert_eq!(app.delete(&path).await.status, 204);
     app.get(&path).await.assert_error(404, "API key not found");
     assert_eq!(app.verify_code(&key.secret).await, "NOT_FOUND");
-    app.delete(&path)
-        .await
-        .assert_error(404, "API key not found");
+    app.delete(&path).await.assert_error(404, "API key not found");
     app.stop().await;
 }
 
@@ -317,52 +236,23 @@ async fn workspace_key_limit_and_expiry_policy() {
     app.create_key(json!({"name": "third"})).await;
     app.patch("/v1/workspace", json!({"maxKeys": null})).await;
 
-    let r = app
-        .patch(
-            "/v1/workspace",
-            json!({"defaultKeyLifetimeDays": 365, "maxKeyLifetimeDays": 400}),
-        )
-        .await;
+    let r = app.patch("/v1/workspace", json!({"defaultKeyLifetimeDays": 365, "maxKeyLifetimeDays": 400})).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let k = app.create_key(json!({})).await;
-    let expires =
-        chrono::DateTime::parse_from_rfc3339(k.body["expiresAt"].as_str().unwrap()).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(k.body["expiresAt"].as_str().unwrap()).unwrap();
     let days = (expires.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
-    assert!(
-        (364..=365).contains(&days),
-        "default lifetime applied: {days}"
-    );
+    assert!((364..=365).contains(&days), "default lifetime applied: {days}");
     app.post("/v1/keys", json!({"name": "long", "expiresIn": 401}))
         .await
-        .assert_error(
-            400,
-            "Key lifetime exceeds the workspace maximum of 400 days",
-        );
+        .assert_error(400, "Key lifetime exceeds the workspace maximum of 400 days");
     app.create_key(json!({"expiresIn": 30})).await;
-    let r = app
-        .patch("/v1/workspace", json!({"defaultKeyLifetimeDays": 500}))
-        .await;
+    let r = app.patch("/v1/workspace", json!({"defaultKeyLifetimeDays": 500})).await;
     assert_eq!(r.status, 400);
-    app.patch("/v1/workspace", json!({"defaultKeyLifetimeDays": 0}))
-        .await
-        .code();
-    assert_eq!(
-        app.patch("/v1/workspace", json!({"maxKeys": -1}))
-            .await
-            .status,
-        400
-    );
-    assert_eq!(
-        app.patch("/v1/workspace", json!({"tokenPrefix": "Bad Prefix"}))
-            .await
-            .status,
-        400
-    );
-    app.patch("/v1/workspace", json!({"tokenPrefix": "acme"}))
-        .await;
-    let k = app
-        .create_key(json!({"environment": "test", "expiresIn": 3}))
-        .await;
+    app.patch("/v1/workspace", json!({"defaultKeyLifetimeDays": 0})).await.code();
+    assert_eq!(app.patch("/v1/workspace", json!({"maxKeys": -1})).await.status, 400);
+    assert_eq!(app.patch("/v1/workspace", json!({"tokenPrefix": "Bad Prefix"})).await.status, 400);
+    app.patch("/v1/workspace", json!({"tokenPrefix": "acme"})).await;
+    let k = app.create_key(json!({"environment": "test", "expiresIn": 3})).await;
     assert!(k.secret.starts_with("acme_test_"), "{}", k.secret);
     assert_eq!(app.verify_code(&k.secret).await, "VALID");
     app.stop().await;

@@ -5,8 +5,10 @@ mod helpers;
 
 mod auth;
 mod compat;
+mod forward_auth;
 mod import;
 mod lifecycle;
+mod nginx;
 mod ops;
 mod validation;
 mod verify;

@@ -9,25 +9,14 @@ use crate::helpers::spawn_app;
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
     let r = app.call(Method::GET, "/healthz", None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["status"].as_str()),
-        (200, Some("ok"))
-    );
+    assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (200, Some("ok")));
     let r = app.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!(
-        (r.status.as_u16(), r.body["status"].as_str()),
-        (200, Some("ready"))
-    );
+    assert_eq!((r.status.as_u16(), r.body["status"].as_str()), (200, Some("ready")));
 
     let key = app.create_key(json!({})).await;
     app.verify_code(&key.secret).await;
     app.verify_code("nonsense").await;
-    let text = reqwest::get(app.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
     for needle in [
         "keyward_verifications_total{code=\"VALID\"}",
         "keyward_verifications_total{code=\"MALFORMED\"}",
@@ -49,12 +38,7 @@ async fn docs_are_served_without_a_cdn() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "the docs page is Swagger UI");
     assert!(!html.contains("https://"), "no external assets");
-    let spec: serde_json::Value = reqwest::get(app.url("/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: serde_json::Value = reqwest::get(app.url("/openapi.json")).await.unwrap().json().await.unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
     assert!(spec["paths"]["/v1/keys/verify"]["post"].is_object());
     app.stop().await;
@@ -64,10 +48,7 @@ async fn docs_are_served_without_a_cdn() {
 /// `KEYWARD_UPDATE_OPENAPI=1` to rewrite it after changing the API.
 #[test]
 fn committed_openapi_document_is_current() {
-    let generated = keyward_server::api::openapi_document()
-        .to_pretty_json()
-        .unwrap()
-        + "\n";
+    let generated = keyward_server::api::openapi_document().to_pretty_json().unwrap() + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
     if std::env::var_os("KEYWARD_UPDATE_OPENAPI").is_some() {
         std::fs::write(&path, &generated).unwrap();

@@ -15,51 +15,21 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
         (json!({}), "API key name is required"),
         (json!({"name": ""}), "API key name is required"),
         (json!({"name": "   "}), "API key name is required"),
-        (
-            json!({"name": "x".repeat(101)}),
-            "API key name must be at most 100 characters",
-        ),
-        (
-            json!({"name": "a", "scopes": ["superuser"]}),
-            "Invalid scope. Must be: read, write, or admin",
-        ),
-        (
-            json!({"name": "a", "scopes": ["Campaigns:read"]}),
-            "Invalid scope. Must be: read, write, or admin",
-        ),
-        (
-            json!({"name": "a", "expiresAt": past}),
-            "expiresAt must be in the future",
-        ),
-        (
-            json!({"name": "a", "expiresIn": 0}),
-            "expiresIn must be between 1 and 36500 days",
-        ),
-        (
-            json!({"name": "a", "expiresIn": 1, "expiresAt": soon}),
-            "Give either expiresAt or expiresIn, not both",
-        ),
-        (
-            json!({"name": "a", "description": "d".repeat(501)}),
-            "Description must be at most 500 characters",
-        ),
-        (
-            json!({"name": "a", "metadata": [1, 2]}),
-            "metadata must be a JSON object",
-        ),
-        (
-            json!({"name": "a", "metadata": {"blob": "x".repeat(9000)}}),
-            "metadata must be at most 8 KiB of JSON",
-        ),
+        (json!({"name": "x".repeat(101)}), "API key name must be at most 100 characters"),
+        (json!({"name": "a", "scopes": ["superuser"]}), "Invalid scope. Must be: read, write, or admin"),
+        (json!({"name": "a", "scopes": ["Campaigns:read"]}), "Invalid scope. Must be: read, write, or admin"),
+        (json!({"name": "a", "expiresAt": past}), "expiresAt must be in the future"),
+        (json!({"name": "a", "expiresIn": 0}), "expiresIn must be between 1 and 36500 days"),
+        (json!({"name": "a", "expiresIn": 1, "expiresAt": soon}), "Give either expiresAt or expiresIn, not both"),
+        (json!({"name": "a", "description": "d".repeat(501)}), "Description must be at most 500 characters"),
+        (json!({"name": "a", "metadata": [1, 2]}), "metadata must be a JSON object"),
+        (json!({"name": "a", "metadata": {"blob": "x".repeat(9000)}}), "metadata must be at most 8 KiB of JSON"),
         (
             json!({"name": "a", "resources": ["site one"]}),
             "Resource ids are 1 to 128 letters, digits, '_', '-', '.' or ':'",
         ),
-        (json!({"name": "a", "type": "ftp"}), "type must be: secret"),
-        (
-            json!({"name": "a", "environment": "prod"}),
-            "environment must be: live or test",
-        ),
+        (json!({"name": "a", "type": "ftp"}), "type must be: secret or publishable"),
+        (json!({"name": "a", "environment": "prod"}), "environment must be: live or test"),
     ];
     for (body, message) in cases {
         app.post("/v1/keys", body).await.assert_error(400, message);
@@ -76,41 +46,16 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
         assert_eq!(r.status, 400, "{}", r.body);
         assert_eq!(r.code(), "invalid_body");
     }
-    let r = app
-        .raw(
-            Method::POST,
-            "/v1/keys",
-            Some("application/json"),
-            "{\"name\": ",
-        )
-        .await;
+    let r = app.raw(Method::POST, "/v1/keys", Some("application/json"), "{\"name\": ").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "malformed_json"));
-    let r = app
-        .raw(Method::POST, "/v1/keys", Some("application/json"), "")
-        .await;
+    let r = app.raw(Method::POST, "/v1/keys", Some("application/json"), "").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "body_required"));
-    let r = app
-        .raw(
-            Method::POST,
-            "/v1/keys",
-            Some("text/plain"),
-            "{\"name\":\"a\"}",
-        )
-        .await;
+    let r = app.raw(Method::POST, "/v1/keys", Some("text/plain"), "{\"name\":\"a\"}").await;
     assert_eq!(r.status, 415);
-    let huge = format!(
-        "{{\"name\": \"a\", \"description\": \"{}\"}}",
-        "x".repeat(200_000)
-    );
-    let r = app
-        .raw(Method::POST, "/v1/keys", Some("application/json"), huge)
-        .await;
+    let huge = format!("{{\"name\": \"a\", \"description\": \"{}\"}}", "x".repeat(200_000));
+    let r = app.raw(Method::POST, "/v1/keys", Some("application/json"), huge).await;
     assert_eq!((r.status.as_u16(), r.code()), (413, "payload_too_large"));
-    assert_eq!(
-        app.key_count().await,
-        before,
-        "no failing call created a key"
-    );
+    assert_eq!(app.key_count().await, before, "no failing call created a key");
     app.stop().await;
 }
 
@@ -119,17 +64,10 @@ async fn errors_never_echo_submitted_values() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
     // A secret sent where a number belongs must not come back in the error.
-    let r = app
-        .post("/v1/keys", json!({"name": "a", "expiresIn": key.secret}))
-        .await;
+    let r = app.post("/v1/keys", json!({"name": "a", "expiresIn": key.secret})).await;
     assert_eq!(r.status, 400);
     assert!(!r.body.to_string().contains(&key.secret), "{}", r.body);
-    let r = app
-        .post(
-            "/v1/keys/verify",
-            json!({"key": key.secret, "permission": 7}),
-        )
-        .await;
+    let r = app.post("/v1/keys/verify", json!({"key": key.secret, "permission": 7})).await;
     assert!(!r.body.to_string().contains(&key.secret), "{}", r.body);
     app.stop().await;
 }
@@ -137,39 +75,17 @@ async fn errors_never_echo_submitted_values() {
 #[tokio::test]
 async fn unknown_routes_ids_and_methods() {
     let app = spawn_app().await;
-    app.get("/v1/keys/key_doesnotexist0000")
-        .await
-        .assert_error(404, "API key not found");
-    app.get("/v1/keys/k%00..")
-        .await
-        .assert_error(404, "API key not found");
+    app.get("/v1/keys/key_doesnotexist0000").await.assert_error(404, "API key not found");
+    app.get("/v1/keys/k%00..").await.assert_error(404, "API key not found");
     let r = app.get("/v1/keys/%ff%fe").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_path"));
     let r = app.get("/v1/nothing-here").await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
-    let r = app
-        .call(
-            Method::PUT,
-            "/v1/keys",
-            Some(&app.admin_key),
-            Some(json!({})),
-        )
-        .await;
+    let r = app.call(Method::PUT, "/v1/keys", Some(&app.admin_key), Some(json!({}))).await;
     assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
     for action in ["clone", "roll", "deactivate", "activate", "revoke", "usage"] {
-        let method = if action == "usage" {
-            Method::GET
-        } else {
-            Method::POST
-        };
-        let r = app
-            .call(
-                method,
-                &format!("/v1/keys/key_nope/{action}"),
-                Some(&app.admin_key),
-                None,
-            )
-            .await;
+        let method = if action == "usage" { Method::GET } else { Method::POST };
+        let r = app.call(method, &format!("/v1/keys/key_nope/{action}"), Some(&app.admin_key), None).await;
         r.assert_error(404, "API key not found");
     }
     let r = app.patch("/v1/keys/key_nope", json!({"name": "x"})).await;
@@ -180,13 +96,9 @@ async fn unknown_routes_ids_and_methods() {
 #[tokio::test]
 async fn edits_refuse_bad_values_and_change_nothing() {
     let app = spawn_app().await;
-    let key = app
-        .create_key(json!({"name": "stable", "scopes": ["read"]}))
-        .await;
+    let key = app.create_key(json!({"name": "stable", "scopes": ["read"]})).await;
     let path = format!("/v1/keys/{}", key.id);
-    app.patch(&path, json!({"name": ""}))
-        .await
-        .assert_error(400, "API key name is required");
+    app.patch(&path, json!({"name": ""})).await.assert_error(400, "API key name is required");
     app.patch(&path, json!({"scopes": ["nope"]}))
         .await
         .assert_error(400, "Invalid scope. Must be: read, write, or admin");

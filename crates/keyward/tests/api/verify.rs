@@ -8,17 +8,11 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn every_code() {
     let app = spawn_app().await;
-    let key = app
-        .create_key(
-            json!({"scopes": ["read"], "resources": ["site_abc123"], "metadata": {"plan": "pro"}}),
-        )
-        .await;
+    let key =
+        app.create_key(json!({"scopes": ["read"], "resources": ["site_abc123"], "metadata": {"plan": "pro"}})).await;
 
     let v = app
-        .verify(
-            &key.secret,
-            json!({"permission": "campaigns:read", "resource": "site_abc123", "method": "GET"}),
-        )
+        .verify(&key.secret, json!({"permission": "campaigns:read", "resource": "site_abc123", "method": "GET"}))
         .await;
     assert_eq!(v["valid"], true);
     assert_eq!(v["code"], "VALID");
@@ -29,51 +23,28 @@ async fn every_code() {
     assert_eq!(v["roles"], json!([]));
     assert_eq!(v["meta"]["plan"], "pro");
 
-    let v = app
-        .verify(&key.secret, json!({"resource": "site_xyz789"}))
-        .await;
-    assert_eq!(
-        (v["valid"].as_bool(), v["code"].as_str()),
-        (Some(false), Some("FORBIDDEN_RESOURCE"))
-    );
+    let v = app.verify(&key.secret, json!({"resource": "site_xyz789"})).await;
+    assert_eq!((v["valid"].as_bool(), v["code"].as_str()), (Some(false), Some("FORBIDDEN_RESOURCE")));
     assert_eq!(v["message"], "This API key cannot access site_xyz789");
 
     let v = app.verify(&key.secret, json!({"method": "DELETE"})).await;
     assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS");
-    assert_eq!(
-        v["message"],
-        "Insufficient permissions. This key has read-only access."
-    );
-    let v = app
-        .verify(&key.secret, json!({"permission": "keys:manage"}))
-        .await;
+    assert_eq!(v["message"], "Insufficient permissions. This key has read-only access.");
+    let v = app.verify(&key.secret, json!({"permission": "keys:manage"})).await;
     assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS");
 
-    for bad in [
-        "",
-        "kw_live_",
-        "not a key",
-        "kw_live_0123456789abcdef",
-        &format!("{}A", key.secret),
-    ] {
+    for bad in ["", "kw_live_", "not a key", "kw_live_0123456789abcdef", &format!("{}A", key.secret)] {
         assert_eq!(app.verify_code(bad).await, "MALFORMED", "{bad:?}");
     }
     // A mistyped character fails the checksum.
     let mut typo = key.secret.clone().into_bytes();
     let last = typo.len() - 10;
     typo[last] = if typo[last] == b'a' { b'b' } else { b'a' };
-    assert_eq!(
-        app.verify_code(&String::from_utf8(typo).unwrap()).await,
-        "MALFORMED"
-    );
+    assert_eq!(app.verify_code(&String::from_utf8(typo).unwrap()).await, "MALFORMED");
 
     let unknown = keyward_core::token::generate("kw", Environment::Live);
     assert_eq!(app.verify_code(unknown.expose()).await, "NOT_FOUND");
-    assert_eq!(
-        app.verify_code(unknown.expose()).await,
-        "NOT_FOUND",
-        "remembered as unknown"
-    );
+    assert_eq!(app.verify_code(unknown.expose()).await, "NOT_FOUND", "remembered as unknown");
 
     let id = parse(&key.secret).unwrap().id.to_owned();
     let forged = generate_with_id("kw", Environment::Live, &id);
@@ -86,8 +57,7 @@ async fn every_code() {
     tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
     assert_eq!(app.verify_code(&expiring.secret).await, "EXPIRED");
 
-    app.post_empty(&format!("/v1/keys/{}/deactivate", key.id))
-        .await;
+    app.post_empty(&format!("/v1/keys/{}/deactivate", key.id)).await;
     assert_eq!(app.verify_code(&key.secret).await, "INACTIVE");
     app.post_empty(&format!("/v1/keys/{}/revoke", key.id)).await;
     assert_eq!(app.verify_code(&key.secret).await, "REVOKED");
@@ -99,49 +69,23 @@ async fn flags_and_full_access() {
     let app = spawn_app().await;
     let full = app.create_key(json!({"scopes": ["*"]})).await;
     assert_eq!(
-        app.verify(
-            &full.secret,
-            json!({"permission": "anything:future", "method": "DELETE"})
-        )
-        .await["code"],
+        app.verify(&full.secret, json!({"permission": "anything:future", "method": "DELETE"})).await["code"],
         "VALID"
     );
-    let ro = app
-        .create_key(json!({"scopes": ["*"], "readOnly": true}))
-        .await;
-    assert_eq!(
-        app.verify(&ro.secret, json!({"method": "POST"})).await["code"],
-        "INSUFFICIENT_PERMISSIONS"
-    );
-    assert_eq!(
-        app.verify(&ro.secret, json!({"permission": "keys:read"}))
-            .await["code"],
-        "VALID"
-    );
+    let ro = app.create_key(json!({"scopes": ["*"], "readOnly": true})).await;
+    assert_eq!(app.verify(&ro.secret, json!({"method": "POST"})).await["code"], "INSUFFICIENT_PERMISSIONS");
+    assert_eq!(app.verify(&ro.secret, json!({"permission": "keys:read"})).await["code"], "VALID");
     let admin = app.create_key(json!({"administrator": true})).await;
+    assert_eq!(app.verify(&admin.secret, json!({"permission": "campaigns:delete"})).await["code"], "VALID");
     assert_eq!(
-        app.verify(&admin.secret, json!({"permission": "campaigns:delete"}))
-            .await["code"],
-        "VALID"
-    );
-    assert_eq!(
-        app.verify(&admin.secret, json!({"permission": "keys:manage"}))
-            .await["code"],
+        app.verify(&admin.secret, json!({"permission": "keys:manage"})).await["code"],
         "INSUFFICIENT_PERMISSIONS"
     );
     let acct = app.create_key(json!({"accountAdministrator": true})).await;
-    assert_eq!(
-        app.verify(&acct.secret, json!({"permission": "keys:manage"}))
-            .await["code"],
-        "VALID"
-    );
+    assert_eq!(app.verify(&acct.secret, json!({"permission": "keys:manage"})).await["code"], "VALID");
     let write = app.create_key(json!({"scopes": ["write"]})).await;
     assert_eq!(
-        app.verify(
-            &write.secret,
-            json!({"permission": "contacts:write", "method": "PUT"})
-        )
-        .await["code"],
+        app.verify(&write.secret, json!({"permission": "contacts:write", "method": "PUT"})).await["code"],
         "VALID"
     );
     app.stop().await;
@@ -166,9 +110,7 @@ async fn bad_verify_requests() {
     }
     let r = app.post("/v1/keys/verify", json!({})).await;
     assert_eq!(r.status, 400);
-    let r = app
-        .post("/v1/keys/verify", json!({"key": key.secret, "tags": []}))
-        .await;
+    let r = app.post("/v1/keys/verify", json!({"key": key.secret, "tags": []})).await;
     assert_eq!(r.status, 400);
     app.stop().await;
 }

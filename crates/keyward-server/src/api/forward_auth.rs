@@ -1,0 +1,284 @@
+//! `/v1/authorize`: forward-auth for gateways. nginx `auth_request`,
+//! Traefik ForwardAuth and Envoy's HTTP ext_authz ask here about every
+//! request; keyward answers 200 with identity headers, or 401/403 with the
+//! JSON error body.
+//!
+//! The original request comes from `X-Original-Method`/`X-Original-URI`
+//! (nginx, as the recipe configures them), `X-Forwarded-Method`/
+//! `X-Forwarded-Uri` (Traefik), or, for Envoy, the method and the path
+//! after `/v1/authorize` of the auth request itself. The gateway proves
+//! itself with `X-Keyward-Verifier-Key` (a key holding `keys:verify`, whose
+//! workspace is the one verified against), or by calling the dedicated
+//! forward-auth listener, which trusts its callers.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
+use keyward_core::verify::{Request, VerifyCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::verify::VERIFY;
+use crate::principal::Principal;
+
+pub const PREFIX: &str = "/v1/authorize";
+pub const VERIFIER_KEY_HEADER: &str = "x-keyward-verifier-key";
+const MAX_URI: usize = 8192;
+
+/// How forward-auth finds keys and clients.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthConfig {
+    /// A header that may carry the client's key (besides `Authorization: Bearer`).
+    pub key_header: Option<HeaderName>,
+    /// A query parameter of the original URI that may carry the client's key.
+    pub key_query_param: Option<String>,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        ForwardAuthConfig {
+            key_header: Some(HeaderName::from_static("x-api-key")),
+            key_query_param: None,
+            trusted_proxies: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
+        }
+    }
+}
+
+/// The body of a 200 answer (gateways read the headers).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Authorized {
+    pub valid: bool,
+    #[schema(example = "key_3fH9xQ2mPz8TbL1c")]
+    pub key_id: String,
+    pub workspace_id: String,
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn bad_request(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, message)
+}
+
+/// The original method and URI of the request being authorised.
+fn original_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(String, String), ApiError> {
+    let envoy_path = uri.path().strip_prefix(PREFIX).filter(|rest| rest.starts_with('/'));
+    let original_uri = header_str(headers, "x-original-uri")
+        .or_else(|| header_str(headers, "x-forwarded-uri"))
+        .map(str::to_owned)
+        .or_else(|| {
+            envoy_path.map(|p| match uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.to_owned(),
+            })
+        })
+        .ok_or_else(|| {
+            bad_request(
+                "missing_original_uri",
+                "The original request URI is missing: send X-Original-URI (nginx) or X-Forwarded-Uri (Traefik), \
+                 or append the path to /v1/authorize (Envoy)",
+            )
+        })?;
+    if !original_uri.starts_with('/')
+        || original_uri.len() > MAX_URI
+        || original_uri.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(bad_request("invalid_original_uri", "The original request URI is not an absolute path"));
+    }
+    let original_method = header_str(headers, "x-original-method")
+        .or_else(|| header_str(headers, "x-forwarded-method"))
+        .unwrap_or(method.as_str());
+    if original_method.is_empty()
+        || original_method.len() > 16
+        || !original_method.bytes().all(|b| b.is_ascii_alphabetic())
+    {
+        return Err(bad_request("invalid_original_method", "The original request method is not an HTTP method"));
+    }
+    Ok((original_method.to_ascii_uppercase(), original_uri))
+}
+
+/// The client's key: `Authorization: Bearer`, the configured header, or the
+/// configured query parameter of the original URI.
+fn presented_key(headers: &HeaderMap, query: Option<&str>, config: &ForwardAuthConfig) -> Option<String> {
+    if let Some(value) = header_str(headers, "authorization")
+        && let Some((scheme, token)) = value.split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim().to_owned());
+    }
+    if let Some(name) = &config.key_header
+        && let Some(v) = header_str(headers, name.as_str())
+    {
+        return Some(v.to_owned());
+    }
+    let (param, query) = (config.key_query_param.as_deref()?, query?);
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == param).map(|(_, v)| v.into_owned())
+}
+
+/// The client address: the peer, or, when the peer is a trusted proxy, the
+/// last untrusted address of `X-Forwarded-For` (else `X-Real-IP`).
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    if let Some(xff) = header_str(headers, "x-forwarded-for") {
+        let hops: Vec<IpAddr> = xff.split(',').filter_map(|h| h.trim().parse().ok()).collect();
+        if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()) {
+            return *ip;
+        }
+    }
+    header_str(headers, "x-real-ip").and_then(|v| v.parse().ok()).unwrap_or(peer)
+}
+
+fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let Some(key) = v.key.as_deref() else {
+        return out;
+    };
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
+            out.insert(n, v);
+        }
+    };
+    put("x-keyward-key-id", &key.id);
+    put("x-keyward-workspace", &key.workspace_id);
+    put("x-keyward-key-type", key.key_type.as_str());
+    put("x-keyward-scopes", &key.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
+    if let Some(ws) = v.workspace.as_deref() {
+        for field in &ws.identity_metadata {
+            let value = match key.metadata.get(field) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
+                _ => continue,
+            };
+            if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                put(&format!("x-keyward-meta-{}", field.to_ascii_lowercase()), &value);
+            }
+        }
+    }
+    out
+}
+
+fn refusal(code: VerifyCode, message: &str) -> ApiError {
+    match code {
+        VerifyCode::Expired => keyward_core::Error::expired_api_key().into(),
+        VerifyCode::ForbiddenResource => ApiError::new(StatusCode::FORBIDDEN, "forbidden_resource", message),
+        VerifyCode::ForbiddenOrigin => ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message),
+        VerifyCode::ForbiddenIp => ApiError::new(StatusCode::FORBIDDEN, "forbidden_ip", message),
+        VerifyCode::InsufficientPermissions => {
+            ApiError::new(StatusCode::FORBIDDEN, "insufficient_permissions", message)
+        }
+        _ => keyward_core::Error::invalid_api_key().into(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/authorize", tag = "verification",
+    description = "Forward-auth for gateways; any method is accepted. The client's key comes from \
+        `Authorization: Bearer`, the configured key header (default `X-API-Key`) or query parameter; the \
+        original request from `X-Original-Method`/`X-Original-URI` (nginx), `X-Forwarded-Method`/`X-Forwarded-Uri` \
+        (Traefik) or the method and the path after `/v1/authorize` (Envoy ext_authz). The gateway authenticates \
+        with `X-Keyward-Verifier-Key` (a key with keys:verify) unless it calls the forward-auth listener.",
+    params(
+        ("X-Keyward-Verifier-Key" = Option<String>, Header, description = "The gateway's key (keys:verify)"),
+        ("X-Original-URI" = Option<String>, Header, description = "Original URI (nginx)"),
+        ("X-Original-Method" = Option<String>, Header, description = "Original method (nginx)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "Original URI (Traefik)"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (Traefik)"),
+    ),
+    responses(
+        (status = 200, description = "Allowed; identity in X-Keyward-Key-Id, X-Keyward-Workspace, \
+            X-Keyward-Key-Type, X-Keyward-Scopes and X-Keyward-Meta-* headers", body = Authorized),
+        (status = 400, description = "The original request is missing or malformed (the gateway denies)", body = ErrorBody),
+        (status = 401, description = "No key, or an invalid, revoked, inactive or expired one", body = ErrorBody),
+        (status = 403, description = "Key not allowed for this route, origin, address or resource; \
+            or the gateway's key lacks keys:verify", body = ErrorBody),
+    ))]
+pub async fn authorize(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let workspace = if state.trusted_listener {
+        None
+    } else {
+        let verifier_key = header_str(&headers, VERIFIER_KEY_HEADER).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "verifier_key_required",
+                "Forward-auth needs the gateway's key in X-Keyward-Verifier-Key (or use the forward-auth listener)",
+            )
+        })?;
+        let gateway = Principal::authenticate(&state.verifier, verifier_key).await?;
+        gateway.require(VERIFY)?;
+        Some(gateway.workspace_id().to_owned())
+    };
+    let (original_method, original_uri) = original_request(&method, &uri, &headers)?;
+    let (path, query) = match original_uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (original_uri.as_str(), None),
+    };
+    let Some(token) = presented_key(&headers, query, &state.forward_auth) else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_required", "API key required"));
+    };
+    let origin = header_str(&headers, "origin").or_else(|| header_str(&headers, header::REFERER.as_str()));
+    let request = Request {
+        method: Some(&original_method),
+        path: Some(path),
+        origin,
+        ip: Some(client_ip(peer.ip(), &headers, &state.forward_auth.trusted_proxies)),
+        ..Request::default()
+    };
+    let v = state.verifier.verify(&token, &request, workspace.as_deref()).await?;
+    if !v.decision.is_valid() {
+        return Err(refusal(v.decision.code, &v.decision.message));
+    }
+    let key = v.key.as_deref().expect("a valid verification has its key");
+    let body = Authorized { valid: true, key_id: key.id.to_string(), workspace_id: key.workspace_id.clone() };
+    Ok((StatusCode::OK, identity_headers(&v), axum::Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_configured_proxies() {
+        let trusted = ForwardAuthConfig::default().trusted_proxies;
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.2, 127.0.0.1"));
+        assert_eq!(client_ip("127.0.0.1".parse().unwrap(), &h, &trusted), "198.51.100.2".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip("192.0.2.1".parse().unwrap(), &h, &trusted), "192.0.2.1".parse::<IpAddr>().unwrap());
+        let empty = HeaderMap::new();
+        assert_eq!(client_ip("::1".parse().unwrap(), &empty, &trusted), "::1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn original_request_from_each_gateway() {
+        let mut nginx = HeaderMap::new();
+        nginx.insert("x-original-uri", HeaderValue::from_static("/api/x?y=1"));
+        nginx.insert("x-original-method", HeaderValue::from_static("post"));
+        let uri: Uri = "/v1/authorize".parse().unwrap();
+        assert_eq!(original_request(&Method::GET, &uri, &nginx).unwrap(), ("POST".into(), "/api/x?y=1".into()));
+        let envoy: Uri = "/v1/authorize/api/x?y=1".parse().unwrap();
+        assert_eq!(
+            original_request(&Method::DELETE, &envoy, &HeaderMap::new()).unwrap(),
+            ("DELETE".into(), "/api/x?y=1".into())
+        );
+        assert_eq!(original_request(&Method::GET, &uri, &HeaderMap::new()).unwrap_err().code, "missing_original_uri");
+        let mut bad = HeaderMap::new();
+        bad.insert("x-forwarded-uri", HeaderValue::from_static("http://evil/x"));
+        assert_eq!(original_request(&Method::GET, &uri, &bad).unwrap_err().code, "invalid_original_uri");
+    }
+}

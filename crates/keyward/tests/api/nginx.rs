@@ -1,0 +1,124 @@
+//! A real nginx (Debian's package) with `auth_request` pointing at keyward,
+//! in front of a small upstream, configured with docs/recipes/nginx.conf.
+//! Skips with a message when nginx is absent; fails instead under CI=true.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::forward_auth::map_routes;
+use crate::helpers::spawn_app;
+
+fn nginx_binary() -> Option<&'static str> {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| Path::new(p).exists())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The upstream API: echoes what it received, identity headers included.
+async fn spawn_upstream() -> SocketAddr {
+    use axum::http::{HeaderMap, Method, Uri};
+    let echo = |method: Method, uri: Uri, headers: HeaderMap| async move {
+        let identity: serde_json::Map<String, Value> = headers
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("x-keyward-"))
+            .map(|(k, v)| (k.as_str().to_owned(), json!(v.to_str().unwrap_or_default())))
+            .collect();
+        axum::Json(json!({"method": method.as_str(), "uri": uri.to_string(), "identity": identity}))
+    };
+    let app = axum::Router::new().fallback(echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-s", "TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nginx did not listen on {port}");
+}
+
+#[tokio::test]
+async fn nginx_auth_request_protects_an_api() {
+    let Some(nginx) = nginx_binary() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "nginx is required in CI (.ci/run installs it)");
+        eprintln!("SKIPPED nginx_auth_request_protects_an_api: nginx is not installed (apt-get install nginx-light)");
+        return;
+    };
+    let app = spawn_app().await;
+    map_routes(&app).await;
+    let gateway = app.create_key(json!({"name": "nginx", "scopes": ["keys:verify"]})).await;
+    let upstream = spawn_upstream().await;
+    let port = free_port();
+
+    let recipe =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/recipes/nginx.conf")).unwrap();
+    let config = recipe
+        .replace("127.0.0.1:8080", &app.addr.to_string())
+        .replace("127.0.0.1:3000", &upstream.to_string())
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        .replace("kw_live_REPLACE_WITH_A_KEY_HOLDING_KEYS_VERIFY", &gateway.secret);
+    assert_ne!(config, recipe);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    let child = Command::new(nginx)
+        .args(["-p", dir.path().to_str().unwrap(), "-c", "nginx.conf"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _nginx = Nginx(child);
+    wait_for_port(port).await;
+
+    let client = app.create_key(json!({"scopes": ["tags:read", "tags:write"]})).await;
+    let reader = app.create_key(json!({"scopes": ["tags:read"], "readOnly": true})).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let send = |method: reqwest::Method, path: &str, key: Option<&str>| {
+        let mut req = http.request(method, url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send()
+    };
+
+    let resp = send(reqwest::Method::GET, "/api/v2/tags/1?x=1", Some(&client.secret)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().await.unwrap();
+    assert_eq!(seen["uri"], "/api/v2/tags/1?x=1", "the upstream was reached");
+    assert_eq!(seen["identity"]["x-keyward-key-id"], client.id.as_str());
+    assert_eq!(seen["identity"]["x-keyward-workspace"], app.workspace_id.as_str());
+    let resp = send(reqwest::Method::POST, "/api/v2/tags", Some(&client.secret)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    assert_eq!(send(reqwest::Method::GET, "/api/v2/tags/1", None).await.unwrap().status(), 401, "no key");
+    assert_eq!(send(reqwest::Method::GET, "/api/v2/tags/1", Some("kw_live_garbage")).await.unwrap().status(), 401);
+    let resp = send(reqwest::Method::POST, "/api/v2/tags", Some(&reader.secret)).await.unwrap();
+    assert_eq!(resp.status(), 403, "read-only key on POST");
+    let resp = send(reqwest::Method::GET, "/api/v2/campaigns/1", Some(&client.secret)).await.unwrap();
+    assert_eq!(resp.status(), 403, "outside its route scopes");
+
+    app.post_empty(&format!("/v1/keys/{}/revoke", client.id)).await;
+    let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&client.secret)).await.unwrap();
+    assert_eq!(resp.status(), 401, "revoked: refused from the next request on");
+    app.stop().await;
+}
