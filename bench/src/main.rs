@@ -37,7 +37,7 @@ enum Command {
         #[arg(long)]
         keys_out: std::path::PathBuf,
     },
-    /// Serve POST /v1/keys/verify with a constant answer and no work.
+    /// Serve POST /v1/keys/verify (and any other request) with a constant answer and no work.
     Floor {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
@@ -101,13 +101,21 @@ async fn floor(listen: SocketAddr) -> anyhow::Result<()> {
         "workspaceId": "ws_0000000000000000", "name": "floor", "type": "secret", "permissions": ["read"],
         "roles": [], "meta": {}, "expiresAt": null
     });
-    let app = axum::Router::new().route(
-        "/v1/keys/verify",
-        post(move |_body: axum::body::Bytes| {
+    let verify_body = body.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/keys/verify",
+            post(move |_body: axum::body::Bytes| {
+                let body = verify_body.clone();
+                async move { axum::Json(body) }
+            }),
+        )
+        // Any other request gets the same answer: the floor doubles as the
+        // upstream API behind a gateway.
+        .fallback(move || {
             let body = body.clone();
             async move { axum::Json(body) }
-        }),
-    );
+        });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("floor listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
