@@ -1,0 +1,161 @@
+//! Crash safety: a storm of creates, edits and revokes; keyward is killed
+//! with SIGKILL at a random moment, restarted, and everything it
+//! acknowledged must still be there. Several rounds on one database.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+/// What the server acknowledged (2xx received).
+#[derive(Default)]
+struct Acked {
+    /// id → secret
+    created: HashMap<String, String>,
+    revoked: Vec<String>,
+    /// id → (last acknowledged name, names sent after it without an answer)
+    names: HashMap<String, (String, Vec<String>)>,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    admin: Option<String>,
+}
+
+fn start(data: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut admin = None;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("keyward printed its address").unwrap();
+        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
+        if let Some(addr) = line.strip_prefix("keyward listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    Server { child, base, admin }
+}
+
+fn kill9(server: &mut Server) {
+    let pid = server.child.id();
+    assert!(pid > 1);
+    assert!(Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap().success());
+    server.child.wait().unwrap();
+}
+
+/// A small deterministic generator; the seed is printed so a failure can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+async fn storm(base: String, admin: String, acked: Arc<Mutex<Acked>>, worker: usize, round: usize) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    for i in 0.. {
+        let name = format!("r{round} w{worker} k{i}");
+        let Ok(resp) =
+            http.post(format!("{base}/v1/keys")).bearer_auth(&admin).json(&json!({"name": name})).send().await
+        else {
+            return; // the server is gone
+        };
+        if !resp.status().is_success() {
+            return;
+        }
+        let Ok(body) = resp.json::<Value>().await else { return };
+        let id = body["id"].as_str().unwrap().to_owned();
+        {
+            let mut a = acked.lock().unwrap();
+            a.created.insert(id.clone(), body["secret"].as_str().unwrap().to_owned());
+            a.names.insert(id.clone(), (name.clone(), Vec::new()));
+        }
+        let renamed = format!("{name} edited");
+        acked.lock().unwrap().names.get_mut(&id).unwrap().1.push(renamed.clone());
+        let Ok(resp) =
+            http.patch(format!("{base}/v1/keys/{id}")).bearer_auth(&admin).json(&json!({"name": renamed})).send().await
+        else {
+            return;
+        };
+        if resp.status().is_success() {
+            acked.lock().unwrap().names.insert(id.clone(), (renamed, Vec::new()));
+        }
+        if i % 2 == 0 {
+            let Ok(resp) = http.post(format!("{base}/v1/keys/{id}/revoke")).bearer_auth(&admin).send().await else {
+                return;
+            };
+            if resp.status().is_success() {
+                acked.lock().unwrap().revoked.push(id);
+            }
+        }
+    }
+}
+
+async fn check(base: &str, admin: &str, acked: &Acked) {
+    let http = reqwest::Client::new();
+    for (id, secret) in &acked.created {
+        let resp = http.get(format!("{base}/v1/keys/{id}")).bearer_auth(admin).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "acknowledged key {id} lost");
+        let key: Value = resp.json().await.unwrap();
+        let (last, pending) = &acked.names[id];
+        let name = key["name"].as_str().unwrap();
+        assert!(name == last || pending.iter().any(|p| p == name), "{id}: name {name:?}, acknowledged {last:?}");
+        let v: Value = http
+            .post(format!("{base}/v1/keys/verify"))
+            .bearer_auth(admin)
+            .json(&json!({"key": secret}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if acked.revoked.contains(id) {
+            assert_eq!(v["code"], "REVOKED", "acknowledged revoke of {id} lost");
+        } else {
+            assert!(v["code"] == "VALID" || v["code"] == "REVOKED", "{id}: {v}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut admin = None;
+    for round in 0..4 {
+        let mut server = start(dir.path());
+        admin = admin.or(server.admin.take());
+        let key = admin.clone().expect("the first start bootstrapped");
+        check(&server.base, &key, &acked.lock().unwrap()).await;
+        let workers: Vec<_> =
+            (0..4).map(|w| tokio::spawn(storm(server.base.clone(), key.clone(), acked.clone(), w, round))).collect();
+        tokio::time::sleep(Duration::from_millis(300 + rng.next() % 900)).await;
+        kill9(&mut server);
+        for w in workers {
+            w.await.unwrap();
+        }
+    }
+    let server = start(dir.path());
+    let key = admin.unwrap();
+    let acked = acked.lock().unwrap();
+    assert!(acked.created.len() > 20, "the storm created keys ({} acknowledged)", acked.created.len());
+    check(&server.base, &key, &acked).await;
+    let mut server = server;
+    kill9(&mut server);
+}
