@@ -9,12 +9,14 @@
 //!    write here.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::DateTime;
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
+use keyward_core::key::ApiKey;
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_core::workspace::Workspace;
@@ -180,8 +182,13 @@ impl Verifier {
         Verification { decision, key, workspace: None }
     }
 
-    async fn find_native(&self, parsed: &ParsedToken<'_>) -> Result<Found, Error> {
-        let ck = CacheKey::native(parsed.id);
+    /// The record cached under `ck`, or what `load` reads from the store
+    /// (read once, then cached, absence included).
+    async fn find(
+        &self,
+        ck: CacheKey,
+        load: impl Future<Output = Result<Option<ApiKey>, keyward_store::StoreError>>,
+    ) -> Result<Found, Error> {
         let ticket = match self.cache.get(&ck) {
             Lookup::Hit(k) => {
                 self.metrics.cache_hits.increment(1);
@@ -194,40 +201,25 @@ impl Verifier {
             Lookup::Miss(ticket) => ticket,
         };
         self.metrics.cache_misses.increment(1);
-        let key = self
-            .store
-            .find_key(&parsed.key_id())
-            .await
-            .map_err(crate::keys::store_error)?
-            .filter(|k| k.lookup_prefix.is_none())
-            .map(|k| self.cache.entry(k));
+        let key = load.await.map_err(crate::keys::store_error)?.map(|k| self.cache.entry(k));
         self.cache.finish_load(ck, ticket, key.clone());
         Ok(key.map_or(Found::Missing, Found::Key))
     }
 
+    async fn find_native(&self, parsed: &ParsedToken<'_>) -> Result<Found, Error> {
+        let load = async {
+            let found = self.store.find_key(&parsed.key_id()).await?;
+            // An imported key's id may look native; its token never does.
+            Ok(found.filter(|k| k.lookup_prefix.is_none()))
+        };
+        self.find(CacheKey::native(parsed.id), load).await
+    }
+
     async fn find_foreign(&self, token: &str) -> Result<Found, Error> {
         let hmac = self.hasher.whole_token(token).digest;
-        let ck = CacheKey::Foreign(hmac);
-        let ticket = match self.cache.get(&ck) {
-            Lookup::Hit(k) => {
-                self.metrics.cache_hits.increment(1);
-                return Ok(Found::Key(k));
-            }
-            Lookup::KnownAbsent => {
-                self.metrics.cache_hits.increment(1);
-                return Ok(Found::Missing);
-            }
-            Lookup::Miss(ticket) => ticket,
-        };
-        self.metrics.cache_misses.increment(1);
-        let key = self
-            .store
-            .find_key_by_lookup_hash(&[hmac, sha256(token)])
-            .await
-            .map_err(crate::keys::store_error)?
-            .map(|k| self.cache.entry(k));
-        self.cache.finish_load(ck, ticket, key.clone());
-        Ok(key.map_or(Found::Missing, Found::Key))
+        // The SHA-256 (for keys imported as hashes) only on a miss.
+        let load = async move { self.store.find_key_by_lookup_hash(&[hmac, sha256(token)]).await };
+        self.find(CacheKey::Foreign(hmac), load).await
     }
 
     /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed
