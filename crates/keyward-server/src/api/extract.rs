@@ -32,6 +32,21 @@ pub fn redact_quoted(message: &str) -> String {
     out
 }
 
+/// Every body of this API is a JSON object; serde would also accept an
+/// array for a struct, so the shape is checked first.
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(body_error),
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            Err(ApiError::bad_request("invalid_body", "Invalid request body: expected a JSON object"))
+        }
+        _ => Err(serde_json::from_slice::<serde_json::Value>(bytes).err().map_or_else(
+            || ApiError::bad_request("invalid_body", "Invalid request body: expected a JSON object"),
+            body_error,
+        )),
+    }
+}
+
 fn body_error(e: serde_json::Error) -> ApiError {
     let message = redact_quoted(&e.to_string());
     match e.classify() {
@@ -75,7 +90,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("body_required", "A JSON request body is required"));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(body_error)
+        parse_object(&bytes).map(ApiJson)
     }
 }
 
@@ -91,7 +106,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(T::default()));
         }
-        serde_json::from_slice(&bytes).map(OptionalJson).map_err(body_error)
+        parse_object(&bytes).map(OptionalJson)
     }
 }
 

@@ -41,6 +41,8 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
         json!({"name": "a", "expiresIn": "ten"}),
         json!({"name": "a", "expiresAt": "tomorrow"}),
         json!([]),
+        json!([null, null]),
+        json!("name"),
     ] {
         let r = app.post("/v1/keys", body).await;
         assert_eq!(r.status, 400, "{}", r.body);
