@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
 /// What the server acknowledged (2xx received).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Acked {
     /// id → secret
     created: HashMap<String, String>,
@@ -142,7 +142,8 @@ async fn acknowledged_writes_survive_kill_9() {
         let mut server = start(dir.path());
         admin = admin.or(server.admin.take());
         let key = admin.clone().expect("the first start bootstrapped");
-        check(&server.base, &key, &acked.lock().unwrap()).await;
+        let snapshot = acked.lock().unwrap().clone();
+        check(&server.base, &key, &snapshot).await;
         let workers: Vec<_> =
             (0..4).map(|w| tokio::spawn(storm(server.base.clone(), key.clone(), acked.clone(), w, round))).collect();
         tokio::time::sleep(Duration::from_millis(300 + rng.next() % 900)).await;
@@ -153,7 +154,7 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     let server = start(dir.path());
     let key = admin.unwrap();
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     assert!(acked.created.len() > 20, "the storm created keys ({} acknowledged)", acked.created.len());
     check(&server.base, &key, &acked).await;
     let mut server = server;
