@@ -32,10 +32,20 @@ local keys = {}
 for line in io.lines(os.getenv("SOAK_KEYS")) do keys[#keys + 1] = line end
 local admin = os.getenv("SOAK_ADMIN")
 local n = 0
+local threads = 0
+-- Each wrk thread has its own Lua state and random sequence: number them so
+-- that created names never collide.
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  tid = wrk.thread:get("tid") or 0
+end
 request = function()
   n = n + 1
   if n % 20 == 0 then
-    local body = '{"name": "soak ' .. tostring(math.random(1, 2^30)) .. '-' .. n .. '"}'
+    local body = '{"name": "soak ' .. tid .. '-' .. n .. '"}'
     return wrk.format("POST", "/v1/keys", {["Authorization"] = "Bearer " .. admin, ["Content-Type"] = "application/json"}, body)
   end
   local body = '{"key": "' .. keys[math.random(#keys)] .. '"}'
