@@ -29,6 +29,9 @@ impl UsageCell {
     }
 }
 
+/// Keys per usage-flush transaction.
+pub const FLUSH_CHUNK: usize = 500;
+
 #[derive(Default)]
 pub struct UsageRecorder {
     cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
@@ -67,21 +70,21 @@ impl UsageRecorder {
         }
     }
 
-    /// Writes everything pending. On failure the counts are kept for the
-    /// next attempt.
+    /// Writes everything pending, one transaction per [`FLUSH_CHUNK`] keys
+    /// so that other writes (creates, revokes) are not held up behind a
+    /// large flush. On failure the unwritten counts are kept for the next
+    /// attempt.
     pub async fn flush(&self, store: &dyn Store) -> Result<usize, keyward_store::StoreError> {
         let deltas = self.take();
-        if deltas.is_empty() {
-            return Ok(0);
-        }
-        let n = deltas.len();
-        match store.record_usage(&deltas).await {
-            Ok(()) => Ok(n),
-            Err(e) => {
-                self.restore(deltas);
-                Err(e)
+        let mut written = 0;
+        for chunk in deltas.chunks(FLUSH_CHUNK) {
+            if let Err(e) = store.record_usage(chunk).await {
+                self.restore(deltas[written..].to_vec());
+                return Err(e);
             }
+            written += chunk.len();
         }
+        Ok(written)
     }
 }
 
