@@ -18,18 +18,23 @@ What it does:
     gunicorn) on demand;
  3. for each N in --keys: seeds a keyward database with N keys
     (keyward-bench seed), a throwaway one whose well-formed tokens are unknown
-    to it, and the peer's database with N keys (manage.py seed_keys); starts
-    keyward (cache capacity above N), a second keyward on a copy of the
-    database with a 1,000-key cache (cache-miss path), the floor
-    (keyward-bench floor) and the peer (gunicorn, sync workers = cores);
- 4. measures memory per cached key: RSS before and after verifying every one
-    of the N keys once (warm.lua), divided by N;
- 5. runs every scenario for --duration seconds, --rounds times, rotating the
+    to it, and the peer's database with N keys (manage.py seed_keys);
+ 4. measures memory per cached key on a keyward of its own: RSS before and
+    after verifying every one of the N keys once (warm.lua), divided by N;
+ 5. starts, on copies of the database, keyward (cache capacity above N; the
+    keys of (b) put in its cache), keyward-miss (cache of min(1,000, N/100)
+    keys), keyward-write (d, e), the floor (keyward-bench floor) and the peer
+    (gunicorn, sync workers = cores); measures the usage flush on
+    keyward-write (writer busy time after 20,000 distinct keys verified);
+    instances left flushing use counts by a run are drained before the next
+    (README: "Draining");
+ 6. runs every scenario for --duration seconds, --rounds times, rotating the
     order each round so keyward, floor and peer runs interleave:
       (a) keyward verify, one cached key        (verify_one.lua)
       (b) keyward verify, keys spread over N, all cached (verify_keys.lua,
-          a random sample of at most 200k of the N keys)
-      (b-miss) the same against the 1,000-key-cache keyward: cache misses
+          a random sample of at most 100k of the N keys)
+      (b-miss) the same against keyward-miss: cache misses; (b-miss-c4)
+          the same with 4 connections (latency without queueing)
       (c) keyward verify, bad keys: half malformed, half well-formed but
           unknown (tokens of the throwaway database)
       (d) keyward key creation, unique names    (create.lua)
@@ -39,7 +44,7 @@ What it does:
       (g) peer, one key; (g-spread) peer, keys spread over N (peer.lua)
       (h) keyward forward-auth GET /v1/authorize (authorize.lua); skipped
           with a message while the endpoint answers 404
- 6. prints one table (medians over rounds of req/s, p50, p99; the highest
+ 7. prints one table (medians over rounds of req/s, p50, p99; the highest
     peak RSS, VmHWM reset before each run, summed over gunicorn's processes;
     keyward/floor and keyward/peer for the verify scenarios), then memory
     per cached key and the SPEC section 3 targets, and writes everything to
@@ -90,11 +95,12 @@ KEYWARD = ROOT / "target" / "release" / "keyward"
 KWBENCH = ROOT / "target" / "release" / "keyward-bench"
 BUILD = ["flock", "/tmp/keyward-cargo.lock", "cargo", "build", "--release", "-p", "keyward", "-p", "keyward-bench"]
 PEER_PACKAGES = ["django", "djangorestframework", "djangorestframework-api-key>=3,<4", "gunicorn"]
-SAMPLE_MAX = 200_000  # keys loaded by each wrk thread for the spread scenarios
+SAMPLE_MAX = 100_000  # keys loaded by each wrk thread for the spread scenarios
 BAD_KEYS = 20_000  # lines of the bad-keys file
 UNKNOWN_SEED = 10_000  # keys in the throwaway database (the unknown tokens)
 MISS_CACHE = 1_000  # cache capacity of the cache-miss keyward (at most N/100)
 CACHE_MARGIN = 1_000_000  # room above N for keys created by (d) and (e)
+WRITE_SET = 20_000  # keys the write instance verifies: (e) and the usage-flush measurement
 
 
 class BenchError(Exception):
@@ -223,6 +229,14 @@ class Server:
     def rss_kb(self) -> int:
         return sum(proc_status(p).get("VmRSS", 0) for p in self.pids())
 
+    def kill(self) -> None:
+        """SIGKILL to our PID (keyward-mem: skips its shutdown flush)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self in Server.live:
+            Server.live.remove(self)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -235,7 +249,8 @@ class Server:
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                log(f"{self.name} ignored SIGTERM; killing PID {self.proc.pid}")
+                log(f"{self.name} did not exit within 20s of SIGTERM (flushing use counts?); "
+                    f"killing PID {self.proc.pid}")
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         for kid in self.known_kids:  # gunicorn workers left behind, if any
@@ -512,24 +527,27 @@ def histogram_p99_ms(delta: dict[str, float]) -> float | None:
     return None
 
 
-def settle_writer(url: str, admin: str, limit: float = 900) -> float:
-    """Seconds until keyward's writer is idle. A key creation waits behind
+def settle_writer(url: str, admin: str, limit: float = 600) -> tuple[float, float, list[str]]:
+    """Wait until keyward's writer is idle. A key creation waits behind
     whatever holds the writer (usage flushes: one transaction per flush, the
     next one taking every use counted meanwhile), so creations are repeated,
     1.2 s apart (a flush tick in between), until two in a row are quick.
-    Includes about 1.5 s of probing."""
-    t0, quick = time.monotonic(), 0
+    Returns (seconds until idle, including ~1.5 s of probing; the longest
+    single creation; the failed creations' answers)."""
+    t0, quick, longest, errors = time.monotonic(), 0, 0.0, []
     while time.monotonic() - t0 < limit:
         t = time.monotonic()
         st, body = http("POST", url + "/v1/keys", {"name": f"settle-{secrets.token_hex(6)}"},
                         {"Authorization": f"Bearer {admin}"}, timeout=limit)
+        took = time.monotonic() - t
+        longest = max(longest, took)
         if st != 201:
-            raise BenchError(f"settling write failed: {st} {body[:200]!r}")
-        quick = quick + 1 if time.monotonic() - t < 0.3 else 0
+            errors.append(f"POST /v1/keys answered {st} after {took:.1f}s: {body[:120].decode(errors='replace')}")
+        quick = quick + 1 if st == 201 and took < 0.3 else 0
         if quick == 2:
-            break
+            return time.monotonic() - t0, longest, errors
         time.sleep(1.2)
-    return time.monotonic() - t0
+    raise BenchError(f"keyward's writer still busy after {limit:.0f}s; {errors}")
 
 
 def median(xs: list[float]) -> float | None:
@@ -610,12 +628,22 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     tokens_sample = sample_file(kw_keys, d / "keys-sample.txt", rng)
     first_token = first_line(kw_keys)
     bad = write_lines(d / "bad-keys.txt", bad_keys(unknown, rng))
-    miss_db = d / "keyward-miss.db"
-    for suffix in ("", "-wal", "-shm"):
-        if Path(str(kw_db) + suffix).exists():
-            shutil.copyfile(str(kw_db) + suffix, str(miss_db) + suffix)
+    write_set = write_lines(d / "keys-write-set.txt", read_lines(tokens_sample)[:WRITE_SET])
+    mem_db, miss_db, write_db = d / "keyward-mem.db", d / "keyward-miss.db", d / "keyward-write.db"
+    for copy in (mem_db, miss_db, write_db):
+        for suffix in ("", "-wal", "-shm"):
+            if Path(str(kw_db) + suffix).exists():
+                shutil.copyfile(str(kw_db) + suffix, str(copy) + suffix)
 
     # --- servers
+    # Four keywards on copies of one database, default settings but the cache
+    # capacity: keyward-mem (memory per cached key; killed right after),
+    # keyward (a, b, c, h), keyward-miss (b-miss: a cache of N/100 keys, at
+    # most 1,000) and keyward-write (d, e, and the usage-flush measurement).
+    # Verifying many distinct keys leaves keyward flushing their use counts
+    # for a long time afterwards (a core busy, writes waiting), which would
+    # slow down whatever runs next: such an instance is drained (waited for
+    # until its writer is idle) before the next run, and the wait reported.
     def keyward(name: str, db: Path, capacity: int) -> Server:
         (d / name).mkdir()
         return Server(name, [str(KEYWARD), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(d / name),
@@ -623,8 +651,34 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
                              "--log-level", "warn", "--cache-capacity", str(capacity)],
                       d, ready_re=r"keyward listening on (http://\S+)").start()
 
+    auth = {"KW_AUTH": f"Bearer {admin}"}
+    # --- memory per cached key: RSS before and after verifying all N keys
+    kw_mem = keyward("keyward-mem", mem_db, n + CACHE_MARGIN)
+    st, body = http("POST", kw_mem.url + "/v1/keys/verify", {"key": first_token},
+                    {"Authorization": f"Bearer {admin}"})
+    if st != 200 or json.loads(body).get("code") != "VALID":
+        raise BenchError(f"keyward did not verify a seeded key: {st} {body[:300]!r}")
+    time.sleep(1.5)
+    before = kw_mem.rss_kb()
+    m0 = metrics(kw_mem.url)
+    w = warm(args, kw_mem, {**auth, "KW_KEYS_FILE": str(kw_keys)}, n)
+    time.sleep(1.5)
+    after = kw_mem.rss_kb()
+    m1 = metrics(kw_mem.url)
+    kw_mem.kill()  # SIGKILL: no shutdown flush of N keys' use counts
+    misses = m1.get("cache_misses", 0) - m0.get("cache_misses", 0)
+    res["memory"] = {"rss_before_kb": before, "rss_after_kb": after,
+                     "bytes_per_cached_key": round((after - before) * 1024 / n, 1),
+                     "warm_cache_misses": misses, "warm_seconds": round(w["seconds"], 1),
+                     "warm_rps": round(w["rps"]), "warm_p99_ms": w["latency_us"]["p99"] / 1000}
+    log(f"N={n}: RSS {before} kB -> {after} kB after warming {n} keys "
+        f"({res['memory']['bytes_per_cached_key']} B/key, {misses:.0f} cache misses, {w['seconds']:.1f}s)")
+    if misses < 0.95 * n:
+        res["notes"].append(f"warm-up caused only {misses:.0f} cache misses for {n} keys")
+
     kw = keyward("keyward", kw_db, n + CACHE_MARGIN)
     kw_miss = keyward("keyward-miss", miss_db, max(16, min(MISS_CACHE, n // 100)))
+    kw_write = keyward("keyward-write", write_db, n + CACHE_MARGIN)
     floor = Server("floor", [str(KWBENCH), "floor", "--listen", "127.0.0.1:0"], d,
                    ready_re=r"floor listening on (http://\S+)").start()
     peer = None
@@ -642,36 +696,27 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
         if st != 200:
             raise BenchError(f"peer refused its own key: {st} {body[:200]!r}")
 
-    auth = {"KW_AUTH": f"Bearer {admin}"}
-    st, body = http("POST", kw.url + "/v1/keys/verify", {"key": first_token}, {"Authorization": f"Bearer {admin}"})
-    if st != 200 or json.loads(body).get("code") != "VALID":
-        raise BenchError(f"keyward did not verify a seeded key: {st} {body[:300]!r}")
+    # (b) verifies cached keys: put its sample in keyward's cache
+    warm(args, kw, {**auth, "KW_KEYS_FILE": str(tokens_sample)}, len(read_lines(tokens_sample)))
+    dirty = {kw}
 
-    # --- memory per cached key
-    time.sleep(1.5)
-    before = kw.rss_kb()
-    m0 = metrics(kw.url)
-    w = warm(args, kw, {**auth, "KW_KEYS_FILE": str(kw_keys)}, n)
-    time.sleep(1.5)
-    after = kw.rss_kb()
-    m1 = metrics(kw.url)
-    misses = m1.get("cache_misses", 0) - m0.get("cache_misses", 0)
-    res["memory"] = {"rss_before_kb": before, "rss_after_kb": after,
-                     "bytes_per_cached_key": round((after - before) * 1024 / n, 1),
-                     "warm_cache_misses": misses, "warm_seconds": round(w["seconds"], 1),
-                     "warm_rps": round(w["rps"]), "warm_p99_ms": w["latency_us"]["p99"] / 1000}
-    log(f"N={n}: RSS {before} kB -> {after} kB after warming {n} keys "
-        f"({res['memory']['bytes_per_cached_key']} B/key, {misses:.0f} cache misses, {w['seconds']:.1f}s)")
-    # The warm-up used N distinct keys: their usage counts are flushed in the
-    # background, holding keyward's writer; measure how long a write waits.
-    res["writer_wait_after_warm_s"] = round(settle_writer(kw.url, admin), 2)
-    note = (f"after the warm-up, keyward's writer stayed busy for {res['writer_wait_after_warm_s']:.0f}s "
-            f"(usage flushes for the {n} keys just verified; key creations wait meanwhile)")
-    log(f"N={n}: {note}")
-    if res["writer_wait_after_warm_s"] > 3:
-        res["notes"].append(note)
-    if misses < 0.95 * n:
-        res["notes"].append(f"warm-up caused only {misses:.0f} cache misses for {n} keys")
+    # --- usage flush, on the write instance (default flush interval): verify
+    # K distinct keys once, then see how long keyward's writer stays busy
+    # flushing their use counts (key creations wait meanwhile).
+    k = len(read_lines(write_set))
+    warm(args, kw_write, {**auth, "KW_KEYS_FILE": str(write_set)}, k)
+    t_flush = time.monotonic()
+    busy, longest, errs = settle_writer(kw_write.url, admin)
+    net = max(0.0, busy - 1.3)  # less the probing (one 1.2 s pause and two quick creations)
+    res["usage_flush"] = {"keys": k, "writer_busy_s": round(net, 1), "longest_create_s": round(longest, 2),
+                          "keys_per_s": round(k / net) if net > 1 else None, "create_errors": errs}
+    note = (f"usage flush: after {k} distinct keys were verified, keyward's writer stayed busy "
+            + (f"{net:.1f}s (≈{k / net:.0f} keys/s)" if net > 1 else "under ~1s")
+            + f"; a key creation meanwhile took up to {longest:.1f}s")
+    log(f"N={n}: {note}" + (f"; errors: {errs}" if errs else ""))
+    res["notes"].append(note)
+    for e in errs:
+        res["problems"].append(f"during the usage flush: {e}")
 
     # --- scenarios
     scen: dict[str, tuple[Server, str, dict]] = {
@@ -680,8 +725,8 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
         "b-miss": (kw_miss, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "b-miss-c4": (kw_miss, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "c": (kw, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(bad)}),
-        "d": (kw, "create.lua", auth),
-        "e": (kw, "mixed.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
+        "d": (kw_write, "create.lua", auth),
+        "e": (kw_write, "mixed.lua", {**auth, "KW_KEYS_FILE": str(write_set)}),
         "h": (kw, "authorize.lua", {"KW_TOKEN": first_token, "KW_VERIFIER_KEY": admin}),
         "f": (floor, "verify_one.lua", {**auth, "KW_TOKEN": first_token}),
     }
@@ -710,9 +755,15 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
                 raise BenchError(f"{srv.name} died (exit {srv.proc.returncode}); stderr: "
                                  f"{srv.err.read_text(errors='replace')[-2000:]}")
             run_id = f"{int(time.time())}{secrets.token_hex(3)}"
-            is_kw = srv in (kw, kw_miss)
-            # write scenarios start once earlier runs' usage flushes are done
-            wait = settle_writer(srv.url, admin) if sid in ("d", "e") else None
+            is_kw = srv in (kw, kw_miss, kw_write)
+            # drain instances still flushing use counts; write runs start with an idle writer
+            drained = {}
+            for inst in sorted(dirty | ({srv} if sid in ("d", "e") else set()), key=lambda x: x.name):
+                busy, _, errs = settle_writer(inst.url, admin)
+                drained[inst.name] = round(busy, 1)
+                res["problems"] += [f"draining {inst.name} before {sid}, round {rnd + 1}: {e}" for e in errs]
+            dirty.clear()
+            wait = drained.get(srv.name)
             before_m = metrics(srv.url) if is_kw else {}
             srv.reset_peak()
             pids = srv.pids()
@@ -747,15 +798,17 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
                 problems.append(f"{srv.name} died during the run")
             r["problems"] = problems
             r["round"] = rnd
-            if wait is not None:
-                r["writer_wait_before_s"] = round(wait, 2)
+            r["drained_before_s"] = drained
+            if sid in ("b", "b-miss", "b-miss-c4", "e"):  # many distinct keys verified
+                dirty.add(srv)
             res["runs"][sid].append(r)
             lat = r["latency_us"]
             log(f"N={n} round {rnd + 1} {sid:8} {srv.name:12} {r['rps']:9.0f} req/s  "
                 f"p50 {lat['p50'] / 1000:.2f} ms  p99 {lat['p99'] / 1000:.2f} ms  "
                 f"peak {r['peak_rss_kb'] / 1024:.0f} MB  server CPU {r['server_cpu_pct']:.0f}% "
                 f"wrk {r['wrk_cpu_pct']:.0f}% others {r['other_cpu_pct']:.0f}%"
-                + (f"  (waited {wait:.1f}s for the writer before the run)" if wait and wait > 3 else "")
+                + (f"  (drained first: {', '.join(f'{k} {v:.0f}s' for k, v in drained.items())})"
+                   if any(v > 3 for v in drained.values()) else "")
                 + (f"  PROBLEMS: {problems}" if problems else ""))
             time.sleep(args.pause)
 
@@ -766,7 +819,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
             if len(runs) > 1 and med and r["rps"] < 0.2 * med:
                 r["problems"].append(f"stalled: {r['rps']:.0f} req/s against a median of {med:.0f}")
 
-    for s in (peer, floor, kw_miss, kw):
+    for s in (peer, floor, kw_write, kw_miss, kw):
         if s:
             s.stop()
     return res
