@@ -665,6 +665,23 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     time.sleep(1.5)
     after = kw_mem.rss_kb()
     m1 = metrics(kw_mem.url)
+    # Right after N distinct keys were verified, keyward is flushing their use
+    # counts: how long does a key creation take now (at most 120 s)?
+    t = time.monotonic()
+    try:
+        st, body = http("POST", kw_mem.url + "/v1/keys", {"name": "after-warm"},
+                        {"Authorization": f"Bearer {admin}"}, timeout=120)
+    except OSError as e:  # timeout
+        st, body = 0, str(e).encode()
+    took = time.monotonic() - t
+    res["create_after_warm"] = {"status": st, "seconds": round(took, 2)}
+    msg = (f"a key creation right after verifying all {n} keys took {took:.1f}s and answered "
+           f"{st or 'nothing'}" + (f" {body[:120].decode(errors='replace')}" if st != 201 else ""))
+    log(f"N={n}: {msg}")
+    if st != 201:
+        res["problems"].append(msg)
+    elif took > 1:
+        res["notes"].append(msg)
     kw_mem.kill()  # SIGKILL: no shutdown flush of N keys' use counts
     misses = m1.get("cache_misses", 0) - m0.get("cache_misses", 0)
     res["memory"] = {"rss_before_kb": before, "rss_after_kb": after,
