@@ -2,14 +2,19 @@
 """Soak: a bounded mixed load on keyward while watching RSS, open file
 descriptors and errors.
 
-    python3 bench/soak.py [--minutes 5] [--keys 1000]
+    python3 bench/soak.py [--minutes 5] [--keys 1000] [--verify-only] [--scrape SECONDS]
 
 keyward (release build) on a fresh data dir; wrk sends verifies over a pool
 of keys mixed with creates (about 1 in 20); a side thread rolls, revokes and
-deletes keys at a low rate. Every 5 s the script samples keyward's RSS and
-fd count; at the end it prints the samples, the growth from the first
-sample after warm-up to the last, and the error counts. Not run in CI.
-Needs: cargo build --release -p keyward, wrk.
+deletes keys at a low rate. With --verify-only, wrk sends verifies alone and
+nothing else writes: the data does not grow, so memory must not either, and
+the run fails when RSS grows by more than --max-growth-mib after warm-up.
+--scrape N reads /metrics every N seconds (by default nobody does, as on a
+node without Prometheus). Every 5 s the script samples keyward's RSS and fd
+count; at the end it prints the samples, the growth from the first sample
+after warm-up to the last, and the error counts. Not run in CI (the bounded
+test crates/keyward/tests/memory.rs is). Needs: cargo build --release -p
+keyward, wrk.
 """
 
 import argparse
@@ -31,6 +36,7 @@ LUA = r"""
 local keys = {}
 for line in io.lines(os.getenv("SOAK_KEYS")) do keys[#keys + 1] = line end
 local admin = os.getenv("SOAK_ADMIN")
+local creates = os.getenv("SOAK_VERIFY_ONLY") ~= "1"
 local n = 0
 local threads = 0
 -- Each wrk thread has its own Lua state and random sequence: number them so
@@ -44,7 +50,7 @@ function init(args)
 end
 request = function()
   n = n + 1
-  if n % 20 == 0 then
+  if creates and n % 20 == 0 then
     local body = '{"name": "soak ' .. tid .. '-' .. n .. '"}'
     return wrk.format("POST", "/v1/keys", {["Authorization"] = "Bearer " .. admin, ["Content-Type"] = "application/json"}, body)
   end
@@ -76,6 +82,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5)
     ap.add_argument("--keys", type=int, default=1000)
+    ap.add_argument("--verify-only", action="store_true", help="verifies only: no creates, no side writes")
+    ap.add_argument("--scrape", type=float, default=0, help="read /metrics every N seconds (0: never)")
+    ap.add_argument("--max-growth-mib", type=int, default=8, help="allowed RSS growth after warm-up (--verify-only)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="kw-soak-")
     kw = subprocess.Popen([os.path.join(ROOT, "target/release/keyward"), "serve", "--listen", "127.0.0.1:0",
@@ -111,9 +120,20 @@ def main():
                     errors["side"] += 1
                 stop.wait(0.2)
 
-        threading.Thread(target=side, daemon=True).start()
+        def scraper():
+            while not stop.wait(args.scrape):
+                try:
+                    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                        r.read()
+                except (urllib.error.URLError, OSError):
+                    errors["scrape"] = errors.get("scrape", 0) + 1
+
+        if not args.verify_only:
+            threading.Thread(target=side, daemon=True).start()
+        if args.scrape > 0:
+            threading.Thread(target=scraper, daemon=True).start()
         seconds = int(args.minutes * 60)
-        env = dict(os.environ, SOAK_KEYS=keys_file, SOAK_ADMIN=admin)
+        env = dict(os.environ, SOAK_KEYS=keys_file, SOAK_ADMIN=admin, SOAK_VERIFY_ONLY="1" if args.verify_only else "0")
         wrk = subprocess.Popen(["wrk", "-t2", "-c32", f"-d{seconds}s", "-s", lua, base], env=env,
                                stdout=subprocess.PIPE, text=True)
         samples = []
@@ -123,17 +143,23 @@ def main():
             time.sleep(5)
         out = wrk.stdout.read()
         stop.set()
-        print(f"soak: {args.minutes} min, wrk -t2 -c32, verify over {args.keys} keys + 1/20 creates, side roll/revoke/delete")
+        load = "verify only" if args.verify_only else "verify + 1/20 creates, side roll/revoke/delete"
+        scrape = f"/metrics every {args.scrape:g} s" if args.scrape > 0 else "no scraper"
+        print(f"soak: {args.minutes} min, wrk -t2 -c32 over {args.keys} keys, {load}, {scrape}")
         print(f"{'t (s)':>6} {'RSS MiB':>8} {'fds':>5}")
         for t, rss, fds in samples:
             print(f"{t:>6} {rss:>8} {fds:>5}")
         warm = samples[min(2, len(samples) - 1)]
-        print(f"growth after warm-up: RSS {samples[-1][1] - warm[1]:+d} MiB, fds {samples[-1][2] - warm[2]:+d}")
+        growth = samples[-1][1] - warm[1]
+        print(f"growth after warm-up: RSS {growth:+d} MiB, fds {samples[-1][2] - warm[2]:+d}")
         non2xx = next((line for line in out.splitlines() if "Non-2xx" in line), "Non-2xx or 3xx responses: 0")
         socket_errors = next((line.strip() for line in out.splitlines() if "Socket errors" in line), "Socket errors: none")
         rps = next((line.strip() for line in out.splitlines() if line.startswith("Requests/sec")), "")
         print(f"{rps}; {non2xx.strip()}; {socket_errors}; side-thread errors: {errors['side']}")
-        if "Non-2xx" in out or errors["side"]:
+        if "Non-2xx" in out or errors["side"] or errors.get("scrape"):
+            sys.exit(1)
+        if args.verify_only and growth > args.max_growth_mib:
+            print(f"FAIL: RSS grew {growth} MiB after warm-up on a verify-only load (allowed {args.max_growth_mib})")
             sys.exit(1)
     finally:
         stop.set()

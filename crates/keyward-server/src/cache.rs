@@ -59,12 +59,6 @@ impl CacheKey {
     }
 }
 
-#[derive(Clone)]
-enum Slot {
-    Present(Arc<CachedKey>),
-    Absent(Instant),
-}
-
 pub enum Lookup {
     Hit(Arc<CachedKey>),
     KnownAbsent,
@@ -74,8 +68,12 @@ pub enum Lookup {
 /// Proof of the epoch a load started in.
 pub struct LoadTicket(u64);
 
+/// Both maps are bounded (`capacity` entries each) and evict by recency and
+/// frequency. Absences live apart from records, so a flood of made-up ids
+/// can fill only its own map and never pushes real keys out.
 pub struct KeyCache {
-    entries: quick_cache::sync::Cache<CacheKey, Slot>,
+    present: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
+    absent: quick_cache::sync::Cache<CacheKey, Instant>,
     epoch: AtomicU64,
     lock: Mutex<()>,
     negative_ttl: Duration,
@@ -86,7 +84,8 @@ impl KeyCache {
     pub fn new(capacity: usize, negative_ttl: Duration, usage: Arc<UsageRecorder>) -> Self {
         KeyCache {
             usage,
-            entries: quick_cache::sync::Cache::new(capacity.max(16)),
+            present: quick_cache::sync::Cache::new(capacity.max(16)),
+            absent: quick_cache::sync::Cache::new(capacity.max(16)),
             epoch: AtomicU64::new(0),
             lock: Mutex::new(()),
             negative_ttl,
@@ -94,30 +93,43 @@ impl KeyCache {
     }
 
     pub fn get(&self, key: &CacheKey) -> Lookup {
-        match self.entries.get(key) {
-            Some(Slot::Present(k)) => Lookup::Hit(k),
-            Some(Slot::Absent(at)) if at.elapsed() < self.negative_ttl => Lookup::KnownAbsent,
+        if let Some(k) = self.present.get(key) {
+            return Lookup::Hit(k);
+        }
+        match self.absent.get(key) {
+            Some(at) if at.elapsed() < self.negative_ttl => Lookup::KnownAbsent,
             _ => Lookup::Miss(LoadTicket(self.epoch.load(Ordering::Acquire))),
         }
     }
 
-    /// Stores what a load found, unless a mutation happened since the load began.
     /// Wraps a record read from the store for caching.
     pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
         let usage = self.usage.cell(&key.id);
         Arc::new(CachedKey { key, usage })
     }
 
+    /// Stores what a load found, unless a mutation happened since the load began.
     pub fn finish_load(&self, key: CacheKey, ticket: LoadTicket, found: Option<Arc<CachedKey>>) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.epoch.load(Ordering::Acquire) != ticket.0 {
             return;
         }
-        let slot = match found {
-            Some(k) => Slot::Present(k),
-            None => Slot::Absent(Instant::now()),
-        };
-        self.entries.insert(key, slot);
+        match found {
+            Some(k) => self.set_present(key, k),
+            None => self.set_absent(key),
+        }
+    }
+
+    // Orders chosen so a concurrent `get` sees the new state or a miss
+    // (which reads the store, already written), never the old state.
+    fn set_present(&self, key: CacheKey, record: Arc<CachedKey>) {
+        self.present.insert(key, record);
+        self.absent.remove(&key);
+    }
+
+    fn set_absent(&self, key: CacheKey) {
+        self.present.remove(&key);
+        self.absent.insert(key, Instant::now());
     }
 
     /// Records a key as it now stands in the store (after a write).
@@ -125,7 +137,7 @@ impl KeyCache {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match CacheKey::of_native_key(key) {
-            Some(ck) => self.entries.insert(ck, Slot::Present(self.entry(key.clone()))),
+            Some(ck) => self.set_present(ck, self.entry(key.clone())),
             None => self.forget_foreign(&key.id),
         }
     }
@@ -135,7 +147,7 @@ impl KeyCache {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match CacheKey::of_native_key(key) {
-            Some(ck) => self.entries.insert(ck, Slot::Absent(Instant::now())),
+            Some(ck) => self.set_absent(ck),
             None => self.forget_foreign(&key.id),
         }
     }
@@ -143,17 +155,22 @@ impl KeyCache {
     /// Imported keys are cached under a hash of their token, which their
     /// record cannot give back: drop them by id (rare: imports are few).
     fn forget_foreign(&self, id: &str) {
-        self.entries
-            .retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Present(p) if &*p.id == id)));
+        self.present.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && &*v.id == id));
         // A negative entry for the token may exist from before an import.
-        self.entries.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && matches!(v, Slot::Absent(_))));
+        self.absent.retain(|k, _| !matches!(k, CacheKey::Foreign(_)));
     }
 
+    /// Absences remembered (bounded like the records).
+    pub fn absent_len(&self) -> usize {
+        self.absent.len()
+    }
+
+    /// Key records held.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.present.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.present.is_empty()
     }
 }

@@ -1,13 +1,22 @@
 //! Metrics recorder (Prometheus) and log set-up.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// How often the recorder folds recorded samples into its summaries.
+///
+/// Histogram samples are buffered until this upkeep (or a scrape) drains
+/// them: without it a node nobody scrapes grows by every sample it records.
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide Prometheus recorder once; later calls (tests
-/// that start several servers in one process) share it.
+/// that start several servers in one process) share it. A background thread
+/// runs the recorder's upkeep every [`METRICS_UPKEEP_INTERVAL`], so memory
+/// stays bounded whether or not `/metrics` is scraped.
 pub fn prometheus() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {
@@ -21,6 +30,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -30,6 +40,20 @@ pub fn prometheus() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// A plain thread, not a task: the recorder outlives any one runtime (tests
+/// start several servers, each on its own runtime, in one process).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("keyward-metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; memory grows until /metrics is scraped");
+    }
 }
 
 fn describe() {

@@ -8,7 +8,7 @@
 //! 4. Count the use in the key's in-memory cell ([`crate::usage`]); never
 //!    write here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,12 +57,16 @@ impl VerifyMetrics {
     }
 }
 
+/// Workspace records held in memory by the verifier.
+pub const WORKSPACE_CACHE_CAPACITY: usize = 10_000;
+
 pub struct Verifier {
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     cache: Arc<KeyCache>,
-    /// Workspaces whose route scopes verification has needed, by id.
-    workspaces: RwLock<HashMap<String, Arc<Workspace>>>,
+    /// Workspaces whose route scopes verification has needed, by id
+    /// (bounded: [`WORKSPACE_CACHE_CAPACITY`]).
+    workspaces: quick_cache::sync::Cache<String, Arc<Workspace>>,
     /// Imported keys whose hash upgrade is in flight.
     upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
@@ -82,7 +86,7 @@ impl Verifier {
             hasher,
             cache: Arc::new(cache),
             upgrading: Arc::default(),
-            workspaces: RwLock::default(),
+            workspaces: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
             import_prefixes: RwLock::new(Arc::new(Vec::new())),
             metrics: VerifyMetrics::new(),
         }
@@ -98,20 +102,20 @@ impl Verifier {
 
     /// The workspace a key belongs to, from memory after the first read.
     pub async fn workspace(&self, id: &str) -> Result<Arc<Workspace>, Error> {
-        if let Some(ws) = self.workspaces.read().unwrap_or_else(|p| p.into_inner()).get(id) {
-            return Ok(ws.clone());
+        if let Some(ws) = self.workspaces.get(id) {
+            return Ok(ws);
         }
         let ws = self.store.get_workspace(id).await.map_err(crate::keys::store_error)?.ok_or_else(|| {
             Error::new(keyward_core::ErrorKind::NotFound, "workspace_not_found", "Workspace not found")
         })?;
         let ws = Arc::new(ws);
-        self.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), ws.clone());
+        self.workspaces.insert(id.to_owned(), ws.clone());
         Ok(ws)
     }
 
     /// Records a workspace as it now stands in the store (after a write).
     pub fn workspace_changed(&self, ws: &Workspace) {
-        self.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(ws.id.clone(), Arc::new(ws.clone()));
+        self.workspaces.insert(ws.id.clone(), Arc::new(ws.clone()));
     }
 
     /// Reloads the import prefixes from the store (at start and after imports).
