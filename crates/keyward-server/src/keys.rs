@@ -11,7 +11,7 @@ use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{KeyFilter, KeyPage, Page, Store, StoreError, Unique};
+use keyward_store::{Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
 use crate::verifier::Verifier;
 
@@ -38,6 +38,10 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::LimitReached => Error::key_limit_reached(),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
+            Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
+        }
+        StoreError::Unavailable(msg) => {
+            tracing::warn!(error = %msg, "storage unavailable");
             Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
         }
     }
@@ -80,9 +84,20 @@ impl KeyService {
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
-        self.store.insert_key(key, ws.policy.max_keys).await.map_err(store_error)?;
+        self.store.commit(Change::of(Self::insert_write(ws, key))).await.map_err(store_error)?;
         self.verifier.cache().put(key);
         Ok(())
+    }
+
+    /// The write that inserts `key` within `ws`'s key limit.
+    pub fn insert_write(ws: &Workspace, key: &ApiKey) -> Write {
+        Write::InsertKey { key: key.clone(), max_live_keys: ws.policy.max_keys }
+    }
+
+    /// A new native key from `draft`, validated, not yet stored.
+    pub fn prepare(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
+        let valid = draft.validate(ws, Utc::now())?;
+        Ok(self.new_native(ws, valid))
     }
 
     fn new_native(&self, ws: &Workspace, draft: keyward_core::key::ValidDraft) -> (ApiKey, Secret) {
@@ -100,8 +115,7 @@ impl KeyService {
     }
 
     pub async fn create(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
-        let valid = draft.validate(ws, Utc::now())?;
-        let (key, secret) = self.new_native(ws, valid);
+        let (key, secret) = self.prepare(ws, draft)?;
         self.insert(ws, &key).await?;
         Ok((key, secret))
     }
@@ -134,7 +148,8 @@ impl KeyService {
         }
         let expected = key.version;
         if change(&mut key)? {
-            self.store.update_key(&key, expected).await.map_err(store_error)?;
+            let write = Write::UpdateKey { key: key.clone(), expected_version: expected };
+            self.store.commit(Change::of(write)).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
         Ok(key)
@@ -210,7 +225,9 @@ impl KeyService {
     pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         let key = self.get(workspace_id, id).await?;
         key.ensure_deletable()?;
-        self.store.delete_key(workspace_id, id, key.version).await.map_err(store_error)?;
+        let write =
+            Write::DeleteKey { workspace_id: workspace_id.to_owned(), id: id.to_owned(), expected_version: key.version };
+        self.store.commit(Change::of(write)).await.map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)
     }

@@ -242,7 +242,8 @@ impl Verifier {
         }
         let (store, cache, upgrading) = (self.store.clone(), self.cache.clone(), self.upgrading.clone());
         runtime.spawn(async move {
-            match store.update_key(&upgraded, expected).await {
+            let write = keyward_store::Write::UpdateKey { key: upgraded.clone(), expected_version: expected };
+            match store.commit(keyward_store::Change::of(write)).await {
                 Ok(()) => {
                     cache.put(&upgraded);
                     tracing::info!(key_id = %upgraded.id, "re-hashed imported key to hmac-sha256-token-v1");

@@ -12,7 +12,7 @@ use keyward_core::workspace::{
     validate_workspace_name,
 };
 use keyward_core::{Error, ErrorKind};
-use keyward_store::Store;
+use keyward_store::{Change, Store, StoreError, Write};
 
 use crate::keys::{KeyService, store_error};
 
@@ -51,18 +51,27 @@ impl WorkspaceService {
         WorkspaceService { store, keys, verifier }
     }
 
-    /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`].
+    /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
+    /// in one transaction.
     pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
+        let (created, change) = self.prepare(name)?;
+        self.store.commit(change).await.map_err(store_error)?;
+        self.verifier.cache().put(&created.admin_key);
+        Ok(created)
+    }
+
+    fn prepare(&self, name: &str) -> Result<(NewWorkspace, Change), Error> {
         let workspace = Workspace::new(name, Utc::now())?;
-        self.store.insert_workspace(&workspace).await.map_err(store_error)?;
         let draft = KeyDraft {
             name: Some(ADMIN_KEY_NAME.to_owned()),
             description: Some("Created with the workspace; manages its keys.".to_owned()),
             scopes: vec!["admin".to_owned()],
             ..Default::default()
         };
-        let (admin_key, secret) = self.keys.create(&workspace, draft).await?;
-        Ok(NewWorkspace { workspace, admin_key, secret })
+        let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
+        let mut change = Change::of(Write::InsertWorkspace(workspace.clone()));
+        change.push(KeyService::insert_write(&workspace, &admin_key));
+        Ok((NewWorkspace { workspace, admin_key, secret }, change))
     }
 
     /// Creates the first workspace of an empty deployment; `None` when the
@@ -71,7 +80,18 @@ impl WorkspaceService {
         if self.store.count_workspaces().await.map_err(store_error)? > 0 {
             return Ok(None);
         }
-        self.create_with_admin_key(name).await.map(Some)
+        // The marker makes bootstrap happen once when several nodes start
+        // on one empty database at the same moment.
+        let (created, mut change) = self.prepare(name)?;
+        change.push(Write::InsertMeta { name: "bootstrapped_workspace".into(), value: created.workspace.id.clone() });
+        match self.store.commit(change).await {
+            Ok(()) => {
+                self.verifier.cache().put(&created.admin_key);
+                Ok(Some(created))
+            }
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<Workspace, Error> {
@@ -114,7 +134,7 @@ impl WorkspaceService {
         }
         ws.policy.validate()?;
         ws.updated_at = Utc::now();
-        self.store.update_workspace(&ws).await.map_err(store_error)?;
+        self.store.commit(Change::of(Write::UpdateWorkspace(ws.clone()))).await.map_err(store_error)?;
         self.verifier.workspace_changed(&ws);
         Ok(ws)
     }

@@ -5,6 +5,15 @@
 //!
 //! - [`sqlite`]: the embedded default (WAL, foreign keys, one writer
 //!   connection and a pool of readers).
+//! - [`postgres`]: for several nodes on one database.
+//!
+//! Both are one body of code (`backend.rs`), instantiated per driver; only
+//! opening, error classification and a few dialect details differ.
+//!
+//! **The write seam.** Every mutation is a [`Change`]: a list of
+//! [`Write`]s that commit together or not at all ([`Store::commit`]).
+//! Concurrent changes are grouped into one transaction (group commit), each
+//! under its own savepoint, so one fsync serves many acknowledged writes.
 
 use std::sync::Arc;
 
@@ -13,6 +22,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
 
+mod backend;
+mod group;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +39,7 @@ pub enum Unique {
     Other,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("record not found")]
     NotFound,
@@ -38,6 +51,49 @@ pub enum StoreError {
     LimitReached,
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The database cannot be reached (connection refused or lost, pool
+    /// exhausted): retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One write of a [`Change`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    InsertWorkspace(Workspace),
+    UpdateWorkspace(Workspace),
+    /// With `max_live_keys`, refused with [`StoreError::LimitReached`] when
+    /// the workspace already holds that many live keys (atomic with the
+    /// insert, across nodes).
+    InsertKey { key: ApiKey, max_live_keys: Option<u32> },
+    /// Refused with [`StoreError::VersionMismatch`] unless the stored
+    /// version is still `expected_version`.
+    UpdateKey { key: ApiKey, expected_version: i64 },
+    DeleteKey { workspace_id: String, id: String, expected_version: i64 },
+    /// Claims a one-time marker: [`StoreError::Conflict`] when `name` is
+    /// already set (bootstrap runs once, however many nodes start at once).
+    InsertMeta { name: String, value: String },
+}
+
+/// Writes that commit together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub writes: Vec<Write>,
+}
+
+impl Change {
+    pub fn new() -> Self {
+        Change::default()
+    }
+
+    pub fn of(write: Write) -> Self {
+        Change { writes: vec![write] }
+    }
+
+    pub fn push(&mut self, write: Write) -> &mut Self {
+        self.writes.push(write);
+        self
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -82,15 +138,15 @@ pub trait Store: Send + Sync + 'static {
     /// value that is stored afterwards.
     async fn meta_get_or_set(&self, name: &str, value: &str) -> Result<String>;
 
-    async fn count_workspaces(&self) -> Result<u64>;
-    async fn insert_workspace(&self, workspace: &Workspace) -> Result<()>;
-    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>>;
-    async fn update_workspace(&self, workspace: &Workspace) -> Result<()>;
+    /// Commits every write of `change` in one transaction, or none of them.
+    /// Acknowledged means durable.
+    async fn commit(&self, change: Change) -> Result<()>;
 
-    /// Inserts a key. With `max_live_keys`, refuses with
-    /// [`StoreError::LimitReached`] when the workspace already holds that
-    /// many live keys, atomically with the insert.
-    async fn insert_key(&self, key: &ApiKey, max_live_keys: Option<u32>) -> Result<()>;
+    async fn count_workspaces(&self) -> Result<u64>;
+    async fn count_keys(&self) -> Result<u64>;
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
+    async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>>;
+
     /// Inserts many keys in few transactions, without limit checks (seeding).
     async fn insert_keys_bulk(&self, keys: &[ApiKey]) -> Result<()>;
     /// A key of one workspace.
@@ -102,10 +158,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every distinct import prefix, so unknown formats are refused early.
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>>;
     async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage>;
-    /// Writes `key` if the stored version is still `expected_version`.
-    async fn update_key(&self, key: &ApiKey, expected_version: i64) -> Result<()>;
-    /// Deletes a key of a workspace if its version is still `expected_version`.
-    async fn delete_key(&self, workspace_id: &str, id: &str, expected_version: i64) -> Result<()>;
 
     /// Adds usage counts and moves `last_used_at` forward; deltas of keys
     /// deleted meanwhile are dropped.
@@ -114,17 +166,60 @@ pub trait Store: Send + Sync + 'static {
     async fn key_usage(&self, key_id: &str, since: NaiveDate) -> Result<Vec<(NaiveDate, u64)>>;
 }
 
-/// Opens the store a URL names. `sqlite:` URLs (and bare paths ending in
-/// `.db`) open SQLite; anything else is refused with a clear message.
+/// Settings for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections per node (PostgreSQL; SQLite's reader pool).
+    pub pool_size: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { pool_size: 10 }
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages and logs.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Opens the store a URL names and applies its pending migrations:
+/// `sqlite:` URLs open SQLite, `postgres://` and `postgresql://` PostgreSQL;
+/// anything else is refused with a message naming the supported schemes.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    open_with(url, &StoreOptions::default()).await
+}
+
+pub async fn open_with(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Err(StoreError::Backend("PostgreSQL support is not built into this keyward yet; use a sqlite: URL".into()))
+        Ok(Arc::new(sqlite::SqliteStore::open(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url, options).await?))
     } else {
         Err(StoreError::Backend(format!(
-            "unsupported database URL scheme in {:?}: expected sqlite:",
+            "unsupported database URL scheme {:?}: use sqlite: (the default), postgres:// or postgresql://",
             url.split(':').next().unwrap_or_default()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn masks_passwords_only() {
+        assert_eq!(mask_url("postgres://kw:s3cret@db:5432/kw"), "postgres://kw:***@db:5432/kw");
+        assert_eq!(mask_url("postgres://kw@db/kw?sslmode=off"), "postgres://kw@db/kw?sslmode=off");
+        assert_eq!(mask_url("sqlite:///tmp/k.db"), "sqlite:///tmp/k.db");
     }
 }

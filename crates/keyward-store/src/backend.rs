@@ -1,0 +1,357 @@
+//! The store, written once and instantiated per driver by [`store_impl!`]:
+//! sqlx's drivers are distinct types, so the one body is expanded for each
+//! (as a test body is generated once per backend). What differs per backend
+//! (opening, migrations, error classification) lives in its own module.
+
+use sqlx::Pool;
+
+use crate::StoreError;
+use crate::sql::Statements;
+
+/// A backend's connections and statements.
+pub struct Pools<DB: sqlx::Database> {
+    pub reader: Pool<DB>,
+    pub writer: Pool<DB>,
+    pub sql: Statements,
+    /// Driver error → [`StoreError`] (unique constraints by name, lost
+    /// connections as [`StoreError::Unavailable`]).
+    pub classify: fn(sqlx::Error) -> StoreError,
+}
+
+/// Runs a read once more when the first attempt lost its connection (a
+/// pooled connection that died with a database restart): reads are safe to
+/// repeat.
+macro_rules! read_retry {
+    ($pools:expr, $attempt:expr) => {{
+        let first = $attempt.await.map_err($pools.classify);
+        match first {
+            Err($crate::StoreError::Unavailable(_)) => $attempt.await.map_err($pools.classify),
+            other => other,
+        }
+    }};
+}
+pub(crate) use read_retry;
+
+macro_rules! store_impl {
+    ($store:ty, $db:ty) => {
+        impl $crate::backend::Pools<$db> {
+            async fn apply(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                write: &$crate::Write,
+            ) -> $crate::Result<()> {
+                use $crate::sql::{KeyValues, WorkspaceValues, bind_key, bind_workspace};
+                use $crate::{StoreError, Write};
+                let sql = &self.sql;
+                let done = match write {
+                    Write::InsertWorkspace(ws) => {
+                        let v = WorkspaceValues::of(ws);
+                        bind_workspace!(sqlx::query(&sql.insert_workspace), ws, &v).execute(&mut *conn).await
+                    }
+                    Write::UpdateWorkspace(ws) => {
+                        let v = WorkspaceValues::of(ws);
+                        let done =
+                            bind_workspace!(sqlx::query(&sql.update_workspace), ws, &v).execute(&mut *conn).await;
+                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
+                            return Err(StoreError::NotFound);
+                        }
+                        done
+                    }
+                    Write::InsertKey { key, max_live_keys: None } => {
+                        let v = KeyValues::of(key);
+                        bind_key!(sqlx::query(&sql.insert_key), key, &v).execute(&mut *conn).await
+                    }
+                    Write::InsertKey { key, max_live_keys: Some(limit) } => {
+                        if let Some(lock) = &sql.lock_workspace {
+                            sqlx::query(lock).bind(&key.workspace_id).execute(&mut *conn).await.map_err(self.classify)?;
+                        }
+                        let v = KeyValues::of(key);
+                        let done = bind_key!(sqlx::query(&sql.insert_key_within_limit), key, &v)
+                            .bind(&key.workspace_id)
+                            .bind(i64::from(*limit))
+                            .execute(&mut *conn)
+                            .await;
+                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
+                            return Err(StoreError::LimitReached);
+                        }
+                        done
+                    }
+                    Write::UpdateKey { key, expected_version } => {
+                        let v = KeyValues::of(key);
+                        let done = bind_key!(sqlx::query(&sql.update_key), key, &v)
+                            .bind(&*key.id)
+                            .bind(&key.workspace_id)
+                            .bind(*expected_version)
+                            .execute(&mut *conn)
+                            .await;
+                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
+                            return Err(StoreError::VersionMismatch);
+                        }
+                        done
+                    }
+                    Write::InsertMeta { name, value } => {
+                        sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await
+                    }
+                    Write::DeleteKey { workspace_id, id, expected_version } => {
+                        let done = sqlx::query(&sql.delete_key)
+                            .bind(id)
+                            .bind(workspace_id)
+                            .bind(*expected_version)
+                            .execute(&mut *conn)
+                            .await;
+                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
+                            return Err(StoreError::VersionMismatch);
+                        }
+                        done
+                    }
+                };
+                done.map(|_| ()).map_err(self.classify)
+            }
+
+            async fn apply_change(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                change: &$crate::Change,
+            ) -> $crate::Result<()> {
+                for write in &change.writes {
+                    self.apply(conn, write).await?;
+                }
+                Ok(())
+            }
+
+            /// One transaction for the group. On failure, whether it failed
+            /// before COMMIT was sent (nothing written: safe to try again).
+            async fn try_group(
+                &self,
+                changes: &[$crate::Change],
+            ) -> $crate::Result<Vec<$crate::Result<()>>, ($crate::StoreError, bool)> {
+                let early = |e: sqlx::Error| ((self.classify)(e), true);
+                let mut tx = self.writer.begin().await.map_err(early)?;
+                let mut results = Vec::with_capacity(changes.len());
+                if let [change] = changes {
+                    // Alone: the transaction is the change's boundary.
+                    let result = self.apply_change(&mut tx, change).await;
+                    if result.is_err() {
+                        tx.rollback().await.map_err(early)?;
+                        return Ok(vec![result]);
+                    }
+                    results.push(result);
+                } else {
+                    for change in changes {
+                        sqlx::query("SAVEPOINT change").execute(&mut *tx).await.map_err(early)?;
+                        let result = self.apply_change(&mut tx, change).await;
+                        let end = if result.is_ok() { "RELEASE SAVEPOINT change" } else { "ROLLBACK TO SAVEPOINT change" };
+                        sqlx::query(end).execute(&mut *tx).await.map_err(early)?;
+                        results.push(result);
+                    }
+                }
+                tx.commit().await.map_err(|e| ((self.classify)(e), false))?;
+                Ok(results)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::group::CommitGroup for $crate::backend::Pools<$db> {
+            async fn commit_group(&self, changes: &[$crate::Change]) -> $crate::Result<Vec<$crate::Result<()>>> {
+                match self.try_group(changes).await {
+                    Ok(results) => Ok(results),
+                    // A connection lost before COMMIT: nothing was written, try once more.
+                    Err(($crate::StoreError::Unavailable(_), true)) => {
+                        self.try_group(changes).await.map_err(|(e, _)| e)
+                    }
+                    Err((e, _)) => Err(e),
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pools.reader).await.map_err(self.pools.classify)?;
+                Ok(())
+            }
+
+            async fn meta_get_or_set(&self, name: &str, value: &str) -> $crate::Result<String> {
+                let p = &self.pools;
+                sqlx::query(&p.sql.meta_insert).bind(name).bind(value).execute(&p.writer).await.map_err(p.classify)?;
+                sqlx::query_scalar(&p.sql.meta_get).bind(name).fetch_one(&p.writer).await.map_err(p.classify)
+            }
+
+            async fn commit(&self, change: $crate::Change) -> $crate::Result<()> {
+                self.committer.commit(change).await
+            }
+
+            async fn count_workspaces(&self) -> $crate::Result<u64> {
+                let p = &self.pools;
+                let n: i64 = $crate::backend::read_retry!(p, sqlx::query_scalar("SELECT COUNT(*) FROM workspaces").fetch_one(&p.reader))?;
+                Ok(n.max(0) as u64)
+            }
+
+            async fn count_keys(&self) -> $crate::Result<u64> {
+                let p = &self.pools;
+                let n: i64 = $crate::backend::read_retry!(p, sqlx::query_scalar("SELECT COUNT(*) FROM api_keys").fetch_one(&p.reader))?;
+                Ok(n.max(0) as u64)
+            }
+
+            async fn list_workspaces(&self) -> $crate::Result<Vec<keyward_core::workspace::Workspace>> {
+                let p = &self.pools;
+                let rows: Vec<$crate::sql::WorkspaceRow> =
+                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.list_workspaces).fetch_all(&p.reader))?;
+                rows.into_iter().map($crate::sql::WorkspaceRow::into_workspace).collect()
+            }
+
+            async fn get_workspace(&self, id: &str) -> $crate::Result<Option<keyward_core::workspace::Workspace>> {
+                let p = &self.pools;
+                let row: Option<$crate::sql::WorkspaceRow> =
+                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.get_workspace).bind(id).fetch_optional(&p.reader))?;
+                row.map($crate::sql::WorkspaceRow::into_workspace).transpose()
+            }
+
+            async fn insert_keys_bulk(&self, keys: &[keyward_core::key::ApiKey]) -> $crate::Result<()> {
+                use $crate::sql::{KeyValues, bind_key};
+                let p = &self.pools;
+                for chunk in keys.chunks(10_000) {
+                    let mut tx = p.writer.begin().await.map_err(p.classify)?;
+                    for key in chunk {
+                        let v = KeyValues::of(key);
+                        bind_key!(sqlx::query(&p.sql.insert_key), key, &v).execute(&mut *tx).await.map_err(p.classify)?;
+                    }
+                    tx.commit().await.map_err(p.classify)?;
+                }
+                Ok(())
+            }
+
+            async fn get_key(&self, workspace_id: &str, id: &str) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                let p = &self.pools;
+                let row: Option<$crate::sql::KeyRow> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_as(&p.sql.get_key).bind(id).bind(workspace_id).fetch_optional(&p.reader)
+                )?;
+                row.map($crate::sql::KeyRow::into_key).transpose()
+            }
+
+            async fn find_key(&self, id: &str) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                let p = &self.pools;
+                let row: Option<$crate::sql::KeyRow> =
+                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.find_key).bind(id).fetch_optional(&p.reader))?;
+                row.map($crate::sql::KeyRow::into_key).transpose()
+            }
+
+            async fn find_key_by_lookup_hash(
+                &self,
+                digests: &[[u8; 32]],
+            ) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                let p = &self.pools;
+                for d in digests {
+                    let row: Option<$crate::sql::KeyRow> = $crate::backend::read_retry!(
+                        p,
+                        sqlx::query_as(&p.sql.find_key_by_lookup_hash).bind(&d[..]).fetch_optional(&p.reader)
+                    )?;
+                    if let Some(row) = row {
+                        return row.into_key().map(Some);
+                    }
+                }
+                Ok(None)
+            }
+
+            async fn list_lookup_prefixes(&self) -> $crate::Result<Vec<String>> {
+                let p = &self.pools;
+                $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_scalar(
+                        "SELECT DISTINCT lookup_prefix FROM api_keys WHERE lookup_prefix IS NOT NULL"
+                    )
+                    .fetch_all(&p.reader)
+                )
+            }
+
+            async fn list_keys(
+                &self,
+                workspace_id: &str,
+                filter: &$crate::KeyFilter,
+                page: $crate::Page,
+            ) -> $crate::Result<$crate::KeyPage> {
+                let p = &self.pools;
+                let pattern = filter.name_contains.as_deref().map($crate::sql::name_pattern);
+                let rows: Vec<$crate::sql::KeyRow> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_as(&p.sql.list_keys)
+                        .bind(workspace_id)
+                        .bind(filter.state.map(keyward_core::key::KeyState::as_str))
+                        .bind(filter.key_type.map(keyward_core::key::KeyType::as_str))
+                        .bind(&pattern)
+                        .bind(page.after)
+                        .bind(i64::from(page.limit) + 1)
+                        .fetch_all(&p.reader)
+                )?;
+                let more = rows.len() > page.limit as usize;
+                let mut keys = Vec::with_capacity(rows.len().min(page.limit as usize));
+                let mut last_seq = None;
+                for row in rows.into_iter().take(page.limit as usize) {
+                    last_seq = Some(row.seq);
+                    keys.push(row.into_key()?);
+                }
+                Ok($crate::KeyPage { keys, next_cursor: if more { last_seq } else { None } })
+            }
+
+            async fn record_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {
+                if deltas.is_empty() {
+                    return Ok(());
+                }
+                let p = &self.pools;
+                let mut tx = p.writer.begin().await.map_err(p.classify)?;
+                for d in deltas {
+                    sqlx::query(&p.sql.touch_last_used)
+                        .bind($crate::sql::ms(d.last_used_at))
+                        .bind(&*d.key_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(p.classify)?;
+                    sqlx::query(&p.sql.add_usage)
+                        .bind(&*d.key_id)
+                        .bind(d.day.format("%Y-%m-%d").to_string())
+                        .bind(i64::try_from(d.count).unwrap_or(i64::MAX))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(p.classify)?;
+                }
+                tx.commit().await.map_err(p.classify)
+            }
+
+            async fn key_usage(
+                &self,
+                key_id: &str,
+                since: chrono::NaiveDate,
+            ) -> $crate::Result<Vec<(chrono::NaiveDate, u64)>> {
+                let p = &self.pools;
+                let since = since.format("%Y-%m-%d").to_string();
+                let rows: Vec<(String, i64)> =
+                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.key_usage).bind(key_id).bind(&since).fetch_all(&p.reader))?;
+                rows.into_iter()
+                    .map(|(day, count)| {
+                        let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                            .map_err(|_| $crate::sql::corrupt("usage day"))?;
+                        Ok((day, count.max(0) as u64))
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+pub(crate) use store_impl;
+
+/// Migration failures in words an operator can act on.
+pub fn migration_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::VersionMissing(v) => StoreError::Backend(format!(
+            "the database has migration {v}, which this keyward does not know: it was migrated by a newer \
+             keyward; run that version (or newer)"
+        )),
+        MigrateError::VersionMismatch(v) => {
+            StoreError::Backend(format!("migration {v} applied to the database differs from this keyward's"))
+        }
+        MigrateError::Execute(sqlx::Error::Io(e)) => StoreError::Unavailable(format!("migration failed: {e}")),
+        other => StoreError::Backend(format!("migration failed: {other}")),
+    }
+}

@@ -1,0 +1,433 @@
+//! What both backends share: the statements (written once with `$n`
+//! placeholders; SQLite reads them as `?n`), the rows as read, and the
+//! values as bound. Times are integer milliseconds since the epoch, JSON is
+//! text, on both backends.
+
+use chrono::{DateTime, TimeZone, Utc};
+use keyward_core::hash::{HashScheme, SecretHash};
+use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
+use keyward_core::origin::{OriginPattern, parse_ip_range};
+use keyward_core::route::RouteScope;
+use keyward_core::scope::{Flags, Permission, Scope};
+use keyward_core::token::Environment;
+use keyward_core::workspace::{KeyPolicy, Workspace};
+
+use crate::{Result, StoreError, Unique};
+
+/// Which SQL dialect a statement is rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `$1` → `?1` for SQLite (both mean "the first bound value").
+    pub fn render(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => sql.to_owned(),
+            Dialect::Sqlite => sql.replace('$', "?"),
+        }
+    }
+}
+
+/// Every column of `api_keys` but `seq`, in bind order.
+pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, environment, masked, scopes, \
+     read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
+     lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
+     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips";
+pub const KEY_COLUMN_COUNT: usize = 30;
+
+const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
+     max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata";
+
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The statements, rendered once per store for its dialect.
+pub struct Statements {
+    pub insert_key: String,
+    pub insert_key_within_limit: String,
+    /// Serialises key inserts of one workspace across nodes (PostgreSQL).
+    pub lock_workspace: Option<String>,
+    pub update_key: String,
+    pub delete_key: String,
+    pub insert_workspace: String,
+    pub update_workspace: String,
+    pub get_workspace: String,
+    pub list_workspaces: String,
+    pub get_key: String,
+    pub find_key: String,
+    pub find_key_by_lookup_hash: String,
+    pub list_keys: String,
+    pub touch_last_used: String,
+    pub add_usage: String,
+    pub key_usage: String,
+    pub meta_insert: String,
+    pub meta_claim: String,
+    pub meta_get: String,
+}
+
+impl Statements {
+    pub fn new(dialect: Dialect) -> Self {
+        let r = |sql: &str| dialect.render(sql);
+        let n = KEY_COLUMN_COUNT;
+        let assignments = KEY_COLUMNS
+            .split(", ")
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Statements {
+            insert_key: r(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({})", placeholders(1, n))),
+            // The count and the insert are one statement; on PostgreSQL the
+            // workspace row lock taken first orders concurrent inserts.
+            insert_key_within_limit: r(&format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) SELECT {} \
+                 WHERE (SELECT COUNT(*) FROM api_keys WHERE workspace_id = ${} AND state <> 'revoked') < ${}",
+                placeholders(1, n),
+                n + 1,
+                n + 2
+            )),
+            lock_workspace: (dialect == Dialect::Postgres)
+                .then(|| "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE".to_owned()),
+            update_key: r(&format!(
+                "UPDATE api_keys SET {assignments} WHERE id = ${} AND workspace_id = ${} AND version = ${}",
+                n + 1,
+                n + 2,
+                n + 3
+            )),
+            delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
+            insert_workspace: r(&format!("INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})", placeholders(1, 11))),
+            update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
+                 default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
+                 routes = $9, public_permissions = $10, identity_metadata = $11 WHERE id = $1"),
+            get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
+            list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
+            get_key: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
+            find_key: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE id = $1")),
+            find_key_by_lookup_hash: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE lookup_hash = $1")),
+            list_keys: r(&format!(
+                "SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 \
+                 AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR key_type = $3) \
+                 AND ($4 IS NULL OR LOWER(name) LIKE $4 ESCAPE '\\') AND ($5 IS NULL OR seq < $5) \
+                 ORDER BY seq DESC LIMIT $6"
+            )),
+            touch_last_used: r("UPDATE api_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)"),
+            add_usage: r("INSERT INTO key_usage (key_id, day, count) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = $1) \
+                 ON CONFLICT (key_id, day) DO UPDATE SET count = key_usage.count + excluded.count"),
+            key_usage: r("SELECT day, count FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day"),
+            meta_insert: r("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
+            meta_get: r("SELECT value FROM meta WHERE name = $1"),
+            meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
+        }
+    }
+}
+
+/// The `LIKE` pattern for a case-insensitive substring match.
+pub fn name_pattern(needle: &str) -> String {
+    let escaped = needle.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// Unique constraints by name; both backends' schemas use these names.
+pub fn unique_by_constraint(name: &str) -> Unique {
+    match name {
+        "api_keys_live_name" => Unique::KeyName,
+        "api_keys_lookup_hash" => Unique::ImportedSecret,
+        "api_keys_id_unique" => Unique::KeyId,
+        _ => Unique::Other,
+    }
+}
+
+pub fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(v).single().ok_or_else(|| StoreError::Backend(format!("stored time {v} is out of range")))
+}
+
+fn opt_from_ms(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    v.map(from_ms).transpose()
+}
+
+pub fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} cannot be read"))
+}
+
+fn digest(bytes: Vec<u8>) -> Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| corrupt("hash"))
+}
+
+fn secret_hash(scheme: &str, bytes: Vec<u8>) -> Result<SecretHash> {
+    Ok(SecretHash { scheme: HashScheme::parse(scheme).ok_or_else(|| corrupt("hash scheme"))?, digest: digest(bytes)? })
+}
+
+fn strings(text: &str, what: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| corrupt(what))
+}
+
+fn json_strings(items: impl Iterator<Item = String>) -> String {
+    serde_json::to_string(&items.collect::<Vec<_>>()).expect("strings serialize")
+}
+
+/// A row of `api_keys` as both drivers decode it.
+#[derive(sqlx::FromRow)]
+pub struct KeyRow {
+    pub seq: i64,
+    id: String,
+    workspace_id: String,
+    name: String,
+    description: Option<String>,
+    key_type: String,
+    environment: String,
+    masked: String,
+    scopes: String,
+    read_only: bool,
+    administrator: bool,
+    account_administrator: bool,
+    resources: String,
+    metadata: String,
+    state: String,
+    legacy: bool,
+    lookup_prefix: Option<String>,
+    hash_scheme: String,
+    secret_hash: Vec<u8>,
+    grace_hash_scheme: Option<String>,
+    grace_hash: Option<Vec<u8>>,
+    grace_until: Option<i64>,
+    expires_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    version: i64,
+    allowed_origins: String,
+    allowed_ips: String,
+}
+
+impl KeyRow {
+    pub fn into_key(self) -> Result<ApiKey> {
+        let scopes = strings(&self.scopes, "scopes")?
+            .iter()
+            .map(|s| Scope::parse(s).ok_or_else(|| corrupt("scope")))
+            .collect::<Result<Vec<_>>>()?;
+        let grace = match (self.grace_hash_scheme, self.grace_hash, self.grace_until) {
+            (Some(scheme), Some(hash), Some(until)) => {
+                Some(GraceSecret { hash: secret_hash(&scheme, hash)?, until: from_ms(until)? })
+            }
+            _ => None,
+        };
+        Ok(ApiKey {
+            id: self.id.into(),
+            workspace_id: self.workspace_id,
+            name: self.name,
+            description: self.description,
+            key_type: KeyType::parse(&self.key_type).ok_or_else(|| corrupt("key type"))?,
+            environment: Environment::parse(&self.environment).ok_or_else(|| corrupt("environment"))?,
+            masked: self.masked,
+            scopes,
+            flags: Flags {
+                read_only: self.read_only,
+                administrator: self.administrator,
+                account_administrator: self.account_administrator,
+            },
+            resources: strings(&self.resources, "resources")?,
+            metadata: serde_json::from_str(&self.metadata).map_err(|_| corrupt("metadata"))?,
+            state: KeyState::parse(&self.state).ok_or_else(|| corrupt("state"))?,
+            legacy: self.legacy,
+            lookup_prefix: self.lookup_prefix,
+            secret: secret_hash(&self.hash_scheme, self.secret_hash)?,
+            grace,
+            expires_at: opt_from_ms(self.expires_at)?,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+            last_used_at: opt_from_ms(self.last_used_at)?,
+            revoked_at: opt_from_ms(self.revoked_at)?,
+            version: self.version,
+            allowed_origins: strings(&self.allowed_origins, "allowed_origins")?
+                .iter()
+                .map(|o| OriginPattern::parse(o).map_err(|_| corrupt("origin")))
+                .collect::<Result<_>>()?,
+            allowed_ips: strings(&self.allowed_ips, "allowed_ips")?
+                .iter()
+                .map(|r| parse_ip_range(r).map_err(|_| corrupt("IP range")))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// A row of `workspaces` as both drivers decode it.
+#[derive(sqlx::FromRow)]
+pub struct WorkspaceRow {
+    id: String,
+    name: String,
+    token_prefix: String,
+    max_keys: Option<i64>,
+    default_key_lifetime_days: Option<i64>,
+    max_key_lifetime_days: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+    routes: String,
+    public_permissions: String,
+    identity_metadata: String,
+}
+
+impl WorkspaceRow {
+    pub fn into_workspace(self) -> Result<Workspace> {
+        let days = |v: Option<i64>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        Ok(Workspace {
+            id: self.id,
+            name: self.name,
+            token_prefix: self.token_prefix,
+            policy: KeyPolicy {
+                max_keys: days(self.max_keys),
+                default_key_lifetime_days: days(self.default_key_lifetime_days),
+                max_key_lifetime_days: days(self.max_key_lifetime_days),
+            },
+            routes: serde_json::from_str::<Vec<StoredRoute>>(&self.routes)
+                .map_err(|_| corrupt("routes"))?
+                .iter()
+                .map(|r| RouteScope::parse(&r.method, &r.path, &r.permission).map_err(|_| corrupt("route")))
+                .collect::<Result<_>>()?,
+            public_permissions: strings(&self.public_permissions, "public_permissions")?
+                .iter()
+                .map(|p| Permission::parse_required(p).ok_or_else(|| corrupt("permission")))
+                .collect::<Result<_>>()?,
+            identity_metadata: strings(&self.identity_metadata, "identity_metadata")?,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+        })
+    }
+}
+
+/// Route scopes as stored: `[{"method", "path", "permission"}]`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRoute {
+    method: String,
+    path: String,
+    permission: String,
+}
+
+/// The text and blob values of a key that are not plain fields.
+pub struct KeyValues {
+    pub scopes: String,
+    pub resources: String,
+    pub metadata: String,
+    pub lookup_hash: Option<Vec<u8>>,
+    pub allowed_origins: String,
+    pub allowed_ips: String,
+}
+
+impl KeyValues {
+    pub fn of(key: &ApiKey) -> Self {
+        let scopes: Vec<String> = key.scopes.iter().map(ToString::to_string).collect();
+        KeyValues {
+            scopes: serde_json::to_string(&scopes).expect("strings serialize"),
+            resources: serde_json::to_string(&key.resources).expect("strings serialize"),
+            metadata: serde_json::to_string(&key.metadata).expect("JSON values serialize"),
+            lookup_hash: key.lookup_prefix.as_ref().map(|_| key.secret.digest.to_vec()),
+            allowed_origins: json_strings(key.allowed_origins.iter().map(|o| o.as_str().to_owned())),
+            allowed_ips: json_strings(key.allowed_ips.iter().map(ToString::to_string)),
+        }
+    }
+}
+
+/// The text values of a workspace that are not plain fields.
+pub struct WorkspaceValues {
+    pub routes: String,
+    pub public_permissions: String,
+    pub identity_metadata: String,
+}
+
+impl WorkspaceValues {
+    pub fn of(ws: &Workspace) -> Self {
+        let routes: Vec<StoredRoute> = ws
+            .routes
+            .iter()
+            .map(|r| StoredRoute { method: r.method.clone(), path: r.path.clone(), permission: r.permission.to_string() })
+            .collect();
+        WorkspaceValues {
+            routes: serde_json::to_string(&routes).expect("routes serialize"),
+            public_permissions: json_strings(ws.public_permissions.iter().map(ToString::to_string)),
+            identity_metadata: json_strings(ws.identity_metadata.iter().cloned()),
+        }
+    }
+}
+
+/// Binds every key column in [`KEY_COLUMNS`] order (any driver).
+macro_rules! bind_key {
+    ($q:expr, $key:expr, $v:expr) => {{
+        let (key, v) = ($key, $v);
+        $q.bind(&*key.id)
+            .bind(&key.workspace_id)
+            .bind(&key.name)
+            .bind(&key.description)
+            .bind(key.key_type.as_str())
+            .bind(key.environment.as_str())
+            .bind(&key.masked)
+            .bind(&v.scopes)
+            .bind(key.flags.read_only)
+            .bind(key.flags.administrator)
+            .bind(key.flags.account_administrator)
+            .bind(&v.resources)
+            .bind(&v.metadata)
+            .bind(key.state.as_str())
+            .bind(key.legacy)
+            .bind(&key.lookup_prefix)
+            .bind(&v.lookup_hash)
+            .bind(key.secret.scheme.as_str())
+            .bind(&key.secret.digest[..])
+            .bind(key.grace.map(|g| g.hash.scheme.as_str()))
+            .bind(key.grace.as_ref().map(|g| g.hash.digest.to_vec()))
+            .bind(key.grace.map(|g| $crate::sql::ms(g.until)))
+            .bind(key.expires_at.map($crate::sql::ms))
+            .bind($crate::sql::ms(key.created_at))
+            .bind($crate::sql::ms(key.updated_at))
+            .bind(key.last_used_at.map($crate::sql::ms))
+            .bind(key.revoked_at.map($crate::sql::ms))
+            .bind(key.version)
+            .bind(&v.allowed_origins)
+            .bind(&v.allowed_ips)
+    }};
+}
+pub(crate) use bind_key;
+
+/// Binds every workspace column in `WORKSPACE_COLUMNS` order (any driver).
+macro_rules! bind_workspace {
+    ($q:expr, $ws:expr, $v:expr) => {{
+        let (ws, v) = ($ws, $v);
+        $q.bind(&ws.id)
+            .bind(&ws.name)
+            .bind(&ws.token_prefix)
+            .bind(ws.policy.max_keys.map(i64::from))
+            .bind(ws.policy.default_key_lifetime_days.map(i64::from))
+            .bind(ws.policy.max_key_lifetime_days.map(i64::from))
+            .bind($crate::sql::ms(ws.created_at))
+            .bind($crate::sql::ms(ws.updated_at))
+            .bind(&v.routes)
+            .bind(&v.public_permissions)
+            .bind(&v.identity_metadata)
+    }};
+}
+pub(crate) use bind_workspace;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_reads_numbered_placeholders() {
+        assert_eq!(Dialect::Sqlite.render("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
+        assert_eq!(Dialect::Postgres.render("a = $1"), "a = $1");
+    }
+
+    #[test]
+    fn name_pattern_escapes_wildcards() {
+        assert_eq!(name_pattern("A_b%"), "%a\\_b\\%%");
+    }
+}
