@@ -27,6 +27,7 @@ mod group;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+pub mod testing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unique {

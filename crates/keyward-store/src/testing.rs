@@ -1,0 +1,86 @@
+//! Test support: a fresh, empty database per test on either backend.
+//!
+//! SQLite: a file in a temporary directory. PostgreSQL: a schema of its own
+//! in the database `KEYWARD_TEST_POSTGRES_URL` names (dropped afterwards),
+//! selected through the URL (`options[search_path]=…`), so the server under
+//! test needs nothing special. Without that variable a PostgreSQL test
+//! skips with a printed reason, except under `CI=true`, where it fails.
+
+use sqlx::Connection;
+
+/// The backends the conformance suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const POSTGRES_URL_VAR: &str = "KEYWARD_TEST_POSTGRES_URL";
+
+/// A fresh database; removed on drop.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    schema: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A new empty database, or `None` (after printing why) when the backend
+    /// is not available here. Panics under `CI=true` instead of skipping.
+    pub async fn new(backend: Backend, test: &str) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
+                Some(TestDb { url, backend, schema: None, _dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let Some(base) = postgres_base_url(test) else { return None };
+                let schema = format!("kwt_{}", keyward_core::ids::new_id("s").to_lowercase().replace('-', "_"));
+                let mut conn = sqlx::PgConnection::connect(&base)
+                    .await
+                    .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} does not answer: {e}"));
+                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("CREATE SCHEMA");
+                let _ = conn.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{sep}options[search_path]={schema}");
+                Some(TestDb { url, backend, schema: Some((base, schema)), _dir: None })
+            }
+        }
+    }
+}
+
+/// The base PostgreSQL URL for tests, or `None` after printing why not.
+pub fn postgres_base_url(test: &str) -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{POSTGRES_URL_VAR} must be set in CI (.ci/run sets it)"
+            );
+            // Written to the stream itself, past the test harness's capture,
+            // so that `cargo test` shows it.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test} (postgres): {POSTGRES_URL_VAR} is not set");
+            None
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.schema.take() else { return };
+        // Drop may run inside or outside a runtime: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}

@@ -1,0 +1,272 @@
+//! The store contract, one test body per behaviour, run on SQLite and on
+//! PostgreSQL (`sqlite::…` and `postgres::…` variants).
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use keyward_core::hash::SecretHasher;
+use keyward_core::key::{ApiKey, KeyDraft, KeyState};
+use keyward_core::token::{self, Environment};
+use keyward_core::workspace::Workspace;
+use keyward_store::testing::{Backend, TestDb};
+use keyward_store::{Change, KeyFilter, Page, Store, StoreError, Unique, UsageDelta, Write};
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(keyward_store::testing::Backend::Sqlite, stringify!($name), super::$name).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(keyward_store::testing::Backend::Postgres, stringify!($name), super::$name).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    key_limit_holds_under_concurrent_inserts_from_two_nodes,
+    stale_versions_are_refused_and_a_change_is_all_or_nothing,
+    live_names_ids_and_imported_secrets_are_unique,
+    usage_of_deleted_keys_is_dropped_and_counts_add_up,
+    pages_are_newest_first_with_cursors_and_filters,
+    one_refused_change_does_not_undo_others_committed_with_it,
+    bootstrap_marker_is_claimed_once,
+);
+
+/// A fresh database; `url` lets a test open it a second time (another node).
+struct Ctx {
+    store: Arc<dyn Store>,
+    url: String,
+}
+
+async fn run<F, Fut>(backend: Backend, name: &str, body: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(db) = TestDb::new(backend, name).await else { return };
+    let store = keyward_store::open(&db.url).await.expect("open a fresh database");
+    body(Ctx { store, url: db.url.clone() }).await;
+}
+
+fn hasher() -> SecretHasher {
+    SecretHasher::new(&[7u8; 32]).unwrap()
+}
+
+async fn workspace(store: &dyn Store, max_keys: Option<u32>) -> Workspace {
+    let mut ws = Workspace::new("conformance", Utc::now()).unwrap();
+    ws.policy.max_keys = max_keys;
+    store.commit(Change::of(Write::InsertWorkspace(ws.clone()))).await.unwrap();
+    ws
+}
+
+fn key(ws: &Workspace, name: &str) -> ApiKey {
+    let draft = KeyDraft { name: Some(name.to_owned()), ..Default::default() };
+    let valid = draft.validate(ws, Utc::now()).unwrap();
+    let secret = token::generate(&ws.token_prefix, Environment::Live);
+    let parsed = token::parse(secret.expose()).unwrap();
+    valid.into_key(parsed.key_id(), &ws.id, token::mask(secret.expose()), hasher().native(&parsed), Utc::now())
+}
+
+fn insert(k: &ApiKey, limit: Option<u32>) -> Change {
+    Change::of(Write::InsertKey { key: k.clone(), max_live_keys: limit })
+}
+
+async fn key_limit_holds_under_concurrent_inserts_from_two_nodes(ctx: Ctx) {
+    let other = keyward_store::open(&ctx.url).await.unwrap();
+    let ws = workspace(&*ctx.store, Some(5)).await;
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = if i % 2 == 0 { ctx.store.clone() } else { other.clone() };
+            let k = key(&ws, &format!("race {i}"));
+            tokio::spawn(async move { store.commit(insert(&k, Some(5))).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => created += 1,
+            Err(StoreError::LimitReached) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(created, 5, "exactly the limit is created");
+    let page = ctx.store.list_keys(&ws.id, &KeyFilter::default(), Page { after: None, limit: 100 }).await.unwrap();
+    assert_eq!(page.keys.len(), 5);
+}
+
+async fn stale_versions_are_refused_and_a_change_is_all_or_nothing(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    let (a, b) = (key(&ws, "a"), key(&ws, "b"));
+    ctx.store.commit(insert(&a, None)).await.unwrap();
+    ctx.store.commit(insert(&b, None)).await.unwrap();
+
+    let mut renamed = a.clone();
+    renamed.name = "a2".into();
+    renamed.version += 1;
+    let stale = Write::UpdateKey { key: renamed.clone(), expected_version: a.version + 7 };
+    assert!(matches!(ctx.store.commit(Change::of(stale)).await, Err(StoreError::VersionMismatch)));
+    let delete_stale =
+        Write::DeleteKey { workspace_id: ws.id.clone(), id: b.id.to_string(), expected_version: b.version + 1 };
+    assert!(matches!(ctx.store.commit(Change::of(delete_stale)).await, Err(StoreError::VersionMismatch)));
+
+    // A good write and a stale one in one change: neither lands.
+    let mut change = Change::of(Write::UpdateKey { key: renamed.clone(), expected_version: a.version });
+    change.push(Write::DeleteKey { workspace_id: ws.id.clone(), id: b.id.to_string(), expected_version: 99 });
+    assert!(matches!(ctx.store.commit(change).await, Err(StoreError::VersionMismatch)));
+    assert_eq!(ctx.store.get_key(&ws.id, &a.id).await.unwrap().unwrap().name, "a");
+    assert!(ctx.store.get_key(&ws.id, &b.id).await.unwrap().is_some());
+
+    ctx.store.commit(Change::of(Write::UpdateKey { key: renamed, expected_version: a.version })).await.unwrap();
+    let stored = ctx.store.find_key(&a.id).await.unwrap().unwrap();
+    assert_eq!((stored.name.as_str(), stored.version), ("a2", a.version + 1));
+    // Another workspace cannot reach the key.
+    assert!(ctx.store.get_key("ws_other", &a.id).await.unwrap().is_none());
+}
+
+async fn live_names_ids_and_imported_secrets_are_unique(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    let first = key(&ws, "same");
+    ctx.store.commit(insert(&first, None)).await.unwrap();
+    let twin = key(&ws, "same");
+    assert!(matches!(ctx.store.commit(insert(&twin, None)).await, Err(StoreError::Conflict(Unique::KeyName))));
+    let mut same_id = key(&ws, "other");
+    same_id.id = first.id.clone();
+    assert!(matches!(ctx.store.commit(insert(&same_id, None)).await, Err(StoreError::Conflict(Unique::KeyId))));
+
+    // A revoked key frees its name.
+    let mut revoked = first.clone();
+    revoked.revoke(Utc::now());
+    revoked.version += 1;
+    ctx.store.commit(Change::of(Write::UpdateKey { key: revoked, expected_version: first.version })).await.unwrap();
+    ctx.store.commit(insert(&twin, None)).await.unwrap();
+
+    let mut imported = key(&ws, "imported");
+    imported.lookup_prefix = Some("zz_".into());
+    ctx.store.commit(insert(&imported, None)).await.unwrap();
+    let mut again = key(&ws, "imported again");
+    again.lookup_prefix = Some("zz_".into());
+    again.secret = imported.secret;
+    assert!(matches!(ctx.store.commit(insert(&again, None)).await, Err(StoreError::Conflict(Unique::ImportedSecret))));
+    let found = ctx.store.find_key_by_lookup_hash(&[[0u8; 32], imported.secret.digest]).await.unwrap();
+    assert_eq!(found.map(|k| k.id), Some(imported.id));
+    assert_eq!(ctx.store.list_lookup_prefixes().await.unwrap(), vec!["zz_".to_owned()]);
+}
+
+async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    let (live, gone) = (key(&ws, "live"), key(&ws, "gone"));
+    ctx.store.commit(insert(&live, None)).await.unwrap();
+    ctx.store.commit(insert(&gone, None)).await.unwrap();
+    ctx.store
+        .commit(Change::of(Write::DeleteKey {
+            workspace_id: ws.id.clone(),
+            id: gone.id.to_string(),
+            expected_version: gone.version,
+        }))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let delta = |k: &ApiKey, count, at: chrono::DateTime<Utc>| UsageDelta {
+        key_id: k.id.clone(),
+        day: at.date_naive(),
+        count,
+        last_used_at: at,
+    };
+    // Two nodes flush counts for the same key and day: they add up.
+    ctx.store.record_usage(&[delta(&live, 3, now), delta(&gone, 5, now)]).await.unwrap();
+    ctx.store.record_usage(&[delta(&live, 4, now - Duration::seconds(30))]).await.unwrap();
+    let days = ctx.store.key_usage(&live.id, now.date_naive()).await.unwrap();
+    assert_eq!(days, vec![(now.date_naive(), 7)]);
+    assert!(ctx.store.key_usage(&gone.id, now.date_naive()).await.unwrap().is_empty());
+    // last_used_at only moves forward.
+    let stored = ctx.store.find_key(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at.map(|t| t.timestamp_millis()), Some(now.timestamp_millis()));
+}
+
+async fn pages_are_newest_first_with_cursors_and_filters(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    for i in 0..25 {
+        ctx.store.commit(insert(&key(&ws, &format!("Key_{i:02}")), None)).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ctx.store.list_keys(&ws.id, &KeyFilter::default(), Page { after, limit: 10 }).await.unwrap();
+        names.extend(page.keys.iter().map(|k| k.name.clone()));
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25).rev().map(|i| format!("Key_{i:02}")).collect();
+    assert_eq!(names, expected);
+
+    // Case-insensitive substring; `_` is a character, not a wildcard.
+    let filter = KeyFilter { name_contains: Some("KEY_1".into()), ..Default::default() };
+    let page = ctx.store.list_keys(&ws.id, &filter, Page { after: None, limit: 100 }).await.unwrap();
+    assert_eq!(page.keys.len(), 10);
+    let filter = KeyFilter { name_contains: Some("y%".into()), ..Default::default() };
+    assert!(ctx.store.list_keys(&ws.id, &filter, Page { after: None, limit: 100 }).await.unwrap().keys.is_empty());
+    let filter = KeyFilter { state: Some(KeyState::Revoked), ..Default::default() };
+    assert!(ctx.store.list_keys(&ws.id, &filter, Page { after: None, limit: 100 }).await.unwrap().keys.is_empty());
+    assert_eq!(ctx.store.count_keys().await.unwrap(), 25);
+    assert_eq!(ctx.store.list_workspaces().await.unwrap().len(), 1);
+}
+
+async fn one_refused_change_does_not_undo_others_committed_with_it(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    let dup = key(&ws, "dup");
+    ctx.store.commit(insert(&dup, None)).await.unwrap();
+    // Many concurrent changes, some refused: the group commit must answer
+    // each on its own.
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = ctx.store.clone();
+            let k = if i % 3 == 0 { key(&ws, "dup") } else { key(&ws, &format!("ok {i}")) };
+            tokio::spawn(async move { store.commit(insert(&k, None)).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(Unique::KeyName)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 40);
+    assert_eq!(ctx.store.count_keys().await.unwrap(), 41);
+}
+
+async fn bootstrap_marker_is_claimed_once(ctx: Ctx) {
+    let claim = || Change::of(Write::InsertMeta { name: "marker".into(), value: "x".into() });
+    ctx.store.commit(claim()).await.unwrap();
+    assert!(matches!(ctx.store.commit(claim()).await, Err(StoreError::Conflict(_))));
+    assert_eq!(ctx.store.meta_get_or_set("marker", "y").await.unwrap(), "x");
+}
+
+#[test]
+fn every_migration_exists_for_both_backends() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let names = |backend: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(backend))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (sqlite, postgres) = (names("sqlite"), names("postgres"));
+    assert!(!sqlite.is_empty());
+    assert_eq!(sqlite, postgres, "migrations are paired by name across backends");
+}
