@@ -416,6 +416,10 @@ pub fn validate_description(description: Option<String>) -> Result<Option<String
             "description_too_long",
             format!("Description must be at most {MAX_DESCRIPTION_CHARS} characters"),
         )),
+        Some(d) if d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => Err(Error::invalid(
+            "invalid_description",
+            "Description must not contain control characters other than line breaks and tabs",
+        )),
         Some(d) if d.trim().is_empty() => Ok(None),
         other => Ok(other),
     }

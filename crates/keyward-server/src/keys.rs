@@ -225,8 +225,11 @@ impl KeyService {
     pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         let key = self.get(workspace_id, id).await?;
         key.ensure_deletable()?;
-        let write =
-            Write::DeleteKey { workspace_id: workspace_id.to_owned(), id: id.to_owned(), expected_version: key.version };
+        let write = Write::DeleteKey {
+            workspace_id: workspace_id.to_owned(),
+            id: id.to_owned(),
+            expected_version: key.version,
+        };
         self.store.commit(Change::of(write)).await.map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)

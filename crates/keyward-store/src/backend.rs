@@ -222,6 +222,9 @@ macro_rules! store_impl {
             }
 
             async fn get_key(&self, workspace_id: &str, id: &str) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                if $crate::sql::unstorable(id) {
+                    return Ok(None);
+                }
                 let p = &self.pools;
                 let row: Option<$crate::sql::KeyRow> = $crate::backend::read_retry!(
                     p,
@@ -231,6 +234,9 @@ macro_rules! store_impl {
             }
 
             async fn find_key(&self, id: &str) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                if $crate::sql::unstorable(id) {
+                    return Ok(None);
+                }
                 let p = &self.pools;
                 let row: Option<$crate::sql::KeyRow> =
                     $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.find_key).bind(id).fetch_optional(&p.reader))?;
@@ -271,6 +277,9 @@ macro_rules! store_impl {
                 filter: &$crate::KeyFilter,
                 page: $crate::Page,
             ) -> $crate::Result<$crate::KeyPage> {
+                if filter.name_contains.as_deref().is_some_and($crate::sql::unstorable) {
+                    return Ok($crate::KeyPage { keys: Vec::new(), next_cursor: None });
+                }
                 let p = &self.pools;
                 let pattern = filter.name_contains.as_deref().map($crate::sql::name_pattern);
                 let rows: Vec<$crate::sql::KeyRow> = $crate::backend::read_retry!(

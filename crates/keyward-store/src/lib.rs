@@ -66,14 +66,27 @@ pub enum Write {
     /// With `max_live_keys`, refused with [`StoreError::LimitReached`] when
     /// the workspace already holds that many live keys (atomic with the
     /// insert, across nodes).
-    InsertKey { key: ApiKey, max_live_keys: Option<u32> },
+    InsertKey {
+        key: ApiKey,
+        max_live_keys: Option<u32>,
+    },
     /// Refused with [`StoreError::VersionMismatch`] unless the stored
     /// version is still `expected_version`.
-    UpdateKey { key: ApiKey, expected_version: i64 },
-    DeleteKey { workspace_id: String, id: String, expected_version: i64 },
+    UpdateKey {
+        key: ApiKey,
+        expected_version: i64,
+    },
+    DeleteKey {
+        workspace_id: String,
+        id: String,
+        expected_version: i64,
+    },
     /// Claims a one-time marker: [`StoreError::Conflict`] when `name` is
     /// already set (bootstrap runs once, however many nodes start at once).
-    InsertMeta { name: String, value: String },
+    InsertMeta {
+        name: String,
+        value: String,
+    },
 }
 
 /// Writes that commit together or not at all.

@@ -99,7 +99,10 @@ impl Statements {
                 n + 3
             )),
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
-            insert_workspace: r(&format!("INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})", placeholders(1, 11))),
+            insert_workspace: r(&format!(
+                "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
+                placeholders(1, 11)
+            )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
                  routes = $9, public_permissions = $10, identity_metadata = $11 WHERE id = $1"),
@@ -125,6 +128,12 @@ impl Statements {
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
         }
     }
+}
+
+/// A string no stored text can contain (PostgreSQL text cannot hold NUL):
+/// a lookup by it finds nothing, on both backends alike.
+pub fn unstorable(s: &str) -> bool {
+    s.contains('\0')
 }
 
 /// The `LIKE` pattern for a case-insensitive substring match.
@@ -349,7 +358,11 @@ impl WorkspaceValues {
         let routes: Vec<StoredRoute> = ws
             .routes
             .iter()
-            .map(|r| StoredRoute { method: r.method.clone(), path: r.path.clone(), permission: r.permission.to_string() })
+            .map(|r| StoredRoute {
+                method: r.method.clone(),
+                path: r.path.clone(),
+                permission: r.permission.to_string(),
+            })
             .collect();
         WorkspaceValues {
             routes: serde_json::to_string(&routes).expect("routes serialize"),

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
 async fn caller_keys_that_do_not_authenticate() {
     let app = spawn_app().await;
     let r = app.call(Method::GET, "/v1/keys", None, None).await;
@@ -31,7 +30,6 @@ async fn caller_keys_that_do_not_authenticate() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn read_and_write_tiers_cannot_manage_keys() {
     let app = spawn_app().await;
     let read = app.create_key(json!({"scopes": ["read"]})).await;
@@ -78,7 +76,6 @@ async fn read_and_write_tiers_cannot_manage_keys() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn workspaces_never_see_each_other() {
     let app = spawn_app().await;
     let mine = app.create_key(json!({"name": "mine", "scopes": ["read"]})).await;
@@ -123,3 +120,9 @@ async fn workspaces_never_see_each_other() {
     assert_eq!(app.verify_code(&mine.secret).await, "VALID");
     app.stop().await;
 }
+
+backend_tests!(
+    caller_keys_that_do_not_authenticate,
+    read_and_write_tiers_cannot_manage_keys,
+    workspaces_never_see_each_other
+);

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::{eventually, spawn_app};
 
-#[tokio::test]
 async fn documented_examples_work_as_written() {
     let app = spawn_app().await;
     // Create API Key
@@ -65,7 +64,6 @@ async fn documented_examples_work_as_written() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn documented_errors() {
     let app = spawn_app().await;
     app.post("/api/api-keys", json!({"scope": "read"})).await.assert_error(400, "API key name is required");
@@ -101,3 +99,5 @@ async fn documented_errors() {
     app.call(Method::GET, "/api/api-keys", Some(&expiring.secret), None).await.assert_error(401, "API key has expired");
     app.stop().await;
 }
+
+backend_tests!(documented_examples_work_as_written, documented_errors);

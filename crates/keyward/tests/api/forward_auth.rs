@@ -27,7 +27,6 @@ pub async fn map_routes(app: &TestApp) {
     assert_eq!(r.body["routes"][0]["path"], "/api/v2/tags/**");
 }
 
-#[tokio::test]
 async fn verify_applies_routes_origins_and_ips() {
     let app = spawn_app().await;
     map_routes(&app).await;
@@ -72,7 +71,6 @@ async fn verify_applies_routes_origins_and_ips() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn publishable_keys() {
     let app = spawn_app().await;
     map_routes(&app).await;
@@ -107,7 +105,6 @@ async fn authorize(url: String, method: reqwest::Method, headers: &[(&str, &str)
     (status, h, body)
 }
 
-#[tokio::test]
 async fn forward_auth_as_each_gateway_calls_it() {
     let app = spawn_app().await;
     map_routes(&app).await;
@@ -219,3 +216,5 @@ async fn forward_auth_as_each_gateway_calls_it() {
     assert_eq!(authorize(traefik, reqwest::Method::GET, &q).await.0, 401);
     app.stop().await;
 }
+
+backend_tests!(verify_applies_routes_origins_and_ips, publishable_keys, forward_auth_as_each_gateway_calls_it);

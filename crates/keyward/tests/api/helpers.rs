@@ -1,14 +1,15 @@
-//! Spawns the real server on a random port with a fresh SQLite database and
-//! talks HTTP to it.
+//! Spawns the real server on a random port with a fresh database and talks
+//! HTTP to it. Every test runs once per backend: `backend_tests!(a, b)`
+//! generates `sqlite::a`, `postgres::a`, … from the one body `a`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use keyward_core::hash::SecretHasher;
 use keyward_server::{Application, ServerConfig};
+use keyward_store::testing::{Backend, TestDb, postgres_base_url};
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -20,7 +21,7 @@ pub struct TestApp {
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
+    _db: TestDb,
 }
 
 pub struct Resp {
@@ -55,10 +56,51 @@ pub struct Key {
     pub body: Value,
 }
 
+tokio::task_local! {
+    static BACKEND: Backend;
+}
+
+/// Generates one test per backend for each named `async fn` of the module.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    $crate::helpers::on_backend(keyward_store::testing::Backend::Sqlite, test, super::$name()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    $crate::helpers::on_backend(keyward_store::testing::Backend::Postgres, test, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Runs `test` with [`spawn_app`] on `backend`; PostgreSQL tests skip (with
+/// a printed reason) where no test database is configured.
+pub async fn on_backend(backend: Backend, name: &str, test: impl std::future::Future<Output = ()>) {
+    if backend == Backend::Postgres && postgres_base_url(name).is_none() {
+        return;
+    }
+    BACKEND.scope(backend, test).await
+}
+
+/// The backend of the running test.
+pub fn backend() -> Backend {
+    BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
+}
+
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let store = keyward_store::open(&url).await.unwrap();
+    let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
+    let store = keyward_store::open(&db.url).await.unwrap();
     let hasher = SecretHasher::new(&keyward_core::ids::random_bytes::<32>()).unwrap();
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -85,7 +127,7 @@ pub async fn spawn_app() -> TestApp {
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
-        _dir: dir,
+        _db: db,
     }
 }
 

@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::{eventually, spawn_app};
 
-#[tokio::test]
 async fn plaintext_and_hashed_imports_verify() {
     let app = spawn_app().await;
     let plain = "zta_live_abc123def456ghi789jkl012mno345pqr678";
@@ -41,7 +40,6 @@ async fn plaintext_and_hashed_imports_verify() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn keyward_keys_keep_their_id_and_legacy_keys_are_frozen() {
     let app = spawn_app().await;
     let token = keyward_core::token::generate("kw", keyward_core::token::Environment::Live);
@@ -60,7 +58,6 @@ async fn keyward_keys_keep_their_id_and_legacy_keys_are_frozen() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn bad_imports_are_refused() {
     let app = spawn_app().await;
     let before = app.key_count().await;
@@ -81,3 +78,9 @@ async fn bad_imports_are_refused() {
     assert_eq!(app.key_count().await, before);
     app.stop().await;
 }
+
+backend_tests!(
+    plaintext_and_hashed_imports_verify,
+    keyward_keys_keep_their_id_and_legacy_keys_are_frozen,
+    bad_imports_are_refused
+);

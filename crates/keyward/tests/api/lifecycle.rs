@@ -4,7 +4,6 @@ use serde_json::json;
 
 use crate::helpers::{eventually, spawn_app};
 
-#[tokio::test]
 async fn create_shows_the_secret_once_then_only_masked() {
     let app = spawn_app().await;
     let key = app
@@ -34,7 +33,6 @@ async fn create_shows_the_secret_once_then_only_masked() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn list_paginates_and_filters() {
     let app = spawn_app().await;
     for i in 0..5 {
@@ -73,7 +71,6 @@ async fn list_paginates_and_filters() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn edit_changes_what_it_names_and_honours_if_match() {
     let app = spawn_app().await;
     let key = app.create_key(json!({"name": "old", "description": "d", "scopes": ["read"], "expiresIn": 10})).await;
@@ -132,7 +129,6 @@ impl crate::helpers::TestApp {
     }
 }
 
-#[tokio::test]
 async fn clone_makes_a_new_key_with_the_same_settings() {
     let app = spawn_app().await;
     let key = app
@@ -153,7 +149,6 @@ async fn clone_makes_a_new_key_with_the_same_settings() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn roll_keeps_the_id_and_honours_the_grace_period() {
     let app = spawn_app().await;
     let key = app.create_key(json!({"scopes": ["read"]})).await;
@@ -175,7 +170,6 @@ async fn roll_keeps_the_id_and_honours_the_grace_period() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn deactivate_activate_revoke_delete() {
     let app = spawn_app().await;
     let key = app.create_key(json!({"scopes": ["*"]})).await;
@@ -204,7 +198,6 @@ async fn deactivate_activate_revoke_delete() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn names_are_unique_among_live_keys() {
     let app = spawn_app().await;
     let a = app.create_key(json!({"name": "twin"})).await;
@@ -216,7 +209,6 @@ async fn names_are_unique_among_live_keys() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn workspace_key_limit_and_expiry_policy() {
     let app = spawn_app().await;
     let r = app.get("/v1/workspace").await;
@@ -258,7 +250,6 @@ async fn workspace_key_limit_and_expiry_policy() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn usage_is_counted_and_flushed_in_the_background() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
@@ -275,3 +266,15 @@ async fn usage_is_counted_and_flushed_in_the_background() {
     assert!(app.get(&format!("/v1/keys/{}", key.id)).await.body["lastUsed"].is_string());
     app.stop().await;
 }
+
+backend_tests!(
+    create_shows_the_secret_once_then_only_masked,
+    list_paginates_and_filters,
+    edit_changes_what_it_names_and_honours_if_match,
+    clone_makes_a_new_key_with_the_same_settings,
+    roll_keeps_the_id_and_honours_the_grace_period,
+    deactivate_activate_revoke_delete,
+    names_are_unique_among_live_keys,
+    workspace_key_limit_and_expiry_policy,
+    usage_is_counted_and_flushed_in_the_background
+);

@@ -1,6 +1,7 @@
 //! Black-box tests of the HTTP API: the real server on a random port, a
-//! fresh SQLite database per test, plain HTTP.
+//! fresh database per test, plain HTTP; each test on SQLite and PostgreSQL.
 
+#[macro_use]
 mod helpers;
 
 mod auth;

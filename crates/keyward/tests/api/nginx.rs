@@ -57,7 +57,6 @@ async fn wait_for_port(port: u16) {
     panic!("nginx did not listen on {port}");
 }
 
-#[tokio::test]
 async fn nginx_auth_request_protects_an_api() {
     let Some(nginx) = nginx_binary() else {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "nginx is required in CI (.ci/run installs it)");
@@ -122,3 +121,5 @@ async fn nginx_auth_request_protects_an_api() {
     assert_eq!(resp.status(), 401, "revoked: refused from the next request on");
     app.stop().await;
 }
+
+backend_tests!(nginx_auth_request_protects_an_api);

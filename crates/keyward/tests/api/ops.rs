@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
     let r = app.call(Method::GET, "/healthz", None, None).await;
@@ -30,7 +29,6 @@ async fn health_readiness_and_metrics() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn docs_are_served_without_a_cdn() {
     let app = spawn_app().await;
     let resp = reqwest::get(app.url("/docs/")).await.unwrap();
@@ -59,3 +57,5 @@ fn committed_openapi_document_is_current() {
         "docs/openapi.json is out of date: run `KEYWARD_UPDATE_OPENAPI=1 cargo test -p keyward committed_openapi` and commit it"
     );
 }
+
+backend_tests!(health_readiness_and_metrics, docs_are_served_without_a_cdn);

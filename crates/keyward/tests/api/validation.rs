@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
 async fn create_refuses_bad_settings_and_changes_nothing() {
     let app = spawn_app().await;
     let before = app.key_count().await;
@@ -22,6 +21,10 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
         (json!({"name": "a", "expiresIn": 0}), "expiresIn must be between 1 and 36500 days"),
         (json!({"name": "a", "expiresIn": 1, "expiresAt": soon}), "Give either expiresAt or expiresIn, not both"),
         (json!({"name": "a", "description": "d".repeat(501)}), "Description must be at most 500 characters"),
+        (
+            json!({"name": "a", "description": "line\u{0}end"}),
+            "Description must not contain control characters other than line breaks and tabs",
+        ),
         (json!({"name": "a", "metadata": [1, 2]}), "metadata must be a JSON object"),
         (json!({"name": "a", "metadata": {"blob": "x".repeat(9000)}}), "metadata must be at most 8 KiB of JSON"),
         (
@@ -61,7 +64,6 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn errors_never_echo_submitted_values() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
@@ -74,11 +76,11 @@ async fn errors_never_echo_submitted_values() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn unknown_routes_ids_and_methods() {
     let app = spawn_app().await;
     app.get("/v1/keys/key_doesnotexist0000").await.assert_error(404, "API key not found");
     app.get("/v1/keys/k%00..").await.assert_error(404, "API key not found");
+    assert_eq!(app.get("/v1/keys?name=a%00b").await.body["data"], json!([]));
     let r = app.get("/v1/keys/%ff%fe").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_path"));
     let r = app.get("/v1/nothing-here").await;
@@ -95,7 +97,6 @@ async fn unknown_routes_ids_and_methods() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn edits_refuse_bad_values_and_change_nothing() {
     let app = spawn_app().await;
     let key = app.create_key(json!({"name": "stable", "scopes": ["read"]})).await;
@@ -111,3 +112,10 @@ async fn edits_refuse_bad_values_and_change_nothing() {
     assert_eq!(r.body["version"], 1);
     app.stop().await;
 }
+
+backend_tests!(
+    create_refuses_bad_settings_and_changes_nothing,
+    errors_never_echo_submitted_values,
+    unknown_routes_ids_and_methods,
+    edits_refuse_bad_values_and_change_nothing
+);

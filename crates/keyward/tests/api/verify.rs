@@ -5,7 +5,6 @@ use serde_json::json;
 
 use crate::helpers::spawn_app;
 
-#[tokio::test]
 async fn every_code() {
     let app = spawn_app().await;
     let key =
@@ -64,7 +63,6 @@ async fn every_code() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn flags_and_full_access() {
     let app = spawn_app().await;
     let full = app.create_key(json!({"scopes": ["*"]})).await;
@@ -91,7 +89,6 @@ async fn flags_and_full_access() {
     app.stop().await;
 }
 
-#[tokio::test]
 async fn bad_verify_requests() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
@@ -114,3 +111,5 @@ async fn bad_verify_requests() {
     assert_eq!(r.status, 400);
     app.stop().await;
 }
+
+backend_tests!(every_code, flags_and_full_access, bad_verify_requests);
