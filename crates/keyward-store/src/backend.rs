@@ -181,6 +181,15 @@ macro_rules! store_impl {
                 self.committer.commit(change).await
             }
 
+            async fn schema_version(&self) -> $crate::Result<i64> {
+                let p = &self.pools;
+                let v: Option<i64> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&p.reader)
+                )?;
+                Ok(v.unwrap_or(0))
+            }
+
             async fn count_workspaces(&self) -> $crate::Result<u64> {
                 let p = &self.pools;
                 let n: i64 = $crate::backend::read_retry!(p, sqlx::query_scalar("SELECT COUNT(*) FROM workspaces").fetch_one(&p.reader))?;

@@ -156,6 +156,9 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledged means durable.
     async fn commit(&self, change: Change) -> Result<()>;
 
+    /// The newest migration applied to the database.
+    async fn schema_version(&self) -> Result<i64>;
+
     async fn count_workspaces(&self) -> Result<u64>;
     async fn count_keys(&self) -> Result<u64>;
     async fn list_workspaces(&self) -> Result<Vec<Workspace>>;

@@ -10,8 +10,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Postgres};
 
 use crate::backend::{Pools, migration_error, store_impl};
 use crate::group::Committer;
@@ -28,6 +28,9 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?
             .application_name("keyward");
+        // One direct connection first, so that a wrong URL or an absent
+        // server is reported with its cause (a pool only times out).
+        sqlx::PgConnection::connect_with(&options).await.map_err(classify)?.close().await.map_err(classify)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size.max(2))
             .acquire_timeout(Duration::from_secs(5))

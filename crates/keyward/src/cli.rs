@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about, long_about)]
 pub struct Cli {
-    /// TOML configuration file (keys: listen, database_url, data_dir,
+    /// TOML configuration file (keys: listen, database_url,
+    /// database_pool_size, data_dir,
     /// hash_key_file, log_format, log_level, usage_flush_interval_ms,
     /// cache_capacity, negative_cache_ttl_ms, max_body_bytes,
     /// forward_auth_listen, forward_auth_key_header, forward_auth_key_query,
@@ -40,6 +41,12 @@ pub enum Command {
     /// Manage keys through a running keyward server.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Apply the database's pending migrations and exit (`serve` also does
+    /// so at start; several nodes starting at once apply them once).
+    Migrate {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
 }
@@ -47,9 +54,13 @@ pub enum Command {
 /// Where the data lives and the key that hashes secrets.
 #[derive(Debug, Args, Clone, Default)]
 pub struct StorageArgs {
-    /// Database URL. Default: sqlite://<data dir>/keyward.db
-    #[arg(long, env = "KEYWARD_DATABASE_URL", value_name = "URL")]
+    /// Database URL: sqlite://FILE or postgres://USER:PASSWORD@HOST/DB
+    /// (also postgresql://). Default: sqlite://<data dir>/keyward.db
+    #[arg(long, env = "KEYWARD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Database connections per node (PostgreSQL; SQLite's readers). Default: 10
+    #[arg(long, env = "KEYWARD_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<u32>,
     /// Directory for the SQLite database and the generated hash key.
     /// Default: ./keyward-data
     #[arg(long, env = "KEYWARD_DATA_DIR", value_name = "DIR")]

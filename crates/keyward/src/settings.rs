@@ -3,6 +3,7 @@
 //! read or generated.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,6 +11,7 @@ use keyward_core::hash::{MIN_KEY_LEN, SecretHasher, hex};
 use keyward_server::ServerConfig;
 use keyward_server::api::forward_auth::ForwardAuthConfig;
 use keyward_server::telemetry::LogFormat;
+use keyward_store::{Store, StoreOptions};
 use reqwest::header::HeaderName;
 use serde::Deserialize;
 
@@ -21,6 +23,7 @@ use crate::cli::{LogFormatArg, ServeArgs, StorageArgs};
 pub struct FileConfig {
     pub listen: Option<std::net::SocketAddr>,
     pub database_url: Option<String>,
+    pub database_pool_size: Option<u32>,
     pub data_dir: Option<PathBuf>,
     pub hash_key_file: Option<PathBuf>,
     pub log_format: Option<LogFormatArg>,
@@ -47,32 +50,65 @@ impl FileConfig {
 
 pub const DEFAULT_DATA_DIR: &str = "keyward-data";
 
+/// The database, resolved.
+#[derive(Debug)]
+pub struct Database {
+    pub url: String,
+    pub options: StoreOptions,
+}
+
+impl Database {
+    pub fn resolve(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let url = match args.database_url.clone().or_else(|| file.database_url.clone()) {
+            Some(url) => url,
+            None => {
+                let dir = data_dir(args, file);
+                create_private_dir(&dir)?;
+                format!("sqlite://{}", dir.join("keyward.db").display())
+            }
+        };
+        let pool_size =
+            args.database_pool_size.or(file.database_pool_size).unwrap_or(StoreOptions::default().pool_size);
+        if !(1..=1000).contains(&pool_size) {
+            bail!("the database pool size must be between 1 and 1000");
+        }
+        Ok(Database { url, options: StoreOptions { pool_size } })
+    }
+
+    /// Opens the store (applying pending migrations). A failure is one
+    /// line naming the database (password masked) and the cause.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        keyward_store::open_with(&self.url, &self.options)
+            .await
+            .map_err(|e| anyhow::anyhow!("database {}: {e}", keyward_store::mask_url(&self.url)))
+    }
+}
+
+fn data_dir(args: &StorageArgs, file: &FileConfig) -> PathBuf {
+    args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
 /// Where data lives, resolved.
 #[derive(Debug)]
 pub struct Storage {
-    pub database_url: String,
+    pub database: Database,
     pub hasher: SecretHasher,
 }
 
 impl Storage {
     pub fn resolve(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<Self> {
-        let data_dir =
-            args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let database_url = args.database_url.clone().or_else(|| file.database_url.clone());
-        let needs_data_dir = database_url.is_none()
-            || (args.hash_key.is_none() && args.hash_key_file.is_none() && file.hash_key_file.is_none());
-        if needs_data_dir {
+        let data_dir = data_dir(args, file);
+        let database = Database::resolve(args, file)?;
+        if args.hash_key.is_none() && args.hash_key_file.is_none() && file.hash_key_file.is_none() {
             create_private_dir(&data_dir)?;
         }
-        let database_url =
-            database_url.unwrap_or_else(|| format!("sqlite://{}", data_dir.join("keyward.db").display()));
         let key = match (&args.hash_key, args.hash_key_file.as_ref().or(file.hash_key_file.as_ref())) {
             (Some(hex_key), _) => decode_key(hex_key).context("KEYWARD_HASH_KEY / --hash-key")?,
             (None, Some(path)) => read_key_file(path)?,
             (None, None) => read_or_create_key_file(&data_dir.join("hash.key"))?,
         };
         let hasher = SecretHasher::new(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Storage { database_url, hasher })
+        Ok(Storage { database, hasher })
     }
 }
 

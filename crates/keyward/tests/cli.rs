@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use keyward_store::testing::{Backend, TestDb};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
@@ -229,4 +230,35 @@ fn readme_serve_command_runs_keyward() {
     assert!(dir.path().join("keyward.db").exists(), "SQLite file in the data dir");
     let (ok, _) = server.terminate();
     assert!(ok);
+}
+
+#[test]
+fn database_urls_are_checked_and_migrate_applies_pending_migrations() {
+    let o = keyward(&["migrate", "--database-url", "mysql://kw:s3cret@db/kw"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("sqlite:") && err.contains("postgres://") && err.contains("postgresql://"), "{err}");
+    assert!(!err.contains("s3cret"), "the password is masked: {err}");
+
+    let o = keyward(&["migrate", "--database-url", "postgres://kw:s3cret@127.0.0.1:1/kw"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("postgres://kw:***@127.0.0.1:1/kw") && err.contains("refused"), "{err}");
+    assert!(!err.contains("s3cret"), "the password is masked: {err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let o = keyward(&["migrate", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("up to date"));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let test = "cli::database_urls_are_checked_and_migrate_applies_pending_migrations";
+    let Some(db) = runtime.block_on(TestDb::new(Backend::Postgres, test)) else { return };
+    for _ in 0..2 {
+        let o = keyward(&["migrate", "--database-url", &db.url]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(stdout(&o).contains("schema at migration"), "{}", stdout(&o));
+    }
+    drop(db);
 }

@@ -7,11 +7,11 @@ use keyward_server::workspaces::NewWorkspace;
 use keyward_server::{ServerConfig, Services};
 
 use crate::cli::{BootstrapArgs, StorageArgs};
-use crate::settings::{FileConfig, Storage};
+use crate::settings::{Database, FileConfig, Storage};
 
 pub async fn open_services(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<Services> {
     let storage = Storage::resolve(storage, file)?;
-    let store = keyward_store::open(&storage.database_url).await?;
+    let store = storage.database.open().await?;
     Services::new(store, storage.hasher, &ServerConfig::default()).await
 }
 
@@ -61,5 +61,14 @@ pub async fn create_workspace(
     let services = open_services(storage, file).await?;
     let created = services.workspaces.create_with_admin_key(name).await?;
     print_new_workspace(&created, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward migrate`: opening the store applies pending migrations.
+pub async fn migrate(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let database = Database::resolve(storage, file)?;
+    let store = database.open().await?;
+    let version = store.schema_version().await?;
+    println!("database {}: schema at migration {version}, up to date", keyward_store::mask_url(&database.url));
     Ok(ExitCode::SUCCESS)
 }

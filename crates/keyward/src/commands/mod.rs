@@ -18,6 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             admin::create_workspace(&name, &storage, json, &file).await
         }
         Command::Keys(cmd) => keys::run(cmd).await,
+        Command::Migrate { storage } => admin::migrate(&storage, &file).await,
         Command::Openapi => {
             println!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use crate::settings::{FileConfig, ServeSettings};
 pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
     let settings = ServeSettings::resolve(&args, file)?;
     telemetry::init_logging(settings.log_format, &settings.log_filter);
-    let store = keyward_store::open(&settings.storage.database_url).await?;
+    let store = settings.storage.database.open().await?;
     let app = Application::build(settings.server.clone(), store, settings.storage.hasher).await?;
     if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name).await? {
         // Printed on stdout, never logged: logs must not carry secrets.
