@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyward_core::key::ApiKey;
 use keyward_core::token::{ID_LEN, token_id_of_key_id};
@@ -24,6 +24,9 @@ use crate::usage::{UsageCell, UsageRecorder};
 pub struct CachedKey {
     pub key: ApiKey,
     pub usage: Arc<UsageCell>,
+    /// When the record was read or written (ms since the epoch): a record
+    /// older than the cache's maximum age is read again.
+    pub loaded_ms: i64,
 }
 
 impl std::ops::Deref for CachedKey {
@@ -31,6 +34,10 @@ impl std::ops::Deref for CachedKey {
     fn deref(&self) -> &ApiKey {
         &self.key
     }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a presented token is looked up by.
@@ -68,32 +75,51 @@ pub enum Lookup {
 /// Proof of the epoch a load started in.
 pub struct LoadTicket(u64);
 
-/// Both maps are bounded (`capacity` entries each) and evict by recency and
+/// Every map is bounded (`capacity` entries) and evicts by recency and
 /// frequency. Absences live apart from records, so a flood of made-up ids
-/// can fill only its own map and never pushes real keys out.
+/// can fill only its own map and never pushes real keys out; imported keys
+/// (cached under a hash of their token) live apart too, so that dropping
+/// one by id scans only them.
 pub struct KeyCache {
-    present: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
+    native: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
+    foreign: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
     absent: quick_cache::sync::Cache<CacheKey, Instant>,
     epoch: AtomicU64,
     lock: Mutex<()>,
     negative_ttl: Duration,
+    /// The safety net of a cluster: a record is read again after this long
+    /// even if no invalidation arrived (milliseconds).
+    max_age_ms: i64,
     usage: Arc<UsageRecorder>,
 }
 
 impl KeyCache {
-    pub fn new(capacity: usize, negative_ttl: Duration, usage: Arc<UsageRecorder>) -> Self {
+    pub fn new(capacity: usize, negative_ttl: Duration, max_age: Duration, usage: Arc<UsageRecorder>) -> Self {
+        let capacity = capacity.max(16);
         KeyCache {
             usage,
-            present: quick_cache::sync::Cache::new(capacity.max(16)),
-            absent: quick_cache::sync::Cache::new(capacity.max(16)),
+            native: quick_cache::sync::Cache::new(capacity),
+            foreign: quick_cache::sync::Cache::new((capacity / 8).max(16)),
+            absent: quick_cache::sync::Cache::new(capacity),
             epoch: AtomicU64::new(0),
             lock: Mutex::new(()),
             negative_ttl,
+            max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
         }
     }
 
-    pub fn get(&self, key: &CacheKey) -> Lookup {
-        if let Some(k) = self.present.get(key) {
+    fn records(&self, key: &CacheKey) -> &quick_cache::sync::Cache<CacheKey, Arc<CachedKey>> {
+        match key {
+            CacheKey::Native(_) => &self.native,
+            CacheKey::Foreign(_) => &self.foreign,
+        }
+    }
+
+    /// Looks `key` up at `now_ms` (the caller's clock reading).
+    pub fn get(&self, key: &CacheKey, now_ms: i64) -> Lookup {
+        if let Some(k) = self.records(key).get(key)
+            && now_ms.saturating_sub(k.loaded_ms) < self.max_age_ms
+        {
             return Lookup::Hit(k);
         }
         match self.absent.get(key) {
@@ -105,7 +131,7 @@ impl KeyCache {
     /// Wraps a record read from the store for caching.
     pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
         let usage = self.usage.cell(&key.id);
-        Arc::new(CachedKey { key, usage })
+        Arc::new(CachedKey { key, usage, loaded_ms: now_ms() })
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
@@ -123,13 +149,35 @@ impl KeyCache {
     // Orders chosen so a concurrent `get` sees the new state or a miss
     // (which reads the store, already written), never the old state.
     fn set_present(&self, key: CacheKey, record: Arc<CachedKey>) {
-        self.present.insert(key, record);
+        self.records(&key).insert(key, record);
         self.absent.remove(&key);
     }
 
     fn set_absent(&self, key: CacheKey) {
-        self.present.remove(&key);
+        self.records(&key).remove(&key);
         self.absent.insert(key, Instant::now());
+    }
+
+    /// Forgets what is held for key `id` (changed elsewhere): the next
+    /// verification reads the store.
+    pub fn invalidate(&self, id: &str) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(token_id) = token_id_of_key_id(id) {
+            let ck = CacheKey::native(token_id);
+            self.native.remove(&ck);
+            self.absent.remove(&ck);
+        }
+        self.forget_foreign(id);
+    }
+
+    /// Forgets everything (the invalidation channel lost notices).
+    pub fn clear(&self) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.native.clear();
+        self.foreign.clear();
+        self.absent.clear();
     }
 
     /// Records a key as it now stands in the store (after a write).
@@ -155,7 +203,7 @@ impl KeyCache {
     /// Imported keys are cached under a hash of their token, which their
     /// record cannot give back: drop them by id (rare: imports are few).
     fn forget_foreign(&self, id: &str) {
-        self.present.retain(|k, v| !(matches!(k, CacheKey::Foreign(_)) && &*v.id == id));
+        self.foreign.retain(|_, v| &*v.id != id);
         // A negative entry for the token may exist from before an import.
         self.absent.retain(|k, _| !matches!(k, CacheKey::Foreign(_)));
     }
@@ -167,10 +215,10 @@ impl KeyCache {
 
     /// Key records held.
     pub fn len(&self) -> usize {
-        self.present.len()
+        self.native.len() + self.foreign.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.present.is_empty()
+        self.len() == 0
     }
 }

@@ -27,6 +27,9 @@ pub struct ServerConfig {
     pub cache_capacity: usize,
     /// How long an unknown key id is remembered as unknown.
     pub negative_cache_ttl: Duration,
+    /// How long a key record is trusted without reading it again: the
+    /// bound on staleness if a cluster's invalidation notices are lost.
+    pub cache_max_age: Duration,
     pub max_body_bytes: usize,
     pub forward_auth: ForwardAuthConfig,
     /// A second listener serving only forward-auth to trusted gateways
@@ -41,6 +44,7 @@ impl Default for ServerConfig {
             usage_flush_interval: Duration::from_secs(1),
             cache_capacity: 100_000,
             negative_cache_ttl: Duration::from_secs(5),
+            cache_max_age: Duration::from_secs(60),
             max_body_bytes: 64 * 1024,
             forward_auth: ForwardAuthConfig::default(),
             forward_auth_listen: None,
@@ -72,7 +76,8 @@ impl Services {
             );
         }
         let usage = Arc::new(UsageRecorder::default());
-        let cache = KeyCache::new(config.cache_capacity, config.negative_cache_ttl, usage.clone());
+        let cache =
+            KeyCache::new(config.cache_capacity, config.negative_cache_ttl, config.cache_max_age, usage.clone());
         let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone()));
@@ -128,6 +133,15 @@ impl Application {
             forward_auth: Arc::new(self.config.forward_auth.clone()),
             trusted_listener: false,
         };
+        // Other nodes' changes reach this node's caches (PostgreSQL).
+        let watcher = store.watch().await.map(|mut notices| {
+            let verifier = state.verifier.clone();
+            tokio::spawn(async move {
+                while let Some(what) = notices.recv().await {
+                    verifier.invalidated(what).await;
+                }
+            })
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flusher = tokio::spawn(run_flusher(usage, store, self.config.usage_flush_interval, stop_rx.clone()));
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -150,6 +164,9 @@ impl Application {
             side.await.context("forward-auth listener")?.context("serving forward-auth")?;
         }
         flusher.await.context("usage flusher")?;
+        if let Some(w) = watcher {
+            w.abort();
+        }
         served.context("serving HTTP")
     }
 }

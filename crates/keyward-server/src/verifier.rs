@@ -118,6 +118,29 @@ impl Verifier {
         self.workspaces.insert(ws.id.clone(), Arc::new(ws.clone()));
     }
 
+    /// Applies what another node changed (pushed by the store).
+    pub async fn invalidated(&self, what: keyward_store::Invalidation) {
+        use keyward_store::Invalidation;
+        match what {
+            Invalidation::Key(id) => self.cache.invalidate(&id),
+            Invalidation::Workspace(id) => {
+                self.workspaces.remove(&id);
+            }
+            Invalidation::ImportPrefixes => self.refresh_prefixes_logged().await,
+            Invalidation::Resync => {
+                self.cache.clear();
+                self.workspaces.clear();
+                self.refresh_prefixes_logged().await;
+            }
+        }
+    }
+
+    async fn refresh_prefixes_logged(&self) {
+        if let Err(e) = self.refresh_import_prefixes().await {
+            tracing::warn!(error = %e, "reloading import prefixes failed");
+        }
+    }
+
     /// Reloads the import prefixes from the store (at start and after imports).
     pub async fn refresh_import_prefixes(&self) -> Result<(), Error> {
         let mut prefixes = self.store.list_lookup_prefixes().await.map_err(crate::keys::store_error)?;
@@ -150,9 +173,9 @@ impl Verifier {
         let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let parsed = token::parse(token).ok();
         let found = match &parsed {
-            Some(p) => self.find_native(p).await?,
+            Some(p) => self.find_native(p, now_us / 1000).await?,
             None if token.len() <= token::MAX_TOKEN_LEN && self.has_import_prefix(token) => {
-                self.find_foreign(token).await?
+                self.find_foreign(token, now_us / 1000).await?
             }
             None => {
                 return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None));
@@ -191,9 +214,10 @@ impl Verifier {
     async fn find(
         &self,
         ck: CacheKey,
+        now_ms: i64,
         load: impl Future<Output = Result<Option<ApiKey>, keyward_store::StoreError>>,
     ) -> Result<Found, Error> {
-        let ticket = match self.cache.get(&ck) {
+        let ticket = match self.cache.get(&ck, now_ms) {
             Lookup::Hit(k) => {
                 self.metrics.cache_hits.increment(1);
                 return Ok(Found::Key(k));
@@ -210,20 +234,20 @@ impl Verifier {
         Ok(key.map_or(Found::Missing, Found::Key))
     }
 
-    async fn find_native(&self, parsed: &ParsedToken<'_>) -> Result<Found, Error> {
+    async fn find_native(&self, parsed: &ParsedToken<'_>, now_ms: i64) -> Result<Found, Error> {
         let load = async {
             let found = self.store.find_key(&parsed.key_id()).await?;
             // An imported key's id may look native; its token never does.
             Ok(found.filter(|k| k.lookup_prefix.is_none()))
         };
-        self.find(CacheKey::native(parsed.id), load).await
+        self.find(CacheKey::native(parsed.id), now_ms, load).await
     }
 
-    async fn find_foreign(&self, token: &str) -> Result<Found, Error> {
+    async fn find_foreign(&self, token: &str, now_ms: i64) -> Result<Found, Error> {
         let hmac = self.hasher.whole_token(token).digest;
         // The SHA-256 (for keys imported as hashes) only on a miss.
         let load = async move { self.store.find_key_by_lookup_hash(&[hmac, sha256(token)]).await };
-        self.find(CacheKey::Foreign(hmac), load).await
+        self.find(CacheKey::Foreign(hmac), now_ms, load).await
     }
 
     /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed

@@ -16,6 +16,9 @@ pub struct Pools<DB: sqlx::Database> {
     /// Driver error → [`StoreError`] (unique constraints by name, lost
     /// connections as [`StoreError::Unavailable`]).
     pub classify: fn(sqlx::Error) -> StoreError,
+    /// This node's id and the notice channel (PostgreSQL).
+    pub node: String,
+    pub channel: String,
 }
 
 /// Runs a read once more when the first attempt lost its connection (a
@@ -33,7 +36,17 @@ macro_rules! read_retry {
 pub(crate) use read_retry;
 
 macro_rules! store_impl {
+    ($store:ty, $db:ty, watch) => {
+        $crate::backend::store_impl!(@impl $store, $db, {
+            async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<$crate::Invalidation>> {
+                Some(self.listen())
+            }
+        });
+    };
     ($store:ty, $db:ty) => {
+        $crate::backend::store_impl!(@impl $store, $db, {});
+    };
+    (@impl $store:ty, $db:ty, { $($extra:item)* }) => {
         impl $crate::backend::Pools<$db> {
             async fn apply(
                 &self,
@@ -115,6 +128,16 @@ macro_rules! store_impl {
             ) -> $crate::Result<()> {
                 for write in &change.writes {
                     self.apply(conn, write).await?;
+                    if let Some(notify) = &self.sql.notify {
+                        for inv in $crate::sql::invalidations(write) {
+                            sqlx::query(notify)
+                                .bind(&self.channel)
+                                .bind($crate::sql::notice_payload(&self.node, &inv))
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(self.classify)?;
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -166,6 +189,8 @@ macro_rules! store_impl {
 
         #[async_trait::async_trait]
         impl $crate::Store for $store {
+            $($extra)*
+
             async fn ping(&self) -> $crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pools.reader).await.map_err(self.pools.classify)?;
                 Ok(())

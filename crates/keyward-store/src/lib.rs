@@ -58,6 +58,21 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// What another node changed, as pushed to this node (PostgreSQL
+/// LISTEN/NOTIFY) so it can drop what it holds in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// A key was inserted, changed or deleted.
+    Key(String),
+    /// A workspace's settings changed.
+    Workspace(String),
+    /// A key with an import prefix was inserted: reload the prefixes.
+    ImportPrefixes,
+    /// The channel dropped and came back: notices may have been lost, so
+    /// everything held in memory is suspect.
+    Resync,
+}
+
 /// One write of a [`Change`].
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -147,6 +162,12 @@ pub struct UsageDelta {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
+
+    /// Changes made by other nodes sharing the database, as they commit.
+    /// `None` for a store no other node can write (SQLite).
+    async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {
+        None
+    }
 
     /// Stores `value` under `name` unless a value is there; returns the
     /// value that is stored afterwards.

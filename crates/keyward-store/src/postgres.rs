@@ -15,8 +15,8 @@ use sqlx::{Connection, Postgres};
 
 use crate::backend::{Pools, migration_error, store_impl};
 use crate::group::Committer;
-use crate::sql::{Dialect, Statements, unique_by_constraint};
-use crate::{Result, StoreError, StoreOptions};
+use crate::sql::{Dialect, Statements, notice_channel, parse_notice, unique_by_constraint};
+use crate::{Invalidation, Result, StoreError, StoreOptions};
 
 pub struct PostgresStore {
     pools: Arc<Pools<Postgres>>,
@@ -38,15 +38,75 @@ impl PostgresStore {
             .await
             .map_err(classify)?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(migration_error)?;
-        let pools =
-            Arc::new(Pools { reader: pool.clone(), writer: pool, sql: Statements::new(Dialect::Postgres), classify });
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&pool).await.map_err(classify)?;
+        let pools = Arc::new(Pools {
+            reader: pool.clone(),
+            writer: pool,
+            sql: Statements::new(Dialect::Postgres),
+            classify,
+            node: keyward_core::ids::random_base62(12),
+            channel: notice_channel(&schema),
+        });
         let committer = Committer::start(pools.clone());
         Ok(Self { pools, committer })
     }
 
-    /// The pool, for LISTEN/NOTIFY and tests.
+    /// The pool, for tests.
     pub fn pool(&self) -> &sqlx::PgPool {
         &self.pools.writer
+    }
+
+    /// Listens for other nodes' notices until the receiver is dropped. A
+    /// dropped connection is re-established (retrying every second while
+    /// the database is away) and then reported as [`Invalidation::Resync`].
+    fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<Invalidation> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (pool, node, channel) = (self.pools.writer.clone(), self.pools.node.clone(), self.pools.channel.clone());
+        tokio::spawn(async move {
+            let mut first = true;
+            loop {
+                let listener = async {
+                    let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    l.listen(&channel).await?;
+                    Ok::<_, sqlx::Error>(l)
+                };
+                let mut listener = match listener.await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "notice listener cannot connect; retrying");
+                        if tx.is_closed() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if !first && tx.send(Invalidation::Resync).is_err() {
+                    return;
+                }
+                first = false;
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        received = listener.try_recv() => match received {
+                            Ok(Some(notice)) => {
+                                if let Some(inv) = parse_notice(&node, notice.payload())
+                                    && tx.send(inv).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            // The connection dropped (and may have lost notices).
+                            Ok(None) | Err(_) => {
+                                tracing::warn!("notice listener lost its connection; resynchronising");
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+        });
+        rx
     }
 }
 
@@ -70,4 +130,4 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-store_impl!(PostgresStore, Postgres);
+store_impl!(PostgresStore, Postgres, watch);

@@ -67,6 +67,9 @@ pub struct Statements {
     pub meta_insert: String,
     pub meta_claim: String,
     pub meta_get: String,
+    /// Tells other nodes what a write changed, delivered at commit
+    /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
+    pub notify: Option<String>,
 }
 
 impl Statements {
@@ -126,6 +129,7 @@ impl Statements {
             meta_insert: r("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
             meta_get: r("SELECT value FROM meta WHERE name = $1"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
+            notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
         }
     }
 }
@@ -134,6 +138,55 @@ impl Statements {
 /// a lookup by it finds nothing, on both backends alike.
 pub fn unstorable(s: &str) -> bool {
     s.contains('\0')
+}
+
+/// The notice channel of a database (one per schema, so that databases
+/// sharing a server never see each other's notices).
+pub fn notice_channel(schema: &str) -> String {
+    format!("keyward_{schema}")
+}
+
+/// A notice's payload: `node|k|id`, `node|w|id` or `node|p|`.
+pub fn notice_payload(node: &str, invalidation: &crate::Invalidation) -> String {
+    use crate::Invalidation::*;
+    match invalidation {
+        Key(id) => format!("{node}|k|{id}"),
+        Workspace(id) => format!("{node}|w|{id}"),
+        ImportPrefixes | Resync => format!("{node}|p|"),
+    }
+}
+
+/// Reads a payload; `None` for this node's own notices and unknown ones.
+pub fn parse_notice(own_node: &str, payload: &str) -> Option<crate::Invalidation> {
+    let mut parts = payload.splitn(3, '|');
+    let (node, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+    if node == own_node {
+        return None;
+    }
+    match kind {
+        "k" => Some(crate::Invalidation::Key(id.to_owned())),
+        "w" => Some(crate::Invalidation::Workspace(id.to_owned())),
+        "p" => Some(crate::Invalidation::ImportPrefixes),
+        _ => None,
+    }
+}
+
+/// The notices a write sends.
+pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
+    use crate::{Invalidation, Write};
+    match write {
+        Write::InsertWorkspace(ws) | Write::UpdateWorkspace(ws) => vec![Invalidation::Workspace(ws.id.clone())],
+        Write::InsertKey { key, .. } => {
+            let mut v = vec![Invalidation::Key(key.id.to_string())];
+            if key.lookup_prefix.is_some() {
+                v.push(Invalidation::ImportPrefixes);
+            }
+            v
+        }
+        Write::UpdateKey { key, .. } => vec![Invalidation::Key(key.id.to_string())],
+        Write::DeleteKey { id, .. } => vec![Invalidation::Key(id.clone())],
+        Write::InsertMeta { .. } => Vec::new(),
+    }
 }
 
 /// The `LIKE` pattern for a case-insensitive substring match.
@@ -437,6 +490,18 @@ mod tests {
     fn sqlite_reads_numbered_placeholders() {
         assert_eq!(Dialect::Sqlite.render("a = $1 AND b = $12"), "a = ?1 AND b = ?12");
         assert_eq!(Dialect::Postgres.render("a = $1"), "a = $1");
+    }
+
+    #[test]
+    fn notices_round_trip_and_skip_their_own_node() {
+        use crate::Invalidation;
+        for inv in
+            [Invalidation::Key("key_a|b".into()), Invalidation::Workspace("ws_1".into()), Invalidation::ImportPrefixes]
+        {
+            let payload = notice_payload("n1", &inv);
+            assert_eq!(parse_notice("n2", &payload), Some(inv));
+            assert_eq!(parse_notice("n1", &payload), None);
+        }
     }
 
     #[test]

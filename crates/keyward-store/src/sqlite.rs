@@ -47,7 +47,14 @@ impl SqliteStore {
                 .await
                 .map_err(classify)?
         };
-        let pools = Arc::new(Pools { reader, writer, sql: Statements::new(Dialect::Sqlite), classify });
+        let pools = Arc::new(Pools {
+            reader,
+            writer,
+            sql: Statements::new(Dialect::Sqlite),
+            classify,
+            node: String::new(),
+            channel: String::new(),
+        });
         let committer = Committer::start(pools.clone());
         Ok(Self { pools, committer })
     }

@@ -36,7 +36,7 @@ impl TestDb {
                 Some(TestDb { url, backend, schema: None, _dir: Some(dir) })
             }
             Backend::Postgres => {
-                let Some(base) = postgres_base_url(test) else { return None };
+                let base = postgres_base_url(test)?;
                 let schema = format!("kwt_{}", keyward_core::ids::new_id("s").to_lowercase().replace('-', "_"));
                 let mut conn = sqlx::PgConnection::connect(&base)
                     .await

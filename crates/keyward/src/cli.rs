@@ -17,7 +17,7 @@ pub struct Cli {
     /// TOML configuration file (keys: listen, database_url,
     /// database_pool_size, data_dir,
     /// hash_key_file, log_format, log_level, usage_flush_interval_ms,
-    /// cache_capacity, negative_cache_ttl_ms, max_body_bytes,
+    /// cache_capacity, negative_cache_ttl_ms, cache_max_age_ms, max_body_bytes,
     /// forward_auth_listen, forward_auth_key_header, forward_auth_key_query,
     /// trusted_proxies).
     #[arg(long, global = true, env = "KEYWARD_CONFIG", value_name = "FILE")]
@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Milliseconds an unknown key id is remembered as unknown. Default: 5000
     #[arg(long, env = "KEYWARD_NEGATIVE_CACHE_TTL_MS", value_name = "MS")]
     pub negative_cache_ttl_ms: Option<u64>,
+    /// Milliseconds a cached key record is trusted before it is read again;
+    /// bounds staleness on a cluster if change notices are lost. Default: 60000
+    #[arg(long, env = "KEYWARD_CACHE_MAX_AGE_MS", value_name = "MS")]
+    pub cache_max_age_ms: Option<u64>,
     /// Largest accepted request body, in bytes. Default: 65536
     #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub usage_flush_interval_ms: Option<u64>,
     pub cache_capacity: Option<usize>,
     pub negative_cache_ttl_ms: Option<u64>,
+    pub cache_max_age_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub forward_auth_listen: Option<std::net::SocketAddr>,
     pub forward_auth_key_header: Option<String>,
@@ -196,7 +197,12 @@ impl ServeSettings {
         if !(10..=60_000).contains(&flush_ms) {
             bail!("usage flush interval must be between 10 and 60000 ms");
         }
+        let max_age_ms = args.cache_max_age_ms.or(file.cache_max_age_ms);
+        if max_age_ms.is_some_and(|ms| !(100..=86_400_000).contains(&ms)) {
+            bail!("the cache max age must be between 100 and 86400000 ms");
+        }
         let server = ServerConfig {
+            cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             usage_flush_interval: Duration::from_millis(flush_ms),
             cache_capacity: args.cache_capacity.or(file.cache_capacity).unwrap_or(defaults.cache_capacity),
