@@ -10,7 +10,7 @@
 //! store and insert only if no mutation bumped it meanwhile; mutations bump
 //! it and insert under the same lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,7 +69,10 @@ impl CacheKey {
 pub enum Lookup {
     Hit(Arc<CachedKey>),
     KnownAbsent,
-    Miss(LoadTicket),
+    /// Not held, or held but due to be read again (older than the maximum
+    /// age, or from before a resynchronisation): the stale record, if any,
+    /// answers only while the store cannot.
+    Miss(LoadTicket, Option<Arc<CachedKey>>),
 }
 
 /// Proof of the epoch a load started in.
@@ -90,6 +93,8 @@ pub struct KeyCache {
     /// The safety net of a cluster: a record is read again after this long
     /// even if no invalidation arrived (milliseconds).
     max_age_ms: i64,
+    /// Records loaded before this (ms since the epoch) are due to be read again.
+    stale_before_ms: AtomicI64,
     usage: Arc<UsageRecorder>,
 }
 
@@ -105,6 +110,7 @@ impl KeyCache {
             lock: Mutex::new(()),
             negative_ttl,
             max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
+            stale_before_ms: AtomicI64::new(0),
         }
     }
 
@@ -117,14 +123,15 @@ impl KeyCache {
 
     /// Looks `key` up at `now_ms` (the caller's clock reading).
     pub fn get(&self, key: &CacheKey, now_ms: i64) -> Lookup {
-        if let Some(k) = self.records(key).get(key)
-            && now_ms.saturating_sub(k.loaded_ms) < self.max_age_ms
-        {
-            return Lookup::Hit(k);
+        let ticket = LoadTicket(self.epoch.load(Ordering::Acquire));
+        if let Some(k) = self.records(key).get(key) {
+            let fresh = now_ms.saturating_sub(k.loaded_ms) < self.max_age_ms
+                && k.loaded_ms >= self.stale_before_ms.load(Ordering::Relaxed);
+            return if fresh { Lookup::Hit(k) } else { Lookup::Miss(ticket, Some(k)) };
         }
         match self.absent.get(key) {
             Some(at) if at.elapsed() < self.negative_ttl => Lookup::KnownAbsent,
-            _ => Lookup::Miss(LoadTicket(self.epoch.load(Ordering::Acquire))),
+            _ => Lookup::Miss(ticket, None),
         }
     }
 
@@ -171,12 +178,13 @@ impl KeyCache {
         self.forget_foreign(id);
     }
 
-    /// Forgets everything (the invalidation channel lost notices).
-    pub fn clear(&self) {
+    /// Distrusts everything held (the invalidation channel lost notices):
+    /// each record is read again on its next use, and kept only to answer
+    /// while the store cannot; remembered absences are forgotten.
+    pub fn distrust_all(&self) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.native.clear();
-        self.foreign.clear();
+        self.stale_before_ms.store(now_ms() + 1, Ordering::Relaxed);
         self.absent.clear();
     }
 

@@ -128,7 +128,7 @@ impl Verifier {
             }
             Invalidation::ImportPrefixes => self.refresh_prefixes_logged().await,
             Invalidation::Resync => {
-                self.cache.clear();
+                self.cache.distrust_all();
                 self.workspaces.clear();
                 self.refresh_prefixes_logged().await;
             }
@@ -217,7 +217,7 @@ impl Verifier {
         now_ms: i64,
         load: impl Future<Output = Result<Option<ApiKey>, keyward_store::StoreError>>,
     ) -> Result<Found, Error> {
-        let ticket = match self.cache.get(&ck, now_ms) {
+        let (ticket, stale) = match self.cache.get(&ck, now_ms) {
             Lookup::Hit(k) => {
                 self.metrics.cache_hits.increment(1);
                 return Ok(Found::Key(k));
@@ -226,10 +226,17 @@ impl Verifier {
                 self.metrics.cache_hits.increment(1);
                 return Ok(Found::Missing);
             }
-            Lookup::Miss(ticket) => ticket,
+            Lookup::Miss(ticket, stale) => (ticket, stale),
         };
         self.metrics.cache_misses.increment(1);
-        let key = load.await.map_err(crate::keys::store_error)?.map(|k| self.cache.entry(k));
+        let loaded = match (load.await, stale) {
+            (Ok(found), _) => found,
+            // The store cannot answer: a key this node knew keeps verifying
+            // as it last stood; an unknown one is refused (the error).
+            (Err(keyward_store::StoreError::Unavailable(_)), Some(stale)) => return Ok(Found::Key(stale)),
+            (Err(e), _) => return Err(crate::keys::store_error(e)),
+        };
+        let key = loaded.map(|k| self.cache.entry(k));
         self.cache.finish_load(ck, ticket, key.clone());
         Ok(key.map_or(Found::Missing, Found::Key))
     }

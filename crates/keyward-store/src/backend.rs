@@ -3,10 +3,50 @@
 //! (as a test body is generated once per backend). What differs per backend
 //! (opening, migrations, error classification) lives in its own module.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use sqlx::Pool;
 
-use crate::StoreError;
 use crate::sql::Statements;
+use crate::{Result, StoreError};
+
+/// While the database is known to be unreachable, calls fail at once
+/// instead of each waiting out a connection timeout; a background probe
+/// (every [`Breaker::PROBE_INTERVAL`]) closes the breaker when it is back.
+#[derive(Default)]
+pub struct Breaker {
+    down: AtomicBool,
+}
+
+impl Breaker {
+    pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+    /// `Err` while the database is down.
+    pub fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("the database is unreachable".into()));
+        }
+        Ok(())
+    }
+
+    /// Learns from an outcome; `true` when a lost connection just opened
+    /// the breaker (the caller then starts the probe).
+    pub fn record<T>(&self, outcome: &Result<T>) -> bool {
+        let opened = matches!(outcome, Err(StoreError::Unavailable(_))) && !self.down.swap(true, Ordering::AcqRel);
+        if opened {
+            tracing::warn!("database unreachable: failing fast until it answers again");
+        }
+        opened
+    }
+
+    pub fn close(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("database reachable again");
+        }
+    }
+}
 
 /// A backend's connections and statements.
 pub struct Pools<DB: sqlx::Database> {
@@ -19,6 +59,7 @@ pub struct Pools<DB: sqlx::Database> {
     /// This node's id and the notice channel (PostgreSQL).
     pub node: String,
     pub channel: String,
+    pub breaker: Arc<Breaker>,
 }
 
 /// Runs a read once more when the first attempt lost its connection (a
@@ -26,11 +67,16 @@ pub struct Pools<DB: sqlx::Database> {
 /// repeat.
 macro_rules! read_retry {
     ($pools:expr, $attempt:expr) => {{
+        $pools.breaker.check()?;
         let first = $attempt.await.map_err($pools.classify);
-        match first {
+        let outcome = match first {
             Err($crate::StoreError::Unavailable(_)) => $attempt.await.map_err($pools.classify),
             other => other,
+        };
+        if $pools.breaker.record(&outcome) {
+            $pools.start_probe();
         }
+        outcome
     }};
 }
 pub(crate) use read_retry;
@@ -176,6 +222,20 @@ macro_rules! store_impl {
         #[async_trait::async_trait]
         impl $crate::group::CommitGroup for $crate::backend::Pools<$db> {
             async fn commit_group(&self, changes: &[$crate::Change]) -> $crate::Result<Vec<$crate::Result<()>>> {
+                self.breaker.check()?;
+                let outcome = self.commit_group_once_more(changes).await;
+                if self.breaker.record(&outcome) {
+                    self.start_probe();
+                }
+                outcome
+            }
+        }
+
+        impl $crate::backend::Pools<$db> {
+            async fn commit_group_once_more(
+                &self,
+                changes: &[$crate::Change],
+            ) -> $crate::Result<Vec<$crate::Result<()>>> {
                 match self.try_group(changes).await {
                     Ok(results) => Ok(results),
                     // A connection lost before COMMIT: nothing was written, try once more.
@@ -187,13 +247,52 @@ macro_rules! store_impl {
             }
         }
 
+        impl $crate::backend::Pools<$db> {
+            /// Probes in the background until the database answers, then
+            /// closes the breaker.
+            fn start_probe(&self) {
+                let (pool, breaker) = (self.reader.clone(), self.breaker.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep($crate::backend::Breaker::PROBE_INTERVAL).await;
+                        if sqlx::query("SELECT 1").execute(&pool).await.is_ok() {
+                            breaker.close();
+                            return;
+                        }
+                    }
+                });
+            }
+
+            async fn flush_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {
+                let p = self;
+                let mut tx = p.writer.begin().await.map_err(p.classify)?;
+                for d in deltas {
+                    sqlx::query(&p.sql.touch_last_used)
+                        .bind($crate::sql::ms(d.last_used_at))
+                        .bind(&*d.key_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(p.classify)?;
+                    sqlx::query(&p.sql.add_usage)
+                        .bind(&*d.key_id)
+                        .bind(d.day.format("%Y-%m-%d").to_string())
+                        .bind(i64::try_from(d.count).unwrap_or(i64::MAX))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(p.classify)?;
+                }
+                tx.commit().await.map_err(p.classify)
+            }
+
+        }
+
         #[async_trait::async_trait]
         impl $crate::Store for $store {
             $($extra)*
 
             async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pools.reader).await.map_err(self.pools.classify)?;
-                Ok(())
+                let p = &self.pools;
+                $crate::backend::read_retry!(p, sqlx::query("SELECT 1").execute(&p.reader)).map(|_| ())
             }
 
             async fn meta_get_or_set(&self, name: &str, value: &str) -> $crate::Result<String> {
@@ -342,23 +441,12 @@ macro_rules! store_impl {
                     return Ok(());
                 }
                 let p = &self.pools;
-                let mut tx = p.writer.begin().await.map_err(p.classify)?;
-                for d in deltas {
-                    sqlx::query(&p.sql.touch_last_used)
-                        .bind($crate::sql::ms(d.last_used_at))
-                        .bind(&*d.key_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(p.classify)?;
-                    sqlx::query(&p.sql.add_usage)
-                        .bind(&*d.key_id)
-                        .bind(d.day.format("%Y-%m-%d").to_string())
-                        .bind(i64::try_from(d.count).unwrap_or(i64::MAX))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(p.classify)?;
+                p.breaker.check()?;
+                let outcome = p.flush_usage(deltas).await;
+                if p.breaker.record(&outcome) {
+                    p.start_probe();
                 }
-                tx.commit().await.map_err(p.classify)
+                outcome
             }
 
             async fn key_usage(

@@ -33,7 +33,7 @@ impl PostgresStore {
         sqlx::PgConnection::connect_with(&options).await.map_err(classify)?.close().await.map_err(classify)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.pool_size.max(2))
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await
             .map_err(classify)?;
@@ -44,6 +44,7 @@ impl PostgresStore {
             writer: pool,
             sql: Statements::new(Dialect::Postgres),
             classify,
+            breaker: Default::default(),
             node: keyward_core::ids::random_base62(12),
             channel: notice_channel(&schema),
         });
@@ -62,6 +63,7 @@ impl PostgresStore {
     fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<Invalidation> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (pool, node, channel) = (self.pools.writer.clone(), self.pools.node.clone(), self.pools.channel.clone());
+        let breaker = self.pools.breaker.clone();
         tokio::spawn(async move {
             let mut first = true;
             loop {
@@ -81,6 +83,8 @@ impl PostgresStore {
                         continue;
                     }
                 };
+                // Connected: the database answers again.
+                breaker.close();
                 if !first && tx.send(Invalidation::Resync).is_err() {
                     return;
                 }

@@ -52,6 +52,7 @@ impl SqliteStore {
             writer,
             sql: Statements::new(Dialect::Sqlite),
             classify,
+            breaker: Default::default(),
             node: String::new(),
             channel: String::new(),
         });

@@ -1,0 +1,242 @@
+//! The database goes away under load and comes back: a throwaway PostgreSQL
+//! cluster of the test's own (initdb + pg_ctl on a free port, never the
+//! shared server) is stopped while `keyward serve` answers verifications,
+//! then started again. Cached keys keep verifying, an unknown key is never
+//! allowed, readiness and writes answer 503 meanwhile and recover by
+//! themselves. Skips without PostgreSQL's server binaries (fails under
+//! CI=true instead).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A PostgreSQL cluster in a temporary directory, run as the `postgres`
+/// user when the tests run as root (initdb refuses root).
+struct Cluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn command(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn create(bin: PathBuf) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            assert!(Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap().success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cluster = Cluster { bin, data: dir.path().join("data"), port, as_postgres, _dir: dir };
+        let out = cluster
+            .command("initdb")
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-D"])
+            .arg(&cluster.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        cluster
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let socket_dir = self.data.parent().unwrap();
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, socket_dir.display());
+        let log = self.data.parent().unwrap().join("postgres.log");
+        let out = self
+            .command("pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.command("pg_ctl").args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+    }
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(url: &str, data: &Path) -> (Server, String, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "error", "--database-url", url])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut admin = None;
+    let base = loop {
+        let line = lines.next().expect("keyward printed its address").unwrap();
+        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
+        if let Some(addr) = line.strip_prefix("keyward listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    (Server(child), base, admin.expect("bootstrapped"))
+}
+
+async fn verify(http: &reqwest::Client, base: &str, admin: &str, key: &str) -> (u16, Value) {
+    let resp = http.post(format!("{base}/v1/keys/verify")).bearer_auth(admin).json(&json!({"key": key})).send().await;
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => panic!("keyward stopped answering: {e}"),
+    }
+}
+
+async fn create(http: &reqwest::Client, base: &str, admin: &str, name: &str) -> (u16, Value) {
+    let r = http.post(format!("{base}/v1/keys")).bearer_auth(admin).json(&json!({"name": name})).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn ready(http: &reqwest::Client, base: &str) -> u16 {
+    http.get(format!("{base}/readyz")).send().await.unwrap().status().as_u16()
+}
+
+/// Polls `check` until it holds; panics after `limit`.
+async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what} did not happen within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_rides_out_a_database_outage() {
+    let Some(bin) = postgres_bin_dir() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL's server binaries are required in CI");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED outage::a_node_rides_out_a_database_outage: no initdb/pg_ctl");
+        return;
+    };
+    let cluster = Cluster::create(bin);
+    cluster.pg_ctl(&["start"]);
+    let data = tempfile::tempdir().unwrap();
+    let (_server, base, admin) = serve(&cluster.url(), data.path());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+
+    let mut cached = Vec::new();
+    for i in 0..20 {
+        let (status, body) = create(&http, &base, &admin, &format!("k{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        let secret = body["secret"].as_str().unwrap().to_owned();
+        assert_eq!(verify(&http, &base, &admin, &secret).await.1["code"], "VALID");
+        cached.push(secret);
+    }
+
+    // A verify load over cached keys and made-up ones, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (checked, unknown_refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (http, base, admin, cached) = (http.clone(), base.clone(), admin.clone(), cached.clone());
+        let (stop, checked, unknown_refused) = (stop.clone(), checked.clone(), unknown_refused.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (status, v) = verify(&http, &base, &admin, &cached[i % cached.len()]).await;
+                assert_eq!((status, v["code"].as_str()), (200, Some("VALID")), "a cached key kept verifying: {v}");
+                let made_up = keyward_core::token::generate("kw", keyward_core::token::Environment::Live);
+                let (status, v) = verify(&http, &base, &admin, made_up.expose()).await;
+                assert_ne!(v["valid"], true, "an unknown key was allowed");
+                assert!(status == 503 || v["code"] == "NOT_FOUND", "unknown key: {status} {v}");
+                unknown_refused.fetch_add(1, Ordering::Relaxed);
+                checked.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        })
+    };
+
+    cluster.pg_ctl(&["-m", "immediate", "stop"]);
+    within(Duration::from_secs(15), "readiness 503", || async { ready(&http, &base).await == 503 }).await;
+    let (status, body) = create(&http, &base, &admin, "during outage").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("storage_unavailable")), "{body}");
+    let during = checked.load(Ordering::Relaxed);
+    within(Duration::from_secs(60), "verifications during the outage", || {
+        let checked = checked.clone();
+        async move { checked.load(Ordering::Relaxed) >= during + 5 }
+    })
+    .await;
+
+    cluster.pg_ctl(&["start"]);
+    within(Duration::from_secs(30), "readiness 200", || async { ready(&http, &base).await == 200 }).await;
+    within(Duration::from_secs(30), "writes recovering", || async {
+        create(&http, &base, &admin, &format!("after {}", keyward_core::ids::random_base62(6))).await.0 == 201
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.expect("the verify load saw only correct answers");
+    // The refused write changed nothing.
+    let list: Value = http
+        .get(format!("{base}/v1/keys?name=during%20outage"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([]));
+    println!(
+        "outage: {} verification pairs (cached + unknown), {} unknown refused, none allowed",
+        checked.load(Ordering::Relaxed),
+        unknown_refused.load(Ordering::Relaxed)
+    );
+}
