@@ -12,11 +12,12 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use keyward_core::key::ApiKey;
 use keyward_core::token::{ID_LEN, token_id_of_key_id};
 
+use crate::clock::Clock;
 use crate::usage::{UsageCell, UsageRecorder};
 
 /// A key as held in memory: its record and its usage counters.
@@ -34,10 +35,6 @@ impl std::ops::Deref for CachedKey {
     fn deref(&self) -> &ApiKey {
         &self.key
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a presented token is looked up by.
@@ -96,13 +93,21 @@ pub struct KeyCache {
     /// Records loaded before this (ms since the epoch) are due to be read again.
     stale_before_ms: AtomicI64,
     usage: Arc<UsageRecorder>,
+    clock: Arc<dyn Clock>,
 }
 
 impl KeyCache {
-    pub fn new(capacity: usize, negative_ttl: Duration, max_age: Duration, usage: Arc<UsageRecorder>) -> Self {
+    pub fn new(
+        capacity: usize,
+        negative_ttl: Duration,
+        max_age: Duration,
+        usage: Arc<UsageRecorder>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let capacity = capacity.max(16);
         KeyCache {
             usage,
+            clock,
             native: quick_cache::sync::Cache::new(capacity),
             foreign: quick_cache::sync::Cache::new((capacity / 8).max(16)),
             absent: quick_cache::sync::Cache::new(capacity),
@@ -138,7 +143,7 @@ impl KeyCache {
     /// Wraps a record read from the store for caching.
     pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
         let usage = self.usage.cell(&key.id);
-        Arc::new(CachedKey { key, usage, loaded_ms: now_ms() })
+        Arc::new(CachedKey { key, usage, loaded_ms: self.clock.now_ms() })
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
@@ -184,7 +189,7 @@ impl KeyCache {
     pub fn distrust_all(&self) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.stale_before_ms.store(now_ms() + 1, Ordering::Relaxed);
+        self.stale_before_ms.store(self.clock.now_ms() + 1, Ordering::Relaxed);
         self.absent.clear();
     }
 

@@ -13,6 +13,7 @@ use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
+use crate::clock::Clock;
 use crate::verifier::Verifier;
 
 /// Days of per-day usage a key reports.
@@ -68,6 +69,7 @@ pub struct UsageReport {
 pub struct KeyService {
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
+    clock: Arc<dyn Clock>,
 }
 
 fn is_valid_import_id(id: &str) -> bool {
@@ -79,8 +81,8 @@ fn is_valid_import_prefix(p: &str) -> bool {
 }
 
 impl KeyService {
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>) -> Self {
-        KeyService { store, verifier }
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
+        KeyService { store, verifier, clock }
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
@@ -96,12 +98,12 @@ impl KeyService {
 
     /// A new native key from `draft`, validated, not yet stored.
     pub fn prepare(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
-        let valid = draft.validate(ws, Utc::now())?;
+        let valid = draft.validate(ws, self.clock.now())?;
         Ok(self.new_native(ws, valid))
     }
 
     fn new_native(&self, ws: &Workspace, draft: keyward_core::key::ValidDraft) -> (ApiKey, Secret) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let secret = token::generate(&ws.token_prefix_for(draft.key_type), draft.environment);
         let parsed = token::parse(secret.expose()).expect("generated tokens parse");
         let key = draft.into_key(
@@ -163,22 +165,22 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         self.mutate(&ws.id, id, if_match, |k| {
-            k.apply(patch, ws, Utc::now())?;
+            k.apply(patch, ws, self.clock.now())?;
             Ok(true)
         })
         .await
     }
 
     pub async fn deactivate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.deactivate(Utc::now())).await
+        self.mutate(workspace_id, id, None, |k| k.deactivate(self.clock.now())).await
     }
 
     pub async fn activate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.activate(Utc::now())).await
+        self.mutate(workspace_id, id, None, |k| k.activate(self.clock.now())).await
     }
 
     pub async fn revoke(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(Utc::now()))).await
+        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(self.clock.now()))).await
     }
 
     pub async fn roll(&self, ws: &Workspace, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
@@ -195,7 +197,7 @@ impl KeyService {
                     })?;
                 let secret = token::generate_with_id(&ws.token_prefix_for(k.key_type), k.environment, token_id);
                 let parsed = token::parse(secret.expose()).expect("generated tokens parse");
-                k.roll(self.verifier.hasher().native(&parsed), grace_seconds, Utc::now())?;
+                k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
                 fresh = Some(secret);
                 Ok(true)
@@ -213,7 +215,7 @@ impl KeyService {
                 format!("{base} (clone)")
             }
         };
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut draft = source.to_valid_draft(name);
         draft.expires_at =
             keyward_core::key::resolve_expiry(source.expires_at.filter(|e| *e > now), None, &ws.policy, now)?;
@@ -236,7 +238,7 @@ impl KeyService {
     }
 
     pub async fn import(&self, ws: &Workspace, import: ImportDraft) -> Result<ApiKey, Error> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let valid = import.draft.validate(ws, now)?;
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
@@ -318,7 +320,7 @@ impl KeyService {
 
     pub async fn usage(&self, workspace_id: &str, id: &str) -> Result<UsageReport, Error> {
         let key = self.get(workspace_id, id).await?;
-        let since = (Utc::now() - Duration::days(USAGE_DAYS - 1)).date_naive();
+        let since = (self.clock.now() - Duration::days(USAGE_DAYS - 1)).date_naive();
         let days = self.store.key_usage(&key.id, since).await.map_err(store_error)?;
         Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, days })
     }

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod clock;
 pub mod keys;
 pub mod principal;
 pub mod startup;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::api::forward_auth::ForwardAuthConfig;
 use crate::api::{self, AppState};
 use crate::cache::KeyCache;
+use crate::clock::{Clock, SystemClock};
 use crate::keys::KeyService;
 use crate::usage::{UsageRecorder, run_flusher};
 use crate::verifier::Verifier;
@@ -35,6 +36,8 @@ pub struct ServerConfig {
     /// A second listener serving only forward-auth to trusted gateways
     /// (bind it to a private address).
     pub forward_auth_listen: Option<SocketAddr>,
+    /// Where time comes from (tests pass a manual clock).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             forward_auth: ForwardAuthConfig::default(),
             forward_auth_listen: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -76,12 +80,18 @@ impl Services {
             );
         }
         let usage = Arc::new(UsageRecorder::default());
-        let cache =
-            KeyCache::new(config.cache_capacity, config.negative_cache_ttl, config.cache_max_age, usage.clone());
-        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache));
+        let clock = config.clock.clone();
+        let cache = KeyCache::new(
+            config.cache_capacity,
+            config.negative_cache_ttl,
+            config.cache_max_age,
+            usage.clone(),
+            clock.clone(),
+        );
+        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone()));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
-        let keys = Arc::new(KeyService::new(store.clone(), verifier.clone()));
-        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone()));
+        let keys = Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone()));
+        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), clock));
         Ok(Services { store, verifier, keys, workspaces, usage })
     }
 }

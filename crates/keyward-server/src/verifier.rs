@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use chrono::DateTime;
 use keyward_core::Error;
@@ -24,6 +24,7 @@ use keyward_store::Store;
 use metrics::{Counter, Histogram};
 
 use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
+use crate::clock::Clock;
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
@@ -72,6 +73,7 @@ pub struct Verifier {
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
     import_prefixes: RwLock<Arc<Vec<String>>>,
     metrics: VerifyMetrics,
+    clock: Arc<dyn Clock>,
 }
 
 enum Found {
@@ -80,8 +82,9 @@ enum Found {
 }
 
 impl Verifier {
-    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache) -> Self {
+    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache, clock: Arc<dyn Clock>) -> Self {
         Verifier {
+            clock,
             store,
             hasher,
             cache: Arc::new(cache),
@@ -169,7 +172,7 @@ impl Verifier {
         // One clock read serves the decision, the usage count and the
         // latency metric; it becomes a chrono time only if the key expires.
         let started = SystemTime::now();
-        let now_us = started.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        let now_us = self.clock.micros_at(started);
         let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let parsed = token::parse(token).ok();
         let found = match &parsed {

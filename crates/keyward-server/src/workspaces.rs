@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use keyward_core::key::{ApiKey, KeyDraft};
 use keyward_core::route::RouteScope;
 use keyward_core::token::Secret;
@@ -14,6 +13,7 @@ use keyward_core::workspace::{
 use keyward_core::{Error, ErrorKind};
 use keyward_store::{Change, Store, StoreError, Write};
 
+use crate::clock::Clock;
 use crate::keys::{KeyService, store_error};
 
 /// A new workspace and its first admin key; the secret is shown once.
@@ -42,13 +42,19 @@ pub struct WorkspaceService {
     store: Arc<dyn Store>,
     keys: Arc<KeyService>,
     verifier: Arc<crate::verifier::Verifier>,
+    clock: Arc<dyn Clock>,
 }
 
 pub const ADMIN_KEY_NAME: &str = "Admin key";
 
 impl WorkspaceService {
-    pub fn new(store: Arc<dyn Store>, keys: Arc<KeyService>, verifier: Arc<crate::verifier::Verifier>) -> Self {
-        WorkspaceService { store, keys, verifier }
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<KeyService>,
+        verifier: Arc<crate::verifier::Verifier>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        WorkspaceService { store, keys, verifier, clock }
     }
 
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
@@ -61,7 +67,7 @@ impl WorkspaceService {
     }
 
     fn prepare(&self, name: &str) -> Result<(NewWorkspace, Change), Error> {
-        let workspace = Workspace::new(name, Utc::now())?;
+        let workspace = Workspace::new(name, self.clock.now())?;
         let draft = KeyDraft {
             name: Some(ADMIN_KEY_NAME.to_owned()),
             description: Some("Created with the workspace; manages its keys.".to_owned()),
@@ -133,7 +139,7 @@ impl WorkspaceService {
             ws.identity_metadata = validate_identity_metadata(fields)?;
         }
         ws.policy.validate()?;
-        ws.updated_at = Utc::now();
+        ws.updated_at = self.clock.now();
         self.store.commit(Change::of(Write::UpdateWorkspace(ws.clone()))).await.map_err(store_error)?;
         self.verifier.workspace_changed(&ws);
         Ok(ws)

@@ -214,6 +214,7 @@ impl ServeSettings {
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(defaults.max_body_bytes),
             forward_auth: forward_auth(args, file)?,
             forward_auth_listen: args.forward_auth_listen.or(file.forward_auth_listen),
+            clock: defaults.clock.clone(),
         };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,

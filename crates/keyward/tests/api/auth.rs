@@ -23,9 +23,9 @@ async fn caller_keys_that_do_not_authenticate() {
     app.post_empty(&format!("/v1/keys/{}/revoke", key.id)).await;
     app.call(Method::GET, "/v1/keys", Some(&key.secret), None).await.assert_error(401, "Invalid API key");
 
-    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1200)).to_rfc3339();
+    let soon = app.in_secs(60);
     let expiring = app.create_key(json!({"scopes": ["admin"], "expiresAt": soon})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    app.clock.advance(std::time::Duration::from_secs(61));
     app.call(Method::GET, "/v1/keys", Some(&expiring.secret), None).await.assert_error(401, "API key has expired");
     app.stop().await;
 }

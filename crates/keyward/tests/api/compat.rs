@@ -92,10 +92,10 @@ async fn documented_errors() {
         .await
         .assert_error(403, "API key limit reached. Upgrade to create more keys.");
 
-    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1200)).to_rfc3339();
+    let soon = app.in_secs(60);
     app.patch("/v1/workspace", json!({"maxKeys": null})).await;
     let expiring = app.create_key(json!({"scopes": ["admin"], "expiresAt": soon})).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    app.clock.advance(std::time::Duration::from_secs(61));
     app.call(Method::GET, "/api/api-keys", Some(&expiring.secret), None).await.assert_error(401, "API key has expired");
     app.stop().await;
 }

@@ -3,9 +3,11 @@
 //! generates `sqlite::a`, `postgres::a`, … from the one body `a`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::hash::SecretHasher;
+use keyward_server::clock::ManualClock;
 use keyward_server::{Application, ServerConfig};
 use keyward_store::testing::{Backend, TestDb, postgres_base_url};
 use reqwest::{Method, StatusCode, header::HeaderMap};
@@ -18,6 +20,8 @@ pub struct TestApp {
     pub admin_key: String,
     pub workspace_id: String,
     pub services: keyward_server::Services,
+    /// The server's clock: stands still until the test moves it.
+    pub clock: Arc<ManualClock>,
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -102,7 +106,9 @@ pub async fn spawn_app() -> TestApp {
     let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
     let store = keyward_store::open(&db.url).await.unwrap();
     let hasher = SecretHasher::new(&keyward_core::ids::random_bytes::<32>()).unwrap();
+    let clock = Arc::new(ManualClock::new());
     let config = ServerConfig {
+        clock: clock.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         usage_flush_interval: Duration::from_millis(50),
         negative_cache_ttl: Duration::from_millis(200),
@@ -124,6 +130,7 @@ pub async fn spawn_app() -> TestApp {
         admin_key: created.secret.expose().to_owned(),
         workspace_id: created.workspace.id,
         services,
+        clock,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
@@ -132,6 +139,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// The server's time, `secs` seconds from now, as RFC 3339.
+    pub fn in_secs(&self, secs: i64) -> String {
+        use keyward_server::clock::Clock;
+        (self.clock.now() + chrono::Duration::seconds(secs)).to_rfc3339()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

@@ -165,6 +165,11 @@ async fn roll_keeps_the_id_and_honours_the_grace_period() {
     assert!(r.body["previousSecretExpiresAt"].is_string());
     assert_eq!(app.verify_code(&second).await, "VALID", "within the grace period");
     assert_eq!(app.verify_code(&third).await, "VALID");
+    app.clock.advance(std::time::Duration::from_secs(3599));
+    assert_eq!(app.verify_code(&second).await, "VALID", "at the end of the grace period");
+    app.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(app.verify_code(&second).await, "INVALID_SECRET", "after the grace period");
+    assert_eq!(app.verify_code(&third).await, "VALID");
     let r = app.post(&format!("/v1/keys/{}/roll", key.id), json!({"gracePeriodSeconds": 99999999})).await;
     assert_eq!(r.status, 400);
     app.stop().await;

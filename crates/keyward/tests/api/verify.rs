@@ -50,10 +50,12 @@ async fn every_code() {
     let v = app.verify(forged.expose(), json!({})).await;
     assert_eq!(v["code"], "INVALID_SECRET");
 
-    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    let soon = app.in_secs(60);
     let expiring = app.create_key(json!({"expiresAt": soon})).await;
     assert_eq!(app.verify_code(&expiring.secret).await, "VALID");
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    app.clock.advance(std::time::Duration::from_secs(59));
+    assert_eq!(app.verify_code(&expiring.secret).await, "VALID");
+    app.clock.advance(std::time::Duration::from_secs(1));
     assert_eq!(app.verify_code(&expiring.secret).await, "EXPIRED");
 
     app.post_empty(&format!("/v1/keys/{}/deactivate", key.id)).await;
