@@ -39,7 +39,11 @@ fn bench(c: &mut Criterion) {
             resources: vec!["site_a".into()],
             ..Default::default()
         };
-        let (_, secret) = services.keys.create(&created.workspace, draft).await.unwrap();
+        let (_, secret) = services
+            .keys
+            .create(&keyward_server::principal::Principal::system(&created.workspace.id), draft)
+            .await
+            .unwrap();
         (services, created.workspace.id, secret.expose().to_owned())
     });
     let permission = Permission::new("campaigns", "read");

@@ -14,6 +14,7 @@ use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
 use crate::clock::Clock;
+use crate::principal::Principal;
 use crate::verifier::Verifier;
 
 /// Days of per-day usage a key reports.
@@ -80,9 +81,24 @@ fn is_valid_import_prefix(p: &str) -> bool {
     (2..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
+/// Read keys (list, show, usage).
+pub const READ: &str = "keys:read";
+/// Create, edit, roll, deactivate, revoke, delete and import keys.
+pub const MANAGE: &str = "keys:manage";
+
 impl KeyService {
     pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
         KeyService { store, verifier, clock }
+    }
+
+    /// Checks `permission` and reads the caller's workspace.
+    async fn workspace_of(&self, who: &Principal, permission: &str) -> Result<Workspace, Error> {
+        who.require(permission)?;
+        self.store
+            .get_workspace(who.workspace_id())
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
@@ -116,18 +132,25 @@ impl KeyService {
         (key, secret)
     }
 
-    pub async fn create(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
-        let (key, secret) = self.prepare(ws, draft)?;
-        self.insert(ws, &key).await?;
+    pub async fn create(&self, who: &Principal, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
+        let ws = self.workspace_of(who, MANAGE).await?;
+        let (key, secret) = self.prepare(&ws, draft)?;
+        self.insert(&ws, &key).await?;
         Ok((key, secret))
     }
 
-    pub async fn get(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
+    pub async fn get(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
+        who.require(READ)?;
+        self.load(who.workspace_id(), id).await
+    }
+
+    async fn load(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         self.store.get_key(workspace_id, id).await.map_err(store_error)?.ok_or_else(Error::key_not_found)
     }
 
-    pub async fn list(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage, Error> {
-        self.store.list_keys(workspace_id, filter, page).await.map_err(store_error)
+    pub async fn list(&self, who: &Principal, filter: &KeyFilter, page: Page) -> Result<KeyPage, Error> {
+        who.require(READ)?;
+        self.store.list_keys(who.workspace_id(), filter, page).await.map_err(store_error)
     }
 
     /// Reads a key, lets `change` modify it, writes it back if it changed.
@@ -138,7 +161,7 @@ impl KeyService {
         if_match: Option<i64>,
         change: impl FnOnce(&mut ApiKey) -> Result<bool, Error>,
     ) -> Result<ApiKey, Error> {
-        let mut key = self.get(workspace_id, id).await?;
+        let mut key = self.load(workspace_id, id).await?;
         if let Some(v) = if_match
             && v != key.version
         {
@@ -159,31 +182,36 @@ impl KeyService {
 
     pub async fn update(
         &self,
-        ws: &Workspace,
+        who: &Principal,
         id: &str,
         patch: KeyPatch,
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
+        let ws = self.workspace_of(who, MANAGE).await?;
         self.mutate(&ws.id, id, if_match, |k| {
-            k.apply(patch, ws, self.clock.now())?;
+            k.apply(patch, &ws, self.clock.now())?;
             Ok(true)
         })
         .await
     }
 
-    pub async fn deactivate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.deactivate(self.clock.now())).await
+    pub async fn deactivate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
+        who.require(MANAGE)?;
+        self.mutate(who.workspace_id(), id, None, |k| k.deactivate(self.clock.now())).await
     }
 
-    pub async fn activate(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| k.activate(self.clock.now())).await
+    pub async fn activate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
+        who.require(MANAGE)?;
+        self.mutate(who.workspace_id(), id, None, |k| k.activate(self.clock.now())).await
     }
 
-    pub async fn revoke(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        self.mutate(workspace_id, id, None, |k| Ok(k.revoke(self.clock.now()))).await
+    pub async fn revoke(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
+        who.require(MANAGE)?;
+        self.mutate(who.workspace_id(), id, None, |k| Ok(k.revoke(self.clock.now()))).await
     }
 
-    pub async fn roll(&self, ws: &Workspace, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
+    pub async fn roll(&self, who: &Principal, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
+        let ws = &self.workspace_of(who, MANAGE).await?;
         let mut fresh = None;
         let key = self
             .mutate(&ws.id, id, None, |k| {
@@ -206,8 +234,9 @@ impl KeyService {
         Ok((key, fresh.expect("a successful roll made a secret")))
     }
 
-    pub async fn clone_key(&self, ws: &Workspace, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
-        let source = self.get(&ws.id, id).await?;
+    pub async fn clone_key(&self, who: &Principal, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
+        let ws = &self.workspace_of(who, MANAGE).await?;
+        let source = self.load(&ws.id, id).await?;
         let name = match name {
             Some(n) => validate_name(Some(&n))?,
             None => {
@@ -224,8 +253,10 @@ impl KeyService {
         Ok((key, secret))
     }
 
-    pub async fn delete(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
-        let key = self.get(workspace_id, id).await?;
+    pub async fn delete(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
+        who.require(MANAGE)?;
+        let workspace_id = who.workspace_id();
+        let key = self.load(workspace_id, id).await?;
         key.ensure_deletable()?;
         let write = Write::DeleteKey {
             workspace_id: workspace_id.to_owned(),
@@ -237,7 +268,8 @@ impl KeyService {
         Ok(key)
     }
 
-    pub async fn import(&self, ws: &Workspace, import: ImportDraft) -> Result<ApiKey, Error> {
+    pub async fn import(&self, who: &Principal, import: ImportDraft) -> Result<ApiKey, Error> {
+        let ws = &self.workspace_of(who, MANAGE).await?;
         let now = self.clock.now();
         let valid = import.draft.validate(ws, now)?;
         if let Some(id) = &import.id
@@ -318,8 +350,8 @@ impl KeyService {
         Ok(key)
     }
 
-    pub async fn usage(&self, workspace_id: &str, id: &str) -> Result<UsageReport, Error> {
-        let key = self.get(workspace_id, id).await?;
+    pub async fn usage(&self, who: &Principal, id: &str) -> Result<UsageReport, Error> {
+        let key = self.get(who, id).await?;
         let since = (self.clock.now() - Duration::days(USAGE_DAYS - 1)).date_naive();
         let days = self.store.key_usage(&key.id, since).await.map_err(store_error)?;
         Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, days })

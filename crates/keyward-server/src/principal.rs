@@ -14,6 +14,11 @@ use crate::verifier::Verifier;
 #[derive(Debug, Clone)]
 pub enum Principal {
     ApiKey(Arc<CachedKey>),
+    /// An operator acting on the database directly (`keyward bootstrap`,
+    /// `keyward workspace …`): every permission, in one workspace.
+    System {
+        workspace_id: String,
+    },
 }
 
 impl Principal {
@@ -29,9 +34,15 @@ impl Principal {
         }
     }
 
+    /// The operator, acting in one workspace.
+    pub fn system(workspace_id: impl Into<String>) -> Self {
+        Principal::System { workspace_id: workspace_id.into() }
+    }
+
     pub fn workspace_id(&self) -> &str {
         match self {
             Principal::ApiKey(k) => &k.workspace_id,
+            Principal::System { workspace_id } => workspace_id,
         }
     }
 
@@ -47,6 +58,7 @@ impl Principal {
                     Err(Error::new(ErrorKind::Forbidden, "insufficient_permissions", grants.refusal(Some(&required))))
                 }
             }
+            Principal::System { .. } => Ok(()),
         }
     }
 }

@@ -15,6 +15,7 @@ use keyward_store::{Change, Store, StoreError, Write};
 
 use crate::clock::Clock;
 use crate::keys::{KeyService, store_error};
+use crate::principal::Principal;
 
 /// A new workspace and its first admin key; the secret is shown once.
 #[derive(Debug)]
@@ -100,7 +101,13 @@ impl WorkspaceService {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Workspace, Error> {
+    /// The caller's workspace (`settings:read`).
+    pub async fn get(&self, who: &Principal) -> Result<Workspace, Error> {
+        who.require("settings:read")?;
+        self.load(who.workspace_id()).await
+    }
+
+    async fn load(&self, id: &str) -> Result<Workspace, Error> {
         self.store
             .get_workspace(id)
             .await
@@ -108,8 +115,10 @@ impl WorkspaceService {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
     }
 
-    pub async fn update(&self, id: &str, patch: WorkspacePatch) -> Result<Workspace, Error> {
-        let mut ws = self.get(id).await?;
+    /// Changes the caller's workspace (`settings:manage`).
+    pub async fn update(&self, who: &Principal, patch: WorkspacePatch) -> Result<Workspace, Error> {
+        who.require("settings:manage")?;
+        let mut ws = self.load(who.workspace_id()).await?;
         if let Some(name) = patch.name {
             ws.name = validate_workspace_name(&name)?;
         }

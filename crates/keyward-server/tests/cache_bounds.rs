@@ -21,7 +21,11 @@ async fn unknown_key_flood_stays_bounded_and_keeps_real_keys_cached() {
     let mut real = Vec::new();
     for i in 0..50 {
         let draft = KeyDraft { name: Some(format!("real {i}")), ..Default::default() };
-        let (_, secret) = services.keys.create(&created.workspace, draft).await.unwrap();
+        let (_, secret) = services
+            .keys
+            .create(&keyward_server::principal::Principal::system(&created.workspace.id), draft)
+            .await
+            .unwrap();
         real.push(secret.expose().to_owned());
     }
     for _ in 0..5_000 {

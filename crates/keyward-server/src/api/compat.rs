@@ -15,7 +15,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::keys::{MANAGE, READ};
 use super::views::{time, time_opt};
 use crate::principal::Principal;
 
@@ -71,11 +70,10 @@ pub async fn list_api_keys(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<axum::Json<CompatKeyList>> {
-    principal.require(READ)?;
     let mut api_keys = Vec::new();
     let mut after = None;
     loop {
-        let page = state.keys.list(principal.workspace_id(), &KeyFilter::default(), Page { after, limit: 200 }).await?;
+        let page = state.keys.list(&principal, &KeyFilter::default(), Page { after, limit: 200 }).await?;
         api_keys.extend(page.keys.iter().filter(|k| k.is_live()).map(|k| compat_key(k, k.masked.clone())));
         match page.next_cursor {
             Some(c) => after = Some(c),
@@ -117,8 +115,6 @@ pub async fn create_api_key(
     principal: Principal,
     ApiJson(body): ApiJson<CompatCreateRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<CompatCreated>)> {
-    principal.require(MANAGE)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
     keyward_core::key::validate_name(body.name.as_deref())?;
     let scope = body.scope.as_deref().map(str::trim).and_then(Scope::parse);
     if !matches!(scope, Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))) {
@@ -131,7 +127,7 @@ pub async fn create_api_key(
         expires_in_days: body.expires_in,
         ..Default::default()
     };
-    let (key, secret) = state.keys.create(&ws, draft).await?;
+    let (key, secret) = state.keys.create(&principal, draft).await?;
     Ok((StatusCode::CREATED, axum::Json(CompatCreated { api_key: compat_key(&key, secret.expose().to_owned()) })))
 }
 
@@ -163,13 +159,12 @@ pub async fn delete_api_key(
     principal: Principal,
     ApiQuery(q): ApiQuery<CompatDeleteQuery>,
 ) -> ApiResult<axum::Json<CompatDeleted>> {
-    principal.require(MANAGE)?;
     let id =
         q.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
-    let key = state.keys.get(principal.workspace_id(), &id).await?;
+    let key = state.keys.get(&principal, &id).await?;
     if !key.is_live() {
         return Err(keyward_core::Error::key_not_found().into());
     }
-    state.keys.revoke(principal.workspace_id(), &id).await?;
+    state.keys.revoke(&principal, &id).await?;
     Ok(axum::Json(CompatDeleted { success: true, message: "API key revoked successfully".into() }))
 }

@@ -22,9 +22,6 @@ use super::views::{KeyView, KeyWithSecret, double_option};
 use crate::keys::ImportDraft;
 use crate::principal::Principal;
 
-pub const MANAGE: &str = "keys:manage";
-pub const READ: &str = "keys:read";
-
 const TYPE_MESSAGE: &str = "type must be: secret or publishable";
 
 fn parse_type(t: Option<&str>) -> Result<Option<KeyType>, ApiError> {
@@ -132,9 +129,7 @@ pub async fn create_key(
     principal: Principal,
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> ApiResult<Response> {
-    principal.require(MANAGE)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let (key, secret) = state.keys.create(&ws, body.into_draft()?).await?;
+    let (key, secret) = state.keys.create(&principal, body.into_draft()?).await?;
     Ok(created(&key, &secret))
 }
 
@@ -176,7 +171,6 @@ pub async fn list_keys(
     principal: Principal,
     ApiQuery(q): ApiQuery<ListKeysQuery>,
 ) -> ApiResult<axum::Json<KeyList>> {
-    principal.require(READ)?;
     let filter = KeyFilter {
         state: q
             .state
@@ -207,7 +201,7 @@ pub async fn list_keys(
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
         })
         .transpose()?;
-    let page = state.keys.list(principal.workspace_id(), &filter, Page { after, limit }).await?;
+    let page = state.keys.list(&principal, &filter, Page { after, limit }).await?;
     Ok(axum::Json(KeyList {
         data: page.keys.iter().map(KeyView::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -227,8 +221,7 @@ pub async fn get_key(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    principal.require(READ)?;
-    let key = state.keys.get(principal.workspace_id(), &id).await?;
+    let key = state.keys.get(&principal, &id).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
 }
 
@@ -291,9 +284,7 @@ pub async fn update_key(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> ApiResult<Response> {
-    principal.require(MANAGE)?;
     let expected = if_match(&headers)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
     let patch = KeyPatch {
         name: body.name,
         description: body.description,
@@ -307,7 +298,7 @@ pub async fn update_key(
         metadata: body.metadata,
         expires_at: body.expires_at,
     };
-    let key = state.keys.update(&ws, &id, patch, expected).await?;
+    let key = state.keys.update(&principal, &id, patch, expected).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
 }
 
@@ -325,8 +316,7 @@ pub async fn delete_key(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    principal.require(MANAGE)?;
-    state.keys.delete(principal.workspace_id(), &id).await?;
+    state.keys.delete(&principal, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -351,9 +341,7 @@ pub async fn clone_key(
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<CloneKeyRequest>,
 ) -> ApiResult<Response> {
-    principal.require(MANAGE)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let (key, secret) = state.keys.clone_key(&ws, &id, body.name).await?;
+    let (key, secret) = state.keys.clone_key(&principal, &id, body.name).await?;
     Ok(created(&key, &secret))
 }
 
@@ -378,9 +366,7 @@ pub async fn roll_key(
     ApiPath(id): ApiPath<String>,
     OptionalJson(body): OptionalJson<RollKeyRequest>,
 ) -> ApiResult<Response> {
-    principal.require(MANAGE)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let (key, secret) = state.keys.roll(&ws, &id, body.grace_period_seconds.unwrap_or(0)).await?;
+    let (key, secret) = state.keys.roll(&principal, &id, body.grace_period_seconds.unwrap_or(0)).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
 }
 
@@ -395,8 +381,7 @@ macro_rules! state_action {
                 (status = 404, body = ErrorBody), (status = 409, description = "Not allowed in the key's state", body = ErrorBody),
             ))]
         pub async fn $fn_name(State(state): State<AppState>, principal: Principal, ApiPath(id): ApiPath<String>) -> ApiResult<Response> {
-            principal.require(MANAGE)?;
-            let key = state.keys.$method(principal.workspace_id(), &id).await?;
+            let key = state.keys.$method(&principal, &id).await?;
             Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
         }
     };
@@ -488,9 +473,7 @@ pub async fn import_key(
     principal: Principal,
     ApiJson(body): ApiJson<ImportKeyRequest>,
 ) -> ApiResult<Response> {
-    principal.require(MANAGE)?;
-    let ws = state.workspaces.get(principal.workspace_id()).await?;
-    let key = state.keys.import(&ws, body.into_import()?).await?;
+    let key = state.keys.import(&principal, body.into_import()?).await?;
     Ok(with_etag(StatusCode::CREATED, &key, KeyView::from(&key)))
 }
 
@@ -526,8 +509,7 @@ pub async fn key_usage(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<axum::Json<KeyUsage>> {
-    principal.require(READ)?;
-    let report = state.keys.usage(principal.workspace_id(), &id).await?;
+    let report = state.keys.usage(&principal, &id).await?;
     Ok(axum::Json(KeyUsage {
         key_id: report.key_id.to_string(),
         last_used: report.last_used_at,

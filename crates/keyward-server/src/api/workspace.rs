@@ -115,8 +115,7 @@ pub async fn get_workspace(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<axum::Json<WorkspaceView>> {
-    principal.require("settings:read")?;
-    Ok(axum::Json(state.workspaces.get(principal.workspace_id()).await?.into()))
+    Ok(axum::Json(state.workspaces.get(&principal).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
@@ -130,7 +129,6 @@ pub async fn update_workspace(
     principal: Principal,
     ApiJson(body): ApiJson<UpdateWorkspaceRequest>,
 ) -> ApiResult<axum::Json<WorkspaceView>> {
-    principal.require("settings:manage")?;
     let patch = WorkspacePatch {
         name: body.name,
         token_prefix: body.token_prefix,
@@ -141,5 +139,5 @@ pub async fn update_workspace(
         public_permissions: body.public_permissions,
         identity_metadata: body.identity_metadata,
     };
-    Ok(axum::Json(state.workspaces.update(principal.workspace_id(), patch).await?.into()))
+    Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
 }
