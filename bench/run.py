@@ -8,7 +8,14 @@ Usage (from the repository root; Python 3.11, standard library only):
     python3 bench/run.py [--quick] [--keys 10000,1000000] [--duration 10]
                          [--rounds 3] [--threads 2] [--connections 64]
                          [--no-peer] [--no-build] [--peer-max-keys 1000000]
-                         [--workdir DIR] [--keep]
+                         [--database sqlite|postgres] [--postgres-url URL]
+                         [--only a,b,d] [--workdir DIR] [--keep]
+
+--database postgres puts keyward's databases on PostgreSQL (the server
+--postgres-url names, default $KEYWARD_TEST_POSTGRES_URL or
+postgres://postgres@127.0.0.1:5432/test): one database per instance, copied
+from the seeded one (CREATE DATABASE … TEMPLATE), all dropped at the end;
+psql must be on PATH. --only runs just the named scenarios.
 
 What it does:
  1. builds release binaries: flock /tmp/keyward-cargo.lock cargo build
@@ -377,9 +384,63 @@ def venv_versions() -> dict[str, str]:
     return json.loads(r.stdout) if r.returncode == 0 else {}
 
 
+class Databases:
+    """keyward's databases: SQLite files, or PostgreSQL databases named after
+    those files' paths in the work directory (created on first use)."""
+
+    def __init__(self, kind: str, work: Path, pg_url: str):
+        self.kind, self.work, self.pg_url = kind, work, pg_url
+        self.created: list[str] = []
+        self.tag = "kwb_" + secrets.token_hex(4)
+
+    def _name(self, db: Path) -> str:
+        rel = str(db.relative_to(self.work)).removesuffix(".db")
+        return (self.tag + "_" + re.sub(r"[^a-z0-9]+", "_", rel.lower())).strip("_")[:63]
+
+    def _psql(self, sql: str) -> None:
+        r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.pg_url, "-c", sql],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise BenchError(f"psql {sql!r}: {r.stderr.strip()}")
+
+    def _pg(self, name: str) -> str:
+        base, _, query = self.pg_url.partition("?")
+        return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+
+    def url(self, db: Path) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite://{db}"
+        name = self._name(db)
+        if name not in self.created:
+            self._psql(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+        return self._pg(name)
+
+    def copy(self, src: Path, dst: Path) -> None:
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                if Path(str(src) + suffix).exists():
+                    shutil.copyfile(str(src) + suffix, str(dst) + suffix)
+            return
+        name = self._name(dst)
+        self._psql(f'CREATE DATABASE "{name}" TEMPLATE "{self._name(src)}"')
+        self.created.append(name)
+
+    def drop_all(self) -> None:
+        for name in reversed(self.created):
+            try:
+                self._psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except (BenchError, subprocess.TimeoutExpired) as e:
+                log(f"could not drop {name}: {e}")
+        self.created.clear()
+
+
+DBS: Databases | None = None  # set in main
+
+
 def seed_keyward(db: Path, hash_key: str, count: int, keys_out: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(KWBENCH), "seed", "--database-url", f"sqlite://{db}", "--hash-key", hash_key,
+        [str(KWBENCH), "seed", "--database-url", DBS.url(db), "--hash-key", hash_key,
          "--count", str(count), "--keys-out", str(keys_out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -631,9 +692,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     write_set = write_lines(d / "keys-write-set.txt", read_lines(tokens_sample)[:WRITE_SET])
     mem_db, miss_db, write_db = d / "keyward-mem.db", d / "keyward-miss.db", d / "keyward-write.db"
     for copy in (mem_db, miss_db, write_db):
-        for suffix in ("", "-wal", "-shm"):
-            if Path(str(kw_db) + suffix).exists():
-                shutil.copyfile(str(kw_db) + suffix, str(copy) + suffix)
+        DBS.copy(kw_db, copy)
 
     # --- servers
     # Four keywards on copies of one database, default settings but the cache
@@ -647,7 +706,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     def keyward(name: str, db: Path, capacity: int) -> Server:
         (d / name).mkdir()
         return Server(name, [str(KEYWARD), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(d / name),
-                             "--hash-key", hash_key, "--database-url", f"sqlite://{db}",
+                             "--hash-key", hash_key, "--database-url", DBS.url(db),
                              "--log-level", "warn", "--cache-capacity", str(capacity)],
                       d, ready_re=r"keyward listening on (http://\S+)").start()
 
@@ -761,7 +820,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
         log(msg)
         res["problems"].append(msg)
         del scen["h"]
-    order = [s for s in ORDER if s in scen]
+    order = [s for s in ORDER if s in scen and (not args.only or s in args.only)]
     for sid in order:
         res["runs"][sid] = []
     for rnd in range(args.rounds):
@@ -883,7 +942,7 @@ def summarize(sizes: list[dict]) -> list[dict]:
 def print_table(rows: list[dict], args, sizes: list[dict]) -> None:
     other = max((r["other_cpu_pct_max"] for r in rows), default=0)
     head = (f"keyward load benchmark: wrk -t{args.threads} -c{args.connections}, {args.duration:g}s per run, "
-            f"{args.rounds} round(s) interleaved (medians; peak RSS = max VmHWM), loopback, "
+            f"{args.rounds} round(s) interleaved (medians; peak RSS = max VmHWM), {args.database}, loopback, "
             f"{os.cpu_count()} cores shared by wrk and the server; other processes used up to "
             f"{other:.0f}% of a core during a run")
     cols = [("scenario", 46), ("target", 8), ("N", 8), ("req/s", 9), ("p50 ms", 7), ("p99 ms", 7),
@@ -965,7 +1024,14 @@ def main() -> int:
     p.add_argument("--peer-max-keys", type=int, default=1_000_000, help="cap on the peer's key count")
     p.add_argument("--workdir", help="where databases and logs go (default: a new directory in /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite",
+                   help="where keyward's data lives (default sqlite)")
+    p.add_argument("--postgres-url", default=os.environ.get("KEYWARD_TEST_POSTGRES_URL")
+                   or "postgres://postgres@127.0.0.1:5432/test",
+                   help="PostgreSQL server for --database postgres (databases are created and dropped)")
+    p.add_argument("--only", default=None, help="comma-separated scenario ids to run (default: all)")
     args = p.parse_args()
+    args.only = [x.strip() for x in args.only.split(",")] if args.only else None
     if args.quick:
         args.keys = args.keys or "1000"
         args.duration = args.duration or 2
@@ -984,6 +1050,8 @@ def main() -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="keyward-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    global DBS
+    DBS = Databases(args.database, work, args.postgres_url)
     result: dict = {"timestamp": stamp, "args": vars(args), "sizes": [], "errors": []}
     ok = True
     try:
@@ -1032,6 +1100,7 @@ def main() -> int:
         result["errors"].append("interrupted")
     finally:
         stop_all()
+        DBS.drop_all()
 
     rows = summarize(result["sizes"])
     result["table"] = rows
