@@ -42,7 +42,7 @@ pub fn store_error(e: StoreError) -> Error {
             tracing::error!(error = %msg, "storage failure");
             Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
         }
-        StoreError::Unavailable(msg) => {
+        StoreError::Unavailable(msg) | StoreError::Contention(msg) => {
             tracing::warn!(error = %msg, "storage unavailable");
             Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
         }

@@ -102,69 +102,49 @@ macro_rules! store_impl {
                 use $crate::sql::{KeyValues, WorkspaceValues, bind_key, bind_workspace};
                 use $crate::{StoreError, Write};
                 let sql = &self.sql;
-                let done = match write {
+                // Each write, and what it means when it touches no row.
+                let (done, if_none) = match write {
                     Write::InsertWorkspace(ws) => {
                         let v = WorkspaceValues::of(ws);
-                        bind_workspace!(sqlx::query(&sql.insert_workspace), ws, &v).execute(&mut *conn).await
+                        (bind_workspace!(sqlx::query(&sql.insert_workspace), ws, &v).execute(&mut *conn).await, None)
                     }
                     Write::UpdateWorkspace(ws) => {
                         let v = WorkspaceValues::of(ws);
                         let done =
                             bind_workspace!(sqlx::query(&sql.update_workspace), ws, &v).execute(&mut *conn).await;
-                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
-                            return Err(StoreError::NotFound);
-                        }
-                        done
+                        (done, Some(StoreError::NotFound))
                     }
                     Write::InsertKey { key, max_live_keys: None } => {
                         let v = KeyValues::of(key);
-                        bind_key!(sqlx::query(&sql.insert_key), key, &v).execute(&mut *conn).await
+                        (bind_key!(sqlx::query(&sql.insert_key), key, &v).execute(&mut *conn).await, None)
                     }
                     Write::InsertKey { key, max_live_keys: Some(limit) } => {
                         if let Some(lock) = &sql.lock_workspace {
                             sqlx::query(lock).bind(&key.workspace_id).execute(&mut *conn).await.map_err(self.classify)?;
                         }
                         let v = KeyValues::of(key);
-                        let done = bind_key!(sqlx::query(&sql.insert_key_within_limit), key, &v)
-                            .bind(&key.workspace_id)
-                            .bind(i64::from(*limit))
-                            .execute(&mut *conn)
-                            .await;
-                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
-                            return Err(StoreError::LimitReached);
-                        }
-                        done
+                        let q = bind_key!(sqlx::query(&sql.insert_key_within_limit), key, &v);
+                        let done = q.bind(&key.workspace_id).bind(i64::from(*limit)).execute(&mut *conn).await;
+                        (done, Some(StoreError::LimitReached))
                     }
                     Write::UpdateKey { key, expected_version } => {
                         let v = KeyValues::of(key);
-                        let done = bind_key!(sqlx::query(&sql.update_key), key, &v)
-                            .bind(&*key.id)
-                            .bind(&key.workspace_id)
-                            .bind(*expected_version)
-                            .execute(&mut *conn)
-                            .await;
-                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
-                            return Err(StoreError::VersionMismatch);
-                        }
-                        done
+                        let q = bind_key!(sqlx::query(&sql.update_key), key, &v);
+                        let done = q.bind(&*key.id).bind(&key.workspace_id).bind(*expected_version).execute(&mut *conn).await;
+                        (done, Some(StoreError::VersionMismatch))
                     }
                     Write::InsertMeta { name, value } => {
-                        sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await
+                        (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }
                     Write::DeleteKey { workspace_id, id, expected_version } => {
-                        let done = sqlx::query(&sql.delete_key)
-                            .bind(id)
-                            .bind(workspace_id)
-                            .bind(*expected_version)
-                            .execute(&mut *conn)
-                            .await;
-                        if matches!(&done, Ok(d) if d.rows_affected() == 0) {
-                            return Err(StoreError::VersionMismatch);
-                        }
-                        done
+                        let q = sqlx::query(&sql.delete_key).bind(id).bind(workspace_id).bind(*expected_version);
+                        (q.execute(&mut *conn).await, Some(StoreError::VersionMismatch))
                     }
                 };
-                done.map(|_| ()).map_err(self.classify)
+                match (done.map_err(self.classify)?.rows_affected(), if_none) {
+                    (0, Some(e)) => Err(e),
+                    _ => Ok(()),
+                }
             }
 
             async fn apply_change(

@@ -24,6 +24,34 @@ pub trait CommitGroup: Send + Sync + 'static {
 
 type Pending = (Change, oneshot::Sender<Result<()>>);
 
+/// Attempts at a change the database refused for contention.
+const CONTENTION_ATTEMPTS: usize = 4;
+
+/// Commits a group; changes (or the whole group) refused for contention
+/// (a deadlock with another node's transaction) are committed again.
+async fn commit_with_retries(backend: &dyn CommitGroup, changes: &[Change]) -> Result<Vec<Result<()>>> {
+    let mut attempt = 1;
+    let mut results = loop {
+        match backend.commit_group(changes).await {
+            Err(StoreError::Contention(_)) if attempt < CONTENTION_ATTEMPTS => attempt += 1,
+            other => break other?,
+        }
+    };
+    for _ in 1..CONTENTION_ATTEMPTS {
+        let again: Vec<usize> =
+            (0..results.len()).filter(|&i| matches!(results[i], Err(StoreError::Contention(_)))).collect();
+        if again.is_empty() {
+            break;
+        }
+        let retried: Vec<Change> = again.iter().map(|&i| changes[i].clone()).collect();
+        match backend.commit_group(&retried).await {
+            Ok(rs) => again.into_iter().zip(rs).for_each(|(i, r)| results[i] = r),
+            Err(e) => again.into_iter().for_each(|i| results[i] = Err(e.clone())),
+        }
+    }
+    Ok(results)
+}
+
 pub struct Committer {
     queue: mpsc::UnboundedSender<Pending>,
 }
@@ -36,7 +64,7 @@ impl Committer {
             let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
                 let (changes, waiters): (Vec<Change>, Vec<_>) = group.drain(..).unzip();
-                match backend.commit_group(&changes).await {
+                match commit_with_retries(&*backend, &changes).await {
                     Ok(results) => {
                         for (waiter, result) in waiters.into_iter().zip(results) {
                             let _ = waiter.send(result);

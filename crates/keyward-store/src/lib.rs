@@ -56,6 +56,11 @@ pub enum StoreError {
     /// exhausted): retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database gave up on the transaction to resolve a conflict with
+    /// another (deadlock, serialization): nothing was written; the
+    /// committer tries such changes again before reporting this.
+    #[error("transaction conflict: {0}")]
+    Contention(String),
 }
 
 /// What another node changed, as pushed to this node (PostgreSQL

@@ -124,6 +124,9 @@ fn classify(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             StoreError::Conflict(unique_by_constraint(db.constraint().unwrap_or_default()))
         }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "40P01" || c == "40001") => {
+            StoreError::Contention(e.to_string())
+        }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| is_unavailable_state(&c)) => {
             StoreError::Unavailable(e.to_string())
         }

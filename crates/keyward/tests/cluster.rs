@@ -4,55 +4,20 @@
 //! create exactly one. Skips without KEYWARD_TEST_POSTGRES_URL (fails
 //! under CI=true instead).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_store::testing::{Backend, TestDb};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+mod support;
+
+use support::{Node, call, serve};
+
 const REVOCATIONS: usize = 200;
 
-struct Node {
-    child: Child,
-    base: String,
-    admin: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(url: &str, hash_key: &str) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn", "--database-url", url])
-        .args(["--hash-key", hash_key, "--data-dir", dir.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut admin = None;
-    let base = loop {
-        let line = lines.next().expect("keyward printed its address").unwrap();
-        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
-        if let Some(addr) = line.strip_prefix("keyward listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    Node { child, base, admin, _dir: dir }
-}
-
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, key: &str, body: Value) -> (u16, Value) {
-    let resp = http.request(method, url).bearer_auth(key).json(&body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+fn start(url: &str, hash_key: &str, data: &tempfile::TempDir) -> Node {
+    let data = data.path().to_str().unwrap();
+    serve(&["--log-level", "warn", "--database-url", url, "--hash-key", hash_key, "--data-dir", data])
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -63,9 +28,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
     let Some(db) = TestDb::new(Backend::Postgres, "cluster::revocations_reach_other_nodes").await else { return };
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
-    let a = start(&db.url, &hash_key);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&db.url, &hash_key, &dir_a);
     let admin = a.admin.clone().expect("the first node bootstrapped");
-    let b = start(&db.url, &hash_key);
+    let b = start(&db.url, &hash_key, &dir_b);
     assert!(b.admin.is_none(), "the second node found the workspace and created none");
     let http = reqwest::Client::new();
     let post = reqwest::Method::POST;
@@ -73,24 +39,25 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
     let mut keys = Vec::new();
     for i in 0..REVOCATIONS {
         let (status, body) =
-            call(&http, post.clone(), format!("{}/v1/keys", a.base), &admin, json!({"name": format!("k{i}")})).await;
+            call(&http, post.clone(), format!("{}/v1/keys", a.base), &admin, &json!({"name": format!("k{i}")})).await;
         assert_eq!(status, 201, "{body}");
         let secret = body["secret"].as_str().unwrap().to_owned();
         // Node B learns the key (and caches it).
         let (_, v) =
-            call(&http, post.clone(), format!("{}/v1/keys/verify", b.base), &admin, json!({"key": secret})).await;
+            call(&http, post.clone(), format!("{}/v1/keys/verify", b.base), &admin, &json!({"key": secret})).await;
         assert_eq!(v["code"], "VALID", "{v}");
         keys.push((body["id"].as_str().unwrap().to_owned(), secret));
     }
 
     let mut latencies = Vec::new();
     for (id, secret) in &keys {
-        let (status, _) = call(&http, post.clone(), format!("{}/v1/keys/{id}/revoke", a.base), &admin, json!({})).await;
+        let (status, _) =
+            call(&http, post.clone(), format!("{}/v1/keys/{id}/revoke", a.base), &admin, &json!({})).await;
         assert_eq!(status, 200);
         let revoked = Instant::now();
         loop {
             let (_, v) =
-                call(&http, post.clone(), format!("{}/v1/keys/verify", b.base), &admin, json!({"key": secret})).await;
+                call(&http, post.clone(), format!("{}/v1/keys/verify", b.base), &admin, &json!({"key": secret})).await;
             if v["code"] == "REVOKED" {
                 break;
             }
@@ -116,7 +83,7 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
             reqwest::Method::GET,
             format!("{}/v1/keys?limit=200&state=active", a.base),
             &admin,
-            Value::Null,
+            &Value::Null,
         )
         .await;
         let live = list["data"].as_array().unwrap().len();
@@ -125,14 +92,14 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
             reqwest::Method::PATCH,
             format!("{}/v1/workspace", a.base),
             &admin,
-            json!({"maxKeys": live + 1}),
+            &json!({"maxKeys": live + 1}),
         )
         .await;
         assert_eq!(status, 200, "{body}");
         let race = |base: String, name: String| {
             let (http, admin) = (http.clone(), admin.clone());
             tokio::spawn(async move {
-                call(&http, reqwest::Method::POST, format!("{base}/v1/keys"), &admin, json!({"name": name})).await
+                call(&http, reqwest::Method::POST, format!("{base}/v1/keys"), &admin, &json!({"name": name})).await
             })
         };
         let (x, y) = (race(a.base.clone(), format!("race a {round}")), race(b.base.clone(), format!("race b {round}")));

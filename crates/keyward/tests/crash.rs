@@ -3,14 +3,15 @@
 //! acknowledged must still be there. Several rounds on one database.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+mod support;
+
+use support::Node;
 
 /// What the server acknowledged (2xx received).
 #[derive(Default, Clone)]
@@ -22,32 +23,11 @@ struct Acked {
     names: HashMap<String, (String, Vec<String>)>,
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    admin: Option<String>,
+fn start(data: &std::path::Path) -> Node {
+    support::serve(&["--data-dir", data.to_str().unwrap(), "--log-level", "warn"])
 }
 
-fn start(data: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut admin = None;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("keyward printed its address").unwrap();
-        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
-        if let Some(addr) = line.strip_prefix("keyward listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    Server { child, base, admin }
-}
-
-fn kill9(server: &mut Server) {
+fn kill9(server: &mut Node) {
     let pid = server.child.id();
     assert!(pid > 1);
     assert!(Command::new("kill").args(["-s", "KILL", &pid.to_string()]).status().unwrap().success());

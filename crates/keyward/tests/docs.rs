@@ -45,3 +45,44 @@ fn readme_opens_with_the_two_commands() {
     let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci.contains("cargo test --workspace"), ".ci/run runs the README's test command");
 }
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// ARCHITECTURE.md: only keyward-store speaks SQL (names sqlx); only
+/// keyward-server speaks HTTP as a server (names axum); the domain names
+/// neither. Checked in each crate's code and its [dependencies].
+#[test]
+fn only_the_store_names_sqlx_and_only_the_server_names_axum() {
+    let allowed = [("sqlx", "keyward-store"), ("axum", "keyward-server")];
+    let mut checked = 0;
+    for krate in ["keyward-core", "keyward-store", "keyward-server", "keyward"] {
+        let dir = root().join("crates").join(krate);
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
+        let deps = deps.split("\n[").next().unwrap_or_default();
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for (name, owner) in allowed {
+            let declared = deps
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name}.")) || l.starts_with(&format!("{name} ")));
+            assert!(!declared || krate == owner, "{krate} depends on {name}; only {owner} may");
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap();
+                let names = text.contains(&format!("{name}::")) || text.contains(&format!("use {name}"));
+                assert!(!names || krate == owner, "{} names {name}; only {owner} may", f.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 40, "looked at the crates' sources ({checked} checks)");
+}

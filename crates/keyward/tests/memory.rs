@@ -6,13 +6,12 @@
 //! Needs `wrk` (`.ci/run` installs it): skips with a message without it,
 //! fails instead under CI=true.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+mod support;
 const KEYS: usize = 100;
 const WARM_UP: Duration = Duration::from_secs(6);
 const WINDOW: Duration = Duration::from_secs(8);
@@ -20,15 +19,6 @@ const WINDOW: Duration = Duration::from_secs(8);
 /// the recorder's upkeep ran on its own, the debug server grew by several
 /// MiB per window here (about 35 bytes per verification).
 const MAX_LAST_WINDOW_GROWTH_KIB: i64 = 1024;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn rss_kib(pid: u32) -> i64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -60,39 +50,16 @@ async fn rss_stops_growing_under_verify_load_without_a_scraper() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let pid = server.0.id();
-    let mut admin = None;
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("keyward printed its address").unwrap();
-        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
-        if let Some(addr) = line.strip_prefix("keyward listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    let admin = admin.expect("the first start printed the admin key");
+    let node = support::serve(&["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"]);
+    let pid = node.child.id();
+    let (base, admin) = (node.base.clone(), node.admin.clone().expect("the first start printed the admin key"));
 
     let http = reqwest::Client::new();
     let mut secrets = Vec::new();
     for i in 0..KEYS {
-        let body: Value = http
-            .post(format!("{base}/v1/keys"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": format!("load {i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{base}/v1/keys");
+        let (_, body) =
+            support::call(&http, reqwest::Method::POST, url, &admin, &json!({"name": format!("load {i}")})).await;
         secrets.push(body["secret"].as_str().expect("created").to_owned());
     }
     let keys_file = dir.path().join("keys.txt");

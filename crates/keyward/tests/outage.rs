@@ -6,16 +6,17 @@
 //! themselves. Skips without PostgreSQL's server binaries (fails under
 //! CI=true instead).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+mod support;
+
+use support::call;
 
 fn postgres_bin_dir() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -96,50 +97,12 @@ impl Drop for Cluster {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(url: &str, data: &Path) -> (Server, String, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "error", "--database-url", url])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut admin = None;
-    let base = loop {
-        let line = lines.next().expect("keyward printed its address").unwrap();
-        admin = admin.or_else(|| line.split_whitespace().find(|w| w.starts_with("kw_live_")).map(str::to_owned));
-        if let Some(addr) = line.strip_prefix("keyward listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    (Server(child), base, admin.expect("bootstrapped"))
-}
-
 async fn verify(http: &reqwest::Client, base: &str, admin: &str, key: &str) -> (u16, Value) {
-    let resp = http.post(format!("{base}/v1/keys/verify")).bearer_auth(admin).json(&json!({"key": key})).send().await;
-    match resp {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => panic!("keyward stopped answering: {e}"),
-    }
+    call(http, reqwest::Method::POST, format!("{base}/v1/keys/verify"), admin, &json!({"key": key})).await
 }
 
 async fn create(http: &reqwest::Client, base: &str, admin: &str, name: &str) -> (u16, Value) {
-    let r = http.post(format!("{base}/v1/keys")).bearer_auth(admin).json(&json!({"name": name})).send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    call(http, reqwest::Method::POST, format!("{base}/v1/keys"), admin, &json!({"name": name})).await
 }
 
 async fn ready(http: &reqwest::Client, base: &str) -> u16 {
@@ -170,7 +133,10 @@ async fn a_node_rides_out_a_database_outage() {
     let cluster = Cluster::create(bin);
     cluster.pg_ctl(&["start"]);
     let data = tempfile::tempdir().unwrap();
-    let (_server, base, admin) = serve(&cluster.url(), data.path());
+    let url = cluster.url();
+    let node =
+        support::serve(&["--log-level", "error", "--database-url", &url, "--data-dir", data.path().to_str().unwrap()]);
+    let (base, admin) = (node.base.clone(), node.admin.clone().expect("bootstrapped"));
     let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
 
     let mut cached = Vec::new();
@@ -224,15 +190,8 @@ async fn a_node_rides_out_a_database_outage() {
     stop.store(true, Ordering::Relaxed);
     load.await.expect("the verify load saw only correct answers");
     // The refused write changed nothing.
-    let list: Value = http
-        .get(format!("{base}/v1/keys?name=during%20outage"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{base}/v1/keys?name=during%20outage");
+    let (_, list) = call(&http, reqwest::Method::GET, url, &admin, &Value::Null).await;
     assert_eq!(list["data"], json!([]));
     println!(
         "outage: {} verification pairs (cached + unknown), {} unknown refused, none allowed",
