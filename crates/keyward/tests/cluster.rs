@@ -20,6 +20,23 @@ fn start(url: &str, hash_key: &str, data: &tempfile::TempDir) -> Node {
     serve(&["--log-level", "warn", "--database-url", url, "--hash-key", hash_key, "--data-dir", data])
 }
 
+/// Polls until `code` answers `expected`; fails after a second (the
+/// propagation bound is 100 ms).
+async fn wait_for<F, Fut>(code: F, expected: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let started = Instant::now();
+    loop {
+        let got = code().await;
+        if got == expected {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "node B still answers {got}, not {expected}");
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
@@ -75,6 +92,39 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
         latencies.last().unwrap().as_secs_f64() * 1e3
     );
     assert!(p99 < Duration::from_millis(100), "p99 propagation {p99:?} is above 100 ms");
+
+    // Other changes reach node B too: deactivation, deletion, and the
+    // workspace's route scopes.
+    let routes =
+        |permission: &str| json!({"routes": [{"method": "GET", "path": "/api/tags/**", "permission": permission}]});
+    let patch = reqwest::Method::PATCH;
+    let (status, _) =
+        call(&http, patch.clone(), format!("{}/v1/workspace", a.base), &admin, &routes("tags:read")).await;
+    assert_eq!(status, 200);
+    let (_, k) = call(
+        &http,
+        post.clone(),
+        format!("{}/v1/keys", a.base),
+        &admin,
+        &json!({"name": "routes", "scopes": ["tags:read"]}),
+    )
+    .await;
+    let (id, secret) = (k["id"].as_str().unwrap().to_owned(), k["secret"].as_str().unwrap().to_owned());
+    let on_b = |body: Value| {
+        let (http, url, admin) = (http.clone(), format!("{}/v1/keys/verify", b.base), admin.clone());
+        async move { call(&http, reqwest::Method::POST, url, &admin, &body).await.1["code"].as_str().unwrap().to_owned() }
+    };
+    let tags = json!({"key": secret, "path": "/api/tags/1", "method": "GET"});
+    wait_for(|| on_b(tags.clone()), "VALID").await;
+    let (status, _) = call(&http, patch, format!("{}/v1/workspace", a.base), &admin, &routes("tags:admin")).await;
+    assert_eq!(status, 200);
+    wait_for(|| on_b(tags.clone()), "INSUFFICIENT_PERMISSIONS").await;
+    call(&http, post.clone(), format!("{}/v1/keys/{id}/deactivate", a.base), &admin, &Value::Null).await;
+    wait_for(|| on_b(json!({"key": secret})), "INACTIVE").await;
+    let (status, _) =
+        call(&http, reqwest::Method::DELETE, format!("{}/v1/keys/{id}", a.base), &admin, &Value::Null).await;
+    assert_eq!(status, 204);
+    wait_for(|| on_b(json!({"key": secret})), "NOT_FOUND").await;
 
     // Two nodes race for the last key a workspace may hold, several times.
     for round in 0..5 {
