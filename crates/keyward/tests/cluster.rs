@@ -160,3 +160,24 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
     }
     drop((a, b));
 }
+
+/// Nodes starting together on an empty database: migrations are applied
+/// once (an advisory lock), the deployment is bootstrapped once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
+    let Some(db) = TestDb::new(Backend::Postgres, "cluster::nodes_starting_at_once").await else { return };
+    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Node> = std::thread::scope(|s| {
+        let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| start(&db.url, &hash_key, d))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let admins: Vec<&String> = nodes.iter().filter_map(|n| n.admin.as_ref()).collect();
+    assert_eq!(admins.len(), 1, "exactly one node bootstrapped");
+    let http = reqwest::Client::new();
+    for node in &nodes {
+        let (status, body) =
+            call(&http, reqwest::Method::GET, format!("{}/v1/workspace", node.base), admins[0], &Value::Null).await;
+        assert_eq!(status, 200, "every node serves the one workspace: {body}");
+    }
+}
