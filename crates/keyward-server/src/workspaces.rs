@@ -81,6 +81,43 @@ impl WorkspaceService {
         Ok((NewWorkspace { workspace, admin_key, secret }, change))
     }
 
+    /// Every workspace with its number of live keys (operator commands).
+    pub async fn list_all(&self) -> Result<Vec<(Workspace, u64)>, Error> {
+        let mut out = Vec::new();
+        for ws in self.store.list_workspaces().await.map_err(store_error)? {
+            let keys = self.store.count_live_keys(&ws.id).await.map_err(store_error)?;
+            out.push((ws, keys));
+        }
+        Ok(out)
+    }
+
+    /// A new admin key for a workspace whose admin key was lost (operator
+    /// commands; the key limit does not apply). Named [`ADMIN_KEY_NAME`],
+    /// or `Admin key 2`, `Admin key 3`, … while that name is taken.
+    pub async fn mint_admin_key(&self, workspace_id: &str) -> Result<NewWorkspace, Error> {
+        let workspace = self.load(workspace_id).await?;
+        for n in 1..=1000 {
+            let name = if n == 1 { ADMIN_KEY_NAME.to_owned() } else { format!("{ADMIN_KEY_NAME} {n}") };
+            let draft = KeyDraft {
+                name: Some(name),
+                description: Some("Minted by `keyward workspace admin-key`; manages the workspace's keys.".to_owned()),
+                scopes: vec!["admin".to_owned()],
+                ..Default::default()
+            };
+            let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
+            let write = Write::InsertKey { key: admin_key.clone(), max_live_keys: None };
+            match self.store.commit(Change::of(write)).await {
+                Ok(()) => {
+                    self.verifier.cache().put(&admin_key);
+                    return Ok(NewWorkspace { workspace, admin_key, secret });
+                }
+                Err(StoreError::Conflict(keyward_store::Unique::KeyName)) => continue,
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(Error::conflict("duplicate_name", "Every admin key name is taken; revoke some admin keys first"))
+    }
+
     /// Creates the first workspace of an empty deployment; `None` when the
     /// deployment already has one (nothing is changed then).
     pub async fn bootstrap(&self, name: &str) -> Result<Option<NewWorkspace>, Error> {

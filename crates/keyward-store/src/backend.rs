@@ -306,6 +306,15 @@ macro_rules! store_impl {
                 Ok(n.max(0) as u64)
             }
 
+            async fn count_live_keys(&self, workspace_id: &str) -> $crate::Result<u64> {
+                let p = &self.pools;
+                let n: i64 = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_scalar(&p.sql.count_live_keys).bind(workspace_id).fetch_one(&p.reader)
+                )?;
+                Ok(n.max(0) as u64)
+            }
+
             async fn list_workspaces(&self) -> $crate::Result<Vec<keyward_core::workspace::Workspace>> {
                 let p = &self.pools;
                 let rows: Vec<$crate::sql::WorkspaceRow> =

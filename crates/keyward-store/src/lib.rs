@@ -187,6 +187,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_workspaces(&self) -> Result<u64>;
     async fn count_keys(&self) -> Result<u64>;
+    /// Live (not revoked) keys of one workspace.
+    async fn count_live_keys(&self, workspace_id: &str) -> Result<u64>;
     async fn list_workspaces(&self) -> Result<Vec<Workspace>>;
     async fn get_workspace(&self, id: &str) -> Result<Option<Workspace>>;
 

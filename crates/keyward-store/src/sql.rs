@@ -64,6 +64,7 @@ pub struct Statements {
     pub touch_last_used: String,
     pub add_usage: String,
     pub key_usage: String,
+    pub count_live_keys: String,
     pub meta_insert: String,
     pub meta_claim: String,
     pub meta_get: String,
@@ -126,6 +127,7 @@ impl Statements {
                  SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = $1) \
                  ON CONFLICT (key_id, day) DO UPDATE SET count = key_usage.count + excluded.count"),
             key_usage: r("SELECT day, count FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day"),
+            count_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND state <> 'revoked'"),
             meta_insert: r("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
             meta_get: r("SELECT value FROM meta WHERE name = $1"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),

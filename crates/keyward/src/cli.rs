@@ -157,6 +157,25 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the workspaces of the database, with their live keys.
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a new admin key for a workspace (when its admin key is lost);
+    /// printed once. Other keys are untouched.
+    AdminKey {
+        /// The workspace's id (see `keyward workspace list`).
+        workspace_id: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Print {"workspaceId": ..., "adminKey": ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How the `keys` commands reach the server.

@@ -56,6 +56,8 @@ pub const DEFAULT_DATA_DIR: &str = "keyward-data";
 pub struct Database {
     pub url: String,
     pub options: StoreOptions,
+    /// Absolute; holds the SQLite database (by default) and the hash key.
+    pub data_dir: PathBuf,
 }
 
 impl Database {
@@ -63,30 +65,50 @@ impl Database {
         let url = match args.database_url.clone().or_else(|| file.database_url.clone()) {
             Some(url) => url,
             None => {
-                let dir = data_dir(args, file);
+                let dir = data_dir(args, file)?;
                 create_private_dir(&dir)?;
                 format!("sqlite://{}", dir.join("keyward.db").display())
             }
         };
+        let data_dir = data_dir(args, file)?;
         let pool_size =
             args.database_pool_size.or(file.database_pool_size).unwrap_or(StoreOptions::default().pool_size);
         if !(1..=1000).contains(&pool_size) {
             bail!("the database pool size must be between 1 and 1000");
         }
-        Ok(Database { url, options: StoreOptions { pool_size } })
+        Ok(Database { url, options: StoreOptions { pool_size }, data_dir })
     }
 
-    /// Opens the store (applying pending migrations). A failure is one
-    /// line naming the database (password masked) and the cause.
+    /// Opens the store (applying pending migrations) and says on stderr
+    /// where the data is: the data directory, the database (password
+    /// masked), and whether it is new or what it holds. A failure is one
+    /// line naming the database and the cause.
     pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
-        keyward_store::open_with(&self.url, &self.options)
+        let masked = keyward_store::mask_url(&self.url);
+        let store = keyward_store::open_with(&self.url, &self.options)
             .await
-            .map_err(|e| anyhow::anyhow!("database {}: {e}", keyward_store::mask_url(&self.url)))
+            .map_err(|e| anyhow::anyhow!("database {masked}: {e}"))?;
+        let workspaces = store.count_workspaces().await.map_err(|e| anyhow::anyhow!("database {masked}: {e}"))?;
+        let state = if workspaces == 0 {
+            "new, empty".to_owned()
+        } else {
+            let keys = store.count_keys().await.map_err(|e| anyhow::anyhow!("database {masked}: {e}"))?;
+            format!("existing: {} and {}", plural(workspaces, "workspace"), plural(keys, "key"))
+        };
+        eprintln!("keyward: data directory {}; database {masked} ({state})", self.data_dir.display());
+        Ok(store)
     }
 }
 
-fn data_dir(args: &StorageArgs, file: &FileConfig) -> PathBuf {
-    args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// The data directory, absolute (so the message about it is unambiguous).
+fn data_dir(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<PathBuf> {
+    let dir =
+        args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    std::path::absolute(&dir).with_context(|| format!("data directory {}", dir.display()))
 }
 
 /// Where data lives, resolved.
@@ -98,8 +120,8 @@ pub struct Storage {
 
 impl Storage {
     pub fn resolve(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<Self> {
-        let data_dir = data_dir(args, file);
         let database = Database::resolve(args, file)?;
+        let data_dir = database.data_dir.clone();
         if args.hash_key.is_none() && args.hash_key_file.is_none() && file.hash_key_file.is_none() {
             create_private_dir(&data_dir)?;
         }

@@ -262,3 +262,48 @@ fn database_urls_are_checked_and_migrate_applies_pending_migrations() {
     }
     drop(db);
 }
+
+#[test]
+fn a_lost_admin_key_is_replaced_and_every_command_says_where_the_data_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let first = keyward(&["bootstrap", "--data-dir", data_arg, "--json"]);
+    assert!(first.status.success());
+    let err = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(err.contains(&format!("data directory {data_arg};")), "{err}");
+    assert!(err.contains(&format!("sqlite://{data_arg}/keyward.db")) && err.contains("(new, empty)"), "{err}");
+    let ws: Value = serde_json::from_str(&stdout(&first)).unwrap();
+    let ws_id = ws["workspaceId"].as_str().unwrap();
+
+    // The same data from another working directory, through a relative path.
+    let relative = Command::new(BIN)
+        .args(["workspace", "list", "--json", "--data-dir", "data"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(relative.status.success(), "{}", String::from_utf8_lossy(&relative.stderr));
+    let err = String::from_utf8_lossy(&relative.stderr).into_owned();
+    assert!(err.contains(&format!("data directory {data_arg};")), "the path is absolute: {err}");
+    assert!(err.contains("existing: 1 workspace and 1 key"), "{err}");
+    let list: Value = serde_json::from_slice(&relative.stdout).unwrap();
+    assert_eq!(list[0]["id"], ws_id);
+    assert_eq!(list[0]["liveKeys"], 1);
+
+    let minted = keyward(&["workspace", "admin-key", ws_id, "--data-dir", data_arg, "--json"]);
+    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let minted: Value = serde_json::from_str(&stdout(&minted)).unwrap();
+    let new_admin = minted["adminKey"].as_str().unwrap();
+    assert_ne!(new_admin, ws["adminKey"].as_str().unwrap());
+    let unknown = keyward(&["workspace", "admin-key", "ws_unknown", "--data-dir", data_arg]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("Workspace not found"));
+
+    // The new key manages the workspace through a running server.
+    let server = serve(&data, &[]);
+    let keys = http("GET", &server.url("/v1/keys"), new_admin, None);
+    let names: Vec<&str> = keys["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Admin key 2", "Admin key"]);
+    let (ok, _) = server.terminate();
+    assert!(ok);
+}

@@ -72,3 +72,59 @@ pub async fn migrate(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result
     println!("database {}: schema at migration {version}, up to date", keyward_store::mask_url(&database.url));
     Ok(ExitCode::SUCCESS)
 }
+
+/// `keyward workspace list`.
+pub async fn list_workspaces(storage: &StorageArgs, json: bool, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    let all = services.workspaces.list_all().await?;
+    if json {
+        let rows: Vec<_> = all
+            .iter()
+            .map(|(ws, keys)| {
+                serde_json::json!({"id": ws.id, "name": ws.name, "liveKeys": keys, "createdAt": ws.created_at})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else if all.is_empty() {
+        println!("No workspaces: `keyward bootstrap` creates the first.");
+    } else {
+        println!("{:<22}  {:<30}  {:>9}  CREATED", "ID", "NAME", "LIVE KEYS");
+        for (ws, keys) in &all {
+            let name: String = ws.name.chars().take(30).collect();
+            println!("{:<22}  {:<30}  {:>9}  {}", ws.id, name, keys, ws.created_at.format("%Y-%m-%d %H:%M UTC"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward workspace admin-key WORKSPACE_ID`.
+pub async fn admin_key(
+    workspace_id: &str,
+    storage: &StorageArgs,
+    json: bool,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    match services.workspaces.mint_admin_key(workspace_id).await {
+        Ok(minted) => {
+            if json {
+                print_new_workspace(&minted, true);
+            } else {
+                println!(
+                    "Minted admin key {} ({:?}) for workspace {} ({:?}).\n\
+                     It is shown only now; store it safely:\n\n    {}\n",
+                    minted.admin_key.id,
+                    minted.admin_key.name,
+                    minted.workspace.id,
+                    minted.workspace.name,
+                    minted.secret.expose()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -17,6 +17,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workspace(WorkspaceCommand::Create { name, storage, json }) => {
             admin::create_workspace(&name, &storage, json, &file).await
         }
+        Command::Workspace(WorkspaceCommand::List { storage, json }) => {
+            admin::list_workspaces(&storage, json, &file).await
+        }
+        Command::Workspace(WorkspaceCommand::AdminKey { workspace_id, storage, json }) => {
+            admin::admin_key(&workspace_id, &storage, json, &file).await
+        }
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Migrate { storage } => admin::migrate(&storage, &file).await,
         Command::Openapi => {
