@@ -153,7 +153,8 @@ impl Application {
             })
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let flusher = tokio::spawn(run_flusher(usage, store, self.config.usage_flush_interval, stop_rx.clone()));
+        let flusher =
+            tokio::spawn(run_flusher(usage, store.clone(), self.config.usage_flush_interval, stop_rx.clone()));
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -174,6 +175,10 @@ impl Application {
             side.await.context("forward-auth listener")?.context("serving forward-auth")?;
         }
         flusher.await.context("usage flusher")?;
+        // After the last write: the database file alone holds everything.
+        if let Err(e) = store.checkpoint().await {
+            tracing::warn!(error = %e, "checkpoint at shutdown failed");
+        }
         if let Some(w) = watcher {
             w.abort();
         }

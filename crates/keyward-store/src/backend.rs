@@ -81,18 +81,9 @@ macro_rules! read_retry {
 }
 pub(crate) use read_retry;
 
+/// `store_impl!(Store, Driver, { trait methods only this backend has })`.
 macro_rules! store_impl {
-    ($store:ty, $db:ty, watch) => {
-        $crate::backend::store_impl!(@impl $store, $db, {
-            async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<$crate::Invalidation>> {
-                Some(self.listen())
-            }
-        });
-    };
-    ($store:ty, $db:ty) => {
-        $crate::backend::store_impl!(@impl $store, $db, {});
-    };
-    (@impl $store:ty, $db:ty, { $($extra:item)* }) => {
+    ($store:ty, $db:ty, { $($extra:item)* }) => {
         impl $crate::backend::Pools<$db> {
             async fn apply(
                 &self,

@@ -182,6 +182,16 @@ pub trait Store: Send + Sync + 'static {
     /// Acknowledged means durable.
     async fn commit(&self, change: Change) -> Result<()>;
 
+    /// Writes a consistent copy of the whole database to the new file
+    /// `path`, online (SQLite; PostgreSQL answers with the pg_dump to run).
+    async fn backup_to(&self, path: &std::path::Path) -> Result<()>;
+
+    /// Folds the write-ahead log into the database file, so that the file
+    /// alone holds everything (SQLite, at a clean shutdown).
+    async fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The newest migration applied to the database.
     async fn schema_version(&self) -> Result<i64>;
 

@@ -137,4 +137,16 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-store_impl!(PostgresStore, Postgres, watch);
+store_impl!(PostgresStore, Postgres, {
+    async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {
+        Some(self.listen())
+    }
+
+    async fn backup_to(&self, _path: &std::path::Path) -> Result<()> {
+        Err(StoreError::Backend(
+            "keyward backup copies SQLite databases; for PostgreSQL run pg_dump --format=custom --file FILE 'URL' \
+             (and pg_restore --clean --dbname 'URL' FILE to restore)"
+                .into(),
+        ))
+    }
+});

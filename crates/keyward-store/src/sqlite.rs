@@ -61,6 +61,51 @@ impl SqliteStore {
     }
 }
 
+/// The database file a `sqlite:` URL names.
+pub fn database_path(url: &str) -> Result<std::path::PathBuf> {
+    let options =
+        SqliteConnectOptions::from_str(url).map_err(|e| StoreError::Backend(format!("invalid SQLite URL: {e}")))?;
+    Ok(options.get_filename().to_path_buf())
+}
+
+/// Reads a `meta` value from a keyward SQLite backup, checking on the way
+/// that the file is one (its tables and migrations).
+pub async fn backup_meta(backup: &std::path::Path, name: &str) -> Result<Option<String>> {
+    if !backup.is_file() {
+        return Err(StoreError::Backend(format!("{} is not a file", backup.display())));
+    }
+    let options = SqliteConnectOptions::new().filename(backup).read_only(true);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(classify)?;
+    let not_keyward = |_| StoreError::Backend(format!("{} is not a keyward SQLite database", backup.display()));
+    sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await.map_err(not_keyward)?;
+    let value = sqlx::query_scalar("SELECT value FROM meta WHERE name = ?1")
+        .bind(name)
+        .fetch_optional(&pool)
+        .await
+        .map_err(not_keyward)?;
+    pool.close().await;
+    Ok(value)
+}
+
+/// Replaces the database `url` names with the backup file: copied beside
+/// it, synced, then renamed over it (its old write-ahead log removed), so a
+/// crash leaves the old database or the new one. keyward must be stopped.
+pub fn replace_database(url: &str, backup: &std::path::Path) -> Result<std::path::PathBuf> {
+    let target = database_path(url)?;
+    let io = |what: &str, e: std::io::Error| StoreError::Backend(format!("{what}: {e}"));
+    let tmp = target.with_extension("db.restoring");
+    std::fs::copy(backup, &tmp).map_err(|e| io("copying the backup", e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io("syncing the copy", e))?;
+    for suffix in ["-wal", "-shm"] {
+        let side = std::path::PathBuf::from(format!("{}{suffix}", target.display()));
+        if side.exists() {
+            std::fs::remove_file(&side).map_err(|e| io("removing the old write-ahead log", e))?;
+        }
+    }
+    std::fs::rename(&tmp, &target).map_err(|e| io("putting the copy in place", e))?;
+    Ok(target)
+}
+
 /// SQLite names the columns of a violated unique index, not the index:
 /// map them to the index names the schema gives.
 fn classify(e: sqlx::Error) -> StoreError {
@@ -85,4 +130,20 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-store_impl!(SqliteStore, Sqlite);
+store_impl!(SqliteStore, Sqlite, {
+    async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        if path.exists() {
+            return Err(StoreError::Backend(format!("{} already exists; name a new file", path.display())));
+        }
+        let target = path.to_str().ok_or_else(|| StoreError::Backend("the backup path is not UTF-8".into()))?;
+        // A read transaction of its own: a consistent snapshot while the
+        // server goes on writing.
+        sqlx::query("VACUUM INTO ?1").bind(target).execute(&self.pools.reader).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn checkpoint(&self) -> Result<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pools.writer).await.map_err(classify)?;
+        Ok(())
+    }
+});

@@ -47,6 +47,26 @@ pub enum Command {
         #[command(flatten)]
         storage: StorageArgs,
     },
+    /// Write a consistent copy of the SQLite database to FILE, while keyward
+    /// runs (for PostgreSQL it names the pg_dump to run). Keep the hash key
+    /// with it: without it no key in the copy verifies.
+    Backup {
+        /// A new file for the copy.
+        file: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Replace the SQLite database with a backup made by `keyward backup`.
+    /// Stop keyward first. Refuses a backup made with another hash key.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Replace a database that holds data.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
 }

@@ -307,3 +307,83 @@ fn a_lost_admin_key_is_replaced_and_every_command_says_where_the_data_is() {
     let (ok, _) = server.terminate();
     assert!(ok);
 }
+
+#[test]
+fn a_backup_taken_under_write_load_restores_every_acknowledged_key() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, data2, backup) = (dir.path().join("data"), dir.path().join("restored"), dir.path().join("backup.db"));
+    let server = serve(&data, &[]);
+    let admin = server.admin_key.clone().unwrap();
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (url, admin, acked, stop) = (server.url("/v1/keys"), admin.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = format!(r#"{{"name": "w{w} k{i}"}}"#);
+                    let key = http("POST", &url, &admin, Some(&body));
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((key["id"].as_str().unwrap().into(), key["secret"].as_str().unwrap().into()));
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < 100 {
+        std::thread::yield_now();
+    }
+    let before = acked.lock().unwrap().clone();
+    let out = keyward(&["backup", backup.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("Keep the hash key"));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let during = acked.lock().unwrap().len() - before.len();
+    let (ok, _) = server.terminate();
+    assert!(ok);
+
+    std::fs::create_dir(&data2).unwrap();
+    std::fs::copy(data.join("hash.key"), data2.join("hash.key")).unwrap();
+    let out = keyward(&["restore", backup.to_str().unwrap(), "--data-dir", data2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = serve(&data2, &[]);
+    assert!(restored.admin_key.is_none(), "the restored database is not bootstrapped again");
+    for (id, secret) in &before {
+        let v = http("POST", &restored.url("/v1/keys/verify"), &admin, Some(&format!(r#"{{"key": "{secret}"}}"#)));
+        assert_eq!(v["code"], "VALID", "acknowledged key {id} is in the backup");
+    }
+    println!(
+        "backup: {} keys acknowledged before it, {during} created while it ran; all of the first restored",
+        before.len()
+    );
+    let (ok, _) = restored.terminate();
+    assert!(ok);
+}
+
+#[test]
+fn a_clean_stop_leaves_everything_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().unwrap();
+    http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "kept"}"#));
+    let (ok, _) = server.terminate();
+    assert!(ok);
+    let wal = dir.path().join("keyward.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0, "the WAL was checkpointed");
+    // The .db file alone, copied elsewhere, holds the key.
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("keyward.db"), copy.path().join("keyward.db")).unwrap();
+    std::fs::copy(dir.path().join("hash.key"), copy.path().join("hash.key")).unwrap();
+    let list = keyward(&["workspace", "list", "--json", "--data-dir", copy.path().to_str().unwrap()]);
+    let list: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list[0]["liveKeys"], 2, "admin key and the created key");
+}

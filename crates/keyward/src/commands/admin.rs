@@ -128,3 +128,81 @@ pub async fn admin_key(
         }
     }
 }
+
+/// `keyward backup FILE`: an online, consistent copy (SQLite).
+pub async fn backup(path: &std::path::Path, storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let database = Database::resolve(storage, file)?;
+    let store = database.open().await?;
+    match store.backup_to(path).await {
+        Ok(()) => {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "backed up {} to {} ({size} bytes). Keep the hash key ({}) with it.",
+                keyward_store::mask_url(&database.url),
+                path.display(),
+                hash_key_location(storage, file, &database)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn hash_key_location(storage: &StorageArgs, file: &FileConfig, database: &Database) -> String {
+    match (&storage.hash_key, storage.hash_key_file.as_ref().or(file.hash_key_file.as_ref())) {
+        (Some(_), _) => "KEYWARD_HASH_KEY".to_owned(),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => database.data_dir.join("hash.key").display().to_string(),
+    }
+}
+
+/// `keyward restore FILE`: puts a backup in place of the SQLite database.
+pub async fn restore(
+    path: &std::path::Path,
+    storage: &StorageArgs,
+    force: bool,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let resolved = Storage::resolve(storage, file)?;
+    let url = &resolved.database.url;
+    if !url.starts_with("sqlite:") {
+        eprintln!(
+            "error: keyward restore replaces SQLite databases; for PostgreSQL run \
+             pg_restore --clean --dbname 'URL' FILE"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let fingerprint = match keyward_store::sqlite::backup_meta(path, "hash_key_fingerprint").await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let ours = resolved.hasher.fingerprint();
+    if let Some(theirs) = fingerprint.filter(|f| *f != ours) {
+        eprintln!(
+            "error: the backup was made with another hash key (fingerprint {theirs}; this keyward's is {ours}): \
+             its keys would not verify. Restore it with the hash key it was made with (--hash-key-file)."
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let target = keyward_store::sqlite::database_path(url)?;
+    if target.exists() && !force {
+        let store = resolved.database.open().await?;
+        let workspaces = store.count_workspaces().await?;
+        if workspaces > 0 {
+            eprintln!(
+                "error: {} holds {workspaces} workspace(s); stop keyward and pass --force to replace it with the backup",
+                target.display()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let target = keyward_store::sqlite::replace_database(url, path)?;
+    println!("restored {} from {}", target.display(), path.display());
+    Ok(ExitCode::SUCCESS)
+}

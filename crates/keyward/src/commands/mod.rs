@@ -25,6 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Migrate { storage } => admin::migrate(&storage, &file).await,
+        Command::Backup { file: path, storage } => admin::backup(&path, &storage, &file).await,
+        Command::Restore { file: path, storage, force } => admin::restore(&path, &storage, force, &file).await,
         Command::Openapi => {
             println!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
