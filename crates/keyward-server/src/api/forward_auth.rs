@@ -18,8 +18,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use keyward_core::verify::{Request, VerifyCode};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
@@ -49,16 +47,6 @@ impl Default for ForwardAuthConfig {
             trusted_proxies: vec!["127.0.0.0/8".parse().expect("valid"), "::1/128".parse().expect("valid")],
         }
     }
-}
-
-/// The body of a 200 answer (gateways read the headers).
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Authorized {
-    pub valid: bool,
-    #[schema(example = "key_3fH9xQ2mPz8TbL1c")]
-    pub key_id: String,
-    pub workspace_id: String,
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -196,9 +184,11 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
         ("X-Forwarded-Method" = Option<String>, Header, description = "Original method (Traefik)"),
     ),
     responses(
-        (status = 200, description = "Allowed; identity in X-Keyward-Key-Id, X-Keyward-Workspace, \
-            X-Keyward-Key-Type, X-Keyward-Scopes and X-Keyward-Meta-* headers", body = Authorized),
-        (status = 400, description = "The original request is missing or malformed (the gateway denies)", body = ErrorBody),
+        (status = 200, description = "Allowed, with an empty body (so gateways keep the connection); the \
+            identity is in the X-Keyward-Key-Id, X-Keyward-Workspace, X-Keyward-Key-Type, X-Keyward-Scopes and \
+            X-Keyward-Meta-* headers"),
+        (status = 400, description = "The original request is missing or malformed (the gateway denies). Every \
+            denial names its code in X-Keyward-Error; to nginx (X-Original-URI) it has no body", body = ErrorBody),
         (status = 401, description = "No key, or an invalid, revoked, inactive or expired one", body = ErrorBody),
         (status = 403, description = "Key not allowed for this route, origin, address or resource; \
             or the gateway's key lacks keys:verify", body = ErrorBody),
@@ -209,11 +199,44 @@ pub async fn authorize(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Response {
+    // nginx never reads the body of an auth_request answer, and a body left
+    // unread costs it the connection (a new one per request, sockets piling
+    // up in TIME_WAIT). So every answer to nginx (it sends X-Original-URI)
+    // is headers only; other gateways get the JSON of a denial, which
+    // Traefik passes on to the client. The code is in X-Keyward-Error.
+    let headers_only = headers.contains_key("x-original-uri");
+    match decide_forward_auth(&state, peer, &method, &uri, &headers).await {
+        Ok(identity) => (StatusCode::OK, identity).into_response(),
+        Err(e) => {
+            let code = HeaderValue::from_static(e.code);
+            let mut response = e.into_response();
+            response.headers_mut().insert(ERROR_HEADER, code);
+            if headers_only {
+                *response.body_mut() = axum::body::Body::empty();
+                response.headers_mut().remove(header::CONTENT_TYPE);
+                response.headers_mut().remove(header::CONTENT_LENGTH);
+            }
+            response
+        }
+    }
+}
+
+/// The header naming a denial's code (`invalid_api_key`, …).
+pub const ERROR_HEADER: &str = "x-keyward-error";
+
+/// The identity headers of an allowed request, or why it is refused.
+async fn decide_forward_auth(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<HeaderMap, ApiError> {
     let workspace = if state.trusted_listener {
         None
     } else {
-        let verifier_key = header_str(&headers, VERIFIER_KEY_HEADER).ok_or_else(|| {
+        let verifier_key = header_str(headers, VERIFIER_KEY_HEADER).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "verifier_key_required",
@@ -224,29 +247,27 @@ pub async fn authorize(
         gateway.require(VERIFY)?;
         Some(gateway.workspace_id().to_owned())
     };
-    let (original_method, original_uri) = original_request(&method, &uri, &headers)?;
+    let (original_method, original_uri) = original_request(method, uri, headers)?;
     let (path, query) = match original_uri.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (original_uri.as_str(), None),
     };
-    let Some(token) = presented_key(&headers, query, &state.forward_auth) else {
+    let Some(token) = presented_key(headers, query, &state.forward_auth) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_required", "API key required"));
     };
-    let origin = header_str(&headers, "origin").or_else(|| header_str(&headers, header::REFERER.as_str()));
+    let origin = header_str(headers, "origin").or_else(|| header_str(headers, header::REFERER.as_str()));
     let request = Request {
         method: Some(&original_method),
         path: Some(path),
         origin,
-        ip: Some(client_ip(peer.ip(), &headers, &state.forward_auth.trusted_proxies)),
+        ip: Some(client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies)),
         ..Request::default()
     };
     let v = state.verifier.verify(&token, &request, workspace.as_deref()).await?;
     if !v.decision.is_valid() {
         return Err(refusal(v.decision.code, &v.decision.message));
     }
-    let key = v.key.as_deref().expect("a valid verification has its key");
-    let body = Authorized { valid: true, key_id: key.id.to_string(), workspace_id: key.workspace_id.clone() };
-    Ok((StatusCode::OK, identity_headers(&v), axum::Json(body)).into_response())
+    Ok(identity_headers(&v))
 }
 
 #[cfg(test)]

@@ -56,7 +56,6 @@ pub struct AppState {
         license(name = "MIT OR Apache-2.0")
     ),
     paths(forward_auth::authorize),
-    components(schemas(forward_auth::Authorized)),
     modifiers(&BearerAuth),
     tags(
         (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),

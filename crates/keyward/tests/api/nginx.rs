@@ -57,6 +57,13 @@ async fn wait_for_port(port: u16) {
     panic!("nginx did not listen on {port}");
 }
 
+/// Sockets of `port` in TIME_WAIT (connections closed), by `ss`.
+fn time_wait(port: u16) -> Option<usize> {
+    let filter = format!("( dport = :{port} or sport = :{port} )");
+    let out = Command::new("ss").args(["-tan", "state", "time-wait", &filter]).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).lines().count().saturating_sub(1))
+}
+
 async fn nginx_auth_request_protects_an_api() {
     let Some(nginx) = nginx_binary() else {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "nginx is required in CI (.ci/run installs it)");
@@ -115,6 +122,17 @@ async fn nginx_auth_request_protects_an_api() {
     assert_eq!(resp.status(), 403, "read-only key on POST");
     let resp = send(reqwest::Method::GET, "/api/v2/campaigns/1", Some(&client.secret)).await.unwrap();
     assert_eq!(resp.status(), 403, "outside its route scopes");
+
+    // nginx keeps its connections to keyward: 300 requests, allowed and
+    // denied, close none of them (no socket of keyward's port in TIME_WAIT).
+    let closed_before = time_wait(app.addr.port());
+    for i in 0..300 {
+        let key = if i % 3 == 0 { "kw_live_garbage" } else { client.secret.as_str() };
+        send(reqwest::Method::GET, "/api/v2/tags/1", Some(key)).await.unwrap();
+    }
+    if let Some((before, after)) = closed_before.zip(time_wait(app.addr.port())) {
+        assert!(after <= before + 2, "connections to keyward were closed: {before} -> {after} in TIME_WAIT");
+    }
 
     app.post_empty(&format!("/v1/keys/{}/revoke", client.id)).await;
     let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&client.secret)).await.unwrap();
