@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use keyward_core::scope::Permission;
-use keyward_core::verify::{Request, VerifyCode};
+use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind};
 
 use crate::cache::CachedKey;
@@ -26,7 +26,7 @@ impl Principal {
     /// inactive and wrong-secret keys all get the same answer, so a caller
     /// learns nothing about which keys exist.
     pub async fn authenticate(verifier: &Verifier, token: &str) -> Result<Self, Error> {
-        let v = verifier.verify(token, &Request::default(), None).await?;
+        let v = verifier.authenticate_caller(token).await?;
         match (v.decision.code, v.key) {
             (VerifyCode::Valid, Some(key)) => Ok(Principal::ApiKey(key)),
             (VerifyCode::Expired, _) => Err(Error::expired_api_key()),

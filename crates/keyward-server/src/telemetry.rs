@@ -57,7 +57,14 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 }
 
 fn describe() {
-    metrics::describe_counter!("keyward_verifications_total", "Verifications by result code");
+    metrics::describe_counter!(
+        "keyward_verifications_total",
+        "Answers to verify and authorize requests, by verification code"
+    );
+    metrics::describe_counter!(
+        "keyward_caller_authentications_total",
+        "API callers' own keys checked, accepted or refused (not counted in keyward_verifications_total)"
+    );
     metrics::describe_histogram!(
         "keyward_verify_duration_seconds",
         metrics::Unit::Seconds,
@@ -78,9 +85,14 @@ pub enum LogFormat {
 /// Initialises logging to stderr; `filter` is an `EnvFilter` directive
 /// such as `info` or `keyward=debug`.
 pub fn init_logging(format: LogFormat, filter: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, never into files or pipes.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),

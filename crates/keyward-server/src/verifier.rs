@@ -36,9 +36,19 @@ pub struct Verification {
     pub workspace: Option<Arc<Workspace>>,
 }
 
+/// Why a key is being checked: to answer a verify/authorize request, or to
+/// authenticate the caller of the API. Counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Answer,
+    Caller,
+}
+
 /// Metric handles resolved once, so the hot path does no registry lookups.
 struct VerifyMetrics {
     by_code: Vec<Counter>,
+    /// Caller authentications: `[accepted, refused]`.
+    callers: [Counter; 2],
     latency: Histogram,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -51,6 +61,10 @@ impl VerifyMetrics {
                 .iter()
                 .map(|c| metrics::counter!("keyward_verifications_total", "code" => c.as_str()))
                 .collect(),
+            callers: [
+                metrics::counter!("keyward_caller_authentications_total", "result" => "accepted"),
+                metrics::counter!("keyward_caller_authentications_total", "result" => "refused"),
+            ],
             latency: metrics::histogram!("keyward_verify_duration_seconds"),
             cache_hits: metrics::counter!("keyward_cache_hits_total"),
             cache_misses: metrics::counter!("keyward_cache_misses_total"),
@@ -161,13 +175,31 @@ impl Verifier {
         prefixes.iter().any(|p| token.starts_with(p.as_str()))
     }
 
-    /// Verifies `token` for `request`. With `workspace`, keys of any other
-    /// workspace are `NOT_FOUND`. Errors only when storage fails on a miss.
+    /// Verifies `token` for `request`, as an answer to a verify or
+    /// authorize request (counted in `keyward_verifications_total`). With
+    /// `workspace`, keys of any other workspace are `NOT_FOUND`. Errors only
+    /// when storage fails on a miss.
     pub async fn verify(
         &self,
         token: &str,
         request: &Request<'_>,
         workspace: Option<&str>,
+    ) -> Result<Verification, Error> {
+        self.check(token, request, workspace, Purpose::Answer).await
+    }
+
+    /// Checks the key a caller of the API authenticates with (counted apart,
+    /// in `keyward_caller_authentications_total`).
+    pub async fn authenticate_caller(&self, token: &str) -> Result<Verification, Error> {
+        self.check(token, &Request::default(), None, Purpose::Caller).await
+    }
+
+    async fn check(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        workspace: Option<&str>,
+        purpose: Purpose,
     ) -> Result<Verification, Error> {
         // One clock read serves the decision, the usage count and the
         // latency metric; it becomes a chrono time only if the key expires.
@@ -181,12 +213,12 @@ impl Verifier {
                 self.find_foreign(token, now_us / 1000).await?
             }
             None => {
-                return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None));
+                return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None, purpose));
             }
         };
         let key = match found {
             Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
-            _ => return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None)),
+            _ => return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose)),
         };
         let workspace = match request.path {
             Some(_) => Some(self.workspace(&key.workspace_id).await?),
@@ -200,15 +232,26 @@ impl Verifier {
                 self.upgrade_foreign_hash(&key, token);
             }
         }
-        let mut v = self.finish(started, decision, Some(key));
+        let mut v = self.finish(started, decision, Some(key), purpose);
         v.workspace = workspace;
         Ok(v)
     }
 
-    fn finish(&self, started: SystemTime, decision: Decision, key: Option<Arc<CachedKey>>) -> Verification {
-        self.metrics.by_code[decision.code.index()].increment(1);
-        let elapsed = started.elapsed().unwrap_or_default();
-        self.metrics.latency.record(elapsed.as_secs_f64());
+    fn finish(
+        &self,
+        started: SystemTime,
+        decision: Decision,
+        key: Option<Arc<CachedKey>>,
+        purpose: Purpose,
+    ) -> Verification {
+        match purpose {
+            Purpose::Answer => {
+                self.metrics.by_code[decision.code.index()].increment(1);
+                let elapsed = started.elapsed().unwrap_or_default();
+                self.metrics.latency.record(elapsed.as_secs_f64());
+            }
+            Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
+        }
         Verification { decision, key, workspace: None }
     }
 

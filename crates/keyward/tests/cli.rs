@@ -387,3 +387,29 @@ fn a_clean_stop_leaves_everything_in_the_database_file() {
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list[0]["liveKeys"], 2, "admin key and the created key");
 }
+
+#[test]
+fn metrics_count_answers_apart_from_callers_and_logs_have_no_colour_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().unwrap();
+    let metric = |name: &str| -> f64 {
+        let text = http("GET", &server.url("/metrics"), "", None);
+        let text = text.as_str().unwrap_or_default().to_owned();
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    for _ in 0..3 {
+        http("GET", &server.url("/v1/keys"), &admin, None);
+    }
+    assert_eq!(metric("keyward_verifications_total"), 0.0, "callers' keys are not verification answers");
+    assert!(metric("keyward_caller_authentications_total{result=\"accepted\"}") >= 3.0);
+    http("GET", &server.url("/v1/keys"), "kw_live_nope", None);
+    assert!(metric("keyward_caller_authentications_total{result=\"refused\"}") >= 1.0);
+    let body = format!(r#"{{"key": "{admin}"}}"#);
+    http("POST", &server.url("/v1/keys/verify"), &admin, Some(&body));
+    assert_eq!(metric("keyward_verifications_total{code=\"VALID\"}"), 1.0);
+    let (ok, stderr) = server.terminate();
+    assert!(ok);
+    assert!(!stderr.is_empty(), "serve logged (debug level)");
+    assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+}

@@ -114,7 +114,17 @@ fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
 /// The complete application router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, api) = api_router().split_for_parts();
-    finish(with_forward_auth(router).merge(SwaggerUi::new("/docs").url("/openapi.json", api)), state, max_body_bytes)
+    finish(
+        with_forward_auth(router).merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", api)
+                // No request off the server: Swagger UI's default validator badge
+                // calls a public service.
+                .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+        ),
+        state,
+        max_body_bytes,
+    )
 }
 
 /// The dedicated forward-auth listener: `/v1/authorize` and `/healthz` only.

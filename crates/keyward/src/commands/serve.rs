@@ -18,12 +18,12 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
         print_new_workspace(&created, false);
     }
     let addr = app.local_addr();
-    tracing::info!(%addr, "keyward listening");
     if let Some(fa) = app.forward_auth_addr() {
-        tracing::info!(addr = %fa, "forward-auth listening");
         println!("keyward forward-auth listening on http://{fa}");
     }
+    // Said once, on stdout (scripts read the address from this line).
     println!("keyward listening on http://{addr}");
+    println!("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(ExitCode::SUCCESS)

@@ -36,6 +36,9 @@ async fn docs_are_served_without_a_cdn() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("swagger-ui"), "the docs page is Swagger UI");
     assert!(!html.contains("https://"), "no external assets");
+    let init = reqwest::get(app.url("/docs/swagger-initializer.js")).await.unwrap().text().await.unwrap();
+    let compact: String = init.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(compact.contains(r#""validatorUrl":"none""#), "no validator badge calling out: {init}");
     let spec: serde_json::Value = reqwest::get(app.url("/openapi.json")).await.unwrap().json().await.unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
     assert!(spec["paths"]["/v1/keys/verify"]["post"].is_object());
