@@ -393,8 +393,25 @@ impl ApiKey {
     }
 }
 
+/// Characters that change how text looks without being seen: zero-width
+/// characters and bidirectional controls. Two names that differ only by
+/// them would look the same, so names may not contain them.
+pub fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
+}
+
+/// A display name as stored and compared: trimmed and in Unicode NFC, so
+/// that `é` typed as one or as two code points is the same name.
+pub fn normalize_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    name.trim().nfc().collect()
+}
+
 pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
-    let name = name.map(str::trim).unwrap_or_default();
+    let name = normalize_name(name.unwrap_or_default());
+    let name = name.as_str();
     if name.is_empty() {
         return Err(Error::invalid("name_required", "API key name is required"));
     }
@@ -406,6 +423,12 @@ pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
     }
     if name.chars().any(char::is_control) {
         return Err(Error::invalid("invalid_name", "API key name must not contain control characters"));
+    }
+    if name.chars().any(is_invisible_format) {
+        return Err(Error::invalid(
+            "invalid_name",
+            "API key name must not contain zero-width or bidirectional control characters",
+        ));
     }
     Ok(name.to_owned())
 }

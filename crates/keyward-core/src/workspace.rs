@@ -86,11 +86,17 @@ impl Workspace {
 }
 
 pub fn validate_workspace_name(name: &str) -> Result<String, Error> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(Error::invalid("invalid_workspace_name", "Workspace name must be 1 to 100 printable characters"));
+    let name = crate::key::normalize_name(name);
+    if name.is_empty()
+        || name.chars().count() > 100
+        || name.chars().any(|c| c.is_control() || crate::key::is_invisible_format(c))
+    {
+        return Err(Error::invalid(
+            "invalid_workspace_name",
+            "Workspace name must be 1 to 100 printable characters, without zero-width or bidirectional controls",
+        ));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 impl Workspace {

@@ -234,23 +234,32 @@ impl KeyService {
         Ok((key, fresh.expect("a successful roll made a secret")))
     }
 
+    /// A new key with the settings of key `id`. Unnamed, the clone is
+    /// called `NAME (clone)`, or `NAME (clone 2)`, `(clone 3)`, … while
+    /// those names are taken.
     pub async fn clone_key(&self, who: &Principal, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let source = self.load(&ws.id, id).await?;
-        let name = match name {
-            Some(n) => validate_name(Some(&n))?,
-            None => {
-                let base: String = source.name.chars().take(92).collect();
-                format!("{base} (clone)")
-            }
-        };
+        let given = name.map(|n| validate_name(Some(&n))).transpose()?;
         let now = self.clock.now();
-        let mut draft = source.to_valid_draft(name);
-        draft.expires_at =
+        let expires_at =
             keyward_core::key::resolve_expiry(source.expires_at.filter(|e| *e > now), None, &ws.policy, now)?;
-        let (key, secret) = self.new_native(ws, draft);
-        self.insert(ws, &key).await?;
-        Ok((key, secret))
+        let base: String = source.name.chars().take(88).collect();
+        for n in 1..=1000 {
+            let name = match (&given, n) {
+                (Some(name), _) => name.clone(),
+                (None, 1) => format!("{base} (clone)"),
+                (None, n) => format!("{base} (clone {n})"),
+            };
+            let mut draft = source.to_valid_draft(name);
+            draft.expires_at = expires_at;
+            let (key, secret) = self.new_native(ws, draft);
+            match self.insert(ws, &key).await {
+                Err(e) if given.is_none() && e.code == "duplicate_name" => continue,
+                done => return done.map(|()| (key, secret)),
+            }
+        }
+        Err(Error::conflict("duplicate_name", "Every clone name of this key is taken; name the clone"))
     }
 
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {

@@ -185,7 +185,7 @@ pub async fn list_keys(
             .as_deref()
             .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE)))
             .transpose()?,
-        name_contains: q.name.filter(|n| !n.is_empty()),
+        name_contains: q.name.map(|n| keyward_core::key::normalize_name(&n)).filter(|n| !n.is_empty()),
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {

@@ -146,6 +146,14 @@ async fn clone_makes_a_new_key_with_the_same_settings() {
     assert_eq!(app.verify_code(&key.secret).await, "VALID", "the original still works");
     let named = app.post(&format!("/v1/keys/{}/clone", key.id), json!({"name": "svc v2"})).await;
     assert_eq!(named.body["name"], "svc v2");
+    // Cloning again does not fail on the taken name.
+    for expected in ["svc (clone 2)", "svc (clone 3)"] {
+        let r = app.post_empty(&format!("/v1/keys/{}/clone", key.id)).await;
+        assert_eq!((r.status.as_u16(), r.body["name"].as_str()), (201, Some(expected)), "{}", r.body);
+    }
+    // A name given for the clone must be free.
+    let r = app.post(&format!("/v1/keys/{}/clone", key.id), json!({"name": "svc v2"})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (409, "duplicate_name"));
     app.stop().await;
 }
 
@@ -211,6 +219,21 @@ async fn names_are_unique_among_live_keys() {
     assert_eq!(r.code(), "duplicate_name");
     app.post_empty(&format!("/v1/keys/{}/revoke", a.id)).await;
     app.create_key(json!({"name": "twin"})).await;
+
+    // Names that look the same are the same: Unicode NFC, and no invisible
+    // characters.
+    let composed = app.create_key(json!({"name": "caf\u{e9}"})).await;
+    assert_eq!(composed.body["name"], "café");
+    let r = app.post("/v1/keys", json!({"name": "cafe\u{301}"})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (409, "duplicate_name"), "decomposed é is the same name");
+    let found = app.get("/v1/keys?name=cafe%CC%81").await;
+    assert_eq!(found.body["data"].as_array().unwrap().len(), 1, "the filter is normalised too");
+    for sneaky in ["twin\u{200b}", "\u{202e}niwt", "tw\u{2066}in", "\u{feff}twin"] {
+        let r = app.post("/v1/keys", json!({"name": sneaky})).await;
+        r.assert_error(400, "API key name must not contain zero-width or bidirectional control characters");
+    }
+    let r = app.patch("/v1/workspace", json!({"name": "Acme\u{200d}"})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_workspace_name"));
     app.stop().await;
 }
 
