@@ -44,7 +44,10 @@ fn split_origin(s: &str) -> Option<(Option<&str>, &str, Option<u16>)> {
 impl OriginPattern {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let invalid = || {
-            Error::invalid("invalid_origin", format!("Invalid origin `{s}`: use https://host[:port] or *.example.com"))
+            Error::invalid(
+                "invalid_origin",
+                "Invalid origin in allowedOrigins: use https://host[:port], http://localhost[:port] or https://*.example.com",
+            )
         };
         let text = s.trim().to_ascii_lowercase();
         let (scheme, host, port) = split_origin(&text).ok_or_else(invalid)?;
@@ -99,7 +102,7 @@ pub fn parse_ip_range(s: &str) -> Result<IpNet, Error> {
     s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map(|n| n.trunc()).map_err(|_| {
         Error::invalid(
             "invalid_ip_range",
-            format!("Invalid IP range `{s}`: use an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32"),
+            "Invalid IP range in allowedIps: use an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32",
         )
     })
 }

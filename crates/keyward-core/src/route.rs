@@ -36,10 +36,10 @@ impl RouteScope {
         if method != "*" && !METHODS.contains(&method.as_str()) {
             return Err(Error::invalid(
                 "invalid_route",
-                format!("Invalid route method `{method}`: use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or *"),
+                "Invalid route method: use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or *",
             ));
         }
-        let invalid = |why: &str| Error::invalid("invalid_route", format!("Invalid route pattern `{path}`: {why}"));
+        let invalid = |why: &str| Error::invalid("invalid_route", format!("Invalid route path: {why}"));
         if !path.starts_with('/') || path.len() > 512 {
             return Err(invalid("it must start with / and be at most 512 characters"));
         }
@@ -56,9 +56,8 @@ impl RouteScope {
                 s => Segment::Literal(s.to_owned()),
             });
         }
-        let permission = Permission::parse_required(permission).ok_or_else(|| {
-            Error::invalid("invalid_route", format!("Invalid route permission `{permission}`: use resource:action"))
-        })?;
+        let permission = Permission::parse_required(permission)
+            .ok_or_else(|| Error::invalid("invalid_route", "Invalid route permission: use resource:action"))?;
         Ok(RouteScope { method, path: path.to_owned(), permission, segments })
     }
 

@@ -18,7 +18,11 @@
 
 use std::fmt;
 
+/// The message of the `/api/api-keys` contract, which offers only the tiers.
 pub const INVALID_SCOPE_MESSAGE: &str = "Invalid scope. Must be: read, write, or admin";
+/// What `/v1` says of an invalid scope: everything a scope may be.
+pub const SCOPE_RULE_MESSAGE: &str =
+    "Invalid scope: use read, write, admin, * or resource:action (such as campaigns:read or tags:*)";
 
 /// Resources that only admin-level grants reach.
 pub const ACCOUNT_RESOURCES: &[&str] =
@@ -139,7 +143,7 @@ impl Scope {
         let mut out: Vec<Scope> = Vec::with_capacity(items.len());
         for item in items {
             let scope = Scope::parse(item.as_ref().trim())
-                .ok_or_else(|| crate::Error::invalid("invalid_scope", INVALID_SCOPE_MESSAGE))?;
+                .ok_or_else(|| crate::Error::invalid("invalid_scope", SCOPE_RULE_MESSAGE))?;
             if !out.contains(&scope) {
                 out.push(scope);
             }
@@ -320,7 +324,7 @@ mod tests {
     fn invalid_scopes_are_refused() {
         for bad in ["", "superuser", "campaigns", "campaigns:", ":read", "Campaigns:read", "a:b:c"] {
             let err = Scope::parse_list(&[bad]).unwrap_err();
-            assert_eq!(err.message, INVALID_SCOPE_MESSAGE, "{bad:?}");
+            assert_eq!(err.message, SCOPE_RULE_MESSAGE, "{bad:?}");
         }
         assert_eq!(grants(&["read", "read"]).len(), 1);
         assert_eq!(Scope::parse("campaigns:get").unwrap().to_string(), "campaigns:get");

@@ -138,7 +138,7 @@ pub fn validate_public_permissions(items: &[String]) -> Result<Vec<Permission>, 
         .iter()
         .map(|p| {
             Permission::parse_required(p).ok_or_else(|| {
-                Error::invalid("invalid_permission", format!("Invalid permission `{p}`: use resource:action"))
+                Error::invalid("invalid_permission", "Invalid permission in publicPermissions: use resource:action")
             })
         })
         .collect()
@@ -149,7 +149,7 @@ pub fn validate_identity_metadata(fields: Vec<String>) -> Result<Vec<String>, Er
         if f.is_empty() || f.len() > 64 || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Error::invalid(
                 "invalid_identity_metadata",
-                format!("Invalid metadata field `{f}`: use 1 to 64 letters, digits, '-' or '_'"),
+                "Invalid field in identityMetadata: use 1 to 64 letters, digits, '-' or '_'",
             ));
         }
     }

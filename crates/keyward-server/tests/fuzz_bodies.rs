@@ -1,6 +1,7 @@
 //! Property-based fuzzing of request bodies: arbitrary bytes and arbitrary
 //! JSON (with the API's own field names) sent to every writing endpoint of
-//! the real router never get a 5xx. (The token parser has its own property
+//! the real router never get a 5xx, and no error message repeats a value
+//! that was sent or names a Rust type. (The token parser has its own property
 //! tests in keyward-core.) `PROPTEST_CASES` raises the count.
 
 use std::net::SocketAddr;
@@ -111,6 +112,18 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The values of a JSON body distinctive enough to recognise in a message:
+/// strings of 8 or more characters, numbers of 6 or more.
+fn submitted(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.trim().chars().count() >= 8 => out.push(s.clone()),
+        Value::Number(n) if n.to_string().len() >= 6 => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|i| submitted(i, out)),
+        Value::Object(map) => map.values().for_each(|i| submitted(i, out)),
+        _ => {}
+    }
+}
+
 fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![prop::collection::vec(any::<u8>(), 0..256), json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),]
 }
@@ -135,6 +148,10 @@ proptest! {
     #[test]
     fn no_body_gets_a_server_error((method, path) in endpoint(), body in body(), json_type in any::<bool>()) {
         let f = fixture();
+        let mut sent = Vec::new();
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            submitted(&v, &mut sent);
+        }
         let mut req = Request::builder()
             .method(method)
             .uri(&path)
@@ -146,7 +163,18 @@ proptest! {
         }
         let mut req = req.body(Body::from(body)).unwrap();
         req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 9))));
-        let status = f.runtime.block_on(f.router.clone().oneshot(req)).unwrap().status();
+        let response = f.runtime.block_on(f.router.clone().oneshot(req)).unwrap();
+        let status = response.status();
         prop_assert!(status.as_u16() < 500, "{method} {path} answered {status}");
+        let bytes = f.runtime.block_on(axum::body::to_bytes(response.into_body(), 1 << 20)).unwrap();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let Some(message) = answer["error"].as_str() {
+            for value in &sent {
+                prop_assert!(!message.contains(value.as_str()), "{method} {path}: {message:?} repeats {value:?}");
+            }
+            for rust in ["i64", "u32", "u64", "usize", "f64", "struct ", "`"] {
+                prop_assert!(!message.contains(rust), "{method} {path}: {message:?} names {rust:?}");
+            }
+        }
     }
 }

@@ -133,6 +133,7 @@ pub async fn create_api_key(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct CompatDeleteQuery {
     /// API key ID to revoke.
     pub id: Option<String>,

@@ -36,7 +36,13 @@ pub fn redact_quoted(message: &str) -> String {
 /// array for a struct, so the shape is checked first.
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => serde_json::from_slice(bytes).map_err(body_error),
+        Some(b'{') => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let value: T = serde_path_to_error::deserialize(&mut de)
+                .map_err(|e| describe_body_error(&e.path().to_string(), e.inner()))?;
+            de.end().map_err(|e| describe_body_error("", &e))?;
+            Ok(value)
+        }
         Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
             Err(ApiError::bad_request("invalid_body", "Invalid request body: expected a JSON object"))
         }
@@ -48,13 +54,92 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn body_error(e: serde_json::Error) -> ApiError {
-    let message = redact_quoted(&e.to_string());
-    match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::bad_request("invalid_body", format!("Invalid request body: {message}"))
-        }
-        _ => ApiError::bad_request("malformed_json", format!("Request body is not valid JSON: {message}")),
+    describe_body_error("", &e)
+}
+
+/// A body the API cannot take, in words for the client: which field and
+/// what it allows. Never the submitted value (it might be a secret) and
+/// never a Rust type name.
+fn describe_body_error(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    if !matches!(e.classify(), Category::Data) {
+        return ApiError::bad_request(
+            "malformed_json",
+            format!("Request body is not valid JSON (line {}, column {})", e.line(), e.column()),
+        );
     }
+    let text = e.to_string();
+    let message = text.split(" at line ").next().unwrap_or_default();
+    let field = match path {
+        "" | "." => "The request body".to_owned(),
+        p => format!("Field {p}"),
+    };
+    // The last "expected": a quoted value before it may contain the word.
+    let after_expected = || message.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
+    let described = if message.starts_with("unknown field") {
+        match after_expected() {
+            Some(allowed) => format!("Unknown field in the request body; allowed: {allowed}"),
+            None => "The request body takes no fields".to_owned(),
+        }
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        match path {
+            "" | "." => format!("{name} is required"),
+            p => format!("{p}.{name} is required"),
+        }
+    } else if message.starts_with("unknown variant") {
+        format!("{field} must be one of: {}", after_expected().unwrap_or_default())
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        format!("{field} must be {}", expected_in_words(&after_expected().unwrap_or_default()))
+    } else if message.starts_with("invalid length") {
+        format!("{field} has the wrong number of items")
+    } else if let Some(rest) = message.strip_prefix("duplicate field `") {
+        format!("{} is given more than once", rest.split('`').next().unwrap_or_default())
+    } else {
+        // Our own parsers' messages (dates, …) name no input; drop any
+        // quoted part all the same.
+        format!("{field} is invalid: {}", strip_quoted(message))
+    };
+    ApiError::bad_request("invalid_body", described)
+}
+
+/// serde's name of an expected type, as a client would say it.
+fn expected_in_words(expected: &str) -> String {
+    let whole = |max: u64| format!("a whole number from 0 to {max}");
+    match expected.trim() {
+        "u8" => whole(u8::MAX.into()),
+        "u16" => whole(u16::MAX.into()),
+        "u32" => whole(u32::MAX.into()),
+        "u64" | "usize" => whole(u64::MAX),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
+        "f32" | "f64" => "a number".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        "a string" | "a borrowed string" | "a character" => "a string".to_owned(),
+        "a sequence" => "a list".to_owned(),
+        e if e.starts_with("a map") || e.starts_with("struct ") => "an object".to_owned(),
+        e if e.starts_with("a ") || e.starts_with("an ") => strip_quoted(e),
+        _ => "of another type".to_owned(),
+    }
+}
+
+/// A query string the endpoint cannot take: unknown parameters are refused
+/// like unknown body fields, naming what is allowed, never what was sent.
+fn describe_query_error(text: &str) -> ApiError {
+    let message = redact_quoted(text);
+    if message.contains("unknown field") {
+        let allowed = message.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
+        return ApiError::bad_request(
+            "unknown_query_parameter",
+            format!("Unknown query parameter; allowed: {}", allowed.unwrap_or_else(|| "none".into())),
+        );
+    }
+    let message = message.strip_prefix("Failed to deserialize query string: ").unwrap_or(&message);
+    ApiError::bad_request("invalid_query", format!("Invalid query string: {}", strip_quoted(message)))
+}
+
+/// Drops every part of a message between backticks.
+fn strip_quoted(message: &str) -> String {
+    message.split('`').step_by(2).collect::<Vec<_>>().join("…")
 }
 
 async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
@@ -119,7 +204,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| ApiQuery(q.0))
-            .map_err(|e| ApiError::bad_request("invalid_query", redact_quoted(&e.body_text())))
+            .map_err(|e| describe_query_error(&e.body_text()))
     }
 }
 

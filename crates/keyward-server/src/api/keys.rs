@@ -135,6 +135,7 @@ pub async fn create_key(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListKeysQuery {
     /// `active`, `inactive` or `revoked`.
     pub state: Option<String>,

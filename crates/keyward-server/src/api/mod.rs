@@ -139,9 +139,30 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> R
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(refuse_unexpected_query))
         .layer(middleware::from_fn(log_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+/// Endpoints that read a query string (each refuses parameters it does not
+/// know); every other API endpoint refuses any query string, as it would an
+/// unknown body field. Gateways' forward-auth, the docs and the operations
+/// endpoints are left alone.
+const QUERY_ENDPOINTS: &[(&str, &str)] = &[("GET", "/v1/keys"), ("DELETE", "/api/api-keys")];
+
+async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
+    let has_query = req.uri().query().is_some_and(|q| !q.is_empty());
+    if has_query && let Some(route) = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+        let api = route.starts_with("/v1/") || route.starts_with("/api/");
+        let exempt = route.starts_with(forward_auth::PREFIX)
+            || QUERY_ENDPOINTS.iter().any(|(m, r)| *r == route && req.method().as_str() == *m);
+        if api && !exempt {
+            return ApiError::bad_request("unknown_query_parameter", "This endpoint takes no query parameters")
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {

@@ -59,11 +59,11 @@ async fn verify_applies_routes_origins_and_ips() {
         .patch("/v1/workspace", json!({"routes": [{"method": "GET", "path": "/a*b", "permission": "x:read"}]}))
         .await;
     assert_eq!(r.status, 400);
-    assert!(r.error().contains("/a*b"), "{}", r.error());
+    assert!(r.error().starts_with("Invalid route path:") && !r.error().contains("/a*b"), "{}", r.error());
     assert_eq!(app.get("/v1/workspace").await.body["routes"].as_array().unwrap().len(), 3);
     let r = app.post("/v1/keys", json!({"name": "bad ip", "allowedIps": ["10.0.0.0/33"]})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_ip_range"));
-    assert!(r.error().contains("10.0.0.0/33"));
+    assert!(r.error().contains("allowedIps") && !r.error().contains("10.0.0.0/33"));
     let r = app.post("/v1/keys", json!({"name": "bad origin", "allowedOrigins": ["example.com/path"]})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_origin"));
     let r = app.post("/v1/keys/verify", json!({"key": full.secret, "ip": "nope"})).await;

@@ -3,6 +3,8 @@
 use reqwest::Method;
 use serde_json::json;
 
+use keyward_core::scope::SCOPE_RULE_MESSAGE;
+
 use crate::helpers::spawn_app;
 
 async fn create_refuses_bad_settings_and_changes_nothing() {
@@ -15,8 +17,8 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
         (json!({"name": ""}), "API key name is required"),
         (json!({"name": "   "}), "API key name is required"),
         (json!({"name": "x".repeat(101)}), "API key name must be at most 100 characters"),
-        (json!({"name": "a", "scopes": ["superuser"]}), "Invalid scope. Must be: read, write, or admin"),
-        (json!({"name": "a", "scopes": ["Campaigns:read"]}), "Invalid scope. Must be: read, write, or admin"),
+        (json!({"name": "a", "scopes": ["superuser"]}), SCOPE_RULE_MESSAGE),
+        (json!({"name": "a", "scopes": ["Campaigns:read"]}), SCOPE_RULE_MESSAGE),
         (json!({"name": "a", "expiresAt": past}), "expiresAt must be in the future"),
         (json!({"name": "a", "expiresIn": 0}), "expiresIn must be between 1 and 36500 days"),
         (json!({"name": "a", "expiresIn": 1, "expiresAt": soon}), "Give either expiresAt or expiresIn, not both"),
@@ -73,6 +75,59 @@ async fn errors_never_echo_submitted_values() {
     assert!(!r.body.to_string().contains(&key.secret), "{}", r.body);
     let r = app.post("/v1/keys/verify", json!({"key": key.secret, "permission": 7})).await;
     assert!(!r.body.to_string().contains(&key.secret), "{}", r.body);
+
+    // Each refusal names the field and what it allows: no submitted value,
+    // no Rust type name.
+    let cases = [
+        ("/v1/keys", json!({"name": 5}), "Field name must be a string"),
+        ("/v1/keys", json!({"name": "a", "readOnly": "yes"}), "Field readOnly must be true or false"),
+        ("/v1/keys", json!({"name": "a", "scopes": "read"}), "Field scopes must be a list"),
+        ("/v1/keys", json!({"name": "a", "resources": [1]}), "Field resources[0] must be a string"),
+        (
+            "/v1/keys/verify",
+            json!({"key": "kw_live_x", "secretive-field": 1}),
+            "Unknown field in the request body; allowed:",
+        ),
+        (
+            "/v1/keys/import",
+            json!({"key": "zz_0123456789abcdef", "prefix": "zz_", "legacy": "nope"}),
+            "Field legacy must be true or false",
+        ),
+    ];
+    for (path, body, message) in cases {
+        let r = app.post(path, body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_body"), "{body}: {}", r.body);
+        assert!(r.error().starts_with(message), "{body}: {}", r.error());
+        assert!(!r.error().contains("secretive-field") && !r.error().contains('`'), "{}", r.error());
+    }
+    let r = app.patch("/v1/workspace", json!({"maxKeys": 4.24e19})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_body"));
+    assert!(
+        r.error().starts_with("Field maxKeys must be a whole number") && !r.error().contains("4.24"),
+        "{}",
+        r.error()
+    );
+    let r = app.post("/v1/keys", json!({"name": "a", "expiresIn": 4242424242u64})).await;
+    r.assert_error(400, "expiresIn must be between 1 and 36500 days");
+    let r = app.post("/v1/keys", json!({"name": "a", "expiresIn": 4.24e19})).await;
+    assert!(
+        r.error().starts_with("Field expiresIn must be a whole number") && !r.error().contains("4242424242"),
+        "{}",
+        r.error()
+    );
+    let r = app.post("/v1/keys", json!({"name": "a", "allowedOrigins": ["javascript:alert(1)"]})).await;
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("allowedOrigins") && !r.error().contains("javascript"), "{}", r.error());
+    let r = app.post("/v1/keys", json!({"name": "a", "allowedIps": ["10.0.0.0/99"]})).await;
+    assert!(r.error().contains("allowedIps") && !r.error().contains("/99"), "{}", r.error());
+
+    // Unknown query parameters are refused like unknown fields.
+    let r = app.get("/v1/keys?limit=5&secretive=1").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_query_parameter"));
+    assert!(r.error().contains("allowed:") && !r.error().contains("secretive"), "{}", r.error());
+    let r = app.get(&format!("/v1/keys/{}?expand=1", key.id)).await;
+    r.assert_error(400, "This endpoint takes no query parameters");
+    assert_eq!(app.get("/v1/keys?limit=5&state=active").await.status, 200);
     app.stop().await;
 }
 
@@ -102,9 +157,7 @@ async fn edits_refuse_bad_values_and_change_nothing() {
     let key = app.create_key(json!({"name": "stable", "scopes": ["read"]})).await;
     let path = format!("/v1/keys/{}", key.id);
     app.patch(&path, json!({"name": ""})).await.assert_error(400, "API key name is required");
-    app.patch(&path, json!({"scopes": ["nope"]}))
-        .await
-        .assert_error(400, "Invalid scope. Must be: read, write, or admin");
+    app.patch(&path, json!({"scopes": ["nope"]})).await.assert_error(400, SCOPE_RULE_MESSAGE);
     assert_eq!(app.patch(&path, json!({"bogus": 1})).await.status, 400);
     let r = app.get(&path).await;
     assert_eq!(r.body["name"], "stable");
