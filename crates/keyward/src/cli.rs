@@ -8,21 +8,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// keyward: self-hosted API key management and verification.
 ///
-/// Every option can also be set in a TOML file (--config) and by an
-/// environment variable (shown with each option). Precedence: flag, then
-/// environment, then file, then default.
+/// Server and operator commands (serve, bootstrap, workspace create|list|
+/// admin-key, migrate, backup, restore) take their options from flags, the
+/// environment (shown with each option) and a TOML file (--config), in that
+/// order. Client commands (keys …, workspace get|set) talk to a running
+/// server: --url and --key (or KEYWARD_URL and KEYWARD_API_KEY).
+///
+/// Exit status: 0 done, 1 refused (by the server or the database), 2 usage.
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about, long_about)]
 pub struct Cli {
-    /// TOML configuration file (keys: listen, database_url,
-    /// database_pool_size, data_dir,
-    /// hash_key_file, log_format, log_level, usage_flush_interval_ms,
-    /// cache_capacity, negative_cache_ttl_ms, cache_max_age_ms, max_body_bytes,
-    /// forward_auth_listen, forward_auth_key_header, forward_auth_key_query,
-    /// trusted_proxies).
-    #[arg(long, global = true, env = "KEYWARD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     #[command(subcommand)]
     pub command: Command,
 }
@@ -69,11 +64,24 @@ pub enum Command {
     },
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+    /// Print a shell completion script: `keyward completions bash >
+    /// /etc/bash_completion.d/keyward` (zsh and fish alike).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Where the data lives and the key that hashes secrets.
 #[derive(Debug, Args, Clone, Default)]
 pub struct StorageArgs {
+    /// TOML configuration file (keys: listen, database_url,
+    /// database_pool_size, data_dir, hash_key_file, log_format, log_level,
+    /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
+    /// cache_max_age_ms, max_body_bytes, forward_auth_listen,
+    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies).
+    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Database URL: sqlite://FILE or postgres://USER:PASSWORD@HOST/DB
     /// (also postgresql://). Default: sqlite://<data dir>/keyward.db
     #[arg(long, env = "KEYWARD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
@@ -185,6 +193,27 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show the caller's workspace and its key policy (through the server).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change the caller's workspace: name and key policy (through the server).
+    Set {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        name: Option<String>,
+        /// Most live keys the workspace may hold, or `none`.
+        #[arg(long, value_name = "N|none")]
+        max_keys: Option<String>,
+        /// Lifetime of keys created without an expiry, in days, or `none`.
+        #[arg(long, value_name = "DAYS|none")]
+        default_key_lifetime_days: Option<String>,
+        /// Longest lifetime a key may have, in days, or `none`.
+        #[arg(long, value_name = "DAYS|none")]
+        max_key_lifetime_days: Option<String>,
+    },
     /// Mint a new admin key for a workspace (when its admin key is lost);
     /// printed once. Other keys are untouched.
     AdminKey {
@@ -206,10 +235,42 @@ pub struct ClientArgs {
     pub url: String,
     /// An API key with keys:manage (for reads, keys:read).
     #[arg(long, env = "KEYWARD_API_KEY", hide_env_values = true)]
-    pub key: String,
+    pub key: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The settings of a key, for `keys create` and `keys edit`.
+#[derive(Debug, Args, Default)]
+pub struct KeySettings {
+    /// Name, unique among the workspace's live keys.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A scope: read, write, admin, resource:action or * (repeatable; on
+    /// edit, replaces the scopes).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Limit the key to a resource (site) id (repeatable).
+    #[arg(long = "resource", value_name = "ID")]
+    pub resources: Vec<String>,
+    /// Browser origin allowed to use the key (repeatable).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// Client address or CIDR allowed to use the key (repeatable).
+    #[arg(long = "allowed-ip", value_name = "CIDR")]
+    pub allowed_ips: Vec<String>,
+    /// Expire at this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// GET/HEAD only, on everything: true or false.
+    #[arg(long, value_name = "BOOL")]
+    pub read_only: Option<bool>,
+    /// Metadata: a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub metadata: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,26 +279,17 @@ pub enum KeysCommand {
     Create {
         #[command(flatten)]
         client: ClientArgs,
-        /// Name, unique among the workspace's live keys.
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// A scope: read, write, admin, resource:action or * (repeatable).
-        #[arg(long = "scope", value_name = "SCOPE")]
-        scopes: Vec<String>,
-        /// Limit the key to a resource (site) id (repeatable).
-        #[arg(long = "resource", value_name = "ID")]
-        resources: Vec<String>,
+        #[command(flatten)]
+        settings: KeySettings,
         /// Expire after this many days.
         #[arg(long, value_name = "DAYS")]
         expires_in: Option<i64>,
         /// live or test.
         #[arg(long)]
         environment: Option<String>,
-        /// GET/HEAD only, on everything.
-        #[arg(long)]
-        read_only: bool,
+        /// secret (default) or publishable.
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: Option<String>,
     },
     /// List keys, newest first.
     List {
@@ -249,9 +301,57 @@ pub enum KeysCommand {
         /// Only keys whose name contains this.
         #[arg(long)]
         name: Option<String>,
+        /// Only keys of this type: secret or publishable.
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: Option<String>,
     },
     /// Show one key.
     Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Change a key's settings (only those given).
+    Edit {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[command(flatten)]
+        settings: KeySettings,
+        /// Remove the expiry.
+        #[arg(long, conflicts_with = "expires_at")]
+        no_expiry: bool,
+        /// Only if the key is still at this version (its ETag).
+        #[arg(long, value_name = "VERSION")]
+        if_match: Option<i64>,
+    },
+    /// A new key with the same settings, and its secret (shown once).
+    Clone {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        /// The clone's name. Default: NAME (clone)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A new secret for the key (shown once); the old one stops at once or
+    /// after the grace period.
+    Roll {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        /// Seconds the old secret keeps working (at most 30 days).
+        #[arg(long, value_name = "SECONDS")]
+        grace_seconds: Option<u32>,
+    },
+    /// Switch a key off (reversible).
+    Deactivate {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Switch an inactive key back on.
+    Activate {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
@@ -267,5 +367,57 @@ pub enum KeysCommand {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+    },
+    /// Import a key from another system, as its plaintext (read from
+    /// standard input with `-`) or its SHA-256.
+    Import {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        settings: KeySettings,
+        /// The key itself; `-` reads it from standard input (keeps it out of
+        /// the shell history).
+        #[arg(long, value_name = "KEY|-", required_unless_present = "sha256")]
+        plaintext: Option<String>,
+        /// The SHA-256 of the key, as hex.
+        #[arg(long, value_name = "HEX", conflicts_with = "plaintext")]
+        sha256: Option<String>,
+        /// The prefix the system's keys share (e.g. zta_live_).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The id the key had.
+        #[arg(long)]
+        id: Option<String>,
+        /// Verifies, but cannot be edited or deleted.
+        #[arg(long)]
+        legacy: bool,
+    },
+    /// Per-day use counts of a key (last 90 days).
+    Usage {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Ask whether a key is good for a request. Exit status 0 when valid,
+    /// 1 when not.
+    Verify {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key to check; `-` reads it from standard input.
+        token: String,
+        /// Permission needed, as resource:action.
+        #[arg(long)]
+        permission: Option<String>,
+        /// Resource (site) id the request touches.
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        method: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
     },
 }

@@ -413,3 +413,116 @@ fn metrics_count_answers_apart_from_callers_and_logs_have_no_colour_in_a_pipe() 
     assert!(!stderr.is_empty(), "serve logged (debug level)");
     assert!(!stderr.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
 }
+
+/// Runs `keyward keys|workspace ARGS` against `server` with `key`, feeding
+/// `stdin`; returns (exit code, stdout, stderr).
+fn client(server: &Server, key: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("KEYWARD_URL", format!("http://{}", server.addr))
+        .env("KEYWARD_API_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), stdout(&out), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn every_key_operation_is_a_cli_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().unwrap();
+    let json = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let (code, out, err) = client(&server, &admin, &all, "");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{args:?} printed JSON: {out}"))
+    };
+
+    let created = json(&["keys", "create", "--name", "svc", "--scope", "tags:read", "--metadata", r#"{"plan":"pro"}"#]);
+    let (id, secret) = (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned());
+    assert_eq!(created["metadata"]["plan"], "pro");
+    let edited = json(&["keys", "edit", &id, "--name", "svc 2", "--scope", "tags:read", "--scope", "tags:write"]);
+    assert_eq!((edited["name"].as_str(), edited["scopes"].as_array().unwrap().len()), (Some("svc 2"), 2));
+    let stale = client(&server, &admin, &["keys", "edit", &id, "--name", "x", "--if-match", "1"], "");
+    assert_eq!(stale.0, 1, "a stale If-Match is refused: {}", stale.2);
+    assert!(stale.2.contains("precondition_failed"), "{}", stale.2);
+    let clone = json(&["keys", "clone", &id]);
+    assert_eq!(clone["name"], "svc 2 (clone)");
+    let rolled = json(&["keys", "roll", &id, "--grace-seconds", "60"]);
+    assert_ne!(rolled["secret"], secret.as_str());
+    // verify: the old secret within its grace period, from standard input.
+    let (code, out, _) = client(&server, &admin, &["keys", "verify", "-", "--permission", "tags:read"], &secret);
+    assert_eq!((code, out.starts_with("VALID")), (0, true), "{out}");
+    let (code, out, _) = client(&server, &admin, &["keys", "verify", "kw_live_nope"], "");
+    assert_eq!((code, out.starts_with("MALFORMED")), (1, true), "an invalid key exits 1: {out}");
+    assert_eq!(json(&["keys", "deactivate", &id])["state"], "inactive");
+    assert_eq!(json(&["keys", "activate", &id])["state"], "active");
+    assert_eq!(json(&["keys", "revoke", &id])["state"], "revoked");
+    assert_eq!(json(&["keys", "get", &id])["state"], "revoked");
+    let usage = json(&["keys", "usage", &id]);
+    assert_eq!(usage["keyId"], id.as_str());
+    assert_eq!(json(&["keys", "delete", &id])["deleted"], id.as_str());
+    let imported = client(
+        &server,
+        &admin,
+        &["keys", "import", "--name", "legacy", "--plaintext", "-", "--prefix", "zz_", "--json"],
+        "zz_0123456789abcdef0123\n",
+    );
+    assert_eq!(imported.0, 0, "{}", imported.2);
+    let (code, out, _) = client(&server, &admin, &["keys", "verify", "-"], "zz_0123456789abcdef0123");
+    assert_eq!((code, out.starts_with("VALID")), (0, true), "{out}");
+    let listed = json(&["keys", "list", "--state", "active"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "admin, clone, import: {listed}");
+    let (code, table, _) = client(&server, &admin, &["keys", "list", "--name", "legacy"], "");
+    assert_eq!(code, 0);
+    assert!(table.starts_with("ID") && table.contains("legacy"), "{table}");
+
+    // workspace get|set: the policy, through the server.
+    let ws = json(&["workspace", "set", "--max-keys", "10", "--max-key-lifetime-days", "none"]);
+    assert_eq!((ws["maxKeys"].as_u64(), ws["maxKeyLifetimeDays"].is_null()), (Some(10), true));
+    assert_eq!(json(&["workspace", "get"])["maxKeys"], 10);
+    let (code, out, _) = client(&server, &admin, &["workspace", "get"], "");
+    assert_eq!(code, 0);
+    assert!(out.contains("max keys") && out.contains("10"), "{out}");
+
+    // Exit codes: 1 refused, 2 usage; a missing key names both ways to give it.
+    let (code, _, err) = client(&server, &admin, &["keys", "get", "key_nope"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("API key not found (key_not_found, HTTP 404)"), "{err}");
+    let (code, _, err) = client(&server, "", &["keys", "list"], "");
+    assert_eq!(code, 2);
+    assert!(err.contains("--key") && err.contains("KEYWARD_API_KEY"), "{err}");
+    let (code, _, _) = client(&server, &admin, &["keys", "create", "--bogus"], "");
+    assert_eq!(code, 2);
+    let (code, _, err) = client(&server, &admin, &["workspace", "set", "--max-keys", "lots"], "");
+    assert_eq!(code, 2, "{err}");
+    // Client commands show no server option.
+    let (_, help, _) = client(&server, &admin, &["keys", "list", "--help"], "");
+    assert!(!help.contains("--data-dir") && !help.contains("--config") && help.contains("--url"), "{help}");
+    let (ok, _) = server.terminate();
+    assert!(ok);
+}
+
+#[test]
+fn completions_and_a_closed_pipe() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = keyward(&["completions", shell]);
+        assert!(out.status.success());
+        assert!(stdout(&out).contains("keys"), "{shell} completion names the commands");
+    }
+    // `keyward openapi | head -c 1`: the reader goes away; keyward ends quietly.
+    let mut child = Command::new(BIN).arg("openapi").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "status {:?}", out.status);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

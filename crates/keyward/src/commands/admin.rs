@@ -22,9 +22,9 @@ pub fn print_new_workspace(created: &NewWorkspace, json: bool) {
             "workspaceId": created.workspace.id,
             "adminKey": created.secret.expose(),
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!(
+        outln!(
             "Created workspace {} ({:?}) and its admin key {}.\n\
              The admin key is shown only now; store it safely:\n\n    {}\n",
             created.workspace.id,
@@ -69,7 +69,7 @@ pub async fn migrate(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result
     let database = Database::resolve(storage, file)?;
     let store = database.open().await?;
     let version = store.schema_version().await?;
-    println!("database {}: schema at migration {version}, up to date", keyward_store::mask_url(&database.url));
+    outln!("database {}: schema at migration {version}, up to date", keyward_store::mask_url(&database.url));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -84,14 +84,14 @@ pub async fn list_workspaces(storage: &StorageArgs, json: bool, file: &FileConfi
                 serde_json::json!({"id": ws.id, "name": ws.name, "liveKeys": keys, "createdAt": ws.created_at})
             })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        outln!("{}", serde_json::Value::Array(rows));
     } else if all.is_empty() {
-        println!("No workspaces: `keyward bootstrap` creates the first.");
+        outln!("No workspaces: `keyward bootstrap` creates the first.");
     } else {
-        println!("{:<22}  {:<30}  {:>9}  CREATED", "ID", "NAME", "LIVE KEYS");
+        outln!("{:<22}  {:<30}  {:>9}  CREATED", "ID", "NAME", "LIVE KEYS");
         for (ws, keys) in &all {
             let name: String = ws.name.chars().take(30).collect();
-            println!("{:<22}  {:<30}  {:>9}  {}", ws.id, name, keys, ws.created_at.format("%Y-%m-%d %H:%M UTC"));
+            outln!("{:<22}  {:<30}  {:>9}  {}", ws.id, name, keys, ws.created_at.format("%Y-%m-%d %H:%M UTC"));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -110,7 +110,7 @@ pub async fn admin_key(
             if json {
                 print_new_workspace(&minted, true);
             } else {
-                println!(
+                outln!(
                     "Minted admin key {} ({:?}) for workspace {} ({:?}).\n\
                      It is shown only now; store it safely:\n\n    {}\n",
                     minted.admin_key.id,
@@ -136,7 +136,7 @@ pub async fn backup(path: &std::path::Path, storage: &StorageArgs, file: &FileCo
     match store.backup_to(path).await {
         Ok(()) => {
             let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            println!(
+            outln!(
                 "backed up {} to {} ({size} bytes). Keep the hash key ({}) with it.",
                 keyward_store::mask_url(&database.url),
                 path.display(),
@@ -203,6 +203,6 @@ pub async fn restore(
         }
     }
     let target = keyward_store::sqlite::replace_database(url, path)?;
-    println!("restored {} from {}", target.display(), path.display());
+    outln!("restored {} from {}", target.display(), path.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,33 +1,71 @@
-//! `keyward keys …`: key administration through a running server's /v1 API.
+//! Client commands: `keyward keys …` and `keyward workspace get|set`,
+//! through a running server's /v1 API. Tables for people, `--json` for
+//! scripts; a refusal exits 1 with the server's message.
 
+use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::cli::{ClientArgs, KeysCommand};
+use crate::cli::{ClientArgs, KeySettings, KeysCommand, WorkspaceCommand};
+
+/// Exit status of a usage error (as clap's own).
+pub const USAGE: u8 = 2;
 
 struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
+    json: bool,
 }
 
+/// A refusal from the server: printed as is, exit status 1.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
-        Ok(Client {
+    /// `None` (after saying so) when no API key was given.
+    fn new(args: &ClientArgs) -> anyhow::Result<Option<Self>> {
+        let Some(key) = args.key.clone().filter(|k| !k.trim().is_empty()) else {
+            eprintln!("error: no API key: pass --key KEY or set KEYWARD_API_KEY");
+            return Ok(None);
+        };
+        Ok(Some(Client {
             http: reqwest::Client::builder().build().context("building the HTTP client")?,
             base: args.url.trim_end_matches('/').to_owned(),
-            key: args.key.clone(),
-        })
+            key,
+            json: args.json,
+        }))
     }
 
-    /// Sends a request; returns the JSON body of a success, or an error
+    /// Sends a request; returns the JSON body of a success, or [`Refused`]
     /// carrying the server's message and code.
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.call_with(method, path, body, None).await
+    }
+
+    async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        if_match: Option<i64>,
+    ) -> anyhow::Result<Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
         if let Some(b) = body {
             req = req.json(&b);
+        }
+        if let Some(v) = if_match {
+            req = req.header("if-match", format!("\"{v}\""));
         }
         let resp = req.send().await.with_context(|| format!("cannot reach keyward at {}", self.base))?;
         let status = resp.status();
@@ -39,7 +77,25 @@ impl Client {
         }
         let message = value.get("error").and_then(Value::as_str).unwrap_or("request failed");
         let code = value.get("code").and_then(Value::as_str).unwrap_or("unknown");
-        anyhow::bail!("{message} ({code}, HTTP {})", status.as_u16())
+        Err(Refused(format!("{message} ({code}, HTTP {})", status.as_u16())).into())
+    }
+
+    fn show_key(&self, key: &Value) {
+        if self.json {
+            outln!("{key}");
+        } else {
+            print_table(std::slice::from_ref(key));
+        }
+    }
+
+    /// A key with its new secret (create, clone, roll).
+    fn show_secret(&self, key: &Value) {
+        if self.json {
+            outln!("{key}");
+        } else {
+            print_table(std::slice::from_ref(key));
+            outln!("\nSecret (shown only now; store it safely):\n\n    {}\n", s(key, "secret"));
+        }
     }
 }
 
@@ -54,6 +110,24 @@ fn scopes(v: &Value) -> String {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if list.is_empty() { "-".into() } else { list.join(",") }
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn print_rows<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        outln!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 fn print_table(keys: &[Value]) {
@@ -72,63 +146,110 @@ fn print_table(keys: &[Value]) {
             ]
         })
         .collect();
-    let header = ["ID", "NAME", "KEY", "SCOPES", "STATE", "CREATED", "LAST USED", "EXPIRES"];
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    print_rows(["ID", "NAME", "KEY", "SCOPES", "STATE", "CREATED", "LAST USED", "EXPIRES"], &rows);
+}
+
+/// The JSON fields of the settings that were given.
+fn settings_body(settings: KeySettings, replace_lists: bool) -> anyhow::Result<Map<String, Value>> {
+    let mut body = Map::new();
+    let mut put = |k: &str, v: Value| {
+        body.insert(k.to_owned(), v);
+    };
+    if let Some(v) = settings.name {
+        put("name", v.into());
+    }
+    if let Some(v) = settings.description {
+        put("description", v.into());
+    }
+    for (field, list) in [
+        ("scopes", settings.scopes),
+        ("resources", settings.resources),
+        ("allowedOrigins", settings.allowed_origins),
+        ("allowedIps", settings.allowed_ips),
+    ] {
+        if !list.is_empty() || !replace_lists {
+            put(field, list.into());
         }
     }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in &rows {
-        line(row.iter().map(String::as_str).collect());
+    if let Some(v) = settings.expires_at {
+        put("expiresAt", v.into());
+    }
+    if let Some(v) = settings.read_only {
+        put("readOnly", v.into());
+    }
+    if let Some(v) = settings.metadata {
+        let parsed: Value = serde_json::from_str(&v).map_err(|_| Usage("--metadata must be a JSON object".into()))?;
+        put("metadata", parsed);
+    }
+    Ok(body)
+}
+
+/// A mistake in how the command was called: exit status 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
-fn print_key(key: &Value, json_out: bool) {
-    if json_out {
-        println!("{key}");
-    } else {
-        print_table(std::slice::from_ref(key));
+impl std::error::Error for Usage {}
+
+/// `-` reads the value from standard input (first line).
+fn from_stdin_if_dash(value: String) -> anyhow::Result<String> {
+    if value != "-" {
+        return Ok(value);
     }
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+    Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+fn key_path(id: &str, action: &str) -> String {
+    format!("/v1/keys/{}{action}", urlencode(id))
 }
 
 pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
+    let client = match &cmd {
+        KeysCommand::Create { client, .. }
+        | KeysCommand::List { client, .. }
+        | KeysCommand::Get { client, .. }
+        | KeysCommand::Edit { client, .. }
+        | KeysCommand::Clone { client, .. }
+        | KeysCommand::Roll { client, .. }
+        | KeysCommand::Deactivate { client, .. }
+        | KeysCommand::Activate { client, .. }
+        | KeysCommand::Revoke { client, .. }
+        | KeysCommand::Delete { client, .. }
+        | KeysCommand::Import { client, .. }
+        | KeysCommand::Usage { client, .. }
+        | KeysCommand::Verify { client, .. } => client,
+    };
+    let Some(c) = Client::new(client)? else { return Ok(ExitCode::from(USAGE)) };
     match cmd {
-        KeysCommand::Create { client, name, description, scopes, resources, expires_in, environment, read_only } => {
-            let c = Client::new(&client)?;
-            let mut body = json!({ "name": name, "scopes": scopes, "resources": resources, "readOnly": read_only });
-            let obj = body.as_object_mut().expect("an object");
-            if let Some(d) = description {
-                obj.insert("description".into(), d.into());
-            }
+        KeysCommand::Create { settings, expires_in, environment, key_type, .. } => {
+            let mut body = settings_body(settings, false)?;
             if let Some(days) = expires_in {
-                obj.insert("expiresIn".into(), days.into());
+                body.insert("expiresIn".into(), days.into());
             }
             if let Some(env) = environment {
-                obj.insert("environment".into(), env.into());
+                body.insert("environment".into(), env.into());
             }
-            let created = c.call(Method::POST, "/v1/keys", Some(body)).await?;
-            if client.json {
-                println!("{created}");
-            } else {
-                print_table(std::slice::from_ref(&created));
-                println!("\nSecret (shown only now; store it safely):\n\n    {}\n", s(&created, "secret"));
+            if let Some(t) = key_type {
+                body.insert("type".into(), t.into());
             }
+            c.show_secret(&c.call(Method::POST, "/v1/keys", Some(Value::Object(body))).await?);
         }
-        KeysCommand::List { client, state, name } => {
-            let c = Client::new(&client)?;
+        KeysCommand::List { state, name, key_type, .. } => {
             let mut keys = Vec::new();
             let mut cursor: Option<String> = None;
             loop {
                 let mut query = vec![("limit", "200".to_owned())];
                 query.extend(state.clone().map(|s| ("state", s)));
                 query.extend(name.clone().map(|n| ("name", n)));
+                query.extend(key_type.clone().map(|t| ("type", t)));
                 query.extend(cursor.clone().map(|c| ("cursor", c)));
                 let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
                 let page = c.call(Method::GET, &format!("/v1/keys?{}", qs.join("&")), None).await?;
@@ -138,29 +259,156 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                     break;
                 }
             }
-            if client.json {
-                println!("{}", Value::Array(keys));
+            if c.json {
+                outln!("{}", Value::Array(keys));
             } else {
                 print_table(&keys);
             }
         }
-        KeysCommand::Get { client, id } => {
-            let c = Client::new(&client)?;
-            print_key(&c.call(Method::GET, &format!("/v1/keys/{}", urlencode(&id)), None).await?, client.json);
-        }
-        KeysCommand::Revoke { client, id } => {
-            let c = Client::new(&client)?;
-            let key = c.call(Method::POST, &format!("/v1/keys/{}/revoke", urlencode(&id)), None).await?;
-            print_key(&key, client.json);
-        }
-        KeysCommand::Delete { client, id } => {
-            let c = Client::new(&client)?;
-            c.call(Method::DELETE, &format!("/v1/keys/{}", urlencode(&id)), None).await?;
-            if client.json {
-                println!("{}", json!({ "deleted": id }));
-            } else {
-                println!("Deleted {id}");
+        KeysCommand::Get { id, .. } => c.show_key(&c.call(Method::GET, &key_path(&id, ""), None).await?),
+        KeysCommand::Edit { id, settings, no_expiry, if_match, .. } => {
+            let mut body = settings_body(settings, true)?;
+            if no_expiry {
+                body.insert("expiresAt".into(), Value::Null);
             }
+            if body.is_empty() {
+                return Err(Usage("nothing to change: give at least one setting (see --help)".into()).into());
+            }
+            let key = c.call_with(Method::PATCH, &key_path(&id, ""), Some(Value::Object(body)), if_match).await?;
+            c.show_key(&key);
+        }
+        KeysCommand::Clone { id, name, .. } => {
+            let body = name.map(|n| json!({ "name": n }));
+            c.show_secret(&c.call(Method::POST, &key_path(&id, "/clone"), body).await?);
+        }
+        KeysCommand::Roll { id, grace_seconds, .. } => {
+            let body = grace_seconds.map(|g| json!({ "gracePeriodSeconds": g }));
+            c.show_secret(&c.call(Method::POST, &key_path(&id, "/roll"), body).await?);
+        }
+        KeysCommand::Deactivate { id, .. } => {
+            c.show_key(&c.call(Method::POST, &key_path(&id, "/deactivate"), None).await?)
+        }
+        KeysCommand::Activate { id, .. } => c.show_key(&c.call(Method::POST, &key_path(&id, "/activate"), None).await?),
+        KeysCommand::Revoke { id, .. } => c.show_key(&c.call(Method::POST, &key_path(&id, "/revoke"), None).await?),
+        KeysCommand::Delete { id, .. } => {
+            c.call(Method::DELETE, &key_path(&id, ""), None).await?;
+            if c.json {
+                outln!("{}", json!({ "deleted": id }));
+            } else {
+                outln!("Deleted {id}");
+            }
+        }
+        KeysCommand::Import { settings, plaintext, sha256, prefix, id, legacy, .. } => {
+            let mut body = settings_body(settings, false)?;
+            if let Some(p) = plaintext {
+                body.insert("key".into(), from_stdin_if_dash(p)?.into());
+            }
+            for (field, v) in [("sha256", sha256), ("prefix", prefix), ("id", id)] {
+                if let Some(v) = v {
+                    body.insert(field.into(), v.into());
+                }
+            }
+            body.insert("legacy".into(), legacy.into());
+            c.show_key(&c.call(Method::POST, "/v1/keys/import", Some(Value::Object(body))).await?);
+        }
+        KeysCommand::Usage { id, .. } => {
+            let usage = c.call(Method::GET, &key_path(&id, "/usage"), None).await?;
+            if c.json {
+                outln!("{usage}");
+            } else {
+                outln!(
+                    "{}: {} uses in the last 90 days; last used {}",
+                    s(&usage, "keyId"),
+                    usage["total"],
+                    s(&usage, "lastUsed")
+                );
+                let days = usage["days"].as_array().cloned().unwrap_or_default();
+                let rows: Vec<[String; 2]> =
+                    days.iter().map(|d| [s(d, "date").into(), d["count"].to_string()]).collect();
+                print_rows(["DATE", "USES"], &rows);
+            }
+        }
+        KeysCommand::Verify { token, permission, resource, method, path, origin, ip, .. } => {
+            let mut body = Map::new();
+            body.insert("key".into(), from_stdin_if_dash(token)?.into());
+            for (field, v) in [
+                ("permission", permission),
+                ("resource", resource),
+                ("method", method),
+                ("path", path),
+                ("origin", origin),
+                ("ip", ip),
+            ] {
+                if let Some(v) = v {
+                    body.insert(field.into(), v.into());
+                }
+            }
+            let answer = c.call(Method::POST, "/v1/keys/verify", Some(Value::Object(body))).await?;
+            if c.json {
+                outln!("{answer}");
+            } else {
+                outln!("{}: {} ({})", s(&answer, "code"), s(&answer, "message"), s(&answer, "keyId"));
+            }
+            if answer["valid"] != true {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A policy setting given as a number of days/keys or `none`.
+fn number_or_none(flag: &str, v: &str) -> anyhow::Result<Value> {
+    if v.eq_ignore_ascii_case("none") {
+        return Ok(Value::Null);
+    }
+    v.parse::<u32>().map(Value::from).map_err(|_| Usage(format!("{flag} takes a whole number or none")).into())
+}
+
+/// `keyward workspace get|set`.
+pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    let (client, body) = match cmd {
+        WorkspaceCommand::Get { client } => (client, None),
+        WorkspaceCommand::Set { client, name, max_keys, default_key_lifetime_days, max_key_lifetime_days } => {
+            let mut body = Map::new();
+            if let Some(n) = name {
+                body.insert("name".into(), n.into());
+            }
+            for (flag, field, v) in [
+                ("--max-keys", "maxKeys", max_keys),
+                ("--default-key-lifetime-days", "defaultKeyLifetimeDays", default_key_lifetime_days),
+                ("--max-key-lifetime-days", "maxKeyLifetimeDays", max_key_lifetime_days),
+            ] {
+                if let Some(v) = v {
+                    body.insert(field.into(), number_or_none(flag, &v)?);
+                }
+            }
+            if body.is_empty() {
+                return Err(Usage("nothing to change: give at least one setting (see --help)".into()).into());
+            }
+            (client, Some(Value::Object(body)))
+        }
+        _ => unreachable!("operator workspace commands are dispatched elsewhere"),
+    };
+    let Some(c) = Client::new(&client)? else { return Ok(ExitCode::from(USAGE)) };
+    let ws = match body {
+        None => c.call(Method::GET, "/v1/workspace", None).await?,
+        Some(b) => c.call(Method::PATCH, "/v1/workspace", Some(b)).await?,
+    };
+    if c.json {
+        outln!("{ws}");
+    } else {
+        let show = |v: &Value| if v.is_null() { "none".to_owned() } else { v.to_string().trim_matches('"').to_owned() };
+        for (label, field) in [
+            ("id", "id"),
+            ("name", "name"),
+            ("token prefix", "tokenPrefix"),
+            ("max keys", "maxKeys"),
+            ("default key lifetime (days)", "defaultKeyLifetimeDays"),
+            ("max key lifetime (days)", "maxKeyLifetimeDays"),
+        ] {
+            outln!("{label:<28} {}", show(&ws[field]));
         }
     }
     Ok(ExitCode::SUCCESS)

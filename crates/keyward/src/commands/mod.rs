@@ -2,33 +2,55 @@
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, WorkspaceCommand};
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, StorageArgs, WorkspaceCommand};
 use crate::settings::FileConfig;
 
 mod admin;
 mod keys;
 mod serve;
 
+pub use keys::{Refused, USAGE, Usage};
+
+fn config(storage: &StorageArgs) -> anyhow::Result<FileConfig> {
+    FileConfig::load(storage.config.as_deref())
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let file = FileConfig::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve(args) => serve::run(args, &file).await,
-        Command::Bootstrap(args) => admin::bootstrap(args, &file).await,
+        Command::Serve(args) => {
+            let file = config(&args.storage)?;
+            serve::run(args, &file).await
+        }
+        Command::Bootstrap(args) => {
+            let file = config(&args.storage)?;
+            admin::bootstrap(args, &file).await
+        }
         Command::Workspace(WorkspaceCommand::Create { name, storage, json }) => {
-            admin::create_workspace(&name, &storage, json, &file).await
+            admin::create_workspace(&name, &storage, json, &config(&storage)?).await
         }
         Command::Workspace(WorkspaceCommand::List { storage, json }) => {
-            admin::list_workspaces(&storage, json, &file).await
+            admin::list_workspaces(&storage, json, &config(&storage)?).await
         }
         Command::Workspace(WorkspaceCommand::AdminKey { workspace_id, storage, json }) => {
-            admin::admin_key(&workspace_id, &storage, json, &file).await
+            admin::admin_key(&workspace_id, &storage, json, &config(&storage)?).await
         }
+        Command::Workspace(cmd) => keys::workspace(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
-        Command::Migrate { storage } => admin::migrate(&storage, &file).await,
-        Command::Backup { file: path, storage } => admin::backup(&path, &storage, &file).await,
-        Command::Restore { file: path, storage, force } => admin::restore(&path, &storage, force, &file).await,
+        Command::Migrate { storage } => admin::migrate(&storage, &config(&storage)?).await,
+        Command::Backup { file: path, storage } => admin::backup(&path, &storage, &config(&storage)?).await,
+        Command::Restore { file: path, storage, force } => {
+            admin::restore(&path, &storage, force, &config(&storage)?).await
+        }
         Command::Openapi => {
-            println!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
+            outln!("{}", keyward_server::api::openapi_document().to_pretty_json()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+            outln!("{}", String::from_utf8_lossy(&script).trim_end());
             Ok(ExitCode::SUCCESS)
         }
     }

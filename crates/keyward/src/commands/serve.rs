@@ -19,11 +19,11 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     }
     let addr = app.local_addr();
     if let Some(fa) = app.forward_auth_addr() {
-        println!("keyward forward-auth listening on http://{fa}");
+        outln!("keyward forward-auth listening on http://{fa}");
     }
     // Said once, on stdout (scripts read the address from this line).
-    println!("keyward listening on http://{addr}");
-    println!("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
+    outln!("keyward listening on http://{addr}");
+    outln!("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(ExitCode::SUCCESS)
