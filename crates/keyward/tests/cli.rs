@@ -526,3 +526,29 @@ fn completions_and_a_closed_pipe() {
     assert!(out.status.success(), "status {:?}", out.status);
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The README's Quick start, pasted as written into a shell (only the
+/// server's address and the admin key are those of this test's server).
+#[test]
+fn readme_quick_start_runs_as_pasted() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let quick = readme.split("## Quick start").nth(1).unwrap().split("\n## ").next().unwrap();
+    let script =
+        quick.split("```sh\n").nth(2).expect("the second block is the one to paste").split("```").next().unwrap();
+    assert!(script.starts_with("export KEY=kw_live_…"), "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().unwrap();
+    let script = script
+        .replace("export KEY=kw_live_…", &format!("export KEY={admin}"))
+        .replace("http://127.0.0.1:8080", &format!("http://{}", server.addr));
+    let out = Command::new("bash").args(["-eu", "-o", "pipefail", "-c", &script]).output().unwrap();
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut lines = printed.lines();
+    assert!(lines.next().unwrap().starts_with("kw_live_"), "the secret is in the variable: {printed}");
+    let answer: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(answer["code"], "VALID", "{answer}");
+    let (ok, _) = server.terminate();
+    assert!(ok);
+}
