@@ -552,3 +552,29 @@ fn readme_quick_start_runs_as_pasted() {
     let (ok, _) = server.terminate();
     assert!(ok);
 }
+
+/// A server whose output nobody reads any more (the terminal closed, a pipe
+/// reader gone) goes on serving.
+#[test]
+fn serve_goes_on_when_nobody_reads_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.strip_prefix("keyward listening on ") {
+            break a.trim().to_owned();
+        }
+    };
+    drop(lines);
+    std::thread::sleep(Duration::from_millis(300)); // the lines after "listening" meet a closed pipe
+    let health = http("GET", &format!("{addr}/healthz"), "", None);
+    assert_eq!(health["status"], "ok", "{health}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -17,21 +17,26 @@ pub async fn open_services(storage: &StorageArgs, file: &FileConfig) -> anyhow::
 
 /// Prints a new workspace and its admin key: JSON for scripts, or words.
 pub fn print_new_workspace(created: &NewWorkspace, json: bool) {
+    outln!("{}", describe_new_workspace(created, json));
+}
+
+/// A new workspace and its admin key: JSON for scripts, or words.
+pub fn describe_new_workspace(created: &NewWorkspace, json: bool) -> String {
     if json {
-        let out = serde_json::json!({
+        serde_json::json!({
             "workspaceId": created.workspace.id,
             "adminKey": created.secret.expose(),
-        });
-        outln!("{out}");
+        })
+        .to_string()
     } else {
-        outln!(
+        format!(
             "Created workspace {} ({:?}) and its admin key {}.\n\
              The admin key is shown only now; store it safely:\n\n    {}\n",
             created.workspace.id,
             created.workspace.name,
             created.admin_key.id,
             created.secret.expose()
-        );
+        )
     }
 }
 

@@ -21,16 +21,9 @@ struct Client {
 }
 
 /// A refusal from the server: printed as is, exit status 1.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Refused(pub String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
 
 impl Client {
     /// `None` (after saying so) when no API key was given.
@@ -185,16 +178,9 @@ fn settings_body(settings: KeySettings, replace_lists: bool) -> anyhow::Result<M
 }
 
 /// A mistake in how the command was called: exit status 2.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Usage(pub String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
 
 /// `-` reads the value from standard input (first line).
 fn from_stdin_if_dash(value: String) -> anyhow::Result<String> {

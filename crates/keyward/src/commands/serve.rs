@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use keyward_server::{Application, shutdown_signal, telemetry};
 
-use super::admin::print_new_workspace;
+use super::admin::describe_new_workspace;
 use crate::cli::ServeArgs;
 use crate::settings::{FileConfig, ServeSettings};
 
@@ -15,16 +15,24 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     let app = Application::build(settings.server.clone(), store, settings.storage.hasher).await?;
     if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name).await? {
         // Printed on stdout, never logged: logs must not carry secrets.
-        print_new_workspace(&created, false);
+        say(&describe_new_workspace(&created, false));
     }
     let addr = app.local_addr();
     if let Some(fa) = app.forward_auth_addr() {
-        outln!("keyward forward-auth listening on http://{fa}");
+        say(&format!("keyward forward-auth listening on http://{fa}"));
     }
     // Said once, on stdout (scripts read the address from this line).
-    outln!("keyward listening on http://{addr}");
-    outln!("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
+    say(&format!("keyward listening on http://{addr}"));
+    say("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
     app.run_until(shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A line on stdout for whoever started the server. Unlike the one-shot
+/// commands, a server goes on serving when nobody reads its stdout any more.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

@@ -44,6 +44,8 @@ pub fn serve(args: &[&str]) -> Node {
             break addr.trim().to_owned();
         }
     };
+    // Keep reading what it prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     Node { child, base, admin }
 }
 
