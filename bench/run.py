@@ -637,8 +637,9 @@ PEER_OF = {"a": "g", "b": "g-spread", "b-miss": "g-spread", "h": "g"}
 
 
 def check_codes(sid: str, delta: dict[str, float], run: dict, conns: int) -> list[str]:
-    """Problems in keyward's verification counts. The caller's admin key is
-    verified on every request too, and counts as VALID."""
+    """Problems in keyward's verification counts (answers to verify and
+    authorize only: the caller's own admin key is counted apart, in
+    keyward_caller_authentications_total)."""
     codes = {k: v for k, v in delta.items() if not k.startswith(("cache_", "le:")) and v}
     problems = []
     if sid in ("a", "b", "b-miss", "b-miss-c4", "d", "e", "h"):
@@ -649,9 +650,8 @@ def check_codes(sid: str, delta: dict[str, float], run: dict, conns: int) -> lis
         other = {k: v for k, v in codes.items() if k not in ("VALID", "MALFORMED", "NOT_FOUND")}
         if other:
             problems.append(f"unexpected codes {other}")
-        bad = codes.get("MALFORMED", 0) + codes.get("NOT_FOUND", 0)
-        if abs(codes.get("VALID", 0) - bad) > 2 * conns + 10:
-            problems.append(f"VALID {codes.get('VALID', 0):.0f} vs bad {bad:.0f}: some bad key was VALID?")
+        if codes.get("VALID", 0):
+            problems.append(f"{codes['VALID']:.0f} bad keys were VALID")
         if not codes.get("MALFORMED") or not codes.get("NOT_FOUND"):
             problems.append(f"expected both MALFORMED and NOT_FOUND, got {codes}")
     return problems

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use keyward_core::verify::{Request, VerifyCode};
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::verify::VERIFY;
 use crate::principal::Principal;
 
@@ -188,10 +188,11 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
             identity is in the X-Keyward-Key-Id, X-Keyward-Workspace, X-Keyward-Key-Type, X-Keyward-Scopes and \
             X-Keyward-Meta-* headers"),
         (status = 400, description = "The original request is missing or malformed (the gateway denies). Every \
-            denial names its code in X-Keyward-Error; to nginx (X-Original-URI) it has no body", body = ErrorBody),
-        (status = 401, description = "No key, or an invalid, revoked, inactive or expired one", body = ErrorBody),
-        (status = 403, description = "Key not allowed for this route, origin, address or resource; \
-            or the gateway's key lacks keys:verify", body = ErrorBody),
+            denial names its code in X-Keyward-Error and carries the JSON error ({\"error\", \"code\"}), except \
+            to nginx (a request with X-Original-URI), which gets no body"),
+        (status = 401, description = "No key, or an invalid, revoked, inactive or expired one (body as for 400)"),
+        (status = 403, description = "Key not allowed for this route, origin, address or resource; or the \
+            gateway's key lacks keys:verify (body as for 400)"),
     ))]
 pub async fn authorize(
     State(state): State<AppState>,
