@@ -122,6 +122,8 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Bumped on every change: the ETag, and the optimistic-lock token.
     pub version: i64,
+    /// Uses left and their refill, for keys sold by the request.
+    pub credits: Option<crate::credits::Credits>,
 }
 
 impl ApiKey {
@@ -253,6 +255,9 @@ impl ApiKey {
         if let Some(metadata) = patch.metadata {
             next.metadata = validate_metadata(metadata)?;
         }
+        if let Some(credits) = patch.credits {
+            next.credits = credits;
+        }
         if let Some(expires_at) = patch.expires_at {
             next.expires_at = shorten_expiry(self.expires_at, expires_at, &workspace.policy, now)?;
         }
@@ -279,6 +284,8 @@ pub struct KeyPatch {
     pub metadata: Option<Value>,
     /// `Some(None)` asks for "never expires", which is never a shortening.
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// `Some(None)` removes the key's credits (unlimited uses). Checked.
+    pub credits: Option<Option<crate::credits::Credits>>,
 }
 
 /// Everything a caller may set when creating (or importing) a key.
@@ -297,6 +304,8 @@ pub struct KeyDraft {
     pub expires_at: Option<DateTime<Utc>>,
     pub expires_in_days: Option<i64>,
     pub metadata: Option<Value>,
+    /// Checked ([`crate::credits::Credits::validate`]).
+    pub credits: Option<crate::credits::Credits>,
 }
 
 /// A draft that passed every rule.
@@ -313,6 +322,7 @@ pub struct ValidDraft {
     pub allowed_ips: Vec<IpNet>,
     pub expires_at: Option<DateTime<Utc>>,
     pub metadata: Value,
+    pub credits: Option<crate::credits::Credits>,
 }
 
 impl KeyDraft {
@@ -329,6 +339,7 @@ impl KeyDraft {
             allowed_ips: validate_ips(&self.allowed_ips)?,
             expires_at: resolve_expiry(self.expires_at, self.expires_in_days, &workspace.policy, now)?,
             metadata: validate_metadata(self.metadata.unwrap_or_else(|| Value::Object(Default::default())))?,
+            credits: self.credits,
         };
         check_publishable(draft.key_type, &draft.scopes, draft.flags, &draft.allowed_origins, workspace)?;
         Ok(draft)
@@ -370,6 +381,7 @@ impl ValidDraft {
             last_used_at: None,
             revoked_at: None,
             version: 1,
+            credits: self.credits,
         }
     }
 }
@@ -389,6 +401,8 @@ impl ApiKey {
             allowed_ips: self.allowed_ips.clone(),
             expires_at: self.expires_at,
             metadata: self.metadata.clone(),
+            // A clone starts with the source's credits as they stand.
+            credits: self.credits,
         }
     }
 }

@@ -30,10 +30,12 @@ pub enum VerifyCode {
     ForbiddenOrigin,
     ForbiddenIp,
     InsufficientPermissions,
+    /// The key has no credits left for this request.
+    UsageExceeded,
 }
 
 impl VerifyCode {
-    pub const ALL: [VerifyCode; 11] = [
+    pub const ALL: [VerifyCode; 12] = [
         VerifyCode::Valid,
         VerifyCode::Malformed,
         VerifyCode::NotFound,
@@ -45,6 +47,7 @@ impl VerifyCode {
         VerifyCode::ForbiddenOrigin,
         VerifyCode::ForbiddenIp,
         VerifyCode::InsufficientPermissions,
+        VerifyCode::UsageExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl VerifyCode {
             VerifyCode::ForbiddenOrigin => "FORBIDDEN_ORIGIN",
             VerifyCode::ForbiddenIp => "FORBIDDEN_IP",
             VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 
@@ -81,6 +85,7 @@ impl VerifyCode {
             VerifyCode::ForbiddenOrigin => "This API key cannot be used from this origin",
             VerifyCode::ForbiddenIp => "This API key cannot be used from this IP address",
             VerifyCode::InsufficientPermissions => "Insufficient permissions",
+            VerifyCode::UsageExceeded => "API key has no credits left",
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// The client address.
     pub ip: Option<IpAddr>,
+    /// Credits a valid verification spends (keys with credits); `None`: 1.
+    pub cost: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +212,11 @@ pub fn decide(
 }
 
 /// The decision for a token that does not parse or whose key does not exist.
+/// The key is good for the request but has no credits left for it.
+pub fn usage_exceeded() -> Decision {
+    Decision::fixed(VerifyCode::UsageExceeded, true)
+}
+
 pub fn without_key(code: VerifyCode) -> Decision {
     debug_assert!(matches!(code, VerifyCode::Malformed | VerifyCode::NotFound));
     Decision::fixed(code, false)

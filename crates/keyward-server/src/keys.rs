@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate, Utc};
+use keyward_core::credits::CreditOp;
 use keyward_core::hash::{HashScheme, SecretHash, parse_hex32};
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
 use keyward_core::token::{self, Secret};
@@ -71,6 +72,17 @@ pub struct KeyService {
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
+}
+
+fn check_if_match(key: &ApiKey, if_match: Option<i64>) -> Result<(), Error> {
+    match if_match {
+        Some(v) if v != key.version => Err(Error::new(
+            ErrorKind::PreconditionFailed,
+            "precondition_failed",
+            "The API key has changed since it was read (If-Match does not match its ETag)",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn is_valid_import_id(id: &str) -> bool {
@@ -162,15 +174,7 @@ impl KeyService {
         change: impl FnOnce(&mut ApiKey) -> Result<bool, Error>,
     ) -> Result<ApiKey, Error> {
         let mut key = self.load(workspace_id, id).await?;
-        if let Some(v) = if_match
-            && v != key.version
-        {
-            return Err(Error::new(
-                ErrorKind::PreconditionFailed,
-                "precondition_failed",
-                "The API key has changed since it was read (If-Match does not match its ETag)",
-            ));
-        }
+        check_if_match(&key, if_match)?;
         let expected = key.version;
         if change(&mut key)? {
             let write = Write::UpdateKey { key: key.clone(), expected_version: expected };
@@ -188,11 +192,42 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
-        self.mutate(&ws.id, id, if_match, |k| {
-            k.apply(patch, &ws, self.clock.now())?;
-            Ok(true)
-        })
-        .await
+        let mut key = self.load(&ws.id, id).await?;
+        check_if_match(&key, if_match)?;
+        let expected = key.version;
+        let sets_credits = patch.credits.is_some();
+        key.apply(patch, &ws, self.clock.now())?;
+        // The settings and, when given, the credits: one transaction. Other
+        // edits never write the credits (a concurrent spend would be lost).
+        let mut change = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
+        if sets_credits {
+            change.push(Write::SetCredits {
+                workspace_id: ws.id.clone(),
+                key_id: key.id.to_string(),
+                credits: key.credits,
+                at: self.clock.now(),
+            });
+        }
+        self.store.commit(change).await.map_err(store_error)?;
+        self.verifier.cache().put(&key);
+        Ok(key)
+    }
+
+    /// Sets, raises or lowers the remaining credits of a key that has
+    /// credits; the answer carries them as they now stand.
+    pub async fn change_credits(&self, who: &Principal, id: &str, op: CreditOp, value: i64) -> Result<ApiKey, Error> {
+        who.require(MANAGE)?;
+        let value = keyward_core::credits::Credits::check_change(value)?;
+        let key = self.load(who.workspace_id(), id).await?;
+        if key.credits.is_none() {
+            return Err(Error::conflict("no_credits", "This key has unlimited uses; give it credits with PATCH first"));
+        }
+        let write =
+            Write::ChangeCredits { workspace_id: key.workspace_id.clone(), key_id: key.id.to_string(), op, value };
+        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let key = self.load(who.workspace_id(), id).await?;
+        self.verifier.cache().put(&key);
+        Ok(key)
     }
 
     pub async fn deactivate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {

@@ -20,7 +20,7 @@ use keyward_core::key::ApiKey;
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_core::workspace::Workspace;
-use keyward_store::Store;
+use keyward_store::{CreditSpend, Store};
 use metrics::{Counter, Histogram};
 
 use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
@@ -34,6 +34,8 @@ pub struct Verification {
     pub key: Option<Arc<CachedKey>>,
     /// The key's workspace, when the request needed it (route scopes).
     pub workspace: Option<Arc<Workspace>>,
+    /// Credits left after this verification, for keys with credits.
+    pub credits: Option<i64>,
 }
 
 /// Why a key is being checked: to answer a verify/authorize request, or to
@@ -111,6 +113,10 @@ impl Verifier {
 
     pub fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     pub fn cache(&self) -> &KeyCache {
@@ -225,7 +231,22 @@ impl Verifier {
             None => None,
         };
         let request = Request { routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]), ..*request };
-        let decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
+        let mut decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
+        // Credits are spent in the store, atomically: exact across nodes. A
+        // caller authenticating to the API spends none.
+        let mut credits = None;
+        if let (Some(c), true, Purpose::Answer) = (key.credits, decision.is_valid(), purpose) {
+            let cost = i64::from(request.cost.unwrap_or(1));
+            let refill = c.refill.map(|r| (r.amount, r.period_start(now())));
+            match self.store.spend_credits(&key.id, cost, refill).await.map_err(crate::keys::store_error)? {
+                CreditSpend::Spent { remaining } => credits = Some(remaining),
+                CreditSpend::Exhausted { remaining } => {
+                    credits = Some(remaining);
+                    decision = verify::usage_exceeded();
+                }
+                CreditSpend::Unlimited => {}
+            }
+        }
         if decision.authenticated {
             key.usage.record(now_us / 1000);
             if key.secret.scheme == HashScheme::Sha256 {
@@ -234,6 +255,7 @@ impl Verifier {
         }
         let mut v = self.finish(started, decision, Some(key), purpose);
         v.workspace = workspace;
+        v.credits = credits;
         Ok(v)
     }
 
@@ -252,7 +274,7 @@ impl Verifier {
             }
             Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
         }
-        Verification { decision, key, workspace: None }
+        Verification { decision, key, workspace: None, credits: None }
     }
 
     /// The record cached under `ck`, or what `load` reads from the store

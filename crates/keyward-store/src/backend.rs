@@ -107,14 +107,20 @@ macro_rules! store_impl {
                     }
                     Write::InsertKey { key, max_live_keys: None } => {
                         let v = KeyValues::of(key);
-                        (bind_key!(sqlx::query(&sql.insert_key), key, &v).execute(&mut *conn).await, None)
+                        let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
+                        let q = bind_key!(sqlx::query(&sql.insert_key), key, &v).bind(remaining).bind(refill).bind(at);
+                        (q.execute(&mut *conn).await, None)
                     }
                     Write::InsertKey { key, max_live_keys: Some(limit) } => {
                         if let Some(lock) = &sql.lock_workspace {
                             sqlx::query(lock).bind(&key.workspace_id).execute(&mut *conn).await.map_err(self.classify)?;
                         }
                         let v = KeyValues::of(key);
-                        let q = bind_key!(sqlx::query(&sql.insert_key_within_limit), key, &v);
+                        let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
+                        let q = bind_key!(sqlx::query(&sql.insert_key_within_limit), key, &v)
+                            .bind(remaining)
+                            .bind(refill)
+                            .bind(at);
                         let done = q.bind(&key.workspace_id).bind(i64::from(*limit)).execute(&mut *conn).await;
                         (done, Some(StoreError::LimitReached))
                     }
@@ -123,6 +129,22 @@ macro_rules! store_impl {
                         let q = bind_key!(sqlx::query(&sql.update_key), key, &v);
                         let done = q.bind(&*key.id).bind(&key.workspace_id).bind(*expected_version).execute(&mut *conn).await;
                         (done, Some(StoreError::VersionMismatch))
+                    }
+                    Write::SetCredits { workspace_id, key_id, credits, at } => {
+                        let (remaining, refill, at) = $crate::sql::credit_values(credits.as_ref(), *at);
+                        let q = sqlx::query(&sql.set_credits).bind(remaining).bind(refill).bind(at);
+                        (q.bind(key_id).bind(workspace_id).execute(&mut *conn).await, Some(StoreError::NotFound))
+                    }
+                    Write::ChangeCredits { workspace_id, key_id, op, value } => {
+                        use keyward_core::credits::CreditOp;
+                        let statement = match op {
+                            CreditOp::Set => &sql.credits_set,
+                            CreditOp::Increment => &sql.credits_increment,
+                            CreditOp::Decrement => &sql.credits_decrement,
+                        };
+                        let q = sqlx::query(statement).bind(*value).bind(key_id).bind(workspace_id);
+                        let q = q.bind(keyward_core::credits::MAX_CREDITS);
+                        (q.execute(&mut *conn).await, Some(StoreError::NotFound))
                     }
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
@@ -234,6 +256,43 @@ macro_rules! store_impl {
                 });
             }
 
+            /// Refill when due, then spend: each one atomic statement.
+            async fn spend(
+                &self,
+                key_id: &str,
+                cost: i64,
+                refill: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+            ) -> $crate::Result<$crate::CreditSpend> {
+                let sql = &self.sql;
+                if let Some((amount, start)) = refill {
+                    sqlx::query(&sql.credits_refill)
+                        .bind(amount)
+                        .bind($crate::sql::ms(start))
+                        .bind(key_id)
+                        .execute(&self.writer)
+                        .await
+                        .map_err(self.classify)?;
+                }
+                if cost > 0 {
+                    let spent: Option<i64> = sqlx::query_scalar(&sql.credits_spend)
+                        .bind(cost)
+                        .bind(key_id)
+                        .fetch_optional(&self.writer)
+                        .await
+                        .map_err(self.classify)?;
+                    if let Some(remaining) = spent {
+                        return Ok($crate::CreditSpend::Spent { remaining });
+                    }
+                }
+                let left: Option<Option<i64>> =
+                    sqlx::query_scalar(&sql.credits_read).bind(key_id).fetch_optional(&self.writer).await.map_err(self.classify)?;
+                Ok(match left.flatten() {
+                    None => $crate::CreditSpend::Unlimited,
+                    Some(remaining) if cost == 0 => $crate::CreditSpend::Spent { remaining },
+                    Some(remaining) => $crate::CreditSpend::Exhausted { remaining },
+                })
+            }
+
             async fn flush_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {
                 let p = self;
                 let mut tx = p.writer.begin().await.map_err(p.classify)?;
@@ -327,7 +386,9 @@ macro_rules! store_impl {
                     let mut tx = p.writer.begin().await.map_err(p.classify)?;
                     for key in chunk {
                         let v = KeyValues::of(key);
-                        bind_key!(sqlx::query(&p.sql.insert_key), key, &v).execute(&mut *tx).await.map_err(p.classify)?;
+                        let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
+                        let q = bind_key!(sqlx::query(&p.sql.insert_key), key, &v).bind(remaining).bind(refill).bind(at);
+                        q.execute(&mut *tx).await.map_err(p.classify)?;
                     }
                     tx.commit().await.map_err(p.classify)?;
                 }
@@ -414,6 +475,21 @@ macro_rules! store_impl {
                     keys.push(row.into_key()?);
                 }
                 Ok($crate::KeyPage { keys, next_cursor: if more { last_seq } else { None } })
+            }
+
+            async fn spend_credits(
+                &self,
+                key_id: &str,
+                cost: i64,
+                refill: Option<(i64, chrono::DateTime<chrono::Utc>)>,
+            ) -> $crate::Result<$crate::CreditSpend> {
+                let p = &self.pools;
+                p.breaker.check()?;
+                let outcome = p.spend(key_id, cost, refill).await;
+                if p.breaker.record(&outcome) {
+                    p.start_probe();
+                }
+                outcome
             }
 
             async fn record_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {

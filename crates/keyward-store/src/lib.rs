@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
 
@@ -101,6 +102,22 @@ pub enum Write {
         id: String,
         expected_version: i64,
     },
+    /// Sets a key's credits (remaining and refill; `None`: unlimited), as of
+    /// `at` (the refill schedule counts from there).
+    SetCredits {
+        workspace_id: String,
+        key_id: String,
+        credits: Option<Credits>,
+        at: DateTime<Utc>,
+    },
+    /// Changes the remaining credits of a key that has credits
+    /// ([`StoreError::NotFound`] otherwise).
+    ChangeCredits {
+        workspace_id: String,
+        key_id: String,
+        op: CreditOp,
+        value: i64,
+    },
     /// Claims a one-time marker: [`StoreError::Conflict`] when `name` is
     /// already set (bootstrap runs once, however many nodes start at once).
     InsertMeta {
@@ -152,6 +169,17 @@ pub struct Page {
 pub struct KeyPage {
     pub keys: Vec<ApiKey>,
     pub next_cursor: Option<i64>,
+}
+
+/// What spending credits did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditSpend {
+    /// Spent; this many are left.
+    Spent { remaining: i64 },
+    /// Not enough left (nothing spent).
+    Exhausted { remaining: i64 },
+    /// The key has no credits (or no longer exists).
+    Unlimited,
 }
 
 /// Verifications of one key, accumulated in memory and flushed in batches.
@@ -213,6 +241,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every distinct import prefix, so unknown formats are refused early.
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>>;
     async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage>;
+
+    /// Spends `cost` credits of a key, atomically (exact across nodes);
+    /// first, when `refill` = (amount, start of the current period) and the
+    /// last refill was before that start, sets the credits to the amount.
+    async fn spend_credits(&self, key_id: &str, cost: i64, refill: Option<(i64, DateTime<Utc>)>)
+    -> Result<CreditSpend>;
 
     /// Adds usage counts and moves `last_used_at` forward; deltas of keys
     /// deleted meanwhile are dropped.

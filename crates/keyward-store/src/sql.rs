@@ -4,6 +4,7 @@
 //! text, on both backends.
 
 use chrono::{DateTime, TimeZone, Utc};
+use keyward_core::credits::{Credits, Refill, RefillInterval};
 use keyward_core::hash::{HashScheme, SecretHash};
 use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
 use keyward_core::origin::{OriginPattern, parse_ip_range};
@@ -38,6 +39,16 @@ pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, en
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips";
 pub const KEY_COLUMN_COUNT: usize = 30;
 
+/// The credit columns: written on insert and by the credit statements only
+/// (an edit of other settings never overwrites a concurrent spend).
+const CREDIT_COLUMNS: &str = "credits_remaining, credits_refill, credits_refilled_at";
+/// What a key is read with.
+const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, environment, masked, scopes, \
+     read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
+     lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
+     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
+     credits_remaining, credits_refill";
+
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata";
 
@@ -68,6 +79,13 @@ pub struct Statements {
     pub meta_insert: String,
     pub meta_claim: String,
     pub meta_get: String,
+    pub set_credits: String,
+    pub credits_set: String,
+    pub credits_increment: String,
+    pub credits_decrement: String,
+    pub credits_refill: String,
+    pub credits_spend: String,
+    pub credits_read: String,
     /// Tells other nodes what a write changed, delivered at commit
     /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
     pub notify: Option<String>,
@@ -84,15 +102,18 @@ impl Statements {
             .collect::<Vec<_>>()
             .join(", ");
         Statements {
-            insert_key: r(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ({})", placeholders(1, n))),
+            insert_key: r(&format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}, {CREDIT_COLUMNS}) VALUES ({})",
+                placeholders(1, n + 3)
+            )),
             // The count and the insert are one statement; on PostgreSQL the
             // workspace row lock taken first orders concurrent inserts.
             insert_key_within_limit: r(&format!(
-                "INSERT INTO api_keys ({KEY_COLUMNS}) SELECT {} \
+                "INSERT INTO api_keys ({KEY_COLUMNS}, {CREDIT_COLUMNS}) SELECT {} \
                  WHERE (SELECT COUNT(*) FROM api_keys WHERE workspace_id = ${} AND state <> 'revoked') < ${}",
-                placeholders(1, n),
-                n + 1,
-                n + 2
+                placeholders(1, n + 3),
+                n + 4,
+                n + 5
             )),
             lock_workspace: (dialect == Dialect::Postgres)
                 .then(|| "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE".to_owned()),
@@ -112,11 +133,11 @@ impl Statements {
                  routes = $9, public_permissions = $10, identity_metadata = $11 WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
-            get_key: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
-            find_key: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE id = $1")),
-            find_key_by_lookup_hash: r(&format!("SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE lookup_hash = $1")),
+            get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
+            find_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1")),
+            find_key_by_lookup_hash: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE lookup_hash = $1")),
             list_keys: r(&format!(
-                "SELECT seq, {KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 \
+                "SELECT {SELECT_KEY} FROM api_keys WHERE workspace_id = $1 \
                  AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR key_type = $3) \
                  AND ($4 IS NULL OR LOWER(name) LIKE $4 ESCAPE '\\') AND ($5 IS NULL OR seq < $5) \
                  ORDER BY seq DESC LIMIT $6"
@@ -130,6 +151,25 @@ impl Statements {
             count_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND state <> 'revoked'"),
             meta_insert: r("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
             meta_get: r("SELECT value FROM meta WHERE name = $1"),
+            set_credits: r(
+                "UPDATE api_keys SET credits_remaining = $1, credits_refill = $2, credits_refilled_at = $3 \
+                 WHERE id = $4 AND workspace_id = $5",
+            ),
+            credits_set: r("UPDATE api_keys SET credits_remaining = $1 \
+                 WHERE id = $2 AND workspace_id = $3 AND credits_remaining IS NOT NULL"),
+            credits_increment: r("UPDATE api_keys SET credits_remaining = CASE WHEN credits_remaining + $1 > $4 \
+                 THEN $4 ELSE credits_remaining + $1 END \
+                 WHERE id = $2 AND workspace_id = $3 AND credits_remaining IS NOT NULL"),
+            credits_decrement: r("UPDATE api_keys SET credits_remaining = CASE WHEN credits_remaining < $1 \
+                 THEN 0 ELSE credits_remaining - $1 END \
+                 WHERE id = $2 AND workspace_id = $3 AND credits_remaining IS NOT NULL"),
+            // Once per period, whichever node comes first.
+            credits_refill: r("UPDATE api_keys SET credits_remaining = $1, credits_refilled_at = $2 \
+                 WHERE id = $3 AND credits_remaining IS NOT NULL \
+                 AND (credits_refilled_at IS NULL OR credits_refilled_at < $2)"),
+            credits_spend: r("UPDATE api_keys SET credits_remaining = credits_remaining - $1 \
+                 WHERE id = $2 AND credits_remaining >= $1 RETURNING credits_remaining"),
+            credits_read: r("SELECT credits_remaining FROM api_keys WHERE id = $1"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
         }
@@ -187,6 +227,9 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         }
         Write::UpdateKey { key, .. } => vec![Invalidation::Key(key.id.to_string())],
         Write::DeleteKey { id, .. } => vec![Invalidation::Key(id.clone())],
+        Write::SetCredits { key_id, .. } | Write::ChangeCredits { key_id, .. } => {
+            vec![Invalidation::Key(key_id.clone())]
+        }
         Write::InsertMeta { .. } => Vec::new(),
     }
 }
@@ -272,6 +315,8 @@ pub struct KeyRow {
     version: i64,
     allowed_origins: String,
     allowed_ips: String,
+    credits_remaining: Option<i64>,
+    credits_refill: Option<String>,
 }
 
 impl KeyRow {
@@ -321,7 +366,49 @@ impl KeyRow {
                 .iter()
                 .map(|r| parse_ip_range(r).map_err(|_| corrupt("IP range")))
                 .collect::<Result<_>>()?,
+            credits: match self.credits_remaining {
+                None => None,
+                Some(remaining) => Some(Credits {
+                    remaining,
+                    refill: self.credits_refill.as_deref().map(refill_from_json).transpose()?,
+                }),
+            },
         })
+    }
+}
+
+/// A refill as stored: `{"interval", "amount", "refillDay"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredRefill {
+    interval: String,
+    amount: i64,
+    refill_day: Option<u32>,
+}
+
+fn refill_from_json(text: &str) -> Result<Refill> {
+    let r: StoredRefill = serde_json::from_str(text).map_err(|_| corrupt("credit refill"))?;
+    Ok(Refill {
+        interval: RefillInterval::parse(&r.interval).ok_or_else(|| corrupt("credit refill"))?,
+        amount: r.amount,
+        refill_day: r.refill_day,
+    })
+}
+
+pub fn refill_json(refill: &Refill) -> String {
+    let stored = StoredRefill {
+        interval: refill.interval.as_str().to_owned(),
+        amount: refill.amount,
+        refill_day: refill.refill_day,
+    };
+    serde_json::to_string(&stored).expect("a refill serializes")
+}
+
+/// The credit column values of a key: remaining, refill, refilled at.
+pub fn credit_values(credits: Option<&Credits>, at: DateTime<Utc>) -> (Option<i64>, Option<String>, Option<i64>) {
+    match credits {
+        None => (None, None, None),
+        Some(c) => (Some(c.remaining), c.refill.as_ref().map(refill_json), Some(ms(at))),
     }
 }
 

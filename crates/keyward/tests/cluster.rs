@@ -181,3 +181,47 @@ async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
         assert_eq!(status, 200, "every node serves the one workspace: {body}");
     }
 }
+
+/// Credits are exact across nodes: 64 clients spending one key with 1,000
+/// credits through two nodes get exactly 1,000 VALID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_spent_exactly_across_nodes() {
+    let Some(db) = TestDb::new(Backend::Postgres, "cluster::credits_are_spent_exactly").await else { return };
+    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&db.url, &hash_key, &dir_a);
+    let admin = a.admin.clone().unwrap();
+    let b = start(&db.url, &hash_key, &dir_b);
+    let http = reqwest::Client::new();
+    let body = json!({"name": "metered", "credits": {"remaining": 1000}});
+    let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let url = format!("{}/v1/keys/verify", if i % 2 == 0 { &a.base } else { &b.base });
+            let (http, admin, secret) = (http.clone(), admin.clone(), secret.clone());
+            tokio::spawn(async move {
+                let (mut valid, mut exceeded) = (0, 0);
+                for _ in 0..20 {
+                    let (_, v) = call(&http, reqwest::Method::POST, url.clone(), &admin, &json!({"key": secret})).await;
+                    match v["code"].as_str() {
+                        Some("VALID") => valid += 1,
+                        Some("USAGE_EXCEEDED") => exceeded += 1,
+                        other => panic!("unexpected {other:?}: {v}"),
+                    }
+                }
+                (valid, exceeded)
+            })
+        })
+        .collect();
+    let (mut valid, mut exceeded) = (0, 0);
+    for c in clients {
+        let (v, e) = c.await.unwrap();
+        valid += v;
+        exceeded += e;
+    }
+    println!("credits: 1,280 verifications through two nodes: {valid} VALID, {exceeded} USAGE_EXCEEDED");
+    assert_eq!(valid, 1000, "exactly the credits were spent");
+    assert_eq!(exceeded, 280);
+    drop((a, b));
+}

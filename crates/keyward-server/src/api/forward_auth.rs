@@ -166,6 +166,7 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
         VerifyCode::InsufficientPermissions => {
             ApiError::new(StatusCode::FORBIDDEN, "insufficient_permissions", message)
         }
+        VerifyCode::UsageExceeded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_exceeded", message),
         _ => keyward_core::Error::invalid_api_key().into(),
     }
 }
@@ -193,6 +194,8 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
         (status = 401, description = "No key, or an invalid, revoked, inactive or expired one (body as for 400)"),
         (status = 403, description = "Key not allowed for this route, origin, address or resource; or the \
             gateway's key lacks keys:verify (body as for 400)"),
+        (status = 429, description = "The key has no credits left (usage_exceeded; Retry-After: the next \
+            refill, when it has one; body as for 400)"),
     ))]
 pub async fn authorize(
     State(state): State<AppState>,
@@ -266,7 +269,16 @@ async fn decide_forward_auth(
     };
     let v = state.verifier.verify(&token, &request, workspace.as_deref()).await?;
     if !v.decision.is_valid() {
-        return Err(refusal(v.decision.code, &v.decision.message));
+        let refused = refusal(v.decision.code, &v.decision.message);
+        // Out of credits: try again after the next refill, if there is one.
+        let refill = v.key.as_deref().and_then(|k| k.credits).and_then(|c| c.refill);
+        return Err(match (v.decision.code, refill) {
+            (VerifyCode::UsageExceeded, Some(r)) => {
+                let now = state.verifier.clock().now();
+                refused.retry_after((r.next_refill(now) - now).num_seconds().max(1) as u64)
+            }
+            _ => refused,
+        });
     }
     Ok(identity_headers(&v))
 }

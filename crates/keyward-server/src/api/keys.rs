@@ -90,6 +90,9 @@ pub struct CreateKeyRequest {
     /// Free JSON object, at most 8 KiB (default email, phone, time zone…).
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Uses the key may make (each valid verification spends its cost);
+    /// absent: unlimited.
+    pub credits: Option<super::credits::CreditsBody>,
 }
 
 impl CreateKeyRequest {
@@ -111,6 +114,7 @@ impl CreateKeyRequest {
             expires_at: self.expires_at,
             expires_in_days: self.expires_in,
             metadata: self.metadata,
+            credits: self.credits.map(super::credits::CreditsBody::into_credits).transpose()?,
         })
     }
 }
@@ -248,6 +252,9 @@ pub struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Sets the remaining credits and their refill; null: unlimited uses.
+    #[serde(default, deserialize_with = "double_option")]
+    pub credits: Option<Option<super::credits::CreditsBody>>,
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -298,6 +305,7 @@ pub async fn update_key(
         allowed_ips: body.allowed_ips,
         metadata: body.metadata,
         expires_at: body.expires_at,
+        credits: body.credits.map(|c| c.map(super::credits::CreditsBody::into_credits).transpose()).transpose()?,
     };
     let key = state.keys.update(&principal, &id, patch, expected).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -431,6 +439,8 @@ pub struct ImportKeyRequest {
     pub expires_in: Option<i64>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Uses the key may make; absent: unlimited.
+    pub credits: Option<super::credits::CreditsBody>,
 }
 
 impl ImportKeyRequest {
@@ -450,6 +460,7 @@ impl ImportKeyRequest {
             expires_at: self.expires_at,
             expires_in: self.expires_in,
             metadata: self.metadata,
+            credits: self.credits,
         };
         Ok(ImportDraft {
             draft: settings.into_draft()?,

@@ -23,6 +23,7 @@ use crate::workspaces::WorkspaceService;
 use error::ApiError;
 
 pub mod compat;
+pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod forward_auth;
@@ -90,6 +91,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::import_key))
         .routes(routes!(keys::key_usage))
+        .routes(routes!(credits::change_credits))
         .routes(routes!(verify::verify_key))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
         .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))

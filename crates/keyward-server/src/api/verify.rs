@@ -42,6 +42,10 @@ pub struct VerifyRequest {
     /// The client's IP address.
     #[schema(example = "203.0.113.7")]
     pub ip: Option<String>,
+    /// Credits this request spends if it is valid (keys with credits; 0
+    /// checks without spending). Default 1.
+    #[schema(example = 1)]
+    pub cost: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -49,7 +53,8 @@ pub struct VerifyRequest {
 pub struct VerifyResponse {
     pub valid: bool,
     /// VALID, MALFORMED, NOT_FOUND, INVALID_SECRET, EXPIRED, INACTIVE, REVOKED,
-    /// FORBIDDEN_RESOURCE, FORBIDDEN_ORIGIN, FORBIDDEN_IP or INSUFFICIENT_PERMISSIONS.
+    /// FORBIDDEN_RESOURCE, FORBIDDEN_ORIGIN, FORBIDDEN_IP, INSUFFICIENT_PERMISSIONS
+    /// or USAGE_EXCEEDED.
     #[schema(example = "VALID")]
     pub code: &'static str,
     /// Why, in words.
@@ -69,6 +74,9 @@ pub struct VerifyResponse {
     #[serde(serialize_with = "super::views::time_opt::serialize")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Credits left after this verification (keys with credits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<i64>,
 }
 
 fn is_method(m: &str) -> bool {
@@ -132,6 +140,7 @@ pub async fn verify_key(
         routes: &[],
         origin: body.origin.as_deref(),
         ip,
+        cost: body.cost,
     };
     let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
     let key = v.key.as_deref();
@@ -147,5 +156,6 @@ pub async fn verify_key(
         roles: Vec::new(),
         meta: key.map(|k| k.metadata.clone()),
         expires_at: key.and_then(|k| k.expires_at),
+        credits: v.credits,
     }))
 }

@@ -92,6 +92,8 @@ pub struct KeyView {
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Changes on every edit; also sent as the `ETag` header.
     pub version: i64,
+    /// Uses left and their refill; null: unlimited.
+    pub credits: Option<super::credits::CreditsBody>,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -121,6 +123,7 @@ impl From<&ApiKey> for KeyView {
             revoked_at: k.revoked_at,
             previous_secret_expires_at: k.grace.map(|g| g.until),
             version: k.version,
+            credits: k.credits.as_ref().map(super::credits::CreditsBody::of),
         }
     }
 }

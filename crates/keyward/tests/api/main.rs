@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod compat;
+mod credits;
 mod forward_auth;
 mod import;
 mod lifecycle;
