@@ -5,8 +5,9 @@
 //! 2. Find the record: cache hit (no IO), known-absent (no IO), or one store
 //!    read whose result is cached.
 //! 3. Decide ([`keyward_core::verify::decide`]).
-//! 4. Count the use in the key's in-memory cell ([`crate::usage`]); never
-//!    write here.
+//! 4. A valid answer for a key with credits spends them in the store (the
+//!    one write here: credits must be exact across nodes).
+//! 5. Count the use in the key's in-memory cell ([`crate::usage`]).
 
 use std::collections::HashSet;
 use std::future::Future;
