@@ -57,6 +57,9 @@ pub enum KeyState {
     Inactive,
     /// Permanently dead; the record stays for audit until deleted.
     Revoked,
+    /// Switched off by too many wrong secrets ("Disabled"), until a member
+    /// re-activates it.
+    Locked,
 }
 
 impl KeyState {
@@ -65,6 +68,7 @@ impl KeyState {
             KeyState::Active => "active",
             KeyState::Inactive => "inactive",
             KeyState::Revoked => "revoked",
+            KeyState::Locked => "locked",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -72,6 +76,7 @@ impl KeyState {
             "active" => Some(KeyState::Active),
             "inactive" => Some(KeyState::Inactive),
             "revoked" => Some(KeyState::Revoked),
+            "locked" => Some(KeyState::Locked),
             _ => None,
         }
     }
@@ -170,7 +175,7 @@ impl ApiKey {
         match self.state {
             KeyState::Revoked => Err(Error::conflict("key_revoked", "API key has been revoked")),
             KeyState::Inactive => Ok(false),
-            KeyState::Active => {
+            KeyState::Active | KeyState::Locked => {
                 self.state = KeyState::Inactive;
                 self.touch(now);
                 Ok(true)
@@ -184,7 +189,7 @@ impl ApiKey {
                 Err(Error::conflict("key_revoked", "API key has been revoked and cannot be activated"))
             }
             KeyState::Active => Ok(false),
-            KeyState::Inactive => {
+            KeyState::Inactive | KeyState::Locked => {
                 self.state = KeyState::Active;
                 self.touch(now);
                 Ok(true)

@@ -32,10 +32,12 @@ pub enum VerifyCode {
     InsufficientPermissions,
     /// The key has no credits left for this request.
     UsageExceeded,
+    /// Too many wrong secrets locked the key until a member re-activates it.
+    Locked,
 }
 
 impl VerifyCode {
-    pub const ALL: [VerifyCode; 12] = [
+    pub const ALL: [VerifyCode; 13] = [
         VerifyCode::Valid,
         VerifyCode::Malformed,
         VerifyCode::NotFound,
@@ -48,6 +50,7 @@ impl VerifyCode {
         VerifyCode::ForbiddenIp,
         VerifyCode::InsufficientPermissions,
         VerifyCode::UsageExceeded,
+        VerifyCode::Locked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +67,7 @@ impl VerifyCode {
             VerifyCode::ForbiddenIp => "FORBIDDEN_IP",
             VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
             VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
+            VerifyCode::Locked => "LOCKED",
         }
     }
 
@@ -86,6 +90,7 @@ impl VerifyCode {
             VerifyCode::ForbiddenIp => "This API key cannot be used from this IP address",
             VerifyCode::InsufficientPermissions => "Insufficient permissions",
             VerifyCode::UsageExceeded => "API key has no credits left",
+            VerifyCode::Locked => "API key is locked after too many failed attempts; re-activate it to unlock",
         }
     }
 }
@@ -151,6 +156,7 @@ pub fn decide(
     match key.state {
         KeyState::Revoked => return Decision::fixed(VerifyCode::Revoked, false),
         KeyState::Inactive => return Decision::fixed(VerifyCode::Inactive, false),
+        KeyState::Locked => return Decision::fixed(VerifyCode::Locked, false),
         KeyState::Active => {}
     }
     if key.expires_at.is_some() && key.is_expired(now()) {

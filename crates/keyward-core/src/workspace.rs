@@ -50,6 +50,33 @@ impl KeyPolicy {
     }
 }
 
+/// When wrong secrets lock a key: `threshold` wrong secrets for one key
+/// within `window_minutes` (counted across nodes) lock it until a member
+/// re-activates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    pub threshold: u32,
+    pub window_minutes: u32,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        LockoutPolicy { threshold: 10, window_minutes: 15 }
+    }
+}
+
+impl LockoutPolicy {
+    pub fn validate(self) -> Result<Self, Error> {
+        if !(1..=1000).contains(&self.threshold) {
+            return Err(Error::invalid("invalid_lockout", "lockout.threshold must be from 1 to 1000"));
+        }
+        if !(1..=1440).contains(&self.window_minutes) {
+            return Err(Error::invalid("invalid_lockout", "lockout.windowMinutes must be from 1 to 1440 (a day)"));
+        }
+        Ok(self)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
     pub id: String,
@@ -65,6 +92,7 @@ pub struct Workspace {
     pub identity_metadata: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub lockout: LockoutPolicy,
 }
 
 pub const DEFAULT_TOKEN_PREFIX: &str = "kw";
@@ -81,6 +109,7 @@ impl Workspace {
             identity_metadata: Vec::new(),
             created_at: now,
             updated_at: now,
+            lockout: LockoutPolicy::default(),
         })
     }
 }

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use chrono::DateTime;
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
-use keyward_core::key::ApiKey;
+use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_core::workspace::Workspace;
@@ -233,6 +233,9 @@ impl Verifier {
         };
         let request = Request { routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]), ..*request };
         let mut decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
+        if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
+            self.count_wrong_secret(&key, now()).await;
+        }
         // Credits are spent in the store, atomically: exact across nodes. A
         // caller authenticating to the API spends none.
         let mut credits = None;
@@ -276,6 +279,30 @@ impl Verifier {
             Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
         }
         Verification { decision, key, workspace: None, credits: None }
+    }
+
+    /// Counts a wrong secret for a known, active key (across nodes); at the
+    /// workspace's threshold the key is locked. Never fails the request:
+    /// a failure to count is logged.
+    async fn count_wrong_secret(&self, key: &CachedKey, now: chrono::DateTime<chrono::Utc>) {
+        let result = async {
+            let policy = self.workspace(&key.workspace_id).await?.lockout;
+            let window_start = now - chrono::Duration::minutes(i64::from(policy.window_minutes));
+            let failures =
+                self.store.count_failed_attempt(&key.id, window_start, now).await.map_err(crate::keys::store_error)?;
+            if failures.is_some_and(|n| n >= i64::from(policy.threshold)) {
+                let lock = keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now };
+                self.store.commit(keyward_store::Change::of(lock)).await.map_err(crate::keys::store_error)?;
+                if let Some(locked) = self.store.find_key(&key.id).await.map_err(crate::keys::store_error)? {
+                    self.cache.put(&locked);
+                }
+                tracing::warn!(key_id = %key.id, failures = ?failures, "key locked after too many wrong secrets");
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = result.await {
+            tracing::debug!(key_id = %key.id, error = %e.message, "wrong secret not counted");
+        }
     }
 
     /// The record cached under `ck`, or what `load` reads from the store

@@ -7,8 +7,8 @@ use keyward_core::key::{ApiKey, KeyDraft};
 use keyward_core::route::RouteScope;
 use keyward_core::token::Secret;
 use keyward_core::workspace::{
-    Workspace, validate_identity_metadata, validate_public_permissions, validate_routes, validate_token_prefix,
-    validate_workspace_name,
+    LockoutPolicy, Workspace, validate_identity_metadata, validate_public_permissions, validate_routes,
+    validate_token_prefix, validate_workspace_name,
 };
 use keyward_core::{Error, ErrorKind};
 use keyward_store::{Change, Store, StoreError, Write};
@@ -37,6 +37,8 @@ pub struct WorkspacePatch {
     pub routes: Option<Vec<(String, String, String)>>,
     pub public_permissions: Option<Vec<String>>,
     pub identity_metadata: Option<Vec<String>>,
+    /// (threshold, window minutes); `None` leaves each alone.
+    pub lockout: Option<(Option<u32>, Option<u32>)>,
 }
 
 pub struct WorkspaceService {
@@ -183,6 +185,13 @@ impl WorkspaceService {
         }
         if let Some(fields) = patch.identity_metadata {
             ws.identity_metadata = validate_identity_metadata(fields)?;
+        }
+        if let Some((threshold, window)) = patch.lockout {
+            ws.lockout = LockoutPolicy {
+                threshold: threshold.unwrap_or(ws.lockout.threshold),
+                window_minutes: window.unwrap_or(ws.lockout.window_minutes),
+            }
+            .validate()?;
         }
         ws.policy.validate()?;
         ws.updated_at = self.clock.now();

@@ -146,6 +146,10 @@ macro_rules! store_impl {
                         let q = q.bind(keyward_core::credits::MAX_CREDITS);
                         (q.execute(&mut *conn).await, Some(StoreError::NotFound))
                     }
+                    Write::LockKey { key_id, at } => {
+                        let q = sqlx::query(&sql.lock_key).bind($crate::sql::ms(*at)).bind(key_id);
+                        (q.execute(&mut *conn).await, None)
+                    }
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }
@@ -486,6 +490,27 @@ macro_rules! store_impl {
                 let p = &self.pools;
                 p.breaker.check()?;
                 let outcome = p.spend(key_id, cost, refill).await;
+                if p.breaker.record(&outcome) {
+                    p.start_probe();
+                }
+                outcome
+            }
+
+            async fn count_failed_attempt(
+                &self,
+                key_id: &str,
+                window_start: chrono::DateTime<chrono::Utc>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<i64>> {
+                let p = &self.pools;
+                p.breaker.check()?;
+                let outcome = sqlx::query_scalar(&p.sql.count_failure)
+                    .bind($crate::sql::ms(window_start))
+                    .bind($crate::sql::ms(now))
+                    .bind(key_id)
+                    .fetch_optional(&p.writer)
+                    .await
+                    .map_err(p.classify);
                 if p.breaker.record(&outcome) {
                     p.start_probe();
                 }

@@ -118,6 +118,11 @@ pub enum Write {
         op: CreditOp,
         value: i64,
     },
+    /// Locks an active key (too many wrong secrets); a no-op otherwise.
+    LockKey {
+        key_id: String,
+        at: DateTime<Utc>,
+    },
     /// Claims a one-time marker: [`StoreError::Conflict`] when `name` is
     /// already set (bootstrap runs once, however many nodes start at once).
     InsertMeta {
@@ -247,6 +252,16 @@ pub trait Store: Send + Sync + 'static {
     /// last refill was before that start, sets the credits to the amount.
     async fn spend_credits(&self, key_id: &str, cost: i64, refill: Option<(i64, DateTime<Utc>)>)
     -> Result<CreditSpend>;
+
+    /// Counts a wrong secret presented for an active key, in the window
+    /// that began after `window_start`; the failures counted so far
+    /// (`None`: the key is not active or does not exist). Across nodes.
+    async fn count_failed_attempt(
+        &self,
+        key_id: &str,
+        window_start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>>;
 
     /// Adds usage counts and moves `last_used_at` forward; deltas of keys
     /// deleted meanwhile are dropped.

@@ -11,7 +11,7 @@ use keyward_core::origin::{OriginPattern, parse_ip_range};
 use keyward_core::route::RouteScope;
 use keyward_core::scope::{Flags, Permission, Scope};
 use keyward_core::token::Environment;
-use keyward_core::workspace::{KeyPolicy, Workspace};
+use keyward_core::workspace::{KeyPolicy, LockoutPolicy, Workspace};
 
 use crate::{Result, StoreError, Unique};
 
@@ -50,7 +50,7 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
      credits_remaining, credits_refill";
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
-     max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata";
+     max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout";
 
 fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -86,6 +86,8 @@ pub struct Statements {
     pub credits_refill: String,
     pub credits_spend: String,
     pub credits_read: String,
+    pub count_failure: String,
+    pub lock_key: String,
     /// Tells other nodes what a write changed, delivered at commit
     /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
     pub notify: Option<String>,
@@ -126,11 +128,11 @@ impl Statements {
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
             insert_workspace: r(&format!(
                 "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-                placeholders(1, 11)
+                placeholders(1, 12)
             )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
-                 routes = $9, public_permissions = $10, identity_metadata = $11 WHERE id = $1"),
+                 routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12 WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
             get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
@@ -170,6 +172,16 @@ impl Statements {
             credits_spend: r("UPDATE api_keys SET credits_remaining = credits_remaining - $1 \
                  WHERE id = $2 AND credits_remaining >= $1 RETURNING credits_remaining"),
             credits_read: r("SELECT credits_remaining FROM api_keys WHERE id = $1"),
+            // A wrong secret for an active key: counted in the window that
+            // began with the first failure still inside it.
+            count_failure: r("UPDATE api_keys SET \
+                 failed_attempts = CASE WHEN failures_since IS NULL OR failures_since < $1 THEN 1 \
+                 ELSE failed_attempts + 1 END, \
+                 failures_since = CASE WHEN failures_since IS NULL OR failures_since < $1 THEN $2 \
+                 ELSE failures_since END \
+                 WHERE id = $3 AND state = 'active' RETURNING failed_attempts"),
+            lock_key: r("UPDATE api_keys SET state = 'locked', version = version + 1, updated_at = $1, \
+                 failed_attempts = 0, failures_since = NULL WHERE id = $2 AND state = 'active'"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
         }
@@ -230,6 +242,7 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         Write::SetCredits { key_id, .. } | Write::ChangeCredits { key_id, .. } => {
             vec![Invalidation::Key(key_id.clone())]
         }
+        Write::LockKey { key_id, .. } => vec![Invalidation::Key(key_id.clone())],
         Write::InsertMeta { .. } => Vec::new(),
     }
 }
@@ -426,6 +439,15 @@ pub struct WorkspaceRow {
     routes: String,
     public_permissions: String,
     identity_metadata: String,
+    lockout: Option<String>,
+}
+
+/// A lockout policy as stored: `{"threshold", "windowMinutes"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredLockout {
+    threshold: u32,
+    window_minutes: u32,
 }
 
 impl WorkspaceRow {
@@ -452,6 +474,13 @@ impl WorkspaceRow {
             identity_metadata: strings(&self.identity_metadata, "identity_metadata")?,
             created_at: from_ms(self.created_at)?,
             updated_at: from_ms(self.updated_at)?,
+            lockout: match self.lockout {
+                None => LockoutPolicy::default(),
+                Some(text) => {
+                    let l: StoredLockout = serde_json::from_str(&text).map_err(|_| corrupt("lockout"))?;
+                    LockoutPolicy { threshold: l.threshold, window_minutes: l.window_minutes }
+                }
+            },
         })
     }
 }
@@ -493,6 +522,7 @@ pub struct WorkspaceValues {
     pub routes: String,
     pub public_permissions: String,
     pub identity_metadata: String,
+    pub lockout: String,
 }
 
 impl WorkspaceValues {
@@ -510,6 +540,11 @@ impl WorkspaceValues {
             routes: serde_json::to_string(&routes).expect("routes serialize"),
             public_permissions: json_strings(ws.public_permissions.iter().map(ToString::to_string)),
             identity_metadata: json_strings(ws.identity_metadata.iter().cloned()),
+            lockout: serde_json::to_string(&StoredLockout {
+                threshold: ws.lockout.threshold,
+                window_minutes: ws.lockout.window_minutes,
+            })
+            .expect("a lockout policy serializes"),
         }
     }
 }
@@ -567,6 +602,7 @@ macro_rules! bind_workspace {
             .bind(&v.routes)
             .bind(&v.public_permissions)
             .bind(&v.identity_metadata)
+            .bind(&v.lockout)
     }};
 }
 pub(crate) use bind_workspace;

@@ -225,3 +225,34 @@ async fn credits_are_spent_exactly_across_nodes() {
     assert_eq!(exceeded, 280);
     drop((a, b));
 }
+
+/// Wrong secrets are counted per key across nodes: alternating between two
+/// nodes, the threshold locks the key on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_are_counted_across_nodes() {
+    let Some(db) = TestDb::new(Backend::Postgres, "cluster::wrong_secrets_are_counted").await else { return };
+    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&db.url, &hash_key, &dir_a);
+    let admin = a.admin.clone().unwrap();
+    let b = start(&db.url, &hash_key, &dir_b);
+    let http = reqwest::Client::new();
+    let patch = json!({"lockout": {"threshold": 4}});
+    call(&http, reqwest::Method::PATCH, format!("{}/v1/workspace", a.base), &admin, &patch).await;
+    let (_, key) =
+        call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &json!({"name": "k"})).await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let token_id = keyward_core::token::parse(&secret).unwrap().id.to_owned();
+    let forged = keyward_core::token::generate_with_id("kw", keyward_core::token::Environment::Live, &token_id);
+    let code = |node: &Node, token: String| {
+        let (http, url, admin) = (http.clone(), format!("{}/v1/keys/verify", node.base), admin.clone());
+        async move { call(&http, reqwest::Method::POST, url, &admin, &json!({"key": token})).await.1["code"].clone() }
+    };
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(code(node, forged.expose().to_owned()).await, "INVALID_SECRET");
+    }
+    assert_eq!(code(&a, secret.clone()).await, "LOCKED");
+    assert_eq!(code(&b, secret.clone()).await, "LOCKED");
+    drop((a, b));
+}

@@ -181,8 +181,9 @@ pub async fn list_keys(
             .state
             .as_deref()
             .map(|s| {
-                KeyState::parse(s)
-                    .ok_or_else(|| ApiError::bad_request("invalid_state", "state must be: active, inactive or revoked"))
+                KeyState::parse(s).ok_or_else(|| {
+                    ApiError::bad_request("invalid_state", "state must be: active, inactive, locked or revoked")
+                })
             })
             .transpose()?,
         key_type: q

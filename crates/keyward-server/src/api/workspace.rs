@@ -32,6 +32,8 @@ pub struct WorkspaceView {
     pub public_permissions: Vec<String>,
     /// Metadata fields forward-auth sends upstream as `X-Keyward-Meta-<Field>` headers.
     pub identity_metadata: Vec<String>,
+    /// When wrong secrets lock a key.
+    pub lockout: LockoutPatch,
     #[serde(serialize_with = "super::views::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -60,6 +62,10 @@ impl From<Workspace> for WorkspaceView {
                 .collect(),
             public_permissions: w.public_permissions.iter().map(ToString::to_string).collect(),
             identity_metadata: w.identity_metadata,
+            lockout: LockoutPatch {
+                threshold: Some(w.lockout.threshold),
+                window_minutes: Some(w.lockout.window_minutes),
+            },
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -103,6 +109,19 @@ pub struct UpdateWorkspaceRequest {
     pub public_permissions: Option<Vec<String>>,
     /// Replaces the metadata fields sent upstream by forward-auth.
     pub identity_metadata: Option<Vec<String>>,
+    /// Changes when wrong secrets lock a key (the fields given).
+    pub lockout: Option<LockoutPatch>,
+}
+
+/// Wrong secrets for one key that lock it: `threshold` (1–1000) within
+/// `windowMinutes` (1–1440), counted across nodes. Default 10 in 15.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LockoutPatch {
+    #[schema(example = 10)]
+    pub threshold: Option<u32>,
+    #[schema(example = 15)]
+    pub window_minutes: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace",
@@ -138,6 +157,7 @@ pub async fn update_workspace(
         routes: body.routes.map(|rs| rs.into_iter().map(|r| (r.method, r.path, r.permission)).collect()),
         public_permissions: body.public_permissions,
         identity_metadata: body.identity_metadata,
+        lockout: body.lockout.map(|l| (l.threshold, l.window_minutes)),
     };
     Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
 }

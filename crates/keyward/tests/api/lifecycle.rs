@@ -62,7 +62,7 @@ async fn list_paginates_and_filters() {
     assert_eq!(inactive.body["data"][0]["id"], k.as_str());
     assert_eq!(app.get("/v1/keys?type=secret").await.body["data"].as_array().unwrap().len(), 6);
     // Filters that are not filters.
-    app.get("/v1/keys?state=sleeping").await.assert_error(400, "state must be: active, inactive or revoked");
+    app.get("/v1/keys?state=sleeping").await.assert_error(400, "state must be: active, inactive, locked or revoked");
     app.get("/v1/keys?limit=0").await.assert_error(400, "limit must be between 1 and 200");
     app.get("/v1/keys?limit=abc").await.code();
     assert_eq!(app.get("/v1/keys?limit=abc").await.status, 400);

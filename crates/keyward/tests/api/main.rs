@@ -10,6 +10,7 @@ mod credits;
 mod forward_auth;
 mod import;
 mod lifecycle;
+mod lockout;
 mod nginx;
 mod ops;
 mod validation;
