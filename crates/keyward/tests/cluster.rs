@@ -37,19 +37,36 @@ where
     }
 }
 
+/// Two nodes on one fresh PostgreSQL schema (A bootstrapped it), with the
+/// admin key; `None` (after saying why) where PostgreSQL is not configured.
+struct Pair {
+    a: Node,
+    b: Node,
+    admin: String,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _db: TestDb,
+}
+
+async fn two_nodes(test: &str) -> Option<Pair> {
+    let db = TestDb::new(Backend::Postgres, test).await?;
+    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(&db.url, &hash_key, &dirs.0);
+    let admin = a.admin.clone().expect("the first node bootstrapped");
+    let b = start(&db.url, &hash_key, &dirs.1);
+    assert!(b.admin.is_none(), "the second node found the workspace and created none");
+    Some(Pair { a, b, admin, _dirs: dirs, _db: db })
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
-    let Some(db) = TestDb::new(Backend::Postgres, "cluster::revocations_reach_other_nodes").await else { return };
-    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&db.url, &hash_key, &dir_a);
-    let admin = a.admin.clone().expect("the first node bootstrapped");
-    let b = start(&db.url, &hash_key, &dir_b);
-    assert!(b.admin.is_none(), "the second node found the workspace and created none");
+    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::revocations_reach_other_nodes").await else {
+        return;
+    };
     let http = reqwest::Client::new();
     let post = reqwest::Method::POST;
 
@@ -186,12 +203,7 @@ async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
 /// credits through two nodes get exactly 1,000 VALID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_are_spent_exactly_across_nodes() {
-    let Some(db) = TestDb::new(Backend::Postgres, "cluster::credits_are_spent_exactly").await else { return };
-    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&db.url, &hash_key, &dir_a);
-    let admin = a.admin.clone().unwrap();
-    let b = start(&db.url, &hash_key, &dir_b);
+    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::credits_are_spent_exactly").await else { return };
     let http = reqwest::Client::new();
     let body = json!({"name": "metered", "credits": {"remaining": 1000}});
     let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
@@ -230,12 +242,7 @@ async fn credits_are_spent_exactly_across_nodes() {
 /// nodes, the threshold locks the key on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_are_counted_across_nodes() {
-    let Some(db) = TestDb::new(Backend::Postgres, "cluster::wrong_secrets_are_counted").await else { return };
-    let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&db.url, &hash_key, &dir_a);
-    let admin = a.admin.clone().unwrap();
-    let b = start(&db.url, &hash_key, &dir_b);
+    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::wrong_secrets_are_counted").await else { return };
     let http = reqwest::Client::new();
     let patch = json!({"lockout": {"threshold": 4}});
     call(&http, reqwest::Method::PATCH, format!("{}/v1/workspace", a.base), &admin, &patch).await;
