@@ -18,6 +18,7 @@ pub mod keys;
 pub mod principal;
 pub mod startup;
 pub mod telemetry;
+pub mod throttle;
 pub mod usage;
 pub mod verifier;
 pub mod workspaces;

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub forward_auth_listen: Option<SocketAddr>,
     /// Where time comes from (tests pass a manual clock).
     pub clock: Arc<dyn Clock>,
+    /// Failed authentications per client address per minute before that
+    /// address is refused (429) for the rest of the minute; 0: no limit.
+    pub ip_failure_limit: u32,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +55,7 @@ impl Default for ServerConfig {
             forward_auth: ForwardAuthConfig::default(),
             forward_auth_listen: None,
             clock: Arc::new(SystemClock),
+            ip_failure_limit: 50,
         }
     }
 }
@@ -88,7 +92,7 @@ impl Services {
             usage.clone(),
             clock.clone(),
         );
-        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone()));
+        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone(), config.ip_failure_limit));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone()));
         let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), clock));

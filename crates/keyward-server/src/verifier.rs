@@ -26,6 +26,7 @@ use metrics::{Counter, Histogram};
 
 use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 use crate::clock::Clock;
+use crate::throttle::IpThrottle;
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
@@ -91,6 +92,7 @@ pub struct Verifier {
     import_prefixes: RwLock<Arc<Vec<String>>>,
     metrics: VerifyMetrics,
     clock: Arc<dyn Clock>,
+    throttle: IpThrottle,
 }
 
 enum Found {
@@ -99,8 +101,15 @@ enum Found {
 }
 
 impl Verifier {
-    pub fn new(store: Arc<dyn Store>, hasher: SecretHasher, cache: KeyCache, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hasher: SecretHasher,
+        cache: KeyCache,
+        clock: Arc<dyn Clock>,
+        ip_failure_limit: u32,
+    ) -> Self {
         Verifier {
+            throttle: IpThrottle::new(ip_failure_limit, clock.clone()),
             clock,
             store,
             hasher,
@@ -114,6 +123,11 @@ impl Verifier {
 
     pub fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    /// Failed authentication per client address.
+    pub fn throttle(&self) -> &IpThrottle {
+        &self.throttle
     }
 
     pub fn clock(&self) -> &dyn Clock {

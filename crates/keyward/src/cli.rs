@@ -78,7 +78,7 @@ pub struct StorageArgs {
     /// TOML configuration file (keys: listen, database_url,
     /// database_pool_size, data_dir, hash_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
-    /// cache_max_age_ms, max_body_bytes, forward_auth_listen,
+    /// cache_max_age_ms, ip_failure_limit, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -136,6 +136,11 @@ pub struct ServeArgs {
     /// bounds staleness on a cluster if change notices are lost. Default: 60000
     #[arg(long, env = "KEYWARD_CACHE_MAX_AGE_MS", value_name = "MS")]
     pub cache_max_age_ms: Option<u64>,
+    /// Failed authentications from one client address per minute before
+    /// that address is refused (429) for the rest of the minute; 0: no limit.
+    /// Default: 50
+    #[arg(long, env = "KEYWARD_IP_FAILURE_LIMIT", value_name = "N")]
+    pub ip_failure_limit: Option<u32>,
     /// Largest accepted request body, in bytes. Default: 65536
     #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

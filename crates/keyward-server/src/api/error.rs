@@ -32,6 +32,16 @@ impl ApiError {
         ApiError { status, code, message: message.into(), retry_after: None }
     }
 
+    /// The answer to an address over its failed-authentication limit.
+    pub fn too_many_failures(retry_after: u64) -> Self {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "Too many failed authentications from this address; retry later",
+        )
+        .retry_after(retry_after)
+    }
+
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self

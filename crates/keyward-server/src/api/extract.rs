@@ -233,6 +233,15 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // The caller's address (behind a trusted proxy, the client's).
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| super::forward_auth::client_ip(c.0.ip(), &parts.headers, &state.forward_auth.trusted_proxies));
+        let throttle = state.verifier.throttle();
+        if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
+            return Err(ApiError::too_many_failures(wait));
+        }
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -240,7 +249,13 @@ impl FromRequestParts<AppState> for Principal {
                 "Authentication required: send Authorization: Bearer <API key>",
             )
         })?;
-        Ok(Principal::authenticate(&state.verifier, token).await?)
+        let principal = Principal::authenticate(&state.verifier, token).await;
+        if let (Err(e), Some(ip)) = (&principal, ip)
+            && e.kind == keyward_core::ErrorKind::Unauthenticated
+        {
+            throttle.failed(ip);
+        }
+        Ok(principal?)
     }
 }
 

@@ -114,7 +114,7 @@ fn presented_key(headers: &HeaderMap, query: Option<&str>, config: &ForwardAuthC
 
 /// The client address: the peer, or, when the peer is a trusted proxy, the
 /// last untrusted address of `X-Forwarded-For` (else `X-Real-IP`).
-fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -195,7 +195,8 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
         (status = 403, description = "Key not allowed for this route, origin, address or resource; or the \
             gateway's key lacks keys:verify (body as for 400)"),
         (status = 429, description = "The key has no credits left (usage_exceeded; Retry-After: the next \
-            refill, when it has one; body as for 400)"),
+            refill, when it has one), or the client's address failed authentication too often this minute \
+            (too_many_failures; Retry-After); body as for 400"),
     ))]
 pub async fn authorize(
     State(state): State<AppState>,
@@ -214,6 +215,13 @@ pub async fn authorize(
         Ok(identity) => (StatusCode::OK, identity).into_response(),
         Err(e) => {
             let code = HeaderValue::from_static(e.code);
+            let mut e = e;
+            // nginx's auth_request passes on only 401 and 403 (anything else
+            // becomes a 500): to nginx, a 429 is a 403 that keeps its code
+            // and Retry-After for the recipe to map back.
+            if headers_only && e.status == StatusCode::TOO_MANY_REQUESTS {
+                e.status = StatusCode::FORBIDDEN;
+            }
             let mut response = e.into_response();
             response.headers_mut().insert(ERROR_HEADER, code);
             if headers_only {
@@ -224,6 +232,12 @@ pub async fn authorize(
             response
         }
     }
+}
+
+/// Codes that count as a failed authentication of the client's address:
+/// the key is not one, or not the right one.
+pub(crate) fn is_authentication_failure(code: VerifyCode) -> bool {
+    matches!(code, VerifyCode::Malformed | VerifyCode::NotFound | VerifyCode::InvalidSecret | VerifyCode::Locked)
 }
 
 /// The header naming a denial's code (`invalid_api_key`, …).
@@ -260,14 +274,17 @@ async fn decide_forward_auth(
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_required", "API key required"));
     };
     let origin = header_str(headers, "origin").or_else(|| header_str(headers, header::REFERER.as_str()));
-    let request = Request {
-        method: Some(&original_method),
-        path: Some(path),
-        origin,
-        ip: Some(client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies)),
-        ..Request::default()
-    };
+    let client = client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies);
+    let throttle = state.verifier.throttle();
+    if let Some(wait) = throttle.retry_after(client) {
+        return Err(ApiError::too_many_failures(wait));
+    }
+    let request =
+        Request { method: Some(&original_method), path: Some(path), origin, ip: Some(client), ..Request::default() };
     let v = state.verifier.verify(&token, &request, workspace.as_deref()).await?;
+    if is_authentication_failure(v.decision.code) {
+        throttle.failed(client);
+    }
     if !v.decision.is_valid() {
         let refused = refusal(v.decision.code, &v.decision.message);
         // Out of credits: try again after the next refill, if there is one.

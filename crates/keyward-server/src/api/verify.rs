@@ -90,6 +90,8 @@ fn is_method(m: &str) -> bool {
         (status = 400, description = "Malformed permission, resource or method", body = ErrorBody),
         (status = 401, description = "The caller's own key is missing or invalid", body = ErrorBody),
         (status = 403, description = "The caller lacks keys:verify", body = ErrorBody),
+        (status = 429, description = "`ip` (or the caller's address) failed authentication too often this minute \
+            (too_many_failures; Retry-After)", body = ErrorBody),
     ))]
 pub async fn verify_key(
     State(state): State<AppState>,
@@ -132,6 +134,11 @@ pub async fn verify_key(
                 .map_err(|_| ApiError::bad_request("invalid_ip", "ip must be an IPv4 or IPv6 address"))
         })
         .transpose()?;
+    // The end client's address, when given, is limited in failures too.
+    let throttle = state.verifier.throttle();
+    if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
+        return Err(ApiError::too_many_failures(wait));
+    }
     let request = Request {
         permission: permission.as_ref(),
         resource: body.resource.as_deref(),
@@ -143,6 +150,11 @@ pub async fn verify_key(
         cost: body.cost,
     };
     let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
+    if let Some(ip) = ip
+        && super::forward_auth::is_authentication_failure(v.decision.code)
+    {
+        throttle.failed(ip);
+    }
     let key = v.key.as_deref();
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),

@@ -55,4 +55,59 @@ async fn bad_lockout_settings_are_refused() {
     app.stop().await;
 }
 
-backend_tests!(wrong_secrets_lock_a_key_until_it_is_reactivated, bad_lockout_settings_are_refused);
+async fn an_address_that_keeps_failing_is_refused_for_the_minute() {
+    let app = spawn_app().await;
+    // Callers of the API: 50 failed authentications from this address…
+    for _ in 0..50 {
+        app.call(Method::GET, "/v1/keys", Some("kw_live_nope"), None).await.assert_error(401, "Invalid API key");
+    }
+    // … and then even the right key is refused until the minute is over.
+    let r = app.get("/v1/keys").await;
+    assert_eq!((r.status.as_u16(), r.code()), (429, "too_many_failures"));
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    app.clock.advance(Duration::from_secs(60));
+    assert_eq!(app.get("/v1/keys").await.status, 200);
+
+    // The end client's address given to verify.
+    for _ in 0..50 {
+        let v = app.verify("kw_live_nope", json!({"ip": "203.0.113.9"})).await;
+        assert_eq!(v["code"], "MALFORMED");
+    }
+    let r = app.post("/v1/keys/verify", json!({"key": "kw_live_nope", "ip": "203.0.113.9"})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (429, "too_many_failures"));
+    assert_eq!(app.verify("kw_live_nope", json!({"ip": "203.0.113.10"})).await["code"], "MALFORMED", "another address");
+
+    // Forward-auth: the forwarded client address.
+    let key = app.create_key(json!({"scopes": ["*"]})).await;
+    let authorize = |token: String, nginx: bool| {
+        let url = format!("http://{}/v1/authorize", app.forward_auth_addr);
+        async move {
+            let uri_header = if nginx { "x-original-uri" } else { "x-forwarded-uri" };
+            reqwest::Client::new()
+                .get(url)
+                .header(uri_header, "/api/x")
+                .header("x-forwarded-for", "198.51.100.7")
+                .header("x-api-key", token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..50 {
+        assert_eq!(authorize("kw_live_nope".into(), false).await.status(), 401);
+    }
+    let r = authorize(key.secret.clone(), false).await;
+    assert_eq!((r.status().as_u16(), r.headers()["x-keyward-error"].to_str().unwrap()), (429, "too_many_failures"));
+    assert!(r.headers().contains_key("retry-after"));
+    // nginx passes on only 401 and 403: a 403 with the same code.
+    let r = authorize(key.secret.clone(), true).await;
+    assert_eq!((r.status().as_u16(), r.headers()["x-keyward-error"].to_str().unwrap()), (403, "too_many_failures"));
+    app.stop().await;
+}
+
+backend_tests!(
+    wrong_secrets_lock_a_key_until_it_is_reactivated,
+    bad_lockout_settings_are_refused,
+    an_address_that_keeps_failing_is_refused_for_the_minute
+);
