@@ -135,6 +135,21 @@ async fn nginx_auth_request_protects_an_api() {
         assert!(after <= before + 2, "connections to keyward were closed: {before} -> {after} in TIME_WAIT");
     }
 
+    // No credits left: keyward tells nginx 403 + usage_exceeded, the recipe
+    // answers the client 429 with Retry-After.
+    let metered = app
+        .create_key(
+            json!({"scopes": ["tags:read"], "credits": {"remaining": 1, "refill": {"interval": "daily", "amount": 1}}}),
+        )
+        .await;
+    assert_eq!(send(reqwest::Method::GET, "/api/v2/tags/1", Some(&metered.secret)).await.unwrap().status(), 200);
+    let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&metered.secret)).await.unwrap();
+    assert_eq!(resp.status(), 429, "out of credits");
+    assert_eq!(resp.headers()["x-keyward-error"], "usage_exceeded");
+    assert!(resp.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let resp = send(reqwest::Method::GET, "/api/v2/campaigns/1", Some(&client.secret)).await.unwrap();
+    assert_eq!(resp.status(), 403, "other refusals stay 403");
+
     app.post_empty(&format!("/v1/keys/{}/revoke", client.id)).await;
     let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&client.secret)).await.unwrap();
     assert_eq!(resp.status(), 401, "revoked: refused from the next request on");
