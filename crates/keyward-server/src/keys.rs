@@ -74,6 +74,19 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
 }
 
+/// What an edit of a key did: nothing, or changed it (with further writes
+/// that commit with it).
+enum Edit {
+    Unchanged,
+    Changed(Vec<Write>),
+}
+
+impl Edit {
+    fn when(changed: bool) -> Self {
+        if changed { Edit::Changed(Vec::new()) } else { Edit::Unchanged }
+    }
+}
+
 fn check_if_match(key: &ApiKey, if_match: Option<i64>) -> Result<(), Error> {
     match if_match {
         Some(v) if v != key.version => Err(Error::new(
@@ -171,14 +184,15 @@ impl KeyService {
         workspace_id: &str,
         id: &str,
         if_match: Option<i64>,
-        change: impl FnOnce(&mut ApiKey) -> Result<bool, Error>,
+        change: impl FnOnce(&mut ApiKey) -> Result<Edit, Error>,
     ) -> Result<ApiKey, Error> {
         let mut key = self.load(workspace_id, id).await?;
         check_if_match(&key, if_match)?;
         let expected = key.version;
-        if change(&mut key)? {
-            let write = Write::UpdateKey { key: key.clone(), expected_version: expected };
-            self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        if let Edit::Changed(also) = change(&mut key)? {
+            let mut commit = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
+            commit.writes.extend(also);
+            self.store.commit(commit).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
         Ok(key)
@@ -192,25 +206,22 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
-        let mut key = self.load(&ws.id, id).await?;
-        check_if_match(&key, if_match)?;
-        let expected = key.version;
-        let sets_credits = patch.credits.is_some();
-        key.apply(patch, &ws, self.clock.now())?;
-        // The settings and, when given, the credits: one transaction. Other
-        // edits never write the credits (a concurrent spend would be lost).
-        let mut change = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
-        if sets_credits {
-            change.push(Write::SetCredits {
+        let now = self.clock.now();
+        self.mutate(&ws.id, id, if_match, |k| {
+            let sets_credits = patch.credits.is_some();
+            k.apply(patch, &ws, now)?;
+            // The settings and, when given, the credits: one transaction.
+            // Other edits never write the credits (a concurrent spend would
+            // be lost).
+            let credits = sets_credits.then(|| Write::SetCredits {
                 workspace_id: ws.id.clone(),
-                key_id: key.id.to_string(),
-                credits: key.credits,
-                at: self.clock.now(),
+                key_id: k.id.to_string(),
+                credits: k.credits,
+                at: now,
             });
-        }
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.cache().put(&key);
-        Ok(key)
+            Ok(Edit::Changed(credits.into_iter().collect()))
+        })
+        .await
     }
 
     /// Sets, raises or lowers the remaining credits of a key that has
@@ -232,17 +243,17 @@ impl KeyService {
 
     pub async fn deactivate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| k.deactivate(self.clock.now())).await
+        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.deactivate(self.clock.now())?))).await
     }
 
     pub async fn activate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| k.activate(self.clock.now())).await
+        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.activate(self.clock.now())?))).await
     }
 
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| Ok(k.revoke(self.clock.now()))).await
+        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.revoke(self.clock.now())))).await
     }
 
     pub async fn roll(&self, who: &Principal, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
@@ -263,7 +274,7 @@ impl KeyService {
                 k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
                 fresh = Some(secret);
-                Ok(true)
+                Ok(Edit::Changed(Vec::new()))
             })
             .await?;
         Ok((key, fresh.expect("a successful roll made a secret")))

@@ -66,18 +66,16 @@ pub struct Pools<DB: sqlx::Database> {
 /// pooled connection that died with a database restart): reads are safe to
 /// repeat.
 macro_rules! read_retry {
-    ($pools:expr, $attempt:expr) => {{
-        $pools.breaker.check()?;
-        let first = $attempt.await.map_err($pools.classify);
-        let outcome = match first {
-            Err($crate::StoreError::Unavailable(_)) => $attempt.await.map_err($pools.classify),
-            other => other,
-        };
-        if $pools.breaker.record(&outcome) {
-            $pools.start_probe();
-        }
-        outcome
-    }};
+    ($pools:expr, $attempt:expr) => {
+        $pools
+            .guarded(async {
+                match $attempt.await.map_err($pools.classify) {
+                    Err($crate::StoreError::Unavailable(_)) => $attempt.await.map_err($pools.classify),
+                    other => other,
+                }
+            })
+            .await
+    };
 }
 pub(crate) use read_retry;
 
@@ -219,12 +217,7 @@ macro_rules! store_impl {
         #[async_trait::async_trait]
         impl $crate::group::CommitGroup for $crate::backend::Pools<$db> {
             async fn commit_group(&self, changes: &[$crate::Change]) -> $crate::Result<Vec<$crate::Result<()>>> {
-                self.breaker.check()?;
-                let outcome = self.commit_group_once_more(changes).await;
-                if self.breaker.record(&outcome) {
-                    self.start_probe();
-                }
-                outcome
+                self.guarded(self.commit_group_once_more(changes)).await
             }
         }
 
@@ -245,6 +238,20 @@ macro_rules! store_impl {
         }
 
         impl $crate::backend::Pools<$db> {
+            /// Runs `work` behind the breaker: at once refused while the
+            /// database is known to be down; a lost connection opens it.
+            async fn guarded<T>(
+                &self,
+                work: impl std::future::Future<Output = $crate::Result<T>>,
+            ) -> $crate::Result<T> {
+                self.breaker.check()?;
+                let outcome = work.await;
+                if self.breaker.record(&outcome) {
+                    self.start_probe();
+                }
+                outcome
+            }
+
             /// Probes in the background until the database answers, then
             /// closes the breaker.
             fn start_probe(&self) {
@@ -487,13 +494,7 @@ macro_rules! store_impl {
                 cost: i64,
                 refill: Option<(i64, chrono::DateTime<chrono::Utc>)>,
             ) -> $crate::Result<$crate::CreditSpend> {
-                let p = &self.pools;
-                p.breaker.check()?;
-                let outcome = p.spend(key_id, cost, refill).await;
-                if p.breaker.record(&outcome) {
-                    p.start_probe();
-                }
-                outcome
+                self.pools.guarded(self.pools.spend(key_id, cost, refill)).await
             }
 
             async fn count_failed_attempt(
@@ -503,31 +504,19 @@ macro_rules! store_impl {
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<Option<i64>> {
                 let p = &self.pools;
-                p.breaker.check()?;
-                let outcome = sqlx::query_scalar(&p.sql.count_failure)
+                let count = sqlx::query_scalar(&p.sql.count_failure)
                     .bind($crate::sql::ms(window_start))
                     .bind($crate::sql::ms(now))
                     .bind(key_id)
-                    .fetch_optional(&p.writer)
-                    .await
-                    .map_err(p.classify);
-                if p.breaker.record(&outcome) {
-                    p.start_probe();
-                }
-                outcome
+                    .fetch_optional(&p.writer);
+                p.guarded(async { count.await.map_err(p.classify) }).await
             }
 
             async fn record_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {
                 if deltas.is_empty() {
                     return Ok(());
                 }
-                let p = &self.pools;
-                p.breaker.check()?;
-                let outcome = p.flush_usage(deltas).await;
-                if p.breaker.record(&outcome) {
-                    p.start_probe();
-                }
-                outcome
+                self.pools.guarded(self.pools.flush_usage(deltas)).await
             }
 
             async fn key_usage(
