@@ -175,7 +175,8 @@ async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
         }))
         .await
         .unwrap();
-    let now = Utc::now();
+    // Noon, so that 30 seconds earlier is the same day whenever this runs.
+    let now = Utc::now().date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
     let delta = |k: &ApiKey, count, at: chrono::DateTime<Utc>| UsageDelta {
         key_id: k.id.clone(),
         day: at.date_naive(),
