@@ -129,6 +129,17 @@ pub struct ApiKey {
     pub version: i64,
     /// Uses left and their refill, for keys sold by the request.
     pub credits: Option<crate::credits::Credits>,
+    /// Named rate limits of this key alone.
+    pub ratelimits: Vec<crate::ratelimit::RateLimit>,
+    /// The identity (customer) whose shared limits also apply.
+    pub identity: Option<KeyIdentity>,
+}
+
+/// The identity a key belongs to: its id and the caller's external id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIdentity {
+    pub id: String,
+    pub external_id: String,
 }
 
 impl ApiKey {
@@ -263,6 +274,13 @@ impl ApiKey {
         if let Some(credits) = patch.credits {
             next.credits = credits;
         }
+        if let Some(limits) = patch.ratelimits {
+            crate::ratelimit::validate("ratelimits", &limits)?;
+            next.ratelimits = limits;
+        }
+        if let Some(identity) = patch.identity {
+            next.identity = identity;
+        }
         if let Some(expires_at) = patch.expires_at {
             next.expires_at = shorten_expiry(self.expires_at, expires_at, &workspace.policy, now)?;
         }
@@ -291,6 +309,13 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// `Some(None)` removes the key's credits (unlimited uses). Checked.
     pub credits: Option<Option<crate::credits::Credits>>,
+    /// Replaces the key's own rate limits. Checked.
+    pub ratelimits: Option<Vec<crate::ratelimit::RateLimit>>,
+    /// `Some(None)` detaches the key from its identity (set by the service
+    /// from `external_id`).
+    pub identity: Option<Option<KeyIdentity>>,
+    /// `Some(None)` leaves the identity; resolved by the service.
+    pub external_id: Option<Option<String>>,
 }
 
 /// Everything a caller may set when creating (or importing) a key.
@@ -311,6 +336,10 @@ pub struct KeyDraft {
     pub metadata: Option<Value>,
     /// Checked ([`crate::credits::Credits::validate`]).
     pub credits: Option<crate::credits::Credits>,
+    pub ratelimits: Vec<crate::ratelimit::RateLimit>,
+    /// The identity (customer) the key belongs to, by the caller's id;
+    /// resolved by the service (which may create the identity).
+    pub external_id: Option<String>,
 }
 
 /// A draft that passed every rule.
@@ -328,6 +357,8 @@ pub struct ValidDraft {
     pub expires_at: Option<DateTime<Utc>>,
     pub metadata: Value,
     pub credits: Option<crate::credits::Credits>,
+    pub ratelimits: Vec<crate::ratelimit::RateLimit>,
+    pub identity: Option<KeyIdentity>,
 }
 
 impl KeyDraft {
@@ -345,6 +376,11 @@ impl KeyDraft {
             expires_at: resolve_expiry(self.expires_at, self.expires_in_days, &workspace.policy, now)?,
             metadata: validate_metadata(self.metadata.unwrap_or_else(|| Value::Object(Default::default())))?,
             credits: self.credits,
+            ratelimits: {
+                crate::ratelimit::validate("ratelimits", &self.ratelimits)?;
+                self.ratelimits
+            },
+            identity: None,
         };
         check_publishable(draft.key_type, &draft.scopes, draft.flags, &draft.allowed_origins, workspace)?;
         Ok(draft)
@@ -387,6 +423,8 @@ impl ValidDraft {
             revoked_at: None,
             version: 1,
             credits: self.credits,
+            ratelimits: self.ratelimits,
+            identity: self.identity,
         }
     }
 }
@@ -408,6 +446,8 @@ impl ApiKey {
             metadata: self.metadata.clone(),
             // A clone starts with the source's credits as they stand.
             credits: self.credits,
+            ratelimits: self.ratelimits.clone(),
+            identity: self.identity.clone(),
         }
     }
 }

@@ -22,9 +22,11 @@
 pub mod credits;
 pub mod error;
 pub mod hash;
+pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod origin;
+pub mod ratelimit;
 pub mod route;
 pub mod scope;
 pub mod token;

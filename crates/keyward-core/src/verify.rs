@@ -34,10 +34,12 @@ pub enum VerifyCode {
     UsageExceeded,
     /// Too many wrong secrets locked the key until a member re-activates it.
     Locked,
+    /// A rate limit of the key or its identity is used up for now.
+    RateLimited,
 }
 
 impl VerifyCode {
-    pub const ALL: [VerifyCode; 13] = [
+    pub const ALL: [VerifyCode; 14] = [
         VerifyCode::Valid,
         VerifyCode::Malformed,
         VerifyCode::NotFound,
@@ -51,6 +53,7 @@ impl VerifyCode {
         VerifyCode::InsufficientPermissions,
         VerifyCode::UsageExceeded,
         VerifyCode::Locked,
+        VerifyCode::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +71,7 @@ impl VerifyCode {
             VerifyCode::InsufficientPermissions => "INSUFFICIENT_PERMISSIONS",
             VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
             VerifyCode::Locked => "LOCKED",
+            VerifyCode::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -91,6 +95,7 @@ impl VerifyCode {
             VerifyCode::InsufficientPermissions => "Insufficient permissions",
             VerifyCode::UsageExceeded => "API key has no credits left",
             VerifyCode::Locked => "API key is locked after too many failed attempts; re-activate it to unlock",
+            VerifyCode::RateLimited => "Rate limit exceeded",
         }
     }
 }
@@ -114,6 +119,8 @@ pub struct Request<'a> {
     pub ip: Option<IpAddr>,
     /// Credits a valid verification spends (keys with credits); `None`: 1.
     pub cost: Option<u32>,
+    /// Named rate limits the request spends, besides the auto-applied ones.
+    pub ratelimits: &'a [crate::ratelimit::LimitRequest],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,6 +228,10 @@ pub fn decide(
 /// The key is good for the request but has no credits left for it.
 pub fn usage_exceeded() -> Decision {
     Decision::fixed(VerifyCode::UsageExceeded, true)
+}
+
+pub fn rate_limited() -> Decision {
+    Decision::fixed(VerifyCode::RateLimited, true)
 }
 
 pub fn without_key(code: VerifyCode) -> Decision {

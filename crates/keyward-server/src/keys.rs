@@ -15,6 +15,7 @@ use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
 use crate::clock::Clock;
+use crate::identities::{IdentityService, is_identity_race};
 use crate::principal::Principal;
 use crate::verifier::Verifier;
 
@@ -33,7 +34,14 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::ImportedSecret) => {
             Error::conflict("duplicate_key", "This key has already been imported")
         }
+        StoreError::Conflict(Unique::IdentityExternalId) => {
+            Error::conflict("duplicate_external_id", "An identity with this externalId already exists")
+        }
         StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
+        StoreError::InUse => Error::conflict(
+            "identity_in_use",
+            "Live keys belong to this identity; revoke or delete them (or move them) first",
+        ),
         StoreError::VersionMismatch => Error::conflict(
             "concurrent_modification",
             "The API key was changed by another request; read it again and retry",
@@ -132,6 +140,37 @@ impl KeyService {
         Ok(())
     }
 
+    /// Inserts the key `make` builds, as a member of the identity
+    /// `external_id` names (created with it when new; a concurrent creation
+    /// of the same identity is resolved by trying once more).
+    async fn insert_for<T>(
+        &self,
+        ws: &Workspace,
+        external_id: Option<&str>,
+        mut make: impl FnMut() -> Result<(ApiKey, T), Error>,
+    ) -> Result<(ApiKey, T), Error> {
+        let mut attempt = 0;
+        loop {
+            let (mut key, extra) = make()?;
+            let mut change = Change::new();
+            if let Some(external_id) = external_id {
+                let (identity, insert) =
+                    IdentityService::resolve(self.store.as_ref(), &ws.id, external_id, self.clock.now()).await?;
+                key.identity = Some(identity);
+                change.writes.extend(insert);
+            }
+            change.push(Self::insert_write(ws, &key));
+            match self.store.commit(change).await.map_err(store_error) {
+                Err(e) if attempt == 0 && is_identity_race(&e) => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.verifier.cache().put(&key);
+                    return Ok((key, extra));
+                }
+            }
+        }
+    }
+
     /// The write that inserts `key` within `ws`'s key limit.
     pub fn insert_write(ws: &Workspace, key: &ApiKey) -> Write {
         Write::InsertKey { key: key.clone(), max_live_keys: ws.policy.max_keys }
@@ -157,11 +196,11 @@ impl KeyService {
         (key, secret)
     }
 
-    pub async fn create(&self, who: &Principal, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
+    pub async fn create(&self, who: &Principal, mut draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
-        let (key, secret) = self.prepare(&ws, draft)?;
-        self.insert(&ws, &key).await?;
-        Ok((key, secret))
+        let external_id = draft.external_id.take();
+        let valid = draft.validate(&ws, self.clock.now())?;
+        self.insert_for(&ws, external_id.as_deref(), || Ok(self.new_native(&ws, valid.clone()))).await
     }
 
     pub async fn get(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
@@ -190,8 +229,12 @@ impl KeyService {
         check_if_match(&key, if_match)?;
         let expected = key.version;
         if let Edit::Changed(also) = change(&mut key)? {
-            let mut commit = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
-            commit.writes.extend(also);
+            // An identity the key joins is created first (the key names it).
+            let (mut writes, after): (Vec<_>, Vec<_>) =
+                also.into_iter().partition(|w| matches!(w, Write::InsertIdentity(_)));
+            writes.push(Write::UpdateKey { key: key.clone(), expected_version: expected });
+            writes.extend(after);
+            let commit = Change { writes };
             self.store.commit(commit).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
@@ -207,6 +250,20 @@ impl KeyService {
     ) -> Result<ApiKey, Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
         let now = self.clock.now();
+        // Joining an identity by its external id (created when new).
+        let mut patch = patch;
+        let mut new_identity = None;
+        if let Some(external_id) = patch.external_id.take() {
+            patch.identity = Some(match external_id {
+                Some(external_id) => {
+                    let (identity, insert) =
+                        IdentityService::resolve(self.store.as_ref(), &ws.id, &external_id, now).await?;
+                    new_identity = insert;
+                    Some(identity)
+                }
+                None => None,
+            });
+        }
         self.mutate(&ws.id, id, if_match, |k| {
             let sets_credits = patch.credits.is_some();
             k.apply(patch, &ws, now)?;
@@ -219,7 +276,7 @@ impl KeyService {
                 credits: k.credits,
                 at: now,
             });
-            Ok(Edit::Changed(credits.into_iter().collect()))
+            Ok(Edit::Changed(credits.into_iter().chain(new_identity).collect()))
         })
         .await
     }
@@ -323,9 +380,10 @@ impl KeyService {
         Ok(key)
     }
 
-    pub async fn import(&self, who: &Principal, import: ImportDraft) -> Result<ApiKey, Error> {
+    pub async fn import(&self, who: &Principal, mut import: ImportDraft) -> Result<ApiKey, Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let now = self.clock.now();
+        let external_id = import.draft.external_id.take();
         let valid = import.draft.validate(ws, now)?;
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
@@ -398,7 +456,7 @@ impl KeyService {
         let mut key = valid.into_key(id, &ws.id, masked, secret, now);
         key.legacy = import.legacy;
         key.lookup_prefix = lookup_prefix;
-        self.insert(ws, &key).await?;
+        let (key, ()) = self.insert_for(ws, external_id.as_deref(), || Ok((key.clone(), ()))).await?;
         if key.lookup_prefix.is_some() {
             self.verifier.refresh_import_prefixes().await?;
         }

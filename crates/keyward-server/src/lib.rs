@@ -14,8 +14,10 @@
 pub mod api;
 pub mod cache;
 pub mod clock;
+pub mod identities;
 pub mod keys;
 pub mod principal;
+pub mod ratelimit;
 pub mod startup;
 pub mod telemetry;
 pub mod throttle;

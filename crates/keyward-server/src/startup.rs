@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Failed authentications per client address per minute before that
     /// address is refused (429) for the rest of the minute; 0: no limit.
     pub ip_failure_limit: u32,
+    /// Redis shared by every node for exact rate limits; without it each
+    /// node limits on its own.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             forward_auth_listen: None,
             clock: Arc::new(SystemClock),
             ip_failure_limit: 50,
+            redis_url: None,
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct Services {
     pub verifier: Arc<Verifier>,
     pub keys: Arc<KeyService>,
     pub workspaces: Arc<WorkspaceService>,
+    pub identities: Arc<crate::identities::IdentityService>,
     pub usage: Arc<UsageRecorder>,
 }
 
@@ -92,11 +97,18 @@ impl Services {
             usage.clone(),
             clock.clone(),
         );
-        let verifier = Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone(), config.ip_failure_limit));
+        let limiter = match &config.redis_url {
+            Some(url) => crate::ratelimit::Limiter::with_redis(url).await.map_err(|e| anyhow::anyhow!("{e}"))?,
+            None => crate::ratelimit::Limiter::local(),
+        };
+        let verifier =
+            Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone(), config.ip_failure_limit, limiter));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone()));
+        let identities =
+            Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
         let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), clock));
-        Ok(Services { store, verifier, keys, workspaces, usage })
+        Ok(Services { store, verifier, keys, workspaces, identities, usage })
     }
 }
 
@@ -137,10 +149,11 @@ impl Application {
     /// Serves until `shutdown` completes, then drains connections and
     /// flushes pending usage counts.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Services { store, verifier, keys, workspaces, usage } = self.services;
+        let Services { store, verifier, keys, workspaces, identities, usage } = self.services;
         let state = AppState {
             keys,
             workspaces,
+            identities,
             verifier,
             store: store.clone(),
             metrics: crate::telemetry::prometheus(),

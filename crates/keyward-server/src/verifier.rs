@@ -5,8 +5,11 @@
 //! 2. Find the record: cache hit (no IO), known-absent (no IO), or one store
 //!    read whose result is cached.
 //! 3. Decide ([`keyward_core::verify::decide`]).
-//! 4. A valid answer for a key with credits spends them in the store (the
-//!    one write here: credits must be exact across nodes).
+//! 4. A valid answer spends the rate limits it is subject to (the key's and
+//!    its identity's; [`crate::ratelimit`]), all or none; then, for a key
+//!    with credits, its credits in the store (the one write here: credits
+//!    must be exact across nodes). Refused for credits, it gives the limits
+//!    back: a refused request spends nothing.
 //! 5. Count the use in the key's in-memory cell ([`crate::usage`]).
 
 use std::collections::HashSet;
@@ -17,7 +20,9 @@ use std::time::SystemTime;
 use chrono::DateTime;
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
+use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
+use keyward_core::ratelimit::{LimitRequest, LimitState};
 use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_core::workspace::Workspace;
@@ -26,6 +31,7 @@ use metrics::{Counter, Histogram};
 
 use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 use crate::clock::Clock;
+use crate::ratelimit::{Check, Limiter};
 use crate::throttle::IpThrottle;
 
 /// The result of a verification: the decision and, when the key was found
@@ -38,6 +44,10 @@ pub struct Verification {
     pub workspace: Option<Arc<Workspace>>,
     /// Credits left after this verification, for keys with credits.
     pub credits: Option<i64>,
+    /// The rate limits this verification was checked against, by name.
+    pub ratelimits: Vec<(String, LimitState)>,
+    /// The key's identity, when it has one (verify answers).
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// Why a key is being checked: to answer a verify/authorize request, or to
@@ -86,6 +96,10 @@ pub struct Verifier {
     /// Workspaces whose route scopes verification has needed, by id
     /// (bounded: [`WORKSPACE_CACHE_CAPACITY`]).
     workspaces: quick_cache::sync::Cache<String, Arc<Workspace>>,
+    /// Identities whose limits verification has needed, by id (bounded:
+    /// [`WORKSPACE_CACHE_CAPACITY`]).
+    identities: quick_cache::sync::Cache<String, Arc<Identity>>,
+    limiter: Limiter,
     /// Imported keys whose hash upgrade is in flight.
     upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
@@ -107,8 +121,11 @@ impl Verifier {
         cache: KeyCache,
         clock: Arc<dyn Clock>,
         ip_failure_limit: u32,
+        limiter: Limiter,
     ) -> Self {
         Verifier {
+            limiter,
+            identities: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
             throttle: IpThrottle::new(ip_failure_limit, clock.clone()),
             clock,
             store,
@@ -138,6 +155,32 @@ impl Verifier {
         &self.cache
     }
 
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// An identity, from memory after the first read (`None`: deleted).
+    async fn identity(&self, id: &str) -> Result<Option<Arc<Identity>>, Error> {
+        if let Some(i) = self.identities.get(id) {
+            return Ok(Some(i));
+        }
+        let found = self.store.find_identity(id).await.map_err(crate::keys::store_error)?.map(Arc::new);
+        if let Some(i) = &found {
+            self.identities.insert(id.to_owned(), i.clone());
+        }
+        Ok(found)
+    }
+
+    /// Records an identity as it now stands in the store (`None`: deleted).
+    pub fn identity_changed(&self, id: &str, identity: Option<&Identity>) {
+        match identity {
+            Some(i) => self.identities.insert(id.to_owned(), Arc::new(i.clone())),
+            None => {
+                self.identities.remove(id);
+            }
+        }
+    }
+
     /// The workspace a key belongs to, from memory after the first read.
     pub async fn workspace(&self, id: &str) -> Result<Arc<Workspace>, Error> {
         if let Some(ws) = self.workspaces.get(id) {
@@ -164,10 +207,14 @@ impl Verifier {
             Invalidation::Workspace(id) => {
                 self.workspaces.remove(&id);
             }
+            Invalidation::Identity(id) => {
+                self.identities.remove(&id);
+            }
             Invalidation::ImportPrefixes => self.refresh_prefixes_logged().await,
             Invalidation::Resync => {
                 self.cache.distrust_all();
                 self.workspaces.clear();
+                self.identities.clear();
                 self.refresh_prefixes_logged().await;
             }
         }
@@ -250,8 +297,21 @@ impl Verifier {
         if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
             self.count_wrong_secret(&key, now()).await;
         }
-        // Credits are spent in the store, atomically: exact across nodes. A
-        // caller authenticating to the API spends none.
+        let identity = match (&key.identity, purpose) {
+            (Some(i), Purpose::Answer) => self.identity(&i.id).await?,
+            _ => None,
+        };
+        // Rate limits, then credits; a caller authenticating to the API
+        // spends neither.
+        let checks = match purpose {
+            Purpose::Answer if decision.is_valid() => limit_checks(&key, identity.as_deref(), request.ratelimits)?,
+            _ => Vec::new(),
+        };
+        let spent = self.limiter.spend(&checks, now_us / 1000).await;
+        if !spent.admitted {
+            decision = verify::rate_limited();
+        }
+        // Credits are spent in the store, atomically: exact across nodes.
         let mut credits = None;
         if let (Some(c), true, Purpose::Answer) = (key.credits, decision.is_valid(), purpose) {
             let cost = i64::from(request.cost.unwrap_or(1));
@@ -261,6 +321,7 @@ impl Verifier {
                 CreditSpend::Exhausted { remaining } => {
                     credits = Some(remaining);
                     decision = verify::usage_exceeded();
+                    self.limiter.refund(&checks, &spent).await;
                 }
                 CreditSpend::Unlimited => {}
             }
@@ -271,9 +332,12 @@ impl Verifier {
                 self.upgrade_foreign_hash(&key, token);
             }
         }
+        let ratelimits = checks.iter().map(|c| c.limit.name.clone()).zip(spent.states).collect();
         let mut v = self.finish(started, decision, Some(key), purpose);
         v.workspace = workspace;
         v.credits = credits;
+        v.ratelimits = ratelimits;
+        v.identity = identity;
         Ok(v)
     }
 
@@ -292,7 +356,7 @@ impl Verifier {
             }
             Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
         }
-        Verification { decision, key, workspace: None, credits: None }
+        Verification { decision, key, workspace: None, credits: None, ratelimits: Vec::new(), identity: None }
     }
 
     /// Counts a wrong secret for a known, active key (across nodes); at the
@@ -394,4 +458,41 @@ impl Verifier {
             upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&upgraded.id);
         });
     }
+}
+
+/// The limits a valid verification spends: the key's and its identity's
+/// auto-applied limits (1 unit each) and those the request names (their
+/// cost). A name that neither has is refused, naming the field.
+fn limit_checks<'a>(
+    key: &'a ApiKey,
+    identity: Option<&'a Identity>,
+    requested: &[LimitRequest],
+) -> Result<Vec<Check<'a>>, Error> {
+    let identity_limits = identity.map_or(&[][..], |i| &i.ratelimits[..]);
+    if key.ratelimits.is_empty() && identity_limits.is_empty() && requested.is_empty() {
+        return Ok(Vec::new());
+    }
+    for (i, r) in requested.iter().enumerate() {
+        if !key.ratelimits.iter().chain(identity_limits).any(|l| l.name == r.name) {
+            return Err(Error::invalid(
+                "unknown_ratelimit",
+                format!("ratelimits[{i}].name names no rate limit of this key or its identity"),
+            ));
+        }
+    }
+    let subjects = [(format!("k:{}", key.id), &key.ratelimits[..])];
+    let identity_subject = identity.map(|i| (format!("i:{}", i.id), identity_limits));
+    let mut checks = Vec::new();
+    for (subject, limits) in subjects.into_iter().chain(identity_subject) {
+        for limit in limits {
+            let named: Vec<i64> = requested.iter().filter(|r| r.name == limit.name).map(|r| r.cost).collect();
+            let cost = match (named.is_empty(), limit.auto_apply) {
+                (false, _) => named.iter().sum(),
+                (true, true) => 1,
+                (true, false) => continue,
+            };
+            checks.push(Check { subject: subject.clone(), limit, cost });
+        }
+    }
+    Ok(checks)
 }

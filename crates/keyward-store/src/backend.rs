@@ -148,6 +148,29 @@ macro_rules! store_impl {
                         let q = sqlx::query(&sql.lock_key).bind($crate::sql::ms(*at)).bind(key_id);
                         (q.execute(&mut *conn).await, None)
                     }
+                    Write::InsertIdentity(i) => {
+                        let q = $crate::sql::bind_identity(sqlx::query(&sql.insert_identity), i);
+                        (q.execute(&mut *conn).await, None)
+                    }
+                    Write::UpdateIdentity { identity, expected_version } => {
+                        let q = $crate::sql::bind_identity(sqlx::query(&sql.update_identity), identity);
+                        (q.bind(*expected_version).execute(&mut *conn).await, Some(StoreError::VersionMismatch))
+                    }
+                    Write::DeleteIdentity { workspace_id, id } => {
+                        let live: i64 = sqlx::query_scalar(&sql.identity_live_keys)
+                            .bind(id)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(self.classify)?;
+                        if live > 0 {
+                            return Err(StoreError::InUse);
+                        }
+                        let found = sqlx::query(&sql.delete_identity).bind(id).bind(workspace_id).execute(&mut *conn).await;
+                        if found.as_ref().is_ok_and(|d| d.rows_affected() > 0) {
+                            sqlx::query(&sql.detach_identity).bind(id).execute(&mut *conn).await.map_err(self.classify)?;
+                        }
+                        (found, Some(StoreError::NotFound))
+                    }
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }
@@ -486,6 +509,65 @@ macro_rules! store_impl {
                     keys.push(row.into_key()?);
                 }
                 Ok($crate::KeyPage { keys, next_cursor: if more { last_seq } else { None } })
+            }
+
+            async fn get_identity(&self, workspace_id: &str, id: &str) -> $crate::Result<Option<keyward_core::identity::Identity>> {
+                if $crate::sql::unstorable(id) {
+                    return Ok(None);
+                }
+                let p = &self.pools;
+                let row: Option<$crate::sql::IdentityRow> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_as(&p.sql.get_identity).bind(id).bind(workspace_id).fetch_optional(&p.reader)
+                )?;
+                row.map($crate::sql::IdentityRow::into_identity).transpose()
+            }
+
+            async fn find_identity(&self, id: &str) -> $crate::Result<Option<keyward_core::identity::Identity>> {
+                let p = &self.pools;
+                let row: Option<$crate::sql::IdentityRow> =
+                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.find_identity).bind(id).fetch_optional(&p.reader))?;
+                row.map($crate::sql::IdentityRow::into_identity).transpose()
+            }
+
+            async fn identity_by_external_id(
+                &self,
+                workspace_id: &str,
+                external_id: &str,
+            ) -> $crate::Result<Option<keyward_core::identity::Identity>> {
+                if $crate::sql::unstorable(external_id) {
+                    return Ok(None);
+                }
+                let p = &self.pools;
+                let row: Option<$crate::sql::IdentityRow> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_as(&p.sql.identity_by_external_id).bind(workspace_id).bind(external_id).fetch_optional(&p.reader)
+                )?;
+                row.map($crate::sql::IdentityRow::into_identity).transpose()
+            }
+
+            async fn list_identities(
+                &self,
+                workspace_id: &str,
+                page: $crate::Page,
+            ) -> $crate::Result<(Vec<keyward_core::identity::Identity>, Option<i64>)> {
+                let p = &self.pools;
+                let rows: Vec<$crate::sql::IdentityRow> = $crate::backend::read_retry!(
+                    p,
+                    sqlx::query_as(&p.sql.list_identities)
+                        .bind(workspace_id)
+                        .bind(page.after)
+                        .bind(i64::from(page.limit) + 1)
+                        .fetch_all(&p.reader)
+                )?;
+                let more = rows.len() > page.limit as usize;
+                let mut out = Vec::with_capacity(rows.len().min(page.limit as usize));
+                let mut last_seq = None;
+                for row in rows.into_iter().take(page.limit as usize) {
+                    last_seq = Some(row.seq);
+                    out.push(row.into_identity()?);
+                }
+                Ok((out, if more { last_seq } else { None }))
             }
 
             async fn spend_credits(

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use keyward_core::credits::{CreditOp, Credits};
+use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
 
@@ -38,6 +39,8 @@ pub enum Unique {
     KeyId,
     /// A key with this (imported) secret already exists.
     ImportedSecret,
+    /// An identity of the workspace already has this external id.
+    IdentityExternalId,
     Other,
 }
 
@@ -51,6 +54,9 @@ pub enum StoreError {
     VersionMismatch,
     #[error("the workspace key limit is reached")]
     LimitReached,
+    /// The record is still referenced (an identity with live keys).
+    #[error("the record is still in use")]
+    InUse,
     #[error("storage failure: {0}")]
     Backend(String),
     /// The database cannot be reached (connection refused or lost, pool
@@ -72,6 +78,8 @@ pub enum Invalidation {
     Key(String),
     /// A workspace's settings changed.
     Workspace(String),
+    /// An identity was inserted, changed or deleted.
+    Identity(String),
     /// A key with an import prefix was inserted: reload the prefixes.
     ImportPrefixes,
     /// The channel dropped and came back: notices may have been lost, so
@@ -122,6 +130,20 @@ pub enum Write {
     LockKey {
         key_id: String,
         at: DateTime<Utc>,
+    },
+    /// Refused with [`StoreError::Conflict`] when the external id is taken.
+    InsertIdentity(Identity),
+    /// Refused with [`StoreError::VersionMismatch`] unless the stored
+    /// version is still `expected_version`.
+    UpdateIdentity {
+        identity: Identity,
+        expected_version: i64,
+    },
+    /// Refused with [`StoreError::InUse`] while a live (not revoked) key
+    /// belongs to it; revoked keys are detached.
+    DeleteIdentity {
+        workspace_id: String,
+        id: String,
     },
     /// Claims a one-time marker: [`StoreError::Conflict`] when `name` is
     /// already set (bootstrap runs once, however many nodes start at once).
@@ -246,6 +268,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every distinct import prefix, so unknown formats are refused early.
     async fn list_lookup_prefixes(&self) -> Result<Vec<String>>;
     async fn list_keys(&self, workspace_id: &str, filter: &KeyFilter, page: Page) -> Result<KeyPage>;
+
+    async fn get_identity(&self, workspace_id: &str, id: &str) -> Result<Option<Identity>>;
+    /// An identity by id alone (verification).
+    async fn find_identity(&self, id: &str) -> Result<Option<Identity>>;
+    async fn identity_by_external_id(&self, workspace_id: &str, external_id: &str) -> Result<Option<Identity>>;
+    /// Newest first; the cursor is the last row's sequence number.
+    async fn list_identities(&self, workspace_id: &str, page: Page) -> Result<(Vec<Identity>, Option<i64>)>;
 
     /// Spends `cost` credits of a key, atomically (exact across nodes);
     /// first, when `refill` = (amount, start of the current period) and the

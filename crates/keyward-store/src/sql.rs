@@ -7,7 +7,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::credits::{Credits, Refill, RefillInterval};
 use keyward_core::hash::{HashScheme, SecretHash};
 use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
+use keyward_core::identity::Identity;
 use keyward_core::origin::{OriginPattern, parse_ip_range};
+use keyward_core::ratelimit::RateLimit;
 use keyward_core::route::RouteScope;
 use keyward_core::scope::{Flags, Permission, Scope};
 use keyward_core::token::Environment;
@@ -36,8 +38,9 @@ impl Dialect {
 pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, environment, masked, scopes, \
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
-     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips";
-pub const KEY_COLUMN_COUNT: usize = 30;
+     created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
+     ratelimits, identity_id, external_id";
+pub const KEY_COLUMN_COUNT: usize = 33;
 
 /// The credit columns: written on insert and by the credit statements only
 /// (an edit of other settings never overwrites a concurrent spend).
@@ -47,7 +50,10 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     credits_remaining, credits_refill";
+     ratelimits, identity_id, external_id, credits_remaining, credits_refill";
+
+const IDENTITY_COLUMNS: &str =
+    "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout";
@@ -88,6 +94,15 @@ pub struct Statements {
     pub credits_read: String,
     pub count_failure: String,
     pub lock_key: String,
+    pub insert_identity: String,
+    pub update_identity: String,
+    pub identity_live_keys: String,
+    pub detach_identity: String,
+    pub delete_identity: String,
+    pub get_identity: String,
+    pub find_identity: String,
+    pub identity_by_external_id: String,
+    pub list_identities: String,
     /// Tells other nodes what a write changed, delivered at commit
     /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
     pub notify: Option<String>,
@@ -183,6 +198,22 @@ impl Statements {
             lock_key: r("UPDATE api_keys SET state = 'locked', version = version + 1, updated_at = $1, \
                  failed_attempts = 0, failures_since = NULL WHERE id = $2 AND state = 'active'"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
+            insert_identity: r(&format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ({})", placeholders(1, 8))),
+            update_identity: r("UPDATE identities SET meta = $4, ratelimits = $5, updated_at = $7, version = $8 \
+                 WHERE id = $1 AND workspace_id = $2 AND external_id = $3 AND version = $9 AND created_at = $6"),
+            identity_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE identity_id = $1 AND state <> 'revoked'"),
+            detach_identity: r("UPDATE api_keys SET identity_id = NULL, external_id = NULL, version = version + 1 \
+                 WHERE identity_id = $1"),
+            delete_identity: r("DELETE FROM identities WHERE id = $1 AND workspace_id = $2"),
+            get_identity: r(&format!("SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1 AND workspace_id = $2")),
+            find_identity: r(&format!("SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1")),
+            identity_by_external_id: r(&format!(
+                "SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE workspace_id = $1 AND external_id = $2"
+            )),
+            list_identities: r(&format!(
+                "SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE workspace_id = $1 \
+                 AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3"
+            )),
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
         }
     }
@@ -206,6 +237,7 @@ pub fn notice_payload(node: &str, invalidation: &crate::Invalidation) -> String 
     match invalidation {
         Key(id) => format!("{node}|k|{id}"),
         Workspace(id) => format!("{node}|w|{id}"),
+        Identity(id) => format!("{node}|i|{id}"),
         ImportPrefixes | Resync => format!("{node}|p|"),
     }
 }
@@ -220,6 +252,7 @@ pub fn parse_notice(own_node: &str, payload: &str) -> Option<crate::Invalidation
     match kind {
         "k" => Some(crate::Invalidation::Key(id.to_owned())),
         "w" => Some(crate::Invalidation::Workspace(id.to_owned())),
+        "i" => Some(crate::Invalidation::Identity(id.to_owned())),
         "p" => Some(crate::Invalidation::ImportPrefixes),
         _ => None,
     }
@@ -244,6 +277,13 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         }
         Write::LockKey { key_id, .. } => vec![Invalidation::Key(key_id.clone())],
         Write::InsertMeta { .. } => Vec::new(),
+        Write::InsertIdentity(i) | Write::UpdateIdentity { identity: i, .. } => {
+            vec![Invalidation::Identity(i.id.clone())]
+        }
+        // Its keys lose it too (each key's cache entry is dropped by id on
+        // the other nodes as it ages; the identity's own notice is enough
+        // for the limits).
+        Write::DeleteIdentity { id, .. } => vec![Invalidation::Identity(id.clone())],
     }
 }
 
@@ -259,6 +299,7 @@ pub fn unique_by_constraint(name: &str) -> Unique {
         "api_keys_live_name" => Unique::KeyName,
         "api_keys_lookup_hash" => Unique::ImportedSecret,
         "api_keys_id_unique" => Unique::KeyId,
+        "identities_external_id" => Unique::IdentityExternalId,
         _ => Unique::Other,
     }
 }
@@ -328,6 +369,9 @@ pub struct KeyRow {
     version: i64,
     allowed_origins: String,
     allowed_ips: String,
+    ratelimits: String,
+    identity_id: Option<String>,
+    external_id: Option<String>,
     credits_remaining: Option<i64>,
     credits_refill: Option<String>,
 }
@@ -379,6 +423,11 @@ impl KeyRow {
                 .iter()
                 .map(|r| parse_ip_range(r).map_err(|_| corrupt("IP range")))
                 .collect::<Result<_>>()?,
+            ratelimits: ratelimits_from_json(&self.ratelimits)?,
+            identity: match (self.identity_id, self.external_id) {
+                (Some(id), Some(external_id)) => Some(keyward_core::key::KeyIdentity { id, external_id }),
+                _ => None,
+            },
             credits: match self.credits_remaining {
                 None => None,
                 Some(remaining) => Some(Credits {
@@ -386,6 +435,66 @@ impl KeyRow {
                     refill: self.credits_refill.as_deref().map(refill_from_json).transpose()?,
                 }),
             },
+        })
+    }
+}
+
+/// A rate limit as stored: `{"name", "limit", "durationMs", "autoApply"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredLimit {
+    name: String,
+    limit: i64,
+    duration_ms: i64,
+    auto_apply: bool,
+}
+
+fn ratelimits_from_json(text: &str) -> Result<Vec<RateLimit>> {
+    let stored: Vec<StoredLimit> = serde_json::from_str(text).map_err(|_| corrupt("rate limits"))?;
+    Ok(stored
+        .into_iter()
+        .map(|l| RateLimit { name: l.name, limit: l.limit, duration_ms: l.duration_ms, auto_apply: l.auto_apply })
+        .collect())
+}
+
+pub fn ratelimits_json(limits: &[RateLimit]) -> String {
+    let stored: Vec<StoredLimit> = limits
+        .iter()
+        .map(|l| StoredLimit {
+            name: l.name.clone(),
+            limit: l.limit,
+            duration_ms: l.duration_ms,
+            auto_apply: l.auto_apply,
+        })
+        .collect();
+    serde_json::to_string(&stored).expect("rate limits serialize")
+}
+
+/// A row of `identities` as both drivers decode it.
+#[derive(sqlx::FromRow)]
+pub struct IdentityRow {
+    pub seq: i64,
+    id: String,
+    workspace_id: String,
+    external_id: String,
+    meta: String,
+    ratelimits: String,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl IdentityRow {
+    pub fn into_identity(self) -> Result<Identity> {
+        Ok(Identity {
+            id: self.id,
+            workspace_id: self.workspace_id,
+            external_id: self.external_id,
+            meta: serde_json::from_str(&self.meta).map_err(|_| corrupt("identity meta"))?,
+            ratelimits: ratelimits_from_json(&self.ratelimits)?,
+            created_at: from_ms(self.created_at)?,
+            updated_at: from_ms(self.updated_at)?,
+            version: self.version,
         })
     }
 }
@@ -501,6 +610,7 @@ pub struct KeyValues {
     pub lookup_hash: Option<Vec<u8>>,
     pub allowed_origins: String,
     pub allowed_ips: String,
+    pub ratelimits: String,
 }
 
 impl KeyValues {
@@ -513,6 +623,7 @@ impl KeyValues {
             lookup_hash: key.lookup_prefix.as_ref().map(|_| key.secret.digest.to_vec()),
             allowed_origins: json_strings(key.allowed_origins.iter().map(|o| o.as_str().to_owned())),
             allowed_ips: json_strings(key.allowed_ips.iter().map(ToString::to_string)),
+            ratelimits: ratelimits_json(&key.ratelimits),
         }
     }
 }
@@ -583,9 +694,33 @@ macro_rules! bind_key {
             .bind(key.version)
             .bind(&v.allowed_origins)
             .bind(&v.allowed_ips)
+            .bind(&v.ratelimits)
+            .bind(key.identity.as_ref().map(|i| i.id.as_str()))
+            .bind(key.identity.as_ref().map(|i| i.external_id.as_str()))
     }};
 }
 pub(crate) use bind_key;
+
+/// Binds every identity column in `IDENTITY_COLUMNS` order (any driver).
+pub fn bind_identity<'q, DB: sqlx::Database>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    i: &'q Identity,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let meta = serde_json::to_string(&i.meta).expect("JSON values serialize");
+    q.bind(i.id.as_str())
+        .bind(i.workspace_id.as_str())
+        .bind(i.external_id.as_str())
+        .bind(meta)
+        .bind(ratelimits_json(&i.ratelimits))
+        .bind(ms(i.created_at))
+        .bind(ms(i.updated_at))
+        .bind(i.version)
+}
 
 /// Binds every workspace column in `WORKSPACE_COLUMNS` order (any driver).
 macro_rules! bind_workspace {
@@ -620,9 +755,12 @@ mod tests {
     #[test]
     fn notices_round_trip_and_skip_their_own_node() {
         use crate::Invalidation;
-        for inv in
-            [Invalidation::Key("key_a|b".into()), Invalidation::Workspace("ws_1".into()), Invalidation::ImportPrefixes]
-        {
+        for inv in [
+            Invalidation::Key("key_a|b".into()),
+            Invalidation::Workspace("ws_1".into()),
+            Invalidation::Identity("id_1".into()),
+            Invalidation::ImportPrefixes,
+        ] {
             let payload = notice_payload("n1", &inv);
             assert_eq!(parse_notice("n2", &payload), Some(inv));
             assert_eq!(parse_notice("n1", &payload), None);

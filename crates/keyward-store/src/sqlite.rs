@@ -114,6 +114,8 @@ fn classify(e: sqlx::Error) -> StoreError {
             let msg = db.message();
             let constraint = if msg.contains("api_keys.workspace_id, api_keys.name") {
                 "api_keys_live_name"
+            } else if msg.contains("identities.workspace_id, identities.external_id") {
+                "identities_external_id"
             } else if msg.contains("api_keys.lookup_hash") {
                 "api_keys_lookup_hash"
             } else if msg.contains("api_keys.id") {

@@ -93,6 +93,12 @@ pub struct CreateKeyRequest {
     /// Uses the key may make (each valid verification spends its cost);
     /// absent: unlimited.
     pub credits: Option<super::credits::CreditsBody>,
+    /// Up to 20 named limits of this key alone.
+    pub ratelimits: Option<Vec<super::identities::RateLimitBody>>,
+    /// The identity (your customer) the key belongs to; created when the
+    /// workspace has none with this id. Its limits apply to all its keys together.
+    #[schema(example = "acme")]
+    pub external_id: Option<String>,
 }
 
 impl CreateKeyRequest {
@@ -115,6 +121,8 @@ impl CreateKeyRequest {
             expires_in_days: self.expires_in,
             metadata: self.metadata,
             credits: self.credits.map(super::credits::CreditsBody::into_credits).transpose()?,
+            ratelimits: super::identities::into_limits(self.ratelimits.unwrap_or_default()),
+            external_id: self.external_id,
         })
     }
 }
@@ -256,6 +264,12 @@ pub struct UpdateKeyRequest {
     /// Sets the remaining credits and their refill; null: unlimited uses.
     #[serde(default, deserialize_with = "double_option")]
     pub credits: Option<Option<super::credits::CreditsBody>>,
+    /// Replaces the key's own rate limits (`[]` removes them).
+    pub ratelimits: Option<Vec<super::identities::RateLimitBody>>,
+    /// Moves the key to the identity with this id (created when new); null: no identity.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Option<String>>,
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -307,6 +321,9 @@ pub async fn update_key(
         metadata: body.metadata,
         expires_at: body.expires_at,
         credits: body.credits.map(|c| c.map(super::credits::CreditsBody::into_credits).transpose()).transpose()?,
+        ratelimits: body.ratelimits.map(super::identities::into_limits),
+        identity: None,
+        external_id: body.external_id,
     };
     let key = state.keys.update(&principal, &id, patch, expected).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -442,6 +459,8 @@ pub struct ImportKeyRequest {
     pub metadata: Option<Value>,
     /// Uses the key may make; absent: unlimited.
     pub credits: Option<super::credits::CreditsBody>,
+    pub ratelimits: Option<Vec<super::identities::RateLimitBody>>,
+    pub external_id: Option<String>,
 }
 
 impl ImportKeyRequest {
@@ -462,6 +481,8 @@ impl ImportKeyRequest {
             expires_in: self.expires_in,
             metadata: self.metadata,
             credits: self.credits,
+            ratelimits: self.ratelimits,
+            external_id: self.external_id,
         };
         Ok(ImportDraft {
             draft: settings.into_draft()?,

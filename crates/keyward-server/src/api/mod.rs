@@ -27,6 +27,7 @@ pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod forward_auth;
+pub mod identities;
 pub mod keys;
 pub mod ops;
 pub mod verify;
@@ -38,6 +39,7 @@ pub mod workspace;
 pub struct AppState {
     pub keys: Arc<KeyService>,
     pub workspaces: Arc<WorkspaceService>,
+    pub identities: Arc<crate::identities::IdentityService>,
     pub verifier: Arc<Verifier>,
     pub store: Arc<dyn Store>,
     pub metrics: Option<PrometheusHandle>,
@@ -61,6 +63,7 @@ pub struct AppState {
     tags(
         (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),
         (name = "verification", description = "Is this key good for this request?"),
+        (name = "identities", description = "Customers whose keys share rate limits"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -92,6 +95,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::import_key))
         .routes(routes!(keys::key_usage))
         .routes(routes!(credits::change_credits))
+        .routes(routes!(identities::create_identity, identities::list_identities))
+        .routes(routes!(identities::get_identity, identities::update_identity, identities::delete_identity))
         .routes(routes!(verify::verify_key))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
         .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))

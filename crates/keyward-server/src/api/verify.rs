@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keyward_core::key::is_valid_resource_id;
+use keyward_core::ratelimit::LimitRequest;
 use keyward_core::scope::Permission;
 use keyward_core::verify::Request;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,43 @@ pub struct VerifyRequest {
     /// checks without spending). Default 1.
     #[schema(example = 1)]
     pub cost: Option<u32>,
+    /// Named rate limits of the key or its identity this request spends,
+    /// besides the auto-applied ones (1 unit each).
+    #[schema(example = json!([{"name": "tokens", "cost": 12}]))]
+    pub ratelimits: Option<Vec<VerifyLimit>>,
+}
+
+/// A named limit a verification spends.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyLimit {
+    pub name: String,
+    /// Units to spend, 0 or more (0 checks without spending). Default 1.
+    pub cost: Option<i64>,
+}
+
+/// How a rate limit stands after this verification.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitView {
+    pub name: String,
+    pub limit: i64,
+    /// Units left in the current window.
+    pub remaining: i64,
+    /// When units next come free, ms since the epoch.
+    pub reset: i64,
+    /// This request went over this limit (and spent nothing).
+    pub exceeded: bool,
+}
+
+/// The identity the key belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityRef {
+    pub id: String,
+    pub external_id: String,
+    #[schema(value_type = Object)]
+    pub meta: Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,7 +92,7 @@ pub struct VerifyResponse {
     pub valid: bool,
     /// VALID, MALFORMED, NOT_FOUND, INVALID_SECRET, EXPIRED, INACTIVE, REVOKED,
     /// FORBIDDEN_RESOURCE, FORBIDDEN_ORIGIN, FORBIDDEN_IP, INSUFFICIENT_PERMISSIONS
-    /// or USAGE_EXCEEDED.
+    /// USAGE_EXCEEDED, LOCKED or RATE_LIMITED.
     #[schema(example = "VALID")]
     pub code: &'static str,
     /// Why, in words.
@@ -77,6 +115,11 @@ pub struct VerifyResponse {
     /// Credits left after this verification (keys with credits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credits: Option<i64>,
+    /// The rate limits checked (the key's and its identity's).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ratelimits: Vec<LimitView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityRef>,
 }
 
 fn is_method(m: &str) -> bool {
@@ -87,7 +130,8 @@ fn is_method(m: &str) -> bool {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The verdict, valid or not; `code` says why", body = VerifyResponse),
-        (status = 400, description = "Malformed permission, resource or method", body = ErrorBody),
+        (status = 400, description = "Malformed permission, resource, method or ratelimits; or a named limit \
+            the key and its identity do not have (unknown_ratelimit)", body = ErrorBody),
         (status = 401, description = "The caller's own key is missing or invalid", body = ErrorBody),
         (status = 403, description = "The caller lacks keys:verify", body = ErrorBody),
         (status = 429, description = "`ip` (or the caller's address) failed authentication too often this minute \
@@ -139,6 +183,13 @@ pub async fn verify_key(
     if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
         return Err(ApiError::too_many_failures(wait));
     }
+    let limits: Vec<LimitRequest> = body
+        .ratelimits
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| LimitRequest { name: l.name, cost: l.cost.unwrap_or(1) })
+        .collect();
+    keyward_core::ratelimit::validate_requests(&limits)?;
     let request = Request {
         permission: permission.as_ref(),
         resource: body.resource.as_deref(),
@@ -148,6 +199,7 @@ pub async fn verify_key(
         origin: body.origin.as_deref(),
         ip,
         cost: body.cost,
+        ratelimits: &limits,
     };
     let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
     if let Some(ip) = ip
@@ -169,5 +221,21 @@ pub async fn verify_key(
         meta: key.map(|k| k.metadata.clone()),
         expires_at: key.and_then(|k| k.expires_at),
         credits: v.credits,
+        ratelimits: v
+            .ratelimits
+            .iter()
+            .map(|(name, s)| LimitView {
+                name: name.clone(),
+                limit: s.limit,
+                remaining: s.remaining,
+                reset: s.reset_ms,
+                exceeded: s.exceeded,
+            })
+            .collect(),
+        identity: v.identity.as_deref().map(|i| IdentityRef {
+            id: i.id.clone(),
+            external_id: i.external_id.clone(),
+            meta: i.meta.clone(),
+        }),
     }))
 }

@@ -94,6 +94,11 @@ pub struct KeyView {
     pub version: i64,
     /// Uses left and their refill; null: unlimited.
     pub credits: Option<super::credits::CreditsBody>,
+    /// The key's own named rate limits.
+    pub ratelimits: Vec<super::identities::RateLimitBody>,
+    /// The identity the key belongs to (your id for it, and keyward's).
+    pub external_id: Option<String>,
+    pub identity_id: Option<String>,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -124,6 +129,9 @@ impl From<&ApiKey> for KeyView {
             previous_secret_expires_at: k.grace.map(|g| g.until),
             version: k.version,
             credits: k.credits.as_ref().map(super::credits::CreditsBody::of),
+            ratelimits: super::identities::views_of(&k.ratelimits),
+            external_id: k.identity.as_ref().map(|i| i.external_id.clone()),
+            identity_id: k.identity.as_ref().map(|i| i.id.clone()),
         }
     }
 }

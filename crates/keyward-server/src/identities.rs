@@ -1,0 +1,127 @@
+//! Identities: customers whose keys share rate limits. Managed with the
+//! keys' permissions (`keys:read`, `keys:manage`).
+
+use std::sync::Arc;
+
+use keyward_core::identity::{Identity, validate_external_id};
+use keyward_core::key::KeyIdentity;
+use keyward_core::ratelimit::RateLimit;
+use keyward_core::{Error, ErrorKind, ids};
+use keyward_store::{Change, Page, Store, StoreError, Unique, Write};
+use serde_json::Value;
+
+use crate::clock::Clock;
+use crate::keys::{MANAGE, READ};
+use crate::principal::Principal;
+use crate::verifier::Verifier;
+
+pub fn identity_not_found() -> Error {
+    Error::new(ErrorKind::NotFound, "identity_not_found", "Identity not found")
+}
+
+fn store_error(e: StoreError) -> Error {
+    match e {
+        StoreError::NotFound => identity_not_found(),
+        StoreError::Conflict(Unique::IdentityExternalId) => {
+            Error::conflict("duplicate_external_id", "An identity with this externalId already exists")
+        }
+        StoreError::InUse => Error::conflict(
+            "identity_in_use",
+            "Live keys belong to this identity; revoke or delete them (or move them) first",
+        ),
+        StoreError::VersionMismatch => Error::conflict(
+            "concurrent_modification",
+            "The identity was changed by another request; read it again and retry",
+        ),
+        other => crate::keys::store_error(other),
+    }
+}
+
+pub struct IdentityService {
+    store: Arc<dyn Store>,
+    verifier: Arc<Verifier>,
+    clock: Arc<dyn Clock>,
+}
+
+impl IdentityService {
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
+        IdentityService { store, verifier, clock }
+    }
+
+    pub async fn create(
+        &self,
+        who: &Principal,
+        external_id: String,
+        meta: Option<Value>,
+        ratelimits: Vec<RateLimit>,
+    ) -> Result<Identity, Error> {
+        who.require(MANAGE)?;
+        let identity =
+            Identity::new(ids::new_id("id"), who.workspace_id(), external_id, meta, ratelimits, self.clock.now())?;
+        self.store.commit(Change::of(Write::InsertIdentity(identity.clone()))).await.map_err(store_error)?;
+        Ok(identity)
+    }
+
+    pub async fn get(&self, who: &Principal, id: &str) -> Result<Identity, Error> {
+        who.require(READ)?;
+        self.load(who.workspace_id(), id).await
+    }
+
+    async fn load(&self, workspace_id: &str, id: &str) -> Result<Identity, Error> {
+        self.store.get_identity(workspace_id, id).await.map_err(store_error)?.ok_or_else(identity_not_found)
+    }
+
+    pub async fn list(&self, who: &Principal, page: Page) -> Result<(Vec<Identity>, Option<i64>), Error> {
+        who.require(READ)?;
+        self.store.list_identities(who.workspace_id(), page).await.map_err(store_error)
+    }
+
+    pub async fn update(
+        &self,
+        who: &Principal,
+        id: &str,
+        meta: Option<Value>,
+        ratelimits: Option<Vec<RateLimit>>,
+    ) -> Result<Identity, Error> {
+        who.require(MANAGE)?;
+        let mut identity = self.load(who.workspace_id(), id).await?;
+        let expected_version = identity.version;
+        identity.apply(meta, ratelimits, self.clock.now())?;
+        let write = Write::UpdateIdentity { identity: identity.clone(), expected_version };
+        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        self.verifier.identity_changed(&identity.id, Some(&identity));
+        Ok(identity)
+    }
+
+    /// Deletes an identity no live key belongs to (409 otherwise).
+    pub async fn delete(&self, who: &Principal, id: &str) -> Result<(), Error> {
+        who.require(MANAGE)?;
+        let write = Write::DeleteIdentity { workspace_id: who.workspace_id().to_owned(), id: id.to_owned() };
+        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        self.verifier.identity_changed(id, None);
+        Ok(())
+    }
+
+    /// The identity a key given `external_id` belongs to, and the write
+    /// that creates it when the workspace has none by that id yet (to
+    /// commit with the key).
+    pub async fn resolve(
+        store: &dyn Store,
+        workspace_id: &str,
+        external_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(KeyIdentity, Option<Write>), Error> {
+        let external_id = validate_external_id(external_id)?;
+        if let Some(found) = store.identity_by_external_id(workspace_id, &external_id).await.map_err(store_error)? {
+            return Ok((found.as_key_identity(), None));
+        }
+        let identity = Identity::new(ids::new_id("id"), workspace_id, external_id, None, Vec::new(), now)?;
+        Ok((identity.as_key_identity(), Some(Write::InsertIdentity(identity))))
+    }
+}
+
+/// Whether an error is the race of two requests creating one identity
+/// (worth resolving again).
+pub fn is_identity_race(e: &Error) -> bool {
+    e.code == "duplicate_external_id"
+}
