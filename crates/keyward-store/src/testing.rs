@@ -69,6 +69,22 @@ pub fn postgres_base_url(test: &str) -> Option<String> {
     }
 }
 
+/// The Redis for tests (`KEYWARD_TEST_REDIS_URL`); like
+/// [`postgres_base_url`], a skip with a printed reason where unset, a
+/// failure under `CI=true`.
+pub fn redis_url(test: &str) -> Option<String> {
+    const VAR: &str = "KEYWARD_TEST_REDIS_URL";
+    match std::env::var(VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{VAR} must be set in CI (.ci/run sets it)");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test} (redis): {VAR} is not set");
+            None
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((base, schema)) = self.schema.take() else { return };

@@ -78,7 +78,7 @@ pub struct StorageArgs {
     /// TOML configuration file (keys: listen, database_url,
     /// database_pool_size, data_dir, hash_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
-    /// cache_max_age_ms, ip_failure_limit, max_body_bytes, forward_auth_listen,
+    /// cache_max_age_ms, ip_failure_limit, redis_url, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Default: 50
     #[arg(long, env = "KEYWARD_IP_FAILURE_LIMIT", value_name = "N")]
     pub ip_failure_limit: Option<u32>,
+    /// Redis shared by every node (redis://host:6379): rate limits become
+    /// exact across nodes. Without it each node limits on its own.
+    #[arg(long, env = "KEYWARD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
     /// Largest accepted request body, in bytes. Default: 65536
     #[arg(long, env = "KEYWARD_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

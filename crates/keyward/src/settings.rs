@@ -33,6 +33,7 @@ pub struct FileConfig {
     pub negative_cache_ttl_ms: Option<u64>,
     pub cache_max_age_ms: Option<u64>,
     pub ip_failure_limit: Option<u32>,
+    pub redis_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub forward_auth_listen: Option<std::net::SocketAddr>,
     pub forward_auth_key_header: Option<String>,
@@ -239,6 +240,7 @@ impl ServeSettings {
             forward_auth_listen: args.forward_auth_listen.or(file.forward_auth_listen),
             clock: defaults.clock.clone(),
             ip_failure_limit: args.ip_failure_limit.or(file.ip_failure_limit).unwrap_or(defaults.ip_failure_limit),
+            redis_url: args.redis_url.clone().or_else(|| file.redis_url.clone()),
         };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,

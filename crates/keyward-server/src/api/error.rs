@@ -25,11 +25,18 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which trying again may succeed (`Retry-After`).
     pub retry_after: Option<u64>,
+    /// Further headers (`RateLimit-*`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError { status, code, message: message.into(), retry_after: None, headers: Vec::new() }
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(header::HeaderName, HeaderValue)>) -> Self {
+        self.headers.extend(headers);
+        self
     }
 
     /// The answer to an address over its failed-authentication limit.
@@ -63,7 +70,7 @@ impl From<Error> for ApiError {
             ErrorKind::Internal if e.code == "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, code: e.code, message: e.message, retry_after: None }
+        ApiError { status, code: e.code, message: e.message, retry_after: None, headers: Vec::new() }
     }
 }
 
@@ -76,6 +83,9 @@ impl IntoResponse for ApiError {
         };
         let mut response =
             (self.status, axum::Json(ErrorBody { error: message, code: self.code.to_owned() })).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

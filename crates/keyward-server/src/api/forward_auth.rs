@@ -167,6 +167,7 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
             ApiError::new(StatusCode::FORBIDDEN, "insufficient_permissions", message)
         }
         VerifyCode::UsageExceeded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_exceeded", message),
+        VerifyCode::RateLimited => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
         _ => keyward_core::Error::invalid_api_key().into(),
     }
 }
@@ -194,8 +195,10 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
         (status = 401, description = "No key, or an invalid, revoked, inactive or expired one (body as for 400)"),
         (status = 403, description = "Key not allowed for this route, origin, address or resource; or the \
             gateway's key lacks keys:verify (body as for 400)"),
-        (status = 429, description = "The key has no credits left (usage_exceeded; Retry-After: the next \
-            refill, when it has one), or the client's address failed authentication too often this minute \
+        (status = 429, description = "A rate limit of the key or its identity is used up (rate_limited; \
+            Retry-After and RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset of that limit; allowed answers carry \
+            the tightest limit's RateLimit-* headers too), the key has no credits left (usage_exceeded; Retry-After: \
+            the next refill, when it has one), or the client's address failed authentication too often this minute \
             (too_many_failures; Retry-After); body as for 400"),
     ))]
 pub async fn authorize(
@@ -285,19 +288,61 @@ async fn decide_forward_auth(
     if is_authentication_failure(v.decision.code) {
         throttle.failed(client);
     }
+    let now_ms = state.verifier.clock().now().timestamp_millis();
     if !v.decision.is_valid() {
         let refused = refusal(v.decision.code, &v.decision.message);
-        // Out of credits: try again after the next refill, if there is one.
         let refill = v.key.as_deref().and_then(|k| k.credits).and_then(|c| c.refill);
         return Err(match (v.decision.code, refill) {
+            // Out of credits: try again after the next refill, if there is one.
             (VerifyCode::UsageExceeded, Some(r)) => {
                 let now = state.verifier.clock().now();
-                refused.retry_after((r.next_refill(now) - now).num_seconds().max(1) as u64)
+                let wait = (r.next_refill(now) - now).num_seconds().max(1);
+                refused.retry_after(wait as u64).with_headers(ratelimit_headers(Some(r.amount), 0, Some(wait)))
+            }
+            (VerifyCode::UsageExceeded, None) => refused.with_headers(ratelimit_headers(None, 0, None)),
+            (VerifyCode::RateLimited, _) => {
+                let exceeded = v.ratelimits.iter().map(|(_, s)| s).filter(|s| s.exceeded).max_by_key(|s| s.reset_ms);
+                match exceeded {
+                    Some(s) => {
+                        let wait = seconds_until(s.reset_ms, now_ms);
+                        refused.retry_after(wait as u64).with_headers(ratelimit_headers(
+                            Some(s.limit),
+                            s.remaining,
+                            Some(wait),
+                        ))
+                    }
+                    None => refused,
+                }
             }
             _ => refused,
         });
     }
-    Ok(identity_headers(&v))
+    let mut headers = identity_headers(&v);
+    // The tightest limit, for the client to pace itself.
+    if let Some(s) = v.ratelimits.iter().map(|(_, s)| s).min_by_key(|s| s.remaining) {
+        for (name, value) in ratelimit_headers(Some(s.limit), s.remaining, Some(seconds_until(s.reset_ms, now_ms))) {
+            headers.insert(name, value);
+        }
+    }
+    Ok(headers)
+}
+
+/// Whole seconds from `now_ms` to `at_ms`, at least 1.
+fn seconds_until(at_ms: i64, now_ms: i64) -> i64 {
+    ((at_ms - now_ms + 999) / 1000).max(1)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds),
+/// as the IETF draft names them.
+fn ratelimit_headers(limit: Option<i64>, remaining: i64, reset: Option<i64>) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = vec![(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(remaining.max(0)))];
+    if let Some(limit) = limit {
+        out.push((HeaderName::from_static("ratelimit-limit"), HeaderValue::from(limit)));
+    }
+    if let Some(reset) = reset {
+        out.push((HeaderName::from_static("ratelimit-reset"), HeaderValue::from(reset)));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -23,15 +23,31 @@ pub async fn healthz() -> axum::Json<Status> {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Storage answers", body = Status),
+        (status = 200, description = "Storage answers; `ratelimits` says whether rate limits are shared \
+            through Redis (`redis`) or counted by each node alone (`local`)", body = Readiness),
         (status = 503, description = "Storage does not answer", body = ErrorBody),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Storage is not reachable")
     })?;
-    Ok(axum::Json(Status { status: "ready" }))
+    let limiter = state.verifier.limiter();
+    let redis = limiter.redis_reachable().await.map(|ok| if ok { "reachable" } else { "unreachable" });
+    Ok(axum::Json(Readiness { status: "ready", ratelimits: limiter.mode(), redis }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// `redis`: limits shared by every node, exact; `local`: each node
+    /// limits alone (no `--redis-url`, or Redis does not answer).
+    #[schema(example = "redis")]
+    pub ratelimits: &'static str,
+    /// With `--redis-url`: `reachable` or `unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<&'static str>,
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",

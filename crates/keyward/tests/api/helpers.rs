@@ -62,6 +62,7 @@ pub struct Key {
 
 tokio::task_local! {
     static BACKEND: Backend;
+    static REDIS: String;
 }
 
 /// Generates one test per backend for each named `async fn` of the module.
@@ -86,6 +87,35 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// Like `backend_tests!`, plus `redis::…`: each test once more on SQLite
+/// with rate limits shared through Redis (`KEYWARD_TEST_REDIS_URL`).
+macro_rules! limit_tests {
+    ($($name:ident),* $(,)?) => {
+        backend_tests!($($name),*);
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    $crate::helpers::with_redis(test, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Runs `test` with [`spawn_app`] on SQLite and Redis; skips (with a printed
+/// reason) where no test Redis is configured.
+pub async fn with_redis(name: &str, test: impl std::future::Future<Output = ()>) {
+    let Some(url) = keyward_store::testing::redis_url(name) else { return };
+    REDIS.scope(url, BACKEND.scope(Backend::Sqlite, test)).await
+}
+
+/// Whether the running test shares its limits through Redis.
+pub fn uses_redis() -> bool {
+    REDIS.try_with(|_| ()).is_ok()
 }
 
 /// Runs `test` with [`spawn_app`] on `backend`; PostgreSQL tests skip (with
@@ -113,6 +143,7 @@ pub async fn spawn_app() -> TestApp {
         usage_flush_interval: Duration::from_millis(50),
         negative_cache_ttl: Duration::from_millis(200),
         forward_auth_listen: Some("127.0.0.1:0".parse().unwrap()),
+        redis_url: REDIS.try_with(Clone::clone).ok(),
         ..ServerConfig::default()
     };
     let app = Application::build(config, store, hasher).await.unwrap();

@@ -13,5 +13,6 @@ mod lifecycle;
 mod lockout;
 mod nginx;
 mod ops;
+mod ratelimits;
 mod validation;
 mod verify;
