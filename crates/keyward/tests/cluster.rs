@@ -15,9 +15,13 @@ use support::{Node, call, serve};
 
 const REVOCATIONS: usize = 200;
 
-fn start(url: &str, hash_key: &str, data: &tempfile::TempDir) -> Node {
+fn start(url: &str, hash_key: &str, data: &tempfile::TempDir, redis: Option<&str>) -> Node {
     let data = data.path().to_str().unwrap();
-    serve(&["--log-level", "warn", "--database-url", url, "--hash-key", hash_key, "--data-dir", data])
+    let mut args = vec!["--log-level", "warn", "--database-url", url, "--hash-key", hash_key, "--data-dir", data];
+    if let Some(redis) = redis {
+        args.extend(["--redis-url", redis]);
+    }
+    serve(&args)
 }
 
 /// Polls until `code` answers `expected`; fails after a second (the
@@ -48,12 +52,23 @@ struct Pair {
 }
 
 async fn two_nodes(test: &str) -> Option<Pair> {
+    two_nodes_with(test, None).await
+}
+
+/// Two nodes sharing rate limits through Redis; `None` (after saying why)
+/// where PostgreSQL or Redis is not configured.
+async fn two_nodes_with_redis(test: &str) -> Option<Pair> {
+    let redis = keyward_store::testing::redis_url(test)?;
+    two_nodes_with(test, Some(&redis)).await
+}
+
+async fn two_nodes_with(test: &str, redis: Option<&str>) -> Option<Pair> {
     let db = TestDb::new(Backend::Postgres, test).await?;
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&db.url, &hash_key, &dirs.0);
+    let a = start(&db.url, &hash_key, &dirs.0, redis);
     let admin = a.admin.clone().expect("the first node bootstrapped");
-    let b = start(&db.url, &hash_key, &dirs.1);
+    let b = start(&db.url, &hash_key, &dirs.1, redis);
     assert!(b.admin.is_none(), "the second node found the workspace and created none");
     Some(Pair { a, b, admin, _dirs: dirs, _db: db })
 }
@@ -186,7 +201,7 @@ async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = std::thread::scope(|s| {
-        let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| start(&db.url, &hash_key, d))).collect();
+        let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| start(&db.url, &hash_key, d, None))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let admins: Vec<&String> = nodes.iter().filter_map(|n| n.admin.as_ref()).collect();
@@ -203,9 +218,24 @@ async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
 /// credits through two nodes get exactly 1,000 VALID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credits_are_spent_exactly_across_nodes() {
-    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::credits_are_spent_exactly").await else { return };
+    let Some(pair) = two_nodes("cluster::credits_are_spent_exactly").await else { return };
+    spend_credits_from_64_clients(pair, json!({"name": "metered", "credits": {"remaining": 1000}})).await;
+}
+
+/// The same with Redis sharing the key's (generous) rate limit: limits are
+/// checked, then credits spent, and a refusal for credits gives back the
+/// limit's units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_are_spent_exactly_across_nodes_with_redis() {
+    let Some(pair) = two_nodes_with_redis("cluster::credits_are_spent_exactly_with_redis").await else { return };
+    let limits = json!([{"name": "requests", "limit": 1_000_000, "durationMs": 60_000, "autoApply": true}]);
+    spend_credits_from_64_clients(pair, json!({"name": "metered", "credits": {"remaining": 1000}, "ratelimits": limits}))
+        .await;
+}
+
+async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
+    let Pair { a, b, admin, _dirs, _db } = pair;
     let http = reqwest::Client::new();
-    let body = json!({"name": "metered", "credits": {"remaining": 1000}});
     let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
     let secret = key["secret"].as_str().unwrap().to_owned();
     let clients: Vec<_> = (0..64)
@@ -261,5 +291,67 @@ async fn wrong_secrets_are_counted_across_nodes() {
     }
     assert_eq!(code(&a, secret.clone()).await, "LOCKED");
     assert_eq!(code(&b, secret.clone()).await, "LOCKED");
+    drop((a, b));
+}
+
+/// A limit of 100 per 10 s on one key, spent by 64 clients through two
+/// nodes sharing Redis for 21 s: no 10 s window admits more than 100.
+///
+/// Each admission happens somewhere between its request's send and its
+/// answer's arrival; a window counts the admissions that certainly fall in
+/// it (sent after the window opened, answered before it closed), so timing
+/// jitter cannot fail the test, and a real overshoot still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_across_nodes_with_redis() {
+    const WINDOW: Duration = Duration::from_secs(10);
+    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes_with_redis("cluster::a_rate_limit_holds").await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let limits = json!([{"name": "requests", "limit": 100, "durationMs": 10_000, "autoApply": true}]);
+    let body = json!({"name": "limited", "ratelimits": limits});
+    let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let run_for = Duration::from_secs(21);
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let url = format!("{}/v1/keys/verify", if i % 2 == 0 { &a.base } else { &b.base });
+            let (http, admin, secret) = (http.clone(), admin.clone(), secret.clone());
+            tokio::spawn(async move {
+                let (mut admitted, mut refused) = (Vec::new(), 0u64);
+                while started.elapsed() < run_for {
+                    let sent = started.elapsed();
+                    let (_, v) = call(&http, reqwest::Method::POST, url.clone(), &admin, &json!({"key": secret})).await;
+                    match v["code"].as_str() {
+                        Some("VALID") => admitted.push((sent, started.elapsed())),
+                        Some("RATE_LIMITED") => refused += 1,
+                        other => panic!("unexpected {other:?}: {v}"),
+                    }
+                }
+                (admitted, refused)
+            })
+        })
+        .collect();
+    let (mut admitted, mut refused) = (Vec::new(), 0);
+    for c in clients {
+        let (a, r) = c.await.unwrap();
+        admitted.extend(a);
+        refused += r;
+    }
+    admitted.sort();
+    let max = admitted
+        .iter()
+        .map(|&(opened, _)| admitted.iter().filter(|&&(sent, answered)| sent >= opened && answered <= opened + WINDOW).count())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "rate limit 100 per 10 s through two nodes with Redis, 64 clients for {run_for:?}: {} admitted, {refused} \
+         refused; at most {max} admitted in any 10 s window",
+        admitted.len()
+    );
+    assert!(max <= 100, "a 10 s window admitted {max}");
+    assert_eq!(max, 100, "the limit was reached");
+    assert!(admitted.len() >= 200, "a later window admitted again: {}", admitted.len());
     drop((a, b));
 }
