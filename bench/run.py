@@ -303,6 +303,18 @@ def http_status(method: str, url: str, timeout: float = 5) -> int | None:
         return None
 
 
+def redis_answers(url: str) -> bool:
+    """Whether a Redis answers PING at url (redis://host:port)."""
+    rest = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = rest.partition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -626,12 +638,15 @@ LABELS = {
     "d": ("(d) create key (durable)", "keyward"),
     "e": ("(e) mixed 90% verify/5% create/5% revoke", "keyward"),
     "h": ("(h) forward-auth GET /v1/authorize, 1 key", "keyward"),
+    "rl": ("(rl) verify, 1 key, auto-applied rate limit", "keyward"),
+    "rl-redis": ("(rl-redis) the same, limits in Redis", "keyward"),
     "f": ("(f) floor, request of (a)", "floor"),
     "g": ("(g) peer, 1 key", "peer"),
     "g-spread": ("(g-spread) peer, N keys spread", "peer"),
 }
-ORDER = ["a", "f", "g", "b", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "e"]
-FLOOR_OF = {"a": "f", "b": "f", "b-miss": "f", "c": "f", "h": "f"}
+ORDER = ["a", "f", "g", "rl", "rl-redis", "b", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "e"]
+FLOOR_OF = {"a": "f", "b": "f", "b-miss": "f", "c": "f", "h": "f", "rl": "f", "rl-redis": "f"}
+PLAIN_OF = {"rl": "a", "rl-redis": "a"}  # compared with the plain cached verify
 CONNECTIONS = {"b-miss-c4": 4}  # scenarios with their own wrk -c
 PEER_OF = {"a": "g", "b": "g-spread", "b-miss": "g-spread", "h": "g"}
 
@@ -642,7 +657,7 @@ def check_codes(sid: str, delta: dict[str, float], run: dict, conns: int) -> lis
     keyward_caller_authentications_total)."""
     codes = {k: v for k, v in delta.items() if not k.startswith(("cache_", "le:")) and v}
     problems = []
-    if sid in ("a", "b", "b-miss", "b-miss-c4", "d", "e", "h"):
+    if sid in ("a", "b", "b-miss", "b-miss-c4", "d", "e", "h", "rl", "rl-redis"):
         other = {k: v for k, v in codes.items() if k != "VALID"}
         if other:
             problems.append(f"unexpected codes {other}")
@@ -703,12 +718,23 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     # for a long time afterwards (a core busy, writes waiting), which would
     # slow down whatever runs next: such an instance is drained (waited for
     # until its writer is idle) before the next run, and the wait reported.
-    def keyward(name: str, db: Path, capacity: int) -> Server:
+    def keyward(name: str, db: Path, capacity: int, extra: list[str] | None = None) -> Server:
         (d / name).mkdir()
         return Server(name, [str(KEYWARD), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(d / name),
                              "--hash-key", hash_key, "--database-url", DBS.url(db),
-                             "--log-level", "warn", "--cache-capacity", str(capacity)],
+                             "--log-level", "warn", "--cache-capacity", str(capacity)] + (extra or []),
                       d, ready_re=r"keyward listening on (http://\S+)").start()
+
+    def limited_key(srv: Server) -> str:
+        """A key with an auto-applied limit too high to refuse anything:
+        every verification checks and spends it."""
+        limit = {"name": "requests", "limit": 10 ** 12, "durationMs": 60_000, "autoApply": True}
+        st, body = http("POST", srv.url + "/v1/keys", {"name": f"limited-{secrets.token_hex(4)}",
+                                                       "ratelimits": [limit]},
+                        {"Authorization": f"Bearer {admin}"})
+        if st != 201:
+            raise BenchError(f"{srv.name} refused a rate-limited key: {st} {body[:300]!r}")
+        return json.loads(body)["secret"]
 
     auth = {"KW_AUTH": f"Bearer {admin}"}
     # --- memory per cached key: RSS before and after verifying all N keys
@@ -755,6 +781,18 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     kw = keyward("keyward", kw_db, n + CACHE_MARGIN)
     kw_miss = keyward("keyward-miss", miss_db, max(16, min(MISS_CACHE, n // 100)))
     kw_write = keyward("keyward-write", write_db, n + CACHE_MARGIN)
+    kw_redis = None
+    wanted = lambda sid: not args.only or sid in args.only  # noqa: E731
+    if not wanted("rl-redis"):
+        pass
+    elif redis_answers(args.redis_url):
+        redis_db = d / "keyward-redis.db"
+        DBS.copy(kw_db, redis_db)
+        kw_redis = keyward("keyward-redis", redis_db, n + CACHE_MARGIN, ["--redis-url", args.redis_url])
+    else:
+        msg = f"(rl-redis) skipped: no Redis answers at {args.redis_url}"
+        log(msg)
+        res["notes"].append(msg)
     floor = Server("floor", [str(KWBENCH), "floor", "--listen", "127.0.0.1:0"], d,
                    ready_re=r"floor listening on (http://\S+)").start()
     peer = None
@@ -806,6 +844,10 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
         "h": (kw, "authorize.lua", {"KW_TOKEN": first_token, "KW_VERIFIER_KEY": admin}),
         "f": (floor, "verify_one.lua", {**auth, "KW_TOKEN": first_token}),
     }
+    if wanted("rl"):
+        scen["rl"] = (kw, "verify_one.lua", {**auth, "KW_TOKEN": limited_key(kw)})
+    if kw_redis:
+        scen["rl-redis"] = (kw_redis, "verify_one.lua", {**auth, "KW_TOKEN": limited_key(kw_redis)})
     if peer:
         scen["g"] = (peer, "peer.lua", {"KW_TOKEN": peer_token})
         scen["g-spread"] = (peer, "peer.lua", {"KW_KEYS_FILE": str(peer_sample)})
@@ -831,7 +873,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
                 raise BenchError(f"{srv.name} died (exit {srv.proc.returncode}); stderr: "
                                  f"{srv.err.read_text(errors='replace')[-2000:]}")
             run_id = f"{int(time.time())}{secrets.token_hex(3)}"
-            is_kw = srv in (kw, kw_miss, kw_write)
+            is_kw = srv in (kw, kw_miss, kw_write, kw_redis)
             # drain instances still flushing use counts; write runs start with an idle writer
             drained = {}
             for inst in sorted(dirty | ({srv} if sid in ("d", "e") else set()), key=lambda x: x.name):
@@ -895,7 +937,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
             if len(runs) > 1 and med and r["rps"] < 0.2 * med:
                 r["problems"].append(f"stalled: {r['rps']:.0f} req/s against a median of {med:.0f}")
 
-    for s in (peer, floor, kw_write, kw_miss, kw):
+    for s in (peer, floor, kw_redis, kw_write, kw_miss, kw):
         if s:
             s.stop()
     return res
@@ -935,6 +977,9 @@ def summarize(sizes: list[dict]) -> list[dict]:
                 row["vs_floor"] = med[sid]["rps"] / med[f]["rps"]
             if p in med and med[p]["rps"]:
                 row["vs_peer"] = med[sid]["rps"] / med[p]["rps"]
+            plain = PLAIN_OF.get(sid)
+            if plain in med and med[plain]["rps"]:
+                row["vs_plain"] = med[sid]["rps"] / med[plain]["rps"]
             rows.append(row)
     return rows
 
@@ -994,6 +1039,9 @@ def targets(rows: list[dict]) -> list[str]:
                                  f"-c{r['connections']}: {r['p99_ms']:.2f} ms over HTTP"
                                  + (f"; inside keyward, p99 of verify calls ≤ {srv:g} ms (histogram bucket)"
                                     if srv is not None else ""))
+        if sid in PLAIN_OF and "vs_plain" in r:
+            out.append(f"  [info] N={n}: {r['label']}: {r['rps']:.0f} req/s = {r['vs_plain']:.0%} of the plain "
+                       f"cached verify (a), p99 {r['p99_ms']:.2f} ms")
         if sid == "d":
             bar(r["rps"] >= 2000, f"N={n}: ≥ 2,000 durable creations/s: {r['rps']:.0f}/s")
     for sid in ("b", "b-miss"):
@@ -1029,6 +1077,8 @@ def main() -> int:
     p.add_argument("--postgres-url", default=os.environ.get("KEYWARD_TEST_POSTGRES_URL")
                    or "postgres://postgres@127.0.0.1:5432/test",
                    help="PostgreSQL server for --database postgres (databases are created and dropped)")
+    p.add_argument("--redis-url", default=os.environ.get("KEYWARD_TEST_REDIS_URL") or "redis://127.0.0.1:6379",
+                   help="Redis for (rl-redis) (default: KEYWARD_TEST_REDIS_URL or redis://127.0.0.1:6379)")
     p.add_argument("--only", default=None, help="comma-separated scenario ids to run (default: all)")
     args = p.parse_args()
     args.only = [x.strip() for x in args.only.split(",")] if args.only else None

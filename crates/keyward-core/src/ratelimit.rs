@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let ok = limit(1, 1_000);
-        assert!(validate("ratelimits", &[ok.clone()]).is_ok());
+        assert!(validate("ratelimits", std::slice::from_ref(&ok)).is_ok());
         let cases = [
             (RateLimit { limit: 0, ..ok.clone() }, "ratelimits[0].limit"),
             (RateLimit { limit: -5, ..ok.clone() }, "ratelimits[0].limit"),

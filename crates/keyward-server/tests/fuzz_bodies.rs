@@ -43,6 +43,7 @@ fn fixture() -> &'static Fixture {
             let state = AppState {
                 keys: services.keys.clone(),
                 workspaces: services.workspaces.clone(),
+                identities: services.identities.clone(),
                 verifier: services.verifier.clone(),
                 store,
                 metrics: None,
@@ -139,6 +140,8 @@ fn endpoint() -> impl Strategy<Value = (&'static str, String)> {
         ("POST", format!("/v1/keys/{id}/clone")),
         ("PATCH", format!("/v1/keys/key_{}", "0".repeat(16))),
         ("POST", "/v1/authorize".to_owned()),
+        ("POST", "/v1/identities".to_owned()),
+        ("PATCH", format!("/v1/identities/id_{}", "0".repeat(16))),
     ])
 }
 

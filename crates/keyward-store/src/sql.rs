@@ -6,8 +6,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use keyward_core::credits::{Credits, Refill, RefillInterval};
 use keyward_core::hash::{HashScheme, SecretHash};
-use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
 use keyward_core::identity::Identity;
+use keyward_core::key::{ApiKey, GraceSecret, KeyState, KeyType};
 use keyward_core::origin::{OriginPattern, parse_ip_range};
 use keyward_core::ratelimit::RateLimit;
 use keyward_core::route::RouteScope;
@@ -52,8 +52,7 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
      ratelimits, identity_id, external_id, credits_remaining, credits_refill";
 
-const IDENTITY_COLUMNS: &str =
-    "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
+const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout";
@@ -205,7 +204,9 @@ impl Statements {
             detach_identity: r("UPDATE api_keys SET identity_id = NULL, external_id = NULL, version = version + 1 \
                  WHERE identity_id = $1"),
             delete_identity: r("DELETE FROM identities WHERE id = $1 AND workspace_id = $2"),
-            get_identity: r(&format!("SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1 AND workspace_id = $2")),
+            get_identity: r(&format!(
+                "SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1 AND workspace_id = $2"
+            )),
             find_identity: r(&format!("SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1")),
             identity_by_external_id: r(&format!(
                 "SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE workspace_id = $1 AND external_id = $2"

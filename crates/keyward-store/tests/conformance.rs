@@ -40,6 +40,7 @@ conformance!(
     pages_are_newest_first_with_cursors_and_filters,
     one_refused_change_does_not_undo_others_committed_with_it,
     bootstrap_marker_is_claimed_once,
+    identities_hold_their_keys_limits_and_unique_external_ids,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -146,7 +147,6 @@ async fn live_names_ids_and_imported_secrets_are_unique(ctx: Ctx) {
     // A revoked key frees its name.
     let mut revoked = first.clone();
     revoked.revoke(Utc::now());
-    revoked.version += 1;
     ctx.store.commit(Change::of(Write::UpdateKey { key: revoked, expected_version: first.version })).await.unwrap();
     ctx.store.commit(insert(&twin, None)).await.unwrap();
 
@@ -270,4 +270,38 @@ fn every_migration_exists_for_both_backends() {
     let (sqlite, postgres) = (names("sqlite"), names("postgres"));
     assert!(!sqlite.is_empty());
     assert_eq!(sqlite, postgres, "migrations are paired by name across backends");
+}
+
+async fn identities_hold_their_keys_limits_and_unique_external_ids(ctx: Ctx) {
+    use keyward_core::identity::Identity;
+    use keyward_core::ratelimit::RateLimit;
+    let store = ctx.store.as_ref();
+    let ws = workspace(store, None).await;
+    let limit = RateLimit { name: "requests".into(), limit: 100, duration_ms: 60_000, auto_apply: true };
+    let acme = Identity::new("id_acme".into(), &ws.id, "acme".into(), None, vec![limit.clone()], Utc::now()).unwrap();
+    // The identity and its first key commit together.
+    let mut k = key(&ws, "acme key");
+    k.identity = Some(acme.as_key_identity());
+    k.ratelimits = vec![RateLimit { name: "tokens".into(), auto_apply: false, ..limit.clone() }];
+    let mut change = Change::of(Write::InsertIdentity(acme.clone()));
+    change.push(Write::InsertKey { key: k.clone(), max_live_keys: None });
+    store.commit(change).await.unwrap();
+    let read = store.find_key(&k.id).await.unwrap().unwrap();
+    assert_eq!((read.identity.clone(), read.ratelimits.clone()), (k.identity.clone(), k.ratelimits.clone()));
+    assert_eq!(store.identity_by_external_id(&ws.id, "acme").await.unwrap().unwrap(), acme);
+    assert_eq!(store.find_identity("id_acme").await.unwrap().unwrap().ratelimits, vec![limit]);
+    // External ids are unique per workspace.
+    let twin = Identity { id: "id_twin".into(), ..acme.clone() };
+    let refused = store.commit(Change::of(Write::InsertIdentity(twin))).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Unique::IdentityExternalId))), "{refused:?}");
+    // Kept while a live key belongs to it; its revoked keys are detached.
+    let delete = || Change::of(Write::DeleteIdentity { workspace_id: ws.id.clone(), id: acme.id.clone() });
+    assert!(matches!(store.commit(delete()).await, Err(StoreError::InUse)));
+    let mut revoked = read.clone();
+    revoked.revoke(Utc::now());
+    store.commit(Change::of(Write::UpdateKey { key: revoked, expected_version: read.version })).await.unwrap();
+    store.commit(delete()).await.unwrap();
+    assert!(store.find_identity("id_acme").await.unwrap().is_none());
+    assert_eq!(store.find_key(&k.id).await.unwrap().unwrap().identity, None);
+    assert!(matches!(store.commit(delete()).await, Err(StoreError::NotFound)));
 }

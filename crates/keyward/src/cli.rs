@@ -36,6 +36,10 @@ pub enum Command {
     /// Manage keys through a running keyward server.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage identities (customers whose keys share rate limits) through a
+    /// running keyward server.
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
     /// Apply the database's pending migrations and exit (`serve` also does
     /// so at start; several nodes starting at once apply them once).
     Migrate {
@@ -280,6 +284,59 @@ pub struct KeySettings {
     /// Metadata: a JSON object.
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
+    /// Named rate limits, a JSON array such as
+    /// '[{"name":"requests","limit":100,"durationMs":60000,"autoApply":true}]'
+    /// (on edit, replaces them; '[]' removes them).
+    #[arg(long, value_name = "JSON")]
+    pub ratelimits: Option<String>,
+    /// The identity (your customer id) the key belongs to; created when new.
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdentitiesCommand {
+    /// Create an identity.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Your id for this customer (1–256 characters), unique in the workspace.
+        #[arg(long, value_name = "ID")]
+        external_id: String,
+        /// A JSON object.
+        #[arg(long, value_name = "JSON")]
+        meta: Option<String>,
+        /// Limits shared by all its keys, a JSON array (see `keys create --help`).
+        #[arg(long, value_name = "JSON")]
+        ratelimits: Option<String>,
+    },
+    /// List identities, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one identity.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Change an identity's meta or limits.
+    Edit {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long, value_name = "JSON")]
+        meta: Option<String>,
+        #[arg(long, value_name = "JSON")]
+        ratelimits: Option<String>,
+    },
+    /// Delete an identity no live key belongs to.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

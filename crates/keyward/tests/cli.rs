@@ -484,6 +484,24 @@ fn every_key_operation_is_a_cli_command() {
     assert_eq!(code, 0);
     assert!(table.starts_with("ID") && table.contains("legacy"), "{table}");
 
+    // identities, and keys with limits that belong to one.
+    let limits = r#"[{"name":"requests","limit":5,"durationMs":60000,"autoApply":true}]"#;
+    let acme = json(&["identities", "create", "--external-id", "acme", "--ratelimits", limits]);
+    let acme_id = acme["id"].as_str().unwrap().to_owned();
+    let member = json(&["keys", "create", "--name", "acme 1", "--external-id", "acme", "--ratelimits", "[]"]);
+    assert_eq!(member["identityId"], acme_id.as_str());
+    let edited = json(&["identities", "edit", &acme_id, "--meta", r#"{"plan":"pro"}"#]);
+    assert_eq!(edited["meta"]["plan"], "pro");
+    assert_eq!(json(&["identities", "get", &acme_id])["ratelimits"][0]["limit"], 5);
+    assert_eq!(json(&["identities", "list"]).as_array().unwrap().len(), 1);
+    let (code, table, _) = client(&server, &admin, &["identities", "list"], "");
+    assert!(code == 0 && table.contains("requests=5/60000ms"), "{table}");
+    let (code, _, err) = client(&server, &admin, &["identities", "delete", &acme_id], "");
+    assert_eq!(code, 1, "a live key belongs to it");
+    assert!(err.contains("identity_in_use"), "{err}");
+    let (code, _, err) = client(&server, &admin, &["identities", "edit", &acme_id, "--ratelimits", "{nope"], "");
+    assert_eq!(code, 2, "{err}");
+
     // workspace get|set: the policy, through the server.
     let ws = json(&["workspace", "set", "--max-keys", "10", "--max-key-lifetime-days", "none"]);
     assert_eq!((ws["maxKeys"].as_u64(), ws["maxKeyLifetimeDays"].is_null()), (Some(10), true));

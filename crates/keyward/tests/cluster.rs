@@ -229,8 +229,11 @@ async fn credits_are_spent_exactly_across_nodes() {
 async fn credits_are_spent_exactly_across_nodes_with_redis() {
     let Some(pair) = two_nodes_with_redis("cluster::credits_are_spent_exactly_with_redis").await else { return };
     let limits = json!([{"name": "requests", "limit": 1_000_000, "durationMs": 60_000, "autoApply": true}]);
-    spend_credits_from_64_clients(pair, json!({"name": "metered", "credits": {"remaining": 1000}, "ratelimits": limits}))
-        .await;
+    spend_credits_from_64_clients(
+        pair,
+        json!({"name": "metered", "credits": {"remaining": 1000}, "ratelimits": limits}),
+    )
+    .await;
 }
 
 async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
@@ -342,7 +345,9 @@ async fn a_rate_limit_holds_across_nodes_with_redis() {
     admitted.sort();
     let max = admitted
         .iter()
-        .map(|&(opened, _)| admitted.iter().filter(|&&(sent, answered)| sent >= opened && answered <= opened + WINDOW).count())
+        .map(|&(opened, _)| {
+            admitted.iter().filter(|&&(sent, answered)| sent >= opened && answered <= opened + WINDOW).count()
+        })
         .max()
         .unwrap_or(0);
     println!(

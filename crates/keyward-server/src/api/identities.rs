@@ -205,6 +205,7 @@ pub async fn get_identity(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "Changed by another request meanwhile", body = ErrorBody),
     ))]
 pub async fn update_identity(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Map, Value, json};
 
-use crate::cli::{ClientArgs, KeySettings, KeysCommand, WorkspaceCommand};
+use crate::cli::{ClientArgs, IdentitiesCommand, KeySettings, KeysCommand, WorkspaceCommand};
 
 /// Exit status of a usage error (as clap's own).
 pub const USAGE: u8 = 2;
@@ -174,7 +174,104 @@ fn settings_body(settings: KeySettings, replace_lists: bool) -> anyhow::Result<M
         let parsed: Value = serde_json::from_str(&v).map_err(|_| Usage("--metadata must be a JSON object".into()))?;
         put("metadata", parsed);
     }
+    if let Some(v) = settings.ratelimits {
+        put("ratelimits", json_arg("--ratelimits", &v)?);
+    }
+    if let Some(v) = settings.external_id {
+        put("externalId", v.into());
+    }
     Ok(body)
+}
+
+/// A JSON option's value (exit status 2 when it is not JSON).
+fn json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(text).map_err(|_| Usage(format!("{flag} must be JSON")))?)
+}
+
+fn print_identities(identities: &[Value]) {
+    let rows: Vec<[String; 4]> = identities
+        .iter()
+        .map(|i| {
+            let limits: Vec<String> = i["ratelimits"]
+                .as_array()
+                .map(|a| a.iter().map(|l| format!("{}={}/{}ms", s(l, "name"), l["limit"], l["durationMs"])).collect())
+                .unwrap_or_default();
+            [s(i, "id").into(), s(i, "externalId").into(), limits.join(","), s(i, "createdAt").into()]
+        })
+        .collect();
+    print_rows(["ID", "EXTERNAL ID", "RATE LIMITS", "CREATED"], &rows);
+}
+
+pub async fn identities(cmd: IdentitiesCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    let client = match &cmd {
+        IdentitiesCommand::Create { client, .. }
+        | IdentitiesCommand::List { client }
+        | IdentitiesCommand::Get { client, .. }
+        | IdentitiesCommand::Edit { client, .. }
+        | IdentitiesCommand::Delete { client, .. } => client,
+    };
+    let Some(c) = Client::new(client)? else { return Ok(ExitCode::from(USAGE)) };
+    let path = |id: &str| format!("/v1/identities/{}", urlencode(id));
+    let show = |identity: Value| {
+        if c.json {
+            outln!("{identity}");
+        } else {
+            print_identities(&[identity]);
+        }
+    };
+    let body = |meta: Option<String>, ratelimits: Option<String>| -> anyhow::Result<Map<String, Value>> {
+        let mut body = Map::new();
+        if let Some(m) = meta {
+            body.insert("meta".into(), json_arg("--meta", &m)?);
+        }
+        if let Some(r) = ratelimits {
+            body.insert("ratelimits".into(), json_arg("--ratelimits", &r)?);
+        }
+        Ok(body)
+    };
+    match cmd {
+        IdentitiesCommand::Create { external_id, meta, ratelimits, .. } => {
+            let mut body = body(meta, ratelimits)?;
+            body.insert("externalId".into(), external_id.into());
+            show(c.call(Method::POST, "/v1/identities", Some(Value::Object(body))).await?);
+        }
+        IdentitiesCommand::List { .. } => {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let q = cursor.as_deref().map(|c| format!("&cursor={}", urlencode(c))).unwrap_or_default();
+                let page = c.call(Method::GET, &format!("/v1/identities?limit=200{q}"), None).await?;
+                all.extend(page.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
+                cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            if c.json {
+                outln!("{}", Value::Array(all));
+            } else {
+                print_identities(&all);
+            }
+        }
+        IdentitiesCommand::Get { id, .. } => show(c.call(Method::GET, &path(&id), None).await?),
+        IdentitiesCommand::Edit { id, meta, ratelimits, .. } => {
+            let body = body(meta, ratelimits)?;
+            if body.is_empty() {
+                return Err(Usage("nothing to change: give --meta or --ratelimits".into()).into());
+            }
+            show(c.call(Method::PATCH, &path(&id), Some(Value::Object(body))).await?);
+        }
+        IdentitiesCommand::Delete { id, .. } => {
+            c.call(Method::DELETE, &path(&id), None).await?;
+            if c.json {
+                outln!("{}", json!({ "deleted": id }));
+            } else {
+                outln!("Deleted {id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A mistake in how the command was called: exit status 2.

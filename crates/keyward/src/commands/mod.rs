@@ -38,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Workspace(cmd) => keys::workspace(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
+        Command::Identities(cmd) => keys::identities(cmd).await,
         Command::Migrate { storage } => admin::migrate(&storage, &config(&storage)?).await,
         Command::Backup { file: path, storage } => admin::backup(&path, &storage, &config(&storage)?).await,
         Command::Restore { file: path, storage, force } => {

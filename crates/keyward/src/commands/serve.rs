@@ -24,7 +24,9 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     // Said once, on stdout (scripts read the address from this line).
     say(&format!("keyward listening on http://{addr}"));
     say(match &settings.server.redis_url {
-        Some(url) => format!("Rate limits: shared through Redis at {} (exact across nodes).", keyward_store::mask_url(url)),
+        Some(url) => {
+            format!("Rate limits: shared through Redis at {} (exact across nodes).", keyward_store::mask_url(url))
+        }
         None => "Rate limits: counted by this node alone (give --redis-url to share them between nodes).".to_owned(),
     }
     .as_str());

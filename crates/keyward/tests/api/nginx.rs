@@ -147,6 +147,30 @@ async fn nginx_auth_request_protects_an_api() {
     assert_eq!(resp.status(), 429, "out of credits");
     assert_eq!(resp.headers()["x-keyward-error"], "usage_exceeded");
     assert!(resp.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(resp.headers()["ratelimit-remaining"], "0");
+
+    // A rate limit: the client sees RateLimit-* on allowed answers, and a
+    // 429 with Retry-After and RateLimit-* past the limit.
+    let limits = json!([{"name": "requests", "limit": 2, "durationMs": 60_000, "autoApply": true}]);
+    let limited = app.create_key(json!({"scopes": ["tags:read"], "ratelimits": limits})).await;
+    for remaining in ["1", "0"] {
+        let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&limited.secret)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            (
+                resp.headers()["ratelimit-limit"].to_str().unwrap(),
+                resp.headers()["ratelimit-remaining"].to_str().unwrap()
+            ),
+            ("2", remaining)
+        );
+    }
+    let resp = send(reqwest::Method::GET, "/api/v2/tags/1", Some(&limited.secret)).await.unwrap();
+    assert_eq!(resp.status(), 429, "rate limited");
+    assert_eq!(resp.headers()["x-keyward-error"], "rate_limited");
+    assert_eq!(resp.headers()["ratelimit-remaining"], "0");
+    let reset: u64 = resp.headers()["ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=61).contains(&reset), "reset in {reset} s");
+    assert_eq!(resp.headers()["retry-after"].to_str().unwrap(), reset.to_string());
     let resp = send(reqwest::Method::GET, "/api/v2/campaigns/1", Some(&client.secret)).await.unwrap();
     assert_eq!(resp.status(), 403, "other refusals stay 403");
 

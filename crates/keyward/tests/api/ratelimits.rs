@@ -29,7 +29,10 @@ async fn an_auto_applied_limit_refuses_past_the_limit_until_time_frees_it() {
         let v = app.verify(&key.secret, json!({})).await;
         assert_eq!(v["code"], "VALID", "{v}");
         let l = &v["ratelimits"][0];
-        assert_eq!((l["name"].as_str(), l["limit"].as_i64(), l["remaining"].as_i64()), (Some("requests"), Some(3), Some(remaining)));
+        assert_eq!(
+            (l["name"].as_str(), l["limit"].as_i64(), l["remaining"].as_i64()),
+            (Some("requests"), Some(3), Some(remaining))
+        );
         assert_eq!(l["exceeded"], false);
     }
     let v = app.verify(&key.secret, json!({})).await;
@@ -57,14 +60,18 @@ async fn named_limits_spend_their_cost_and_unknown_names_are_refused() {
     assert_eq!((v["code"].as_str(), v["ratelimits"][0]["remaining"].as_i64()), (Some("VALID"), Some(40)));
     let v = app.verify(&key.secret, spend(50)).await;
     assert_eq!(v["code"], "RATE_LIMITED");
-    assert_eq!((v["ratelimits"][0]["remaining"].as_i64(), v["ratelimits"][0]["exceeded"].as_bool()), (Some(40), Some(true)));
+    assert_eq!(
+        (v["ratelimits"][0]["remaining"].as_i64(), v["ratelimits"][0]["exceeded"].as_bool()),
+        (Some(40), Some(true))
+    );
     // Cost 0 checks without spending.
     let v = app.verify(&key.secret, spend(0)).await;
     assert_eq!((v["code"].as_str(), v["ratelimits"][0]["remaining"].as_i64()), (Some("VALID"), Some(40)));
     let r = app.post("/v1/keys/verify", json!({"key": key.secret, "ratelimits": [{"name": "nope"}]})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_ratelimit"));
     assert!(r.error().starts_with("ratelimits[0].name"), "{}", r.error());
-    let r = app.post("/v1/keys/verify", json!({"key": key.secret, "ratelimits": [{"name": "tokens", "cost": -1}]})).await;
+    let r =
+        app.post("/v1/keys/verify", json!({"key": key.secret, "ratelimits": [{"name": "tokens", "cost": -1}]})).await;
     assert_eq!(r.status, 400);
     assert!(r.error().starts_with("ratelimits[0].cost"), "{}", r.error());
     app.stop().await;
@@ -107,7 +114,10 @@ async fn an_identity_limit_spans_its_keys() {
     let identity_id = r.str("id");
     let a = app.create_key(json!({"scopes": ["*"], "externalId": "acme"})).await;
     let b = app.create_key(json!({"scopes": ["*"], "externalId": "acme"})).await;
-    assert_eq!((a.body["externalId"].as_str(), a.body["identityId"].as_str()), (Some("acme"), Some(identity_id.as_str())));
+    assert_eq!(
+        (a.body["externalId"].as_str(), a.body["identityId"].as_str()),
+        (Some("acme"), Some(identity_id.as_str()))
+    );
     let mut valid = 0;
     for i in 0..10 {
         let key = if i % 2 == 0 { &a } else { &b };
@@ -124,11 +134,14 @@ async fn an_identity_limit_spans_its_keys() {
     // A key naming a new customer creates its identity.
     let c = app.create_key(json!({"scopes": ["*"], "externalId": "newco"})).await;
     let list = app.get("/v1/identities").await;
-    let ids: Vec<&str> = list.body["data"].as_array().unwrap().iter().map(|i| i["externalId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        list.body["data"].as_array().unwrap().iter().map(|i| i["externalId"].as_str().unwrap()).collect();
     assert_eq!(ids, ["newco", "acme"]);
     assert_eq!(app.verify_code(&c.secret).await, "VALID");
     // Raising the identity's limit takes effect at once.
-    let r = app.patch(&format!("/v1/identities/{identity_id}"), json!({"ratelimits": [limit("requests", 7, 60_000, true)]})).await;
+    let r = app
+        .patch(&format!("/v1/identities/{identity_id}"), json!({"ratelimits": [limit("requests", 7, 60_000, true)]}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(app.verify_code(&a.secret).await, "VALID");
     app.stop().await;
