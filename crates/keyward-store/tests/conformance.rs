@@ -278,7 +278,9 @@ async fn identities_hold_their_keys_limits_and_unique_external_ids(ctx: Ctx) {
     let store = ctx.store.as_ref();
     let ws = workspace(store, None).await;
     let limit = RateLimit { name: "requests".into(), limit: 100, duration_ms: 60_000, auto_apply: true };
-    let acme = Identity::new("id_acme".into(), &ws.id, "acme".into(), None, vec![limit.clone()], Utc::now()).unwrap();
+    // Stored times have millisecond precision.
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let acme = Identity::new("id_acme".into(), &ws.id, "acme".into(), None, vec![limit.clone()], now).unwrap();
     // The identity and its first key commit together.
     let mut k = key(&ws, "acme key");
     k.identity = Some(acme.as_key_identity());

@@ -49,6 +49,15 @@ struct Pair {
     admin: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     _db: TestDb,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The tests of this file load the machine's two cores (several nodes,
+/// PostgreSQL, 64 clients): they take turns, so that one's load does not
+/// starve another's database connections.
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn two_nodes(test: &str) -> Option<Pair> {
@@ -64,13 +73,14 @@ async fn two_nodes_with_redis(test: &str) -> Option<Pair> {
 
 async fn two_nodes_with(test: &str, redis: Option<&str>) -> Option<Pair> {
     let db = TestDb::new(Backend::Postgres, test).await?;
+    let turn = turn();
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(&db.url, &hash_key, &dirs.0, redis);
     let admin = a.admin.clone().expect("the first node bootstrapped");
     let b = start(&db.url, &hash_key, &dirs.1, redis);
     assert!(b.admin.is_none(), "the second node found the workspace and created none");
-    Some(Pair { a, b, admin, _dirs: dirs, _db: db })
+    Some(Pair { a, b, admin, _dirs: dirs, _db: db, _turn: turn })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -79,7 +89,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
-    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::revocations_reach_other_nodes").await else {
+    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes("cluster::revocations_reach_other_nodes").await
+    else {
         return;
     };
     let http = reqwest::Client::new();
@@ -198,6 +209,7 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
     let Some(db) = TestDb::new(Backend::Postgres, "cluster::nodes_starting_at_once").await else { return };
+    let _turn = turn();
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = std::thread::scope(|s| {
@@ -237,7 +249,7 @@ async fn credits_are_spent_exactly_across_nodes_with_redis() {
 }
 
 async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
-    let Pair { a, b, admin, _dirs, _db } = pair;
+    let Pair { a, b, admin, _dirs, _db, _turn } = pair;
     let http = reqwest::Client::new();
     let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
     let secret = key["secret"].as_str().unwrap().to_owned();
@@ -275,7 +287,9 @@ async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
 /// nodes, the threshold locks the key on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_are_counted_across_nodes() {
-    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes("cluster::wrong_secrets_are_counted").await else { return };
+    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes("cluster::wrong_secrets_are_counted").await else {
+        return;
+    };
     let http = reqwest::Client::new();
     let patch = json!({"lockout": {"threshold": 4}});
     call(&http, reqwest::Method::PATCH, format!("{}/v1/workspace", a.base), &admin, &patch).await;
@@ -307,7 +321,8 @@ async fn wrong_secrets_are_counted_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_across_nodes_with_redis() {
     const WINDOW: Duration = Duration::from_secs(10);
-    let Some(Pair { a, b, admin, _dirs, _db }) = two_nodes_with_redis("cluster::a_rate_limit_holds").await else {
+    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes_with_redis("cluster::a_rate_limit_holds").await
+    else {
         return;
     };
     let http = reqwest::Client::new();

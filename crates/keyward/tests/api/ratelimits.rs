@@ -137,6 +137,11 @@ async fn an_identity_limit_spans_its_keys() {
     let ids: Vec<&str> =
         list.body["data"].as_array().unwrap().iter().map(|i| i["externalId"].as_str().unwrap()).collect();
     assert_eq!(ids, ["newco", "acme"]);
+    let page = app.get("/v1/identities?limit=1").await;
+    assert_eq!(page.body["data"][0]["externalId"], "newco");
+    let cursor = page.str("nextCursor");
+    let rest = app.get(&format!("/v1/identities?limit=1&cursor={cursor}")).await;
+    assert_eq!((rest.body["data"][0]["externalId"].as_str(), &rest.body["nextCursor"]), (Some("acme"), &Value::Null));
     assert_eq!(app.verify_code(&c.secret).await, "VALID");
     // Raising the identity's limit takes effect at once.
     let r = app
