@@ -49,15 +49,15 @@ struct Pair {
     admin: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     _db: TestDb,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// The tests of this file load the machine's two cores (several nodes,
 /// PostgreSQL, 64 clients): they take turns, so that one's load does not
 /// starve another's database connections.
-fn turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }
 
 async fn two_nodes(test: &str) -> Option<Pair> {
@@ -73,7 +73,7 @@ async fn two_nodes_with_redis(test: &str) -> Option<Pair> {
 
 async fn two_nodes_with(test: &str, redis: Option<&str>) -> Option<Pair> {
     let db = TestDb::new(Backend::Postgres, test).await?;
-    let turn = turn();
+    let turn = turn().await;
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = start(&db.url, &hash_key, &dirs.0, redis);
@@ -209,7 +209,7 @@ async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
     let Some(db) = TestDb::new(Backend::Postgres, "cluster::nodes_starting_at_once").await else { return };
-    let _turn = turn();
+    let _turn = turn().await;
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = std::thread::scope(|s| {
