@@ -7,7 +7,7 @@ use keyward_core::identity::{Identity, validate_external_id};
 use keyward_core::key::KeyIdentity;
 use keyward_core::ratelimit::RateLimit;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, Page, Store, StoreError, Unique, Write};
+use keyward_store::{Change, Page, Store, StoreError, Write};
 use serde_json::Value;
 
 use crate::clock::Clock;
@@ -19,16 +19,10 @@ pub fn identity_not_found() -> Error {
     Error::new(ErrorKind::NotFound, "identity_not_found", "Identity not found")
 }
 
+/// Store errors in an identity's words (the rest as for keys).
 fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => identity_not_found(),
-        StoreError::Conflict(Unique::IdentityExternalId) => {
-            Error::conflict("duplicate_external_id", "An identity with this externalId already exists")
-        }
-        StoreError::InUse => Error::conflict(
-            "identity_in_use",
-            "Live keys belong to this identity; revoke or delete them (or move them) first",
-        ),
         StoreError::VersionMismatch => Error::conflict(
             "concurrent_modification",
             "The identity was changed by another request; read it again and retry",

@@ -294,6 +294,17 @@ pub struct KeySettings {
     pub external_id: Option<String>,
 }
 
+/// What an identity carries besides its external id.
+#[derive(Debug, Args)]
+pub struct IdentitySettings {
+    /// A JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub meta: Option<String>,
+    /// Limits shared by all its keys, a JSON array (see `keys create --help`).
+    #[arg(long, value_name = "JSON")]
+    pub ratelimits: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum IdentitiesCommand {
     /// Create an identity.
@@ -303,12 +314,8 @@ pub enum IdentitiesCommand {
         /// Your id for this customer (1–256 characters), unique in the workspace.
         #[arg(long, value_name = "ID")]
         external_id: String,
-        /// A JSON object.
-        #[arg(long, value_name = "JSON")]
-        meta: Option<String>,
-        /// Limits shared by all its keys, a JSON array (see `keys create --help`).
-        #[arg(long, value_name = "JSON")]
-        ratelimits: Option<String>,
+        #[command(flatten)]
+        settings: IdentitySettings,
     },
     /// List identities, newest first.
     List {
@@ -326,10 +333,8 @@ pub enum IdentitiesCommand {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
-        #[arg(long, value_name = "JSON")]
-        meta: Option<String>,
-        #[arg(long, value_name = "JSON")]
-        ratelimits: Option<String>,
+        #[command(flatten)]
+        settings: IdentitySettings,
     },
     /// Delete an identity no live key belongs to.
     Delete {

@@ -6,13 +6,12 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use keyward_core::identity::Identity;
 use keyward_core::ratelimit::RateLimit;
-use keyward_store::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::principal::Principal;
 
@@ -158,21 +157,8 @@ pub async fn list_identities(
     principal: Principal,
     ApiQuery(q): ApiQuery<ListIdentitiesQuery>,
 ) -> ApiResult<axum::Json<IdentityList>> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
-    }
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .ok()
-                .filter(|v| *v > 0)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
-        })
-        .transpose()?;
-    let (identities, next) = state.identities.list(&principal, Page { after, limit }).await?;
+    let page = super::keys::page(q.limit, q.cursor.as_deref())?;
+    let (identities, next) = state.identities.list(&principal, page).await?;
     Ok(axum::Json(IdentityList {
         data: identities.iter().map(IdentityView::from).collect(),
         next_cursor: next.map(|c| c.to_string()),

@@ -201,13 +201,22 @@ pub async fn list_keys(
             .transpose()?,
         name_contains: q.name.map(|n| keyward_core::key::normalize_name(&n)).filter(|n| !n.is_empty()),
     };
-    let limit = q.limit.unwrap_or(50);
+    let page = page(q.limit, q.cursor.as_deref())?;
+    let page = state.keys.list(&principal, &filter, page).await?;
+    Ok(axum::Json(KeyList {
+        data: page.keys.iter().map(KeyView::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// A list page from `limit` (1–200, default 50) and `cursor` (a previous
+/// answer's `nextCursor`).
+pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
     }
-    let after = q
-        .cursor
-        .as_deref()
+    let after = cursor
         .map(|c| {
             c.parse::<i64>()
                 .ok()
@@ -215,11 +224,7 @@ pub async fn list_keys(
                 .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
         })
         .transpose()?;
-    let page = state.keys.list(&principal, &filter, Page { after, limit }).await?;
-    Ok(axum::Json(KeyList {
-        data: page.keys.iter().map(KeyView::from).collect(),
-        next_cursor: page.next_cursor.map(|c| c.to_string()),
-    }))
+    Ok(Page { after, limit })
 }
 
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),

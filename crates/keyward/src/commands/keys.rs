@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Map, Value, json};
 
-use crate::cli::{ClientArgs, IdentitiesCommand, KeySettings, KeysCommand, WorkspaceCommand};
+use crate::cli::{ClientArgs, IdentitiesCommand, IdentitySettings, KeySettings, KeysCommand, WorkspaceCommand};
 
 /// Exit status of a usage error (as clap's own).
 pub const USAGE: u8 = 2;
@@ -71,6 +71,24 @@ impl Client {
         let message = value.get("error").and_then(Value::as_str).unwrap_or("request failed");
         let code = value.get("code").and_then(Value::as_str).unwrap_or("unknown");
         Err(Refused(format!("{message} ({code}, HTTP {})", status.as_u16())).into())
+    }
+
+    /// Every page of a list endpoint, with these filters.
+    async fn list_all(&self, path: &str, filters: &[(&str, String)]) -> anyhow::Result<Vec<Value>> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "200".to_owned())];
+            query.extend(filters.iter().cloned());
+            query.extend(cursor.clone().map(|c| ("cursor", c)));
+            let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
+            let page = self.call(reqwest::Method::GET, &format!("{path}?{}", qs.join("&")), None).await?;
+            all.extend(page.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
+            cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
+            if cursor.is_none() {
+                return Ok(all);
+            }
+        }
     }
 
     fn show_key(&self, key: &Value) {
@@ -220,34 +238,24 @@ pub async fn identities(cmd: IdentitiesCommand) -> anyhow::Result<ExitCode> {
             print_identities(&[identity]);
         }
     };
-    let body = |meta: Option<String>, ratelimits: Option<String>| -> anyhow::Result<Map<String, Value>> {
+    let body = |settings: IdentitySettings| -> anyhow::Result<Map<String, Value>> {
         let mut body = Map::new();
-        if let Some(m) = meta {
+        if let Some(m) = settings.meta {
             body.insert("meta".into(), json_arg("--meta", &m)?);
         }
-        if let Some(r) = ratelimits {
+        if let Some(r) = settings.ratelimits {
             body.insert("ratelimits".into(), json_arg("--ratelimits", &r)?);
         }
         Ok(body)
     };
     match cmd {
-        IdentitiesCommand::Create { external_id, meta, ratelimits, .. } => {
-            let mut body = body(meta, ratelimits)?;
+        IdentitiesCommand::Create { external_id, settings, .. } => {
+            let mut body = body(settings)?;
             body.insert("externalId".into(), external_id.into());
             show(c.call(Method::POST, "/v1/identities", Some(Value::Object(body))).await?);
         }
         IdentitiesCommand::List { .. } => {
-            let mut all = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let q = cursor.as_deref().map(|c| format!("&cursor={}", urlencode(c))).unwrap_or_default();
-                let page = c.call(Method::GET, &format!("/v1/identities?limit=200{q}"), None).await?;
-                all.extend(page.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
-                cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
-                if cursor.is_none() {
-                    break;
-                }
-            }
+            let all = c.list_all("/v1/identities", &[]).await?;
             if c.json {
                 outln!("{}", Value::Array(all));
             } else {
@@ -255,8 +263,8 @@ pub async fn identities(cmd: IdentitiesCommand) -> anyhow::Result<ExitCode> {
             }
         }
         IdentitiesCommand::Get { id, .. } => show(c.call(Method::GET, &path(&id), None).await?),
-        IdentitiesCommand::Edit { id, meta, ratelimits, .. } => {
-            let body = body(meta, ratelimits)?;
+        IdentitiesCommand::Edit { id, settings, .. } => {
+            let body = body(settings)?;
             if body.is_empty() {
                 return Err(Usage("nothing to change: give --meta or --ratelimits".into()).into());
             }
@@ -326,22 +334,11 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             c.show_secret(&c.call(Method::POST, "/v1/keys", Some(Value::Object(body))).await?);
         }
         KeysCommand::List { state, name, key_type, .. } => {
-            let mut keys = Vec::new();
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut query = vec![("limit", "200".to_owned())];
-                query.extend(state.clone().map(|s| ("state", s)));
-                query.extend(name.clone().map(|n| ("name", n)));
-                query.extend(key_type.clone().map(|t| ("type", t)));
-                query.extend(cursor.clone().map(|c| ("cursor", c)));
-                let qs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
-                let page = c.call(Method::GET, &format!("/v1/keys?{}", qs.join("&")), None).await?;
-                keys.extend(page.get("data").and_then(Value::as_array).cloned().unwrap_or_default());
-                cursor = page.get("nextCursor").and_then(Value::as_str).map(str::to_owned);
-                if cursor.is_none() {
-                    break;
-                }
-            }
+            let mut filters = Vec::new();
+            filters.extend(state.map(|s| ("state", s)));
+            filters.extend(name.map(|n| ("name", n)));
+            filters.extend(key_type.map(|t| ("type", t)));
+            let keys = c.list_all("/v1/keys", &filters).await?;
             if c.json {
                 outln!("{}", Value::Array(keys));
             } else {

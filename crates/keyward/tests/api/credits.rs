@@ -113,15 +113,7 @@ async fn forward_auth_answers_429_when_credits_run_out() {
     let app = spawn_app().await;
     let credits = json!({"remaining": 1, "refill": {"interval": "daily", "amount": 1}});
     let key = app.create_key(json!({"scopes": ["*"], "credits": credits})).await;
-    let authorize = || async {
-        reqwest::Client::new()
-            .get(format!("http://{}/v1/authorize", app.forward_auth_addr))
-            .header("x-forwarded-uri", "/api/x")
-            .header("x-api-key", &key.secret)
-            .send()
-            .await
-            .unwrap()
-    };
+    let authorize = || app.authorize(&key.secret);
     assert_eq!(authorize().await.status(), 200);
     let r = authorize().await;
     assert_eq!(r.status(), 429);

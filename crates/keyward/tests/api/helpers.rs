@@ -254,6 +254,18 @@ impl TestApp {
         r.body
     }
 
+    /// Asks the trusted forward-auth listener about a Traefik-style
+    /// request to `/api/x` presenting `key`.
+    pub async fn authorize(&self, key: &str) -> reqwest::Response {
+        self.client
+            .get(format!("http://{}/v1/authorize", self.forward_auth_addr))
+            .header("x-forwarded-uri", "/api/x")
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn verify_code(&self, key: &str) -> String {
         self.verify(key, json!({})).await["code"].as_str().unwrap().to_owned()
     }

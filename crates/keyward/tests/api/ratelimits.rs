@@ -155,15 +155,7 @@ async fn an_identity_limit_spans_its_keys() {
 async fn forward_auth_answers_429_with_ratelimit_headers() {
     let app = spawn_app().await;
     let key = app.create_key(json!({"scopes": ["*"], "ratelimits": [limit("requests", 2, 10_000, true)]})).await;
-    let authorize = || async {
-        reqwest::Client::new()
-            .get(format!("http://{}/v1/authorize", app.forward_auth_addr))
-            .header("x-forwarded-uri", "/api/x")
-            .header("x-api-key", &key.secret)
-            .send()
-            .await
-            .unwrap()
-    };
+    let authorize = || app.authorize(&key.secret);
     let header = |r: &reqwest::Response, name: &str| -> i64 {
         r.headers()[name].to_str().unwrap().parse().unwrap_or_else(|_| panic!("{name} is a number"))
     };
@@ -185,13 +177,7 @@ async fn forward_auth_answers_429_with_ratelimit_headers() {
     // Out of credits: 429 with the RateLimit headers of the credits.
     let credits = json!({"remaining": 0, "refill": {"interval": "daily", "amount": 50}});
     let key = app.create_key(json!({"scopes": ["*"], "credits": credits})).await;
-    let r = reqwest::Client::new()
-        .get(format!("http://{}/v1/authorize", app.forward_auth_addr))
-        .header("x-forwarded-uri", "/api/x")
-        .header("x-api-key", &key.secret)
-        .send()
-        .await
-        .unwrap();
+    let r = app.authorize(&key.secret).await;
     assert_eq!(r.status(), 429);
     assert_eq!((header(&r, "ratelimit-limit"), header(&r, "ratelimit-remaining")), (50, 0));
     assert_eq!(header(&r, "ratelimit-reset"), header(&r, "retry-after"));
