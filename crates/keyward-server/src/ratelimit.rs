@@ -13,8 +13,8 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use keyward_core::ratelimit::{LimitState, RateLimit, Window};
 
@@ -63,7 +63,14 @@ struct Redis {
     refund: redis::Script,
     /// The last call failed: limiting locally meanwhile.
     down: AtomicBool,
+    /// When Redis was last tried while down (ms since `started`): while it
+    /// is away, verifications ask it again at most every [`RETRY_EVERY`].
+    tried_at_ms: AtomicU64,
+    started: Instant,
 }
+
+/// While Redis is away, how often a verification tries it again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// KEYS: one hash per limit (field: slot index, value: units).
 /// ARGV: now (ms), then per limit: limit, duration (ms), cost.
@@ -152,6 +159,8 @@ impl Limiter {
                 spend: redis::Script::new(SPEND),
                 refund: redis::Script::new(REFUND),
                 down: AtomicBool::new(false),
+                tried_at_ms: AtomicU64::new(0),
+                started: Instant::now(),
             }),
         })
     }
@@ -175,7 +184,7 @@ impl Limiter {
         let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
         let ok = pong.is_ok();
         if ok {
-            r.mark(true);
+            r.answered();
         }
         Some(ok)
     }
@@ -185,10 +194,12 @@ impl Limiter {
         if checks.is_empty() {
             return Outcome { admitted: true, ..Outcome::default() };
         }
-        if let Some(r) = &self.redis {
+        if let Some(r) = &self.redis
+            && r.worth_trying()
+        {
             match r.spend(checks, now_ms).await {
                 Ok(outcome) => {
-                    r.mark(true);
+                    r.answered();
                     return outcome;
                 }
                 Err(e) => r.failed(&e),
@@ -252,13 +263,27 @@ impl Limiter {
 }
 
 impl Redis {
-    fn mark(&self, up: bool) {
-        if up && self.down.swap(false, Ordering::Relaxed) {
+    /// Up, or down but not tried for [`RETRY_EVERY`] (then this caller
+    /// tries): a Redis that is away costs one failed call a second, not
+    /// one per verification.
+    fn worth_trying(&self) -> bool {
+        if !self.down.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.tried_at_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= RETRY_EVERY.as_millis() as u64
+            && self.tried_at_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    fn answered(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!("Redis answers again: rate limits are shared by every node");
         }
     }
 
     fn failed(&self, e: &redis::RedisError) {
+        self.tried_at_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %e, "Redis does not answer: limiting on this node alone until it does");
         }
