@@ -238,6 +238,23 @@ impl ApiKey {
         Ok(())
     }
 
+    /// Brings the key in line with its workspace's expiry policy (a key
+    /// without expiry where one is required, or one living longer than the
+    /// maximum); `false` when it already complies or is revoked.
+    pub fn enforce_expiry(&mut self, policy: &KeyPolicy, now: DateTime<Utc>) -> bool {
+        if self.state == KeyState::Revoked {
+            return false;
+        }
+        match policy.enforced_expiry(self.expires_at, now) {
+            Some(at) => {
+                self.expires_at = Some(at);
+                self.touch(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn apply(&mut self, patch: KeyPatch, workspace: &Workspace, now: DateTime<Utc>) -> Result<(), Error> {
         self.ensure_editable()?;
         let mut next = self.clone();
@@ -652,6 +669,9 @@ fn check_expiry(expiry: Option<DateTime<Utc>>, policy: &KeyPolicy, now: DateTime
         && at <= now
     {
         return Err(Error::invalid("invalid_expiry", "expiresAt must be in the future"));
+    }
+    if policy.require_expiry && expiry.is_none() {
+        return Err(Error::invalid("expiry_required", "This workspace requires every key to expire"));
     }
     if let Some(max) = policy.max_key_lifetime_days {
         let limit = now + Duration::days(i64::from(max));

@@ -19,9 +19,31 @@ pub struct KeyPolicy {
     pub default_key_lifetime_days: Option<u32>,
     /// No key may live longer than this; when set, every key must expire.
     pub max_key_lifetime_days: Option<u32>,
+    /// Every key must expire (created without an expiry, it gets the
+    /// default lifetime; with no default, it is refused).
+    pub require_expiry: bool,
 }
 
 impl KeyPolicy {
+    /// The expiry the policy gives a key at `now` (the default lifetime,
+    /// else the maximum); `None` when it sets neither.
+    pub fn policy_expiry(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let days = self.default_key_lifetime_days.or(self.max_key_lifetime_days)?;
+        Some(now + chrono::Duration::days(i64::from(days)))
+    }
+
+    /// The expiry `current` must become under this policy at `now`, when
+    /// it breaks it: none while expiry is required, or later than the
+    /// maximum lifetime allows.
+    pub fn enforced_expiry(&self, current: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let latest = self.max_key_lifetime_days.map(|m| now + chrono::Duration::days(i64::from(m)));
+        match current {
+            None if self.require_expiry || latest.is_some() => self.policy_expiry(now),
+            Some(at) if latest.is_some_and(|l| at > l) => latest,
+            _ => None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Error> {
         for (name, v) in [
             ("defaultKeyLifetimeDays", self.default_key_lifetime_days),
@@ -40,6 +62,12 @@ impl KeyPolicy {
             && m > 1_000_000_000
         {
             return Err(Error::invalid("invalid_policy", "maxKeys must be at most 1000000000"));
+        }
+        if self.require_expiry && self.default_key_lifetime_days.is_none() && self.max_key_lifetime_days.is_none() {
+            return Err(Error::invalid(
+                "invalid_policy",
+                "requireExpiry needs defaultKeyLifetimeDays or maxKeyLifetimeDays (the date keys get)",
+            ));
         }
         if let (Some(d), Some(m)) = (self.default_key_lifetime_days, self.max_key_lifetime_days)
             && d > m

@@ -39,6 +39,7 @@ pub struct WorkspacePatch {
     pub identity_metadata: Option<Vec<String>>,
     /// (threshold, window minutes); `None` leaves each alone.
     pub lockout: Option<(Option<u32>, Option<u32>)>,
+    pub require_expiry: Option<bool>,
 }
 
 pub struct WorkspaceService {
@@ -173,6 +174,9 @@ impl WorkspaceService {
         if let Some(v) = patch.max_key_lifetime_days {
             ws.policy.max_key_lifetime_days = v;
         }
+        if let Some(v) = patch.require_expiry {
+            ws.policy.require_expiry = v;
+        }
         if let Some(routes) = patch.routes {
             let parsed = routes
                 .iter()
@@ -199,4 +203,73 @@ impl WorkspaceService {
         self.verifier.workspace_changed(&ws);
         Ok(ws)
     }
+
+    /// Gives every live key that breaks the expiry policy (no expiry where
+    /// one is required, or beyond the maximum lifetime) the policy's date:
+    /// the default lifetime from now, else the maximum. Each key is one
+    /// change (committed together by the group committer); a key edited
+    /// meanwhile is read again. Returns how many keys changed.
+    pub async fn apply_expiry_policy(&self, who: &Principal) -> Result<u64, Error> {
+        who.require("settings:manage")?;
+        let ws = self.load(who.workspace_id()).await?;
+        if ws.policy.policy_expiry(self.clock.now()).is_none() {
+            return Err(Error::conflict(
+                "no_expiry_policy",
+                "Set defaultKeyLifetimeDays or maxKeyLifetimeDays first: they give keys their date",
+            ));
+        }
+        let mut updated = 0;
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .list_keys(&ws.id, &keyward_store::KeyFilter::default(), keyward_store::Page { after, limit: 200 })
+                .await
+                .map_err(store_error)?;
+            let mut tasks = tokio::task::JoinSet::new();
+            for key in page.keys {
+                let (store, clock, policy) = (self.store.clone(), self.clock.clone(), ws.policy);
+                tasks.spawn(async move { enforce_expiry(store.as_ref(), key, &policy, clock.as_ref()).await });
+            }
+            while let Some(done) = tasks.join_next().await {
+                if let Some(key) =
+                    done.map_err(|e| Error::new(ErrorKind::Internal, "internal_error", e.to_string()))??
+                {
+                    self.verifier.cache().put(&key);
+                    updated += 1;
+                }
+            }
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => return Ok(updated),
+            }
+        }
+    }
+}
+
+/// Gives one key the policy's expiry if it breaks the policy; reads it
+/// again when it changed meanwhile. The key as stored, when it changed.
+async fn enforce_expiry(
+    store: &dyn Store,
+    mut key: ApiKey,
+    policy: &keyward_core::workspace::KeyPolicy,
+    clock: &dyn Clock,
+) -> Result<Option<ApiKey>, Error> {
+    for _ in 0..3 {
+        let expected = key.version;
+        if !key.enforce_expiry(policy, clock.now()) {
+            return Ok(None);
+        }
+        match store.commit(Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected })).await {
+            Ok(()) => return Ok(Some(key)),
+            Err(StoreError::VersionMismatch) => {
+                match store.get_key(&key.workspace_id, &key.id).await.map_err(store_error)? {
+                    Some(fresh) => key = fresh,
+                    None => return Ok(None),
+                }
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(store_error(StoreError::VersionMismatch))
 }

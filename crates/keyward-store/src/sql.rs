@@ -55,7 +55,8 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
 const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
-     max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout";
+     max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout, \
+     require_expiry";
 
 fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -142,11 +143,12 @@ impl Statements {
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
             insert_workspace: r(&format!(
                 "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-                placeholders(1, 12)
+                placeholders(1, 13)
             )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
-                 routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12 WHERE id = $1"),
+                 routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12, \
+                 require_expiry = $13 WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
             get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
@@ -550,6 +552,7 @@ pub struct WorkspaceRow {
     public_permissions: String,
     identity_metadata: String,
     lockout: Option<String>,
+    require_expiry: bool,
 }
 
 /// A lockout policy as stored: `{"threshold", "windowMinutes"}`.
@@ -571,6 +574,7 @@ impl WorkspaceRow {
                 max_keys: days(self.max_keys),
                 default_key_lifetime_days: days(self.default_key_lifetime_days),
                 max_key_lifetime_days: days(self.max_key_lifetime_days),
+                require_expiry: self.require_expiry,
             },
             routes: serde_json::from_str::<Vec<StoredRoute>>(&self.routes)
                 .map_err(|_| corrupt("routes"))?
@@ -739,6 +743,7 @@ macro_rules! bind_workspace {
             .bind(&v.public_permissions)
             .bind(&v.identity_metadata)
             .bind(&v.lockout)
+            .bind(ws.policy.require_expiry)
     }};
 }
 pub(crate) use bind_workspace;

@@ -226,6 +226,15 @@ pub enum WorkspaceCommand {
         /// Longest lifetime a key may have, in days, or `none`.
         #[arg(long, value_name = "DAYS|none")]
         max_key_lifetime_days: Option<String>,
+        /// Every key must expire: true or false.
+        #[arg(long, value_name = "BOOL")]
+        require_expiry: Option<bool>,
+    },
+    /// Give every live key that breaks the expiry policy the policy's date
+    /// (through the server).
+    ApplyExpiryPolicy {
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Mint a new admin key for a workspace (when its admin key is lost);
     /// printed once. Other keys are untouched.

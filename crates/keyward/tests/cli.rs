@@ -509,6 +509,10 @@ fn every_key_operation_is_a_cli_command() {
     let (code, out, _) = client(&server, &admin, &["workspace", "get"], "");
     assert_eq!(code, 0);
     assert!(out.contains("max keys") && out.contains("10"), "{out}");
+    let ws = json(&["workspace", "set", "--default-key-lifetime-days", "30", "--require-expiry", "true"]);
+    assert_eq!(ws["requireExpiry"], true);
+    let applied = json(&["workspace", "apply-expiry-policy"]);
+    assert!(applied["updated"].as_u64().unwrap() >= 1, "keys without an expiry got one: {applied}");
 
     // Exit codes: 1 refused, 2 usage; a missing key names both ways to give it.
     let (code, _, err) = client(&server, &admin, &["keys", "get", "key_nope"], "");

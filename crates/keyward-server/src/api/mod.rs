@@ -99,6 +99,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(identities::get_identity, identities::update_identity, identities::delete_identity))
         .routes(routes!(verify::verify_key))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
+        .routes(routes!(workspace::apply_expiry_policy))
         .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -26,6 +26,9 @@ pub struct WorkspaceView {
     pub default_key_lifetime_days: Option<u32>,
     /// Longest lifetime a key may have; null = no maximum.
     pub max_key_lifetime_days: Option<u32>,
+    /// Every key must expire: created without an expiry it gets the default
+    /// lifetime (refused when there is none); an edit cannot remove it.
+    pub require_expiry: bool,
     /// Which permission each route of the protected API needs (forward-auth and `path` in verify).
     pub routes: Vec<RouteView>,
     /// Permissions a publishable (browser) key may hold.
@@ -51,6 +54,7 @@ impl From<Workspace> for WorkspaceView {
             max_keys: w.policy.max_keys,
             default_key_lifetime_days: w.policy.default_key_lifetime_days,
             max_key_lifetime_days: w.policy.max_key_lifetime_days,
+            require_expiry: w.policy.require_expiry,
             routes: w
                 .routes
                 .iter()
@@ -111,6 +115,10 @@ pub struct UpdateWorkspaceRequest {
     pub identity_metadata: Option<Vec<String>>,
     /// Changes when wrong secrets lock a key (the fields given).
     pub lockout: Option<LockoutPatch>,
+    /// Every key must expire (needs defaultKeyLifetimeDays or
+    /// maxKeyLifetimeDays). Keys that exist keep their dates until
+    /// `POST /v1/workspace/apply-expiry-policy`.
+    pub require_expiry: Option<bool>,
 }
 
 /// Wrong secrets for one key that lock it: `threshold` (1–1000) within
@@ -158,6 +166,33 @@ pub async fn update_workspace(
         public_permissions: body.public_permissions,
         identity_metadata: body.identity_metadata,
         lockout: body.lockout.map(|l| (l.threshold, l.window_minutes)),
+        require_expiry: body.require_expiry,
     };
     Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
+}
+
+/// What applying the expiry policy changed.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPolicy {
+    /// Live keys that got the policy's date.
+    pub updated: u64,
+}
+
+#[utoipa::path(post, path = "/v1/workspace/apply-expiry-policy", tag = "workspace",
+    description = "Gives every live key without an expiry (when expiry is required or a maximum is set), \
+        or expiring later than the maximum lifetime allows, the policy's date: the default lifetime from now, \
+        else the maximum.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = AppliedPolicy),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The workspace sets no default or maximum lifetime (no_expiry_policy)",
+            body = ErrorBody),
+    ))]
+pub async fn apply_expiry_policy(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<axum::Json<AppliedPolicy>> {
+    Ok(axum::Json(AppliedPolicy { updated: state.workspaces.apply_expiry_policy(&principal).await? }))
 }

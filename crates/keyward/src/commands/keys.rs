@@ -450,10 +450,30 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     let (client, body) = match cmd {
         WorkspaceCommand::Get { client } => (client, None),
-        WorkspaceCommand::Set { client, name, max_keys, default_key_lifetime_days, max_key_lifetime_days } => {
+        WorkspaceCommand::ApplyExpiryPolicy { client } => {
+            let Some(c) = Client::new(&client)? else { return Ok(ExitCode::from(USAGE)) };
+            let applied = c.call(Method::POST, "/v1/workspace/apply-expiry-policy", None).await?;
+            if c.json {
+                outln!("{applied}");
+            } else {
+                outln!("{} keys now expire as the policy says", applied["updated"]);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        WorkspaceCommand::Set {
+            client,
+            name,
+            max_keys,
+            default_key_lifetime_days,
+            max_key_lifetime_days,
+            require_expiry,
+        } => {
             let mut body = Map::new();
             if let Some(n) = name {
                 body.insert("name".into(), n.into());
+            }
+            if let Some(r) = require_expiry {
+                body.insert("requireExpiry".into(), r.into());
             }
             for (flag, field, v) in [
                 ("--max-keys", "maxKeys", max_keys),
@@ -487,6 +507,7 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<ExitCode> {
             ("max keys", "maxKeys"),
             ("default key lifetime (days)", "defaultKeyLifetimeDays"),
             ("max key lifetime (days)", "maxKeyLifetimeDays"),
+            ("require expiry", "requireExpiry"),
         ] {
             outln!("{label:<28} {}", show(&ws[field]));
         }

@@ -278,6 +278,57 @@ async fn workspace_key_limit_and_expiry_policy() {
     app.stop().await;
 }
 
+/// Seed 004's mandatory expiry: requireExpiry, then every live key brought
+/// in line at once.
+async fn required_expiry_applies_to_new_keys_and_then_to_every_live_key() {
+    use keyward_server::clock::Clock;
+    let app = spawn_app().await;
+    let forever = app.create_key(json!({"name": "forever"})).await;
+    let long = app.create_key(json!({"name": "long", "expiresIn": 900})).await;
+    let short = app.create_key(json!({"name": "short", "expiresIn": 10})).await;
+    let revoked = app.create_key(json!({"name": "revoked"})).await;
+    app.post_empty(&format!("/v1/keys/{}/revoke", revoked.id)).await;
+    // Required expiry needs a date to give.
+    let r = app.patch("/v1/workspace", json!({"requireExpiry": true})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_policy"));
+    assert!(r.error().starts_with("requireExpiry"), "{}", r.error());
+    let r = app.post_empty("/v1/workspace/apply-expiry-policy").await;
+    assert_eq!((r.status.as_u16(), r.code()), (409, "no_expiry_policy"));
+    let r = app.patch("/v1/workspace", json!({"requireExpiry": true, "defaultKeyLifetimeDays": 90})).await;
+    assert_eq!((r.status.as_u16(), r.body["requireExpiry"].as_bool()), (200, Some(true)), "{}", r.body);
+    let days = |v: &serde_json::Value| {
+        let at = chrono::DateTime::parse_from_rfc3339(v["expiresAt"].as_str().unwrap()).unwrap();
+        // Whole days (answers carry whole seconds).
+        ((at.with_timezone(&chrono::Utc) - app.clock.now()).num_seconds() as f64 / 86_400.0).round() as i64
+    };
+    // New keys get the default lifetime; an edit cannot remove an expiry.
+    let new = app.create_key(json!({"name": "new"})).await;
+    assert_eq!(days(&new.body), 90);
+    let r = app.patch(&format!("/v1/keys/{}", forever.id), json!({"name": "still forever"})).await;
+    assert_eq!(r.status, 200, "other edits of a key without expiry still work");
+    let r = app.patch(&format!("/v1/keys/{}", new.id), json!({"expiresAt": null})).await;
+    assert_eq!(r.status, 400);
+    // Existing keys keep their dates until the policy is applied.
+    assert!(app.get(&format!("/v1/keys/{}", forever.id)).await.body["expiresAt"].is_null());
+    app.patch("/v1/workspace", json!({"maxKeyLifetimeDays": 365})).await;
+    let r = app.post_empty("/v1/workspace/apply-expiry-policy").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The admin key and "forever" had none, "long" outlived the maximum.
+    assert_eq!(r.body["updated"], 3, "{}", r.body);
+    assert_eq!(days(&app.get(&format!("/v1/keys/{}", forever.id)).await.body), 90);
+    assert_eq!(days(&app.get(&format!("/v1/keys/{}", long.id)).await.body), 365);
+    assert_eq!(days(&app.get(&format!("/v1/keys/{}", short.id)).await.body), 10, "already within the policy");
+    assert!(app.get(&format!("/v1/keys/{}", revoked.id)).await.body["expiresAt"].is_null(), "revoked keys stay");
+    assert_eq!(app.verify_code(&forever.secret).await, "VALID");
+    assert_eq!(app.post_empty("/v1/workspace/apply-expiry-policy").await.body["updated"], 0, "nothing left to do");
+    // At the new date the key expires, on this node's cache too (asked
+    // through forward-auth: the admin key has expired as well).
+    app.clock.advance(std::time::Duration::from_secs(91 * 86_400));
+    let r = app.authorize(&forever.secret).await;
+    assert_eq!((r.status().as_u16(), r.headers()["x-keyward-error"].to_str().unwrap()), (401, "api_key_expired"));
+    app.stop().await;
+}
+
 async fn usage_is_counted_and_flushed_in_the_background() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
@@ -304,5 +355,6 @@ backend_tests!(
     deactivate_activate_revoke_delete,
     names_are_unique_among_live_keys,
     workspace_key_limit_and_expiry_policy,
+    required_expiry_applies_to_new_keys_and_then_to_every_live_key,
     usage_is_counted_and_flushed_in_the_background
 );
