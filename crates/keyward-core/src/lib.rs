@@ -21,6 +21,7 @@
 
 pub mod credits;
 pub mod error;
+pub mod expr;
 pub mod hash;
 pub mod identity;
 pub mod ids;

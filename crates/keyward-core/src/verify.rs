@@ -13,7 +13,6 @@ use crate::hash::SecretHasher;
 use crate::key::{ApiKey, KeyState};
 use crate::origin::origin_of_url;
 use crate::route::{self, RouteScope};
-use crate::scope::Permission;
 use crate::token::ParsedToken;
 
 /// The answer's machine code, as documented in the API.
@@ -103,7 +102,8 @@ impl VerifyCode {
 /// What the request is about. Every part is optional.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
-    pub permission: Option<&'a Permission>,
+    /// What the request needs: one permission or an expression of them.
+    pub permission: Option<&'a crate::expr::PermissionExpr>,
     /// A resource id such as a site id.
     pub resource: Option<&'a str>,
     /// The HTTP method of the protected request.
@@ -190,9 +190,8 @@ pub fn decide(
     }
     let grants = key.grants();
     let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
-    let permission_ok = request.permission.is_none_or(|p| grants.allows(p));
-    if !method_ok || !permission_ok {
-        let missing = if permission_ok { None } else { request.permission };
+    let missing = request.permission.and_then(|p| p.missing(&grants));
+    if !method_ok || missing.is_some() {
         return Decision {
             code: VerifyCode::InsufficientPermissions,
             message: Cow::Owned(grants.refusal(missing)),
@@ -317,7 +316,7 @@ mod tests {
         let d = run(&f, post, now());
         assert_eq!(d.code, VerifyCode::InsufficientPermissions);
         assert_eq!(d.message, "Insufficient permissions. This key has read-only access.");
-        let perm = Permission::new("campaigns", "read");
+        let perm = crate::scope::Permission::new("campaigns", "read").into();
         assert!(run(&f, Request { permission: Some(&perm), ..Default::default() }, now()).is_valid());
     }
 

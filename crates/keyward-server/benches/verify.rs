@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
             .unwrap();
         (services, created.workspace.id, secret.expose().to_owned())
     });
-    let permission = Permission::new("campaigns", "read");
+    let permission: keyward_core::expr::PermissionExpr = Permission::new("campaigns", "read").into();
     let request =
         Request { permission: Some(&permission), resource: Some("site_a"), method: Some("GET"), ..Request::default() };
 

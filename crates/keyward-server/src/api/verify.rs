@@ -5,9 +5,9 @@ use std::net::IpAddr;
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
+use keyward_core::expr::PermissionExpr;
 use keyward_core::key::is_valid_resource_id;
 use keyward_core::ratelimit::LimitRequest;
-use keyward_core::scope::Permission;
 use keyward_core::verify::Request;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,7 +25,10 @@ pub const VERIFY: &str = "keys:verify";
 pub struct VerifyRequest {
     /// The key presented to your API.
     pub key: String,
-    /// The permission the request needs, `resource:action`.
+    /// The permission the request needs, `resource:action`; or an expression
+    /// of permissions joined by `AND` and `OR` with parentheses
+    /// (`sources:view AND (channels:edit OR channels:admin)`; `AND` binds
+    /// tighter; at most 32 permissions, 8 levels deep).
     #[schema(example = "campaigns:read")]
     pub permission: Option<String>,
     /// The resource (site) id the request is about.
@@ -143,14 +146,7 @@ pub async fn verify_key(
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<axum::Json<VerifyResponse>> {
     principal.require(VERIFY)?;
-    let permission = body
-        .permission
-        .as_deref()
-        .map(|p| {
-            Permission::parse_required(p)
-                .ok_or_else(|| ApiError::bad_request("invalid_permission", "permission must look like resource:action"))
-        })
-        .transpose()?;
+    let permission = body.permission.as_deref().map(PermissionExpr::parse).transpose()?;
     if let Some(r) = &body.resource
         && !is_valid_resource_id(r)
     {

@@ -91,6 +91,31 @@ async fn flags_and_full_access() {
     app.stop().await;
 }
 
+/// `permission` as an expression (seed 004): AND binds tighter than OR.
+async fn permission_expressions() {
+    let app = spawn_app().await;
+    let key = app.create_key(json!({"scopes": ["sources:view", "channels:publish"]})).await;
+    let check = |expr: &'static str| {
+        let secret = key.secret.clone();
+        let app = &app;
+        async move { app.verify(&secret, json!({"permission": expr})).await }
+    };
+    assert_eq!(check("sources:view AND (channels:edit OR channels:publish)").await["code"], "VALID");
+    assert_eq!(check("channels:edit OR sources:view AND channels:publish").await["code"], "VALID");
+    let v = check("sources:view AND (channels:edit OR tags:edit)").await;
+    assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS");
+    assert_eq!(v["message"], "Insufficient permissions. This key lacks the channels:edit permission.");
+    let ro = app.create_key(json!({"scopes": ["*"], "readOnly": true})).await;
+    let v = app.verify(&ro.secret, json!({"permission": "sources:view AND sources:edit"})).await;
+    assert_eq!(v["code"], "INSUFFICIENT_PERMISSIONS", "the read-only flag takes precedence");
+    for bad in ["sources:view AND", "(sources:view", "sources:view channels:edit", "sources:view OR OR a:b"] {
+        let r = app.post("/v1/keys/verify", json!({"key": key.secret, "permission": bad})).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_permission"), "{bad}");
+        assert!(!r.error().contains(bad), "the expression is not echoed");
+    }
+    app.stop().await;
+}
+
 async fn bad_verify_requests() {
     let app = spawn_app().await;
     let key = app.create_key(json!({})).await;
@@ -114,4 +139,4 @@ async fn bad_verify_requests() {
     app.stop().await;
 }
 
-backend_tests!(every_code, flags_and_full_access, bad_verify_requests);
+backend_tests!(every_code, flags_and_full_access, permission_expressions, bad_verify_requests);
