@@ -82,22 +82,28 @@ impl Parser<'_> {
 
     /// `all (OR all)*`
     fn any(&mut self, depth: usize) -> Result<PermissionExpr, Error> {
-        let mut parts = vec![self.all(depth)?];
-        while self.peek_keyword("OR") {
-            self.at += 1;
-            parts.push(self.all(depth)?);
-        }
-        Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { PermissionExpr::Any(parts) })
+        self.joined(depth, "OR", Self::all, PermissionExpr::Any)
     }
 
     /// `factor (AND factor)*`
     fn all(&mut self, depth: usize) -> Result<PermissionExpr, Error> {
-        let mut parts = vec![self.factor(depth)?];
-        while self.peek_keyword("AND") {
+        self.joined(depth, "AND", Self::factor, PermissionExpr::All)
+    }
+
+    /// `part (KEYWORD part)*`: one part alone, or `join` of them all.
+    fn joined(
+        &mut self,
+        depth: usize,
+        keyword: &str,
+        part: fn(&mut Self, usize) -> Result<PermissionExpr, Error>,
+        join: fn(Vec<PermissionExpr>) -> PermissionExpr,
+    ) -> Result<PermissionExpr, Error> {
+        let mut parts = vec![part(self, depth)?];
+        while self.peek_keyword(keyword) {
             self.at += 1;
-            parts.push(self.factor(depth)?);
+            parts.push(part(self, depth)?);
         }
-        Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { PermissionExpr::All(parts) })
+        Ok(if parts.len() == 1 { parts.pop().expect("one part") } else { join(parts) })
     }
 
     /// `( any )` or a permission.
