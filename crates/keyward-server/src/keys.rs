@@ -82,16 +82,21 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
 }
 
-/// What an edit of a key did: nothing, or changed it (with further writes
-/// that commit with it).
+/// What an edit of a key did: nothing, or changed it, with further writes
+/// that commit with it, before the key's update (what the key comes to
+/// name, such as a new identity) and after it.
 enum Edit {
     Unchanged,
-    Changed(Vec<Write>),
+    Changed { before: Vec<Write>, after: Vec<Write> },
 }
 
 impl Edit {
+    fn changed() -> Self {
+        Edit::Changed { before: Vec::new(), after: Vec::new() }
+    }
+
     fn when(changed: bool) -> Self {
-        if changed { Edit::Changed(Vec::new()) } else { Edit::Unchanged }
+        if changed { Edit::changed() } else { Edit::Unchanged }
     }
 }
 
@@ -228,14 +233,10 @@ impl KeyService {
         let mut key = self.load(workspace_id, id).await?;
         check_if_match(&key, if_match)?;
         let expected = key.version;
-        if let Edit::Changed(also) = change(&mut key)? {
-            // An identity the key joins is created first (the key names it).
-            let (mut writes, after): (Vec<_>, Vec<_>) =
-                also.into_iter().partition(|w| matches!(w, Write::InsertIdentity(_)));
-            writes.push(Write::UpdateKey { key: key.clone(), expected_version: expected });
-            writes.extend(after);
-            let commit = Change { writes };
-            self.store.commit(commit).await.map_err(store_error)?;
+        if let Edit::Changed { mut before, after } = change(&mut key)? {
+            before.push(Write::UpdateKey { key: key.clone(), expected_version: expected });
+            before.extend(after);
+            self.store.commit(Change { writes: before }).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
         Ok(key)
@@ -276,7 +277,7 @@ impl KeyService {
                 credits: k.credits,
                 at: now,
             });
-            Ok(Edit::Changed(credits.into_iter().chain(new_identity).collect()))
+            Ok(Edit::Changed { before: new_identity.into_iter().collect(), after: credits.into_iter().collect() })
         })
         .await
     }
@@ -331,7 +332,7 @@ impl KeyService {
                 k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
                 fresh = Some(secret);
-                Ok(Edit::Changed(Vec::new()))
+                Ok(Edit::changed())
             })
             .await?;
         Ok((key, fresh.expect("a successful roll made a secret")))

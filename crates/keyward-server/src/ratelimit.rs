@@ -18,20 +18,20 @@ use std::time::{Duration, Instant};
 
 use keyward_core::ratelimit::{LimitState, RateLimit, Window};
 
-/// One limit a request spends: whose counter (`subject`), the limit and
-/// the units.
+/// One limit a request spends: whose counter, the limit and the units.
 #[derive(Debug, Clone)]
 pub struct Check<'a> {
-    /// `k:<key id>` or `i:<identity id>`.
-    pub subject: String,
+    /// `kw:rl:<k|i>:<key or identity id>:<name>:<duration>`: a change of
+    /// duration starts a fresh counter.
+    counter: String,
     pub limit: &'a RateLimit,
     pub cost: i64,
 }
 
-impl Check<'_> {
-    /// The counter's name: a change of duration starts a fresh counter.
-    fn counter(&self) -> String {
-        format!("kw:rl:{}:{}:{}", self.subject, self.limit.name, self.limit.duration_ms)
+impl<'a> Check<'a> {
+    /// A limit of a key (`owner` `k`) or of an identity (`i`).
+    pub fn new(owner: char, owner_id: &str, limit: &'a RateLimit, cost: i64) -> Self {
+        Check { counter: format!("kw:rl:{owner}:{owner_id}:{}:{}", limit.name, limit.duration_ms), limit, cost }
     }
 }
 
@@ -53,7 +53,8 @@ pub const LOCAL_CAPACITY: usize = 1_000_000;
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub struct Limiter {
-    local: Mutex<HashMap<String, Window>>,
+    /// Each counter's window, with its duration (ms).
+    local: Mutex<HashMap<String, (i64, Window)>>,
     redis: Option<Redis>,
 }
 
@@ -173,10 +174,6 @@ impl Limiter {
         }
     }
 
-    pub fn uses_redis(&self) -> bool {
-        self.redis.is_some()
-    }
-
     /// Whether Redis answers (`None` without Redis).
     pub async fn redis_reachable(&self) -> Option<bool> {
         let r = self.redis.as_ref()?;
@@ -223,7 +220,7 @@ impl Limiter {
         }
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         for (c, &slot) in checks.iter().zip(&outcome.slots) {
-            if let Some(w) = local.get_mut(&c.counter()) {
+            if let Some((_, w)) = local.get_mut(&c.counter) {
                 w.refund(slot, c.cost);
             }
         }
@@ -232,23 +229,22 @@ impl Limiter {
     fn spend_locally(&self, checks: &[Check<'_>], now_ms: i64) -> Outcome {
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if local.len() >= LOCAL_CAPACITY {
-            local.retain(|name, w| {
-                let duration = name.rsplit(':').next().and_then(|d| d.parse().ok()).unwrap_or(0);
-                !w.is_idle(duration, now_ms)
-            });
+            local.retain(|_, (duration, w)| !w.is_idle(*duration, now_ms));
         }
-        let counters: Vec<String> = checks.iter().map(Check::counter).collect();
         let mut tallies = Vec::with_capacity(checks.len());
-        for (c, name) in checks.iter().zip(&counters) {
-            let w = local.entry(name.clone()).or_default();
+        for c in checks {
+            if !local.contains_key(&c.counter) {
+                local.insert(c.counter.clone(), (c.limit.duration_ms, Window::default()));
+            }
+            let (_, w) = local.get_mut(&c.counter).expect("the window is there");
             tallies.push(w.tally(c.limit, now_ms));
         }
         let admitted = checks.iter().zip(&tallies).all(|(c, &(used, _))| used + c.cost <= c.limit.limit);
         let mut outcome = Outcome { admitted, states: Vec::with_capacity(checks.len()), slots: Vec::new() };
-        for ((c, name), (used, oldest)) in checks.iter().zip(&counters).zip(tallies) {
+        for (c, (used, oldest)) in checks.iter().zip(tallies) {
             let exceeded = used + c.cost > c.limit.limit;
             if admitted && c.cost > 0 {
-                let w = local.get_mut(name).expect("the window was just made");
+                let (_, w) = local.get_mut(&c.counter).expect("the window is there");
                 let slot = w.add(c.limit, now_ms, c.cost);
                 outcome.slots.push(slot);
                 let oldest = Some(oldest.map_or(slot, |o| o.min(slot)));
@@ -293,7 +289,7 @@ impl Redis {
         let mut invocation = self.spend.prepare_invoke();
         invocation.arg(now_ms);
         for c in checks {
-            invocation.key(c.counter()).arg(c.limit.limit).arg(c.limit.duration_ms).arg(c.cost);
+            invocation.key(&c.counter).arg(c.limit.limit).arg(c.limit.duration_ms).arg(c.cost);
         }
         let mut conn = self.conn.clone();
         let out: Vec<i64> = invocation.invoke_async(&mut conn).await?;
@@ -316,7 +312,7 @@ impl Redis {
     async fn refund(&self, checks: &[Check<'_>], slots: &[i64]) -> redis::RedisResult<()> {
         let mut invocation = self.refund.prepare_invoke();
         for (c, slot) in checks.iter().zip(slots) {
-            invocation.key(c.counter()).arg(*slot).arg(c.cost);
+            invocation.key(&c.counter).arg(*slot).arg(c.cost);
         }
         let mut conn = self.conn.clone();
         let _: i64 = invocation.invoke_async(&mut conn).await?;

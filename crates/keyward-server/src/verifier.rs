@@ -480,18 +480,19 @@ fn limit_checks<'a>(
             ));
         }
     }
-    let subjects = [(format!("k:{}", key.id), &key.ratelimits[..])];
-    let identity_subject = identity.map(|i| (format!("i:{}", i.id), identity_limits));
+    let owners = [('k', &*key.id, &key.ratelimits[..])];
+    let identity_owner = identity.map(|i| ('i', i.id.as_str(), identity_limits));
     let mut checks = Vec::new();
-    for (subject, limits) in subjects.into_iter().chain(identity_subject) {
+    for (owner, owner_id, limits) in owners.into_iter().chain(identity_owner) {
         for limit in limits {
-            let named: Vec<i64> = requested.iter().filter(|r| r.name == limit.name).map(|r| r.cost).collect();
-            let cost = match (named.is_empty(), limit.auto_apply) {
-                (false, _) => named.iter().sum(),
-                (true, true) => 1,
-                (true, false) => continue,
+            let named = requested.iter().filter(|r| r.name == limit.name);
+            let (times, cost) = named.fold((0, 0), |(n, sum), r| (n + 1, sum + r.cost));
+            let cost = match (times, limit.auto_apply) {
+                (0, true) => 1,
+                (0, false) => continue,
+                _ => cost,
             };
-            checks.push(Check { subject: subject.clone(), limit, cost });
+            checks.push(Check::new(owner, owner_id, limit, cost));
         }
     }
     Ok(checks)

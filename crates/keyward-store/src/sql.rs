@@ -200,8 +200,8 @@ impl Statements {
                  failed_attempts = 0, failures_since = NULL WHERE id = $2 AND state = 'active'"),
             meta_claim: r("INSERT INTO meta (name, value) VALUES ($1, $2)"),
             insert_identity: r(&format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ({})", placeholders(1, 8))),
-            update_identity: r("UPDATE identities SET meta = $4, ratelimits = $5, updated_at = $7, version = $8 \
-                 WHERE id = $1 AND workspace_id = $2 AND external_id = $3 AND version = $9 AND created_at = $6"),
+            update_identity: r("UPDATE identities SET external_id = $3, meta = $4, ratelimits = $5, created_at = $6, \
+                 updated_at = $7, version = $8 WHERE id = $1 AND workspace_id = $2 AND version = $9"),
             identity_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE identity_id = $1 AND state <> 'revoked'"),
             detach_identity: r("UPDATE api_keys SET identity_id = NULL, external_id = NULL, version = version + 1 \
                  WHERE identity_id = $1"),

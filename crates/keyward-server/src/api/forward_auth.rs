@@ -288,14 +288,14 @@ async fn decide_forward_auth(
     if is_authentication_failure(v.decision.code) {
         throttle.failed(client);
     }
-    let now_ms = state.verifier.clock().now().timestamp_millis();
+    let now = state.verifier.clock().now();
+    let now_ms = now.timestamp_millis();
     if !v.decision.is_valid() {
         let refused = refusal(v.decision.code, &v.decision.message);
         let refill = v.key.as_deref().and_then(|k| k.credits).and_then(|c| c.refill);
         return Err(match (v.decision.code, refill) {
             // Out of credits: try again after the next refill, if there is one.
             (VerifyCode::UsageExceeded, Some(r)) => {
-                let now = state.verifier.clock().now();
                 let wait = (r.next_refill(now) - now).num_seconds().max(1);
                 refused.retry_after(wait as u64).with_headers(ratelimit_headers(Some(r.amount), 0, Some(wait)))
             }
