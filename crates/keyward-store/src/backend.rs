@@ -157,19 +157,22 @@ macro_rules! store_impl {
                         (q.bind(*expected_version).execute(&mut *conn).await, Some(StoreError::VersionMismatch))
                     }
                     Write::DeleteIdentity { workspace_id, id } => {
+                        // All within the caller's workspace: another's ids are
+                        // not found, never "in use".
                         let live: i64 = sqlx::query_scalar(&sql.identity_live_keys)
                             .bind(id)
+                            .bind(workspace_id)
                             .fetch_one(&mut *conn)
                             .await
                             .map_err(self.classify)?;
                         if live > 0 {
                             return Err(StoreError::InUse);
                         }
-                        let found = sqlx::query(&sql.delete_identity).bind(id).bind(workspace_id).execute(&mut *conn).await;
-                        if found.as_ref().is_ok_and(|d| d.rows_affected() > 0) {
-                            sqlx::query(&sql.detach_identity).bind(id).execute(&mut *conn).await.map_err(self.classify)?;
-                        }
-                        (found, Some(StoreError::NotFound))
+                        // Revoked keys let go of it first (their external id too).
+                        let detach = sqlx::query(&sql.detach_identity).bind(id).bind(workspace_id);
+                        detach.execute(&mut *conn).await.map_err(self.classify)?;
+                        let done = sqlx::query(&sql.delete_identity).bind(id).bind(workspace_id).execute(&mut *conn).await;
+                        (done, Some(StoreError::NotFound))
                     }
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)

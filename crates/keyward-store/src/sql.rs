@@ -202,9 +202,10 @@ impl Statements {
             insert_identity: r(&format!("INSERT INTO identities ({IDENTITY_COLUMNS}) VALUES ({})", placeholders(1, 8))),
             update_identity: r("UPDATE identities SET external_id = $3, meta = $4, ratelimits = $5, created_at = $6, \
                  updated_at = $7, version = $8 WHERE id = $1 AND workspace_id = $2 AND version = $9"),
-            identity_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE identity_id = $1 AND state <> 'revoked'"),
+            identity_live_keys: r("SELECT COUNT(*) FROM api_keys \
+                 WHERE identity_id = $1 AND workspace_id = $2 AND state <> 'revoked'"),
             detach_identity: r("UPDATE api_keys SET identity_id = NULL, external_id = NULL, version = version + 1 \
-                 WHERE identity_id = $1"),
+                 WHERE identity_id = $1 AND workspace_id = $2"),
             delete_identity: r("DELETE FROM identities WHERE id = $1 AND workspace_id = $2"),
             get_identity: r(&format!(
                 "SELECT seq, {IDENTITY_COLUMNS} FROM identities WHERE id = $1 AND workspace_id = $2"

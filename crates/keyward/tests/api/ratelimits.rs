@@ -211,6 +211,10 @@ async fn identities_are_managed_and_kept_while_live_keys_use_them() {
     let key = app.create_key(json!({"externalId": "acme"})).await;
     let r = app.delete(&format!("/v1/identities/{id}")).await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "identity_in_use"));
+    // Another workspace is told nothing about it.
+    let (_, other) = app.other_workspace().await;
+    let r = app.call(reqwest::Method::DELETE, &format!("/v1/identities/{id}"), Some(&other), None).await;
+    assert_eq!(r.status, 404, "{}", r.body);
     // Moving the key off the identity (or revoking it) frees it.
     let r = app.patch(&format!("/v1/keys/{}", key.id), json!({"externalId": null})).await;
     assert_eq!(r.body["externalId"], Value::Null, "{}", r.body);
@@ -221,7 +225,6 @@ async fn identities_are_managed_and_kept_while_live_keys_use_them() {
     assert_eq!(app.get(&format!("/v1/identities/{id}")).await.status, 404);
     assert_eq!(app.get(&format!("/v1/keys/{}", key.id)).await.body["externalId"], Value::Null);
     // Another workspace sees none of it.
-    let (_, other) = app.other_workspace().await;
     let r = app.call(reqwest::Method::GET, "/v1/identities", Some(&other), None).await;
     assert_eq!(r.body["data"], json!([]));
     app.stop().await;
