@@ -781,15 +781,15 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     kw = keyward("keyward", kw_db, n + CACHE_MARGIN)
     kw_miss = keyward("keyward-miss", miss_db, max(16, min(MISS_CACHE, n // 100)))
     kw_write = keyward("keyward-write", write_db, n + CACHE_MARGIN)
+    def wanted(sid: str) -> bool:
+        return not args.only or sid in args.only
+
     kw_redis = None
-    wanted = lambda sid: not args.only or sid in args.only  # noqa: E731
-    if not wanted("rl-redis"):
-        pass
-    elif redis_answers(args.redis_url):
+    if wanted("rl-redis") and redis_answers(args.redis_url):
         redis_db = d / "keyward-redis.db"
         DBS.copy(kw_db, redis_db)
         kw_redis = keyward("keyward-redis", redis_db, n + CACHE_MARGIN, ["--redis-url", args.redis_url])
-    else:
+    elif wanted("rl-redis"):
         msg = f"(rl-redis) skipped: no Redis answers at {args.redis_url}"
         log(msg)
         res["notes"].append(msg)

@@ -20,8 +20,9 @@ fn architecture_names_only_paths_that_exist() {
     let mut base = root();
     let mut checked = 0;
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("### `") {
-            base = root().join(rest.trim_end_matches('`'));
+        // A crate's entry (`- **`crates/x`**: …`) names paths inside it.
+        if let Some(rest) = line.strip_prefix("- **`") {
+            base = root().join(rest.split('`').next().unwrap_or_default());
         }
         for (i, part) in line.split('`').enumerate() {
             if i % 2 == 1 && looks_like_path(part) {
