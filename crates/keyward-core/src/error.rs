@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Conflict,
     /// `If-Match` named another version (412).
     PreconditionFailed,
+    /// Too many attempts; try again after this many seconds (429).
+    TooManyRequests { retry_after_secs: u64 },
     /// Something on our side failed; the message is opaque (500).
     Internal,
 }

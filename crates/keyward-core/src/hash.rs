@@ -116,6 +116,18 @@ impl SecretHasher {
         bool::from(digest.ct_eq(&stored.digest))
     }
 
+    /// A keyed digest of `data` for the purpose `label` (session and
+    /// invitation tokens are stored as these, never in the clear).
+    pub fn digest(&self, label: &str, data: &[u8]) -> [u8; 32] {
+        self.hmac(&[b"keyward ", label.as_bytes(), b"\0", data])
+    }
+
+    /// A secret derived from the hash key for the purpose `label` (the
+    /// session JWT signing key), so no second secret needs keeping.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        self.hmac(&[b"keyward derived key v1\0", label.as_bytes()])
+    }
+
     /// A public fingerprint of the key, stored beside the data so that a
     /// server started with the wrong key refuses to run instead of rejecting
     /// every key.

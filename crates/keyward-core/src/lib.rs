@@ -26,6 +26,7 @@ pub mod hash;
 pub mod identity;
 pub mod ids;
 pub mod key;
+pub mod member;
 pub mod origin;
 pub mod ratelimit;
 pub mod route;

@@ -37,7 +37,17 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::IdentityExternalId) => {
             Error::conflict("duplicate_external_id", "An identity with this externalId already exists")
         }
+        StoreError::Conflict(Unique::MemberEmail) => {
+            Error::conflict("duplicate_email", "A member with this email already exists")
+        }
+        StoreError::Conflict(Unique::Membership) => {
+            Error::conflict("already_member", "This person is already a member of the workspace")
+        }
         StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
+        StoreError::LastOwner => Error::conflict(
+            "last_owner",
+            "The workspace must keep at least one owner: make another member owner first",
+        ),
         StoreError::InUse => Error::conflict(
             "identity_in_use",
             "Live keys belong to this identity; revoke or delete them (or move them) first",

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod clock;
 pub mod identities;
 pub mod keys;
+pub mod members;
 pub mod principal;
 pub mod ratelimit;
 pub mod startup;

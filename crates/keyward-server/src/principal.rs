@@ -1,10 +1,10 @@
-//! Who is calling. Today a caller is an API key of a workspace; signed-in
-//! members and OAuth access tokens become further variants, and handlers,
-//! which only ask "which workspace?" and "may it do X?", do not change.
+//! Who is calling: an API key of a workspace, a signed-in member (session
+//! cookie or bearer JWT), or the operator. Handlers only ask "which
+//! workspace?" and "may it do X?"; services answer the second.
 
 use std::sync::Arc;
 
-use keyward_core::scope::Permission;
+use keyward_core::scope::{Flags, Grants, Permission, Scope};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind};
 
@@ -14,11 +14,31 @@ use crate::verifier::Verifier;
 #[derive(Debug, Clone)]
 pub enum Principal {
     ApiKey(Arc<CachedKey>),
+    /// A member signed in to one workspace.
+    Member(Arc<MemberCaller>),
     /// An operator acting on the database directly (`keyward bootstrap`,
     /// `keyward workspace …`): every permission, in one workspace.
     System {
         workspace_id: String,
     },
+}
+
+/// A signed-in member, as of this request.
+#[derive(Debug, Clone)]
+pub struct MemberCaller {
+    pub member_id: String,
+    pub email: String,
+    pub name: String,
+    pub workspace_id: String,
+    pub roles: Vec<String>,
+    /// What the roles grant together.
+    pub scopes: Vec<Scope>,
+    pub session_id: String,
+    /// Re-authenticated within the last five minutes.
+    pub fresh: bool,
+    /// Authenticated by the session cookie (unsafe requests then need a
+    /// same-origin `Origin`), not a bearer JWT.
+    pub via_cookie: bool,
 }
 
 impl Principal {
@@ -42,6 +62,7 @@ impl Principal {
     pub fn workspace_id(&self) -> &str {
         match self {
             Principal::ApiKey(k) => &k.workspace_id,
+            Principal::Member(m) => &m.workspace_id,
             Principal::System { workspace_id } => workspace_id,
         }
     }
@@ -58,7 +79,27 @@ impl Principal {
                     Err(Error::new(ErrorKind::Forbidden, "insufficient_permissions", grants.refusal(Some(&required))))
                 }
             }
+            Principal::Member(m) => {
+                let grants = Grants { scopes: &m.scopes, flags: Flags::default() };
+                if grants.allows(&required) {
+                    Ok(())
+                } else {
+                    Err(Error::new(
+                        ErrorKind::Forbidden,
+                        "insufficient_permissions",
+                        format!("Insufficient permissions. Your roles lack the {required} permission."),
+                    ))
+                }
+            }
             Principal::System { .. } => Ok(()),
+        }
+    }
+
+    /// The signed-in member, when a member is calling.
+    pub fn member(&self) -> Option<&MemberCaller> {
+        match self {
+            Principal::Member(m) => Some(m),
+            _ => None,
         }
     }
 }

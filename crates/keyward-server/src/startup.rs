@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// Redis shared by every node for exact rate limits; without it each
     /// node limits on its own.
     pub redis_url: Option<String>,
+    /// The URL people reach this server at (behind a proxy), whose origin
+    /// cookie-authenticated requests may name besides the request's host.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +63,7 @@ impl Default for ServerConfig {
             clock: Arc::new(SystemClock),
             ip_failure_limit: 50,
             redis_url: None,
+            public_url: None,
         }
     }
 }
@@ -72,6 +76,7 @@ pub struct Services {
     pub keys: Arc<KeyService>,
     pub workspaces: Arc<WorkspaceService>,
     pub identities: Arc<crate::identities::IdentityService>,
+    pub members: Arc<crate::members::MemberService>,
     pub usage: Arc<UsageRecorder>,
 }
 
@@ -102,13 +107,15 @@ impl Services {
             None => crate::ratelimit::Limiter::local(),
         };
         let verifier =
-            Arc::new(Verifier::new(store.clone(), hasher, cache, clock.clone(), config.ip_failure_limit, limiter));
+            Arc::new(Verifier::new(store.clone(), hasher.clone(), cache, clock.clone(), config.ip_failure_limit, limiter));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys = Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone()));
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
-        let workspaces = Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), clock));
-        Ok(Services { store, verifier, keys, workspaces, identities, usage })
+        let members = Arc::new(crate::members::MemberService::new(store.clone(), hasher, clock.clone()).await);
+        let workspaces =
+            Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), members.clone(), clock));
+        Ok(Services { store, verifier, keys, workspaces, identities, members, usage })
     }
 }
 
@@ -149,17 +156,8 @@ impl Application {
     /// Serves until `shutdown` completes, then drains connections and
     /// flushes pending usage counts.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Services { store, verifier, keys, workspaces, identities, usage } = self.services;
-        let state = AppState {
-            keys,
-            workspaces,
-            identities,
-            verifier,
-            store: store.clone(),
-            metrics: crate::telemetry::prometheus(),
-            forward_auth: Arc::new(self.config.forward_auth.clone()),
-            trusted_listener: false,
-        };
+        let state = AppState::new(&self.services, &self.config);
+        let Services { store, usage, .. } = self.services;
         // Other nodes' changes reach this node's caches (PostgreSQL).
         let watcher = store.watch().await.map(|mut notices| {
             let verifier = state.verifier.clone();

@@ -23,6 +23,31 @@ pub struct NewWorkspace {
     pub workspace: Workspace,
     pub admin_key: ApiKey,
     pub secret: Secret,
+    /// Its owner, when one was created with it (bootstrap).
+    pub owner: Option<NewOwner>,
+}
+
+/// Who owns a bootstrapped deployment's first workspace.
+#[derive(Debug, Clone)]
+pub struct OwnerSpec {
+    pub email: String,
+    /// `None`: a password is generated (and shown once).
+    pub password: Option<String>,
+}
+
+impl Default for OwnerSpec {
+    fn default() -> Self {
+        OwnerSpec { email: DEFAULT_OWNER_EMAIL.to_owned(), password: None }
+    }
+}
+
+pub const DEFAULT_OWNER_EMAIL: &str = "owner@localhost";
+
+#[derive(Debug)]
+pub struct NewOwner {
+    pub member: keyward_core::member::Member,
+    /// The password, when keyward generated it.
+    pub generated_password: Option<String>,
 }
 
 /// A partial edit; for nullable settings `Some(None)` clears the setting.
@@ -46,6 +71,7 @@ pub struct WorkspaceService {
     store: Arc<dyn Store>,
     keys: Arc<KeyService>,
     verifier: Arc<crate::verifier::Verifier>,
+    members: Arc<crate::members::MemberService>,
     clock: Arc<dyn Clock>,
 }
 
@@ -56,9 +82,10 @@ impl WorkspaceService {
         store: Arc<dyn Store>,
         keys: Arc<KeyService>,
         verifier: Arc<crate::verifier::Verifier>,
+        members: Arc<crate::members::MemberService>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        WorkspaceService { store, keys, verifier, clock }
+        WorkspaceService { store, keys, verifier, members, clock }
     }
 
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
@@ -81,7 +108,7 @@ impl WorkspaceService {
         let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
         let mut change = Change::of(Write::InsertWorkspace(workspace.clone()));
         change.push(KeyService::insert_write(&workspace, &admin_key));
-        Ok((NewWorkspace { workspace, admin_key, secret }, change))
+        Ok((NewWorkspace { workspace, admin_key, secret, owner: None }, change))
     }
 
     /// Every workspace with its number of live keys (operator commands).
@@ -112,7 +139,7 @@ impl WorkspaceService {
             match self.store.commit(Change::of(write)).await {
                 Ok(()) => {
                     self.verifier.cache().put(&admin_key);
-                    return Ok(NewWorkspace { workspace, admin_key, secret });
+                    return Ok(NewWorkspace { workspace, admin_key, secret, owner: None });
                 }
                 Err(StoreError::Conflict(keyward_store::Unique::KeyName)) => continue,
                 Err(e) => return Err(store_error(e)),
@@ -121,15 +148,21 @@ impl WorkspaceService {
         Err(Error::conflict("duplicate_name", "Every admin key name is taken; revoke some admin keys first"))
     }
 
-    /// Creates the first workspace of an empty deployment; `None` when the
-    /// deployment already has one (nothing is changed then).
-    pub async fn bootstrap(&self, name: &str) -> Result<Option<NewWorkspace>, Error> {
+    /// Creates the first workspace of an empty deployment, with its admin
+    /// key and its owner; `None` when the deployment already has one
+    /// (nothing is changed then).
+    pub async fn bootstrap(&self, name: &str, owner: &OwnerSpec) -> Result<Option<NewWorkspace>, Error> {
         if self.store.count_workspaces().await.map_err(store_error)? > 0 {
             return Ok(None);
         }
         // The marker makes bootstrap happen once when several nodes start
         // on one empty database at the same moment.
-        let (created, mut change) = self.prepare(name)?;
+        let (mut created, mut change) = self.prepare(name)?;
+        let generated = owner.password.is_none().then(|| keyward_core::ids::random_base62(20));
+        let password = owner.password.as_deref().or(generated.as_deref()).unwrap_or_default();
+        let (member, writes) = self.members.owner_writes(&created.workspace.id, &owner.email, password).await?;
+        change.writes.extend(writes);
+        created.owner = Some(NewOwner { member, generated_password: generated });
         change.push(Write::InsertMeta { name: "bootstrapped_workspace".into(), value: created.workspace.id.clone() });
         match self.store.commit(change).await {
             Ok(()) => {

@@ -5,14 +5,13 @@
 //! tests in keyward-core.) `PROPTEST_CASES` raises the count.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use keyward_core::hash::SecretHasher;
-use keyward_server::api::forward_auth::ForwardAuthConfig;
 use keyward_server::api::{AppState, router};
 use keyward_server::{ServerConfig, Services};
 use proptest::prelude::*;
@@ -39,17 +38,8 @@ fn fixture() -> &'static Fixture {
                 Services::new(store.clone(), SecretHasher::new(&[5u8; 32]).unwrap(), &ServerConfig::default())
                     .await
                     .unwrap();
-            let created = services.workspaces.bootstrap("fuzz").await.unwrap().unwrap();
-            let state = AppState {
-                keys: services.keys.clone(),
-                workspaces: services.workspaces.clone(),
-                identities: services.identities.clone(),
-                verifier: services.verifier.clone(),
-                store,
-                metrics: None,
-                forward_auth: Arc::new(ForwardAuthConfig::default()),
-                trusted_listener: false,
-            };
+            let created = services.workspaces.bootstrap("fuzz", &Default::default()).await.unwrap().unwrap();
+            let state = AppState::new(&services, &ServerConfig::default());
             (router(state, 64 * 1024), created.secret.expose().to_owned(), created.admin_key.id.to_string())
         });
         Fixture { runtime, router, admin, key_id, _dir: dir }

@@ -174,6 +174,7 @@ macro_rules! store_impl {
                         let done = sqlx::query(&sql.delete_identity).bind(id).bind(workspace_id).execute(&mut *conn).await;
                         (done, Some(StoreError::NotFound))
                     }
+                    Write::People(w) => return self.apply_people(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }

@@ -23,9 +23,11 @@ use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
+pub use people::{People, PeopleWrite};
 
 mod backend;
 mod group;
+pub mod people;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -41,6 +43,10 @@ pub enum Unique {
     ImportedSecret,
     /// An identity of the workspace already has this external id.
     IdentityExternalId,
+    /// A member with this email already exists.
+    MemberEmail,
+    /// The member already belongs to the workspace.
+    Membership,
     Other,
 }
 
@@ -57,6 +63,9 @@ pub enum StoreError {
     /// The record is still referenced (an identity with live keys).
     #[error("the record is still in use")]
     InUse,
+    /// The change would leave a workspace without an owner.
+    #[error("the workspace would have no owner")]
+    LastOwner,
     #[error("storage failure: {0}")]
     Backend(String),
     /// The database cannot be reached (connection refused or lost, pool
@@ -151,6 +160,8 @@ pub enum Write {
         name: String,
         value: String,
     },
+    /// Members, memberships, sessions, invitations.
+    People(people::PeopleWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -219,7 +230,7 @@ pub struct UsageDelta {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: people::People + Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 

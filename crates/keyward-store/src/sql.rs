@@ -106,6 +106,7 @@ pub struct Statements {
     /// Tells other nodes what a write changed, delivered at commit
     /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
     pub notify: Option<String>,
+    pub people: crate::people::PeopleStatements,
 }
 
 impl Statements {
@@ -219,6 +220,7 @@ impl Statements {
                  AND ($2 IS NULL OR seq < $2) ORDER BY seq DESC LIMIT $3"
             )),
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
+            people: crate::people::PeopleStatements::new(dialect),
         }
     }
 }
@@ -280,7 +282,9 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
             vec![Invalidation::Key(key_id.clone())]
         }
         Write::LockKey { key_id, .. } => vec![Invalidation::Key(key_id.clone())],
-        Write::InsertMeta { .. } => Vec::new(),
+        // Sessions and memberships are read from the database on every
+        // use: nothing is held in memory to drop.
+        Write::InsertMeta { .. } | Write::People(_) => Vec::new(),
         Write::InsertIdentity(i) | Write::UpdateIdentity { identity: i, .. } => {
             vec![Invalidation::Identity(i.id.clone())]
         }
@@ -304,6 +308,8 @@ pub fn unique_by_constraint(name: &str) -> Unique {
         "api_keys_lookup_hash" => Unique::ImportedSecret,
         "api_keys_id_unique" => Unique::KeyId,
         "identities_external_id" => Unique::IdentityExternalId,
+        "members_email_unique" => Unique::MemberEmail,
+        "memberships_pk" => Unique::Membership,
         _ => Unique::Other,
     }
 }

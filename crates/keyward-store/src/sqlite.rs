@@ -116,6 +116,10 @@ fn classify(e: sqlx::Error) -> StoreError {
                 "api_keys_live_name"
             } else if msg.contains("identities.workspace_id, identities.external_id") {
                 "identities_external_id"
+            } else if msg.contains("members.email") {
+                "members_email_unique"
+            } else if msg.contains("memberships.workspace_id, memberships.member_id") {
+                "memberships_pk"
             } else if msg.contains("api_keys.lookup_hash") {
                 "api_keys_lookup_hash"
             } else if msg.contains("api_keys.id") {
@@ -131,6 +135,8 @@ fn classify(e: sqlx::Error) -> StoreError {
         _ => StoreError::Backend(e.to_string()),
     }
 }
+
+crate::people::people_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

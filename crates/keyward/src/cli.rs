@@ -27,8 +27,8 @@ pub enum Command {
     /// Run the HTTP server (API, docs, metrics). On an empty database it
     /// first creates a workspace and prints its admin key, once.
     Serve(ServeArgs),
-    /// Create the first workspace and its admin key on an empty database,
-    /// print them, and exit. Refuses (exit 1) when already bootstrapped.
+    /// Create the first workspace, its admin key and its owner on an empty
+    /// database, print them, and exit. Refuses (exit 1) when already bootstrapped.
     Bootstrap(BootstrapArgs),
     /// Operator commands on workspaces (run against the database directly).
     #[command(subcommand)]
@@ -169,9 +169,33 @@ pub struct ServeArgs {
     /// believed. Default: 127.0.0.0/8,::1/128
     #[arg(long, env = "KEYWARD_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// The URL people reach this server at, when behind a proxy (e.g.
+    /// https://keys.example.com): signed-in pages there may change things.
+    #[arg(long, env = "KEYWARD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Name of the workspace created on an empty database. Default: Default
     #[arg(long, value_name = "NAME", default_value = "Default")]
     pub workspace_name: String,
+    #[command(flatten)]
+    pub owner: OwnerArgs,
+}
+
+/// The owner created with the first workspace.
+#[derive(Debug, Clone, Args)]
+pub struct OwnerArgs {
+    /// Email of the owner created with the first workspace.
+    #[arg(long, env = "KEYWARD_OWNER_EMAIL", value_name = "EMAIL", default_value = "owner@localhost")]
+    pub owner_email: String,
+    /// That owner's password (at least 10 characters). Default: generated
+    /// and printed once.
+    #[arg(long, env = "KEYWARD_OWNER_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    pub owner_password: Option<String>,
+}
+
+impl OwnerArgs {
+    pub fn spec(&self) -> keyward_server::workspaces::OwnerSpec {
+        keyward_server::workspaces::OwnerSpec { email: self.owner_email.clone(), password: self.owner_password.clone() }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +205,12 @@ pub struct BootstrapArgs {
     /// Name of the first workspace.
     #[arg(long, value_name = "NAME", default_value = "Default")]
     pub name: String,
-    /// Print {"workspaceId": ..., "adminKey": ...} as JSON.
+    /// Print {"workspaceId", "adminKey", "ownerEmail", "ownerPassword"
+    /// (when generated)} as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub owner: OwnerArgs,
 }
 
 #[derive(Debug, Subcommand)]

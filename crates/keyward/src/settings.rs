@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub forward_auth_key_header: Option<String>,
     pub forward_auth_key_query: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub public_url: Option<String>,
 }
 
 impl FileConfig {
@@ -241,6 +242,7 @@ impl ServeSettings {
             clock: defaults.clock.clone(),
             ip_failure_limit: args.ip_failure_limit.or(file.ip_failure_limit).unwrap_or(defaults.ip_failure_limit),
             redis_url: args.redis_url.clone().or_else(|| file.redis_url.clone()),
+            public_url: public_url(args.public_url.clone().or_else(|| file.public_url.clone()))?,
         };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,
@@ -252,5 +254,15 @@ impl ServeSettings {
             log_format,
             log_filter: args.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".into()),
         })
+    }
+}
+
+/// A public URL must be absolute http(s).
+fn public_url(url: Option<String>) -> anyhow::Result<Option<String>> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() <= "https://".len() => {
+            bail!("the public URL must be an http:// or https:// URL, such as https://keys.example.com")
+        }
+        other => Ok(other),
     }
 }

@@ -67,6 +67,9 @@ impl From<Error> for ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ErrorKind::TooManyRequests { retry_after_secs } => {
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code, e.message).retry_after(retry_after_secs);
+            }
             ErrorKind::Internal if e.code == "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -229,27 +229,74 @@ pub fn bearer_token(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The caller's address (behind a trusted proxy, the client's).
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, state)))
+    }
+}
+
+fn client_ip(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| super::forward_auth::client_ip(c.0.ip(), &parts.headers, &state.forward_auth.trusted_proxies))
+}
+
+/// Whether a request's `Origin` names this server: the request's own host,
+/// or the configured public URL.
+fn same_origin(parts: &Parts, public_origin: Option<&str>) -> bool {
+    let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    let origin = origin.trim_end_matches('/');
+    if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = parts.headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin.split_once("://"), host) {
+        (Some(("http" | "https", authority)), Some(host)) => authority.eq_ignore_ascii_case(host),
+        _ => false,
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        // The caller's address (behind a trusted proxy, the client's).
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| super::forward_auth::client_ip(c.0.ip(), &parts.headers, &state.forward_auth.trusted_proxies));
+        let ip = client_ip(parts, state);
         let throttle = state.verifier.throttle();
         if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
             return Err(ApiError::too_many_failures(wait));
         }
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "authentication_required",
-                "Authentication required: send Authorization: Bearer <API key>",
-            )
-        })?;
-        let principal = Principal::authenticate(&state.verifier, token).await;
+        let principal = match (bearer_token(parts), super::members::session_cookie_value(&parts.headers)) {
+            (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
+                state.members.from_jwt(token).await
+            }
+            (Some(token), _) => Principal::authenticate(&state.verifier, token).await,
+            (None, Some(cookie)) => {
+                let principal = state.members.from_cookie(cookie).await?;
+                let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+                if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "cross_origin_request",
+                        "A request signed in by cookie that changes anything must come from this server's own \
+                         pages (its Origin header must name this server)",
+                    ));
+                }
+                Ok(principal)
+            }
+            (None, None) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "authentication_required",
+                    "Authentication required: send Authorization: Bearer <API key or token>, or sign in",
+                ));
+            }
+        };
         if let (Err(e), Some(ip)) = (&principal, ip)
             && e.kind == keyward_core::ErrorKind::Unauthenticated
         {

@@ -29,6 +29,7 @@ pub mod extract;
 pub mod forward_auth;
 pub mod identities;
 pub mod keys;
+pub mod members;
 pub mod ops;
 pub mod verify;
 pub mod views;
@@ -40,6 +41,10 @@ pub struct AppState {
     pub keys: Arc<KeyService>,
     pub workspaces: Arc<WorkspaceService>,
     pub identities: Arc<crate::identities::IdentityService>,
+    pub members: Arc<crate::members::MemberService>,
+    /// The configured public URL's origin (`scheme://host[:port]`), which
+    /// cookie-authenticated requests may also name as their `Origin`.
+    pub public_origin: Option<String>,
     pub verifier: Arc<Verifier>,
     pub store: Arc<dyn Store>,
     pub metrics: Option<PrometheusHandle>,
@@ -47,6 +52,31 @@ pub struct AppState {
     /// Set on the dedicated forward-auth listener, whose callers are
     /// trusted gateways: no verifier key needed, keys of every workspace.
     pub trusted_listener: bool,
+}
+
+impl AppState {
+    pub fn new(services: &crate::startup::Services, config: &crate::startup::ServerConfig) -> Self {
+        AppState {
+            keys: services.keys.clone(),
+            workspaces: services.workspaces.clone(),
+            identities: services.identities.clone(),
+            members: services.members.clone(),
+            public_origin: config.public_url.as_deref().map(origin_of),
+            verifier: services.verifier.clone(),
+            store: services.store.clone(),
+            metrics: crate::telemetry::prometheus(),
+            forward_auth: Arc::new(config.forward_auth.clone()),
+            trusted_listener: false,
+        }
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or_default()),
+        None => url.trim_end_matches('/').to_owned(),
+    }
 }
 
 #[derive(OpenApi)]
@@ -64,6 +94,7 @@ pub struct AppState {
         (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),
         (name = "verification", description = "Is this key good for this request?"),
         (name = "identities", description = "Customers whose keys share rate limits"),
+        (name = "members", description = "Sign-in, sessions, invitations and the workspace's members"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -78,7 +109,15 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("API key or member JWT").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new(crate::members::SESSION_COOKIE),
+            )),
         );
     }
 }
@@ -97,6 +136,12 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(credits::change_credits))
         .routes(routes!(identities::create_identity, identities::list_identities))
         .routes(routes!(identities::get_identity, identities::update_identity, identities::delete_identity))
+        .routes(routes!(members::login))
+        .routes(routes!(members::reauth))
+        .routes(routes!(members::logout))
+        .routes(routes!(members::list_members, members::invite_member))
+        .routes(routes!(members::get_member, members::update_member, members::remove_member))
+        .routes(routes!(members::accept_invitation))
         .routes(routes!(verify::verify_key))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
         .routes(routes!(workspace::apply_expiry_policy))

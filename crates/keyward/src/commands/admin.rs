@@ -23,26 +23,42 @@ pub fn print_new_workspace(created: &NewWorkspace, json: bool) {
 /// A new workspace and its admin key: JSON for scripts, or words.
 pub fn describe_new_workspace(created: &NewWorkspace, json: bool) -> String {
     if json {
-        serde_json::json!({
+        let mut out = serde_json::json!({
             "workspaceId": created.workspace.id,
             "adminKey": created.secret.expose(),
-        })
-        .to_string()
+        });
+        if let Some(owner) = &created.owner {
+            out["ownerEmail"] = owner.member.email.clone().into();
+            if let Some(password) = &owner.generated_password {
+                out["ownerPassword"] = password.clone().into();
+            }
+        }
+        out.to_string()
     } else {
-        format!(
+        let mut text = format!(
             "Created workspace {} ({:?}) and its admin key {}.\n\
              The admin key is shown only now; store it safely:\n\n    {}\n",
             created.workspace.id,
             created.workspace.name,
             created.admin_key.id,
             created.secret.expose()
-        )
+        );
+        if let Some(owner) = &created.owner {
+            text.push_str(&format!("\nIts owner signs in as {}", owner.member.email));
+            match &owner.generated_password {
+                Some(password) => text.push_str(&format!(
+                    " with this password, shown only now:\n\n    {password}\n"
+                )),
+                None => text.push_str(" with the password given.\n"),
+            }
+        }
+        text
     }
 }
 
 pub async fn bootstrap(args: BootstrapArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
     let services = open_services(&args.storage, file).await?;
-    match services.workspaces.bootstrap(&args.name).await? {
+    match services.workspaces.bootstrap(&args.name, &args.owner.spec()).await? {
         Some(created) => {
             print_new_workspace(&created, args.json);
             Ok(ExitCode::SUCCESS)

@@ -13,7 +13,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     telemetry::init_logging(settings.log_format, &settings.log_filter);
     let store = settings.storage.database.open().await?;
     let app = Application::build(settings.server.clone(), store, settings.storage.hasher).await?;
-    if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name).await? {
+    if let Some(created) = app.services().workspaces.bootstrap(&args.workspace_name, &args.owner.spec()).await? {
         // Printed on stdout, never logged: logs must not carry secrets.
         say(&describe_new_workspace(&created, false));
     }

@@ -1,0 +1,584 @@
+//! Members: sign-in (sessions and their bearer JWTs), re-authentication,
+//! invitations, and managing who belongs to a workspace with which roles.
+//!
+//! Passwords are hashed with argon2id on the blocking pool, never on the
+//! async workers. An unknown email is checked against a dummy hash, so it
+//! costs what a wrong password costs; failures are throttled per account
+//! and per client address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use keyward_core::hash::SecretHasher;
+use keyward_core::member::{
+    FRESH_FOR, INVITATION_LIFETIME, Invitation, Member, Membership, OWNER, SESSION_LIFETIME, Session, TOKEN_LIFETIME,
+    role_scopes, validate_email, validate_member_name, validate_password, validate_roles,
+};
+use keyward_core::workspace::Workspace;
+use keyward_core::{Error, ErrorKind, ids};
+use keyward_store::{Change, PeopleWrite, Store, StoreError, Write};
+
+use crate::clock::Clock;
+use crate::keys::store_error;
+use crate::principal::{MemberCaller, Principal};
+
+pub const MEMBERS_READ: &str = "members:read";
+pub const MEMBERS_MANAGE: &str = "members:manage";
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "keyward_session";
+const SESSION_TOKEN_PREFIX: &str = "kws_";
+const INVITATION_TOKEN_PREFIX: &str = "kwi_";
+/// Failed sign-ins of one account (or one address) within
+/// [`THROTTLE_WINDOW`] before it is refused until the window ends.
+const ACCOUNT_FAILURES: u32 = 10;
+const ADDRESS_FAILURES: u32 = 50;
+const THROTTLE_WINDOW: Duration = Duration::minutes(15);
+
+pub fn member_not_found() -> Error {
+    Error::new(ErrorKind::NotFound, "member_not_found", "Member not found")
+}
+
+fn invalid_credentials() -> Error {
+    Error::new(ErrorKind::Unauthenticated, "invalid_credentials", "Email or password is incorrect")
+}
+
+/// A successful sign-in.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub member: Member,
+    pub membership: Membership,
+    pub workspace: Workspace,
+    /// Every workspace the member belongs to (for a switcher).
+    pub workspaces: Vec<Workspace>,
+    pub session: Session,
+    /// The cookie's value (shown once; stored as a keyed hash).
+    pub cookie_token: String,
+    /// The bearer JWT, when asked for.
+    pub jwt: Option<String>,
+}
+
+/// What an invitation produced: the record and its token, shown once.
+#[derive(Debug)]
+pub struct NewInvitation {
+    pub invitation: Invitation,
+    pub token: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    sid: String,
+    ws: String,
+    iat: i64,
+    exp: i64,
+}
+
+const ISSUER: &str = "keyward";
+
+pub struct MemberService {
+    store: Arc<dyn Store>,
+    hasher: SecretHasher,
+    clock: Arc<dyn Clock>,
+    jwt_encoding: jsonwebtoken::EncodingKey,
+    jwt_decoding: jsonwebtoken::DecodingKey,
+    /// Checked for unknown emails, so they cost what a wrong password does.
+    dummy_hash: String,
+    throttle: SignInThrottle,
+    /// Bounds how many passwords are hashed at once (argon2id is
+    /// deliberately expensive in CPU and memory).
+    hashing: tokio::sync::Semaphore,
+}
+
+impl MemberService {
+    pub async fn new(store: Arc<dyn Store>, hasher: SecretHasher, clock: Arc<dyn Clock>) -> Self {
+        let jwt_key = hasher.derive("member session jwt");
+        let dummy_hash = hash_password(ids::random_base62(24)).await.expect("hashing a generated password");
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        MemberService {
+            store,
+            hasher,
+            clock,
+            jwt_encoding: jsonwebtoken::EncodingKey::from_secret(&jwt_key).expect("an HMAC key of 32 bytes"),
+            jwt_decoding: jsonwebtoken::DecodingKey::from_secret(&jwt_key).expect("an HMAC key of 32 bytes"),
+            dummy_hash,
+            throttle: SignInThrottle::default(),
+            hashing: tokio::sync::Semaphore::new(parallel * 2),
+        }
+    }
+
+    async fn hash(&self, password: &str) -> Result<String, Error> {
+        let _permit = self.hashing.acquire().await.map_err(|_| Error::internal("shutting down"))?;
+        hash_password(password.to_owned()).await
+    }
+
+    async fn check(&self, hash: &str, password: &str) -> bool {
+        let Ok(_permit) = self.hashing.acquire().await else { return false };
+        let (hash, password) = (hash.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || check_password(&hash, &password)).await.unwrap_or(false)
+    }
+
+    /// The owner of a new deployment's first workspace: the writes to
+    /// commit with it (`bootstrap`).
+    pub async fn owner_writes(
+        &self,
+        workspace_id: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<(Member, Vec<Write>), Error> {
+        let email = validate_email(email)?;
+        validate_password(password, &email)?;
+        let now = self.clock.now();
+        let member = Member {
+            id: ids::new_id("mem"),
+            name: email.split('@').next().unwrap_or("Owner").to_owned(),
+            email,
+            password_hash: self.hash(password).await?,
+            created_at: now,
+            updated_at: now,
+        };
+        let membership = Membership {
+            workspace_id: workspace_id.to_owned(),
+            member_id: member.id.clone(),
+            roles: vec![OWNER.to_owned()],
+            created_at: now,
+        };
+        let writes = vec![
+            Write::People(PeopleWrite::InsertMember(member.clone())),
+            Write::People(PeopleWrite::InsertMembership(membership)),
+        ];
+        Ok((member, writes))
+    }
+
+    /// Signs a member in; `workspace_id` picks the workspace (else the one
+    /// joined first). `want_token` also issues a bearer JWT for 7 days.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        workspace_id: Option<&str>,
+        want_token: bool,
+        ip: Option<IpAddr>,
+    ) -> Result<SignedIn, Error> {
+        let now = self.clock.now();
+        let account = email.trim().to_lowercase();
+        self.throttle.check(&account, ip, now)?;
+        let member = match validate_email(email) {
+            Ok(email) => self.store.member_by_email(&email).await.map_err(store_error)?,
+            Err(_) => None,
+        };
+        let hash = member.as_ref().map_or(self.dummy_hash.as_str(), |m| m.password_hash.as_str());
+        let good = self.check(hash, password).await;
+        let Some(member) = member.filter(|_| good) else {
+            self.throttle.failed(&account, ip, now);
+            return Err(invalid_credentials());
+        };
+        self.throttle.succeeded(&account);
+        let memberships = self.store.memberships_of(&member.id).await.map_err(store_error)?;
+        let membership = match workspace_id {
+            Some(id) => memberships.iter().find(|m| m.workspace_id == id).cloned().ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "workspace_not_found", "You are not a member of that workspace")
+            })?,
+            None => memberships.first().cloned().ok_or_else(|| {
+                Error::forbidden("no_workspace", "You belong to no workspace; ask an owner for an invitation")
+            })?,
+        };
+        let mut workspaces = Vec::with_capacity(memberships.len());
+        for m in &memberships {
+            if let Some(ws) = self.store.get_workspace(&m.workspace_id).await.map_err(store_error)? {
+                workspaces.push(ws);
+            }
+        }
+        let workspace = workspaces
+            .iter()
+            .find(|w| w.id == membership.workspace_id)
+            .cloned()
+            .ok_or_else(|| Error::internal("a membership names a missing workspace"))?;
+        let cookie_token = format!("{SESSION_TOKEN_PREFIX}{}", ids::random_base62(43));
+        let session = Session {
+            id: ids::new_id("ses"),
+            token_hash: self.hasher.digest("session", cookie_token.as_bytes()),
+            member_id: member.id.clone(),
+            workspace_id: workspace.id.clone(),
+            created_at: now,
+            expires_at: now + if want_token { TOKEN_LIFETIME } else { SESSION_LIFETIME },
+            // Signing in is a fresh authentication.
+            fresh_until: Some(now + FRESH_FOR),
+            revoked_at: None,
+        };
+        self.store.commit(Change::of(Write::People(PeopleWrite::InsertSession(session.clone())))).await.map_err(store_error)?;
+        let jwt = want_token.then(|| self.jwt_for(&session)).transpose()?;
+        Ok(SignedIn { member, membership, workspace, workspaces, session, cookie_token, jwt })
+    }
+
+    fn jwt_for(&self, session: &Session) -> Result<String, Error> {
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            sub: session.member_id.clone(),
+            sid: session.id.clone(),
+            ws: session.workspace_id.clone(),
+            iat: session.created_at.timestamp(),
+            exp: session.expires_at.timestamp(),
+        };
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &self.jwt_encoding).map_err(|_| Error::internal("signing a token"))
+    }
+
+    /// Whether a bearer token is one of our session JWTs (rather than a key).
+    pub fn is_session_jwt(token: &str) -> bool {
+        token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
+    }
+
+    /// The member a session cookie's token names.
+    pub async fn from_cookie(&self, token: &str) -> Result<Principal, Error> {
+        if !token.starts_with(SESSION_TOKEN_PREFIX) || token.len() > 128 {
+            return Err(session_ended());
+        }
+        let digest = self.hasher.digest("session", token.as_bytes());
+        let session = self.store.session_by_token(&digest).await.map_err(store_error)?;
+        self.principal_for(session, true).await
+    }
+
+    /// The member a session JWT names (its session must still be live).
+    pub async fn from_jwt(&self, token: &str) -> Result<Principal, Error> {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        // Time comes from our clock, below.
+        validation.validate_exp = false;
+        validation.set_issuer(&[ISSUER]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.jwt_decoding, &validation)
+            .map_err(|_| Error::invalid_api_key())?
+            .claims;
+        if claims.exp <= self.clock.now().timestamp() {
+            return Err(Error::new(ErrorKind::Unauthenticated, "token_expired", "The token has expired; sign in again"));
+        }
+        let session = self.store.get_session(&claims.sid).await.map_err(store_error)?;
+        let session = session.filter(|s| s.member_id == claims.sub && s.workspace_id == claims.ws);
+        self.principal_for(session, false).await
+    }
+
+    async fn principal_for(&self, session: Option<Session>, via_cookie: bool) -> Result<Principal, Error> {
+        let now = self.clock.now();
+        let session = session.filter(|s| s.is_live(now)).ok_or_else(session_ended)?;
+        let membership = self.store.membership(&session.workspace_id, &session.member_id).await.map_err(store_error)?;
+        let member = self.store.get_member(&session.member_id).await.map_err(store_error)?;
+        let (Some(membership), Some(member)) = (membership, member) else { return Err(session_ended()) };
+        Ok(Principal::Member(Arc::new(MemberCaller {
+            scopes: role_scopes(&membership.roles),
+            member_id: member.id,
+            email: member.email,
+            name: member.name,
+            workspace_id: session.workspace_id.clone(),
+            roles: membership.roles,
+            fresh: session.is_fresh(now),
+            session_id: session.id,
+            via_cookie,
+        })))
+    }
+
+    /// Confirms the password of a signed-in member: the session is fresh
+    /// for [`FRESH_FOR`] (reveal needs it). Throttled like sign-in.
+    pub async fn reauth(&self, who: &Principal, password: &str, ip: Option<IpAddr>) -> Result<DateTime<Utc>, Error> {
+        let m = who.member().ok_or_else(|| {
+            Error::forbidden("member_session_required", "Only a signed-in member can re-authenticate")
+        })?;
+        let now = self.clock.now();
+        self.throttle.check(&m.email, ip, now)?;
+        let member = self.store.get_member(&m.member_id).await.map_err(store_error)?.ok_or_else(session_ended)?;
+        if !self.check(&member.password_hash, password).await {
+            self.throttle.failed(&m.email, ip, now);
+            return Err(Error::new(ErrorKind::Unauthenticated, "invalid_credentials", "The password is incorrect"));
+        }
+        self.throttle.succeeded(&m.email);
+        let until = now + FRESH_FOR;
+        let write = PeopleWrite::RefreshSession { id: m.session_id.clone(), until, at: now };
+        self.store.commit(Change::of(Write::People(write))).await.map_err(|e| match e {
+            StoreError::NotFound => session_ended(),
+            other => store_error(other),
+        })?;
+        Ok(until)
+    }
+
+    /// Ends the caller's session (and with it its bearer JWT).
+    pub async fn logout(&self, who: &Principal) -> Result<(), Error> {
+        let m = who
+            .member()
+            .ok_or_else(|| Error::forbidden("member_session_required", "Only a signed-in member can sign out"))?;
+        let write = PeopleWrite::RevokeSession { id: m.session_id.clone(), at: self.clock.now() };
+        self.store.commit(Change::of(Write::People(write))).await.map_err(store_error)
+    }
+
+    pub async fn list(&self, who: &Principal) -> Result<Vec<(Member, Membership)>, Error> {
+        who.require(MEMBERS_READ)?;
+        self.store.list_members(who.workspace_id()).await.map_err(store_error)
+    }
+
+    pub async fn get(&self, who: &Principal, id: &str) -> Result<(Member, Membership), Error> {
+        who.require(MEMBERS_READ)?;
+        self.load(who.workspace_id(), id).await
+    }
+
+    async fn load(&self, workspace_id: &str, id: &str) -> Result<(Member, Membership), Error> {
+        let membership = self.store.membership(workspace_id, id).await.map_err(store_error)?;
+        let member = self.store.get_member(id).await.map_err(store_error)?;
+        match (member, membership) {
+            (Some(member), Some(membership)) => Ok((member, membership)),
+            _ => Err(member_not_found()),
+        }
+    }
+
+    /// Invites a person by email; the token is returned once.
+    pub async fn invite(
+        &self,
+        who: &Principal,
+        email: &str,
+        name: &str,
+        roles: &[String],
+    ) -> Result<NewInvitation, Error> {
+        who.require(MEMBERS_MANAGE)?;
+        let email = validate_email(email)?;
+        let name = validate_member_name(name)?;
+        let roles = validate_roles(roles)?;
+        require_owner_for(who, roles.iter().any(|r| r == OWNER))?;
+        if let Some(existing) = self.store.member_by_email(&email).await.map_err(store_error)?
+            && self.store.membership(who.workspace_id(), &existing.id).await.map_err(store_error)?.is_some()
+        {
+            return Err(store_error(StoreError::Conflict(keyward_store::Unique::Membership)));
+        }
+        let now = self.clock.now();
+        let token = format!("{INVITATION_TOKEN_PREFIX}{}", ids::random_base62(43));
+        let invitation = Invitation {
+            id: ids::new_id("inv"),
+            workspace_id: who.workspace_id().to_owned(),
+            email,
+            name,
+            roles,
+            token_hash: self.hasher.digest("invitation", token.as_bytes()),
+            invited_by: who.member().map(|m| m.member_id.clone()),
+            created_at: now,
+            expires_at: now + INVITATION_LIFETIME,
+            accepted_at: None,
+        };
+        let write = Write::People(PeopleWrite::InsertInvitation(invitation.clone()));
+        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        Ok(NewInvitation { invitation, token })
+    }
+
+    /// Redeems an invitation: a new person sets their password; someone
+    /// already a member elsewhere confirms theirs.
+    pub async fn accept(
+        &self,
+        token: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<(Member, Membership, Workspace), Error> {
+        let now = self.clock.now();
+        let not_found = || {
+            Error::new(ErrorKind::NotFound, "invitation_not_found", "No such invitation: check the token you were given")
+        };
+        if !token.starts_with(INVITATION_TOKEN_PREFIX) || token.len() > 128 {
+            return Err(not_found());
+        }
+        let digest = self.hasher.digest("invitation", token.as_bytes());
+        let invitation = self.store.invitation_by_token(&digest).await.map_err(store_error)?.ok_or_else(not_found)?;
+        if invitation.accepted_at.is_some() {
+            return Err(invitation_used());
+        }
+        if !invitation.is_open(now) {
+            return Err(Error::invalid(
+                "invitation_expired",
+                "This invitation has expired (invitations last 7 days); ask for a new one",
+            ));
+        }
+        let mut change = Change::new();
+        let member = match self.store.member_by_email(&invitation.email).await.map_err(store_error)? {
+            Some(member) => {
+                self.throttle.check(&member.email, ip, now)?;
+                if !self.check(&member.password_hash, password).await {
+                    self.throttle.failed(&member.email, ip, now);
+                    return Err(Error::new(
+                        ErrorKind::Unauthenticated,
+                        "invalid_credentials",
+                        "You already have an account: give its password to join",
+                    ));
+                }
+                member
+            }
+            None => {
+                validate_password(password, &invitation.email)?;
+                let member = Member {
+                    id: ids::new_id("mem"),
+                    email: invitation.email.clone(),
+                    name: invitation.name.clone(),
+                    password_hash: self.hash(password).await?,
+                    created_at: now,
+                    updated_at: now,
+                };
+                change.push(Write::People(PeopleWrite::InsertMember(member.clone())));
+                member
+            }
+        };
+        let membership = Membership {
+            workspace_id: invitation.workspace_id.clone(),
+            member_id: member.id.clone(),
+            roles: invitation.roles.clone(),
+            created_at: now,
+        };
+        change.push(Write::People(PeopleWrite::AcceptInvitation { id: invitation.id.clone(), at: now }));
+        change.push(Write::People(PeopleWrite::InsertMembership(membership.clone())));
+        self.store.commit(change).await.map_err(|e| match e {
+            StoreError::NotFound => invitation_used(),
+            other => store_error(other),
+        })?;
+        let workspace = self
+            .store
+            .get_workspace(&invitation.workspace_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| Error::internal("an invitation names a missing workspace"))?;
+        Ok((member, membership, workspace))
+    }
+
+    /// Edits a member's name and/or roles in the caller's workspace.
+    pub async fn update(
+        &self,
+        who: &Principal,
+        id: &str,
+        name: Option<&str>,
+        roles: Option<&[String]>,
+    ) -> Result<(Member, Membership), Error> {
+        who.require(MEMBERS_MANAGE)?;
+        let (mut member, mut membership) = self.load(who.workspace_id(), id).await?;
+        let mut change = Change::new();
+        if let Some(name) = name {
+            member.name = validate_member_name(name)?;
+            member.updated_at = self.clock.now();
+            change.push(Write::People(PeopleWrite::UpdateMember(member.clone())));
+        }
+        if let Some(roles) = roles {
+            let roles = validate_roles(roles)?;
+            let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
+            require_owner_for(who, touches_owner)?;
+            membership.roles = roles;
+            change.push(Write::People(PeopleWrite::SetRoles {
+                workspace_id: membership.workspace_id.clone(),
+                member_id: member.id.clone(),
+                roles: membership.roles.clone(),
+            }));
+        }
+        if !change.writes.is_empty() {
+            self.store.commit(change).await.map_err(|e| match e {
+                StoreError::NotFound => member_not_found(),
+                other => store_error(other),
+            })?;
+        }
+        Ok((member, membership))
+    }
+
+    /// Removes a member from the caller's workspace (ending their sessions
+    /// in it); the last owner stays.
+    pub async fn remove(&self, who: &Principal, id: &str) -> Result<(), Error> {
+        who.require(MEMBERS_MANAGE)?;
+        let (_, membership) = self.load(who.workspace_id(), id).await?;
+        require_owner_for(who, membership.is_owner())?;
+        let write = PeopleWrite::RemoveMembership {
+            workspace_id: who.workspace_id().to_owned(),
+            member_id: id.to_owned(),
+            at: self.clock.now(),
+        };
+        self.store.commit(Change::of(Write::People(write))).await.map_err(|e| match e {
+            StoreError::NotFound => member_not_found(),
+            other => store_error(other),
+        })
+    }
+}
+
+/// Granting or taking away the owner role is for owners (and the operator).
+fn require_owner_for(who: &Principal, touches_owner: bool) -> Result<(), Error> {
+    let allowed = match who {
+        Principal::System { .. } => true,
+        Principal::Member(m) => m.roles.iter().any(|r| r == OWNER),
+        Principal::ApiKey(_) => false,
+    };
+    if touches_owner && !allowed {
+        return Err(Error::forbidden("owner_required", "Only an owner can grant or take away the owner role"));
+    }
+    Ok(())
+}
+
+fn session_ended() -> Error {
+    Error::new(ErrorKind::Unauthenticated, "session_expired", "Your session has ended; sign in again")
+}
+
+fn invitation_used() -> Error {
+    Error::conflict("invitation_used", "This invitation has already been used")
+}
+
+/// An argon2id PHC string for `password`, computed on the blocking pool.
+pub async fn hash_password(password: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || {
+        use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|_| Error::internal("password hashing stopped"))?
+    .map_err(|_| Error::internal("password hashing failed"))
+}
+
+fn check_password(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Failed sign-ins per account and per address, in fixed windows; memory
+/// is bounded by dropping windows that have ended.
+#[derive(Default)]
+struct SignInThrottle {
+    failures: Mutex<HashMap<String, (u32, DateTime<Utc>)>>,
+}
+
+impl SignInThrottle {
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn check(&self, account: &str, ip: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Error> {
+        let failures = self.failures.lock().expect("throttle lock");
+        let over = |key: &str, limit: u32| {
+            failures.get(key).filter(|(n, start)| *n >= limit && now < *start + THROTTLE_WINDOW).map(|(_, s)| *s)
+        };
+        let account_key = format!("a:{account}");
+        let ip_key = ip.map(|ip| format!("i:{ip}"));
+        let blocked = over(&account_key, ACCOUNT_FAILURES).or_else(|| ip_key.as_deref().and_then(|k| over(k, ADDRESS_FAILURES)));
+        match blocked {
+            Some(start) => {
+                let wait = (start + THROTTLE_WINDOW - now).num_seconds().max(1) as u64;
+                Err(Error::new(
+                    ErrorKind::TooManyRequests { retry_after_secs: wait },
+                    "too_many_sign_in_attempts",
+                    format!("Too many failed sign-in attempts; try again in {wait} seconds"),
+                ))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&self, account: &str, ip: Option<IpAddr>, now: DateTime<Utc>) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        if failures.len() >= Self::MAX_ENTRIES {
+            failures.retain(|_, (_, start)| now < *start + THROTTLE_WINDOW);
+        }
+        let keys = std::iter::once(format!("a:{account}")).chain(ip.map(|ip| format!("i:{ip}")));
+        for key in keys {
+            let entry = failures.entry(key).or_insert((0, now));
+            if now >= entry.1 + THROTTLE_WINDOW {
+                *entry = (0, now);
+            }
+            entry.0 += 1;
+        }
+    }
+
+    fn succeeded(&self, account: &str) {
+        self.failures.lock().expect("throttle lock").remove(&format!("a:{account}"));
+    }
+}
