@@ -272,6 +272,8 @@ impl MemberService {
             workspace_id: session.workspace_id.clone(),
             roles: membership.roles,
             fresh: session.is_fresh(now),
+            fresh_until: session.fresh_until,
+            expires_at: session.expires_at,
             session_id: session.id,
             via_cookie,
         })))

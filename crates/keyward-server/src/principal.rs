@@ -36,6 +36,8 @@ pub struct MemberCaller {
     pub session_id: String,
     /// Re-authenticated within the last five minutes.
     pub fresh: bool,
+    pub fresh_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
     /// Authenticated by the session cookie (unsafe requests then need a
     /// same-origin `Origin`), not a bearer JWT.
     pub via_cookie: bool,

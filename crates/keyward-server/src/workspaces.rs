@@ -180,6 +180,11 @@ impl WorkspaceService {
         self.load(who.workspace_id()).await
     }
 
+    /// A workspace's name (for the caller's own workspace: no permission).
+    pub async fn name_of(&self, id: &str) -> Result<String, Error> {
+        Ok(self.load(id).await?.name)
+    }
+
     async fn load(&self, id: &str) -> Result<Workspace, Error> {
         self.store
             .get_workspace(id)

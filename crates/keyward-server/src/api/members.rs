@@ -174,6 +174,52 @@ pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiR
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub member: SessionMember,
+    pub workspace: WorkspaceRef,
+    /// Re-authenticated within the last 5 minutes (reveal needs it).
+    pub fresh: bool,
+    #[serde(serialize_with = "super::views::time_opt::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub fresh_until: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "super::views::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMember {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/v1/auth/session", tag = "members",
+    description = "The signed-in member's session: who, which workspace, whether it is fresh.",
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, body = SessionView),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "A key has no session", body = ErrorBody),
+    ))]
+pub async fn get_session(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<SessionView>> {
+    let m = principal.member().ok_or_else(|| {
+        keyward_core::Error::forbidden("member_session_required", "Only a signed-in member has a session")
+    })?;
+    let ws = state.workspaces.name_of(&m.workspace_id).await?;
+    Ok(axum::Json(SessionView {
+        member: SessionMember { id: m.member_id.clone(), email: m.email.clone(), name: m.name.clone(), roles: m.roles.clone() },
+        workspace: WorkspaceRef { id: m.workspace_id.clone(), name: ws },
+        fresh: m.fresh,
+        fresh_until: m.fresh_until,
+        expires_at: m.expires_at,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct MemberList {
     /// Oldest member first.
     pub data: Vec<MemberView>,

@@ -139,6 +139,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(members::login))
         .routes(routes!(members::reauth))
         .routes(routes!(members::logout))
+        .routes(routes!(members::get_session))
         .routes(routes!(members::list_members, members::invite_member))
         .routes(routes!(members::get_member, members::update_member, members::remove_member))
         .routes(routes!(members::accept_invitation))

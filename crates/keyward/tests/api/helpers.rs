@@ -132,6 +132,10 @@ pub fn backend() -> Backend {
     BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
 }
 
+/// The bootstrapped workspace's owner.
+pub const OWNER_EMAIL: &str = "owner@example.com";
+pub const OWNER_PASSWORD: &str = "correct horse battery staple";
+
 pub async fn spawn_app() -> TestApp {
     let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
     let store = keyward_store::open(&db.url).await.unwrap();
@@ -148,7 +152,11 @@ pub async fn spawn_app() -> TestApp {
     };
     let app = Application::build(config, store, hasher).await.unwrap();
     let services = app.services().clone();
-    let created = services.workspaces.bootstrap("Test").await.unwrap().unwrap();
+    let owner = keyward_server::workspaces::OwnerSpec {
+        email: OWNER_EMAIL.to_owned(),
+        password: Some(OWNER_PASSWORD.to_owned()),
+    };
+    let created = services.workspaces.bootstrap("Test", &owner).await.unwrap().unwrap();
     let addr = app.local_addr();
     let forward_auth_addr = app.forward_auth_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -185,6 +193,50 @@ impl TestApp {
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
+        self.send(req, body).await
+    }
+
+    /// A request with the given headers (a cookie, an Origin) and no key.
+    pub async fn call_with(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        self.send(req, body).await
+    }
+
+    /// Signs in; the response and the session cookie (`name=value`).
+    pub async fn login(&self, email: &str, password: &str, extra: Value) -> (Resp, Option<String>) {
+        let mut body = json!({"email": email, "password": password});
+        body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+        let resp = self.call(Method::POST, "/v1/auth/login", None, Some(body)).await;
+        let cookie = resp
+            .headers
+            .get("set-cookie")
+            .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned());
+        (resp, cookie)
+    }
+
+    /// A bearer JWT of a member's fresh sign-in.
+    pub async fn member_token(&self, email: &str, password: &str) -> String {
+        let (resp, _) = self.login(email, password, json!({"token": true})).await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        resp.str("token")
+    }
+
+    /// Invites `email` with `roles` (by the admin key), accepts with
+    /// `password`; the new member's id.
+    pub async fn add_member(&self, email: &str, password: &str, roles: &[&str]) -> String {
+        let r = self.post("/v1/members", json!({"email": email, "name": email, "roles": roles})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let token = r.str("token");
+        let body = json!({"token": token, "password": password});
+        let a = self.call(Method::POST, "/v1/invitations/accept", None, Some(body)).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body["member"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder, body: Option<Value>) -> Resp {
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -11,6 +11,7 @@ mod forward_auth;
 mod import;
 mod lifecycle;
 mod lockout;
+mod members;
 mod nginx;
 mod ops;
 mod ratelimits;
