@@ -133,6 +133,12 @@ pub struct ApiKey {
     pub ratelimits: Vec<crate::ratelimit::RateLimit>,
     /// The identity (customer) whose shared limits also apply.
     pub identity: Option<KeyIdentity>,
+    /// Roles of the workspace the key holds (cumulative with its scopes;
+    /// the flags take precedence).
+    pub roles: Vec<String>,
+    /// Its secret is also kept sealed under the master key, so an
+    /// authorised member can reveal it.
+    pub recoverable: bool,
 }
 
 /// The identity a key belongs to: its id and the caller's external id.
@@ -298,6 +304,9 @@ impl ApiKey {
         if let Some(identity) = patch.identity {
             next.identity = identity;
         }
+        if let Some(roles) = patch.roles {
+            next.roles = validate_role_names(roles)?;
+        }
         if let Some(expires_at) = patch.expires_at {
             next.expires_at = shorten_expiry(self.expires_at, expires_at, &workspace.policy, now)?;
         }
@@ -333,6 +342,9 @@ pub struct KeyPatch {
     pub identity: Option<Option<KeyIdentity>>,
     /// `Some(None)` leaves the identity; resolved by the service.
     pub external_id: Option<Option<String>>,
+    /// Replaces the key's roles (checked against the workspace's roles by
+    /// the service).
+    pub roles: Option<Vec<String>>,
 }
 
 /// Everything a caller may set when creating (or importing) a key.
@@ -357,6 +369,10 @@ pub struct KeyDraft {
     /// The identity (customer) the key belongs to, by the caller's id;
     /// resolved by the service (which may create the identity).
     pub external_id: Option<String>,
+    /// Role names (checked against the workspace's roles by the service).
+    pub roles: Vec<String>,
+    /// Keep the secret sealed under the master key so it can be revealed.
+    pub recoverable: bool,
 }
 
 /// A draft that passed every rule.
@@ -376,6 +392,8 @@ pub struct ValidDraft {
     pub credits: Option<crate::credits::Credits>,
     pub ratelimits: Vec<crate::ratelimit::RateLimit>,
     pub identity: Option<KeyIdentity>,
+    pub roles: Vec<String>,
+    pub recoverable: bool,
 }
 
 impl KeyDraft {
@@ -398,6 +416,8 @@ impl KeyDraft {
                 self.ratelimits
             },
             identity: None,
+            roles: validate_role_names(self.roles)?,
+            recoverable: self.recoverable,
         };
         check_publishable(draft.key_type, &draft.scopes, draft.flags, &draft.allowed_origins, workspace)?;
         Ok(draft)
@@ -442,6 +462,8 @@ impl ValidDraft {
             credits: self.credits,
             ratelimits: self.ratelimits,
             identity: self.identity,
+            roles: self.roles,
+            recoverable: self.recoverable,
         }
     }
 }
@@ -465,8 +487,35 @@ impl ApiKey {
             credits: self.credits,
             ratelimits: self.ratelimits.clone(),
             identity: self.identity.clone(),
+            roles: self.roles.clone(),
+            recoverable: self.recoverable,
         }
     }
+}
+
+/// At most this many roles on a key.
+pub const MAX_KEY_ROLES: usize = 32;
+
+/// Role names as given, without repeats: 1–64 characters of letters,
+/// digits, `_`, `-`, `.`, `:` (whether each exists is the service's
+/// question).
+pub fn validate_role_names(roles: Vec<String>) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        if !crate::member::is_role_name(&role) {
+            return Err(Error::invalid(
+                "invalid_roles",
+                "roles: each role name is 1 to 64 letters, digits, '_', '-', '.' or ':'",
+            ));
+        }
+        if !out.contains(&role) {
+            out.push(role);
+        }
+    }
+    if out.len() > MAX_KEY_ROLES {
+        return Err(Error::invalid("invalid_roles", format!("roles: at most {MAX_KEY_ROLES} roles")));
+    }
+    Ok(out)
 }
 
 /// Characters that change how text looks without being seen: zero-width

@@ -31,6 +31,7 @@ pub mod origin;
 pub mod ratelimit;
 pub mod route;
 pub mod scope;
+pub mod sealed;
 pub mod token;
 pub mod verify;
 pub mod workspace;

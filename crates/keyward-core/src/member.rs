@@ -69,29 +69,54 @@ pub const BUILTIN_ROLES: &[BuiltinRole] = &[
         description: "Creates and manages keys; reads members and settings",
         permissions: &["keys:read", "keys:manage", "keys:verify", "members:read", "settings:read"],
     },
-    BuiltinRole { name: "viewer", description: "Reads keys, members and settings", permissions: &["keys:read", "members:read", "settings:read"] },
+    BuiltinRole {
+        name: "viewer",
+        description: "Reads keys, members and settings",
+        permissions: &["keys:read", "members:read", "settings:read"],
+    },
 ];
 
 pub fn builtin_role(name: &str) -> Option<&'static BuiltinRole> {
     BUILTIN_ROLES.iter().find(|r| r.name == name)
 }
 
-/// What a list of (built-in) roles grants together: roles are cumulative.
-pub fn role_scopes(roles: &[String]) -> Vec<Scope> {
+/// What a list of roles (built-in, or the workspace's `custom` ones)
+/// grants together, tags aside: roles are cumulative.
+pub fn role_scopes(roles: &[String], custom: &[Role]) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    for role in roles.iter().filter_map(|r| builtin_role(r)) {
-        for p in role.permissions {
-            let scope = if *p == "*" {
-                Scope::Full
-            } else {
-                Scope::Permission(Permission::parse_pattern(p).expect("built-in permissions are valid"))
-            };
-            if !scopes.contains(&scope) {
-                scopes.push(scope);
-            }
+    let mut add = |p: &str| {
+        let scope = if p == "*" { Some(Scope::Full) } else { Permission::parse_pattern(p).map(Scope::Permission) };
+        if let Some(scope) = scope
+            && !scopes.contains(&scope)
+        {
+            scopes.push(scope);
+        }
+    };
+    for name in roles {
+        if let Some(role) = builtin_role(name) {
+            role.permissions.iter().for_each(|p| add(p));
+        } else if let Some(role) = custom.iter().find(|r| &r.name == name) {
+            role.permissions.iter().for_each(|p| add(p));
         }
     }
     scopes
+}
+
+/// A role defined by a workspace (built-in roles are not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// Permission patterns: account permissions, or `section:action` of
+    /// the workspace's catalogue (`section:*` for all its actions).
+    pub permissions: Vec<String>,
+    /// When not empty, the role grants only on objects carrying one of
+    /// these tags.
+    pub tags: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A person who can sign in.
@@ -223,18 +248,52 @@ pub fn validate_password(password: &str, email: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A non-empty list of known roles, without repeats.
-pub fn validate_roles(roles: &[String]) -> Result<Vec<String>, Error> {
+pub const MAX_ROLE_TAGS: usize = 50;
+pub const MAX_ROLE_DESCRIPTION: usize = 500;
+
+/// A tag: 1–64 letters, digits, `_`, `-`, `.` or `:` (as role names).
+pub fn validate_tags(tags: Vec<String>, field: &str) -> Result<Vec<String>, Error> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !is_role_name(&tag) {
+            return Err(Error::invalid(
+                "invalid_tags",
+                format!("{field}: each tag is 1 to 64 letters, digits, '_', '-', '.' or ':'"),
+            ));
+        }
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    if out.len() > MAX_ROLE_TAGS {
+        return Err(Error::invalid("invalid_tags", format!("{field}: at most {MAX_ROLE_TAGS} tags")));
+    }
+    Ok(out)
+}
+
+/// A role's name: 1–64 ASCII letters, digits, `_`, `-`, `.` or `:`.
+pub fn is_role_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// A non-empty list of known roles (built-in or the workspace's
+/// `custom` ones), without repeats.
+pub fn validate_roles(roles: &[String], custom: &[Role]) -> Result<Vec<String>, Error> {
     if roles.is_empty() {
         return Err(Error::invalid("invalid_roles", "roles must name at least one role"));
     }
     let mut out: Vec<String> = Vec::with_capacity(roles.len());
     for role in roles {
-        if builtin_role(role).is_none() {
+        if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
             let known: Vec<&str> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
             return Err(Error::invalid(
                 "unknown_role",
-                format!("roles: unknown role; the roles are {}", known.join(", ")),
+                format!(
+                    "roles: unknown role; the built-in roles are {}, besides the workspace's own",
+                    known.join(", ")
+                ),
             ));
         }
         if !out.contains(role) {
@@ -267,12 +326,12 @@ mod tests {
 
     #[test]
     fn roles_are_cumulative_and_known() {
-        let dev = role_scopes(&["developer".into(), "viewer".into()]);
+        let dev = role_scopes(&["developer".into(), "viewer".into()], &[]);
         assert!(dev.contains(&Scope::Permission(Permission::new("keys", "manage"))));
         assert_eq!(dev.len(), 5, "repeats are dropped");
-        assert_eq!(role_scopes(&["owner".into()]), vec![Scope::Full]);
-        assert_eq!(validate_roles(&["boss".into()]).unwrap_err().code, "unknown_role");
-        assert_eq!(validate_roles(&[]).unwrap_err().code, "invalid_roles");
-        assert_eq!(validate_roles(&["viewer".into(), "viewer".into()]).unwrap(), vec!["viewer".to_owned()]);
+        assert_eq!(role_scopes(&["owner".into()], &[]), vec![Scope::Full]);
+        assert_eq!(validate_roles(&["boss".into()], &[]).unwrap_err().code, "unknown_role");
+        assert_eq!(validate_roles(&[], &[]).unwrap_err().code, "invalid_roles");
+        assert_eq!(validate_roles(&["viewer".into(), "viewer".into()], &[]).unwrap(), vec!["viewer".to_owned()]);
     }
 }

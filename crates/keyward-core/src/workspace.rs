@@ -121,6 +121,74 @@ pub struct Workspace {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub lockout: LockoutPolicy,
+    /// The permissions of the protected API, by section, for roles and the
+    /// console's permission panel.
+    pub catalogue: Vec<CatalogueSection>,
+    /// Keys may be created recoverable (needs a master key).
+    pub allow_recoverable: bool,
+}
+
+/// One section of the permission catalogue: `campaigns` with `get`,
+/// `post`, `put` declares `campaigns:get`, `campaigns:post`, `campaigns:put`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CatalogueSection {
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+pub const MAX_CATALOGUE_SECTIONS: usize = 200;
+pub const MAX_SECTION_ACTIONS: usize = 50;
+
+/// A catalogue as declared: sections and actions are permission names
+/// (lowercase letters, digits, `_`, `-`, `.`), none repeated, none an
+/// account resource.
+pub fn validate_catalogue(sections: Vec<CatalogueSection>) -> Result<Vec<CatalogueSection>, Error> {
+    if sections.len() > MAX_CATALOGUE_SECTIONS {
+        return Err(Error::invalid("invalid_catalogue", format!("at most {MAX_CATALOGUE_SECTIONS} sections")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for section in &sections {
+        let ok_name = |n: &str| Permission::parse_required(&format!("{n}:x")).is_some();
+        if !ok_name(&section.name) || crate::scope::is_account_resource(&section.name) {
+            return Err(Error::invalid(
+                "invalid_catalogue",
+                "sections[].name must be 1-64 lowercase letters, digits, '_', '-' or '.', and not an account \
+                 resource (keys, members, roles, settings, …)",
+            ));
+        }
+        if !seen.insert(section.name.clone()) {
+            return Err(Error::invalid("invalid_catalogue", "each section is named once"));
+        }
+        if section.actions.is_empty() || section.actions.len() > MAX_SECTION_ACTIONS {
+            return Err(Error::invalid(
+                "invalid_catalogue",
+                format!("sections[].actions must list 1 to {MAX_SECTION_ACTIONS} actions"),
+            ));
+        }
+        let mut actions = std::collections::HashSet::new();
+        for a in &section.actions {
+            if Permission::parse_required(&format!("x:{a}")).is_none() || !actions.insert(a) {
+                return Err(Error::invalid(
+                    "invalid_catalogue",
+                    "sections[].actions are distinct names of 1-64 lowercase letters, digits, '_', '-' or '.'",
+                ));
+            }
+        }
+    }
+    Ok(sections)
+}
+
+impl Workspace {
+    /// Whether a permission pattern names something the workspace knows:
+    /// an account permission, or a section (and action, or `*`) of its
+    /// catalogue.
+    pub fn knows_permission(&self, pattern: &str) -> bool {
+        if crate::member::ACCOUNT_PERMISSIONS.contains(&pattern) {
+            return true;
+        }
+        let Some((section, action)) = pattern.split_once(':') else { return false };
+        self.catalogue.iter().any(|s| s.name == section && (action == "*" || s.actions.iter().any(|a| a == action)))
+    }
 }
 
 pub const DEFAULT_TOKEN_PREFIX: &str = "kw";
@@ -138,6 +206,8 @@ impl Workspace {
             created_at: now,
             updated_at: now,
             lockout: LockoutPolicy::default(),
+            catalogue: Vec::new(),
+            allow_recoverable: false,
         })
     }
 }

@@ -9,10 +9,12 @@ use chrono::{Duration, NaiveDate, Utc};
 use keyward_core::credits::CreditOp;
 use keyward_core::hash::{HashScheme, SecretHash, parse_hex32};
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
+use keyward_core::member::builtin_role;
+use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
+use keyward_store::{AccessWrite, Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
 use crate::clock::Clock;
 use crate::identities::{IdentityService, is_identity_race};
@@ -43,11 +45,13 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::Membership) => {
             Error::conflict("already_member", "This person is already a member of the workspace")
         }
+        StoreError::Conflict(Unique::RoleName) => {
+            Error::conflict("duplicate_role", "The workspace already has a role with this name")
+        }
         StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
-        StoreError::LastOwner => Error::conflict(
-            "last_owner",
-            "The workspace must keep at least one owner: make another member owner first",
-        ),
+        StoreError::LastOwner => {
+            Error::conflict("last_owner", "The workspace must keep at least one owner: make another member owner first")
+        }
         StoreError::InUse => Error::conflict(
             "identity_in_use",
             "Live keys belong to this identity; revoke or delete them (or move them) first",
@@ -90,6 +94,8 @@ pub struct KeyService {
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
+    /// The master keys recoverable secrets are sealed with, if configured.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// What an edit of a key did: nothing, or changed it, with further writes
@@ -133,10 +139,126 @@ fn is_valid_import_prefix(p: &str) -> bool {
 pub const READ: &str = "keys:read";
 /// Create, edit, roll, deactivate, revoke, delete and import keys.
 pub const MANAGE: &str = "keys:manage";
+/// Show a recoverable key's secret again (members only, freshly
+/// re-authenticated).
+pub const REVEAL: &str = "keys:reveal";
+
+pub fn master_key_required() -> Error {
+    Error::invalid(
+        "master_key_required",
+        "Recoverable keys need a master key: start keyward with --master-key-file or KEYWARD_MASTER_KEY",
+    )
+}
 
 impl KeyService {
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
-        KeyService { store, verifier, clock }
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<Verifier>,
+        clock: Arc<dyn Clock>,
+        keyring: Option<Arc<Keyring>>,
+    ) -> Self {
+        KeyService { store, verifier, clock, keyring }
+    }
+
+    /// Whether recoverable keys can be made (a master key is configured).
+    pub fn can_seal(&self) -> bool {
+        self.keyring.is_some()
+    }
+
+    /// The write that keeps a recoverable key's secret sealed (none for
+    /// other keys). New recoverable keys need the workspace to allow them.
+    fn seal_writes(&self, ws: &Workspace, key: &ApiKey, secret: &Secret, new: bool) -> Result<Vec<Write>, Error> {
+        if !key.recoverable {
+            return Ok(Vec::new());
+        }
+        if new && !ws.allow_recoverable {
+            return Err(Error::invalid(
+                "recoverable_not_allowed",
+                "This workspace does not allow recoverable keys (settings: allowRecoverable)",
+            ));
+        }
+        let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
+        let sealed = keyring.seal(secret.expose().as_bytes(), key.id.as_bytes());
+        Ok(vec![Write::Access(AccessWrite::SealSecret { key_id: key.id.to_string(), sealed })])
+    }
+
+    /// Refuses role names the workspace does not define (built-in roles
+    /// and its own).
+    async fn check_roles(&self, ws: &Workspace, roles: &[String]) -> Result<(), Error> {
+        if roles.is_empty() {
+            return Ok(());
+        }
+        let custom = self.store.list_roles(&ws.id).await.map_err(store_error)?;
+        for role in roles {
+            if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
+                return Err(Error::invalid(
+                    "unknown_role",
+                    "roles: a role the workspace does not define (GET /v1/roles lists them)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A recoverable key's secret, to a signed-in member holding
+    /// `keys:reveal` who re-authenticated in the last five minutes.
+    pub async fn reveal(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
+        let member = match who {
+            Principal::Member(m) => m,
+            _ => {
+                return Err(Error::forbidden(
+                    "member_required",
+                    "Only a signed-in member can reveal a key, never a key or token of a program",
+                ));
+            }
+        };
+        who.require(REVEAL)?;
+        if !member.fresh {
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                "reauthentication_required",
+                "Confirm your password first (POST /v1/auth/reauth); it stays confirmed for 5 minutes",
+            ));
+        }
+        let key = self.load(who.workspace_id(), id).await?;
+        let not_recoverable =
+            || Error::conflict("not_recoverable", "This key is not recoverable: its secret was never kept");
+        if !key.recoverable {
+            return Err(not_recoverable());
+        }
+        if key.state == keyward_core::key::KeyState::Revoked {
+            return Err(Error::conflict("key_revoked", "A revoked key's secret is no longer kept"));
+        }
+        let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
+        let sealed = self.store.sealed_secret(&key.id).await.map_err(store_error)?.ok_or_else(not_recoverable)?;
+        let plain = keyring.open(&sealed, key.id.as_bytes())?;
+        String::from_utf8(plain).map(Secret::new).map_err(|_| Error::internal("a sealed secret is not text"))
+    }
+
+    /// Re-wraps every sealed secret under the current master key, in
+    /// batches, while the servers go on serving; the number re-wrapped.
+    pub async fn rewrap_sealed(&self) -> Result<u64, Error> {
+        let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
+        let current = keyring.current_id().to_owned();
+        let mut done = 0;
+        loop {
+            let batch = self.store.sealed_not_under(&current, 500).await.map_err(store_error)?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            let mut change = Change::new();
+            for (key_id, sealed) in &batch {
+                let rewrapped = keyring.rewrap(sealed)?;
+                let from_master = sealed.key_id.clone();
+                change.push(Write::Access(AccessWrite::RewrapSealed {
+                    key_id: key_id.clone(),
+                    from_master,
+                    sealed: rewrapped,
+                }));
+            }
+            self.store.commit(change).await.map_err(store_error)?;
+            done += batch.len() as u64;
+        }
     }
 
     /// Checks `permission` and reads the caller's workspace.
@@ -149,8 +271,10 @@ impl KeyService {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
     }
 
-    async fn insert(&self, ws: &Workspace, key: &ApiKey) -> Result<(), Error> {
-        self.store.commit(Change::of(Self::insert_write(ws, key))).await.map_err(store_error)?;
+    async fn insert(&self, ws: &Workspace, key: &ApiKey, with: Vec<Write>) -> Result<(), Error> {
+        let mut change = Change::of(Self::insert_write(ws, key));
+        change.writes.extend(with);
+        self.store.commit(change).await.map_err(store_error)?;
         self.verifier.cache().put(key);
         Ok(())
     }
@@ -162,11 +286,11 @@ impl KeyService {
         &self,
         ws: &Workspace,
         external_id: Option<&str>,
-        mut make: impl FnMut() -> Result<(ApiKey, T), Error>,
+        mut make: impl FnMut() -> Result<(ApiKey, T, Vec<Write>), Error>,
     ) -> Result<(ApiKey, T), Error> {
         let mut attempt = 0;
         loop {
-            let (mut key, extra) = make()?;
+            let (mut key, extra, with) = make()?;
             let mut change = Change::new();
             if let Some(external_id) = external_id {
                 let (identity, insert) =
@@ -175,6 +299,7 @@ impl KeyService {
                 change.writes.extend(insert);
             }
             change.push(Self::insert_write(ws, &key));
+            change.writes.extend(with);
             match self.store.commit(change).await.map_err(store_error) {
                 Err(e) if attempt == 0 && is_identity_race(&e) => attempt += 1,
                 Err(e) => return Err(e),
@@ -215,7 +340,13 @@ impl KeyService {
         let ws = self.workspace_of(who, MANAGE).await?;
         let external_id = draft.external_id.take();
         let valid = draft.validate(&ws, self.clock.now())?;
-        self.insert_for(&ws, external_id.as_deref(), || Ok(self.new_native(&ws, valid.clone()))).await
+        self.check_roles(&ws, &valid.roles).await?;
+        self.insert_for(&ws, external_id.as_deref(), || {
+            let (key, secret) = self.new_native(&ws, valid.clone());
+            let seal = self.seal_writes(&ws, &key, &secret, true)?;
+            Ok((key, secret, seal))
+        })
+        .await
     }
 
     pub async fn get(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
@@ -260,6 +391,9 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
+        if let Some(roles) = &patch.roles {
+            self.check_roles(&ws, roles).await?;
+        }
         let now = self.clock.now();
         // Joining an identity by its external id (created when new).
         let mut patch = patch;
@@ -321,7 +455,15 @@ impl KeyService {
 
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.revoke(self.clock.now())))).await
+        self.mutate(who.workspace_id(), id, None, |k| {
+            if !k.revoke(self.clock.now()) {
+                return Ok(Edit::Unchanged);
+            }
+            // A revoked key's secret is of no more use: it is not kept.
+            let drop = k.recoverable.then(|| Write::Access(AccessWrite::DropSealed { key_id: k.id.to_string() }));
+            Ok(Edit::Changed { before: Vec::new(), after: drop.into_iter().collect() })
+        })
+        .await
     }
 
     pub async fn roll(&self, who: &Principal, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
@@ -341,8 +483,9 @@ impl KeyService {
                 let parsed = token::parse(secret.expose()).expect("generated tokens parse");
                 k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
+                let seal = self.seal_writes(ws, k, &secret, false)?;
                 fresh = Some(secret);
-                Ok(Edit::changed())
+                Ok(Edit::Changed { before: Vec::new(), after: seal })
             })
             .await?;
         Ok((key, fresh.expect("a successful roll made a secret")))
@@ -368,7 +511,8 @@ impl KeyService {
             let mut draft = source.to_valid_draft(name);
             draft.expires_at = expires_at;
             let (key, secret) = self.new_native(ws, draft);
-            match self.insert(ws, &key).await {
+            let seal = self.seal_writes(ws, &key, &secret, true)?;
+            match self.insert(ws, &key, seal).await {
                 Err(e) if given.is_none() && e.code == "duplicate_name" => continue,
                 done => return done.map(|()| (key, secret)),
             }
@@ -396,6 +540,13 @@ impl KeyService {
         let now = self.clock.now();
         let external_id = import.draft.external_id.take();
         let valid = import.draft.validate(ws, now)?;
+        self.check_roles(ws, &valid.roles).await?;
+        if valid.recoverable && import.plaintext.is_none() {
+            return Err(Error::invalid(
+                "recoverable_needs_plaintext",
+                "Only a key imported as plaintext (key) can be recoverable",
+            ));
+        }
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
         {
@@ -467,7 +618,11 @@ impl KeyService {
         let mut key = valid.into_key(id, &ws.id, masked, secret, now);
         key.legacy = import.legacy;
         key.lookup_prefix = lookup_prefix;
-        let (key, ()) = self.insert_for(ws, external_id.as_deref(), || Ok((key.clone(), ()))).await?;
+        let seal = match &import.plaintext {
+            Some(plain) => self.seal_writes(ws, &key, plain, true)?,
+            None => Vec::new(),
+        };
+        let (key, ()) = self.insert_for(ws, external_id.as_deref(), || Ok((key.clone(), (), seal.clone()))).await?;
         if key.lookup_prefix.is_some() {
             self.verifier.refresh_import_prefixes().await?;
         }

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod members;
 pub mod principal;
 pub mod ratelimit;
+pub mod roles;
 pub mod startup;
 pub mod telemetry;
 pub mod throttle;

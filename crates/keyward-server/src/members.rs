@@ -208,7 +208,10 @@ impl MemberService {
             fresh_until: Some(now + FRESH_FOR),
             revoked_at: None,
         };
-        self.store.commit(Change::of(Write::People(PeopleWrite::InsertSession(session.clone())))).await.map_err(store_error)?;
+        self.store
+            .commit(Change::of(Write::People(PeopleWrite::InsertSession(session.clone()))))
+            .await
+            .map_err(store_error)?;
         let jwt = want_token.then(|| self.jwt_for(&session)).transpose()?;
         Ok(SignedIn { member, membership, workspace, workspaces, session, cookie_token, jwt })
     }
@@ -251,7 +254,11 @@ impl MemberService {
             .map_err(|_| Error::invalid_api_key())?
             .claims;
         if claims.exp <= self.clock.now().timestamp() {
-            return Err(Error::new(ErrorKind::Unauthenticated, "token_expired", "The token has expired; sign in again"));
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                "token_expired",
+                "The token has expired; sign in again",
+            ));
         }
         let session = self.store.get_session(&claims.sid).await.map_err(store_error)?;
         let session = session.filter(|s| s.member_id == claims.sub && s.workspace_id == claims.ws);
@@ -264,8 +271,9 @@ impl MemberService {
         let membership = self.store.membership(&session.workspace_id, &session.member_id).await.map_err(store_error)?;
         let member = self.store.get_member(&session.member_id).await.map_err(store_error)?;
         let (Some(membership), Some(member)) = (membership, member) else { return Err(session_ended()) };
+        let custom = self.custom_roles(&session.workspace_id, &membership.roles).await?;
         Ok(Principal::Member(Arc::new(MemberCaller {
-            scopes: role_scopes(&membership.roles),
+            scopes: role_scopes(&membership.roles, &custom),
             member_id: member.id,
             email: member.email,
             name: member.name,
@@ -277,6 +285,19 @@ impl MemberService {
             session_id: session.id,
             via_cookie,
         })))
+    }
+
+    /// The workspace's own roles, when `roles` names any (built-in roles
+    /// need no read).
+    async fn custom_roles(
+        &self,
+        workspace_id: &str,
+        roles: &[String],
+    ) -> Result<Vec<keyward_core::member::Role>, Error> {
+        if roles.iter().all(|r| keyward_core::member::builtin_role(r).is_some()) {
+            return Ok(Vec::new());
+        }
+        self.store.list_roles(workspace_id).await.map_err(store_error)
     }
 
     /// Confirms the password of a signed-in member: the session is fresh
@@ -341,7 +362,7 @@ impl MemberService {
         who.require(MEMBERS_MANAGE)?;
         let email = validate_email(email)?;
         let name = validate_member_name(name)?;
-        let roles = validate_roles(roles)?;
+        let roles = validate_roles(roles, &self.custom_roles(who.workspace_id(), roles).await?)?;
         require_owner_for(who, roles.iter().any(|r| r == OWNER))?;
         if let Some(existing) = self.store.member_by_email(&email).await.map_err(store_error)?
             && self.store.membership(who.workspace_id(), &existing.id).await.map_err(store_error)?.is_some()
@@ -377,7 +398,11 @@ impl MemberService {
     ) -> Result<(Member, Membership, Workspace), Error> {
         let now = self.clock.now();
         let not_found = || {
-            Error::new(ErrorKind::NotFound, "invitation_not_found", "No such invitation: check the token you were given")
+            Error::new(
+                ErrorKind::NotFound,
+                "invitation_not_found",
+                "No such invitation: check the token you were given",
+            )
         };
         if !token.starts_with(INVITATION_TOKEN_PREFIX) || token.len() > 128 {
             return Err(not_found());
@@ -459,7 +484,7 @@ impl MemberService {
             change.push(Write::People(PeopleWrite::UpdateMember(member.clone())));
         }
         if let Some(roles) = roles {
-            let roles = validate_roles(roles)?;
+            let roles = validate_roles(roles, &self.custom_roles(who.workspace_id(), roles).await?)?;
             let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
             require_owner_for(who, touches_owner)?;
             membership.roles = roles;
@@ -551,7 +576,8 @@ impl SignInThrottle {
         };
         let account_key = format!("a:{account}");
         let ip_key = ip.map(|ip| format!("i:{ip}"));
-        let blocked = over(&account_key, ACCOUNT_FAILURES).or_else(|| ip_key.as_deref().and_then(|k| over(k, ADDRESS_FAILURES)));
+        let blocked =
+            over(&account_key, ACCOUNT_FAILURES).or_else(|| ip_key.as_deref().and_then(|k| over(k, ADDRESS_FAILURES)));
         match blocked {
             Some(start) => {
                 let wait = (start + THROTTLE_WINDOW - now).num_seconds().max(1) as u64;

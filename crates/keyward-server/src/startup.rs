@@ -44,6 +44,8 @@ pub struct ServerConfig {
     /// Redis shared by every node for exact rate limits; without it each
     /// node limits on its own.
     pub redis_url: Option<String>,
+    /// The master keys (current first) recoverable secrets are sealed with.
+    pub master_keys: Option<Arc<keyward_core::sealed::Keyring>>,
     /// The URL people reach this server at (behind a proxy), whose origin
     /// cookie-authenticated requests may name besides the request's host.
     pub public_url: Option<String>,
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             ip_failure_limit: 50,
             redis_url: None,
             public_url: None,
+            master_keys: None,
         }
     }
 }
@@ -77,6 +80,7 @@ pub struct Services {
     pub workspaces: Arc<WorkspaceService>,
     pub identities: Arc<crate::identities::IdentityService>,
     pub members: Arc<crate::members::MemberService>,
+    pub roles: Arc<crate::roles::RoleService>,
     pub usage: Arc<UsageRecorder>,
 }
 
@@ -93,6 +97,19 @@ impl Services {
                  (fingerprint {stored}); start keyward with that key (--hash-key-file or KEYWARD_HASH_KEY)"
             );
         }
+        // Every sealed secret must open with a configured master key.
+        let in_use = store.master_keys_in_use().await.context("reading the database")?;
+        let missing: Vec<&String> =
+            in_use.iter().filter(|id| !config.master_keys.as_ref().is_some_and(|k| k.has(id))).collect();
+        if !missing.is_empty() {
+            let ids: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            anyhow::bail!(
+                "recoverable keys in this database are sealed with master key {} (by id), which is not configured; \
+                 start keyward with that master key (--master-key-file or KEYWARD_MASTER_KEY; several keys, \
+                 newest first, while rotating)",
+                ids.join(", ")
+            );
+        }
         let usage = Arc::new(UsageRecorder::default());
         let clock = config.clock.clone();
         let cache = KeyCache::new(
@@ -106,16 +123,29 @@ impl Services {
             Some(url) => crate::ratelimit::Limiter::with_redis(url).await.map_err(|e| anyhow::anyhow!("{e}"))?,
             None => crate::ratelimit::Limiter::local(),
         };
-        let verifier =
-            Arc::new(Verifier::new(store.clone(), hasher.clone(), cache, clock.clone(), config.ip_failure_limit, limiter));
+        let verifier = Arc::new(Verifier::new(
+            store.clone(),
+            hasher.clone(),
+            cache,
+            clock.clone(),
+            config.ip_failure_limit,
+            limiter,
+        ));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
-        let keys = Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone()));
+        let keys =
+            Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone(), config.master_keys.clone()));
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
         let members = Arc::new(crate::members::MemberService::new(store.clone(), hasher, clock.clone()).await);
-        let workspaces =
-            Arc::new(WorkspaceService::new(store.clone(), keys.clone(), verifier.clone(), members.clone(), clock));
-        Ok(Services { store, verifier, keys, workspaces, identities, members, usage })
+        let workspaces = Arc::new(WorkspaceService::new(
+            store.clone(),
+            keys.clone(),
+            verifier.clone(),
+            members.clone(),
+            clock.clone(),
+        ));
+        let roles = Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone()));
+        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage })
     }
 }
 

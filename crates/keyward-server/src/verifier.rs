@@ -96,6 +96,8 @@ pub struct Verifier {
     /// Workspaces whose route scopes verification has needed, by id
     /// (bounded: [`WORKSPACE_CACHE_CAPACITY`]).
     workspaces: quick_cache::sync::Cache<String, Arc<Workspace>>,
+    /// Each workspace's own roles, read when a key holding roles verifies.
+    roles: quick_cache::sync::Cache<String, Arc<Vec<keyward_core::member::Role>>>,
     /// Identities whose limits verification has needed, by id (bounded:
     /// [`WORKSPACE_CACHE_CAPACITY`]).
     identities: quick_cache::sync::Cache<String, Arc<Identity>>,
@@ -133,6 +135,7 @@ impl Verifier {
             cache: Arc::new(cache),
             upgrading: Arc::default(),
             workspaces: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
+            roles: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
             import_prefixes: RwLock::new(Arc::new(Vec::new())),
             metrics: VerifyMetrics::new(),
         }
@@ -199,6 +202,21 @@ impl Verifier {
         self.workspaces.insert(ws.id.clone(), Arc::new(ws.clone()));
     }
 
+    /// A workspace's own roles, from memory after the first read.
+    pub async fn roles(&self, workspace_id: &str) -> Result<Arc<Vec<keyward_core::member::Role>>, Error> {
+        if let Some(r) = self.roles.get(workspace_id) {
+            return Ok(r);
+        }
+        let roles = Arc::new(self.store.list_roles(workspace_id).await.map_err(crate::keys::store_error)?);
+        self.roles.insert(workspace_id.to_owned(), roles.clone());
+        Ok(roles)
+    }
+
+    /// Forgets a workspace's roles (after one changed).
+    pub fn roles_changed(&self, workspace_id: &str) {
+        self.roles.remove(workspace_id);
+    }
+
     /// Applies what another node changed (pushed by the store).
     pub async fn invalidated(&self, what: keyward_store::Invalidation) {
         use keyward_store::Invalidation;
@@ -206,6 +224,7 @@ impl Verifier {
             Invalidation::Key(id) => self.cache.invalidate(&id),
             Invalidation::Workspace(id) => {
                 self.workspaces.remove(&id);
+                self.roles.remove(&id);
             }
             Invalidation::Identity(id) => {
                 self.identities.remove(&id);
@@ -214,6 +233,7 @@ impl Verifier {
             Invalidation::Resync => {
                 self.cache.distrust_all();
                 self.workspaces.clear();
+                self.roles.clear();
                 self.identities.clear();
                 self.refresh_prefixes_logged().await;
             }

@@ -65,6 +65,8 @@ pub struct WorkspacePatch {
     /// (threshold, window minutes); `None` leaves each alone.
     pub lockout: Option<(Option<u32>, Option<u32>)>,
     pub require_expiry: Option<bool>,
+    pub allow_recoverable: Option<bool>,
+    pub catalogue: Option<Vec<keyward_core::workspace::CatalogueSection>>,
 }
 
 pub struct WorkspaceService {
@@ -214,6 +216,15 @@ impl WorkspaceService {
         }
         if let Some(v) = patch.require_expiry {
             ws.policy.require_expiry = v;
+        }
+        if let Some(v) = patch.allow_recoverable {
+            if v && !self.keys.can_seal() {
+                return Err(crate::keys::master_key_required());
+            }
+            ws.allow_recoverable = v;
+        }
+        if let Some(sections) = patch.catalogue {
+            ws.catalogue = keyward_core::workspace::validate_catalogue(sections)?;
         }
         if let Some(routes) = patch.routes {
             let parsed = routes

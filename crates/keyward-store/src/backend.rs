@@ -175,6 +175,7 @@ macro_rules! store_impl {
                         (done, Some(StoreError::NotFound))
                     }
                     Write::People(w) => return self.apply_people(conn, w).await,
+                    Write::Access(w) => return self.apply_access(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }

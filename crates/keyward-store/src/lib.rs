@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+pub use access::{Access, AccessWrite};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use keyward_core::credits::{CreditOp, Credits};
@@ -25,6 +26,7 @@ use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
 pub use people::{People, PeopleWrite};
 
+pub mod access;
 mod backend;
 mod group;
 pub mod people;
@@ -47,6 +49,8 @@ pub enum Unique {
     MemberEmail,
     /// The member already belongs to the workspace.
     Membership,
+    /// The workspace has a role of this name.
+    RoleName,
     Other,
 }
 
@@ -162,6 +166,8 @@ pub enum Write {
     },
     /// Members, memberships, sessions, invitations.
     People(people::PeopleWrite),
+    /// Custom roles and sealed secrets.
+    Access(access::AccessWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -230,7 +236,7 @@ pub struct UsageDelta {
 }
 
 #[async_trait]
-pub trait Store: people::People + Send + Sync + 'static {
+pub trait Store: people::People + access::Access + Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 

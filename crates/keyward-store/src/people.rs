@@ -348,7 +348,8 @@ macro_rules! people_impl {
                             return Err(StoreError::NotFound);
                         }
                         self.keep_an_owner(conn, workspace_id).await?;
-                        let q = sqlx::query(&sql.revoke_member_sessions).bind(workspace_id).bind(member_id).bind(ms(*at));
+                        let q =
+                            sqlx::query(&sql.revoke_member_sessions).bind(workspace_id).bind(member_id).bind(ms(*at));
                         (q.execute(&mut *conn).await, None)
                     }
                     PeopleWrite::InsertSession(s) => {
@@ -459,7 +460,10 @@ macro_rules! people_impl {
                 let p = &self.pools;
                 let row: Option<$crate::people::MembershipRow> = $crate::backend::read_retry!(
                     p,
-                    sqlx::query_as(&p.sql.people.membership).bind(workspace_id).bind(member_id).fetch_optional(&p.reader)
+                    sqlx::query_as(&p.sql.people.membership)
+                        .bind(workspace_id)
+                        .bind(member_id)
+                        .fetch_optional(&p.reader)
                 )?;
                 row.map($crate::people::MembershipRow::into_membership).transpose()
             }

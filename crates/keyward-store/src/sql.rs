@@ -39,8 +39,8 @@ pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id";
-pub const KEY_COLUMN_COUNT: usize = 33;
+     ratelimits, identity_id, external_id, roles, recoverable";
+pub const KEY_COLUMN_COUNT: usize = 35;
 
 /// The credit columns: written on insert and by the credit statements only
 /// (an edit of other settings never overwrites a concurrent spend).
@@ -50,13 +50,13 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id, credits_remaining, credits_refill";
+     ratelimits, identity_id, external_id, roles, recoverable, credits_remaining, credits_refill";
 
 const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout, \
-     require_expiry";
+     require_expiry, permission_catalogue, allow_recoverable";
 
 fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -107,6 +107,7 @@ pub struct Statements {
     /// (PostgreSQL): `SELECT pg_notify(channel, payload)`.
     pub notify: Option<String>,
     pub people: crate::people::PeopleStatements,
+    pub access: crate::access::AccessStatements,
 }
 
 impl Statements {
@@ -144,12 +145,12 @@ impl Statements {
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
             insert_workspace: r(&format!(
                 "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-                placeholders(1, 13)
+                placeholders(1, 15)
             )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
                  routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12, \
-                 require_expiry = $13 WHERE id = $1"),
+                 require_expiry = $13, permission_catalogue = $14, allow_recoverable = $15 WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
             get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
@@ -221,6 +222,7 @@ impl Statements {
             )),
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
             people: crate::people::PeopleStatements::new(dialect),
+            access: crate::access::AccessStatements::new(dialect),
         }
     }
 }
@@ -285,6 +287,14 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         // Sessions and memberships are read from the database on every
         // use: nothing is held in memory to drop.
         Write::InsertMeta { .. } | Write::People(_) => Vec::new(),
+        // A workspace's roles are part of what its keys verify against.
+        Write::Access(crate::AccessWrite::InsertRole(role) | crate::AccessWrite::UpdateRole { role, .. }) => {
+            vec![Invalidation::Workspace(role.workspace_id.clone())]
+        }
+        Write::Access(crate::AccessWrite::DeleteRole { workspace_id, .. }) => {
+            vec![Invalidation::Workspace(workspace_id.clone())]
+        }
+        Write::Access(_) => Vec::new(),
         Write::InsertIdentity(i) | Write::UpdateIdentity { identity: i, .. } => {
             vec![Invalidation::Identity(i.id.clone())]
         }
@@ -310,6 +320,7 @@ pub fn unique_by_constraint(name: &str) -> Unique {
         "identities_external_id" => Unique::IdentityExternalId,
         "members_email_unique" => Unique::MemberEmail,
         "memberships_pk" => Unique::Membership,
+        "roles_name" => Unique::RoleName,
         _ => Unique::Other,
     }
 }
@@ -382,6 +393,8 @@ pub struct KeyRow {
     ratelimits: String,
     identity_id: Option<String>,
     external_id: Option<String>,
+    roles: String,
+    recoverable: bool,
     credits_remaining: Option<i64>,
     credits_refill: Option<String>,
 }
@@ -438,6 +451,8 @@ impl KeyRow {
                 (Some(id), Some(external_id)) => Some(keyward_core::key::KeyIdentity { id, external_id }),
                 _ => None,
             },
+            roles: strings(&self.roles, "roles")?,
+            recoverable: self.recoverable,
             credits: match self.credits_remaining {
                 None => None,
                 Some(remaining) => Some(Credits {
@@ -560,6 +575,8 @@ pub struct WorkspaceRow {
     identity_metadata: String,
     lockout: Option<String>,
     require_expiry: bool,
+    permission_catalogue: String,
+    allow_recoverable: bool,
 }
 
 /// A lockout policy as stored: `{"threshold", "windowMinutes"}`.
@@ -602,6 +619,8 @@ impl WorkspaceRow {
                     LockoutPolicy { threshold: l.threshold, window_minutes: l.window_minutes }
                 }
             },
+            catalogue: serde_json::from_str(&self.permission_catalogue).map_err(|_| corrupt("permission catalogue"))?,
+            allow_recoverable: self.allow_recoverable,
         })
     }
 }
@@ -623,6 +642,7 @@ pub struct KeyValues {
     pub allowed_origins: String,
     pub allowed_ips: String,
     pub ratelimits: String,
+    pub roles: String,
 }
 
 impl KeyValues {
@@ -636,6 +656,7 @@ impl KeyValues {
             allowed_origins: json_strings(key.allowed_origins.iter().map(|o| o.as_str().to_owned())),
             allowed_ips: json_strings(key.allowed_ips.iter().map(ToString::to_string)),
             ratelimits: ratelimits_json(&key.ratelimits),
+            roles: json_strings(key.roles.iter().cloned()),
         }
     }
 }
@@ -646,6 +667,7 @@ pub struct WorkspaceValues {
     pub public_permissions: String,
     pub identity_metadata: String,
     pub lockout: String,
+    pub catalogue: String,
 }
 
 impl WorkspaceValues {
@@ -668,6 +690,7 @@ impl WorkspaceValues {
                 window_minutes: ws.lockout.window_minutes,
             })
             .expect("a lockout policy serializes"),
+            catalogue: serde_json::to_string(&ws.catalogue).expect("a catalogue serializes"),
         }
     }
 }
@@ -709,6 +732,8 @@ macro_rules! bind_key {
             .bind(&v.ratelimits)
             .bind(key.identity.as_ref().map(|i| i.id.as_str()))
             .bind(key.identity.as_ref().map(|i| i.external_id.as_str()))
+            .bind(&v.roles)
+            .bind(key.recoverable)
     }};
 }
 pub(crate) use bind_key;
@@ -751,6 +776,8 @@ macro_rules! bind_workspace {
             .bind(&v.identity_metadata)
             .bind(&v.lockout)
             .bind(ws.policy.require_expiry)
+            .bind(&v.catalogue)
+            .bind(ws.allow_recoverable)
     }};
 }
 pub(crate) use bind_workspace;

@@ -116,6 +116,8 @@ fn classify(e: sqlx::Error) -> StoreError {
                 "api_keys_live_name"
             } else if msg.contains("identities.workspace_id, identities.external_id") {
                 "identities_external_id"
+            } else if msg.contains("roles.workspace_id, roles.name") {
+                "roles_name"
             } else if msg.contains("members.email") {
                 "members_email_unique"
             } else if msg.contains("memberships.workspace_id, memberships.member_id") {
@@ -137,6 +139,7 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 crate::people::people_impl!(SqliteStore, Sqlite);
+crate::access::access_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

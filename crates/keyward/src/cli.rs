@@ -40,6 +40,9 @@ pub enum Command {
     /// running keyward server.
     #[command(subcommand)]
     Identities(IdentitiesCommand),
+    /// The master key that seals recoverable keys' secrets.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
     /// Apply the database's pending migrations and exit (`serve` also does
     /// so at start; several nodes starting at once apply them once).
     Migrate {
@@ -80,10 +83,10 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct StorageArgs {
     /// TOML configuration file (keys: listen, database_url,
-    /// database_pool_size, data_dir, hash_key_file, log_format, log_level,
+    /// database_pool_size, data_dir, hash_key_file, master_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, redis_url, max_body_bytes, forward_auth_listen,
-    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies).
+    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Database URL: sqlite://FILE or postgres://USER:PASSWORD@HOST/DB
@@ -105,6 +108,15 @@ pub struct StorageArgs {
     /// The hash key itself, as hex (takes precedence over the file).
     #[arg(long, env = "KEYWARD_HASH_KEY", value_name = "HEX", hide_env_values = true)]
     pub hash_key: Option<String>,
+    /// File holding the master key that seals recoverable keys' secrets
+    /// (64 hex characters). While rotating: several lines, the new key
+    /// first. Without one, keys cannot be recoverable.
+    #[arg(long, env = "KEYWARD_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, as hex (several: comma-separated, newest
+    /// first); takes precedence over the file.
+    #[arg(long, env = "KEYWARD_MASTER_KEY", value_name = "HEX", hide_env_values = true)]
+    pub master_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
@@ -211,6 +223,20 @@ pub struct BootstrapArgs {
     pub json: bool,
     #[command(flatten)]
     pub owner: OwnerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Print a new random master key (64 hex characters) to put in a file.
+    Generate,
+    /// Re-wrap every recoverable secret under the current master key (the
+    /// first given), while keyward serves. Give the new key first and the
+    /// old after it (a key file of two lines, or KEYWARD_MASTER_KEY=NEW,OLD)
+    /// here and to the servers; once done, the old key can be dropped.
+    Rotate {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,6 +26,7 @@ pub struct FileConfig {
     pub database_pool_size: Option<u32>,
     pub data_dir: Option<PathBuf>,
     pub hash_key_file: Option<PathBuf>,
+    pub master_key_file: Option<PathBuf>,
     pub log_format: Option<LogFormatArg>,
     pub log_level: Option<String>,
     pub usage_flush_interval_ms: Option<u64>,
@@ -119,6 +120,8 @@ fn data_dir(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<PathBuf> {
 pub struct Storage {
     pub database: Database,
     pub hasher: SecretHasher,
+    /// The master keys, current first, when configured.
+    pub master_keys: Option<std::sync::Arc<keyward_core::sealed::Keyring>>,
 }
 
 impl Storage {
@@ -134,8 +137,21 @@ impl Storage {
             (None, None) => read_or_create_key_file(&data_dir.join("hash.key"))?,
         };
         let hasher = SecretHasher::new(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(Storage { database, hasher })
+        let master_keys = match (&args.master_key, args.master_key_file.as_ref().or(file.master_key_file.as_ref())) {
+            (Some(text), _) => Some(parse_master_keys(text).context("KEYWARD_MASTER_KEY / --master-key")?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading master key file {}", path.display()))?;
+                Some(parse_master_keys(&text).with_context(|| format!("master key file {}", path.display()))?)
+            }
+            (None, None) => None,
+        };
+        Ok(Storage { database, hasher, master_keys })
     }
+}
+
+fn parse_master_keys(text: &str) -> anyhow::Result<std::sync::Arc<keyward_core::sealed::Keyring>> {
+    keyward_core::sealed::Keyring::parse(text).map(std::sync::Arc::new).map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -243,14 +259,17 @@ impl ServeSettings {
             ip_failure_limit: args.ip_failure_limit.or(file.ip_failure_limit).unwrap_or(defaults.ip_failure_limit),
             redis_url: args.redis_url.clone().or_else(|| file.redis_url.clone()),
             public_url: public_url(args.public_url.clone().or_else(|| file.public_url.clone()))?,
+            master_keys: None,
         };
+        let storage = Storage::resolve(&args.storage, file)?;
+        let server = ServerConfig { master_keys: storage.master_keys.clone(), ..server };
         let log_format = match args.log_format.or(file.log_format) {
             Some(LogFormatArg::Json) => LogFormat::Json,
             _ => LogFormat::Pretty,
         };
         Ok(ServeSettings {
             server,
-            storage: Storage::resolve(&args.storage, file)?,
+            storage,
             log_format,
             log_filter: args.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".into()),
         })

@@ -99,6 +99,14 @@ pub struct CreateKeyRequest {
     /// workspace has none with this id. Its limits apply to all its keys together.
     #[schema(example = "acme")]
     pub external_id: Option<String>,
+    /// Roles of the workspace (`GET /v1/roles`) whose permissions the key
+    /// also holds; a role with tags grants only on objects with one of them.
+    #[schema(example = json!(["editor-eu"]))]
+    pub roles: Option<Vec<String>>,
+    /// Also keep the secret sealed under the master key so an authorised
+    /// member can reveal it (`POST /v1/keys/{id}/reveal`). Needs a master key
+    /// and a workspace that allows recoverable keys.
+    pub recoverable: Option<bool>,
 }
 
 impl CreateKeyRequest {
@@ -123,6 +131,8 @@ impl CreateKeyRequest {
             credits: self.credits.map(super::credits::CreditsBody::into_credits).transpose()?,
             ratelimits: super::identities::into_limits(self.ratelimits.unwrap_or_default()),
             external_id: self.external_id,
+            roles: self.roles.unwrap_or_default(),
+            recoverable: self.recoverable.unwrap_or(false),
         })
     }
 }
@@ -275,6 +285,8 @@ pub struct UpdateKeyRequest {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
+    /// Replaces the key's roles.
+    pub roles: Option<Vec<String>>,
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -329,6 +341,7 @@ pub async fn update_key(
         ratelimits: body.ratelimits.map(super::identities::into_limits),
         identity: None,
         external_id: body.external_id,
+        roles: body.roles,
     };
     let key = state.keys.update(&principal, &id, patch, expected).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
@@ -402,6 +415,36 @@ pub async fn roll_key(
     Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
 }
 
+/// A revealed secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevealedSecret {
+    /// The key's full secret. Shown to a person; copy it, do not log it.
+    pub secret: String,
+}
+
+#[utoipa::path(post, path = "/v1/keys/{id}/reveal", tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    description = "Shows a recoverable key's secret again, to a signed-in member (session cookie or member JWT) \
+        holding keys:reveal who re-authenticated (`POST /v1/auth/reauth`) in the last 5 minutes. Never to a key.",
+    security(("session" = []), ("bearer" = [])),
+    responses(
+        (status = 200, body = RevealedSecret),
+        (status = 401, description = "Not freshly re-authenticated (reauthentication_required)", body = ErrorBody),
+        (status = 403, description = "A key is calling (member_required), or keys:reveal is missing", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not recoverable (not_recoverable) or revoked", body = ErrorBody),
+    ))]
+pub async fn reveal_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let secret = state.keys.reveal(&principal, &id).await?;
+    let mut response = axum::Json(RevealedSecret { secret: secret.expose().to_owned() }).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 macro_rules! state_action {
     ($fn_name:ident, $path:literal, $method:ident, $what:literal) => {
         #[utoipa::path(post, path = $path, tag = "keys", params(("id" = String, Path, description = "Key id")),
@@ -466,6 +509,9 @@ pub struct ImportKeyRequest {
     pub credits: Option<super::credits::CreditsBody>,
     pub ratelimits: Option<Vec<super::identities::RateLimitBody>>,
     pub external_id: Option<String>,
+    pub roles: Option<Vec<String>>,
+    /// Seal the given plaintext `key` so it can be revealed (not with `sha256`).
+    pub recoverable: Option<bool>,
 }
 
 impl ImportKeyRequest {
@@ -488,6 +534,8 @@ impl ImportKeyRequest {
             credits: self.credits,
             ratelimits: self.ratelimits,
             external_id: self.external_id,
+            roles: self.roles,
+            recoverable: self.recoverable,
         };
         Ok(ImportDraft {
             draft: settings.into_draft()?,

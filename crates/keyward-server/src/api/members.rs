@@ -112,7 +112,11 @@ pub async fn login(
     let body = LoginResponse {
         member: MemberView::of(&signed_in.member, &signed_in.membership),
         workspace: signed_in.workspace.into(),
-        workspaces: signed_in.workspaces.iter().map(|w| WorkspaceRef { id: w.id.clone(), name: w.name.clone() }).collect(),
+        workspaces: signed_in
+            .workspaces
+            .iter()
+            .map(|w| WorkspaceRef { id: w.id.clone(), name: w.name.clone() })
+            .collect(),
         token: signed_in.jwt,
         expires_at: signed_in.session.expires_at,
     };
@@ -210,7 +214,12 @@ pub async fn get_session(State(state): State<AppState>, principal: Principal) ->
     })?;
     let ws = state.workspaces.name_of(&m.workspace_id).await?;
     Ok(axum::Json(SessionView {
-        member: SessionMember { id: m.member_id.clone(), email: m.email.clone(), name: m.name.clone(), roles: m.roles.clone() },
+        member: SessionMember {
+            id: m.member_id.clone(),
+            email: m.email.clone(),
+            name: m.name.clone(),
+            roles: m.roles.clone(),
+        },
         workspace: WorkspaceRef { id: m.workspace_id.clone(), name: ws },
         fresh: m.fresh,
         fresh_until: m.fresh_until,
@@ -283,8 +292,14 @@ pub async fn invite_member(
 ) -> ApiResult<(StatusCode, axum::Json<InvitationView>)> {
     let created = state.members.invite(&principal, &body.email, &body.name, &body.roles).await?;
     let i = created.invitation;
-    let view =
-        InvitationView { id: i.id, email: i.email, name: i.name, roles: i.roles, token: created.token, expires_at: i.expires_at };
+    let view = InvitationView {
+        id: i.id,
+        email: i.email,
+        name: i.name,
+        roles: i.roles,
+        token: created.token,
+        expires_at: i.expires_at,
+    };
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
 

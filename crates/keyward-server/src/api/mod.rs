@@ -31,6 +31,7 @@ pub mod identities;
 pub mod keys;
 pub mod members;
 pub mod ops;
+pub mod roles;
 pub mod verify;
 pub mod views;
 pub mod workspace;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub workspaces: Arc<WorkspaceService>,
     pub identities: Arc<crate::identities::IdentityService>,
     pub members: Arc<crate::members::MemberService>,
+    pub roles: Arc<crate::roles::RoleService>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
     /// cookie-authenticated requests may also name as their `Origin`.
     pub public_origin: Option<String>,
@@ -61,6 +63,7 @@ impl AppState {
             workspaces: services.workspaces.clone(),
             identities: services.identities.clone(),
             members: services.members.clone(),
+            roles: services.roles.clone(),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),
             store: services.store.clone(),
@@ -95,6 +98,7 @@ fn origin_of(url: &str) -> String {
         (name = "verification", description = "Is this key good for this request?"),
         (name = "identities", description = "Customers whose keys share rate limits"),
         (name = "members", description = "Sign-in, sessions, invitations and the workspace's members"),
+        (name = "roles", description = "Roles for members and keys, and the permission catalogue"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -143,6 +147,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(members::list_members, members::invite_member))
         .routes(routes!(members::get_member, members::update_member, members::remove_member))
         .routes(routes!(members::accept_invitation))
+        .routes(routes!(roles::list_roles, roles::create_role))
+        .routes(routes!(roles::update_role, roles::delete_role))
+        .routes(routes!(roles::list_permissions))
+        .routes(routes!(keys::reveal_key))
         .routes(routes!(verify::verify_key))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
         .routes(routes!(workspace::apply_expiry_policy))

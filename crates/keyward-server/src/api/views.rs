@@ -99,6 +99,10 @@ pub struct KeyView {
     /// The identity the key belongs to (your id for it, and keyward's).
     pub external_id: Option<String>,
     pub identity_id: Option<String>,
+    /// Roles of the workspace the key holds.
+    pub roles: Vec<String>,
+    /// Its secret can be revealed by an authorised member.
+    pub recoverable: bool,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -132,6 +136,8 @@ impl From<&ApiKey> for KeyView {
             ratelimits: super::identities::views_of(&k.ratelimits),
             external_id: k.identity.as_ref().map(|i| i.external_id.clone()),
             identity_id: k.identity.as_ref().map(|i| i.id.clone()),
+            roles: k.roles.clone(),
+            recoverable: k.recoverable,
         }
     }
 }

@@ -37,6 +37,12 @@ pub struct WorkspaceView {
     pub identity_metadata: Vec<String>,
     /// When wrong secrets lock a key.
     pub lockout: LockoutPatch,
+    /// Keys may be created recoverable (their secret sealed under the
+    /// master key, revealable by a member with keys:reveal).
+    pub allow_recoverable: bool,
+    /// The protected API's permissions by section; roles may name these
+    /// (and the account permissions) only.
+    pub permission_catalogue: Vec<CatalogueSectionView>,
     #[serde(serialize_with = "super::views::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -70,10 +76,26 @@ impl From<Workspace> for WorkspaceView {
                 threshold: Some(w.lockout.threshold),
                 window_minutes: Some(w.lockout.window_minutes),
             },
+            allow_recoverable: w.allow_recoverable,
+            permission_catalogue: w
+                .catalogue
+                .into_iter()
+                .map(|s| CatalogueSectionView { name: s.name, actions: s.actions })
+                .collect(),
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
     }
+}
+
+/// A section of the permission catalogue and its actions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueSectionView {
+    #[schema(example = "campaigns")]
+    pub name: String,
+    #[schema(example = json!(["get", "post", "put"]))]
+    pub actions: Vec<String>,
 }
 
 /// A route scope: requests matching `method` and `path` need `permission`.
@@ -119,6 +141,11 @@ pub struct UpdateWorkspaceRequest {
     /// maxKeyLifetimeDays). Keys that exist keep their dates until
     /// `POST /v1/workspace/apply-expiry-policy`.
     pub require_expiry: Option<bool>,
+    /// Allow recoverable keys (needs a master key).
+    pub allow_recoverable: Option<bool>,
+    /// Replaces the permission catalogue: up to 200 sections of up to 50
+    /// actions each.
+    pub permission_catalogue: Option<Vec<CatalogueSectionView>>,
 }
 
 /// Wrong secrets for one key that lock it: `threshold` (1–1000) within
@@ -167,6 +194,12 @@ pub async fn update_workspace(
         identity_metadata: body.identity_metadata,
         lockout: body.lockout.map(|l| (l.threshold, l.window_minutes)),
         require_expiry: body.require_expiry,
+        allow_recoverable: body.allow_recoverable,
+        catalogue: body.permission_catalogue.map(|v| {
+            v.into_iter()
+                .map(|s| keyward_core::workspace::CatalogueSection { name: s.name, actions: s.actions })
+                .collect()
+        }),
     };
     Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
 }

@@ -12,7 +12,8 @@ use crate::settings::{Database, FileConfig, Storage};
 pub async fn open_services(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<Services> {
     let storage = Storage::resolve(storage, file)?;
     let store = storage.database.open().await?;
-    Services::new(store, storage.hasher, &ServerConfig::default()).await
+    let config = ServerConfig { master_keys: storage.master_keys.clone(), ..ServerConfig::default() };
+    Services::new(store, storage.hasher, &config).await
 }
 
 /// Prints a new workspace and its admin key: JSON for scripts, or words.
@@ -46,9 +47,7 @@ pub fn describe_new_workspace(created: &NewWorkspace, json: bool) -> String {
         if let Some(owner) = &created.owner {
             text.push_str(&format!("\nIts owner signs in as {}", owner.member.email));
             match &owner.generated_password {
-                Some(password) => text.push_str(&format!(
-                    " with this password, shown only now:\n\n    {password}\n"
-                )),
+                Some(password) => text.push_str(&format!(" with this password, shown only now:\n\n    {password}\n")),
                 None => text.push_str(" with the password given.\n"),
             }
         }
@@ -82,6 +81,26 @@ pub async fn create_workspace(
     let services = open_services(storage, file).await?;
     let created = services.workspaces.create_with_admin_key(name).await?;
     print_new_workspace(&created, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward master-key rotate`: every sealed secret re-wrapped under the
+/// first master key given.
+pub async fn rotate_master_key(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    if !services.keys.can_seal() {
+        anyhow::bail!(
+            "give the master keys: --master-key-file (new key first, old after) or KEYWARD_MASTER_KEY=NEW,OLD"
+        );
+    }
+    let done = services.keys.rewrap_sealed().await?;
+    let in_use = services.store.master_keys_in_use().await?;
+    outln!(
+        "Re-wrapped {done} recoverable secret{} under the first master key given. Master keys in use now: {}. \
+         Keys not in use can be removed from the servers' configuration.",
+        if done == 1 { "" } else { "s" },
+        if in_use.is_empty() { "none".to_owned() } else { in_use.join(", ") }
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, StorageArgs, WorkspaceCommand};
+use crate::cli::{Cli, Command, MasterKeyCommand, StorageArgs, WorkspaceCommand};
 use crate::settings::FileConfig;
 
 mod admin;
@@ -39,6 +39,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workspace(cmd) => keys::workspace(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Identities(cmd) => keys::identities(cmd).await,
+        Command::MasterKey(MasterKeyCommand::Generate) => {
+            outln!("{}", keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MasterKey(MasterKeyCommand::Rotate { storage }) => {
+            admin::rotate_master_key(&storage, &config(&storage)?).await
+        }
         Command::Migrate { storage } => admin::migrate(&storage, &config(&storage)?).await,
         Command::Backup { file: path, storage } => admin::backup(&path, &storage, &config(&storage)?).await,
         Command::Restore { file: path, storage, force } => {

@@ -22,10 +22,13 @@ pub struct TestApp {
     pub services: keyward_server::Services,
     /// The server's clock: stands still until the test moves it.
     pub clock: Arc<ManualClock>,
+    pub hasher: SecretHasher,
+    /// The database's URL.
+    pub url: String,
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 pub struct Resp {
@@ -136,27 +139,50 @@ pub fn backend() -> Backend {
 pub const OWNER_EMAIL: &str = "owner@example.com";
 pub const OWNER_PASSWORD: &str = "correct horse battery staple";
 
+/// The test servers' master key (recoverable keys).
+pub const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
-    let store = keyward_store::open(&db.url).await.unwrap();
     let hasher = SecretHasher::new(&keyward_core::ids::random_bytes::<32>()).unwrap();
-    let clock = Arc::new(ManualClock::new());
-    let config = ServerConfig {
+    start(db.url.clone(), hasher, Arc::new(ManualClock::new()), adjust, Some(db)).await
+}
+
+async fn start(
+    url: String,
+    hasher: SecretHasher,
+    clock: Arc<ManualClock>,
+    adjust: impl FnOnce(&mut ServerConfig),
+    db: Option<TestDb>,
+) -> TestApp {
+    let store = keyward_store::open(&url).await.unwrap();
+    let mut config = ServerConfig {
         clock: clock.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         usage_flush_interval: Duration::from_millis(50),
         negative_cache_ttl: Duration::from_millis(200),
         forward_auth_listen: Some("127.0.0.1:0".parse().unwrap()),
         redis_url: REDIS.try_with(Clone::clone).ok(),
+        master_keys: Some(Arc::new(keyward_core::sealed::Keyring::parse(MASTER_KEY).unwrap())),
         ..ServerConfig::default()
     };
-    let app = Application::build(config, store, hasher).await.unwrap();
+    adjust(&mut config);
+    let app = Application::build(config, store, hasher.clone()).await.unwrap();
     let services = app.services().clone();
     let owner = keyward_server::workspaces::OwnerSpec {
         email: OWNER_EMAIL.to_owned(),
         password: Some(OWNER_PASSWORD.to_owned()),
     };
-    let created = services.workspaces.bootstrap("Test", &owner).await.unwrap().unwrap();
+    // A sibling finds the workspace bootstrapped already.
+    let (admin_key, workspace_id) = match services.workspaces.bootstrap("Test", &owner).await.unwrap() {
+        Some(created) => (created.secret.expose().to_owned(), created.workspace.id),
+        None => (String::new(), String::new()),
+    };
     let addr = app.local_addr();
     let forward_auth_addr = app.forward_auth_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -166,10 +192,12 @@ pub async fn spawn_app() -> TestApp {
     TestApp {
         addr,
         forward_auth_addr,
-        admin_key: created.secret.expose().to_owned(),
-        workspace_id: created.workspace.id,
+        admin_key,
+        workspace_id,
         services,
         clock,
+        hasher,
+        url,
         client: reqwest::Client::new(),
         shutdown: Some(tx),
         server: Some(server),
@@ -178,6 +206,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 impl TestApp {
+    /// A second server on this one's database, hash key and clock, with
+    /// settings changed by `adjust` (it shares this one's admin key).
+    pub async fn sibling(&self, adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
+        let mut app = start(self.url.clone(), self.hasher.clone(), self.clock.clone(), adjust, None).await;
+        app.admin_key = self.admin_key.clone();
+        app.workspace_id = self.workspace_id.clone();
+        app
+    }
+
     /// The server's time, `secs` seconds from now, as RFC 3339.
     pub fn in_secs(&self, secs: i64) -> String {
         use keyward_server::clock::Clock;
@@ -210,10 +247,7 @@ impl TestApp {
         let mut body = json!({"email": email, "password": password});
         body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
         let resp = self.call(Method::POST, "/v1/auth/login", None, Some(body)).await;
-        let cookie = resp
-            .headers
-            .get("set-cookie")
-            .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let cookie = resp.headers.get("set-cookie").map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned());
         (resp, cookie)
     }
 

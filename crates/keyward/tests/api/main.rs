@@ -15,5 +15,7 @@ mod members;
 mod nginx;
 mod ops;
 mod ratelimits;
+mod reveal;
+mod roles;
 mod validation;
 mod verify;

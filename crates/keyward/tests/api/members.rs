@@ -91,7 +91,8 @@ async fn wrong_password_and_unknown_email_get_the_same_answer() {
     let r = app.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": OWNER_EMAIL}))).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_body"));
     assert!(r.error().contains("password"), "{}", r.body);
-    let r = app.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": "a@b", "password": "x", "pw": 1}))).await;
+    let r =
+        app.call(Method::POST, "/v1/auth/login", None, Some(json!({"email": "a@b", "password": "x", "pw": 1}))).await;
     assert_eq!(r.status, 400);
     // A workspace the member is not in.
     let (other, _) = app.other_workspace().await;
@@ -324,7 +325,12 @@ fn management_endpoints(member_id: &str) -> Vec<(Method, String, Option<Value>, 
         (Method::POST, "/v1/keys/verify".into(), Some(json!({"key": "kw_live_nothing"})), "keys:verify"),
         (Method::GET, "/v1/members".into(), None, "members:read"),
         (Method::GET, format!("/v1/members/{member_id}"), None, "members:read"),
-        (Method::POST, "/v1/members".into(), Some(json!({"email": "new@example.com", "name": "N", "roles": ["viewer"]})), "members:manage"),
+        (
+            Method::POST,
+            "/v1/members".into(),
+            Some(json!({"email": "new@example.com", "name": "N", "roles": ["viewer"]})),
+            "members:manage",
+        ),
         (Method::PATCH, format!("/v1/members/{member_id}"), Some(json!({"name": "Renamed"})), "members:manage"),
         (Method::GET, "/v1/workspace".into(), None, "settings:read"),
         (Method::PATCH, "/v1/workspace".into(), Some(json!({"name": "Renamed"})), "settings:manage"),
@@ -362,10 +368,7 @@ async fn every_builtin_role_against_every_management_endpoint() {
             }
         }
         // Repeat-safe: the invite of "new@example.com" happens once.
-        if let Some(id) = app
-            .get("/v1/members")
-            .await
-            .body["data"]
+        if let Some(id) = app.get("/v1/members").await.body["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -385,7 +388,8 @@ async fn the_last_owner_stays() {
         .as_str()
         .unwrap()
         .to_owned();
-    let demote = app.call(Method::PATCH, &format!("/v1/members/{me}"), Some(&owner), Some(json!({"roles": ["admin"]}))).await;
+    let demote =
+        app.call(Method::PATCH, &format!("/v1/members/{me}"), Some(&owner), Some(json!({"roles": ["admin"]}))).await;
     assert_eq!((demote.status.as_u16(), demote.code()), (409, "last_owner"), "{}", demote.body);
     let remove = app.call(Method::DELETE, &format!("/v1/members/{me}"), Some(&owner), None).await;
     assert_eq!((remove.status.as_u16(), remove.code()), (409, "last_owner"));
@@ -395,7 +399,8 @@ async fn the_last_owner_stays() {
     let promote = json!({"roles": ["owner"]});
     let r = app.call(Method::PATCH, &format!("/v1/members/{second}"), Some(&owner), Some(promote)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = app.call(Method::PATCH, &format!("/v1/members/{me}"), Some(&owner), Some(json!({"roles": ["admin"]}))).await;
+    let r =
+        app.call(Method::PATCH, &format!("/v1/members/{me}"), Some(&owner), Some(json!({"roles": ["admin"]}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let second_token = app.member_token("second@example.com", "second password").await;
     let r = app.call(Method::DELETE, &format!("/v1/members/{second}"), Some(&second_token), None).await;
@@ -413,7 +418,9 @@ async fn only_owners_grant_or_take_the_owner_role() {
     // Nor can an admin-tier key.
     let r = app.post("/v1/members", body).await;
     assert_eq!((r.status.as_u16(), r.code()), (403, "owner_required"));
-    let r = app.call(Method::PATCH, &format!("/v1/members/{admin_id}"), Some(&admin), Some(json!({"roles": ["owner"]}))).await;
+    let r = app
+        .call(Method::PATCH, &format!("/v1/members/{admin_id}"), Some(&admin), Some(json!({"roles": ["owner"]})))
+        .await;
     assert_eq!(r.status, 403);
     let owners = app.get("/v1/members").await.body["data"].as_array().unwrap().clone();
     let owner_id = owners.iter().find(|m| m["email"] == OWNER_EMAIL).unwrap()["id"].as_str().unwrap().to_owned();
@@ -421,7 +428,8 @@ async fn only_owners_grant_or_take_the_owner_role() {
     assert_eq!((r.status.as_u16(), r.code()), (403, "owner_required"));
     // Admins manage everyone else.
     let dev = app.add_member("dev@example.com", "dev password!", &["developer"]).await;
-    let r = app.call(Method::PATCH, &format!("/v1/members/{dev}"), Some(&admin), Some(json!({"roles": ["viewer"]}))).await;
+    let r =
+        app.call(Method::PATCH, &format!("/v1/members/{dev}"), Some(&admin), Some(json!({"roles": ["viewer"]}))).await;
     assert_eq!(r.status, 200);
     app.stop().await;
 }

@@ -1,0 +1,141 @@
+//! Roles: built-in and the workspace's own, drawn from the permission
+//! catalogue, held by members and keys.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{TestApp, spawn_app};
+
+backend_tests!(
+    builtin_roles_are_listed_and_cannot_change,
+    roles_draw_only_from_the_catalogue_and_account_permissions,
+    a_custom_role_grants_members_its_account_permissions,
+    roles_held_by_keys_or_members_stay_until_released,
+);
+
+async fn declare_catalogue(app: &TestApp) {
+    let catalogue = json!([
+        {"name": "sources", "actions": ["view", "edit"]},
+        {"name": "channels", "actions": ["view", "edit", "admin"]},
+    ]);
+    let r = app.patch("/v1/workspace", json!({"permissionCatalogue": catalogue})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+async fn builtin_roles_are_listed_and_cannot_change() {
+    let app = spawn_app().await;
+    let r = app.get("/v1/roles").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let names: Vec<&str> = r.body["data"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["owner", "admin", "developer", "viewer"]);
+    assert!(r.body["data"].as_array().unwrap().iter().all(|r| r["builtin"] == true));
+    for id in ["owner", "admin", "developer", "viewer"] {
+        let p = app.patch(&format!("/v1/roles/{id}"), json!({"description": "mine now"})).await;
+        assert_eq!((p.status.as_u16(), p.code()), (409, "builtin_role"), "{id}");
+        let d = app.delete(&format!("/v1/roles/{id}")).await;
+        assert_eq!((d.status.as_u16(), d.code()), (409, "builtin_role"));
+    }
+    assert_eq!(app.delete("/v1/roles/rol_nothing").await.status, 404);
+    app.stop().await;
+}
+
+async fn roles_draw_only_from_the_catalogue_and_account_permissions() {
+    let app = spawn_app().await;
+    let role = json!({"name": "editor-eu", "permissions": ["sources:view", "sources:edit"], "tags": ["eu"]});
+    let r = app.post("/v1/roles", role.clone()).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_permission"), "no catalogue yet");
+    declare_catalogue(&app).await;
+    let listed = app.get("/v1/permissions").await;
+    assert!(listed.body["account"].as_array().unwrap().contains(&json!("keys:reveal")));
+    assert_eq!(listed.body["sections"][0], json!({"name": "sources", "actions": ["view", "edit"]}));
+    let r = app.post("/v1/roles", role.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!((r.body["tags"].clone(), r.body["builtin"].clone()), (json!(["eu"]), json!(false)));
+    assert!(r.str("id").starts_with("rol_"));
+    let again = app.post("/v1/roles", role).await;
+    assert_eq!((again.status.as_u16(), again.code()), (409, "duplicate_role"));
+    let cases = [
+        (json!({"name": "admin", "permissions": ["keys:read"]}), 409, "duplicate_role"),
+        (json!({"name": "has space", "permissions": ["keys:read"]}), 400, "invalid_name"),
+        (json!({"name": "x", "permissions": []}), 400, "invalid_permissions"),
+        (json!({"name": "x", "permissions": ["sources:delete"]}), 400, "unknown_permission"),
+        (json!({"name": "x", "permissions": ["campaigns:get"]}), 400, "unknown_permission"),
+        (json!({"name": "x", "permissions": ["not a permission"]}), 400, "unknown_permission"),
+        (json!({"name": "x", "permissions": ["keys:read"], "tags": ["bad tag"]}), 400, "invalid_tags"),
+    ];
+    for (body, status, code) in cases {
+        let r = app.post("/v1/roles", body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.code()), (status, code), "{body}: {}", r.body);
+    }
+    // A section's wildcard and account permissions are fine.
+    let r = app.post("/v1/roles", json!({"name": "channel-admin", "permissions": ["channels:*", "keys:read"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let bad = [
+        json!([{"name": "keys", "actions": ["get"]}]),
+        json!([{"name": "Bad Name", "actions": ["get"]}]),
+        json!([{"name": "a", "actions": []}]),
+        json!([{"name": "a", "actions": ["x", "x"]}]),
+    ];
+    for catalogue in bad {
+        let r = app.patch("/v1/workspace", json!({"permissionCatalogue": catalogue})).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_catalogue"), "{catalogue}");
+    }
+    let names: Vec<String> = app.get("/v1/roles").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["owner", "admin", "developer", "viewer", "channel-admin", "editor-eu"]);
+    app.stop().await;
+}
+
+async fn a_custom_role_grants_members_its_account_permissions() {
+    let app = spawn_app().await;
+    let r = app.post("/v1/roles", json!({"name": "key-manager", "permissions": ["keys:read", "keys:manage"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = app.add_member("km@example.com", "key manager pw", &["key-manager"]).await;
+    let token = app.member_token("km@example.com", "key manager pw").await;
+    let created = app.call(Method::POST, "/v1/keys", Some(&token), Some(json!({"name": "by km"}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let members = app.call(Method::GET, "/v1/members", Some(&token), None).await;
+    assert_eq!(members.status, 403, "no members:read");
+    // Roles are cumulative: viewer adds members:read.
+    let r = app.patch(&format!("/v1/members/{id}"), json!({"roles": ["key-manager", "viewer"]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(app.call(Method::GET, "/v1/members", Some(&token), None).await.status, 200);
+    // A role the workspace does not have.
+    let r = app.patch(&format!("/v1/members/{id}"), json!({"roles": ["nope"]})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_role"));
+    app.stop().await;
+}
+
+async fn roles_held_by_keys_or_members_stay_until_released() {
+    let app = spawn_app().await;
+    declare_catalogue(&app).await;
+    let role = app.post("/v1/roles", json!({"name": "editor_eu", "permissions": ["sources:edit"]})).await.str("id");
+    // A look-alike name is not "in use" (LIKE wildcards are escaped).
+    app.post("/v1/roles", json!({"name": "editorXeu", "permissions": ["sources:view"]})).await;
+    let r = app.post("/v1/keys", json!({"name": "k", "roles": ["nope"]})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_role"));
+    let key = app.create_key(json!({"name": "k", "roles": ["editorXeu"]})).await;
+    assert_eq!(key.body["roles"], json!(["editorXeu"]));
+    assert_eq!(app.delete(&format!("/v1/roles/{role}")).await.status, 204, "editor_eu was free");
+    let role = app.post("/v1/roles", json!({"name": "editor_eu", "permissions": ["sources:edit"]})).await.str("id");
+    let r = app.patch(&format!("/v1/keys/{}", key.id), json!({"roles": ["editor_eu"]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = app.delete(&format!("/v1/roles/{role}")).await;
+    assert_eq!((d.status.as_u16(), d.code()), (409, "role_in_use"));
+    let rename = app.patch(&format!("/v1/roles/{role}"), json!({"name": "editor-europe"})).await;
+    assert_eq!((rename.status.as_u16(), rename.code()), (409, "role_in_use"));
+    // Editing what it grants is fine.
+    let r = app.patch(&format!("/v1/roles/{role}"), json!({"permissions": ["sources:view", "sources:edit"]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Held by a member, too.
+    assert_eq!(app.patch(&format!("/v1/keys/{}", key.id), json!({"roles": []})).await.status, 200);
+    let member = app.add_member("m@example.com", "member password", &["editor_eu"]).await;
+    assert_eq!(app.delete(&format!("/v1/roles/{role}")).await.status, 409);
+    assert_eq!(app.delete(&format!("/v1/members/{member}")).await.status, 204);
+    assert_eq!(app.delete(&format!("/v1/roles/{role}")).await.status, 204);
+    app.stop().await;
+}
