@@ -68,7 +68,7 @@ enum ActionClass {
 fn action_class(action: &str) -> ActionClass {
     match action {
         "read" | "get" | "head" | "list" | "view" | "options" => ActionClass::Read,
-        "write" | "create" | "update" | "delete" | "post" | "put" | "patch" => ActionClass::Write,
+        "write" | "create" | "update" | "edit" | "delete" | "post" | "put" | "patch" => ActionClass::Write,
         _ => ActionClass::Other,
     }
 }

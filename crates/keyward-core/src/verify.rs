@@ -121,6 +121,85 @@ pub struct Request<'a> {
     pub cost: Option<u32>,
     /// Named rate limits the request spends, besides the auto-applied ones.
     pub ratelimits: &'a [crate::ratelimit::LimitRequest],
+    /// The tags of the object the request is about: roles with tags grant
+    /// only when one of theirs is among them.
+    pub tags: Option<&'a [String]>,
+    /// The workspace's own roles (filled in by the verifier for keys that
+    /// hold roles).
+    pub roles: &'a [crate::member::Role],
+}
+
+/// What a key may do to the objects of one type (`objectType` in verify).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub view: bool,
+    pub edit: bool,
+    /// The objects the key may view: `None` all of the type, else those
+    /// carrying one of these tags.
+    pub tags: Option<Vec<String>>,
+    /// Likewise for edit.
+    pub edit_tags: Option<Vec<String>>,
+}
+
+/// The key's scopes together with what its roles grant for a request on
+/// an object with `tags`: roles without tags always, tagged roles when one
+/// of their tags is the object's. Roles are cumulative; the key's flags
+/// still take precedence (they are applied by [`Grants`]).
+pub fn scopes_with_roles(
+    key: &ApiKey,
+    roles: &[crate::member::Role],
+    tags: Option<&[String]>,
+) -> Vec<crate::scope::Scope> {
+    let mut scopes = key.scopes.clone();
+    let applies = |role: &crate::member::Role| {
+        role.tags.is_empty() || tags.is_some_and(|t| t.iter().any(|tag| role.tags.contains(tag)))
+    };
+    let held: Vec<String> = key
+        .roles
+        .iter()
+        .filter(|name| {
+            crate::member::builtin_role(name).is_some() || roles.iter().any(|r| &r.name == *name && applies(r))
+        })
+        .cloned()
+        .collect();
+    for scope in crate::member::role_scopes(&held, roles) {
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes
+}
+
+/// What `key` (with the workspace's `roles`) may do to objects of
+/// `object_type`: view and edit, and on which tags.
+pub fn access(key: &ApiKey, roles: &[crate::member::Role], object_type: &str) -> Access {
+    use crate::scope::{Grants, Permission};
+    let view = Permission::new(object_type, "view");
+    let edit = Permission::new(object_type, "edit");
+    let base = scopes_with_roles(key, roles, Some(&[]));
+    let base = Grants { scopes: &base, flags: key.flags };
+    let (mut view_tags, mut edit_tags) = (Vec::new(), Vec::new());
+    for role in roles.iter().filter(|r| !r.tags.is_empty() && key.roles.contains(&r.name)) {
+        let scopes = crate::member::role_scopes(std::slice::from_ref(&role.name), std::slice::from_ref(role));
+        let grants = Grants { scopes: &scopes, flags: key.flags };
+        for (permission, into) in [(&view, &mut view_tags), (&edit, &mut edit_tags)] {
+            if grants.allows(permission) {
+                for tag in &role.tags {
+                    if !into.contains(tag) {
+                        into.push(tag.clone());
+                    }
+                }
+            }
+        }
+    }
+    let all_view = base.allows(&view);
+    let all_edit = base.allows(&edit);
+    Access {
+        view: all_view || !view_tags.is_empty(),
+        edit: all_edit || !edit_tags.is_empty(),
+        tags: (!all_view).then_some(view_tags),
+        edit_tags: (!all_edit).then_some(edit_tags),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +267,13 @@ pub fn decide(
             authenticated: true,
         };
     }
-    let grants = key.grants();
+    let with_roles;
+    let grants = if key.roles.is_empty() {
+        key.grants()
+    } else {
+        with_roles = scopes_with_roles(key, request.roles, request.tags);
+        crate::scope::Grants { scopes: &with_roles, flags: key.flags }
+    };
     let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
     let missing = request.permission.and_then(|p| p.missing(&grants));
     if !method_ok || missing.is_some() {

@@ -48,6 +48,8 @@ pub struct Verification {
     pub ratelimits: Vec<(String, LimitState)>,
     /// The key's identity, when it has one (verify answers).
     pub identity: Option<Arc<Identity>>,
+    /// The workspace's own roles, when the key holds roles.
+    pub roles: Option<Arc<Vec<keyward_core::member::Role>>>,
 }
 
 /// Why a key is being checked: to answer a verify/authorize request, or to
@@ -312,7 +314,17 @@ impl Verifier {
             Some(_) => Some(self.workspace(&key.workspace_id).await?),
             None => None,
         };
-        let request = Request { routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]), ..*request };
+        // Keys holding roles verify against the workspace's roles (read once,
+        // then from memory).
+        let roles = match key.roles.is_empty() {
+            true => None,
+            false => Some(self.roles(&key.workspace_id).await?),
+        };
+        let request = Request {
+            routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]),
+            roles: roles.as_deref().map_or(&[], |r| &r[..]),
+            ..*request
+        };
         let mut decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
         if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
             self.count_wrong_secret(&key, now()).await;
@@ -358,6 +370,7 @@ impl Verifier {
         v.credits = credits;
         v.ratelimits = ratelimits;
         v.identity = identity;
+        v.roles = roles;
         Ok(v)
     }
 
@@ -376,7 +389,15 @@ impl Verifier {
             }
             Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
         }
-        Verification { decision, key, workspace: None, credits: None, ratelimits: Vec::new(), identity: None }
+        Verification {
+            decision,
+            key,
+            workspace: None,
+            credits: None,
+            ratelimits: Vec::new(),
+            identity: None,
+            roles: None,
+        }
     }
 
     /// Counts a wrong secret for a known, active key (across nodes); at the

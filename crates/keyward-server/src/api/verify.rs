@@ -54,6 +54,31 @@ pub struct VerifyRequest {
     /// besides the auto-applied ones (1 unit each).
     #[schema(example = json!([{"name": "tokens", "cost": 12}]))]
     pub ratelimits: Option<Vec<VerifyLimit>>,
+    /// The tags of the object the request is about: the key's roles with
+    /// tags grant `permission` only when one of theirs is among these.
+    #[schema(example = json!(["eu"]))]
+    pub tags: Option<Vec<String>>,
+    /// An object type (a catalogue section such as `sources`): the answer's
+    /// `access` says whether the key may view and edit such objects, and
+    /// which (by tag).
+    #[schema(example = "sources")]
+    pub object_type: Option<String>,
+}
+
+/// What the key may do to objects of `objectType`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessView {
+    /// It may view some objects of the type (all, or those with `tags`).
+    pub view: bool,
+    /// It may edit some objects of the type (all, or those with `editTags`).
+    pub edit: bool,
+    /// `null`: every object of the type; otherwise only objects carrying
+    /// one of these tags (empty: none).
+    #[schema(example = json!(["eu"]))]
+    pub tags: Option<Vec<String>>,
+    /// The same for editing.
+    pub edit_tags: Option<Vec<String>>,
 }
 
 /// A named limit a verification spends.
@@ -107,8 +132,11 @@ pub struct VerifyResponse {
     pub key_type: Option<&'static str>,
     /// The key's scopes.
     pub permissions: Vec<String>,
-    /// Roles held by the key (none yet).
+    /// Roles held by the key.
     pub roles: Vec<String>,
+    /// With `objectType` and a valid key: what it may do to such objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessView>,
     /// The key's metadata.
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Value>,
@@ -186,6 +214,15 @@ pub async fn verify_key(
         .map(|l| LimitRequest { name: l.name, cost: l.cost.unwrap_or(1) })
         .collect();
     keyward_core::ratelimit::validate_requests(&limits)?;
+    let tags = body.tags.map(|t| keyward_core::member::validate_tags(t, "tags")).transpose()?;
+    if let Some(t) = &body.object_type
+        && keyward_core::scope::Permission::parse_required(&format!("{t}:view")).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_object_type",
+            "objectType must be 1 to 64 lowercase letters, digits, '_', '-' or '.' (a catalogue section)",
+        ));
+    }
     let request = Request {
         permission: permission.as_ref(),
         resource: body.resource.as_deref(),
@@ -196,6 +233,8 @@ pub async fn verify_key(
         ip,
         cost: body.cost,
         ratelimits: &limits,
+        tags: tags.as_deref(),
+        roles: &[],
     };
     let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
     if let Some(ip) = ip
@@ -204,6 +243,13 @@ pub async fn verify_key(
         throttle.failed(ip);
     }
     let key = v.key.as_deref();
+    let access = match (key, &body.object_type) {
+        (Some(k), Some(t)) if v.decision.is_valid() => {
+            let a = keyward_core::verify::access(k, v.roles.as_deref().map_or(&[], |r| &r[..]), t);
+            Some(AccessView { view: a.view, edit: a.edit, tags: a.tags, edit_tags: a.edit_tags })
+        }
+        _ => None,
+    };
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),
         code: v.decision.code.as_str(),
@@ -213,7 +259,8 @@ pub async fn verify_key(
         name: key.map(|k| k.name.clone()),
         key_type: key.map(|k| k.key_type.as_str()),
         permissions: key.map(|k| k.scopes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
-        roles: Vec::new(),
+        roles: key.map(|k| k.roles.clone()).unwrap_or_default(),
+        access,
         meta: key.map(|k| k.metadata.clone()),
         expires_at: key.and_then(|k| k.expires_at),
         credits: v.credits,

@@ -11,7 +11,110 @@ backend_tests!(
     roles_draw_only_from_the_catalogue_and_account_permissions,
     a_custom_role_grants_members_its_account_permissions,
     roles_held_by_keys_or_members_stay_until_released,
+    key_roles_with_tags_decide_verify_and_access,
+    flags_take_precedence_over_roles,
+    role_edits_reach_verification_at_once,
 );
+
+async fn seed_roles(app: &TestApp) {
+    declare_catalogue(app).await;
+    for role in [
+        json!({"name": "viewer-all", "permissions": ["sources:view"]}),
+        json!({"name": "editor-eu", "permissions": ["sources:view", "sources:edit"], "tags": ["eu"]}),
+        json!({"name": "channel-editor", "permissions": ["channels:edit"]}),
+    ] {
+        let r = app.post("/v1/roles", role).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+}
+
+async fn check(app: &TestApp, key: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut body = body;
+    body["key"] = json!(key);
+    let r = app.post("/v1/keys/verify", body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+async fn key_roles_with_tags_decide_verify_and_access() {
+    let app = spawn_app().await;
+    seed_roles(&app).await;
+    let eu = app.create_key(json!({"name": "eu editor", "roles": ["editor-eu"]})).await;
+    let edit = |tags: serde_json::Value| json!({"permission": "sources:edit", "tags": tags});
+    assert_eq!(check(&app, &eu.secret, edit(json!(["eu"]))).await["code"], "VALID");
+    assert_eq!(check(&app, &eu.secret, edit(json!(["us", "eu"]))).await["code"], "VALID");
+    assert_eq!(check(&app, &eu.secret, edit(json!(["us"]))).await["code"], "INSUFFICIENT_PERMISSIONS");
+    let untagged = check(&app, &eu.secret, json!({"permission": "sources:edit"})).await;
+    assert_eq!(untagged["code"], "INSUFFICIENT_PERMISSIONS", "an object of unknown tags is not covered");
+    let a = check(&app, &eu.secret, json!({"objectType": "sources"})).await;
+    assert_eq!(a["roles"], json!(["editor-eu"]));
+    assert_eq!(a["access"], json!({"view": true, "edit": true, "tags": ["eu"], "editTags": ["eu"]}));
+    // Cumulative: an untagged role adds viewing everything.
+    let both = app.create_key(json!({"name": "both", "roles": ["viewer-all", "editor-eu"]})).await;
+    let a = check(&app, &both.secret, json!({"objectType": "sources"})).await;
+    assert_eq!(a["access"], json!({"view": true, "edit": true, "tags": null, "editTags": ["eu"]}));
+    assert_eq!(check(&app, &both.secret, json!({"permission": "sources:view"})).await["code"], "VALID");
+    // Nothing at all on another type: the API answers an empty list.
+    let a = check(&app, &both.secret, json!({"objectType": "channels"})).await;
+    assert_eq!(a["access"], json!({"view": false, "edit": false, "tags": [], "editTags": []}));
+    // Expressions combine roles.
+    let expr = json!({"permission": "sources:view AND (channels:edit OR channels:admin)"});
+    let ch = app.create_key(json!({"name": "ch", "roles": ["viewer-all", "channel-editor"]})).await;
+    assert_eq!(check(&app, &ch.secret, expr.clone()).await["code"], "VALID");
+    assert_eq!(check(&app, &both.secret, expr).await["code"], "INSUFFICIENT_PERMISSIONS");
+    // Bad input names the field.
+    for (body, code) in [
+        (json!({"key": eu.secret, "tags": ["bad tag"]}), "invalid_tags"),
+        (json!({"key": eu.secret, "objectType": "Not A Type"}), "invalid_object_type"),
+    ] {
+        let r = app.post("/v1/keys/verify", body).await;
+        assert_eq!((r.status.as_u16(), r.code()), (400, code));
+    }
+    app.stop().await;
+}
+
+async fn flags_take_precedence_over_roles() {
+    let app = spawn_app().await;
+    seed_roles(&app).await;
+    let ro = app.create_key(json!({"name": "ro", "readOnly": true, "roles": ["editor-eu"]})).await;
+    let edit_eu = json!({"permission": "sources:edit", "tags": ["eu"]});
+    assert_eq!(check(&app, &ro.secret, edit_eu.clone()).await["code"], "INSUFFICIENT_PERMISSIONS");
+    let a = check(&app, &ro.secret, json!({"objectType": "sources"})).await;
+    assert_eq!(a["access"], json!({"view": true, "edit": false, "tags": null, "editTags": []}));
+    let admin = app.create_key(json!({"name": "adm", "administrator": true, "roles": ["editor-eu"]})).await;
+    assert_eq!(
+        check(&app, &admin.secret, json!({"permission": "sources:edit", "tags": ["us"]})).await["code"],
+        "VALID"
+    );
+    let a = check(&app, &admin.secret, json!({"objectType": "sources"})).await;
+    assert_eq!(a["access"], json!({"view": true, "edit": true, "tags": null, "editTags": null}));
+    // The write tier covers edit, the read tier view only.
+    let w = app.create_key(json!({"name": "w", "scopes": ["read"], "roles": ["channel-editor"]})).await;
+    let a = check(&app, &w.secret, json!({"objectType": "sources"})).await;
+    assert_eq!(a["access"], json!({"view": true, "edit": false, "tags": null, "editTags": []}));
+    app.stop().await;
+}
+
+async fn role_edits_reach_verification_at_once() {
+    let app = spawn_app().await;
+    seed_roles(&app).await;
+    let eu = app.create_key(json!({"name": "eu", "roles": ["editor-eu"]})).await;
+    let uk = json!({"permission": "sources:edit", "tags": ["uk"]});
+    assert_eq!(check(&app, &eu.secret, uk.clone()).await["code"], "INSUFFICIENT_PERMISSIONS");
+    let id =
+        app.get("/v1/roles").await.body["data"].as_array().unwrap().iter().find(|r| r["name"] == "editor-eu").unwrap()
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let r = app.patch(&format!("/v1/roles/{id}"), json!({"tags": ["eu", "uk"]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(check(&app, &eu.secret, uk.clone()).await["code"], "VALID");
+    // Taking the role from the key takes its grants.
+    assert_eq!(app.patch(&format!("/v1/keys/{}", eu.id), json!({"roles": []})).await.status, 200);
+    assert_eq!(check(&app, &eu.secret, uk).await["code"], "INSUFFICIENT_PERMISSIONS");
+    app.stop().await;
+}
 
 async fn declare_catalogue(app: &TestApp) {
     let catalogue = json!([
