@@ -600,3 +600,109 @@ fn serve_goes_on_when_nobody_reads_its_output() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// POSTs JSON without a key; (status, body).
+fn post_json(url: &str, body: &str) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn bootstrap_creates_the_owner_who_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = keyward(&["bootstrap", "--data-dir", data, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["ownerEmail"], "owner@localhost");
+    let password = v["ownerPassword"].as_str().expect("a generated password is printed").to_owned();
+    assert!(password.len() >= 20);
+    let server = serve(dir.path(), &[]);
+    let body = serde_json::json!({"email": "owner@localhost", "password": password}).to_string();
+    let (status, answer) = post_json(&server.url("/v1/auth/login"), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["member"]["roles"], serde_json::json!(["owner"]));
+    let (ok, stderr) = server.terminate();
+    assert!(ok);
+    assert!(!stderr.contains(&password), "the password never reaches the logs");
+
+    // Given a password (here through the environment), none is printed.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["bootstrap", "--json", "--owner-email", "Ops@Example.com", "--data-dir", dir.path().to_str().unwrap()])
+        .env("KEYWARD_OWNER_PASSWORD", "a long enough password")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["ownerEmail"], "ops@example.com");
+    assert!(v.get("ownerPassword").is_none());
+    // A weak one is refused before anything is created.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let weak = keyward(&["bootstrap", "--data-dir", data, "--owner-password", "short"]);
+    assert_eq!(weak.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 10 characters"));
+    assert!(keyward(&["bootstrap", "--data-dir", data, "--json"]).status.success(), "nothing was bootstrapped");
+}
+
+#[test]
+fn master_key_is_generated_checked_and_rotated() {
+    let generated = stdout(&keyward(&["master-key", "generate"]));
+    let old = generated.trim();
+    assert_eq!(old.len(), 64);
+    assert!(old.bytes().all(|b| b.is_ascii_hexdigit()));
+    let new = stdout(&keyward(&["master-key", "generate"])).trim().to_owned();
+    assert_ne!(old, new);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let key_file = dir.path().join("master.key");
+    std::fs::write(&key_file, format!("{old}\n")).unwrap();
+    let key_arg = key_file.to_str().unwrap();
+
+    let bad = keyward(&["bootstrap", "--data-dir", data, "--master-key", "abcd"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("64 hexadecimal characters"));
+
+    let out = keyward(&["bootstrap", "--data-dir", data, "--json", "--owner-password", "owner password 1"]);
+    let admin = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["adminKey"].as_str().unwrap().to_owned();
+    let server = serve(dir.path(), &["--master-key-file", key_arg]);
+    let ws = http("PATCH", &server.url("/v1/workspace"), &admin, Some(r#"{"allowRecoverable": true}"#));
+    assert_eq!(ws["allowRecoverable"], true, "{ws}");
+    let key = http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "kept", "recoverable": true}"#));
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    assert!(server.terminate().0);
+
+    // Without the master key the data was sealed with, keyward will not start.
+    let refused = keyward(&["migrate", "--data-dir", data]);
+    assert!(refused.status.success(), "migrate needs no master key");
+    let refused = keyward(&["master-key", "rotate", "--data-dir", data, "--master-key", &new]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not configured"), "{refused:?}");
+
+    // Rotation: the new key first, the old after it.
+    let rotated = keyward(&["master-key", "rotate", "--data-dir", data, "--master-key", &format!("{new},{old}")]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(stdout(&rotated).contains("Re-wrapped 1 recoverable secret "), "{}", stdout(&rotated));
+    // Now the new key alone serves, and the secret is still there.
+    std::fs::write(&key_file, format!("{new}\n")).unwrap();
+    let server = serve(dir.path(), &["--master-key-file", key_arg]);
+    let body = r#"{"email": "owner@localhost", "password": "owner password 1", "token": true}"#;
+    let (_, login) = post_json(&server.url("/v1/auth/login"), body);
+    let token = login["token"].as_str().unwrap();
+    let id = key["id"].as_str().unwrap();
+    let revealed = http("POST", &server.url(&format!("/v1/keys/{id}/reveal")), token, None);
+    assert_eq!(revealed["secret"].as_str(), Some(secret.as_str()), "{revealed}");
+    let (ok, stderr) = server.terminate();
+    assert!(ok);
+    assert!(!stderr.contains(&secret) && !stderr.contains(&new), "no secret in the logs");
+}
