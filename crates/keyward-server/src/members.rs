@@ -332,6 +332,27 @@ impl MemberService {
         self.store.commit(Change::of(Write::People(write))).await.map_err(store_error)
     }
 
+    /// Sets a member's password (the operator, for a person locked out);
+    /// every session of theirs ends. With `None`, a password is generated
+    /// and returned.
+    pub async fn set_password(&self, who: &Principal, email: &str, password: Option<String>) -> Result<String, Error> {
+        if !matches!(who, Principal::System { .. }) {
+            return Err(Error::forbidden("operator_required", "Only the operator sets a member's password"));
+        }
+        let email = validate_email(email)?;
+        let mut member = self.store.member_by_email(&email).await.map_err(store_error)?.ok_or_else(member_not_found)?;
+        let password = password.unwrap_or_else(|| ids::random_base62(20));
+        validate_password(&password, &email)?;
+        let now = self.clock.now();
+        member.password_hash = self.hash(&password).await?;
+        member.updated_at = now;
+        let mut change = Change::of(Write::People(PeopleWrite::UpdateMember(member.clone())));
+        change.push(Write::People(PeopleWrite::RevokeAllSessions { member_id: member.id.clone(), at: now }));
+        self.store.commit(change).await.map_err(store_error)?;
+        self.throttle.succeeded(&email);
+        Ok(password)
+    }
+
     pub async fn list(&self, who: &Principal) -> Result<Vec<(Member, Membership)>, Error> {
         who.require(MEMBERS_READ)?;
         self.store.list_members(who.workspace_id()).await.map_err(store_error)

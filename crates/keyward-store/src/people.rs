@@ -45,6 +45,11 @@ pub enum PeopleWrite {
         id: String,
         at: DateTime<Utc>,
     },
+    /// Ends every session of a member, in every workspace.
+    RevokeAllSessions {
+        member_id: String,
+        at: DateTime<Utc>,
+    },
     InsertInvitation(Invitation),
     /// Claims an open invitation ([`StoreError::NotFound`] when it was
     /// accepted meanwhile or has expired): one redemption, across nodes.
@@ -86,6 +91,7 @@ pub struct PeopleStatements {
     pub insert_session: String,
     pub refresh_session: String,
     pub revoke_session: String,
+    pub revoke_all_sessions: String,
     pub insert_invitation: String,
     pub accept_invitation: String,
     pub member_by_email: String,
@@ -117,6 +123,7 @@ impl PeopleStatements {
             refresh_session: r("UPDATE sessions SET fresh_until = $2 \
                  WHERE id = $1 AND revoked_at IS NULL AND expires_at > $3"),
             revoke_session: r("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"),
+            revoke_all_sessions: r("UPDATE sessions SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL"),
             insert_invitation: r(&format!(
                 "INSERT INTO invitations ({INVITATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             )),
@@ -370,6 +377,10 @@ macro_rules! people_impl {
                     }
                     PeopleWrite::RevokeSession { id, at } => {
                         (sqlx::query(&sql.revoke_session).bind(id).bind(ms(*at)).execute(&mut *conn).await, None)
+                    }
+                    PeopleWrite::RevokeAllSessions { member_id, at } => {
+                        let q = sqlx::query(&sql.revoke_all_sessions).bind(member_id).bind(ms(*at));
+                        (q.execute(&mut *conn).await, None)
                     }
                     PeopleWrite::InsertInvitation(i) => {
                         let q = sqlx::query(&sql.insert_invitation)

@@ -43,6 +43,9 @@ pub enum Command {
     /// The master key that seals recoverable keys' secrets.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
+    /// Operator commands on members (run against the database directly).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Apply the database's pending migrations and exit (`serve` also does
     /// so at start; several nodes starting at once apply them once).
     Migrate {
@@ -223,6 +226,21 @@ pub struct BootstrapArgs {
     pub json: bool,
     #[command(flatten)]
     pub owner: OwnerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Set a member's password (a locked-out owner); every session of
+    /// theirs ends. Without --password one is generated and printed once.
+    SetPassword {
+        /// The member's email.
+        email: String,
+        /// The new password (at least 10 characters, not the email).
+        #[arg(long, env = "KEYWARD_MEMBER_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -632,9 +632,20 @@ fn bootstrap_creates_the_owner_who_signs_in() {
     let (status, answer) = post_json(&server.url("/v1/auth/login"), &body);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["member"]["roles"], serde_json::json!(["owner"]));
+    // A locked-out owner: the operator sets a new password, while keyward serves.
+    let reset = keyward(&["member", "set-password", "owner@localhost", "--data-dir", data]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let new_password = stdout(&reset).lines().map(str::trim).find(|l| l.len() == 20).unwrap().to_owned();
+    let (status, _) = post_json(&server.url("/v1/auth/login"), &body);
+    assert_eq!(status, 401, "the old password no longer works");
+    let body = serde_json::json!({"email": "owner@localhost", "password": new_password}).to_string();
+    assert_eq!(post_json(&server.url("/v1/auth/login"), &body).0, 200);
+    let unknown = keyward(&["member", "set-password", "ghost@localhost", "--data-dir", data]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("member_not_found"));
     let (ok, stderr) = server.terminate();
     assert!(ok);
-    assert!(!stderr.contains(&password), "the password never reaches the logs");
+    assert!(!stderr.contains(&password) && !stderr.contains(&new_password), "passwords never reach the logs");
 
     // Given a password (here through the environment), none is printed.
     let dir = tempfile::tempdir().unwrap();

@@ -84,6 +84,34 @@ pub async fn create_workspace(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keyward member set-password`.
+pub async fn set_member_password(
+    email: &str,
+    password: Option<String>,
+    storage: &StorageArgs,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    let generated = password.is_none();
+    let who = keyward_server::principal::Principal::system("");
+    match services.members.set_password(&who, email, password).await {
+        Ok(password) if generated => {
+            outln!(
+                "The password of {email} is now the following, shown only now; their sessions have ended:\n\n    {password}\n"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(_) => {
+            outln!("The password of {email} is set; their sessions have ended.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{} ({})", e.message, e.code);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `keyward master-key rotate`: every sealed secret re-wrapped under the
 /// first master key given.
 pub async fn rotate_master_key(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {

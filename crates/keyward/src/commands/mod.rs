@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, MasterKeyCommand, StorageArgs, WorkspaceCommand};
+use crate::cli::{Cli, Command, MasterKeyCommand, MemberCommand, StorageArgs, WorkspaceCommand};
 use crate::settings::FileConfig;
 
 mod admin;
@@ -45,6 +45,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::MasterKey(MasterKeyCommand::Rotate { storage }) => {
             admin::rotate_master_key(&storage, &config(&storage)?).await
+        }
+        Command::Member(MemberCommand::SetPassword { email, password, storage }) => {
+            admin::set_member_password(&email, password, &storage, &config(&storage)?).await
         }
         Command::Migrate { storage } => admin::migrate(&storage, &config(&storage)?).await,
         Command::Backup { file: path, storage } => admin::backup(&path, &storage, &config(&storage)?).await,

@@ -335,6 +335,17 @@ fn management_endpoints(member_id: &str) -> Vec<(Method, String, Option<Value>, 
         (Method::GET, "/v1/workspace".into(), None, "settings:read"),
         (Method::PATCH, "/v1/workspace".into(), Some(json!({"name": "Renamed"})), "settings:manage"),
         (Method::POST, "/v1/workspace/apply-expiry-policy".into(), None, "settings:manage"),
+        (Method::GET, "/v1/roles".into(), None, "keys:read"),
+        (Method::GET, "/v1/permissions".into(), None, "keys:read"),
+        (
+            Method::POST,
+            "/v1/roles".into(),
+            Some(json!({"name": "made-by-role", "permissions": ["keys:read"]})),
+            "roles:manage",
+        ),
+        (Method::DELETE, "/v1/roles/rol_missing".into(), None, "roles:manage"),
+        (Method::POST, "/v1/keys/key_missing/reveal".into(), None, "keys:reveal"),
+        (Method::DELETE, "/v1/members/mem_missing".into(), None, "members:manage"),
     ]
 }
 
@@ -367,7 +378,24 @@ async fn every_builtin_role_against_every_management_endpoint() {
                 assert!(r.error().contains(permission), "names the permission: {}", r.body);
             }
         }
-        // Repeat-safe: the invite of "new@example.com" happens once.
+        // Repeat-safe: what one role created, the next may create again.
+        if let Some(id) = app.get("/v1/roles").await.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "made-by-role")
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+        {
+            assert_eq!(app.delete(&format!("/v1/roles/{id}")).await.status, 204);
+        }
+        if let Some(id) = app.get("/v1/keys?name=made%20by%20role").await.body["data"]
+            .as_array()
+            .unwrap()
+            .first()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+        {
+            assert_eq!(app.post_empty(&format!("/v1/keys/{id}/revoke")).await.status, 200);
+        }
         if let Some(id) = app.get("/v1/members").await.body["data"]
             .as_array()
             .unwrap()
@@ -459,8 +487,31 @@ async fn members_of_one_workspace_never_reach_another() {
         .unwrap()
         .to_owned();
     let b_key = app.call(Method::POST, "/v1/keys", Some(&other_admin), Some(json!({"name": "b key"}))).await.str("id");
+    let b_identity = app
+        .call(Method::POST, "/v1/identities", Some(&other_admin), Some(json!({"externalId": "b-customer"})))
+        .await
+        .str("id");
+    let b_role = app
+        .call(
+            Method::POST,
+            "/v1/roles",
+            Some(&other_admin),
+            Some(json!({"name": "b-role", "permissions": ["keys:read"]})),
+        )
+        .await
+        .str("id");
     let owner = app.member_token(OWNER_EMAIL, OWNER_PASSWORD).await;
     let attempts = [
+        (Method::POST, format!("/v1/keys/{b_key}/reveal"), None),
+        (Method::POST, format!("/v1/keys/{b_key}/roll"), None),
+        (Method::POST, format!("/v1/keys/{b_key}/clone"), Some(json!({}))),
+        (Method::POST, format!("/v1/keys/{b_key}/deactivate"), None),
+        (Method::GET, format!("/v1/keys/{b_key}/usage"), None),
+        (Method::GET, format!("/v1/identities/{b_identity}"), None),
+        (Method::PATCH, format!("/v1/identities/{b_identity}"), Some(json!({"meta": {"x": 1}}))),
+        (Method::DELETE, format!("/v1/identities/{b_identity}"), None),
+        (Method::PATCH, format!("/v1/roles/{b_role}"), Some(json!({"description": "hijacked"}))),
+        (Method::DELETE, format!("/v1/roles/{b_role}"), None),
         (Method::GET, format!("/v1/members/{b_id}"), None),
         (Method::PATCH, format!("/v1/members/{b_id}"), Some(json!({"name": "Hijacked"}))),
         (Method::DELETE, format!("/v1/members/{b_id}"), None),
@@ -479,5 +530,14 @@ async fn members_of_one_workspace_never_reach_another() {
     assert!(listed.body["data"].as_array().unwrap().iter().all(|m| m["email"] != "b@example.com"));
     let b = app.call(Method::GET, &format!("/v1/members/{b_id}"), Some(&other_admin), None).await;
     assert_eq!(b.body["name"], "B", "untouched");
+    let k = app.call(Method::GET, &format!("/v1/keys/{b_key}"), Some(&other_admin), None).await;
+    assert_eq!((k.body["name"].as_str(), k.body["state"].as_str()), (Some("b key"), Some("active")));
+    let roles = app.call(Method::GET, "/v1/roles", Some(&owner), None).await;
+    assert!(roles.body["data"].as_array().unwrap().iter().all(|r| r["name"] != "b-role"));
+    // A member names another workspace's key in verify: not found.
+    let b_secret =
+        app.call(Method::POST, "/v1/keys", Some(&other_admin), Some(json!({"name": "b2"}))).await.str("secret");
+    let v = app.call(Method::POST, "/v1/keys/verify", Some(&owner), Some(json!({"key": b_secret}))).await;
+    assert_eq!(v.body["code"], "NOT_FOUND");
     app.stop().await;
 }
