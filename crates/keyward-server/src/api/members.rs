@@ -98,6 +98,7 @@ fn session_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
         (status = 200, description = "Signed in; the session cookie is set", body = LoginResponse),
         (status = 400, body = ErrorBody),
         (status = 401, description = "Email or password is incorrect (invalid_credentials)", body = ErrorBody),
+        (status = 403, description = "The member belongs to no workspace (no_workspace)", body = ErrorBody),
         (status = 404, description = "Not a member of the named workspace", body = ErrorBody),
         (status = 429, description = "Too many failed attempts", body = ErrorBody),
     ))]
@@ -147,6 +148,7 @@ pub struct ReauthResponse {
     security(("bearer" = []), ("session" = [])),
     responses(
         (status = 200, body = ReauthResponse),
+        (status = 400, body = ErrorBody),
         (status = 401, description = "Wrong password, or no session", body = ErrorBody),
         (status = 403, description = "A key cannot re-authenticate", body = ErrorBody),
         (status = 429, body = ErrorBody),
@@ -328,6 +330,7 @@ pub struct AcceptResponse {
         (status = 401, description = "Wrong password of an existing account", body = ErrorBody),
         (status = 404, description = "No such invitation", body = ErrorBody),
         (status = 409, description = "Already used", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords for the existing account", body = ErrorBody),
     ))]
 pub async fn accept_invitation(
     State(state): State<AppState>,

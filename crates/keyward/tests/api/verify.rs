@@ -134,7 +134,7 @@ async fn bad_verify_requests() {
     }
     let r = app.post("/v1/keys/verify", json!({})).await;
     assert_eq!(r.status, 400);
-    let r = app.post("/v1/keys/verify", json!({"key": key.secret, "tags": []})).await;
+    let r = app.post("/v1/keys/verify", json!({"key": key.secret, "labels": []})).await;
     assert_eq!(r.status, 400);
     app.stop().await;
 }
