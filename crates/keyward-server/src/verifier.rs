@@ -36,6 +36,9 @@ use crate::throttle::IpThrottle;
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
+/// The permission asking for a verification needs.
+pub const VERIFY: &str = "keys:verify";
+
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub decision: Decision,
@@ -276,6 +279,19 @@ impl Verifier {
         workspace: Option<&str>,
     ) -> Result<Verification, Error> {
         self.check(token, request, workspace, Purpose::Answer).await
+    }
+
+    /// A verification asked by `who` (which needs `keys:verify`), of keys
+    /// of its own workspace only: the permission is checked here, whichever
+    /// interface asks.
+    pub async fn verify_as(
+        &self,
+        who: &crate::principal::Principal,
+        token: &str,
+        request: &Request<'_>,
+    ) -> Result<Verification, Error> {
+        who.require(VERIFY)?;
+        self.verify(token, request, Some(who.workspace_id())).await
     }
 
     /// Checks the key a caller of the API authenticates with (counted apart,

@@ -21,7 +21,6 @@ use keyward_core::verify::{Request, VerifyCode};
 
 use super::AppState;
 use super::error::ApiError;
-use super::verify::VERIFY;
 use crate::principal::Principal;
 
 pub const PREFIX: &str = "/v1/authorize";
@@ -254,7 +253,7 @@ async fn decide_forward_auth(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<HeaderMap, ApiError> {
-    let workspace = if state.trusted_listener {
+    let gateway = if state.trusted_listener {
         None
     } else {
         let verifier_key = header_str(headers, VERIFIER_KEY_HEADER).ok_or_else(|| {
@@ -264,9 +263,7 @@ async fn decide_forward_auth(
                 "Forward-auth needs the gateway's key in X-Keyward-Verifier-Key (or use the forward-auth listener)",
             )
         })?;
-        let gateway = Principal::authenticate(&state.verifier, verifier_key).await?;
-        gateway.require(VERIFY)?;
-        Some(gateway.workspace_id().to_owned())
+        Some(Principal::authenticate(&state.verifier, verifier_key).await?)
     };
     let (original_method, original_uri) = original_request(method, uri, headers)?;
     let (path, query) = match original_uri.split_once('?') {
@@ -284,7 +281,11 @@ async fn decide_forward_auth(
     }
     let request =
         Request { method: Some(&original_method), path: Some(path), origin, ip: Some(client), ..Request::default() };
-    let v = state.verifier.verify(&token, &request, workspace.as_deref()).await?;
+    // The trusted listener's gateways verify keys of every workspace.
+    let v = match &gateway {
+        Some(gateway) => state.verifier.verify_as(gateway, &token, &request).await?,
+        None => state.verifier.verify(&token, &request, None).await?,
+    };
     if is_authentication_failure(v.decision.code) {
         throttle.failed(client);
     }

@@ -18,8 +18,6 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
 use crate::principal::Principal;
 
-pub const VERIFY: &str = "keys:verify";
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerifyRequest {
@@ -173,7 +171,6 @@ pub async fn verify_key(
     principal: Principal,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<axum::Json<VerifyResponse>> {
-    principal.require(VERIFY)?;
     let permission = body.permission.as_deref().map(PermissionExpr::parse).transpose()?;
     if let Some(r) = &body.resource
         && !is_valid_resource_id(r)
@@ -236,7 +233,7 @@ pub async fn verify_key(
         tags: tags.as_deref(),
         roles: &[],
     };
-    let v = state.verifier.verify(&body.key, &request, Some(principal.workspace_id())).await?;
+    let v = state.verifier.verify_as(&principal, &body.key, &request).await?;
     if let Some(ip) = ip
         && super::forward_auth::is_authentication_failure(v.decision.code)
     {
