@@ -239,6 +239,41 @@ impl Grants<'_> {
         is_read_method(method) || !self.is_read_only()
     }
 
+    /// Everything, account management included (Full Access, the admin
+    /// tier or the account-administrator flag, and not read-only).
+    pub fn is_full(&self) -> bool {
+        !self.flags.read_only
+            && (self.flags.account_administrator
+                || self.scopes.iter().any(|s| matches!(s, Scope::Full | Scope::Tier(Tier::Admin))))
+    }
+
+    /// The first of `scopes` and `flags` that the holder of these grants
+    /// may not hand to a key or a member: account permissions go only from
+    /// someone who holds them (so nobody grants themselves more through a
+    /// key or a role). `None` when all may be given.
+    pub fn ungrantable(&self, scopes: &[Scope], flags: Flags) -> Option<String> {
+        let may = |resource: &str, action: &str| {
+            let action = if action == "*" { "admin" } else { action };
+            self.allows(&Permission::new(resource, action))
+        };
+        if flags.account_administrator && !self.is_full() {
+            return Some("accountAdministrator".to_owned());
+        }
+        if flags.read_only && !ACCOUNT_RESOURCES.iter().all(|r| may(r, "read")) {
+            return Some("readOnly (it reads account settings and members)".to_owned());
+        }
+        scopes
+            .iter()
+            .find(|scope| match scope {
+                Scope::Full | Scope::Tier(Tier::Admin) => !self.is_full(),
+                Scope::Tier(_) => false,
+                Scope::Permission(p) if p.resource == "*" => !self.is_full(),
+                Scope::Permission(p) if is_account_resource(&p.resource) => !may(&p.resource, &p.action),
+                Scope::Permission(_) => false,
+            })
+            .map(ToString::to_string)
+    }
+
     /// The message for a refused permission.
     pub fn refusal(&self, required: Option<&Permission>) -> String {
         match required {

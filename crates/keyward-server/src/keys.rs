@@ -9,7 +9,7 @@ use chrono::{Duration, NaiveDate, Utc};
 use keyward_core::credits::CreditOp;
 use keyward_core::hash::{HashScheme, SecretHash, parse_hex32};
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
-use keyward_core::member::builtin_role;
+use keyward_core::member::{Role, builtin_role, role_scopes};
 use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
@@ -143,6 +143,15 @@ pub const MANAGE: &str = "keys:manage";
 /// re-authenticated).
 pub const REVEAL: &str = "keys:reveal";
 
+/// Refuses a key (as it would be) whose scopes, flags or roles grant
+/// account permissions the caller does not hold: nobody gets more through
+/// a key they make, clone, roll or edit.
+fn may_hold(who: &Principal, key: &ApiKey, custom: &[Role]) -> Result<(), Error> {
+    let mut scopes = key.scopes.clone();
+    scopes.extend(role_scopes(&key.roles, custom));
+    who.may_grant(&scopes, key.flags)
+}
+
 pub fn master_key_required() -> Error {
     Error::invalid(
         "master_key_required",
@@ -184,10 +193,8 @@ impl KeyService {
 
     /// Refuses role names the workspace does not define (built-in roles
     /// and its own).
-    async fn check_roles(&self, ws: &Workspace, roles: &[String]) -> Result<(), Error> {
-        if roles.is_empty() {
-            return Ok(());
-        }
+    /// The workspace's own roles, refusing role names it does not define.
+    async fn check_roles(&self, ws: &Workspace, roles: &[String]) -> Result<Vec<Role>, Error> {
         let custom = self.store.list_roles(&ws.id).await.map_err(store_error)?;
         for role in roles {
             if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
@@ -197,7 +204,7 @@ impl KeyService {
                 ));
             }
         }
-        Ok(())
+        Ok(custom)
     }
 
     /// A recoverable key's secret, to a signed-in member holding
@@ -340,9 +347,10 @@ impl KeyService {
         let ws = self.workspace_of(who, MANAGE).await?;
         let external_id = draft.external_id.take();
         let valid = draft.validate(&ws, self.clock.now())?;
-        self.check_roles(&ws, &valid.roles).await?;
+        let custom = self.check_roles(&ws, &valid.roles).await?;
         self.insert_for(&ws, external_id.as_deref(), || {
             let (key, secret) = self.new_native(&ws, valid.clone());
+            may_hold(who, &key, &custom)?;
             let seal = self.seal_writes(&ws, &key, &secret, true)?;
             Ok((key, secret, seal))
         })
@@ -391,9 +399,7 @@ impl KeyService {
         if_match: Option<i64>,
     ) -> Result<ApiKey, Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
-        if let Some(roles) = &patch.roles {
-            self.check_roles(&ws, roles).await?;
-        }
+        let custom = self.check_roles(&ws, patch.roles.as_deref().unwrap_or_default()).await?;
         let now = self.clock.now();
         // Joining an identity by its external id (created when new).
         let mut patch = patch;
@@ -411,7 +417,9 @@ impl KeyService {
         }
         self.mutate(&ws.id, id, if_match, |k| {
             let sets_credits = patch.credits.is_some();
+            may_hold(who, k, &custom)?;
             k.apply(patch, &ws, now)?;
+            may_hold(who, k, &custom)?;
             // The settings and, when given, the credits: one transaction.
             // Other edits never write the credits (a concurrent spend would
             // be lost).
@@ -469,9 +477,11 @@ impl KeyService {
     pub async fn roll(&self, who: &Principal, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let mut fresh = None;
+        let custom = self.check_roles(ws, &[]).await?;
         let key = self
             .mutate(&ws.id, id, None, |k| {
                 k.ensure_editable()?;
+                may_hold(who, k, &custom)?;
                 let token_id =
                     token::token_id_of_key_id(&k.id).filter(|_| k.lookup_prefix.is_none()).ok_or_else(|| {
                         Error::conflict(
@@ -497,6 +507,7 @@ impl KeyService {
     pub async fn clone_key(&self, who: &Principal, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let source = self.load(&ws.id, id).await?;
+        may_hold(who, &source, &self.check_roles(ws, &[]).await?)?;
         let given = name.map(|n| validate_name(Some(&n))).transpose()?;
         let now = self.clock.now();
         let expires_at =
@@ -540,7 +551,7 @@ impl KeyService {
         let now = self.clock.now();
         let external_id = import.draft.external_id.take();
         let valid = import.draft.validate(ws, now)?;
-        self.check_roles(ws, &valid.roles).await?;
+        let custom = self.check_roles(ws, &valid.roles).await?;
         if valid.recoverable && import.plaintext.is_none() {
             return Err(Error::invalid(
                 "recoverable_needs_plaintext",
@@ -616,6 +627,7 @@ impl KeyService {
             }
         };
         let mut key = valid.into_key(id, &ws.id, masked, secret, now);
+        may_hold(who, &key, &custom)?;
         key.legacy = import.legacy;
         key.lookup_prefix = lookup_prefix;
         let seal = match &import.plaintext {

@@ -164,7 +164,7 @@ impl MemberService {
     ) -> Result<SignedIn, Error> {
         let now = self.clock.now();
         let account = email.trim().to_lowercase();
-        self.throttle.check(&account, ip, now)?;
+        self.throttle.begin(&account, ip, now)?;
         let member = match validate_email(email) {
             Ok(email) => self.store.member_by_email(&email).await.map_err(store_error)?,
             Err(_) => None,
@@ -172,10 +172,9 @@ impl MemberService {
         let hash = member.as_ref().map_or(self.dummy_hash.as_str(), |m| m.password_hash.as_str());
         let good = self.check(hash, password).await;
         let Some(member) = member.filter(|_| good) else {
-            self.throttle.failed(&account, ip, now);
             return Err(invalid_credentials());
         };
-        self.throttle.succeeded(&account);
+        self.throttle.succeeded(&account, ip);
         let memberships = self.store.memberships_of(&member.id).await.map_err(store_error)?;
         let membership = match workspace_id {
             Some(id) => memberships.iter().find(|m| m.workspace_id == id).cloned().ok_or_else(|| {
@@ -307,13 +306,12 @@ impl MemberService {
             Error::forbidden("member_session_required", "Only a signed-in member can re-authenticate")
         })?;
         let now = self.clock.now();
-        self.throttle.check(&m.email, ip, now)?;
+        self.throttle.begin(&m.email, ip, now)?;
         let member = self.store.get_member(&m.member_id).await.map_err(store_error)?.ok_or_else(session_ended)?;
         if !self.check(&member.password_hash, password).await {
-            self.throttle.failed(&m.email, ip, now);
             return Err(Error::new(ErrorKind::Unauthenticated, "invalid_credentials", "The password is incorrect"));
         }
-        self.throttle.succeeded(&m.email);
+        self.throttle.succeeded(&m.email, ip);
         let until = now + FRESH_FOR;
         let write = PeopleWrite::RefreshSession { id: m.session_id.clone(), until, at: now };
         self.store.commit(Change::of(Write::People(write))).await.map_err(|e| match e {
@@ -349,7 +347,7 @@ impl MemberService {
         let mut change = Change::of(Write::People(PeopleWrite::UpdateMember(member.clone())));
         change.push(Write::People(PeopleWrite::RevokeAllSessions { member_id: member.id.clone(), at: now }));
         self.store.commit(change).await.map_err(store_error)?;
-        self.throttle.succeeded(&email);
+        self.throttle.succeeded(&email, None);
         Ok(password)
     }
 
@@ -383,8 +381,10 @@ impl MemberService {
         who.require(MEMBERS_MANAGE)?;
         let email = validate_email(email)?;
         let name = validate_member_name(name)?;
-        let roles = validate_roles(roles, &self.custom_roles(who.workspace_id(), roles).await?)?;
+        let custom = self.custom_roles(who.workspace_id(), roles).await?;
+        let roles = validate_roles(roles, &custom)?;
         require_owner_for(who, roles.iter().any(|r| r == OWNER))?;
+        who.may_grant(&role_scopes(&roles, &custom), Default::default())?;
         if let Some(existing) = self.store.member_by_email(&email).await.map_err(store_error)?
             && self.store.membership(who.workspace_id(), &existing.id).await.map_err(store_error)?.is_some()
         {
@@ -442,15 +442,15 @@ impl MemberService {
         let mut change = Change::new();
         let member = match self.store.member_by_email(&invitation.email).await.map_err(store_error)? {
             Some(member) => {
-                self.throttle.check(&member.email, ip, now)?;
+                self.throttle.begin(&member.email, ip, now)?;
                 if !self.check(&member.password_hash, password).await {
-                    self.throttle.failed(&member.email, ip, now);
                     return Err(Error::new(
                         ErrorKind::Unauthenticated,
                         "invalid_credentials",
                         "You already have an account: give its password to join",
                     ));
                 }
+                self.throttle.succeeded(&member.email, ip);
                 member
             }
             None => {
@@ -488,7 +488,9 @@ impl MemberService {
         Ok((member, membership, workspace))
     }
 
-    /// Edits a member's name and/or roles in the caller's workspace.
+    /// Edits a member's name and/or roles in the caller's workspace. A
+    /// person's name is theirs across workspaces: others may change it only
+    /// while the person belongs to this workspace alone.
     pub async fn update(
         &self,
         who: &Principal,
@@ -496,28 +498,44 @@ impl MemberService {
         name: Option<&str>,
         roles: Option<&[String]>,
     ) -> Result<(Member, Membership), Error> {
-        who.require(MEMBERS_MANAGE)?;
+        let themself = who.member().is_some_and(|m| m.member_id == id);
+        // Anyone may change their own name; everything else needs members:manage.
+        if !(themself && roles.is_none()) {
+            who.require(MEMBERS_MANAGE)?;
+        }
         let (mut member, mut membership) = self.load(who.workspace_id(), id).await?;
         let mut change = Change::new();
         if let Some(name) = name {
+            if !themself && self.store.memberships_of(&member.id).await.map_err(store_error)?.len() > 1 {
+                return Err(Error::conflict(
+                    "name_is_personal",
+                    "This person belongs to other workspaces too: only they can change their name",
+                ));
+            }
             member.name = validate_member_name(name)?;
             member.updated_at = self.clock.now();
             change.push(Write::People(PeopleWrite::UpdateMember(member.clone())));
         }
         if let Some(roles) = roles {
-            let roles = validate_roles(roles, &self.custom_roles(who.workspace_id(), roles).await?)?;
+            let custom = self.custom_roles(who.workspace_id(), roles).await?;
+            let roles = validate_roles(roles, &custom)?;
             let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
             require_owner_for(who, touches_owner)?;
-            membership.roles = roles;
+            who.may_grant(&role_scopes(&roles, &custom), Default::default())?;
+            let expected = std::mem::replace(&mut membership.roles, roles);
             change.push(Write::People(PeopleWrite::SetRoles {
                 workspace_id: membership.workspace_id.clone(),
                 member_id: member.id.clone(),
                 roles: membership.roles.clone(),
+                expected,
             }));
         }
         if !change.writes.is_empty() {
             self.store.commit(change).await.map_err(|e| match e {
-                StoreError::NotFound => member_not_found(),
+                StoreError::NotFound => Error::conflict(
+                    "concurrent_modification",
+                    "The member was changed by another request; read it again and retry",
+                ),
                 other => store_error(other),
             })?;
         }
@@ -590,44 +608,48 @@ struct SignInThrottle {
 impl SignInThrottle {
     const MAX_ENTRIES: usize = 100_000;
 
-    fn check(&self, account: &str, ip: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Error> {
-        let failures = self.failures.lock().expect("throttle lock");
-        let over = |key: &str, limit: u32| {
-            failures.get(key).filter(|(n, start)| *n >= limit && now < *start + THROTTLE_WINDOW).map(|(_, s)| *s)
-        };
-        let account_key = format!("a:{account}");
-        let ip_key = ip.map(|ip| format!("i:{ip}"));
-        let blocked =
-            over(&account_key, ACCOUNT_FAILURES).or_else(|| ip_key.as_deref().and_then(|k| over(k, ADDRESS_FAILURES)));
-        match blocked {
-            Some(start) => {
-                let wait = (start + THROTTLE_WINDOW - now).num_seconds().max(1) as u64;
-                Err(Error::new(
-                    ErrorKind::TooManyRequests { retry_after_secs: wait },
-                    "too_many_sign_in_attempts",
-                    format!("Too many failed sign-in attempts; try again in {wait} seconds"),
-                ))
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn failed(&self, account: &str, ip: Option<IpAddr>, now: DateTime<Utc>) {
+    /// Counts an attempt for the account and the address, refusing it
+    /// when either is over its limit. The attempt counts as a failure until
+    /// [`SignInThrottle::succeeded`]: counted before the password is
+    /// checked, so attempts sent all at once cannot outrun the limit.
+    fn begin(&self, account: &str, ip: Option<IpAddr>, now: DateTime<Utc>) -> Result<(), Error> {
         let mut failures = self.failures.lock().expect("throttle lock");
         if failures.len() >= Self::MAX_ENTRIES {
             failures.retain(|_, (_, start)| now < *start + THROTTLE_WINDOW);
         }
-        let keys = std::iter::once(format!("a:{account}")).chain(ip.map(|ip| format!("i:{ip}")));
-        for key in keys {
+        let keys: Vec<(String, u32)> = std::iter::once((format!("a:{account}"), ACCOUNT_FAILURES))
+            .chain(ip.map(|ip| (format!("i:{ip}"), ADDRESS_FAILURES)))
+            .collect();
+        for (key, limit) in &keys {
+            if let Some((n, start)) = failures.get(key)
+                && *n >= *limit
+                && now < *start + THROTTLE_WINDOW
+            {
+                let wait = (*start + THROTTLE_WINDOW - now).num_seconds().max(1) as u64;
+                return Err(Error::new(
+                    ErrorKind::TooManyRequests { retry_after_secs: wait },
+                    "too_many_sign_in_attempts",
+                    format!("Too many failed sign-in attempts; try again in {wait} seconds"),
+                ));
+            }
+        }
+        for (key, _) in keys {
             let entry = failures.entry(key).or_insert((0, now));
             if now >= entry.1 + THROTTLE_WINDOW {
                 *entry = (0, now);
             }
             entry.0 += 1;
         }
+        Ok(())
     }
 
-    fn succeeded(&self, account: &str) {
-        self.failures.lock().expect("throttle lock").remove(&format!("a:{account}"));
+    /// The attempt was right: the account starts afresh, and the address's
+    /// count forgets this attempt.
+    fn succeeded(&self, account: &str, ip: Option<IpAddr>) {
+        let mut failures = self.failures.lock().expect("throttle lock");
+        failures.remove(&format!("a:{account}"));
+        if let Some(entry) = ip.and_then(|ip| failures.get_mut(&format!("i:{ip}"))) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 }

@@ -97,6 +97,24 @@ impl Principal {
         }
     }
 
+    /// Refuses (403 `cannot_grant`) to hand out account permissions the
+    /// caller does not hold itself, through a key's scopes, flags or roles,
+    /// or a member's roles. The operator may hand out anything.
+    pub fn may_grant(&self, scopes: &[Scope], flags: Flags) -> Result<(), Error> {
+        let missing = match self {
+            Principal::ApiKey(k) => k.grants().ungrantable(scopes, flags),
+            Principal::Member(m) => Grants { scopes: &m.scopes, flags: Flags::default() }.ungrantable(scopes, flags),
+            Principal::System { .. } => None,
+        };
+        match missing {
+            Some(what) => Err(Error::forbidden(
+                "cannot_grant",
+                format!("You cannot give {what}: only someone who holds it may hand it out"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The signed-in member, when a member is calling.
     pub fn member(&self) -> Option<&MemberCaller> {
         match self {

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use keyward_core::member::{BUILTIN_ROLES, MAX_ROLE_DESCRIPTION, Role, builtin_role, is_role_name, validate_tags};
+use keyward_core::member::{
+    ACCOUNT_PERMISSIONS, BUILTIN_ROLES, MAX_ROLE_DESCRIPTION, Role, builtin_role, is_role_name, validate_tags,
+};
 use keyward_core::scope::Permission;
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
@@ -115,6 +117,7 @@ impl RoleService {
             created_at: now,
             updated_at: now,
         };
+        check_tagged(&role)?;
         self.commit(AccessWrite::InsertRole(role.clone()), &ws).await?;
         Ok(role)
     }
@@ -144,6 +147,7 @@ impl RoleService {
         if let Some(tags) = patch.tags {
             role.tags = validate_tags(tags, "tags")?;
         }
+        check_tagged(&role)?;
         role.updated_at = self.clock.now();
         self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, &ws).await?;
         Ok(role)
@@ -171,11 +175,24 @@ impl RoleService {
     }
 }
 
+/// Tags limit a role to tagged objects of the protected API; keyward's
+/// own objects carry none, so a tagged role grants no account permission.
+fn check_tagged(role: &Role) -> Result<(), Error> {
+    if !role.tags.is_empty() && role.permissions.iter().any(|p| ACCOUNT_PERMISSIONS.contains(&p.as_str())) {
+        return Err(Error::invalid(
+            "tagged_account_permission",
+            "A role with tags grants only on tagged objects of your API: give account permissions \
+             (keys:read, members:manage, …) in a role without tags",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_role_name(name: &str) -> Result<String, Error> {
     if !is_role_name(name) {
         return Err(Error::invalid("invalid_name", "name must be 1 to 64 letters, digits, '_', '-', '.' or ':'"));
     }
-    if builtin_role(name).is_some() {
+    if builtin_role(&name.to_ascii_lowercase()).is_some() {
         return Err(Error::conflict("duplicate_role", "That name belongs to a built-in role"));
     }
     Ok(name.to_owned())

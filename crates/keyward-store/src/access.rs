@@ -77,9 +77,14 @@ impl AccessStatements {
             update_role: r("UPDATE roles SET name = $3, description = $4, permissions = $5, tags = $6, \
                  updated_at = $7 WHERE id = $1 AND workspace_id = $2"),
             delete_role: r("DELETE FROM roles WHERE id = $1 AND workspace_id = $2"),
-            role_members: r("SELECT COUNT(*) FROM memberships WHERE workspace_id = $1 AND roles LIKE $2 ESCAPE '\\'"),
-            role_keys: r("SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND state <> 'revoked' \
-                 AND roles LIKE $2 ESCAPE '\\'"),
+            role_members: r(&format!(
+                "SELECT COUNT(*) FROM memberships WHERE workspace_id = $1 AND {} > 0",
+                dialect.find_text("roles", "$2")
+            )),
+            role_keys: r(&format!(
+                "SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND state <> 'revoked' AND {} > 0",
+                dialect.find_text("roles", "$2")
+            )),
             list_roles: r(&format!("SELECT {ROLE_COLUMNS} FROM roles WHERE workspace_id = $1 ORDER BY name")),
             seal: match dialect {
                 Dialect::Sqlite => "INSERT INTO sealed_secrets (key_id, master_key_id, sealed) VALUES (?1, ?2, ?3) \
@@ -99,11 +104,10 @@ impl AccessStatements {
     }
 }
 
-/// The `LIKE` pattern matching a JSON list that holds `name`.
+/// What a JSON list holding `name` contains: the quoted name (role names
+/// have no characters JSON escapes, so this is exact).
 pub fn holds_role(name: &str) -> String {
-    let quoted = serde_json::to_string(name).expect("strings serialize");
-    let escaped = quoted.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
+    serde_json::to_string(name).expect("strings serialize")
 }
 
 pub fn strings_json(items: &[String]) -> String {

@@ -21,10 +21,13 @@ pub enum PeopleWrite {
     InsertMembership(Membership),
     /// [`StoreError::NotFound`] when not a member; [`StoreError::LastOwner`]
     /// when the workspace would be left without an owner.
+    /// Only while the roles are still `expected` ([`StoreError::NotFound`]
+    /// otherwise: read again).
     SetRoles {
         workspace_id: String,
         member_id: String,
         roles: Vec<String>,
+        expected: Vec<String>,
     },
     /// Removes the member from the workspace and ends their sessions in it;
     /// refused like [`PeopleWrite::SetRoles`].
@@ -112,11 +115,15 @@ impl PeopleStatements {
             update_member: r("UPDATE members SET name = $2, password_hash = $3, updated_at = $4 WHERE id = $1"),
             insert_membership: r("INSERT INTO memberships (workspace_id, member_id, roles, created_at) \
                  VALUES ($1, $2, $3, $4)"),
-            set_roles: r("UPDATE memberships SET roles = $3 WHERE workspace_id = $1 AND member_id = $2"),
+            set_roles: r("UPDATE memberships SET roles = $3 WHERE workspace_id = $1 AND member_id = $2 AND roles = $4"),
             remove_membership: r("DELETE FROM memberships WHERE workspace_id = $1 AND member_id = $2"),
             revoke_member_sessions: r("UPDATE sessions SET revoked_at = $3 \
                  WHERE workspace_id = $1 AND member_id = $2 AND revoked_at IS NULL"),
-            count_owners: r("SELECT COUNT(*) FROM memberships WHERE workspace_id = $1 AND roles LIKE '%\"owner\"%'"),
+            // Exact and case-sensitive on both backends (SQLite's LIKE is not).
+            count_owners: r(&format!(
+                "SELECT COUNT(*) FROM memberships WHERE workspace_id = $1 AND {} > 0",
+                dialect.find_text("roles", "'\"owner\"'")
+            )),
             insert_session: r(&format!(
                 "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             )),
@@ -340,9 +347,13 @@ macro_rules! people_impl {
                             .bind(ms(s.created_at));
                         (q.execute(&mut *conn).await, None)
                     }
-                    PeopleWrite::SetRoles { workspace_id, member_id, roles } => {
+                    PeopleWrite::SetRoles { workspace_id, member_id, roles, expected } => {
                         self.lock_owners(conn, workspace_id).await?;
-                        let q = sqlx::query(&sql.set_roles).bind(workspace_id).bind(member_id).bind(roles_json(roles));
+                        let q = sqlx::query(&sql.set_roles)
+                            .bind(workspace_id)
+                            .bind(member_id)
+                            .bind(roles_json(roles))
+                            .bind(roles_json(expected));
                         if q.execute(&mut *conn).await.map_err(self.classify)?.rows_affected() == 0 {
                             return Err(StoreError::NotFound);
                         }

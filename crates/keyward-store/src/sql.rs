@@ -25,6 +25,15 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The position of `needle` in `haystack` (1-based, 0 when absent),
+    /// case-sensitive on both backends.
+    pub fn find_text(self, haystack: &str, needle: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("strpos({haystack}, {needle})"),
+            Dialect::Sqlite => format!("instr({haystack}, {needle})"),
+        }
+    }
+
     /// `$1` → `?1` for SQLite (both mean "the first bound value").
     pub fn render(self, sql: &str) -> String {
         match self {

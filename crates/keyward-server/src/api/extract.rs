@@ -277,7 +277,6 @@ impl FromRequestParts<AppState> for Principal {
             }
             (Some(token), _) => Principal::authenticate(&state.verifier, token).await,
             (None, Some(cookie)) => {
-                let principal = state.members.from_cookie(cookie).await?;
                 let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
                 if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
                     return Err(ApiError::new(
@@ -287,7 +286,7 @@ impl FromRequestParts<AppState> for Principal {
                          pages (its Origin header must name this server)",
                     ));
                 }
-                Ok(principal)
+                state.members.from_cookie(cookie).await
             }
             (None, None) => {
                 return Err(ApiError::new(

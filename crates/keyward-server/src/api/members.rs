@@ -291,7 +291,7 @@ pub async fn invite_member(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<InviteRequest>,
-) -> ApiResult<(StatusCode, axum::Json<InvitationView>)> {
+) -> ApiResult<(StatusCode, [(header::HeaderName, HeaderValue); 1], axum::Json<InvitationView>)> {
     let created = state.members.invite(&principal, &body.email, &body.name, &body.roles).await?;
     let i = created.invitation;
     let view = InvitationView {
@@ -302,7 +302,8 @@ pub async fn invite_member(
         token: created.token,
         expires_at: i.expires_at,
     };
-    Ok((StatusCode::CREATED, axum::Json(view)))
+    // The one-time token must not be kept by any cache.
+    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))], axum::Json(view)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -8,6 +8,7 @@ mod auth;
 mod compat;
 mod credits;
 mod forward_auth;
+mod guards;
 mod import;
 mod lifecycle;
 mod lockout;
