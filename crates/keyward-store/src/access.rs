@@ -240,11 +240,12 @@ macro_rules! access_impl {
         impl $crate::access::Access for $store {
             async fn list_roles(&self, workspace_id: &str) -> $crate::Result<Vec<keyward_core::member::Role>> {
                 let p = &self.pools;
-                let rows: Vec<$crate::access::RoleRow> = $crate::backend::read_retry!(
+                $crate::backend::all_rows!(
                     p,
-                    sqlx::query_as(&p.sql.access.list_roles).bind(workspace_id).fetch_all(&p.reader)
-                )?;
-                rows.into_iter().map($crate::access::RoleRow::into_role).collect()
+                    &p.sql.access.list_roles,
+                    $crate::access::RoleRow::into_role,
+                    workspace_id
+                )
             }
 
             async fn sealed_secret(&self, key_id: &str) -> $crate::Result<Option<keyward_core::sealed::SealedSecret>> {

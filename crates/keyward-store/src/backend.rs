@@ -79,6 +79,27 @@ macro_rules! read_retry {
 }
 pub(crate) use read_retry;
 
+/// Reads at most one `$row` with the statement `$sql` and its binds (on the
+/// reader pool, retried like [`read_retry!`]) and converts it with `$into`.
+macro_rules! optional_row {
+    ($p:expr, $sql:expr, $into:path $(, $bind:expr)* $(,)?) => {{
+        let row: Option<_> =
+            $crate::backend::read_retry!($p, sqlx::query_as($sql)$(.bind($bind))*.fetch_optional(&$p.reader))?;
+        row.map($into).transpose()
+    }};
+}
+pub(crate) use optional_row;
+
+/// Like [`optional_row!`], every row.
+macro_rules! all_rows {
+    ($p:expr, $sql:expr, $into:path $(, $bind:expr)* $(,)?) => {{
+        let rows: Vec<_> =
+            $crate::backend::read_retry!($p, sqlx::query_as($sql)$(.bind($bind))*.fetch_all(&$p.reader))?;
+        rows.into_iter().map($into).collect()
+    }};
+}
+pub(crate) use all_rows;
+
 /// `store_impl!(Store, Driver, { trait methods only this backend has })`.
 macro_rules! store_impl {
     ($store:ty, $db:ty, { $($extra:item)* }) => {

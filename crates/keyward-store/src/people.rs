@@ -311,14 +311,16 @@ impl InvitationRow {
 /// store's `apply`) and the [`People`] reads.
 macro_rules! people_impl {
     ($store:ty, $db:ty) => {
+        use $crate::people as pp;
+
         impl $crate::backend::Pools<$db> {
             async fn apply_people(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
-                write: &$crate::people::PeopleWrite,
+                write: &pp::PeopleWrite,
             ) -> $crate::Result<()> {
+                use pp::{PeopleWrite, ms, roles_json};
                 use $crate::StoreError;
-                use $crate::people::{PeopleWrite, ms, roles_json};
                 let sql = &self.sql.people;
                 let (done, if_none) = match write {
                     PeopleWrite::InsertMember(m) => {
@@ -446,17 +448,13 @@ macro_rules! people_impl {
         }
 
         #[async_trait::async_trait]
-        impl $crate::people::People for $store {
+        impl pp::People for $store {
             async fn member_by_email(&self, email: &str) -> $crate::Result<Option<keyward_core::member::Member>> {
                 if $crate::sql::unstorable(email) {
                     return Ok(None);
                 }
                 let p = &self.pools;
-                let row: Option<$crate::people::MemberRow> = $crate::backend::read_retry!(
-                    p,
-                    sqlx::query_as(&p.sql.people.member_by_email).bind(email).fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::MemberRow::into_member).transpose()
+                $crate::backend::optional_row!(p, &p.sql.people.member_by_email, pp::MemberRow::into_member, email)
             }
 
             async fn get_member(&self, id: &str) -> $crate::Result<Option<keyward_core::member::Member>> {
@@ -464,11 +462,7 @@ macro_rules! people_impl {
                     return Ok(None);
                 }
                 let p = &self.pools;
-                let row: Option<$crate::people::MemberRow> = $crate::backend::read_retry!(
-                    p,
-                    sqlx::query_as(&p.sql.people.get_member).bind(id).fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::MemberRow::into_member).transpose()
+                $crate::backend::optional_row!(p, &p.sql.people.get_member, pp::MemberRow::into_member, id)
             }
 
             async fn membership(
@@ -480,23 +474,23 @@ macro_rules! people_impl {
                     return Ok(None);
                 }
                 let p = &self.pools;
-                let row: Option<$crate::people::MembershipRow> = $crate::backend::read_retry!(
+                $crate::backend::optional_row!(
                     p,
-                    sqlx::query_as(&p.sql.people.membership)
-                        .bind(workspace_id)
-                        .bind(member_id)
-                        .fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::MembershipRow::into_membership).transpose()
+                    &p.sql.people.membership,
+                    pp::MembershipRow::into_membership,
+                    workspace_id,
+                    member_id
+                )
             }
 
             async fn memberships_of(&self, member_id: &str) -> $crate::Result<Vec<keyward_core::member::Membership>> {
                 let p = &self.pools;
-                let rows: Vec<$crate::people::MembershipRow> = $crate::backend::read_retry!(
+                $crate::backend::all_rows!(
                     p,
-                    sqlx::query_as(&p.sql.people.memberships_of).bind(member_id).fetch_all(&p.reader)
-                )?;
-                rows.into_iter().map($crate::people::MembershipRow::into_membership).collect()
+                    &p.sql.people.memberships_of,
+                    pp::MembershipRow::into_membership,
+                    member_id
+                )
             }
 
             async fn list_members(
@@ -504,11 +498,7 @@ macro_rules! people_impl {
                 workspace_id: &str,
             ) -> $crate::Result<Vec<(keyward_core::member::Member, keyward_core::member::Membership)>> {
                 let p = &self.pools;
-                let rows: Vec<$crate::people::MemberListRow> = $crate::backend::read_retry!(
-                    p,
-                    sqlx::query_as(&p.sql.people.list_members).bind(workspace_id).fetch_all(&p.reader)
-                )?;
-                rows.into_iter().map($crate::people::MemberListRow::into_pair).collect()
+                $crate::backend::all_rows!(p, &p.sql.people.list_members, pp::MemberListRow::into_pair, workspace_id)
             }
 
             async fn session_by_token(
@@ -516,11 +506,12 @@ macro_rules! people_impl {
                 token_hash: &[u8; 32],
             ) -> $crate::Result<Option<keyward_core::member::Session>> {
                 let p = &self.pools;
-                let row: Option<$crate::people::SessionRow> = $crate::backend::read_retry!(
+                $crate::backend::optional_row!(
                     p,
-                    sqlx::query_as(&p.sql.people.session_by_token).bind(&token_hash[..]).fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::SessionRow::into_session).transpose()
+                    &p.sql.people.session_by_token,
+                    pp::SessionRow::into_session,
+                    &token_hash[..]
+                )
             }
 
             async fn get_session(&self, id: &str) -> $crate::Result<Option<keyward_core::member::Session>> {
@@ -528,11 +519,7 @@ macro_rules! people_impl {
                     return Ok(None);
                 }
                 let p = &self.pools;
-                let row: Option<$crate::people::SessionRow> = $crate::backend::read_retry!(
-                    p,
-                    sqlx::query_as(&p.sql.people.get_session).bind(id).fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::SessionRow::into_session).transpose()
+                $crate::backend::optional_row!(p, &p.sql.people.get_session, pp::SessionRow::into_session, id)
             }
 
             async fn invitation_by_token(
@@ -540,11 +527,12 @@ macro_rules! people_impl {
                 token_hash: &[u8; 32],
             ) -> $crate::Result<Option<keyward_core::member::Invitation>> {
                 let p = &self.pools;
-                let row: Option<$crate::people::InvitationRow> = $crate::backend::read_retry!(
+                $crate::backend::optional_row!(
                     p,
-                    sqlx::query_as(&p.sql.people.invitation_by_token).bind(&token_hash[..]).fetch_optional(&p.reader)
-                )?;
-                row.map($crate::people::InvitationRow::into_invitation).transpose()
+                    &p.sql.people.invitation_by_token,
+                    pp::InvitationRow::into_invitation,
+                    &token_hash[..]
+                )
             }
         }
     };
