@@ -565,7 +565,7 @@ fn require_owner_for(who: &Principal, touches_owner: bool) -> Result<(), Error> 
     let allowed = match who {
         Principal::System { .. } => true,
         Principal::Member(m) => m.roles.iter().any(|r| r == OWNER),
-        Principal::ApiKey(_) => false,
+        Principal::ApiKey(..) => false,
     };
     if touches_owner && !allowed {
         return Err(Error::forbidden("owner_required", "Only an owner can grant or take away the owner role"));

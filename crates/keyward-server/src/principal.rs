@@ -13,14 +13,14 @@ use crate::verifier::Verifier;
 
 #[derive(Debug, Clone)]
 pub enum Principal {
-    ApiKey(Arc<CachedKey>),
+    /// An API key; with roles, also what they grant (untagged roles and
+    /// built-in ones: keyward's own objects carry no tags).
+    ApiKey(Arc<CachedKey>, Option<Arc<Vec<Scope>>>),
     /// A member signed in to one workspace.
     Member(Arc<MemberCaller>),
     /// An operator acting on the database directly (`keyward bootstrap`,
     /// `keyward workspace …`): every permission, in one workspace.
-    System {
-        workspace_id: String,
-    },
+    System { workspace_id: String },
 }
 
 /// A signed-in member, as of this request.
@@ -43,6 +43,14 @@ pub struct MemberCaller {
     pub via_cookie: bool,
 }
 
+/// A key's scopes (with its roles') and flags.
+fn key_grants<'a>(key: &'a CachedKey, with_roles: &'a Option<Arc<Vec<Scope>>>) -> Grants<'a> {
+    match with_roles {
+        Some(scopes) => Grants { scopes, flags: key.flags },
+        None => key.grants(),
+    }
+}
+
 impl Principal {
     /// Authenticates a presented bearer token. Unknown, malformed, revoked,
     /// inactive and wrong-secret keys all get the same answer, so a caller
@@ -50,7 +58,16 @@ impl Principal {
     pub async fn authenticate(verifier: &Verifier, token: &str) -> Result<Self, Error> {
         let v = verifier.authenticate_caller(token).await?;
         match (v.decision.code, v.key) {
-            (VerifyCode::Valid, Some(key)) => Ok(Principal::ApiKey(key)),
+            (VerifyCode::Valid, Some(key)) => {
+                let with_roles = match key.roles.is_empty() {
+                    true => None,
+                    false => {
+                        let roles = verifier.roles(&key.workspace_id).await?;
+                        Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
+                    }
+                };
+                Ok(Principal::ApiKey(key, with_roles))
+            }
             (VerifyCode::Expired, _) => Err(Error::expired_api_key()),
             _ => Err(Error::invalid_api_key()),
         }
@@ -63,7 +80,7 @@ impl Principal {
 
     pub fn workspace_id(&self) -> &str {
         match self {
-            Principal::ApiKey(k) => &k.workspace_id,
+            Principal::ApiKey(k, _) => &k.workspace_id,
             Principal::Member(m) => &m.workspace_id,
             Principal::System { workspace_id } => workspace_id,
         }
@@ -73,8 +90,8 @@ impl Principal {
     pub fn require(&self, permission: &str) -> Result<(), Error> {
         let required = Permission::parse_required(permission).expect("handlers name valid permissions");
         match self {
-            Principal::ApiKey(k) => {
-                let grants = k.grants();
+            Principal::ApiKey(k, with_roles) => {
+                let grants = key_grants(k, with_roles);
                 if grants.allows(&required) {
                     Ok(())
                 } else {
@@ -102,7 +119,7 @@ impl Principal {
     /// or a member's roles. The operator may hand out anything.
     pub fn may_grant(&self, scopes: &[Scope], flags: Flags) -> Result<(), Error> {
         let missing = match self {
-            Principal::ApiKey(k) => k.grants().ungrantable(scopes, flags),
+            Principal::ApiKey(k, with_roles) => key_grants(k, with_roles).ungrantable(scopes, flags),
             Principal::Member(m) => Grants { scopes: &m.scopes, flags: Flags::default() }.ungrantable(scopes, flags),
             Principal::System { .. } => None,
         };

@@ -14,7 +14,22 @@ backend_tests!(
     key_roles_with_tags_decide_verify_and_access,
     flags_take_precedence_over_roles,
     role_edits_reach_verification_at_once,
+    a_keys_roles_count_for_its_own_api_calls,
 );
+
+async fn a_keys_roles_count_for_its_own_api_calls() {
+    let app = spawn_app().await;
+    app.post("/v1/roles", json!({"name": "key-manager", "permissions": ["keys:read", "keys:manage"]})).await;
+    let viewer = app.create_key(json!({"name": "viewer key", "roles": ["viewer"]})).await;
+    assert_eq!(app.call(Method::GET, "/v1/members", Some(&viewer.secret), None).await.status, 200);
+    let r = app.call(Method::POST, "/v1/keys", Some(&viewer.secret), Some(json!({"name": "x"}))).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "insufficient_permissions"));
+    let manager = app.create_key(json!({"name": "manager key", "roles": ["key-manager"]})).await;
+    let r = app.call(Method::POST, "/v1/keys", Some(&manager.secret), Some(json!({"name": "made by a role"}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(app.call(Method::GET, "/v1/members", Some(&manager.secret), None).await.status, 403);
+    app.stop().await;
+}
 
 async fn seed_roles(app: &TestApp) {
     declare_catalogue(app).await;
