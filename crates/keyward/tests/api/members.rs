@@ -21,6 +21,7 @@ backend_tests!(
     existing_member_joins_a_second_workspace_with_their_password,
     every_builtin_role_against_every_management_endpoint,
     the_last_owner_stays,
+    two_owners_demoting_each_other_at_once_leave_one,
     only_owners_grant_or_take_the_owner_role,
     removing_a_member_ends_their_sessions_there,
     members_of_one_workspace_never_reach_another,
@@ -433,6 +434,43 @@ async fn the_last_owner_stays() {
     let second_token = app.member_token("second@example.com", "second password").await;
     let r = app.call(Method::DELETE, &format!("/v1/members/{second}"), Some(&second_token), None).await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "last_owner"));
+    app.stop().await;
+}
+
+async fn two_owners_demoting_each_other_at_once_leave_one() {
+    let app = spawn_app().await;
+    let first = app.member_token(OWNER_EMAIL, OWNER_PASSWORD).await;
+    let me = app.call(Method::GET, "/v1/auth/session", Some(&first), None).await.body["member"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second_id = app.add_member("second@example.com", "second password", &["admin"]).await;
+    let promote = json!({"roles": ["owner"]});
+    let r = app.call(Method::PATCH, &format!("/v1/members/{second_id}"), Some(&first), Some(promote.clone())).await;
+    assert_eq!(r.status, 200);
+    let second = app.member_token("second@example.com", "second password").await;
+    for _ in 0..5 {
+        let demote = json!({"roles": ["admin"]});
+        let (path_a, path_b) = (format!("/v1/members/{second_id}"), format!("/v1/members/{me}"));
+        let (a, b) = tokio::join!(
+            app.call(Method::PATCH, &path_a, Some(&first), Some(demote.clone())),
+            app.call(Method::PATCH, &path_b, Some(&second), Some(demote.clone())),
+        );
+        let owners = app.get("/v1/members").await.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["roles"].as_array().unwrap().contains(&json!("owner")))
+            .count();
+        assert_eq!(owners, 1, "exactly one owner left: {} / {}", a.body, b.body);
+        let codes = [&a, &b].map(|r| r.body["code"].as_str().unwrap_or("ok").to_owned());
+        assert!(codes.iter().any(|c| c == "last_owner" || c == "owner_required"), "{codes:?}");
+        // Make both owners again for the next round.
+        let (owner_token, other_id) = if a.status == 200 { (&first, &second_id) } else { (&second, &me) };
+        let r =
+            app.call(Method::PATCH, &format!("/v1/members/{other_id}"), Some(owner_token), Some(promote.clone())).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     app.stop().await;
 }
 
