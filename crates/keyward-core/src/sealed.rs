@@ -93,13 +93,8 @@ impl Keyring {
     /// Seals `plaintext`, bound to `context` (the owner's id: a sealed
     /// secret moved to another record does not open there).
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> SealedSecret {
-        let master = &self.keys[0];
         let data_key: [u8; 32] = random_bytes();
-        let wrap_nonce: [u8; NONCE_LEN] = random_bytes();
-        let wrapped = master
-            .cipher
-            .encrypt(Nonce::from_slice(&wrap_nonce), Payload { msg: &data_key, aad: master.id.as_bytes() })
-            .expect("AES-GCM encrypts 32 bytes");
+        let (wrap_nonce, wrapped) = self.wrap(&data_key);
         let data_nonce: [u8; NONCE_LEN] = random_bytes();
         let cipher = Aes256Gcm::new_from_slice(&data_key).expect("a 32-byte key");
         let ciphertext = cipher
@@ -111,7 +106,18 @@ impl Keyring {
         blob.extend_from_slice(&wrapped);
         blob.extend_from_slice(&data_nonce);
         blob.extend_from_slice(&ciphertext);
-        SealedSecret { key_id: master.id.clone(), blob }
+        SealedSecret { key_id: self.current_id().to_owned(), blob }
+    }
+
+    /// A data key encrypted under the current master key: (nonce, ciphertext).
+    fn wrap(&self, data_key: &[u8; 32]) -> ([u8; NONCE_LEN], Vec<u8>) {
+        let master = &self.keys[0];
+        let nonce: [u8; NONCE_LEN] = random_bytes();
+        let wrapped = master
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: data_key, aad: master.id.as_bytes() })
+            .expect("AES-GCM encrypts 32 bytes");
+        (nonce, wrapped)
     }
 
     fn data_key(&self, sealed: &SealedSecret) -> Result<[u8; 32], Error> {
@@ -144,17 +150,11 @@ impl Keyring {
     /// The same secret with its data key wrapped by the current master key
     /// (the ciphertext itself is unchanged).
     pub fn rewrap(&self, sealed: &SealedSecret) -> Result<SealedSecret, Error> {
-        let data_key = self.data_key(sealed)?;
-        let master = &self.keys[0];
-        let wrap_nonce: [u8; NONCE_LEN] = random_bytes();
-        let wrapped = master
-            .cipher
-            .encrypt(Nonce::from_slice(&wrap_nonce), Payload { msg: &data_key, aad: master.id.as_bytes() })
-            .expect("AES-GCM encrypts 32 bytes");
+        let (wrap_nonce, wrapped) = self.wrap(&self.data_key(sealed)?);
         let mut blob = sealed.blob.clone();
         blob[3..3 + NONCE_LEN].copy_from_slice(&wrap_nonce);
         blob[3 + NONCE_LEN..3 + NONCE_LEN + WRAPPED_LEN].copy_from_slice(&wrapped);
-        Ok(SealedSecret { key_id: master.id.clone(), blob })
+        Ok(SealedSecret { key_id: self.current_id().to_owned(), blob })
     }
 }
 

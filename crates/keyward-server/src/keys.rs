@@ -193,9 +193,10 @@ impl KeyService {
 
     /// Refuses role names the workspace does not define (built-in roles
     /// and its own).
-    /// The workspace's own roles, refusing role names it does not define.
-    async fn check_roles(&self, ws: &Workspace, roles: &[String]) -> Result<Vec<Role>, Error> {
-        let custom = self.store.list_roles(&ws.id).await.map_err(store_error)?;
+    /// The workspace's own roles (from the verifier's memory after the
+    /// first read), refusing role names it does not define.
+    async fn check_roles(&self, ws: &Workspace, roles: &[String]) -> Result<Arc<Vec<Role>>, Error> {
+        let custom = self.verifier.roles(&ws.id).await?;
         for role in roles {
             if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
                 return Err(Error::invalid(

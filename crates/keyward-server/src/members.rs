@@ -80,6 +80,8 @@ const ISSUER: &str = "keyward";
 
 pub struct MemberService {
     store: Arc<dyn Store>,
+    /// Holds each workspace's roles in memory.
+    verifier: Arc<crate::verifier::Verifier>,
     hasher: SecretHasher,
     clock: Arc<dyn Clock>,
     jwt_encoding: jsonwebtoken::EncodingKey,
@@ -93,12 +95,18 @@ pub struct MemberService {
 }
 
 impl MemberService {
-    pub async fn new(store: Arc<dyn Store>, hasher: SecretHasher, clock: Arc<dyn Clock>) -> Self {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<crate::verifier::Verifier>,
+        hasher: SecretHasher,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let jwt_key = hasher.derive("member session jwt");
         let dummy_hash = hash_password(ids::random_base62(24)).await.expect("hashing a generated password");
         let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
         MemberService {
             store,
+            verifier,
             hasher,
             clock,
             jwt_encoding: jsonwebtoken::EncodingKey::from_secret(&jwt_key).expect("an HMAC key of 32 bytes"),
@@ -287,16 +295,16 @@ impl MemberService {
     }
 
     /// The workspace's own roles, when `roles` names any (built-in roles
-    /// need no read).
+    /// need none), from the verifier's memory after the first read.
     async fn custom_roles(
         &self,
         workspace_id: &str,
         roles: &[String],
-    ) -> Result<Vec<keyward_core::member::Role>, Error> {
+    ) -> Result<Arc<Vec<keyward_core::member::Role>>, Error> {
         if roles.iter().all(|r| keyward_core::member::builtin_role(r).is_some()) {
-            return Ok(Vec::new());
+            return Ok(Arc::default());
         }
-        self.store.list_roles(workspace_id).await.map_err(store_error)
+        self.verifier.roles(workspace_id).await
     }
 
     /// Confirms the password of a signed-in member: the session is fresh

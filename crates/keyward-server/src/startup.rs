@@ -136,7 +136,8 @@ impl Services {
             Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone(), config.master_keys.clone()));
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
-        let members = Arc::new(crate::members::MemberService::new(store.clone(), hasher, clock.clone()).await);
+        let members =
+            Arc::new(crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone()).await);
         let workspaces = Arc::new(WorkspaceService::new(
             store.clone(),
             keys.clone(),
