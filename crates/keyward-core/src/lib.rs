@@ -19,6 +19,7 @@
 //! This crate does no IO: no database, no network, no clock of its own (time
 //! comes from the caller), so every rule is tested without sleeping.
 
+pub mod audit;
 pub mod credits;
 pub mod error;
 pub mod expr;

@@ -197,6 +197,7 @@ macro_rules! store_impl {
                     }
                     Write::People(w) => return self.apply_people(conn, w).await,
                     Write::Access(w) => return self.apply_access(conn, w).await,
+                    Write::Audit(w) => return self.apply_audit(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }
@@ -357,19 +358,25 @@ macro_rules! store_impl {
                 let p = self;
                 let mut tx = p.writer.begin().await.map_err(p.classify)?;
                 for d in deltas {
-                    sqlx::query(&p.sql.touch_last_used)
-                        .bind($crate::sql::ms(d.last_used_at))
-                        .bind(&*d.key_id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(p.classify)?;
-                    sqlx::query(&p.sql.add_usage)
-                        .bind(&*d.key_id)
-                        .bind(d.day.format("%Y-%m-%d").to_string())
-                        .bind(i64::try_from(d.count).unwrap_or(i64::MAX))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(p.classify)?;
+                    if let Some(last) = d.last_used_at {
+                        sqlx::query(&p.sql.touch_last_used)
+                            .bind($crate::sql::ms(last))
+                            .bind(&*d.key_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(p.classify)?;
+                    }
+                    let hour = d.hour.timestamp().div_euclid(3600) * 3600;
+                    for (code, count) in &d.counts {
+                        sqlx::query(&p.sql.audit.add_rollup)
+                            .bind(&*d.key_id)
+                            .bind(hour)
+                            .bind(*code)
+                            .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(p.classify)?;
+                    }
                 }
                 tx.commit().await.map_err(p.classify)
             }
@@ -625,24 +632,6 @@ macro_rules! store_impl {
                     return Ok(());
                 }
                 self.pools.guarded(self.pools.flush_usage(deltas)).await
-            }
-
-            async fn key_usage(
-                &self,
-                key_id: &str,
-                since: chrono::NaiveDate,
-            ) -> $crate::Result<Vec<(chrono::NaiveDate, u64)>> {
-                let p = &self.pools;
-                let since = since.format("%Y-%m-%d").to_string();
-                let rows: Vec<(String, i64)> =
-                    $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.key_usage).bind(key_id).bind(&since).fetch_all(&p.reader))?;
-                rows.into_iter()
-                    .map(|(day, count)| {
-                        let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d")
-                            .map_err(|_| $crate::sql::corrupt("usage day"))?;
-                        Ok((day, count.max(0) as u64))
-                    })
-                    .collect()
             }
         }
     };

@@ -18,8 +18,9 @@
 use std::sync::Arc;
 
 pub use access::{Access, AccessWrite};
+pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
@@ -27,6 +28,7 @@ use keyward_core::workspace::Workspace;
 pub use people::{People, PeopleWrite};
 
 pub mod access;
+pub mod audit;
 mod backend;
 mod group;
 pub mod people;
@@ -168,6 +170,8 @@ pub enum Write {
     People(people::PeopleWrite),
     /// Custom roles and sealed secrets.
     Access(access::AccessWrite),
+    /// Appends an entry to its workspace's audit chain.
+    Audit(audit::AuditWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -226,17 +230,20 @@ pub enum CreditSpend {
     Unlimited,
 }
 
-/// Verifications of one key, accumulated in memory and flushed in batches.
+/// Verifications of one key in one UTC hour, by outcome code, accumulated
+/// in memory and flushed in batches.
 #[derive(Debug, Clone)]
 pub struct UsageDelta {
     pub key_id: Arc<str>,
-    pub day: NaiveDate,
-    pub count: u64,
-    pub last_used_at: DateTime<Utc>,
+    /// Any time within the hour.
+    pub hour: DateTime<Utc>,
+    pub counts: Vec<(&'static str, u64)>,
+    /// The latest authenticated use, if any.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
-pub trait Store: people::People + access::Access + Send + Sync + 'static {
+pub trait Store: people::People + access::Access + audit::Audit + Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 
@@ -309,11 +316,9 @@ pub trait Store: people::People + access::Access + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<i64>>;
 
-    /// Adds usage counts and moves `last_used_at` forward; deltas of keys
-    /// deleted meanwhile are dropped.
+    /// Adds usage counts to the hourly rollups and moves `last_used_at`
+    /// forward; deltas of keys deleted meanwhile are dropped.
     async fn record_usage(&self, deltas: &[UsageDelta]) -> Result<()>;
-    /// Per-day counts of a key since `since` (inclusive), oldest first.
-    async fn key_usage(&self, key_id: &str, since: NaiveDate) -> Result<Vec<(NaiveDate, u64)>>;
 }
 
 /// Settings for opening a store.

@@ -88,8 +88,6 @@ pub struct Statements {
     pub find_key_by_lookup_hash: String,
     pub list_keys: String,
     pub touch_last_used: String,
-    pub add_usage: String,
-    pub key_usage: String,
     pub count_live_keys: String,
     pub meta_insert: String,
     pub meta_claim: String,
@@ -117,6 +115,7 @@ pub struct Statements {
     pub notify: Option<String>,
     pub people: crate::people::PeopleStatements,
     pub access: crate::access::AccessStatements,
+    pub audit: crate::audit::AuditStatements,
 }
 
 impl Statements {
@@ -173,10 +172,6 @@ impl Statements {
             )),
             touch_last_used: r("UPDATE api_keys SET last_used_at = $1 \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)"),
-            add_usage: r("INSERT INTO key_usage (key_id, day, count) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = $1) \
-                 ON CONFLICT (key_id, day) DO UPDATE SET count = key_usage.count + excluded.count"),
-            key_usage: r("SELECT day, count FROM key_usage WHERE key_id = $1 AND day >= $2 ORDER BY day"),
             count_live_keys: r("SELECT COUNT(*) FROM api_keys WHERE workspace_id = $1 AND state <> 'revoked'"),
             meta_insert: r("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
             meta_get: r("SELECT value FROM meta WHERE name = $1"),
@@ -232,6 +227,7 @@ impl Statements {
             notify: (dialect == Dialect::Postgres).then(|| "SELECT pg_notify($1, $2)".to_owned()),
             people: crate::people::PeopleStatements::new(dialect),
             access: crate::access::AccessStatements::new(dialect),
+            audit: crate::audit::AuditStatements::new(dialect),
         }
     }
 }
@@ -295,7 +291,7 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         Write::LockKey { key_id, .. } => vec![Invalidation::Key(key_id.clone())],
         // Sessions and memberships are read from the database on every
         // use: nothing is held in memory to drop.
-        Write::InsertMeta { .. } | Write::People(_) => Vec::new(),
+        Write::InsertMeta { .. } | Write::People(_) | Write::Audit(_) => Vec::new(),
         // A workspace's roles are part of what its keys verify against.
         Write::Access(crate::AccessWrite::InsertRole(role) | crate::AccessWrite::UpdateRole { role, .. }) => {
             vec![Invalidation::Workspace(role.workspace_id.clone())]

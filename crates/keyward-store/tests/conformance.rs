@@ -41,6 +41,7 @@ conformance!(
     one_refused_change_does_not_undo_others_committed_with_it,
     bootstrap_marker_is_claimed_once,
     identities_hold_their_keys_limits_and_unique_external_ids,
+    audit_chains_stay_whole_under_concurrent_appends_from_two_nodes,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -179,16 +180,24 @@ async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
     let now = Utc::now().date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
     let delta = |k: &ApiKey, count, at: chrono::DateTime<Utc>| UsageDelta {
         key_id: k.id.clone(),
-        day: at.date_naive(),
-        count,
-        last_used_at: at,
+        hour: at,
+        counts: vec![("VALID", count), ("INVALID_SECRET", 1)],
+        last_used_at: Some(at),
     };
-    // Two nodes flush counts for the same key and day: they add up.
+    // Two nodes flush counts for the same key and hour: they add up, per code.
     ctx.store.record_usage(&[delta(&live, 3, now), delta(&gone, 5, now)]).await.unwrap();
     ctx.store.record_usage(&[delta(&live, 4, now - Duration::seconds(30))]).await.unwrap();
-    let days = ctx.store.key_usage(&live.id, now.date_naive()).await.unwrap();
-    assert_eq!(days, vec![(now.date_naive(), 7)]);
-    assert!(ctx.store.key_usage(&gone.id, now.date_naive()).await.unwrap().is_empty());
+    let since = now - Duration::days(1);
+    let rollups = ctx.store.key_rollups(&live.id, since).await.unwrap();
+    let at = |h: chrono::DateTime<Utc>| h.timestamp() - h.timestamp().rem_euclid(3600);
+    let got: Vec<_> = rollups.iter().map(|r| (r.hour.timestamp(), r.code.as_str(), r.count)).collect();
+    assert_eq!(got, vec![(at(now - Duration::seconds(30)), "INVALID_SECRET", 1), (at(now - Duration::seconds(30)), "VALID", 4), (at(now), "INVALID_SECRET", 1), (at(now), "VALID", 3)]);
+    assert!(ctx.store.key_rollups(&gone.id, since).await.unwrap().is_empty());
+    // The workspace's hours count successes only; pruning drops old hours.
+    let hours = ctx.store.workspace_hours(&ws.id, since).await.unwrap();
+    assert_eq!(hours.iter().map(|(_, c)| c).sum::<u64>(), 7);
+    assert_eq!(ctx.store.prune_rollups(now).await.unwrap(), 2);
+    assert_eq!(ctx.store.key_rollups(&live.id, since).await.unwrap().len(), 2);
     // last_used_at only moves forward.
     let stored = ctx.store.find_key(&live.id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at.map(|t| t.timestamp_millis()), Some(now.timestamp_millis()));
@@ -306,4 +315,61 @@ async fn identities_hold_their_keys_limits_and_unique_external_ids(ctx: Ctx) {
     assert!(store.find_identity("id_acme").await.unwrap().is_none());
     assert_eq!(store.find_key(&k.id).await.unwrap().unwrap().identity, None);
     assert!(matches!(store.commit(delete()).await, Err(StoreError::NotFound)));
+}
+
+fn audit(ws: &Workspace, action: &str, target: &str) -> Write {
+    use keyward_core::audit::{Actor, Event, Outcome, Target};
+    Write::Audit(keyward_store::AuditWrite {
+        event: Event {
+            workspace_id: ws.id.clone(),
+            at: Utc::now(),
+            actor: Actor::system(),
+            action: action.to_owned(),
+            target: Target::new("api_key", target, None),
+            ip: None,
+            user_agent: None,
+            outcome: Outcome::Success,
+            changes: "{}".to_owned(),
+        },
+        key: Arc::new(keyward_core::audit::AuditKey::new([5; 32])),
+    })
+}
+
+async fn audit_chains_stay_whole_under_concurrent_appends_from_two_nodes(ctx: Ctx) {
+    use keyward_core::audit::{AuditKey, ChainCheck};
+    let ws = workspace(&*ctx.store, None).await;
+    let other = keyward_store::open(&ctx.url).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { ctx.store.clone() } else { other.clone() };
+        let write = audit(&ws, "key.created", &format!("key_{i}"));
+        tasks.push(tokio::spawn(async move { store.commit(Change::of(write)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // A refused change leaves no entry behind.
+    let stale = Write::DeleteKey { workspace_id: ws.id.clone(), id: "key_none".into(), expected_version: 1 };
+    let mut change = Change::of(audit(&ws, "key.deleted", "key_none"));
+    change.push(stale);
+    assert!(ctx.store.commit(change).await.is_err());
+
+    let entries = ctx.store.audit_chain(&ws.id, 0, 1000).await.unwrap();
+    assert_eq!(entries.len(), 40);
+    let mut check = ChainCheck::new(AuditKey::new([5; 32]));
+    for e in &entries {
+        check.next(e).unwrap();
+    }
+    let (seq, hash) = ctx.store.audit_head(&ws.id).await.unwrap().unwrap();
+    assert_eq!((seq, hash), check.head());
+
+    // Newest first, filtered, in pages.
+    let filter = keyward_store::AuditFilter { target: Some("key_4".into()), ..Default::default() };
+    let (found, next) = ctx.store.list_audit(&ws.id, &filter, Page { after: None, limit: 10 }).await.unwrap();
+    assert_eq!((found.len(), next), (1, None));
+    let all = keyward_store::AuditFilter::default();
+    let (first, next) = ctx.store.list_audit(&ws.id, &all, Page { after: None, limit: 25 }).await.unwrap();
+    assert_eq!(first[0].seq, 40);
+    let (rest, last) = ctx.store.list_audit(&ws.id, &all, Page { after: next, limit: 25 }).await.unwrap();
+    assert_eq!((rest.len(), rest.last().map(|e| e.seq), last), (15, Some(1), None));
 }
