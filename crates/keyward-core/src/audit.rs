@@ -76,7 +76,7 @@ impl Outcome {
 }
 
 /// What an action was done to.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Target {
     /// One of [`TARGET_TYPES`].
     pub kind: String,

@@ -97,6 +97,11 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    /// Where this node counts verifications.
+    pub fn usage(&self) -> &UsageRecorder {
+        &self.usage
+    }
+
     pub fn new(
         capacity: usize,
         negative_ttl: Duration,
@@ -142,7 +147,7 @@ impl KeyCache {
 
     /// Wraps a record read from the store for caching.
     pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
-        let usage = self.usage.cell(&key.id);
+        let usage = self.usage.cell(&key);
         Arc::new(CachedKey { key, usage, loaded_ms: self.clock.now_ms() })
     }
 

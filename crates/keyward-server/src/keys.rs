@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Duration, DurationRound, Utc};
+use keyward_core::audit::{Outcome, Target};
 use keyward_core::credits::CreditOp;
 use keyward_core::hash::{HashScheme, SecretHash, parse_hex32};
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
@@ -16,13 +17,13 @@ use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{AccessWrite, Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
+use crate::audit::{AuditLog, key_summary, key_target};
 use crate::clock::Clock;
 use crate::identities::{IdentityService, is_identity_race};
 use crate::principal::Principal;
 use crate::verifier::Verifier;
 
 /// Days of per-day usage a key reports.
-pub const USAGE_DAYS: i64 = 90;
 
 pub fn store_error(e: StoreError) -> Error {
     match e {
@@ -87,7 +88,11 @@ pub struct ImportDraft {
 pub struct UsageReport {
     pub key_id: Arc<str>,
     pub last_used_at: Option<chrono::DateTime<Utc>>,
-    pub days: Vec<(NaiveDate, u64)>,
+    pub granularity: &'static str,
+    pub since: chrono::DateTime<Utc>,
+    /// Periods with at least one verification, oldest first: their start
+    /// and the count per outcome code.
+    pub buckets: Vec<(chrono::DateTime<Utc>, std::collections::BTreeMap<String, u64>)>,
 }
 
 pub struct KeyService {
@@ -96,6 +101,7 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     /// The master keys recoverable secrets are sealed with, if configured.
     keyring: Option<Arc<Keyring>>,
+    audit: Arc<AuditLog>,
 }
 
 /// What an edit of a key did: nothing, or changed it, with further writes
@@ -165,8 +171,9 @@ impl KeyService {
         verifier: Arc<Verifier>,
         clock: Arc<dyn Clock>,
         keyring: Option<Arc<Keyring>>,
+        audit: Arc<AuditLog>,
     ) -> Self {
-        KeyService { store, verifier, clock, keyring }
+        KeyService { store, verifier, clock, keyring, audit }
     }
 
     /// Whether recoverable keys can be made (a master key is configured).
@@ -211,8 +218,22 @@ impl KeyService {
     /// A recoverable key's secret, to a signed-in member holding
     /// `keys:reveal` who re-authenticated in the last five minutes.
     pub async fn reveal(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
-        let member = match who {
-            Principal::Member(m) => m,
+        let outcome = self.reveal_secret(who, id).await;
+        let target = Target::new("api_key", id, None);
+        let (result, changes) = match &outcome {
+            Ok(_) => (Outcome::Success, serde_json::json!({})),
+            Err(e) => (Outcome::Failure, serde_json::json!({"error": e.code})),
+        };
+        // A key of another workspace (or none) is nothing to record.
+        if outcome.as_ref().err().is_none_or(|e| e.kind != ErrorKind::NotFound) {
+            self.audit.record(self.audit.entry(who, "key.revealed", target, result, changes)).await;
+        }
+        outcome
+    }
+
+    async fn reveal_secret(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
+        let member = match &who.caller {
+            crate::principal::Caller::Member(m) => m,
             _ => {
                 return Err(Error::forbidden(
                     "member_required",
@@ -294,6 +315,8 @@ impl KeyService {
         &self,
         ws: &Workspace,
         external_id: Option<&str>,
+        who: &Principal,
+        action: &str,
         mut make: impl FnMut() -> Result<(ApiKey, T, Vec<Write>), Error>,
     ) -> Result<(ApiKey, T), Error> {
         let mut attempt = 0;
@@ -308,6 +331,7 @@ impl KeyService {
             }
             change.push(Self::insert_write(ws, &key));
             change.writes.extend(with);
+            change.push(self.audit.write(who, action, key_target(&key), key_summary(&key)));
             match self.store.commit(change).await.map_err(store_error) {
                 Err(e) if attempt == 0 && is_identity_race(&e) => attempt += 1,
                 Err(e) => return Err(e),
@@ -349,7 +373,7 @@ impl KeyService {
         let external_id = draft.external_id.take();
         let valid = draft.validate(&ws, self.clock.now())?;
         let custom = self.check_roles(&ws, &valid.roles).await?;
-        self.insert_for(&ws, external_id.as_deref(), || {
+        self.insert_for(&ws, external_id.as_deref(), who, "key.created", || {
             let (key, secret) = self.new_native(&ws, valid.clone());
             may_hold(who, &key, &custom)?;
             let seal = self.seal_writes(&ws, &key, &secret, true)?;
@@ -375,17 +399,21 @@ impl KeyService {
     /// Reads a key, lets `change` modify it, writes it back if it changed.
     async fn mutate(
         &self,
-        workspace_id: &str,
+        who: &Principal,
         id: &str,
         if_match: Option<i64>,
+        action: &str,
         change: impl FnOnce(&mut ApiKey) -> Result<Edit, Error>,
     ) -> Result<ApiKey, Error> {
-        let mut key = self.load(workspace_id, id).await?;
+        let mut key = self.load(who.workspace_id(), id).await?;
         check_if_match(&key, if_match)?;
         let expected = key.version;
+        let was = key_summary(&key);
         if let Edit::Changed { mut before, after } = change(&mut key)? {
             before.push(Write::UpdateKey { key: key.clone(), expected_version: expected });
             before.extend(after);
+            let changes = crate::audit::diff(&was, &key_summary(&key));
+            before.push(self.audit.write(who, action, key_target(&key), changes));
             self.store.commit(Change { writes: before }).await.map_err(store_error)?;
             self.verifier.cache().put(&key);
         }
@@ -416,7 +444,7 @@ impl KeyService {
                 None => None,
             });
         }
-        self.mutate(&ws.id, id, if_match, |k| {
+        self.mutate(who, id, if_match, "key.updated", |k| {
             let sets_credits = patch.credits.is_some();
             may_hold(who, k, &custom)?;
             k.apply(patch, &ws, now)?;
@@ -446,7 +474,11 @@ impl KeyService {
         }
         let write =
             Write::ChangeCredits { workspace_id: key.workspace_id.clone(), key_id: key.id.to_string(), op, value };
-        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let mut change = Change::of(write);
+        let op_name = format!("{op:?}").to_lowercase();
+        let changes = serde_json::json!({"op": op_name, "value": value, "before": key.credits.map(|c| c.remaining)});
+        change.push(self.audit.write(who, "key.credits_changed", key_target(&key), changes));
+        self.store.commit(change).await.map_err(store_error)?;
         let key = self.load(who.workspace_id(), id).await?;
         self.verifier.cache().put(&key);
         Ok(key)
@@ -454,17 +486,17 @@ impl KeyService {
 
     pub async fn deactivate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.deactivate(self.clock.now())?))).await
+        self.mutate(who, id, None, "key.deactivated", |k| Ok(Edit::when(k.deactivate(self.clock.now())?))).await
     }
 
     pub async fn activate(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| Ok(Edit::when(k.activate(self.clock.now())?))).await
+        self.mutate(who, id, None, "key.activated", |k| Ok(Edit::when(k.activate(self.clock.now())?))).await
     }
 
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who.workspace_id(), id, None, |k| {
+        self.mutate(who, id, None, "key.revoked", |k| {
             if !k.revoke(self.clock.now()) {
                 return Ok(Edit::Unchanged);
             }
@@ -480,7 +512,7 @@ impl KeyService {
         let mut fresh = None;
         let custom = self.check_roles(ws, &[]).await?;
         let key = self
-            .mutate(&ws.id, id, None, |k| {
+            .mutate(who, id, None, "key.rolled", |k| {
                 k.ensure_editable()?;
                 may_hold(who, k, &custom)?;
                 let token_id =
@@ -523,8 +555,11 @@ impl KeyService {
             let mut draft = source.to_valid_draft(name);
             draft.expires_at = expires_at;
             let (key, secret) = self.new_native(ws, draft);
-            let seal = self.seal_writes(ws, &key, &secret, true)?;
-            match self.insert(ws, &key, seal).await {
+            let mut with = self.seal_writes(ws, &key, &secret, true)?;
+            let mut changes = key_summary(&key);
+            changes["source"] = serde_json::Value::from(source.id.to_string());
+            with.push(self.audit.write(who, "key.cloned", key_target(&key), changes));
+            match self.insert(ws, &key, with).await {
                 Err(e) if given.is_none() && e.code == "duplicate_name" => continue,
                 done => return done.map(|()| (key, secret)),
             }
@@ -542,7 +577,9 @@ impl KeyService {
             id: id.to_owned(),
             expected_version: key.version,
         };
-        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let mut change = Change::of(write);
+        change.push(self.audit.write(who, "key.deleted", key_target(&key), key_summary(&key)));
+        self.store.commit(change).await.map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)
     }
@@ -635,17 +672,46 @@ impl KeyService {
             Some(plain) => self.seal_writes(ws, &key, plain, true)?,
             None => Vec::new(),
         };
-        let (key, ()) = self.insert_for(ws, external_id.as_deref(), || Ok((key.clone(), (), seal.clone()))).await?;
+        let (key, ()) = self.insert_for(ws, external_id.as_deref(), who, "key.imported", || Ok((key.clone(), (), seal.clone()))).await?;
         if key.lookup_prefix.is_some() {
             self.verifier.refresh_import_prefixes().await?;
         }
         Ok(key)
     }
 
-    pub async fn usage(&self, who: &Principal, id: &str) -> Result<UsageReport, Error> {
+    /// A key's verifications per day or hour by outcome over `period`
+    /// (default 30 days, at most the retention).
+    pub async fn usage(
+        &self,
+        who: &Principal,
+        id: &str,
+        period: Option<&str>,
+        granularity: Option<&str>,
+    ) -> Result<UsageReport, Error> {
         let key = self.get(who, id).await?;
-        let since = (self.clock.now() - Duration::days(USAGE_DAYS - 1)).date_naive();
-        let days = self.store.key_usage(&key.id, since).await.map_err(store_error)?;
-        Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, days })
+        let hourly = match granularity.unwrap_or("day") {
+            "day" => false,
+            "hour" => true,
+            _ => return Err(Error::invalid("invalid_parameter", "granularity: one of day, hour")),
+        };
+        let (since, _) = self.audit.window(Some(period.unwrap_or("30d")), None, None)?;
+        let since = since.unwrap_or_else(|| self.clock.now());
+        let since = match hourly {
+            true => since.duration_trunc(Duration::hours(1)),
+            false => since.duration_trunc(Duration::days(1)),
+        }
+        .unwrap_or(since);
+        let rollups = self.store.key_rollups(&key.id, since).await.map_err(store_error)?;
+        let mut buckets: Vec<(chrono::DateTime<Utc>, std::collections::BTreeMap<String, u64>)> = Vec::new();
+        for r in rollups {
+            let start = if hourly { r.hour } else { r.hour.duration_trunc(Duration::days(1)).unwrap_or(r.hour) };
+            match buckets.last_mut() {
+                Some((s, counts)) if *s == start => *counts.entry(r.code).or_default() += r.count,
+                _ => buckets.push((start, [(r.code, r.count)].into())),
+            }
+        }
+        let granularity = if hourly { "hour" } else { "day" };
+        Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, granularity, since, buckets })
     }
+
 }

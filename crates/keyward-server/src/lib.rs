@@ -12,9 +12,11 @@
 //! Only [`api`] knows HTTP; nothing here knows SQL.
 
 pub mod api;
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod identities;
+pub mod insights;
 pub mod keys;
 pub mod members;
 pub mod principal;

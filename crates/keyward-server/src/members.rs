@@ -20,7 +20,10 @@ use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{Change, PeopleWrite, Store, StoreError, Write};
 
+use crate::audit::{AuditLog, member_target};
 use crate::clock::Clock;
+use keyward_core::audit::{Outcome, Target};
+use serde_json::json;
 use crate::keys::store_error;
 use crate::principal::{MemberCaller, Principal};
 
@@ -92,6 +95,7 @@ pub struct MemberService {
     /// Bounds how many passwords are hashed at once (argon2id is
     /// deliberately expensive in CPU and memory).
     hashing: tokio::sync::Semaphore,
+    audit: Arc<AuditLog>,
 }
 
 impl MemberService {
@@ -100,6 +104,7 @@ impl MemberService {
         verifier: Arc<crate::verifier::Verifier>,
         hasher: SecretHasher,
         clock: Arc<dyn Clock>,
+        audit: Arc<AuditLog>,
     ) -> Self {
         let jwt_key = hasher.derive("member session jwt");
         let dummy_hash = hash_password(ids::random_base62(24)).await.expect("hashing a generated password");
@@ -114,6 +119,7 @@ impl MemberService {
             dummy_hash,
             throttle: SignInThrottle::default(),
             hashing: tokio::sync::Semaphore::new(parallel * 2),
+            audit,
         }
     }
 
@@ -169,6 +175,7 @@ impl MemberService {
         workspace_id: Option<&str>,
         want_token: bool,
         ip: Option<IpAddr>,
+        user_agent: Option<&str>,
     ) -> Result<SignedIn, Error> {
         let now = self.clock.now();
         let account = email.trim().to_lowercase();
@@ -179,7 +186,17 @@ impl MemberService {
         };
         let hash = member.as_ref().map_or(self.dummy_hash.as_str(), |m| m.password_hash.as_str());
         let good = self.check(hash, password).await;
-        let Some(member) = member.filter(|_| good) else {
+        let Some(member) = member.clone().filter(|_| good) else {
+            // Recorded where the person belongs (an unknown email belongs
+            // nowhere: only the sign-in throttle counts it).
+            if let Some(m) = &member {
+                for ms in self.store.memberships_of(&m.id).await.map_err(store_error)? {
+                    let failed = Outcome::Failure;
+                    let changes = json!({"reason": "invalid_credentials"});
+                    let entry = self.audit.member_entry(&ms.workspace_id, m, ip, user_agent, "member.sign_in_failed", failed, changes);
+                    self.audit.record(entry).await;
+                }
+            }
             return Err(invalid_credentials());
         };
         self.throttle.succeeded(&account, ip);
@@ -215,10 +232,10 @@ impl MemberService {
             fresh_until: Some(now + FRESH_FOR),
             revoked_at: None,
         };
-        self.store
-            .commit(Change::of(Write::People(PeopleWrite::InsertSession(session.clone()))))
-            .await
-            .map_err(store_error)?;
+        let mut change = Change::of(Write::People(PeopleWrite::InsertSession(session.clone())));
+        let changes = json!({"session": session.id, "token": want_token});
+        change.push(self.audit.member_entry(&workspace.id, &member, ip, user_agent, "member.signed_in", Outcome::Success, changes));
+        self.store.commit(change).await.map_err(store_error)?;
         let jwt = want_token.then(|| self.jwt_for(&session)).transpose()?;
         Ok(SignedIn { member, membership, workspace, workspaces, session, cookie_token, jwt })
     }
@@ -279,7 +296,7 @@ impl MemberService {
         let member = self.store.get_member(&session.member_id).await.map_err(store_error)?;
         let (Some(membership), Some(member)) = (membership, member) else { return Err(session_ended()) };
         let custom = self.custom_roles(&session.workspace_id, &membership.roles).await?;
-        Ok(Principal::Member(Arc::new(MemberCaller {
+        Ok(Principal::from(crate::principal::Caller::Member(Arc::new(MemberCaller {
             scopes: role_scopes(&membership.roles, &custom),
             member_id: member.id,
             email: member.email,
@@ -291,7 +308,7 @@ impl MemberService {
             expires_at: session.expires_at,
             session_id: session.id,
             via_cookie,
-        })))
+        }))))
     }
 
     /// The workspace's own roles, when `roles` names any (built-in roles
@@ -335,14 +352,17 @@ impl MemberService {
             .member()
             .ok_or_else(|| Error::forbidden("member_session_required", "Only a signed-in member can sign out"))?;
         let write = PeopleWrite::RevokeSession { id: m.session_id.clone(), at: self.clock.now() };
-        self.store.commit(Change::of(Write::People(write))).await.map_err(store_error)
+        let mut change = Change::of(Write::People(write));
+        let target = member_target(&m.member_id, &m.email);
+        change.push(self.audit.write(who, "member.signed_out", target, json!({"session": m.session_id})));
+        self.store.commit(change).await.map_err(store_error)
     }
 
     /// Sets a member's password (the operator, for a person locked out);
     /// every session of theirs ends. With `None`, a password is generated
     /// and returned.
     pub async fn set_password(&self, who: &Principal, email: &str, password: Option<String>) -> Result<String, Error> {
-        if !matches!(who, Principal::System { .. }) {
+        if !matches!(who.caller, crate::principal::Caller::System { .. }) {
             return Err(Error::forbidden("operator_required", "Only the operator sets a member's password"));
         }
         let email = validate_email(email)?;
@@ -354,6 +374,11 @@ impl MemberService {
         member.updated_at = now;
         let mut change = Change::of(Write::People(PeopleWrite::UpdateMember(member.clone())));
         change.push(Write::People(PeopleWrite::RevokeAllSessions { member_id: member.id.clone(), at: now }));
+        for ms in self.store.memberships_of(&member.id).await.map_err(store_error)? {
+            let target = member_target(&member.id, &member.email);
+            let system = Principal::system(ms.workspace_id);
+            change.push(self.audit.write(&system, "member.password_set", target, json!({"sessionsEnded": true})));
+        }
         self.store.commit(change).await.map_err(store_error)?;
         self.throttle.succeeded(&email, None);
         Ok(password)
@@ -413,7 +438,11 @@ impl MemberService {
             accepted_at: None,
         };
         let write = Write::People(PeopleWrite::InsertInvitation(invitation.clone()));
-        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let mut change = Change::of(write);
+        let target = Target::new("invitation", &invitation.id, Some(&invitation.email));
+        let changes = json!({"email": invitation.email, "name": invitation.name, "roles": invitation.roles});
+        change.push(self.audit.write(who, "member.invited", target, changes));
+        self.store.commit(change).await.map_err(store_error)?;
         Ok(NewInvitation { invitation, token })
     }
 
@@ -424,6 +453,7 @@ impl MemberService {
         token: &str,
         password: &str,
         ip: Option<IpAddr>,
+        user_agent: Option<&str>,
     ) -> Result<(Member, Membership, Workspace), Error> {
         let now = self.clock.now();
         let not_found = || {
@@ -483,6 +513,9 @@ impl MemberService {
         };
         change.push(Write::People(PeopleWrite::AcceptInvitation { id: invitation.id.clone(), at: now }));
         change.push(Write::People(PeopleWrite::InsertMembership(membership.clone())));
+        let changes = json!({"invitation": invitation.id, "roles": membership.roles});
+        let ws = &invitation.workspace_id;
+        change.push(self.audit.member_entry(ws, &member, ip, user_agent, "member.joined", Outcome::Success, changes));
         self.store.commit(change).await.map_err(|e| match e {
             StoreError::NotFound => invitation_used(),
             other => store_error(other),
@@ -512,6 +545,7 @@ impl MemberService {
             who.require(MEMBERS_MANAGE)?;
         }
         let (mut member, mut membership) = self.load(who.workspace_id(), id).await?;
+        let was = json!({"name": member.name, "roles": membership.roles});
         let mut change = Change::new();
         if let Some(name) = name {
             if !themself && self.store.memberships_of(&member.id).await.map_err(store_error)?.len() > 1 {
@@ -539,6 +573,8 @@ impl MemberService {
             }));
         }
         if !change.writes.is_empty() {
+            let changes = crate::audit::diff(&was, &json!({"name": member.name, "roles": membership.roles}));
+            change.push(self.audit.write(who, "member.changed", member_target(&member.id, &member.email), changes));
             self.store.commit(change).await.map_err(|e| match e {
                 StoreError::NotFound => Error::conflict(
                     "concurrent_modification",
@@ -554,14 +590,17 @@ impl MemberService {
     /// in it); the last owner stays.
     pub async fn remove(&self, who: &Principal, id: &str) -> Result<(), Error> {
         who.require(MEMBERS_MANAGE)?;
-        let (_, membership) = self.load(who.workspace_id(), id).await?;
+        let (member, membership) = self.load(who.workspace_id(), id).await?;
         require_owner_for(who, membership.is_owner())?;
         let write = PeopleWrite::RemoveMembership {
             workspace_id: who.workspace_id().to_owned(),
             member_id: id.to_owned(),
             at: self.clock.now(),
         };
-        self.store.commit(Change::of(Write::People(write))).await.map_err(|e| match e {
+        let mut change = Change::of(Write::People(write));
+        let changes = json!({"roles": membership.roles});
+        change.push(self.audit.write(who, "member.removed", member_target(&member.id, &member.email), changes));
+        self.store.commit(change).await.map_err(|e| match e {
             StoreError::NotFound => member_not_found(),
             other => store_error(other),
         })
@@ -570,10 +609,10 @@ impl MemberService {
 
 /// Granting or taking away the owner role is for owners (and the operator).
 fn require_owner_for(who: &Principal, touches_owner: bool) -> Result<(), Error> {
-    let allowed = match who {
-        Principal::System { .. } => true,
-        Principal::Member(m) => m.roles.iter().any(|r| r == OWNER),
-        Principal::ApiKey(..) => false,
+    let allowed = match &who.caller {
+        crate::principal::Caller::System { .. } => true,
+        crate::principal::Caller::Member(m) => m.roles.iter().any(|r| r == OWNER),
+        crate::principal::Caller::ApiKey(..) => false,
     };
     if touches_owner && !allowed {
         return Err(Error::forbidden("owner_required", "Only an owner can grant or take away the owner role"));

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use keyward_core::audit::{Actor, ActorKind};
 use keyward_core::scope::{Flags, Grants, Permission, Scope};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind};
@@ -11,8 +12,17 @@ use keyward_core::{Error, ErrorKind};
 use crate::cache::CachedKey;
 use crate::verifier::Verifier;
 
+/// Who is calling, and from where (recorded in the audit log).
 #[derive(Debug, Clone)]
-pub enum Principal {
+pub struct Principal {
+    pub caller: Caller,
+    /// The client's address (behind a trusted proxy, the one it names).
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Caller {
     /// An API key; with roles, also what they grant (untagged roles and
     /// built-in ones: keyward's own objects carry no tags).
     ApiKey(Arc<CachedKey>, Option<Arc<Vec<Scope>>>),
@@ -66,7 +76,7 @@ impl Principal {
                         Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
                     }
                 };
-                Ok(Principal::ApiKey(key, with_roles))
+                Ok(Caller::ApiKey(key, with_roles).into())
             }
             (VerifyCode::Expired, _) => Err(Error::expired_api_key()),
             _ => Err(Error::invalid_api_key()),
@@ -75,22 +85,39 @@ impl Principal {
 
     /// The operator, acting in one workspace.
     pub fn system(workspace_id: impl Into<String>) -> Self {
-        Principal::System { workspace_id: workspace_id.into() }
+        Caller::System { workspace_id: workspace_id.into() }.into()
+    }
+
+    /// The same caller, as of a request from `ip` with `user_agent`.
+    pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
+        let user_agent = user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect());
+        Principal { ip, user_agent, ..self }
     }
 
     pub fn workspace_id(&self) -> &str {
-        match self {
-            Principal::ApiKey(k, _) => &k.workspace_id,
-            Principal::Member(m) => &m.workspace_id,
-            Principal::System { workspace_id } => workspace_id,
+        match &self.caller {
+            Caller::ApiKey(k, _) => &k.workspace_id,
+            Caller::Member(m) => &m.workspace_id,
+            Caller::System { workspace_id } => workspace_id,
+        }
+    }
+
+    /// The caller as the audit log names it.
+    pub fn actor(&self) -> Actor {
+        match &self.caller {
+            Caller::ApiKey(k, _) => {
+                Actor { kind: ActorKind::Key, id: Some(k.id.to_string()), name: Some(k.name.clone()) }
+            }
+            Caller::Member(m) => Actor { kind: ActorKind::Member, id: Some(m.member_id.clone()), name: Some(m.email.clone()) },
+            Caller::System { .. } => Actor::system(),
         }
     }
 
     /// Refuses with 403 unless the principal holds `permission` (`resource:action`).
     pub fn require(&self, permission: &str) -> Result<(), Error> {
         let required = Permission::parse_required(permission).expect("handlers name valid permissions");
-        match self {
-            Principal::ApiKey(k, with_roles) => {
+        match &self.caller {
+            Caller::ApiKey(k, with_roles) => {
                 let grants = key_grants(k, with_roles);
                 if grants.allows(&required) {
                     Ok(())
@@ -98,7 +125,7 @@ impl Principal {
                     Err(Error::new(ErrorKind::Forbidden, "insufficient_permissions", grants.refusal(Some(&required))))
                 }
             }
-            Principal::Member(m) => {
+            Caller::Member(m) => {
                 let grants = Grants { scopes: &m.scopes, flags: Flags::default() };
                 if grants.allows(&required) {
                     Ok(())
@@ -110,7 +137,7 @@ impl Principal {
                     ))
                 }
             }
-            Principal::System { .. } => Ok(()),
+            Caller::System { .. } => Ok(()),
         }
     }
 
@@ -118,10 +145,10 @@ impl Principal {
     /// caller does not hold itself, through a key's scopes, flags or roles,
     /// or a member's roles. The operator may hand out anything.
     pub fn may_grant(&self, scopes: &[Scope], flags: Flags) -> Result<(), Error> {
-        let missing = match self {
-            Principal::ApiKey(k, with_roles) => key_grants(k, with_roles).ungrantable(scopes, flags),
-            Principal::Member(m) => Grants { scopes: &m.scopes, flags: Flags::default() }.ungrantable(scopes, flags),
-            Principal::System { .. } => None,
+        let missing = match &self.caller {
+            Caller::ApiKey(k, with_roles) => key_grants(k, with_roles).ungrantable(scopes, flags),
+            Caller::Member(m) => Grants { scopes: &m.scopes, flags: Flags::default() }.ungrantable(scopes, flags),
+            Caller::System { .. } => None,
         };
         match missing {
             Some(what) => Err(Error::forbidden(
@@ -134,9 +161,15 @@ impl Principal {
 
     /// The signed-in member, when a member is calling.
     pub fn member(&self) -> Option<&MemberCaller> {
-        match self {
-            Principal::Member(m) => Some(m),
+        match &self.caller {
+            Caller::Member(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+impl From<Caller> for Principal {
+    fn from(caller: Caller) -> Self {
+        Principal { caller, ip: None, user_agent: None }
     }
 }

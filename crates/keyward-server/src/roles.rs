@@ -50,11 +50,17 @@ pub struct RoleService {
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 impl RoleService {
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
-        RoleService { store, verifier, clock }
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<Verifier>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<crate::audit::AuditLog>,
+    ) -> Self {
+        RoleService { store, verifier, clock, audit }
     }
 
     async fn workspace(&self, who: &Principal) -> Result<Workspace, Error> {
@@ -118,7 +124,8 @@ impl RoleService {
             updated_at: now,
         };
         check_tagged(&role)?;
-        self.commit(AccessWrite::InsertRole(role.clone()), &ws).await?;
+        let entry = self.entry(who, "role.created", &role, role_summary(&role));
+        self.commit(AccessWrite::InsertRole(role.clone()), entry, &ws).await?;
         Ok(role)
     }
 
@@ -134,6 +141,7 @@ impl RoleService {
         who.require(ROLES_MANAGE)?;
         let ws = self.workspace(who).await?;
         let mut role = self.load(&ws.id, id).await?;
+        let was = role_summary(&role);
         let old_name = role.name.clone();
         if let Some(name) = patch.name {
             role.name = validate_role_name(&name)?;
@@ -149,7 +157,8 @@ impl RoleService {
         }
         check_tagged(&role)?;
         role.updated_at = self.clock.now();
-        self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, &ws).await?;
+        let entry = self.entry(who, "role.updated", &role, crate::audit::diff(&was, &role_summary(&role)));
+        self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, entry, &ws).await?;
         Ok(role)
     }
 
@@ -157,11 +166,20 @@ impl RoleService {
         who.require(ROLES_MANAGE)?;
         let ws = self.workspace(who).await?;
         let role = self.load(&ws.id, id).await?;
-        self.commit(AccessWrite::DeleteRole { workspace_id: ws.id.clone(), id: role.id, name: role.name }, &ws).await
+        let entry = self.entry(who, "role.deleted", &role, role_summary(&role));
+        self.commit(AccessWrite::DeleteRole { workspace_id: ws.id.clone(), id: role.id, name: role.name }, entry, &ws)
+            .await
     }
 
-    async fn commit(&self, write: AccessWrite, ws: &Workspace) -> Result<(), Error> {
-        self.store.commit(Change::of(Write::Access(write))).await.map_err(|e| match e {
+    fn entry(&self, who: &Principal, action: &str, role: &Role, changes: serde_json::Value) -> Write {
+        let target = keyward_core::audit::Target::new("role", &role.id, Some(&role.name));
+        self.audit.write(who, action, target, changes)
+    }
+
+    async fn commit(&self, write: AccessWrite, entry: Write, ws: &Workspace) -> Result<(), Error> {
+        let mut change = Change::of(Write::Access(write));
+        change.push(entry);
+        self.store.commit(change).await.map_err(|e| match e {
             StoreError::NotFound => role_not_found(),
             StoreError::InUse => Error::conflict(
                 "role_in_use",
@@ -229,4 +247,9 @@ fn validate_permissions(ws: &Workspace, permissions: Vec<String>) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// What an audit entry shows of a role.
+fn role_summary(r: &Role) -> serde_json::Value {
+    serde_json::json!({"name": r.name, "description": r.description, "permissions": r.permissions, "tags": r.tags})
 }

@@ -49,6 +49,11 @@ pub struct ServerConfig {
     /// The URL people reach this server at (behind a proxy), whose origin
     /// cookie-authenticated requests may name besides the request's host.
     pub public_url: Option<String>,
+    /// Days of usage history kept (and the longest period a query may
+    /// ask for).
+    pub retention_days: u32,
+    /// Keys older than this many days are due for rotation (hygiene report).
+    pub rotation_days: u32,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +72,8 @@ impl Default for ServerConfig {
             redis_url: None,
             public_url: None,
             master_keys: None,
+            retention_days: 90,
+            rotation_days: 90,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct Services {
     pub members: Arc<crate::members::MemberService>,
     pub roles: Arc<crate::roles::RoleService>,
     pub usage: Arc<UsageRecorder>,
+    pub audit: Arc<crate::audit::AuditLog>,
+    pub insights: Arc<crate::insights::Insights>,
 }
 
 impl Services {
@@ -110,8 +119,10 @@ impl Services {
                 ids.join(", ")
             );
         }
-        let usage = Arc::new(UsageRecorder::default());
         let clock = config.clock.clone();
+        let usage = Arc::new(UsageRecorder::new(clock.clone()));
+        let retention = chrono::Duration::days(i64::from(config.retention_days));
+        let audit = Arc::new(crate::audit::AuditLog::new(store.clone(), &hasher, clock.clone(), retention));
         let cache = KeyCache::new(
             config.cache_capacity,
             config.negative_cache_ttl,
@@ -130,23 +141,26 @@ impl Services {
             clock.clone(),
             config.ip_failure_limit,
             limiter,
+            audit.clone(),
         ));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         let keys =
-            Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone(), config.master_keys.clone()));
+            Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone(), config.master_keys.clone(), audit.clone()));
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
         let members =
-            Arc::new(crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone()).await);
+            Arc::new(crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone(), audit.clone()).await);
         let workspaces = Arc::new(WorkspaceService::new(
             store.clone(),
             keys.clone(),
             verifier.clone(),
             members.clone(),
             clock.clone(),
+            audit.clone(),
         ));
-        let roles = Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone()));
-        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage })
+        let roles = Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
+        let insights = Arc::new(crate::insights::Insights::new(store.clone(), clock.clone(), config.rotation_days));
+        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights })
     }
 }
 
@@ -188,7 +202,7 @@ impl Application {
     /// flushes pending usage counts.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = AppState::new(&self.services, &self.config);
-        let Services { store, usage, .. } = self.services;
+        let Services { store, usage, audit, .. } = self.services;
         // Other nodes' changes reach this node's caches (PostgreSQL).
         let watcher = store.watch().await.map(|mut notices| {
             let verifier = state.verifier.clone();
@@ -200,7 +214,7 @@ impl Application {
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flusher =
-            tokio::spawn(run_flusher(usage, store.clone(), self.config.usage_flush_interval, stop_rx.clone()));
+            tokio::spawn(run_flusher(usage, store.clone(), audit, self.config.usage_flush_interval, stop_rx.clone()));
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };

@@ -3,78 +3,196 @@
 //! Each key seen by this node has a [`UsageCell`] of atomics, reached from
 //! its cache entry, so counting a use is two relaxed atomic operations: no
 //! lock, no allocation, no write. A background task drains the cells into
-//! one transaction per interval, and once more at shutdown.
+//! the hourly rollups (one transaction per interval, and once more at
+//! shutdown), and records failed authentication in the audit log,
+//! aggregated per key (or, for unknown keys, per address) per minute.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use keyward_store::{Store, UsageDelta};
+use chrono::{DateTime, Utc};
+use keyward_core::audit::{Actor, Event, Outcome, Target};
+use keyward_core::key::ApiKey;
+use keyward_core::verify::VerifyCode;
+use keyward_store::{Change, Store, UsageDelta};
 
-/// Uses of one key since the last flush.
-#[derive(Debug, Default)]
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+
+const CODES: usize = VerifyCode::ALL.len();
+
+/// Verifications of one key since the last flush, by outcome code.
+#[derive(Debug)]
 pub struct UsageCell {
-    count: AtomicU64,
-    /// Milliseconds since the epoch of the latest use.
+    counts: [AtomicU64; CODES],
+    /// Milliseconds since the epoch of the latest authenticated use.
     last_ms: AtomicI64,
+    workspace_id: String,
+    name: String,
 }
 
 impl UsageCell {
-    /// Counts one use at `at_ms` (milliseconds since the epoch).
-    pub fn record(&self, at_ms: i64) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+    fn new(workspace_id: &str, name: &str) -> Self {
+        UsageCell {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            last_ms: AtomicI64::new(0),
+            workspace_id: workspace_id.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Counts one verification with `code` at `at_ms` (milliseconds since
+    /// the epoch); `authenticated` ones move "last used".
+    pub fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64) {
+        self.counts[code.index()].fetch_add(1, Ordering::Relaxed);
+        if authenticated {
+            self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
     }
 }
 
 /// Keys per usage-flush transaction.
 pub const FLUSH_CHUNK: usize = 500;
+/// Failure buckets held at most (per key or address per minute); beyond,
+/// unknown-key failures of a workspace share one bucket.
+const MAX_FAILURE_BUCKETS: usize = 10_000;
 
-#[derive(Default)]
+/// Whether a refused verification is a failed authentication (the key is
+/// unknown, or its secret, state or expiry refused it).
+pub fn is_auth_failure(code: VerifyCode) -> bool {
+    matches!(
+        code,
+        VerifyCode::NotFound
+            | VerifyCode::InvalidSecret
+            | VerifyCode::Expired
+            | VerifyCode::Revoked
+            | VerifyCode::Inactive
+            | VerifyCode::Locked
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FailureBucket {
+    workspace_id: String,
+    target: Target,
+    /// Start of the minute, seconds since the epoch.
+    minute: i64,
+}
+
 pub struct UsageRecorder {
     cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
+    failures: Mutex<HashMap<FailureBucket, BTreeMap<&'static str, u64>>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl UsageRecorder {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        UsageRecorder { cells: Mutex::default(), failures: Mutex::default(), clock }
+    }
+
     /// The cell of a key, created on first sight. Called when a key enters
     /// the cache, not per verification.
-    pub fn cell(&self, key_id: &Arc<str>) -> Arc<UsageCell> {
+    pub fn cell(&self, key: &ApiKey) -> Arc<UsageCell> {
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        cells.entry(key_id.clone()).or_default().clone()
+        cells.entry(key.id.clone()).or_insert_with(|| Arc::new(UsageCell::new(&key.workspace_id, &key.name))).clone()
+    }
+
+    /// Counts a failed authentication with a key id nobody knows, from
+    /// `ip`, in `workspace_id` (whose caller asked).
+    pub fn unknown_key(&self, workspace_id: &str, ip: Option<std::net::IpAddr>, at_ms: i64) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let address = if failures.len() < MAX_FAILURE_BUCKETS { ip.map(|ip| ip.to_string()) } else { None };
+        let bucket = FailureBucket {
+            workspace_id: workspace_id.to_owned(),
+            target: Target { kind: "address".to_owned(), id: address, name: None },
+            minute: at_ms.div_euclid(60_000) * 60,
+        };
+        *failures.entry(bucket).or_default().entry(VerifyCode::NotFound.as_str()).or_default() += 1;
     }
 
     fn take(&self) -> Vec<UsageDelta> {
+        let now = self.clock.now();
+        let minute = now.timestamp().div_euclid(60) * 60;
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut deltas = Vec::new();
         // Cells no cache entry holds any more, and with nothing to flush, go.
         cells.retain(|key_id, cell| {
-            let count = cell.count.swap(0, Ordering::Relaxed);
-            if count > 0 {
-                let last =
-                    Utc.timestamp_millis_opt(cell.last_ms.load(Ordering::Relaxed)).single().unwrap_or_else(Utc::now);
-                deltas.push(UsageDelta { key_id: key_id.clone(), day: last.date_naive(), count, last_used_at: last });
-                return true;
+            let counts: Vec<(&'static str, u64)> = VerifyCode::ALL
+                .iter()
+                .map(|c| (c.as_str(), cell.counts[c.index()].swap(0, Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            if counts.is_empty() {
+                return Arc::strong_count(cell) > 1;
             }
-            Arc::strong_count(cell) > 1
+            for (code, n) in &counts {
+                if VerifyCode::ALL.iter().any(|c| c.as_str() == *code && is_auth_failure(*c)) {
+                    let bucket = FailureBucket {
+                        workspace_id: cell.workspace_id.clone(),
+                        target: Target::new("api_key", key_id.to_string(), Some(&cell.name)),
+                        minute,
+                    };
+                    *failures.entry(bucket).or_default().entry(code).or_default() += n;
+                }
+            }
+            let last = cell.last_ms.swap(0, Ordering::Relaxed);
+            let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
+            deltas.push(UsageDelta { key_id: key_id.clone(), hour: last_used_at.unwrap_or(now), counts, last_used_at });
+            true
         });
         deltas
     }
 
     fn restore(&self, deltas: Vec<UsageDelta>) {
+        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         for d in deltas {
-            let cell = self.cell(&d.key_id);
-            cell.count.fetch_add(d.count, Ordering::Relaxed);
-            cell.last_ms.fetch_max(d.last_used_at.timestamp_millis(), Ordering::Relaxed);
+            let Some(cell) = cells.get(&d.key_id) else { continue };
+            for (code, n) in d.counts {
+                if let Some(c) = VerifyCode::ALL.iter().find(|c| c.as_str() == code) {
+                    cell.counts[c.index()].fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            if let Some(last) = d.last_used_at {
+                cell.last_ms.fetch_max(last.timestamp_millis(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// The failure buckets of minutes that have ended (all, when `all`),
+    /// as audit entries.
+    fn closed_failures(&self, audit: &AuditLog, all: bool) -> Vec<keyward_store::Write> {
+        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<FailureBucket> = failures.keys().filter(|b| all || b.minute < minute).cloned().collect();
+        closed
+            .into_iter()
+            .filter_map(|bucket| {
+                let counts = failures.remove(&bucket)?;
+                let attempts: u64 = counts.values().sum();
+                Some(audit.event(Event {
+                    workspace_id: bucket.workspace_id,
+                    at: DateTime::from_timestamp(bucket.minute, 0).unwrap_or_else(Utc::now),
+                    actor: Actor::system(),
+                    action: "key.auth_failed".to_owned(),
+                    target: bucket.target,
+                    ip: None,
+                    user_agent: None,
+                    outcome: Outcome::Failure,
+                    changes: serde_json::json!({"attempts": attempts, "codes": counts, "period": "1m"}).to_string(),
+                }))
+            })
+            .collect()
     }
 
     /// Writes everything pending, one transaction per [`FLUSH_CHUNK`] keys
     /// so that other writes (creates, revokes) are not held up behind a
-    /// large flush. On failure the unwritten counts are kept for the next
-    /// attempt.
-    pub async fn flush(&self, store: &dyn Store) -> Result<usize, keyward_store::StoreError> {
+    /// large flush, then the failed authentications of ended minutes (all
+    /// of them at shutdown). On failure the unwritten counts are kept for
+    /// the next attempt.
+    pub async fn flush(&self, store: &dyn Store, audit: &AuditLog, all: bool) -> Result<usize, keyward_store::StoreError> {
         let deltas = self.take();
         let mut written = 0;
         for chunk in deltas.chunks(FLUSH_CHUNK) {
@@ -84,29 +202,44 @@ impl UsageRecorder {
             }
             written += chunk.len();
         }
+        let entries = self.closed_failures(audit, all);
+        if !entries.is_empty() {
+            // Lost if the store refuses: a record of attempts, not of state.
+            store.commit(Change { writes: entries }).await?;
+        }
         Ok(written)
     }
 }
 
-/// Flushes every `interval` until `shutdown` fires, then once more.
+/// Flushes every `interval` until `shutdown` fires, then once more; drops
+/// rollups older than the retention once an hour.
 pub async fn run_flusher(
     recorder: Arc<UsageRecorder>,
     store: Arc<dyn Store>,
+    audit: Arc<AuditLog>,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned_hour = i64::MIN;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => break,
         }
-        if let Err(e) = recorder.flush(store.as_ref()).await {
+        if let Err(e) = recorder.flush(store.as_ref(), &audit, false).await {
             tracing::warn!(error = %e, "usage flush failed; will retry");
         }
+        let now = audit.now();
+        if now.timestamp() / 3600 != pruned_hour {
+            pruned_hour = now.timestamp() / 3600;
+            if let Err(e) = store.prune_rollups(now - audit.retention).await {
+                tracing::warn!(error = %e, "pruning usage rollups failed");
+            }
+        }
     }
-    match recorder.flush(store.as_ref()).await {
+    match recorder.flush(store.as_ref(), &audit, true).await {
         Ok(n) => tracing::info!(keys = n, "flushed usage counts at shutdown"),
         Err(e) => tracing::error!(error = %e, "final usage flush failed"),
     }

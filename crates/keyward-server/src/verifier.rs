@@ -95,6 +95,7 @@ impl VerifyMetrics {
 pub const WORKSPACE_CACHE_CAPACITY: usize = 10_000;
 
 pub struct Verifier {
+    audit: Arc<crate::audit::AuditLog>,
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     cache: Arc<KeyCache>,
@@ -129,8 +130,10 @@ impl Verifier {
         clock: Arc<dyn Clock>,
         ip_failure_limit: u32,
         limiter: Limiter,
+        audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
         Verifier {
+            audit,
             limiter,
             identities: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
             throttle: IpThrottle::new(ip_failure_limit, clock.clone()),
@@ -324,7 +327,12 @@ impl Verifier {
         };
         let key = match found {
             Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
-            _ => return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose)),
+            _ => {
+                if let (Some(ws), Purpose::Answer) = (workspace, purpose) {
+                    self.cache.usage().unknown_key(ws, request.ip, now_us / 1000);
+                }
+                return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose));
+            }
         };
         let workspace = match request.path {
             Some(_) => Some(self.workspace(&key.workspace_id).await?),
@@ -374,8 +382,8 @@ impl Verifier {
                 CreditSpend::Unlimited => {}
             }
         }
+        key.usage.record(decision.code, decision.authenticated, now_us / 1000);
         if decision.authenticated {
-            key.usage.record(now_us / 1000);
             if key.secret.scheme == HashScheme::Sha256 {
                 self.upgrade_foreign_hash(&key, token);
             }
@@ -426,8 +434,19 @@ impl Verifier {
             let failures =
                 self.store.count_failed_attempt(&key.id, window_start, now).await.map_err(crate::keys::store_error)?;
             if failures.is_some_and(|n| n >= i64::from(policy.threshold)) {
-                let lock = keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now };
-                self.store.commit(keyward_store::Change::of(lock)).await.map_err(crate::keys::store_error)?;
+                let mut lock = keyward_store::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
+                lock.push(self.audit.event(keyward_core::audit::Event {
+                    workspace_id: key.workspace_id.clone(),
+                    at: now,
+                    actor: keyward_core::audit::Actor::system(),
+                    action: "key.locked".to_owned(),
+                    target: crate::audit::key_target(key),
+                    ip: None,
+                    user_agent: None,
+                    outcome: keyward_core::audit::Outcome::Success,
+                    changes: serde_json::json!({"failures": failures, "threshold": policy.threshold}).to_string(),
+                }));
+                self.store.commit(lock).await.map_err(crate::keys::store_error)?;
                 if let Some(locked) = self.store.find_key(&key.id).await.map_err(crate::keys::store_error)? {
                     self.cache.put(&locked);
                 }

@@ -75,6 +75,7 @@ pub struct WorkspaceService {
     verifier: Arc<crate::verifier::Verifier>,
     members: Arc<crate::members::MemberService>,
     clock: Arc<dyn Clock>,
+    audit: Arc<crate::audit::AuditLog>,
 }
 
 pub const ADMIN_KEY_NAME: &str = "Admin key";
@@ -86,8 +87,9 @@ impl WorkspaceService {
         verifier: Arc<crate::verifier::Verifier>,
         members: Arc<crate::members::MemberService>,
         clock: Arc<dyn Clock>,
+        audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        WorkspaceService { store, keys, verifier, members, clock }
+        WorkspaceService { store, keys, verifier, members, clock, audit }
     }
 
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
@@ -199,6 +201,7 @@ impl WorkspaceService {
     pub async fn update(&self, who: &Principal, patch: WorkspacePatch) -> Result<Workspace, Error> {
         who.require("settings:manage")?;
         let mut ws = self.load(who.workspace_id()).await?;
+        let was = settings_summary(&ws);
         if let Some(name) = patch.name {
             ws.name = validate_workspace_name(&name)?;
         }
@@ -248,7 +251,11 @@ impl WorkspaceService {
         }
         ws.policy.validate()?;
         ws.updated_at = self.clock.now();
-        self.store.commit(Change::of(Write::UpdateWorkspace(ws.clone()))).await.map_err(store_error)?;
+        let mut change = Change::of(Write::UpdateWorkspace(ws.clone()));
+        let changes = crate::audit::diff(&was, &settings_summary(&ws));
+        let target = keyward_core::audit::Target::new("workspace", &ws.id, Some(&ws.name));
+        change.push(self.audit.write(who, "settings.changed", target, changes));
+        self.store.commit(change).await.map_err(store_error)?;
         self.verifier.workspace_changed(&ws);
         Ok(ws)
     }
@@ -321,4 +328,22 @@ async fn enforce_expiry(
         }
     }
     Err(store_error(StoreError::VersionMismatch))
+}
+
+/// What an audit entry shows of a workspace's settings.
+fn settings_summary(ws: &Workspace) -> serde_json::Value {
+    let p = &ws.policy;
+    serde_json::json!({
+        "name": ws.name,
+        "tokenPrefix": ws.token_prefix,
+        "maxKeys": p.max_keys,
+        "defaultKeyLifetimeDays": p.default_key_lifetime_days,
+        "policy": format!("{p:?}"),
+        "routes": ws.routes.len(),
+        "publicPermissions": ws.public_permissions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "identityMetadata": ws.identity_metadata,
+        "lockout": {"threshold": ws.lockout.threshold, "windowMinutes": ws.lockout.window_minutes},
+        "permissionCatalogue": ws.catalogue.iter().map(|c| serde_json::json!({"name": c.name, "actions": c.actions})).collect::<Vec<_>>(),
+        "allowRecoverable": ws.allow_recoverable,
+    })
 }

@@ -52,8 +52,9 @@ pub trait Audit: Send + Sync {
     async fn audit_workspaces(&self) -> Result<Vec<String>>;
     /// A key's rollups from `since` on, oldest first.
     async fn key_rollups(&self, key_id: &str, since: DateTime<Utc>) -> Result<Vec<Rollup>>;
-    /// A workspace's successful verifications per hour since `since`.
-    async fn workspace_hours(&self, workspace_id: &str, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, u64)>>;
+    /// Per key of the workspace: successful verifications per UTC day
+    /// (its start) since `since`, oldest first.
+    async fn key_days(&self, workspace_id: &str, since: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>, u64)>>;
     /// Per key of the workspace: successful verifications per UTC hour of
     /// the day (0–23) since `since`.
     async fn key_hours(&self, workspace_id: &str, since: DateTime<Utc>) -> Result<Vec<(String, u32, u64)>>;
@@ -78,7 +79,7 @@ pub struct AuditStatements {
     pub workspaces: String,
     pub add_rollup: String,
     pub key_rollups: String,
-    pub workspace_hours: String,
+    pub key_days: String,
     pub key_hours: String,
     pub prune: String,
 }
@@ -122,8 +123,9 @@ impl AuditStatements {
                  ON CONFLICT (key_id, hour, code) DO UPDATE SET count = usage_rollups.count + excluded.count"),
             key_rollups: r("SELECT hour, code, count FROM usage_rollups WHERE key_id = $1 AND hour >= $2 \
                  ORDER BY hour, code"),
-            workspace_hours: r("SELECT hour, CAST(SUM(count) AS BIGINT) FROM usage_rollups \
-                 WHERE workspace_id = $1 AND hour >= $2 AND code = 'VALID' GROUP BY hour ORDER BY hour"),
+            key_days: r("SELECT key_id, CAST(hour / 86400 * 86400 AS BIGINT) AS day, CAST(SUM(count) AS BIGINT) \
+                 FROM usage_rollups WHERE workspace_id = $1 AND hour >= $2 AND code = 'VALID' \
+                 GROUP BY key_id, hour / 86400 ORDER BY day, key_id"),
             key_hours: r(&format!(
                 "SELECT key_id, {hour_of_day}, CAST(SUM(count) AS BIGINT) FROM usage_rollups \
                  WHERE workspace_id = $1 AND hour >= $2 AND code = 'VALID' GROUP BY key_id, {hour_of_day}"
@@ -330,20 +332,17 @@ macro_rules! audit_impl {
                     .collect()
             }
 
-            async fn workspace_hours(
+            async fn key_days(
                 &self,
                 workspace_id: &str,
                 since: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::Result<Vec<(chrono::DateTime<chrono::Utc>, u64)>> {
+            ) -> $crate::Result<Vec<(String, chrono::DateTime<chrono::Utc>, u64)>> {
                 let p = &self.pools;
-                let rows: Vec<(i64, i64)> = $crate::backend::read_retry!(
+                let rows: Vec<(String, i64, i64)> = $crate::backend::read_retry!(
                     p,
-                    sqlx::query_as(&p.sql.audit.workspace_hours)
-                        .bind(workspace_id)
-                        .bind(since.timestamp())
-                        .fetch_all(&p.reader)
+                    sqlx::query_as(&p.sql.audit.key_days).bind(workspace_id).bind(since.timestamp()).fetch_all(&p.reader)
                 )?;
-                rows.into_iter().map(|(h, c)| Ok(($crate::audit::hour_time(h)?, c.max(0) as u64))).collect()
+                rows.into_iter().map(|(k, d, c)| Ok((k, $crate::audit::hour_time(d)?, c.max(0) as u64))).collect()
             }
 
             async fn key_hours(

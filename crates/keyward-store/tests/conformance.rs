@@ -194,8 +194,9 @@ async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
     assert_eq!(got, vec![(at(now - Duration::seconds(30)), "INVALID_SECRET", 1), (at(now - Duration::seconds(30)), "VALID", 4), (at(now), "INVALID_SECRET", 1), (at(now), "VALID", 3)]);
     assert!(ctx.store.key_rollups(&gone.id, since).await.unwrap().is_empty());
     // The workspace's hours count successes only; pruning drops old hours.
-    let hours = ctx.store.workspace_hours(&ws.id, since).await.unwrap();
-    assert_eq!(hours.iter().map(|(_, c)| c).sum::<u64>(), 7);
+    let days = ctx.store.key_days(&ws.id, since).await.unwrap();
+    assert_eq!(days.iter().map(|(_, _, c)| c).sum::<u64>(), 7);
+    assert!(days.iter().all(|(k, d, _)| *k == *live.id && d.timestamp() % 86400 == 0));
     assert_eq!(ctx.store.prune_rollups(now).await.unwrap(), 2);
     assert_eq!(ctx.store.key_rollups(&live.id, since).await.unwrap().len(), 2);
     // last_used_at only moves forward.

@@ -247,6 +247,21 @@ fn client_ip(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
         .map(|c| super::forward_auth::client_ip(c.0.ip(), &parts.headers, &state.forward_auth.trusted_proxies))
 }
 
+/// The client's `User-Agent`, as recorded in the audit log.
+pub struct UserAgent(pub Option<String>);
+
+impl FromRequestParts<AppState> for UserAgent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(UserAgent(user_agent(parts)))
+    }
+}
+
+fn user_agent(parts: &Parts) -> Option<String> {
+    parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// Whether a request's `Origin` names this server: the request's own host,
 /// or the configured public URL.
 fn same_origin(parts: &Parts, public_origin: Option<&str>) -> bool {
@@ -301,7 +316,7 @@ impl FromRequestParts<AppState> for Principal {
         {
             throttle.failed(ip);
         }
-        Ok(principal?)
+        Ok(principal?.from_client(ip, user_agent(parts).as_deref()))
     }
 }
 

@@ -566,10 +566,15 @@ pub async fn import_key(
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct UsageDay {
-    #[schema(example = "2026-11-22")]
-    pub date: String,
-    pub count: u64,
+pub struct UsageBucket {
+    /// Start of the day or hour (UTC).
+    #[serde(serialize_with = "super::views::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub start: DateTime<Utc>,
+    /// Successful verifications (`VALID`).
+    pub total: u64,
+    /// Verifications by outcome code (`VALID`, `INVALID_SECRET`, `EXPIRED`, …).
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -579,32 +584,62 @@ pub struct KeyUsage {
     #[serde(serialize_with = "super::views::time_opt::serialize")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used: Option<DateTime<Utc>>,
-    /// Uses over the returned days.
+    /// `day` or `hour`.
+    pub granularity: String,
+    #[serde(serialize_with = "super::views::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub since: DateTime<Utc>,
+    /// Successful verifications over the period.
     pub total: u64,
-    /// Days with at least one use in the last 90 days, oldest first.
-    pub days: Vec<UsageDay>,
+    /// Verifications over the period by outcome code.
+    pub totals: std::collections::BTreeMap<String, u64>,
+    /// Days (or hours) with at least one verification, oldest first.
+    pub data: Vec<UsageBucket>,
 }
 
-#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys", params(("id" = String, Path, description = "Key id")),
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// Back from now, such as `30d` (default) or `24h`; at most the
+    /// retention (90 days unless configured).
+    pub period: Option<String>,
+    /// `day` (default) or `hour`.
+    pub granularity: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys", params(("id" = String, Path, description = "Key id"), UsageQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Per-day use counts (UTC), last 90 days", body = KeyUsage),
+        (status = 200, description = "Verifications per day or hour (UTC) by outcome", body = KeyUsage),
+        (status = 400, description = "Bad period or granularity", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn key_usage(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<UsageQuery>,
 ) -> ApiResult<axum::Json<KeyUsage>> {
-    let report = state.keys.usage(&principal, &id).await?;
+    let report = state.keys.usage(&principal, &id, q.period.as_deref(), q.granularity.as_deref()).await?;
+    let mut totals = std::collections::BTreeMap::new();
+    for (_, counts) in &report.buckets {
+        for (code, n) in counts {
+            *totals.entry(code.clone()).or_insert(0) += n;
+        }
+    }
+    let valid = |c: &std::collections::BTreeMap<String, u64>| c.get("VALID").copied().unwrap_or(0);
     Ok(axum::Json(KeyUsage {
         key_id: report.key_id.to_string(),
         last_used: report.last_used_at,
-        total: report.days.iter().map(|(_, c)| c).sum(),
-        days: report
-            .days
+        granularity: report.granularity.to_owned(),
+        since: report.since,
+        total: valid(&totals),
+        data: report
+            .buckets
             .into_iter()
-            .map(|(d, count)| UsageDay { date: d.format("%Y-%m-%d").to_string(), count })
+            .map(|(start, counts)| UsageBucket { start, total: valid(&counts), counts })
             .collect(),
+        totals,
     }))
 }

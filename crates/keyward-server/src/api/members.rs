@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath, ClientIp};
+use super::extract::{ApiJson, ApiPath, ClientIp, UserAgent};
 use super::workspace::WorkspaceView;
 use crate::members::SESSION_COOKIE;
 use crate::principal::Principal;
@@ -105,10 +105,11 @@ fn session_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(ua): UserAgent,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
-    let signed_in =
-        state.members.login(&body.email, &body.password, body.workspace_id.as_deref(), body.token, ip).await?;
+    let ws = body.workspace_id.as_deref();
+    let signed_in = state.members.login(&body.email, &body.password, ws, body.token, ip, ua.as_deref()).await?;
     let max_age = (signed_in.session.expires_at - signed_in.session.created_at).num_seconds();
     let body = LoginResponse {
         member: MemberView::of(&signed_in.member, &signed_in.membership),
@@ -336,9 +337,10 @@ pub struct AcceptResponse {
 pub async fn accept_invitation(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    UserAgent(ua): UserAgent,
     ApiJson(body): ApiJson<AcceptRequest>,
 ) -> ApiResult<axum::Json<AcceptResponse>> {
-    let (member, membership, ws) = state.members.accept(&body.token, &body.password, ip).await?;
+    let (member, membership, ws) = state.members.accept(&body.token, &body.password, ip, ua.as_deref()).await?;
     Ok(axum::Json(AcceptResponse {
         member: MemberView::of(&member, &membership),
         workspace: WorkspaceRef { id: ws.id, name: ws.name },

@@ -22,6 +22,7 @@ use crate::verifier::Verifier;
 use crate::workspaces::WorkspaceService;
 use error::ApiError;
 
+pub mod audit;
 pub mod compat;
 pub mod credits;
 pub mod error;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub identities: Arc<crate::identities::IdentityService>,
     pub members: Arc<crate::members::MemberService>,
     pub roles: Arc<crate::roles::RoleService>,
+    pub audit: Arc<crate::audit::AuditLog>,
+    pub insights: Arc<crate::insights::Insights>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
     /// cookie-authenticated requests may also name as their `Origin`.
     pub public_origin: Option<String>,
@@ -64,6 +67,8 @@ impl AppState {
             identities: services.identities.clone(),
             members: services.members.clone(),
             roles: services.roles.clone(),
+            audit: services.audit.clone(),
+            insights: services.insights.clone(),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),
             store: services.store.clone(),
@@ -99,6 +104,7 @@ fn origin_of(url: &str) -> String {
         (name = "identities", description = "Customers whose keys share rate limits"),
         (name = "members", description = "Sign-in, sessions, invitations and the workspace's members"),
         (name = "roles", description = "Roles for members and keys, and the permission catalogue"),
+        (name = "audit", description = "The audit log (hash-chained, signed checkpoints), its export, and the key hygiene report"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -137,6 +143,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke_key))
         .routes(routes!(keys::import_key))
         .routes(routes!(keys::key_usage))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::export_audit))
+        .routes(routes!(audit::audit_public_key))
+        .routes(routes!(audit::key_insights))
+        .routes(routes!(audit::activity_log))
         .routes(routes!(credits::change_credits))
         .routes(routes!(identities::create_identity, identities::list_identities))
         .routes(routes!(identities::get_identity, identities::update_identity, identities::delete_identity))
