@@ -46,6 +46,10 @@ pub enum Command {
     /// Operator commands on members (run against the database directly).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Check the audit log's integrity and sign checkpoints of it (run
+    /// against the database directly, with the hash key).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Apply the database's pending migrations and exit (`serve` also does
     /// so at start; several nodes starting at once apply them once).
     Migrate {
@@ -88,7 +92,7 @@ pub struct StorageArgs {
     /// TOML configuration file (keys: listen, database_url,
     /// database_pool_size, data_dir, hash_key_file, master_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
-    /// cache_max_age_ms, ip_failure_limit, redis_url, max_body_bytes, forward_auth_listen,
+    /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -160,6 +164,15 @@ pub struct ServeArgs {
     /// Default: 50
     #[arg(long, env = "KEYWARD_IP_FAILURE_LIMIT", value_name = "N")]
     pub ip_failure_limit: Option<u32>,
+    /// Days of per-key usage history kept (hourly rollups; older ones are
+    /// pruned), and the longest period a query may ask for (1–400).
+    /// Default: 90
+    #[arg(long, env = "KEYWARD_RETENTION_DAYS", value_name = "DAYS")]
+    pub retention_days: Option<u32>,
+    /// Keys older than this many days are reported as due for rotation
+    /// (`keyward keys hygiene`). Default: 90
+    #[arg(long, env = "KEYWARD_ROTATION_DAYS", value_name = "DAYS")]
+    pub rotation_days: Option<u32>,
     /// Redis shared by every node (redis://host:6379): rate limits become
     /// exact across nodes. Without it each node limits on its own.
     #[arg(long, env = "KEYWARD_REDIS_URL", value_name = "URL")]
@@ -238,6 +251,32 @@ pub enum MemberCommand {
         /// The new password (at least 10 characters, not the email).
         #[arg(long, env = "KEYWARD_MEMBER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print a signed checkpoint of a workspace's audit chain (sequence,
+    /// head hash, Ed25519 signature) as JSON, to keep somewhere else.
+    Checkpoint {
+        /// The workspace's id.
+        #[arg(long = "workspace", value_name = "ID")]
+        workspace_id: String,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Walk the audit chains (every workspace's, or one); exit 1 naming
+    /// the first bad entry: edited, removed or inserted, or, against a
+    /// checkpoint, entries removed from the end.
+    Verify {
+        /// Only this workspace.
+        #[arg(long = "workspace", value_name = "ID")]
+        workspace_id: Option<String>,
+        /// A file written by `keyward audit checkpoint` (implies its workspace).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
         #[command(flatten)]
         storage: StorageArgs,
     },
@@ -543,11 +582,24 @@ pub enum KeysCommand {
         #[arg(long)]
         legacy: bool,
     },
-    /// Per-day use counts of a key (last 90 days).
+    /// A key's verifications per day (or hour) by outcome.
     Usage {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+        /// Back from now, such as 30d (default) or 24h.
+        #[arg(long)]
+        period: Option<String>,
+        /// day (default) or hour.
+        #[arg(long)]
+        granularity: Option<String>,
+    },
+    /// The hygiene report: keys never or long unused, due for rotation,
+    /// privileged, without expiry, expiring soon, locked, or used at
+    /// unusual hours, each with the recommended action.
+    Hygiene {
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Ask whether a key is good for a request. Exit status 0 when valid,
     /// 1 when not.

@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub negative_cache_ttl_ms: Option<u64>,
     pub cache_max_age_ms: Option<u64>,
     pub ip_failure_limit: Option<u32>,
+    pub retention_days: Option<u32>,
+    pub rotation_days: Option<u32>,
     pub redis_url: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub forward_auth_listen: Option<std::net::SocketAddr>,
@@ -242,7 +244,17 @@ impl ServeSettings {
         if max_age_ms.is_some_and(|ms| !(100..=86_400_000).contains(&ms)) {
             bail!("the cache max age must be between 100 and 86400000 ms");
         }
+        let retention_days = args.retention_days.or(file.retention_days).unwrap_or(defaults.retention_days);
+        if !(1..=400).contains(&retention_days) {
+            bail!("the retention must be between 1 and 400 days");
+        }
+        let rotation_days = args.rotation_days.or(file.rotation_days).unwrap_or(defaults.rotation_days);
+        if !(1..=3650).contains(&rotation_days) {
+            bail!("the rotation period must be between 1 and 3650 days");
+        }
         let server = ServerConfig {
+            retention_days,
+            rotation_days,
             cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),
             listen: args.listen.or(file.listen).unwrap_or(defaults.listen),
             usage_flush_interval: Duration::from_millis(flush_ms),

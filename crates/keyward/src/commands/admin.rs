@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use keyward_server::workspaces::NewWorkspace;
 use keyward_server::{ServerConfig, Services};
 
@@ -110,6 +112,61 @@ pub async fn set_member_password(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `keyward audit checkpoint`: a signed statement of where a workspace's
+/// chain stands, printed as JSON.
+pub async fn audit_checkpoint(workspace_id: &str, storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    if services.store.get_workspace(workspace_id).await?.is_none() {
+        eprintln!("No workspace {workspace_id} (keyward workspace list shows them)");
+        return Ok(ExitCode::FAILURE);
+    }
+    let checkpoint = services.audit.checkpoint(workspace_id).await.map_err(|e| anyhow::anyhow!(e.message))?;
+    outln!("{}", serde_json::to_string_pretty(&checkpoint)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward audit verify`: walks the chains; exit 1 at the first break.
+pub async fn audit_verify(
+    workspace_id: Option<String>,
+    checkpoint: Option<&std::path::Path>,
+    storage: &StorageArgs,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    let checkpoint: Option<keyward_core::audit::Checkpoint> = match checkpoint {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("{} is not a checkpoint", path.display()))?)
+        }
+        None => None,
+    };
+    let workspaces = match (&workspace_id, &checkpoint) {
+        (Some(id), Some(c)) if *id != c.workspace => {
+            eprintln!("The checkpoint is of workspace {}, not {id}", c.workspace);
+            return Ok(ExitCode::FAILURE);
+        }
+        (Some(id), _) => vec![id.clone()],
+        (None, Some(c)) => vec![c.workspace.clone()],
+        (None, None) => services.audit.workspaces().await.map_err(|e| anyhow::anyhow!(e.message))?,
+    };
+    let mut failed = false;
+    for ws in workspaces {
+        let cp = checkpoint.as_ref().filter(|c| c.workspace == ws);
+        match services.audit.verify(&ws, cp).await {
+            Ok(Ok(n)) => outln!("{ws}: {n} entries, chain intact{}", if cp.is_some() { ", checkpoint reached" } else { "" }),
+            Ok(Err(broken)) => {
+                outln!("{ws}: BROKEN: {broken}");
+                failed = true;
+            }
+            Err(e) => {
+                eprintln!("{ws}: {} ({})", e.message, e.code);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `keyward master-key rotate`: every sealed secret re-wrapped under the

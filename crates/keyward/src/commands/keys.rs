@@ -316,6 +316,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         | KeysCommand::Delete { client, .. }
         | KeysCommand::Import { client, .. }
         | KeysCommand::Usage { client, .. }
+        | KeysCommand::Hygiene { client }
         | KeysCommand::Verify { client, .. } => client,
     };
     let Some(c) = Client::new(client)? else { return Ok(ExitCode::from(USAGE)) };
@@ -391,21 +392,48 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             body.insert("legacy".into(), legacy.into());
             c.show_key(&c.call(Method::POST, "/v1/keys/import", Some(Value::Object(body))).await?);
         }
-        KeysCommand::Usage { id, .. } => {
-            let usage = c.call(Method::GET, &key_path(&id, "/usage"), None).await?;
+        KeysCommand::Usage { id, period, granularity, .. } => {
+            let mut query = Vec::new();
+            query.extend(period.map(|p| format!("period={p}")));
+            query.extend(granularity.map(|g| format!("granularity={g}")));
+            let path = format!("{}?{}", key_path(&id, "/usage"), query.join("&"));
+            let usage = c.call(Method::GET, &path, None).await?;
             if c.json {
                 outln!("{usage}");
             } else {
                 outln!(
-                    "{}: {} uses in the last 90 days; last used {}",
+                    "{}: {} uses since {}; last used {}",
                     s(&usage, "keyId"),
                     usage["total"],
+                    s(&usage, "since"),
                     s(&usage, "lastUsed")
                 );
-                let days = usage["days"].as_array().cloned().unwrap_or_default();
-                let rows: Vec<[String; 2]> =
-                    days.iter().map(|d| [s(d, "date").into(), d["count"].to_string()]).collect();
-                print_rows(["DATE", "USES"], &rows);
+                let data = usage["data"].as_array().cloned().unwrap_or_default();
+                let rows: Vec<[String; 3]> = data
+                    .iter()
+                    .map(|d| {
+                        let failed: u64 = d["counts"]
+                            .as_object()
+                            .map(|m| m.iter().filter(|(k, _)| *k != "VALID").filter_map(|(_, v)| v.as_u64()).sum())
+                            .unwrap_or(0);
+                        [s(d, "start").into(), d["total"].to_string(), failed.to_string()]
+                    })
+                    .collect();
+                print_rows(["START", "USES", "REFUSED"], &rows);
+            }
+        }
+        KeysCommand::Hygiene { .. } => {
+            let report = c.call(Method::GET, "/v1/insights/keys", None).await?;
+            if c.json {
+                outln!("{report}");
+            } else {
+                let findings = report["findings"].as_array().cloned().unwrap_or_default();
+                let rows: Vec<[String; 4]> = findings
+                    .iter()
+                    .map(|f| [s(f, "kind").into(), format!("{} ({})", s(f, "keyName"), s(f, "keyId")), s(f, "detail").into(), s(f, "recommendation").into()])
+                    .collect();
+                print_rows(["FINDING", "KEY", "DETAIL", "RECOMMENDED"], &rows);
+                outln!("{} findings", rows.len());
             }
         }
         KeysCommand::Verify { token, permission, resource, method, path, origin, ip, .. } => {

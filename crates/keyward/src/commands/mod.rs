@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, MasterKeyCommand, MemberCommand, StorageArgs, WorkspaceCommand};
+use crate::cli::{AuditCommand, Cli, Command, MasterKeyCommand, MemberCommand, StorageArgs, WorkspaceCommand};
 use crate::settings::FileConfig;
 
 mod admin;
@@ -48,6 +48,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Member(MemberCommand::SetPassword { email, password, storage }) => {
             admin::set_member_password(&email, password, &storage, &config(&storage)?).await
+        }
+        Command::Audit(AuditCommand::Checkpoint { workspace_id, storage }) => {
+            admin::audit_checkpoint(&workspace_id, &storage, &config(&storage)?).await
+        }
+        Command::Audit(AuditCommand::Verify { workspace_id, checkpoint, storage }) => {
+            admin::audit_verify(workspace_id, checkpoint.as_deref(), &storage, &config(&storage)?).await
         }
         Command::Migrate { storage } => admin::migrate(&storage, &config(&storage)?).await,
         Command::Backup { file: path, storage } => admin::backup(&path, &storage, &config(&storage)?).await,
