@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use keyward_core::Error;
 use keyward_core::audit::{
     ACTIONS, Actor, AuditKey, Break, ChainCheck, Checkpoint, CheckpointSigner, Entry, Event, Outcome, TARGET_TYPES,
     Target,
 };
 use keyward_core::hash::SecretHasher;
 use keyward_core::key::ApiKey;
-use keyward_core::Error;
 use keyward_store::{AuditFilter, AuditWrite, Change, Page, Store, Write};
 use serde_json::{Map, Value, json};
 
@@ -139,18 +139,18 @@ impl AuditLog {
     pub fn filter(&self, q: AuditQuery) -> Result<AuditFilter, Error> {
         fn known(v: Option<String>, allowed: &[&str], name: &'static str) -> Result<Option<String>, Error> {
             match v {
-                Some(v) if !allowed.contains(&v.as_str()) => Err(Error::invalid(
-                    "invalid_parameter",
-                    format!("{name}: not one of {}", allowed.join(", ")),
-                )),
+                Some(v) if !allowed.contains(&v.as_str()) => {
+                    Err(Error::invalid("invalid_parameter", format!("{name}: not one of {}", allowed.join(", "))))
+                }
                 v => Ok(v),
             }
         }
         let outcome = match q.outcome.as_deref() {
             None => None,
-            Some(o) => Some(Outcome::parse(o).ok_or_else(|| {
-                Error::invalid("invalid_parameter", "outcome: not one of success, failure")
-            })?),
+            Some(o) => Some(
+                Outcome::parse(o)
+                    .ok_or_else(|| Error::invalid("invalid_parameter", "outcome: not one of success, failure"))?,
+            ),
         };
         let (from, to) = self.window(q.period.as_deref(), q.from, q.to)?;
         let short = |v: Option<String>, name: &'static str| match v {
@@ -200,7 +200,12 @@ impl AuditLog {
     }
 
     /// Newest first, in pages.
-    pub async fn list(&self, who: &Principal, filter: &AuditFilter, page: Page) -> Result<(Vec<Entry>, Option<i64>), Error> {
+    pub async fn list(
+        &self,
+        who: &Principal,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<Entry>, Option<i64>), Error> {
         who.require(READ)?;
         self.store.list_audit(who.workspace_id(), filter, page).await.map_err(store_error)
     }
@@ -224,7 +229,11 @@ impl AuditLog {
     /// Walks a workspace's chain: the number of entries when whole, else
     /// the first break. With a checkpoint (signed by this server), the
     /// chain must still reach it.
-    pub async fn verify(&self, workspace_id: &str, checkpoint: Option<&Checkpoint>) -> Result<Result<i64, Break>, Error> {
+    pub async fn verify(
+        &self,
+        workspace_id: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<Result<i64, Break>, Error> {
         let signed = match checkpoint {
             Some(c) if c.workspace != workspace_id => {
                 return Err(Error::invalid("invalid_checkpoint", "The checkpoint is of another workspace"));

@@ -93,7 +93,12 @@ impl Insights {
                 ));
             }
         }
-        Ok(Report { generated_at: now, rotation_days: self.rotation_days, usual_hours: usual.into_iter().collect(), findings })
+        Ok(Report {
+            generated_at: now,
+            rotation_days: self.rotation_days,
+            usual_hours: usual.into_iter().collect(),
+            findings,
+        })
     }
 
     fn judge(&self, k: &ApiKey, now: DateTime<Utc>) -> Vec<Finding> {
@@ -125,12 +130,7 @@ impl Insights {
         let grants = k.grants();
         if grants.is_full() || k.flags.administrator || k.flags.account_administrator {
             let what = if grants.is_full() { "Full Access" } else { "administrator-tier access" };
-            out.push(finding(
-                "privileged",
-                k,
-                format!("Holds {what}"),
-                "Narrow it to the permissions its user needs",
-            ));
+            out.push(finding("privileged", k, format!("Holds {what}"), "Narrow it to the permissions its user needs"));
         }
         match k.expires_at {
             None => out.push(finding("no_expiry", k, "Never expires".to_owned(), "Give it an expiry date")),

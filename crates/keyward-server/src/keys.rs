@@ -672,7 +672,9 @@ impl KeyService {
             Some(plain) => self.seal_writes(ws, &key, plain, true)?,
             None => Vec::new(),
         };
-        let (key, ()) = self.insert_for(ws, external_id.as_deref(), who, "key.imported", || Ok((key.clone(), (), seal.clone()))).await?;
+        let (key, ()) = self
+            .insert_for(ws, external_id.as_deref(), who, "key.imported", || Ok((key.clone(), (), seal.clone())))
+            .await?;
         if key.lookup_prefix.is_some() {
             self.verifier.refresh_import_prefixes().await?;
         }
@@ -713,5 +715,4 @@ impl KeyService {
         let granularity = if hourly { "hour" } else { "day" };
         Ok(UsageReport { key_id: key.id, last_used_at: key.last_used_at, granularity, since, buckets })
     }
-
 }

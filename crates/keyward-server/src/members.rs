@@ -22,10 +22,10 @@ use keyward_store::{Change, PeopleWrite, Store, StoreError, Write};
 
 use crate::audit::{AuditLog, member_target};
 use crate::clock::Clock;
-use keyward_core::audit::{Outcome, Target};
-use serde_json::json;
 use crate::keys::store_error;
 use crate::principal::{MemberCaller, Principal};
+use keyward_core::audit::{Outcome, Target};
+use serde_json::json;
 
 pub const MEMBERS_READ: &str = "members:read";
 pub const MEMBERS_MANAGE: &str = "members:manage";
@@ -193,7 +193,15 @@ impl MemberService {
                 for ms in self.store.memberships_of(&m.id).await.map_err(store_error)? {
                     let failed = Outcome::Failure;
                     let changes = json!({"reason": "invalid_credentials"});
-                    let entry = self.audit.member_entry(&ms.workspace_id, m, ip, user_agent, "member.sign_in_failed", failed, changes);
+                    let entry = self.audit.member_entry(
+                        &ms.workspace_id,
+                        m,
+                        ip,
+                        user_agent,
+                        "member.sign_in_failed",
+                        failed,
+                        changes,
+                    );
                     self.audit.record(entry).await;
                 }
             }
@@ -234,7 +242,15 @@ impl MemberService {
         };
         let mut change = Change::of(Write::People(PeopleWrite::InsertSession(session.clone())));
         let changes = json!({"session": session.id, "token": want_token});
-        change.push(self.audit.member_entry(&workspace.id, &member, ip, user_agent, "member.signed_in", Outcome::Success, changes));
+        change.push(self.audit.member_entry(
+            &workspace.id,
+            &member,
+            ip,
+            user_agent,
+            "member.signed_in",
+            Outcome::Success,
+            changes,
+        ));
         self.store.commit(change).await.map_err(store_error)?;
         let jwt = want_token.then(|| self.jwt_for(&session)).transpose()?;
         Ok(SignedIn { member, membership, workspace, workspaces, session, cookie_token, jwt })

@@ -108,7 +108,9 @@ impl Principal {
             Caller::ApiKey(k, _) => {
                 Actor { kind: ActorKind::Key, id: Some(k.id.to_string()), name: Some(k.name.clone()) }
             }
-            Caller::Member(m) => Actor { kind: ActorKind::Member, id: Some(m.member_id.clone()), name: Some(m.email.clone()) },
+            Caller::Member(m) => {
+                Actor { kind: ActorKind::Member, id: Some(m.member_id.clone()), name: Some(m.email.clone()) }
+            }
             Caller::System { .. } => Actor::system(),
         }
     }

@@ -144,12 +144,19 @@ impl Services {
             audit.clone(),
         ));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
-        let keys =
-            Arc::new(KeyService::new(store.clone(), verifier.clone(), clock.clone(), config.master_keys.clone(), audit.clone()));
+        let keys = Arc::new(KeyService::new(
+            store.clone(),
+            verifier.clone(),
+            clock.clone(),
+            config.master_keys.clone(),
+            audit.clone(),
+        ));
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
-        let members =
-            Arc::new(crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone(), audit.clone()).await);
+        let members = Arc::new(
+            crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone(), audit.clone())
+                .await,
+        );
         let workspaces = Arc::new(WorkspaceService::new(
             store.clone(),
             keys.clone(),
@@ -158,7 +165,8 @@ impl Services {
             clock.clone(),
             audit.clone(),
         ));
-        let roles = Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
+        let roles =
+            Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
         let insights = Arc::new(crate::insights::Insights::new(store.clone(), clock.clone(), config.rotation_days));
         Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights })
     }

@@ -23,12 +23,20 @@ use crate::clock::Clock;
 
 const CODES: usize = VerifyCode::ALL.len();
 
-/// Verifications of one key since the last flush, by outcome code.
+const HOUR_MS: i64 = 3_600_000;
+
+/// Verifications of one key since the last flush, by outcome code, in two
+/// slots by the parity of the hour (so counts on either side of an hour's
+/// end stay apart; a flush runs far more often than hourly).
 #[derive(Debug)]
 pub struct UsageCell {
-    counts: [AtomicU64; CODES],
+    counts: [[AtomicU64; CODES]; 2],
+    /// The hour (since the epoch) each slot counts.
+    slot_hour: [AtomicI64; 2],
     /// Milliseconds since the epoch of the latest authenticated use.
     last_ms: AtomicI64,
+    /// … and of the latest failed authentication.
+    failed_ms: AtomicI64,
     workspace_id: String,
     name: String,
 }
@@ -36,8 +44,10 @@ pub struct UsageCell {
 impl UsageCell {
     fn new(workspace_id: &str, name: &str) -> Self {
         UsageCell {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            slot_hour: std::array::from_fn(|_| AtomicI64::new(0)),
             last_ms: AtomicI64::new(0),
+            failed_ms: AtomicI64::new(0),
             workspace_id: workspace_id.to_owned(),
             name: name.to_owned(),
         }
@@ -46,9 +56,16 @@ impl UsageCell {
     /// Counts one verification with `code` at `at_ms` (milliseconds since
     /// the epoch); `authenticated` ones move "last used".
     pub fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64) {
-        self.counts[code.index()].fetch_add(1, Ordering::Relaxed);
+        let hour = at_ms.div_euclid(HOUR_MS);
+        let slot = (hour & 1) as usize;
+        if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
+            self.slot_hour[slot].store(hour, Ordering::Relaxed);
+        }
+        self.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
         if authenticated {
             self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+        } else if is_auth_failure(code) {
+            self.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
         }
     }
 }
@@ -113,35 +130,49 @@ impl UsageRecorder {
     }
 
     fn take(&self) -> Vec<UsageDelta> {
-        let now = self.clock.now();
-        let minute = now.timestamp().div_euclid(60) * 60;
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut deltas = Vec::new();
         // Cells no cache entry holds any more, and with nothing to flush, go.
         cells.retain(|key_id, cell| {
-            let counts: Vec<(&'static str, u64)> = VerifyCode::ALL
-                .iter()
-                .map(|c| (c.as_str(), cell.counts[c.index()].swap(0, Ordering::Relaxed)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
-            if counts.is_empty() {
-                return Arc::strong_count(cell) > 1;
-            }
-            for (code, n) in &counts {
-                if VerifyCode::ALL.iter().any(|c| c.as_str() == *code && is_auth_failure(*c)) {
+            let mut any = false;
+            let last = cell.last_ms.swap(0, Ordering::Relaxed);
+            let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
+            let failed_at = cell.failed_ms.load(Ordering::Relaxed);
+            for slot in 0..2 {
+                let counts: Vec<(&'static str, u64)> = VerifyCode::ALL
+                    .iter()
+                    .map(|c| (c.as_str(), cell.counts[slot][c.index()].swap(0, Ordering::Relaxed)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                if counts.is_empty() {
+                    continue;
+                }
+                any = true;
+                let failed: BTreeMap<&'static str, u64> = VerifyCode::ALL
+                    .iter()
+                    .filter(|c| is_auth_failure(**c))
+                    .filter_map(|c| counts.iter().find(|(code, _)| *code == c.as_str()).copied())
+                    .collect();
+                if !failed.is_empty() {
                     let bucket = FailureBucket {
                         workspace_id: cell.workspace_id.clone(),
                         target: Target::new("api_key", key_id.to_string(), Some(&cell.name)),
-                        minute,
+                        minute: failed_at.div_euclid(60_000) * 60,
                     };
-                    *failures.entry(bucket).or_default().entry(code).or_default() += n;
+                    let into = failures.entry(bucket).or_default();
+                    for (code, n) in failed {
+                        *into.entry(code).or_default() += n;
+                    }
                 }
+                let hour = cell.slot_hour[slot].load(Ordering::Relaxed) * HOUR_MS;
+                let hour = DateTime::from_timestamp_millis(hour).unwrap_or_else(Utc::now);
+                // "Last used" travels with one delta of the key.
+                let last_used_at =
+                    last_used_at.filter(|_| deltas.last().is_none_or(|d: &UsageDelta| d.key_id != *key_id));
+                deltas.push(UsageDelta { key_id: key_id.clone(), hour, counts, last_used_at });
             }
-            let last = cell.last_ms.swap(0, Ordering::Relaxed);
-            let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
-            deltas.push(UsageDelta { key_id: key_id.clone(), hour: last_used_at.unwrap_or(now), counts, last_used_at });
-            true
+            any || Arc::strong_count(cell) > 1
         });
         deltas
     }
@@ -150,9 +181,10 @@ impl UsageRecorder {
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         for d in deltas {
             let Some(cell) = cells.get(&d.key_id) else { continue };
+            let slot = (d.hour.timestamp_millis().div_euclid(HOUR_MS) & 1) as usize;
             for (code, n) in d.counts {
                 if let Some(c) = VerifyCode::ALL.iter().find(|c| c.as_str() == code) {
-                    cell.counts[c.index()].fetch_add(n, Ordering::Relaxed);
+                    cell.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
                 }
             }
             if let Some(last) = d.last_used_at {
@@ -192,7 +224,12 @@ impl UsageRecorder {
     /// large flush, then the failed authentications of ended minutes (all
     /// of them at shutdown). On failure the unwritten counts are kept for
     /// the next attempt.
-    pub async fn flush(&self, store: &dyn Store, audit: &AuditLog, all: bool) -> Result<usize, keyward_store::StoreError> {
+    pub async fn flush(
+        &self,
+        store: &dyn Store,
+        audit: &AuditLog,
+        all: bool,
+    ) -> Result<usize, keyward_store::StoreError> {
         let deltas = self.take();
         let mut written = 0;
         for chunk in deltas.chunks(FLUSH_CHUNK) {

@@ -434,7 +434,8 @@ impl Verifier {
             let failures =
                 self.store.count_failed_attempt(&key.id, window_start, now).await.map_err(crate::keys::store_error)?;
             if failures.is_some_and(|n| n >= i64::from(policy.threshold)) {
-                let mut lock = keyward_store::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
+                let mut lock =
+                    keyward_store::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
                 lock.push(self.audit.event(keyward_core::audit::Event {
                     workspace_id: key.workspace_id.clone(),
                     at: now,

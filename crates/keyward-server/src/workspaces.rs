@@ -112,6 +112,9 @@ impl WorkspaceService {
         let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
         let mut change = Change::of(Write::InsertWorkspace(workspace.clone()));
         change.push(KeyService::insert_write(&workspace, &admin_key));
+        let system = Principal::system(&workspace.id);
+        let target = crate::audit::key_target(&admin_key);
+        change.push(self.audit.write(&system, "key.created", target, crate::audit::key_summary(&admin_key)));
         Ok((NewWorkspace { workspace, admin_key, secret, owner: None }, change))
     }
 
@@ -139,8 +142,10 @@ impl WorkspaceService {
                 ..Default::default()
             };
             let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
-            let write = Write::InsertKey { key: admin_key.clone(), max_live_keys: None };
-            match self.store.commit(Change::of(write)).await {
+            let mut change = Change::of(Write::InsertKey { key: admin_key.clone(), max_live_keys: None });
+            let (system, target) = (Principal::system(&workspace.id), crate::audit::key_target(&admin_key));
+            change.push(self.audit.write(&system, "key.created", target, crate::audit::key_summary(&admin_key)));
+            match self.store.commit(change).await {
                 Ok(()) => {
                     self.verifier.cache().put(&admin_key);
                     return Ok(NewWorkspace { workspace, admin_key, secret, owner: None });
@@ -285,7 +290,10 @@ impl WorkspaceService {
             let mut tasks = tokio::task::JoinSet::new();
             for key in page.keys {
                 let (store, clock, policy) = (self.store.clone(), self.clock.clone(), ws.policy);
-                tasks.spawn(async move { enforce_expiry(store.as_ref(), key, &policy, clock.as_ref()).await });
+                let (audit, who) = (self.audit.clone(), who.clone());
+                tasks.spawn(
+                    async move { enforce_expiry(store.as_ref(), key, &policy, clock.as_ref(), &audit, &who).await },
+                );
             }
             while let Some(done) = tasks.join_next().await {
                 if let Some(key) =
@@ -310,13 +318,19 @@ async fn enforce_expiry(
     mut key: ApiKey,
     policy: &keyward_core::workspace::KeyPolicy,
     clock: &dyn Clock,
+    audit: &crate::audit::AuditLog,
+    who: &Principal,
 ) -> Result<Option<ApiKey>, Error> {
     for _ in 0..3 {
         let expected = key.version;
+        let was = crate::audit::key_summary(&key);
         if !key.enforce_expiry(policy, clock.now()) {
             return Ok(None);
         }
-        match store.commit(Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected })).await {
+        let mut change = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
+        let changes = crate::audit::diff(&was, &crate::audit::key_summary(&key));
+        change.push(audit.write(who, "key.updated", crate::audit::key_target(&key), changes));
+        match store.commit(change).await {
             Ok(()) => return Ok(Some(key)),
             Err(StoreError::VersionMismatch) => {
                 match store.get_key(&key.workspace_id, &key.id).await.map_err(store_error)? {

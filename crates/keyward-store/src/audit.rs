@@ -43,7 +43,12 @@ pub struct Rollup {
 #[async_trait::async_trait]
 pub trait Audit: Send + Sync {
     /// Newest first; the cursor is the last entry's sequence number.
-    async fn list_audit(&self, workspace_id: &str, filter: &AuditFilter, page: Page) -> Result<(Vec<Entry>, Option<i64>)>;
+    async fn list_audit(
+        &self,
+        workspace_id: &str,
+        filter: &AuditFilter,
+        page: Page,
+    ) -> Result<(Vec<Entry>, Option<i64>)>;
     /// Up to `limit` entries after `after_seq`, oldest first (walking the chain).
     async fn audit_chain(&self, workspace_id: &str, after_seq: i64, limit: u32) -> Result<Vec<Entry>>;
     /// The chain's newest sequence number and hash, as the head row says.
@@ -204,16 +209,27 @@ macro_rules! audit_impl {
                 let ws = &write.event.workspace_id;
                 let genesis = keyward_core::audit::GENESIS.to_vec();
                 if sql.init_first {
-                    sqlx::query(&sql.head_init).bind(ws).bind(&genesis).execute(&mut *conn).await.map_err(self.classify)?;
+                    sqlx::query(&sql.head_init)
+                        .bind(ws)
+                        .bind(&genesis)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(self.classify)?;
                 }
-                let mut head: Option<(i64, Vec<u8>)> = sqlx::query_as(&sql.head_lock)
-                    .bind(ws)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(self.classify)?;
+                let mut head: Option<(i64, Vec<u8>)> =
+                    sqlx::query_as(&sql.head_lock).bind(ws).fetch_optional(&mut *conn).await.map_err(self.classify)?;
                 if head.is_none() {
-                    sqlx::query(&sql.head_init).bind(ws).bind(&genesis).execute(&mut *conn).await.map_err(self.classify)?;
-                    head = sqlx::query_as(&sql.head_lock).bind(ws).fetch_optional(&mut *conn).await.map_err(self.classify)?;
+                    sqlx::query(&sql.head_init)
+                        .bind(ws)
+                        .bind(&genesis)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(self.classify)?;
+                    head = sqlx::query_as(&sql.head_lock)
+                        .bind(ws)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(self.classify)?;
                 }
                 let (seq, hash) = head.ok_or_else(|| $crate::sql::corrupt("audit head"))?;
                 let entry = keyward_core::audit::Entry::chain(
@@ -327,7 +343,11 @@ macro_rules! audit_impl {
                 )?;
                 rows.into_iter()
                     .map(|(hour, code, count)| {
-                        Ok($crate::audit::Rollup { hour: $crate::audit::hour_time(hour)?, code, count: count.max(0) as u64 })
+                        Ok($crate::audit::Rollup {
+                            hour: $crate::audit::hour_time(hour)?,
+                            code,
+                            count: count.max(0) as u64,
+                        })
                     })
                     .collect()
             }
@@ -340,7 +360,10 @@ macro_rules! audit_impl {
                 let p = &self.pools;
                 let rows: Vec<(String, i64, i64)> = $crate::backend::read_retry!(
                     p,
-                    sqlx::query_as(&p.sql.audit.key_days).bind(workspace_id).bind(since.timestamp()).fetch_all(&p.reader)
+                    sqlx::query_as(&p.sql.audit.key_days)
+                        .bind(workspace_id)
+                        .bind(since.timestamp())
+                        .fetch_all(&p.reader)
                 )?;
                 rows.into_iter().map(|(k, d, c)| Ok((k, $crate::audit::hour_time(d)?, c.max(0) as u64))).collect()
             }
@@ -353,7 +376,10 @@ macro_rules! audit_impl {
                 let p = &self.pools;
                 let rows: Vec<(String, i64, i64)> = $crate::backend::read_retry!(
                     p,
-                    sqlx::query_as(&p.sql.audit.key_hours).bind(workspace_id).bind(since.timestamp()).fetch_all(&p.reader)
+                    sqlx::query_as(&p.sql.audit.key_hours)
+                        .bind(workspace_id)
+                        .bind(since.timestamp())
+                        .fetch_all(&p.reader)
                 )?;
                 Ok(rows.into_iter().map(|(k, h, c)| (k, h.clamp(0, 23) as u32, c.max(0) as u64)).collect())
             }

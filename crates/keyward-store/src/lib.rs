@@ -18,8 +18,8 @@
 use std::sync::Arc;
 
 pub use access::{Access, AccessWrite};
-pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use async_trait::async_trait;
+pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use chrono::{DateTime, Utc};
 use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;

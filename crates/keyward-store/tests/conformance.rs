@@ -191,7 +191,15 @@ async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
     let rollups = ctx.store.key_rollups(&live.id, since).await.unwrap();
     let at = |h: chrono::DateTime<Utc>| h.timestamp() - h.timestamp().rem_euclid(3600);
     let got: Vec<_> = rollups.iter().map(|r| (r.hour.timestamp(), r.code.as_str(), r.count)).collect();
-    assert_eq!(got, vec![(at(now - Duration::seconds(30)), "INVALID_SECRET", 1), (at(now - Duration::seconds(30)), "VALID", 4), (at(now), "INVALID_SECRET", 1), (at(now), "VALID", 3)]);
+    assert_eq!(
+        got,
+        vec![
+            (at(now - Duration::seconds(30)), "INVALID_SECRET", 1),
+            (at(now - Duration::seconds(30)), "VALID", 4),
+            (at(now), "INVALID_SECRET", 1),
+            (at(now), "VALID", 3)
+        ]
+    );
     assert!(ctx.store.key_rollups(&gone.id, since).await.unwrap().is_empty());
     // The workspace's hours count successes only; pruning drops old hours.
     let days = ctx.store.key_days(&ws.id, since).await.unwrap();

@@ -125,7 +125,11 @@ impl From<&Entry> for AuditEntryView {
             seq: e.seq,
             time: ev.at,
             workspace: ev.workspace_id.clone(),
-            actor: ActorView { kind: ev.actor.kind.as_str().to_owned(), id: ev.actor.id.clone(), name: ev.actor.name.clone() },
+            actor: ActorView {
+                kind: ev.actor.kind.as_str().to_owned(),
+                id: ev.actor.id.clone(),
+                name: ev.actor.name.clone(),
+            },
             action: ev.action.clone(),
             target: TargetView { kind: ev.target.kind.clone(), id: ev.target.id.clone(), name: ev.target.name.clone() },
             ip: ev.ip.clone(),
@@ -239,39 +243,37 @@ pub async fn export_audit(
     // The first page now, so a refusal (403) is an error, not a cut stream.
     let first = state.audit.list(&principal, &filter, Page { after: None, limit: 200 }).await?;
     let audit = state.audit.clone();
-    let stream = futures_util::stream::unfold(
-        (Some(first), csv, false),
-        move |(pending, csv, header_sent)| {
-            let (audit, principal, filter) = (audit.clone(), principal.clone(), filter.clone());
-            async move {
-                if csv && !header_sent {
-                    return Some((Ok::<_, std::io::Error>(CSV_HEADER.to_owned()), (pending, csv, true)));
-                }
-                let (entries, next) = pending?;
-                let mut chunk = String::new();
-                for e in &entries {
-                    if csv {
-                        chunk.push_str(&csv_row(e));
-                    } else {
-                        chunk.push_str(&serde_json::to_string(&AuditEntryView::from(e)).unwrap_or_default());
-                        chunk.push('\n');
-                    }
-                }
-                let pending = match next {
-                    None => None,
-                    Some(after) => match audit.list(&principal, &filter, Page { after: Some(after), limit: 200 }).await {
-                        Ok(page) => Some(page),
-                        Err(e) => {
-                            tracing::warn!(error = %e.message, "audit export stopped");
-                            return Some((Err(std::io::Error::other("audit export failed")), (None, csv, true)));
-                        }
-                    },
-                };
-                Some((Ok(chunk), (pending, csv, true)))
+    let stream = futures_util::stream::unfold((Some(first), csv, false), move |(pending, csv, header_sent)| {
+        let (audit, principal, filter) = (audit.clone(), principal.clone(), filter.clone());
+        async move {
+            if csv && !header_sent {
+                return Some((Ok::<_, std::io::Error>(CSV_HEADER.to_owned()), (pending, csv, true)));
             }
-        },
-    );
-    let (content_type, file) = if csv { ("text/csv; charset=utf-8", "audit.csv") } else { ("application/x-ndjson", "audit.jsonl") };
+            let (entries, next) = pending?;
+            let mut chunk = String::new();
+            for e in &entries {
+                if csv {
+                    chunk.push_str(&csv_row(e));
+                } else {
+                    chunk.push_str(&serde_json::to_string(&AuditEntryView::from(e)).unwrap_or_default());
+                    chunk.push('\n');
+                }
+            }
+            let pending = match next {
+                None => None,
+                Some(after) => match audit.list(&principal, &filter, Page { after: Some(after), limit: 200 }).await {
+                    Ok(page) => Some(page),
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "audit export stopped");
+                        return Some((Err(std::io::Error::other("audit export failed")), (None, csv, true)));
+                    }
+                },
+            };
+            Some((Ok(chunk), (pending, csv, true)))
+        }
+    });
+    let (content_type, file) =
+        if csv { ("text/csv; charset=utf-8", "audit.csv") } else { ("application/x-ndjson", "audit.jsonl") };
     let mut response = axum::body::Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -447,7 +449,9 @@ pub async fn activity_log(
     }
     let since = since.unwrap_or_else(|| state.audit.now());
     let names = key_names(&state, &principal).await?;
-    for (key_id, day, count) in state.store.key_days(principal.workspace_id(), since).await.map_err(crate::keys::store_error)? {
+    for (key_id, day, count) in
+        state.store.key_days(principal.workspace_id(), since).await.map_err(crate::keys::store_error)?
+    {
         activities.push(Activity {
             kind: "api_key".to_owned(),
             event: "used".to_owned(),

@@ -222,7 +222,15 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> R
 /// know); every other API endpoint refuses any query string, as it would an
 /// unknown body field. Gateways' forward-auth, the docs and the operations
 /// endpoints are left alone.
-const QUERY_ENDPOINTS: &[(&str, &str)] = &[("GET", "/v1/keys"), ("GET", "/v1/identities"), ("DELETE", "/api/api-keys")];
+const QUERY_ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/v1/keys"),
+    ("GET", "/v1/identities"),
+    ("DELETE", "/api/api-keys"),
+    ("GET", "/v1/keys/{id}/usage"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/export"),
+    ("GET", "/api/activity-log"),
+];
 
 async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
     let has_query = req.uri().query().is_some_and(|q| !q.is_empty());

@@ -116,7 +116,11 @@ pub async fn set_member_password(
 
 /// `keyward audit checkpoint`: a signed statement of where a workspace's
 /// chain stands, printed as JSON.
-pub async fn audit_checkpoint(workspace_id: &str, storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+pub async fn audit_checkpoint(
+    workspace_id: &str,
+    storage: &StorageArgs,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
     let services = open_services(storage, file).await?;
     if services.store.get_workspace(workspace_id).await?.is_none() {
         eprintln!("No workspace {workspace_id} (keyward workspace list shows them)");
@@ -155,7 +159,9 @@ pub async fn audit_verify(
     for ws in workspaces {
         let cp = checkpoint.as_ref().filter(|c| c.workspace == ws);
         match services.audit.verify(&ws, cp).await {
-            Ok(Ok(n)) => outln!("{ws}: {n} entries, chain intact{}", if cp.is_some() { ", checkpoint reached" } else { "" }),
+            Ok(Ok(n)) => {
+                outln!("{ws}: {n} entries, chain intact{}", if cp.is_some() { ", checkpoint reached" } else { "" })
+            }
             Ok(Err(broken)) => {
                 outln!("{ws}: BROKEN: {broken}");
                 failed = true;

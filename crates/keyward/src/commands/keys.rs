@@ -430,7 +430,14 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 let findings = report["findings"].as_array().cloned().unwrap_or_default();
                 let rows: Vec<[String; 4]> = findings
                     .iter()
-                    .map(|f| [s(f, "kind").into(), format!("{} ({})", s(f, "keyName"), s(f, "keyId")), s(f, "detail").into(), s(f, "recommendation").into()])
+                    .map(|f| {
+                        [
+                            s(f, "kind").into(),
+                            format!("{} ({})", s(f, "keyName"), s(f, "keyId")),
+                            s(f, "detail").into(),
+                            s(f, "recommendation").into(),
+                        ]
+                    })
                     .collect();
                 print_rows(["FINDING", "KEY", "DETAIL", "RECOMMENDED"], &rows);
                 outln!("{} findings", rows.len());

@@ -148,8 +148,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with settings changed by `adjust`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    spawn_app_with_hash_key(&keyward_core::ids::random_bytes::<32>(), adjust).await
+}
+
+/// [`spawn_app_with`] under a hash key the test knows (to run the CLI on
+/// the same database).
+pub async fn spawn_app_with_hash_key(key: &[u8; 32], adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
     let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
-    let hasher = SecretHasher::new(&keyward_core::ids::random_bytes::<32>()).unwrap();
+    let hasher = SecretHasher::new(key).unwrap();
     start(db.url.clone(), hasher, Arc::new(ManualClock::new()), adjust, Some(db)).await
 }
 

@@ -340,7 +340,7 @@ async fn usage_is_counted_and_flushed_in_the_background() {
     app.verify_code(&format!("{}x", &key.secret)).await; // malformed: not a use
     eventually(|| async { app.get(&path).await.body["total"] == 3 }).await;
     let r = app.get(&path).await;
-    assert_eq!(r.body["days"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
     assert!(r.body["lastUsed"].is_string());
     assert!(app.get(&format!("/v1/keys/{}", key.id)).await.body["lastUsed"].is_string());
     app.stop().await;
