@@ -70,14 +70,20 @@ pub trait Audit: Send + Sync {
 const ENTRY_COLUMNS: &str = "workspace_id, seq, at, actor_type, actor_id, actor_name, action, target_type, \
      target_id, target_name, ip, user_agent, outcome, changes, prev_hash, hash, mac";
 
+/// Per workspace, the sequence number and hash of the newest entry this
+/// node appended (bounded by the number of workspaces).
+pub type HeadCache = std::sync::Mutex<std::collections::HashMap<String, (i64, [u8; 32])>>;
+
 pub struct AuditStatements {
-    /// SQLite: claim the head row with a write first, so the transaction
-    /// holds the write lock before it reads (never upgraded mid-way).
-    pub init_first: bool,
+    /// Reads the head and holds it until the transaction ends (PostgreSQL:
+    /// a row lock; SQLite: a write first, so the transaction holds the
+    /// write lock before it reads, never upgraded mid-way).
     pub head_lock: String,
     pub head_init: String,
-    pub head_set: String,
     pub insert: String,
+    /// The insert, only while the head is still the entry it follows
+    /// (PostgreSQL: waiting on, then rechecking, a concurrent append).
+    pub insert_after: String,
     pub list: String,
     pub chain: String,
     pub head: String,
@@ -97,18 +103,37 @@ impl AuditStatements {
             Dialect::Postgres => "CAST((hour / 3600) % 24 AS BIGINT)",
         };
         AuditStatements {
-            init_first: dialect == Dialect::Sqlite,
-            head_lock: r(&format!(
-                "SELECT seq, hash FROM audit_heads WHERE workspace_id = $1{}",
-                if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
-            )),
+            head_lock: match dialect {
+                Dialect::Postgres => "SELECT seq, hash FROM audit_heads WHERE workspace_id = $1 FOR UPDATE".to_owned(),
+                Dialect::Sqlite => {
+                    "UPDATE audit_heads SET seq = seq WHERE workspace_id = ?1 RETURNING seq, hash".to_owned()
+                }
+            },
             head_init: r("INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2) \
                  ON CONFLICT (workspace_id) DO NOTHING"),
-            head_set: r("UPDATE audit_heads SET seq = $2, hash = $3 WHERE workspace_id = $1"),
             insert: r(&format!(
                 "INSERT INTO audit_log ({ENTRY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  $13, $14, $15, $16, $17)"
             )),
+            insert_after: {
+                // PostgreSQL infers no types from a SELECT list: name them.
+                let types = [
+                    "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT",
+                    "TEXT", "TEXT", "BYTEA", "BYTEA", "BYTEA",
+                ];
+                let values: Vec<String> = (1..=17)
+                    .map(|n| match dialect {
+                        Dialect::Postgres => format!("CAST(${n} AS {})", types[n - 1]),
+                        Dialect::Sqlite => format!("?{n}"),
+                    })
+                    .collect();
+                let lock = if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" };
+                r(&format!(
+                    "INSERT INTO audit_log ({ENTRY_COLUMNS}) SELECT {} WHERE EXISTS (SELECT 1 FROM audit_heads \
+                     WHERE workspace_id = $1 AND seq = $2 - 1 AND hash = $15{lock})",
+                    values.join(", ")
+                ))
+            },
             list: r(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE workspace_id = $1 \
                  AND (CAST($2 AS TEXT) IS NULL OR target_type = $2) \
@@ -194,12 +219,39 @@ pub fn hash32(v: Vec<u8>) -> Result<[u8; 32]> {
     <[u8; 32]>::try_from(v).map_err(|_| corrupt("audit head"))
 }
 
+/// Binds an entry's 17 columns, in [`ENTRY_COLUMNS`] order.
+macro_rules! bind_entry {
+    ($q:expr, $entry:expr) => {{
+        let entry: &keyward_core::audit::Entry = $entry;
+        let e = &entry.event;
+        $q.bind(&e.workspace_id)
+            .bind(entry.seq)
+            .bind(e.at_ms())
+            .bind(e.actor.kind.as_str())
+            .bind(&e.actor.id)
+            .bind(&e.actor.name)
+            .bind(&e.action)
+            .bind(&e.target.kind)
+            .bind(&e.target.id)
+            .bind(&e.target.name)
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .bind(e.outcome.as_str())
+            .bind(&e.changes)
+            .bind(entry.prev_hash.to_vec())
+            .bind(entry.hash.to_vec())
+            .bind(entry.mac.to_vec())
+    }};
+}
+pub(crate) use bind_entry;
+
 /// `audit_impl!(Store, Driver)`.
 macro_rules! audit_impl {
     ($store:ty, $db:ty) => {
         impl $crate::backend::Pools<$db> {
-            /// Appends an entry after its workspace's head (locked on
-            /// PostgreSQL until the transaction ends: one chain, in order).
+            /// Appends an entry after its workspace's head, held until the
+            /// transaction ends: one chain, in order. (The head follows the
+            /// insert by trigger.)
             async fn apply_audit(
                 &self,
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -207,15 +259,21 @@ macro_rules! audit_impl {
             ) -> $crate::Result<()> {
                 let sql = &self.sql.audit;
                 let ws = &write.event.workspace_id;
-                let genesis = keyward_core::audit::GENESIS.to_vec();
-                if sql.init_first {
-                    sqlx::query(&sql.head_init)
-                        .bind(ws)
-                        .bind(&genesis)
+                let cached = self.audit_heads.lock().unwrap_or_else(|p| p.into_inner()).get(ws).copied();
+                // Common case: this node appended the newest entry; one
+                // statement appends the next while the head still says so.
+                if let Some((seq, hash)) = cached {
+                    let entry = keyward_core::audit::Entry::chain(seq, hash, write.event.clone(), &write.key);
+                    let done = $crate::audit::bind_entry!(sqlx::query(&sql.insert_after), &entry)
                         .execute(&mut *conn)
                         .await
                         .map_err(self.classify)?;
+                    if done.rows_affected() == 1 {
+                        self.remember_head(ws, &entry);
+                        return Ok(());
+                    }
                 }
+                let genesis = keyward_core::audit::GENESIS.to_vec();
                 let mut head: Option<(i64, Vec<u8>)> =
                     sqlx::query_as(&sql.head_lock).bind(ws).fetch_optional(&mut *conn).await.map_err(self.classify)?;
                 if head.is_none() {
@@ -238,36 +296,21 @@ macro_rules! audit_impl {
                     write.event.clone(),
                     &write.key,
                 );
-                let e = &entry.event;
-                sqlx::query(&sql.insert)
-                    .bind(&e.workspace_id)
-                    .bind(entry.seq)
-                    .bind(e.at_ms())
-                    .bind(e.actor.kind.as_str())
-                    .bind(&e.actor.id)
-                    .bind(&e.actor.name)
-                    .bind(&e.action)
-                    .bind(&e.target.kind)
-                    .bind(&e.target.id)
-                    .bind(&e.target.name)
-                    .bind(&e.ip)
-                    .bind(&e.user_agent)
-                    .bind(e.outcome.as_str())
-                    .bind(&e.changes)
-                    .bind(entry.prev_hash.to_vec())
-                    .bind(entry.hash.to_vec())
-                    .bind(entry.mac.to_vec())
+                $crate::audit::bind_entry!(sqlx::query(&sql.insert), &entry)
                     .execute(&mut *conn)
                     .await
                     .map_err(self.classify)?;
-                sqlx::query(&sql.head_set)
-                    .bind(ws)
-                    .bind(entry.seq)
-                    .bind(entry.hash.to_vec())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(self.classify)?;
+                self.remember_head(ws, &entry);
                 Ok(())
+            }
+        }
+
+        impl $crate::backend::Pools<$db> {
+            /// Notes the entry just appended (if its transaction rolls back,
+            /// the next append finds the head moved and reads it).
+            fn remember_head(&self, ws: &str, entry: &keyward_core::audit::Entry) {
+                let mut heads = self.audit_heads.lock().unwrap_or_else(|p| p.into_inner());
+                heads.insert(ws.to_owned(), (entry.seq, entry.hash));
             }
         }
 

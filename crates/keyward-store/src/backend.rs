@@ -60,6 +60,10 @@ pub struct Pools<DB: sqlx::Database> {
     pub node: String,
     pub channel: String,
     pub breaker: Arc<Breaker>,
+    /// The newest audit entry this node appended per workspace (sequence
+    /// number and hash): the next one is appended in one statement while
+    /// the stored head still matches.
+    pub audit_heads: crate::audit::HeadCache,
 }
 
 /// Runs a read once more when the first attempt lost its connection (a

@@ -47,6 +47,7 @@ impl PostgresStore {
             breaker: Default::default(),
             node: keyward_core::ids::random_base62(12),
             channel: notice_channel(&schema),
+            audit_heads: Default::default(),
         });
         let committer = Committer::start(pools.clone());
         Ok(Self { pools, committer })

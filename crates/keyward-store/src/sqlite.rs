@@ -55,6 +55,7 @@ impl SqliteStore {
             breaker: Default::default(),
             node: String::new(),
             channel: String::new(),
+            audit_heads: Default::default(),
         });
         let committer = Committer::start(pools.clone());
         Ok(Self { pools, committer })

@@ -39,6 +39,15 @@ CREATE TABLE audit_heads (
     hash         BYTEA NOT NULL
 );
 INSERT INTO audit_heads (workspace_id, seq, hash) SELECT id, 0, decode(repeat('00', 32), 'hex') FROM workspaces;
+-- The head follows each appended entry (one statement less per entry).
+CREATE FUNCTION audit_head_follows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE audit_heads SET seq = NEW.seq, hash = NEW.hash WHERE workspace_id = NEW.workspace_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_head_follows();
 
 CREATE TABLE usage_rollups (
     workspace_id TEXT NOT NULL,

@@ -34,6 +34,9 @@ CREATE TABLE audit_heads (
     hash         BLOB NOT NULL
 );
 INSERT INTO audit_heads (workspace_id, seq, hash) SELECT id, 0, zeroblob(32) FROM workspaces;
+-- The head follows each appended entry (one statement less per entry).
+CREATE TRIGGER audit_head_follows AFTER INSERT ON audit_log
+BEGIN UPDATE audit_heads SET seq = NEW.seq, hash = NEW.hash WHERE workspace_id = NEW.workspace_id; END;
 
 CREATE TABLE usage_rollups (
     workspace_id TEXT NOT NULL,
