@@ -45,6 +45,9 @@ pub struct AuditQuery {
     pub to: Option<DateTime<Utc>>,
 }
 
+/// A time window: from (inclusive), to (exclusive); `None`: open.
+pub type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// `7d`, `24h`, `30m`, `2w` → a duration (1 minute to 10 years).
 pub fn parse_period(s: &str) -> Option<Duration> {
     let (n, unit) = s.split_at(s.len().checked_sub(1)?);
@@ -176,7 +179,7 @@ impl AuditLog {
         period: Option<&str>,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
-    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Error> {
+    ) -> Result<Window, Error> {
         let days = self.retention.num_days();
         match (period, from, to) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {

@@ -23,8 +23,6 @@ use crate::identities::{IdentityService, is_identity_race};
 use crate::principal::Principal;
 use crate::verifier::Verifier;
 
-/// Days of per-day usage a key reports.
-
 pub fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::key_not_found(),

@@ -383,10 +383,8 @@ impl Verifier {
             }
         }
         key.usage.record(decision.code, decision.authenticated, now_us / 1000);
-        if decision.authenticated {
-            if key.secret.scheme == HashScheme::Sha256 {
-                self.upgrade_foreign_hash(&key, token);
-            }
+        if decision.authenticated && key.secret.scheme == HashScheme::Sha256 {
+            self.upgrade_foreign_hash(&key, token);
         }
         let ratelimits = checks.iter().map(|c| c.limit.name.clone()).zip(spent.states).collect();
         let mut v = self.finish(started, decision, Some(key), purpose);

@@ -466,8 +466,12 @@ fn every_key_operation_is_a_cli_command() {
     assert_eq!(json(&["keys", "activate", &id])["state"], "active");
     assert_eq!(json(&["keys", "revoke", &id])["state"], "revoked");
     assert_eq!(json(&["keys", "get", &id])["state"], "revoked");
-    let usage = json(&["keys", "usage", &id]);
-    assert_eq!(usage["keyId"], id.as_str());
+    let usage = json(&["keys", "usage", &id, "--period", "24h", "--granularity", "hour"]);
+    assert_eq!((usage["keyId"].as_str(), usage["granularity"].as_str()), (Some(id.as_str()), Some("hour")));
+    let hygiene = json(&["keys", "hygiene"]);
+    assert!(hygiene["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "privileged"), "{hygiene}");
+    let (code, table, _) = client(&server, &admin, &["keys", "hygiene"], "");
+    assert!(code == 0 && table.starts_with("FINDING") && table.contains("Narrow it"), "{table}");
     assert_eq!(json(&["keys", "delete", &id])["deleted"], id.as_str());
     let imported = client(
         &server,

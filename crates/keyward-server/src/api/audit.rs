@@ -222,7 +222,8 @@ fn csv_row(e: &Entry) -> String {
     responses(
         (status = 200, description = "Every matching entry, newest first, streamed as JSON lines \
             (application/x-ndjson, one entry as in /v1/audit per line) or CSV (text/csv, a header row, \
-            every field quoted, changes as JSON)", content_type = "application/x-ndjson", body = String),
+            every field quoted, changes as JSON)",
+            content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "Unknown format or filter", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     ))]
@@ -464,7 +465,7 @@ pub async fn activity_log(
             until: Some(day + chrono::Duration::days(1)),
         });
     }
-    activities.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+    activities.sort_by_key(|a| std::cmp::Reverse(a.timestamp));
     activities.truncate(ACTIVITY_LIMIT);
     Ok(axum::Json(ActivityLog { activities }))
 }
