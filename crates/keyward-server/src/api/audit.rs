@@ -75,17 +75,10 @@ impl AuditListQuery {
     }
 }
 
+/// Who acted (`member`, `key` or `system`), or what was acted on (`api_key`,
+/// `member`, `invitation`, `role`, `workspace`, `address`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ActorView {
-    /// `member`, `key` or `system`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub id: Option<String>,
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TargetView {
+pub struct PartyView {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: Option<String>,
@@ -102,9 +95,9 @@ pub struct AuditEntryView {
     #[schema(value_type = String, format = DateTime)]
     pub time: DateTime<Utc>,
     pub workspace: String,
-    pub actor: ActorView,
+    pub actor: PartyView,
     pub action: String,
-    pub target: TargetView,
+    pub target: PartyView,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     /// `success` or `failure`.
@@ -125,13 +118,13 @@ impl From<&Entry> for AuditEntryView {
             seq: e.seq,
             time: ev.at,
             workspace: ev.workspace_id.clone(),
-            actor: ActorView {
+            actor: PartyView {
                 kind: ev.actor.kind.as_str().to_owned(),
                 id: ev.actor.id.clone(),
                 name: ev.actor.name.clone(),
             },
             action: ev.action.clone(),
-            target: TargetView { kind: ev.target.kind.clone(), id: ev.target.id.clone(), name: ev.target.name.clone() },
+            target: PartyView { kind: ev.target.kind.clone(), id: ev.target.id.clone(), name: ev.target.name.clone() },
             ip: ev.ip.clone(),
             user_agent: ev.user_agent.clone(),
             outcome: ev.outcome.as_str().to_owned(),
