@@ -50,7 +50,13 @@ pub type Window = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// `7d`, `24h`, `30m`, `2w` → a duration (1 minute to 10 years).
 pub fn parse_period(s: &str) -> Option<Duration> {
+    if !s.is_ascii() {
+        return None;
+    }
     let (n, unit) = s.split_at(s.len().checked_sub(1)?);
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let n: i64 = n.parse().ok().filter(|n| (1..=5000).contains(n))?;
     match unit {
         "m" => Some(Duration::minutes(n)),
@@ -275,6 +281,23 @@ impl AuditLog {
     /// Every workspace with a chain.
     pub async fn workspaces(&self) -> Result<Vec<String>, Error> {
         self.store.audit_workspaces().await.map_err(store_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_period;
+    use chrono::Duration;
+
+    #[test]
+    fn periods_parse_and_anything_else_is_none() {
+        assert_eq!(parse_period("7d"), Some(Duration::days(7)));
+        assert_eq!(parse_period("24h"), Some(Duration::hours(24)));
+        assert_eq!(parse_period("30m"), Some(Duration::minutes(30)));
+        assert_eq!(parse_period("2w"), Some(Duration::weeks(2)));
+        for bad in ["", "d", "7", "7x", "0d", "-1d", "+1d", "7é", "é", "1.5d", "99999999999d"] {
+            assert_eq!(parse_period(bad), None, "{bad}");
+        }
     }
 }
 

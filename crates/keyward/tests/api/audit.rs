@@ -232,6 +232,7 @@ async fn queries_filter_page_and_refuse_bad_parameters() {
         ("action=key.exploded", "action"),
         ("outcome=maybe", "outcome"),
         ("period=7x", "period"),
+        ("period=7%C3%A9", "period"),
         ("period=400d", "period"),
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("from=yesterday", "from"),
@@ -434,7 +435,7 @@ async fn usage_counts_match_the_verifications_made() {
     let per_hour: Vec<u64> = hourly["data"].as_array().unwrap().iter().map(|b| b["total"].as_u64().unwrap()).collect();
     assert_eq!(per_hour, [4, 2]);
     assert!(app.get(&format!("/v1/keys/{}", key.id)).await.body["lastUsed"].is_string());
-    for bad in ["granularity=minute", "period=0d", "period=1000d", "period=x"] {
+    for bad in ["granularity=minute", "period=0d", "period=1000d", "period=x", "period=%E2%82%AC"] {
         let r = app.get(&format!("{path}?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
