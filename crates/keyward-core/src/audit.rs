@@ -242,6 +242,8 @@ pub enum Break {
     BadMac { seq: i64 },
     #[error("entry {seq}: expected entry {expected} here; entries {expected}..{seq} are missing (removed)")]
     Missing { seq: i64, expected: i64 },
+    #[error("entry {seq}: out of sequence after entry {after} (inserted)")]
+    OutOfSequence { seq: i64, after: i64 },
     #[error("entry {seq}: it does not follow entry {prev} (an entry was inserted or removed before it)")]
     Unlinked { seq: i64, prev: i64 },
     #[error("entries after {last} were removed from the end: the head (or checkpoint) names entry {head}")]
@@ -275,6 +277,9 @@ impl ChainCheck {
         }
         if self.key.mac(&entry.hash) != entry.mac {
             return Err(Break::BadMac { seq });
+        }
+        if seq <= self.last_seq {
+            return Err(Break::OutOfSequence { seq, after: self.last_seq });
         }
         if seq != self.last_seq + 1 {
             return Err(Break::Missing { seq, expected: self.last_seq + 1 });
@@ -419,6 +424,17 @@ mod tests {
         let mut removed = entries.clone();
         removed.remove(1);
         assert_eq!(check(&removed, &key).unwrap_err(), Break::Missing { seq: 3, expected: 2 });
+
+        // An entry numbered before the first (written straight into the
+        // database) is out of sequence, whatever its hash.
+        let mut early = entries.clone();
+        let mut zero = Entry::chain(-1, GENESIS, event(9), &key);
+        zero.seq = 0;
+        early.insert(0, zero);
+        assert!(matches!(
+            check(&early, &key).unwrap_err(),
+            Break::Edited { seq: 0 } | Break::OutOfSequence { seq: 0, .. }
+        ));
 
         let c = check(&entries[..3], &key).unwrap();
         assert_eq!(c.reaches(5, None, None).unwrap_err(), Break::Truncated { last: 3, head: 5 });

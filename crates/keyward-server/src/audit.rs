@@ -163,8 +163,8 @@ impl AuditLog {
         };
         let (from, to) = self.window(q.period.as_deref(), q.from, q.to)?;
         let short = |v: Option<String>, name: &'static str| match v {
-            Some(v) if v.is_empty() || v.len() > 128 => {
-                Err(Error::invalid("invalid_parameter", format!("{name}: 1 to 128 characters")))
+            Some(v) if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) => {
+                Err(Error::invalid("invalid_parameter", format!("{name}: 1 to 128 characters, no control characters")))
             }
             v => Ok(v),
         };
@@ -206,6 +206,12 @@ impl AuditLog {
             (None, Some(f), Some(t)) if f > t => Err(Error::invalid("invalid_parameter", "from: after to")),
             (None, from, to) => Ok((from, to)),
         }
+    }
+
+    /// `days` days back, or the whole retention when shorter (a default
+    /// `period`).
+    pub fn default_period(&self, days: i64) -> String {
+        format!("{}d", days.min(self.retention.num_days()).max(1))
     }
 
     /// Newest first, in pages.
@@ -250,13 +256,17 @@ impl AuditLog {
             Some(c) => Some((c.seq, c.verify(&self.public_key())?)),
             None => None,
         };
+        // The head as it stands before the walk: entries appended meanwhile
+        // are walked too, never mistaken for a cut.
+        let head = self.store.audit_head(workspace_id).await.map_err(store_error)?.map_or(0, |(seq, _)| seq);
         let mut check = ChainCheck::new((*self.key).clone());
         let mut at_checkpoint = None;
+        // From the very start: a row numbered 0 or below is read (and refused) too.
+        let mut after = i64::MIN;
         loop {
-            let batch = self.store.audit_chain(workspace_id, check.head().0, 1000).await.map_err(store_error)?;
-            if batch.is_empty() {
-                break;
-            }
+            let batch = self.store.audit_chain(workspace_id, after, 1000).await.map_err(store_error)?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
             for entry in &batch {
                 if let Err(b) = check.next(entry) {
                     return Ok(Err(b));
@@ -266,7 +276,6 @@ impl AuditLog {
                 }
             }
         }
-        let head = self.store.audit_head(workspace_id).await.map_err(store_error)?.map_or(0, |(seq, _)| seq);
         if let Err(b) = check.reaches(head, None, None) {
             return Ok(Err(b));
         }
@@ -281,23 +290,6 @@ impl AuditLog {
     /// Every workspace with a chain.
     pub async fn workspaces(&self) -> Result<Vec<String>, Error> {
         self.store.audit_workspaces().await.map_err(store_error)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_period;
-    use chrono::Duration;
-
-    #[test]
-    fn periods_parse_and_anything_else_is_none() {
-        assert_eq!(parse_period("7d"), Some(Duration::days(7)));
-        assert_eq!(parse_period("24h"), Some(Duration::hours(24)));
-        assert_eq!(parse_period("30m"), Some(Duration::minutes(30)));
-        assert_eq!(parse_period("2w"), Some(Duration::weeks(2)));
-        for bad in ["", "d", "7", "7x", "0d", "-1d", "+1d", "7é", "é", "1.5d", "99999999999d"] {
-            assert_eq!(parse_period(bad), None, "{bad}");
-        }
     }
 }
 
@@ -333,6 +325,10 @@ pub fn key_summary(k: &ApiKey) -> Value {
         "recoverable": k.recoverable,
         "ratelimits": k.ratelimits.iter().map(|r| json!({"name": r.name, "limit": r.limit, "durationMs": r.duration_ms})).collect::<Vec<_>>(),
         "externalId": k.identity.as_ref().map(|i| i.external_id.clone()),
+        "credits": k.credits.map(|c| json!({
+            "remaining": c.remaining,
+            "refill": c.refill.map(|r| json!({"interval": r.interval.as_str(), "amount": r.amount, "refillDay": r.refill_day})),
+        })),
     })
 }
 
@@ -348,4 +344,21 @@ pub fn diff(before: &Value, after: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_period;
+    use chrono::Duration;
+
+    #[test]
+    fn periods_parse_and_anything_else_is_none() {
+        assert_eq!(parse_period("7d"), Some(Duration::days(7)));
+        assert_eq!(parse_period("24h"), Some(Duration::hours(24)));
+        assert_eq!(parse_period("30m"), Some(Duration::minutes(30)));
+        assert_eq!(parse_period("2w"), Some(Duration::weeks(2)));
+        for bad in ["", "d", "7", "7x", "0d", "-1d", "+1d", "7é", "é", "1.5d", "99999999999d"] {
+            assert_eq!(parse_period(bad), None, "{bad}");
+        }
+    }
 }

@@ -216,20 +216,25 @@ impl KeyService {
     /// A recoverable key's secret, to a signed-in member holding
     /// `keys:reveal` who re-authenticated in the last five minutes.
     pub async fn reveal(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
-        let outcome = self.reveal_secret(who, id).await;
-        let target = Target::new("api_key", id, None);
-        let (result, changes) = match &outcome {
-            Ok(_) => (Outcome::Success, serde_json::json!({})),
-            Err(e) => (Outcome::Failure, serde_json::json!({"error": e.code})),
-        };
-        // A key of another workspace (or none) is nothing to record.
-        if outcome.as_ref().err().is_none_or(|e| e.kind != ErrorKind::NotFound) {
-            self.audit.record(self.audit.entry(who, "key.revealed", target, result, changes)).await;
+        match self.reveal_secret(who, id).await {
+            // No secret leaves without its entry.
+            Ok((secret, key)) => {
+                let entry = self.audit.write(who, "key.revealed", key_target(&key), serde_json::json!({}));
+                self.store.commit(Change::of(entry)).await.map_err(store_error)?;
+                Ok(secret)
+            }
+            // A key of another workspace (or none) is nothing to record.
+            Err(e) if e.kind == ErrorKind::NotFound => Err(e),
+            Err(e) => {
+                let target = Target::new("api_key", id, None);
+                let changes = serde_json::json!({"error": e.code});
+                self.audit.record(self.audit.entry(who, "key.revealed", target, Outcome::Failure, changes)).await;
+                Err(e)
+            }
         }
-        outcome
     }
 
-    async fn reveal_secret(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
+    async fn reveal_secret(&self, who: &Principal, id: &str) -> Result<(Secret, ApiKey), Error> {
         let member = match &who.caller {
             crate::principal::Caller::Member(m) => m,
             _ => {
@@ -259,7 +264,9 @@ impl KeyService {
         let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
         let sealed = self.store.sealed_secret(&key.id).await.map_err(store_error)?.ok_or_else(not_recoverable)?;
         let plain = keyring.open(&sealed, key.id.as_bytes())?;
-        String::from_utf8(plain).map(Secret::new).map_err(|_| Error::internal("a sealed secret is not text"))
+        let secret =
+            String::from_utf8(plain).map(Secret::new).map_err(|_| Error::internal("a sealed secret is not text"))?;
+        Ok((secret, key))
     }
 
     /// Re-wraps every sealed secret under the current master key, in
@@ -694,7 +701,8 @@ impl KeyService {
             "hour" => true,
             _ => return Err(Error::invalid("invalid_parameter", "granularity: one of day, hour")),
         };
-        let (since, _) = self.audit.window(Some(period.unwrap_or("30d")), None, None)?;
+        let default = self.audit.default_period(30);
+        let (since, _) = self.audit.window(Some(period.unwrap_or(&default)), None, None)?;
         let since = since.unwrap_or_else(|| self.clock.now());
         let since = match hourly {
             true => since.duration_trunc(Duration::hours(1)),

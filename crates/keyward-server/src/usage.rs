@@ -129,10 +129,14 @@ impl UsageRecorder {
         *failures.entry(bucket).or_default().entry(VerifyCode::NotFound.as_str()).or_default() += 1;
     }
 
-    fn take(&self) -> Vec<UsageDelta> {
+    /// Drains the cells: the deltas to write and, beside each, the failed
+    /// authentications it holds (added to the minute buckets only once the
+    /// delta is written, so a failed flush counts nothing twice).
+    #[allow(clippy::type_complexity)]
+    fn take(&self) -> (Vec<UsageDelta>, Vec<Option<(FailureBucket, BTreeMap<&'static str, u64>)>>) {
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut deltas = Vec::new();
+        let mut fails = Vec::new();
         // Cells no cache entry holds any more, and with nothing to flush, go.
         cells.retain(|key_id, cell| {
             let mut any = false;
@@ -154,17 +158,14 @@ impl UsageRecorder {
                     .filter(|c| is_auth_failure(**c))
                     .filter_map(|c| counts.iter().find(|(code, _)| *code == c.as_str()).copied())
                     .collect();
-                if !failed.is_empty() {
+                fails.push((!failed.is_empty()).then(|| {
                     let bucket = FailureBucket {
                         workspace_id: cell.workspace_id.clone(),
                         target: Target::new("api_key", key_id.to_string(), Some(&cell.name)),
                         minute: failed_at.div_euclid(60_000) * 60,
                     };
-                    let into = failures.entry(bucket).or_default();
-                    for (code, n) in failed {
-                        *into.entry(code).or_default() += n;
-                    }
-                }
+                    (bucket, failed)
+                }));
                 let hour = cell.slot_hour[slot].load(Ordering::Relaxed) * HOUR_MS;
                 let hour = DateTime::from_timestamp_millis(hour).unwrap_or_else(Utc::now);
                 // "Last used" travels with one delta of the key.
@@ -174,14 +175,16 @@ impl UsageRecorder {
             }
             any || Arc::strong_count(cell) > 1
         });
-        deltas
+        (deltas, fails)
     }
 
     fn restore(&self, deltas: Vec<UsageDelta>) {
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         for d in deltas {
             let Some(cell) = cells.get(&d.key_id) else { continue };
-            let slot = (d.hour.timestamp_millis().div_euclid(HOUR_MS) & 1) as usize;
+            let hour = d.hour.timestamp_millis().div_euclid(HOUR_MS);
+            let slot = (hour & 1) as usize;
+            cell.slot_hour[slot].store(hour, Ordering::Relaxed);
             for (code, n) in d.counts {
                 if let Some(c) = VerifyCode::ALL.iter().find(|c| c.as_str() == code) {
                     cell.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
@@ -230,14 +233,21 @@ impl UsageRecorder {
         audit: &AuditLog,
         all: bool,
     ) -> Result<usize, keyward_store::StoreError> {
-        let deltas = self.take();
+        let (deltas, fails) = self.take();
         let mut written = 0;
-        for chunk in deltas.chunks(FLUSH_CHUNK) {
+        for (chunk, failed) in deltas.chunks(FLUSH_CHUNK).zip(fails.chunks(FLUSH_CHUNK)) {
             if let Err(e) = store.record_usage(chunk).await {
                 self.restore(deltas[written..].to_vec());
                 return Err(e);
             }
             written += chunk.len();
+            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            for (bucket, counts) in failed.iter().flatten() {
+                let into = failures.entry(bucket.clone()).or_default();
+                for (code, n) in counts {
+                    *into.entry(code).or_default() += n;
+                }
+            }
         }
         let entries = self.closed_failures(audit, all);
         if !entries.is_empty() {

@@ -445,7 +445,13 @@ impl Verifier {
                     outcome: keyward_core::audit::Outcome::Success,
                     changes: serde_json::json!({"failures": failures, "threshold": policy.threshold}).to_string(),
                 }));
-                self.store.commit(lock).await.map_err(crate::keys::store_error)?;
+                match self.store.commit(lock).await {
+                    Ok(()) => {}
+                    // Locked meanwhile by another request or node (or no
+                    // longer active): nothing to do, nothing recorded.
+                    Err(keyward_store::StoreError::NotFound) => return Ok(()),
+                    Err(e) => return Err(crate::keys::store_error(e)),
+                }
                 if let Some(locked) = self.store.find_key(&key.id).await.map_err(crate::keys::store_error)? {
                     self.cache.put(&locked);
                 }

@@ -171,7 +171,7 @@ macro_rules! store_impl {
                     }
                     Write::LockKey { key_id, at } => {
                         let q = sqlx::query(&sql.lock_key).bind($crate::sql::ms(*at)).bind(key_id);
-                        (q.execute(&mut *conn).await, None)
+                        (q.execute(&mut *conn).await, Some(StoreError::NotFound))
                     }
                     Write::InsertIdentity(i) => {
                         let q = $crate::sql::bind_identity(sqlx::query(&sql.insert_identity), i);

@@ -141,7 +141,9 @@ pub enum Write {
         op: CreditOp,
         value: i64,
     },
-    /// Locks an active key (too many wrong secrets); a no-op otherwise.
+    /// Locks an active key (too many wrong secrets); [`StoreError::NotFound`]
+    /// when it is not (or no longer) active, so the change (and its audit
+    /// entry) is undone.
     LockKey {
         key_id: String,
         at: DateTime<Utc>,

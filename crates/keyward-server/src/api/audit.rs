@@ -170,8 +170,14 @@ pub async fn list_audit(
 const CSV_HEADER: &str = "seq,time,workspace,actorType,actorId,actorName,action,targetType,targetId,targetName,\
 ip,userAgent,outcome,changes,prevHash,hash\n";
 
+/// One quoted field. A value a spreadsheet would run as a formula (it
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return), or one that
+/// starts with `'`, gets a leading `'`: reading back, drop one leading `'`.
 fn csv_field(out: &mut String, v: &str) {
     out.push('"');
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r', '\'']) {
+        out.push('\'');
+    }
     out.push_str(&v.replace('"', "\"\""));
     out.push('"');
 }
@@ -215,7 +221,8 @@ fn csv_row(e: &Entry) -> String {
     responses(
         (status = 200, description = "Every matching entry, newest first, streamed as JSON lines \
             (application/x-ndjson, one entry as in /v1/audit per line) or CSV (text/csv, a header row, \
-            every field quoted, changes as JSON)",
+            every field quoted, changes as JSON; a field starting with =, +, -, @, a tab, a carriage return \
+            or ' has a ' put before it, so no spreadsheet runs it as a formula)",
             content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "Unknown format or filter", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -410,7 +417,8 @@ pub async fn activity_log(
     if q.kind.as_deref().is_some_and(|t| t != "api_key") {
         return Err(ApiError::bad_request("invalid_parameter", "type: must be api_key"));
     }
-    let (since, _) = state.audit.window(Some(q.period.as_deref().unwrap_or("7d")), None, None)?;
+    let default = state.audit.default_period(7);
+    let (since, _) = state.audit.window(Some(q.period.as_deref().unwrap_or(&default)), None, None)?;
     let filter = AuditFilter { from: since, ..Default::default() };
     let mut activities = Vec::new();
     let mut after = None;

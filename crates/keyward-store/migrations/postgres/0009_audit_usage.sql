@@ -4,7 +4,7 @@
 -- per-day table they replace is carried over as its days' VALID counts).
 CREATE TABLE audit_log (
     workspace_id TEXT NOT NULL,
-    seq          BIGINT NOT NULL,
+    seq          BIGINT NOT NULL CHECK (seq > 0),
     at           BIGINT NOT NULL,
     actor_type   TEXT NOT NULL,
     actor_id     TEXT,

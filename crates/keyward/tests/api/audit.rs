@@ -99,6 +99,7 @@ async fn every_action_leaves_an_entry_naming_actor_target_and_outcome() {
     let rolled = app.post_empty(&path("/roll")).await;
     assert_eq!(rolled.status, 200, "{}", rolled.body);
     assert_eq!(app.post(&path("/credits"), json!({"op": "increment", "value": 2})).await.status, 200);
+    assert_eq!(app.patch(&path(""), json!({"credits": {"remaining": 9}})).await.status, 200);
     assert_eq!(app.post_empty(&path("/deactivate")).await.status, 200);
     assert_eq!(app.post_empty(&path("/activate")).await.status, 200);
     let imported = app.post("/v1/keys/import", json!({"name": "old", "key": "zta_live_0123456789abcdefghij"})).await;
@@ -183,8 +184,12 @@ async fn every_action_leaves_an_entry_naming_actor_target_and_outcome() {
         .expect("the refused reveal is recorded");
     assert_eq!(refused["changes"]["error"], "insufficient_permissions");
     // Edits say what changed; the failed attempts how many; no secret anywhere.
-    let updated = find(&all, "key.updated", &key.id);
+    let updated = find(&all.iter().rev().cloned().collect::<Vec<_>>(), "key.updated", &key.id).clone();
     assert_eq!(updated["changes"]["name"], json!({"from": "svc", "to": "svc renamed"}));
+    let credits = find(&all, "key.updated", &key.id);
+    assert_eq!(credits["changes"]["credits"]["to"]["remaining"], 9, "{credits}");
+    assert_eq!(find(&all, "key.revealed", &kept)["target"]["name"], "kept");
+    assert_eq!(all.iter().filter(|e| e["action"] == "key.locked").count(), 1);
     let failed = find_with(&all, "key.auth_failed", &victim.id, "failure");
     assert_eq!(failed["changes"]["attempts"], 2);
     assert_eq!(failed["changes"]["codes"]["INVALID_SECRET"], 2);
@@ -237,6 +242,8 @@ async fn queries_filter_page_and_refuse_bad_parameters() {
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("from=yesterday", "from"),
         ("cursor=abc", "cursor"),
+        ("actor=%00", "actor"),
+        ("target=a%0Ab", "target"),
         ("limit=500", "limit"),
     ] {
         let r = app.get(&format!("/v1/audit?{query}")).await;
@@ -271,7 +278,8 @@ async fn queries_filter_page_and_refuse_bad_parameters() {
 async fn exports_parse_back_to_the_same_entries() {
     let app = spawn_app().await;
     for i in 0..4 {
-        let k = app.create_key(json!({"name": format!("quote \"{i}\", comma")})).await;
+        let name = if i == 0 { "=HYPERLINK(\"x\")".to_owned() } else { format!("quote \"{i}\", comma") };
+        let k = app.create_key(json!({"name": name})).await;
         app.patch(&format!("/v1/keys/{}", k.id), json!({"description": "line\nbreak"})).await;
     }
     let listed = app.get("/v1/audit?limit=200").await.body["data"].as_array().unwrap().clone();
@@ -286,7 +294,11 @@ async fn exports_parse_back_to_the_same_entries() {
     let csv = get("csv").await.unwrap();
     assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let text = csv.text().await.unwrap();
-    let rows = parse_csv(&text);
+    assert!(text.contains("\"'=HYPERLINK(\"\"x\"\")\""), "a formula is neutralised: {text}");
+    let rows: Vec<Vec<String>> = parse_csv(&text)
+        .into_iter()
+        .map(|r| r.into_iter().map(|f| f.strip_prefix('\'').map(str::to_owned).unwrap_or(f)).collect())
+        .collect();
     assert_eq!(rows[0][0], "seq");
     assert_eq!(rows.len() - 1, listed.len());
     for (row, entry) in rows[1..].iter().zip(&listed) {
