@@ -8,8 +8,8 @@
 //! aggregated per key (or, for unknown keys, per address) per minute.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -25,47 +25,88 @@ const CODES: usize = VerifyCode::ALL.len();
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Verifications of one key since the last flush, by outcome code, in two
-/// slots by the parity of the hour (so counts on either side of an hour's
-/// end stay apart; a flush runs far more often than hourly).
-#[derive(Debug)]
+/// Verifications of one key since the last flush, in two slots by the
+/// parity of the hour (so counts on either side of an hour's end stay
+/// apart; a flush runs far more often than hourly). Valid ones are counted
+/// in the cell itself; refusals, by code, in a block allocated on a key's
+/// first refusal, so the cell of a key that is only ever used well stays
+/// small (memory per cached key).
+#[derive(Debug, Default)]
 pub struct UsageCell {
-    counts: [[AtomicU64; CODES]; 2],
+    valid: [AtomicU32; 2],
     /// The hour (since the epoch) each slot counts.
-    slot_hour: [AtomicI64; 2],
+    slot_hour: [AtomicI32; 2],
     /// Milliseconds since the epoch of the latest authenticated use.
     last_ms: AtomicI64,
-    /// … and of the latest failed authentication.
+    refused: OnceLock<Box<Refused>>,
+}
+
+/// A key's refusals since the last flush, by code and hour slot.
+#[derive(Debug)]
+struct Refused {
+    counts: [[AtomicU32; CODES]; 2],
+    /// Milliseconds since the epoch of the latest failed authentication.
     failed_ms: AtomicI64,
+    /// For the `key.auth_failed` entries.
     workspace_id: String,
     name: String,
 }
 
 impl UsageCell {
-    fn new(workspace_id: &str, name: &str) -> Self {
-        UsageCell {
-            counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
-            slot_hour: std::array::from_fn(|_| AtomicI64::new(0)),
-            last_ms: AtomicI64::new(0),
-            failed_ms: AtomicI64::new(0),
-            workspace_id: workspace_id.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    /// Counts one verification with `code` at `at_ms` (milliseconds since
-    /// the epoch); `authenticated` ones move "last used".
-    pub fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64) {
-        let hour = at_ms.div_euclid(HOUR_MS);
+    /// Counts one verification of `key` with `code` at `at_ms`
+    /// (milliseconds since the epoch); `authenticated` ones move "last used".
+    pub fn record(&self, key: &ApiKey, code: VerifyCode, authenticated: bool, at_ms: i64) {
+        let hour = at_ms.div_euclid(HOUR_MS) as i32;
         let slot = (hour & 1) as usize;
         if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
             self.slot_hour[slot].store(hour, Ordering::Relaxed);
         }
-        self.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
         if authenticated {
             self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
-        } else if is_auth_failure(code) {
-            self.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
+        if code == VerifyCode::Valid {
+            self.valid[slot].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let refused = self.refused.get_or_init(|| {
+            Box::new(Refused {
+                counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
+                failed_ms: AtomicI64::new(0),
+                workspace_id: key.workspace_id.clone(),
+                name: key.name.clone(),
+            })
+        });
+        refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
+        if is_auth_failure(code) {
+            refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot's counts by code, zeroed.
+    fn drain(&self, slot: usize) -> Vec<(&'static str, u64)> {
+        let mut counts = Vec::new();
+        let valid = self.valid[slot].swap(0, Ordering::Relaxed);
+        if valid > 0 {
+            counts.push((VerifyCode::Valid.as_str(), u64::from(valid)));
+        }
+        if let Some(r) = self.refused.get() {
+            for c in VerifyCode::ALL {
+                let n = r.counts[slot][c.index()].swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    counts.push((c.as_str(), u64::from(n)));
+                }
+            }
+        }
+        counts
+    }
+
+    /// Puts drained counts back (a flush that failed).
+    fn undrain(&self, slot: usize, code: &str, n: u64) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if code == VerifyCode::Valid.as_str() {
+            self.valid[slot].fetch_add(n, Ordering::Relaxed);
+        } else if let (Some(r), Some(c)) = (self.refused.get(), VerifyCode::ALL.iter().find(|c| c.as_str() == code)) {
+            r.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -113,7 +154,7 @@ impl UsageRecorder {
     /// the cache, not per verification.
     pub fn cell(&self, key: &ApiKey) -> Arc<UsageCell> {
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        cells.entry(key.id.clone()).or_insert_with(|| Arc::new(UsageCell::new(&key.workspace_id, &key.name))).clone()
+        cells.entry(key.id.clone()).or_default().clone()
     }
 
     /// Counts a failed authentication with a key id nobody knows, from
@@ -142,13 +183,8 @@ impl UsageRecorder {
             let mut any = false;
             let last = cell.last_ms.swap(0, Ordering::Relaxed);
             let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
-            let failed_at = cell.failed_ms.load(Ordering::Relaxed);
             for slot in 0..2 {
-                let counts: Vec<(&'static str, u64)> = VerifyCode::ALL
-                    .iter()
-                    .map(|c| (c.as_str(), cell.counts[slot][c.index()].swap(0, Ordering::Relaxed)))
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
+                let counts = cell.drain(slot);
                 if counts.is_empty() {
                     continue;
                 }
@@ -158,15 +194,16 @@ impl UsageRecorder {
                     .filter(|c| is_auth_failure(**c))
                     .filter_map(|c| counts.iter().find(|(code, _)| *code == c.as_str()).copied())
                     .collect();
-                fails.push((!failed.is_empty()).then(|| {
+                let refused = cell.refused.get().filter(|_| !failed.is_empty());
+                fails.push(refused.map(|r| {
                     let bucket = FailureBucket {
-                        workspace_id: cell.workspace_id.clone(),
-                        target: Target::new("api_key", key_id.to_string(), Some(&cell.name)),
-                        minute: failed_at.div_euclid(60_000) * 60,
+                        workspace_id: r.workspace_id.clone(),
+                        target: Target::new("api_key", key_id.to_string(), Some(&r.name)),
+                        minute: r.failed_ms.load(Ordering::Relaxed).div_euclid(60_000) * 60,
                     };
                     (bucket, failed)
                 }));
-                let hour = cell.slot_hour[slot].load(Ordering::Relaxed) * HOUR_MS;
+                let hour = i64::from(cell.slot_hour[slot].load(Ordering::Relaxed)) * HOUR_MS;
                 let hour = DateTime::from_timestamp_millis(hour).unwrap_or_else(Utc::now);
                 // "Last used" travels with one delta of the key.
                 let last_used_at =
@@ -182,13 +219,11 @@ impl UsageRecorder {
         let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         for d in deltas {
             let Some(cell) = cells.get(&d.key_id) else { continue };
-            let hour = d.hour.timestamp_millis().div_euclid(HOUR_MS);
+            let hour = d.hour.timestamp_millis().div_euclid(HOUR_MS) as i32;
             let slot = (hour & 1) as usize;
             cell.slot_hour[slot].store(hour, Ordering::Relaxed);
             for (code, n) in d.counts {
-                if let Some(c) = VerifyCode::ALL.iter().find(|c| c.as_str() == code) {
-                    cell.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
-                }
+                cell.undrain(slot, code, n);
             }
             if let Some(last) = d.last_used_at {
                 cell.last_ms.fetch_max(last.timestamp_millis(), Ordering::Relaxed);

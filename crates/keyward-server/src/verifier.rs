@@ -382,7 +382,7 @@ impl Verifier {
                 CreditSpend::Unlimited => {}
             }
         }
-        key.usage.record(decision.code, decision.authenticated, now_us / 1000);
+        key.usage.record(&key, decision.code, decision.authenticated, now_us / 1000);
         if decision.authenticated && key.secret.scheme == HashScheme::Sha256 {
             self.upgrade_foreign_hash(&key, token);
         }

@@ -75,9 +75,11 @@ const ENTRY_COLUMNS: &str = "workspace_id, seq, at, actor_type, actor_id, actor_
 pub type HeadCache = std::sync::Mutex<std::collections::HashMap<String, (i64, [u8; 32])>>;
 
 pub struct AuditStatements {
+    /// SQLite: a write that claims the write lock before the head is read
+    /// (a transaction that reads first could not upgrade later).
+    pub head_claim: Option<String>,
     /// Reads the head and holds it until the transaction ends (PostgreSQL:
-    /// a row lock; SQLite: a write first, so the transaction holds the
-    /// write lock before it reads, never upgraded mid-way).
+    /// a row lock; SQLite: the write lock, claimed first).
     pub head_lock: String,
     pub head_init: String,
     pub insert: String,
@@ -103,12 +105,12 @@ impl AuditStatements {
             Dialect::Postgres => "CAST((hour / 3600) % 24 AS BIGINT)",
         };
         AuditStatements {
-            head_lock: match dialect {
-                Dialect::Postgres => "SELECT seq, hash FROM audit_heads WHERE workspace_id = $1 FOR UPDATE".to_owned(),
-                Dialect::Sqlite => {
-                    "UPDATE audit_heads SET seq = seq WHERE workspace_id = ?1 RETURNING seq, hash".to_owned()
-                }
-            },
+            head_claim: (dialect == Dialect::Sqlite)
+                .then(|| "UPDATE audit_heads SET seq = seq WHERE workspace_id = ?1".to_owned()),
+            head_lock: r(&format!(
+                "SELECT seq, hash FROM audit_heads WHERE workspace_id = $1{}",
+                if dialect == Dialect::Postgres { " FOR UPDATE" } else { "" }
+            )),
             head_init: r("INSERT INTO audit_heads (workspace_id, seq, hash) VALUES ($1, 0, $2) \
                  ON CONFLICT (workspace_id) DO NOTHING"),
             insert: r(&format!(
@@ -274,6 +276,9 @@ macro_rules! audit_impl {
                     }
                 }
                 let genesis = keyward_core::audit::GENESIS.to_vec();
+                if let Some(claim) = &sql.head_claim {
+                    sqlx::query(claim).bind(ws).execute(&mut *conn).await.map_err(self.classify)?;
+                }
                 let mut head: Option<(i64, Vec<u8>)> =
                     sqlx::query_as(&sql.head_lock).bind(ws).fetch_optional(&mut *conn).await.map_err(self.classify)?;
                 if head.is_none() {

@@ -101,21 +101,15 @@ impl Drop for TestDb {
     }
 }
 
-/// Runs raw SQL statements, in order, on the database `url` names, as
-/// someone with direct database access would (tests that tamper with
-/// rows behind keyward's back).
+/// Runs raw SQL statements, in order, on the PostgreSQL database `url`
+/// names, as someone with direct database access would (tests that tamper
+/// with rows behind keyward's back). For SQLite, tamper from another
+/// process, as such a person would: a second connection inside the
+/// server's own process shares its file locks.
 pub async fn execute(url: &str, statements: &[&str]) {
-    if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("open the SQLite database");
-        for s in statements {
-            sqlx::query(s).execute(&mut conn).await.unwrap_or_else(|e| panic!("{s}: {e}"));
-        }
-        let _ = conn.close().await;
-    } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
-        for s in statements {
-            sqlx::query(s).execute(&mut conn).await.unwrap_or_else(|e| panic!("{s}: {e}"));
-        }
-        let _ = conn.close().await;
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
+    for s in statements {
+        sqlx::query(s).execute(&mut conn).await.unwrap_or_else(|e| panic!("{s}: {e}"));
     }
+    let _ = conn.close().await;
 }

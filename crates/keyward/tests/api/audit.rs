@@ -335,6 +335,17 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
 
 const HASH_KEY: [u8; 32] = [42; 32];
 
+/// Runs SQL on the database directly, from another process for SQLite
+/// (Python's sqlite3), as someone with access to the file would.
+async fn tamper(url: &str, statements: &[&str]) {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return keyward_store::testing::execute(url, statements).await;
+    };
+    let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nfor s in sys.argv[2:]:\n    c.execute(s)\nc.commit()\nc.close()";
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(path).args(statements).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Runs `keyward audit …` on the app's database: exit code, stdout (and
 /// stderr after it).
 fn audit_cli(app: &TestApp, args: &[&str]) -> (i32, String) {
@@ -376,24 +387,21 @@ async fn audit_verify_names_edited_removed_inserted_and_truncated_entries() {
     } else {
         &["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"]
     };
-    keyward_store::testing::execute(&app.url, unlock).await;
+    tamper(&app.url, unlock).await;
     let sql = |s: &str| s.replace("WS", &ws);
 
     // An edited field.
-    keyward_store::testing::execute(
-        &app.url,
-        &[&sql("UPDATE audit_log SET actor_name = 'someone else' WHERE workspace_id = 'WS' AND seq = 3")],
-    )
-    .await;
+    tamper(&app.url, &[&sql("UPDATE audit_log SET actor_name = 'someone else' WHERE workspace_id = 'WS' AND seq = 3")])
+        .await;
     let (code, out) = audit_cli(&app, &["verify", "--workspace", &ws]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("entry 3: its fields do not match its hash (edited)"), "{out}");
-    keyward_store::testing::execute(&app.url, &[&sql("UPDATE audit_log SET actor_name = (SELECT actor_name FROM audit_log WHERE workspace_id = 'WS' AND seq = 2) WHERE workspace_id = 'WS' AND seq = 3")]).await;
+    tamper(&app.url, &[&sql("UPDATE audit_log SET actor_name = (SELECT actor_name FROM audit_log WHERE workspace_id = 'WS' AND seq = 2) WHERE workspace_id = 'WS' AND seq = 3")]).await;
     assert_eq!(audit_cli(&app, &["verify"]).0, 0, "restored");
 
     // The newest entry removed, and the head moved back to cover it: only
     // the checkpoint kept elsewhere tells.
-    keyward_store::testing::execute(&app.url, &[
+    tamper(&app.url, &[
         &sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 6"),
         &sql("UPDATE audit_heads SET seq = 5, hash = (SELECT hash FROM audit_log WHERE workspace_id = 'WS' AND seq = 5) WHERE workspace_id = 'WS'"),
     ]).await;
@@ -403,14 +411,13 @@ async fn audit_verify_names_edited_removed_inserted_and_truncated_entries() {
     assert!(out.contains("entries after 5 were removed from the end"), "{out}");
 
     // An entry removed from the middle.
-    keyward_store::testing::execute(&app.url, &[&sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 2")])
-        .await;
+    tamper(&app.url, &[&sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 2")]).await;
     let (code, out) = audit_cli(&app, &["verify"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("entry 3: expected entry 2 here"), "{out}");
 
     // An entry inserted in its place (a copy of its neighbour, renumbered).
-    keyward_store::testing::execute(
+    tamper(
         &app.url,
         &[&sql(
             "INSERT INTO audit_log SELECT workspace_id, 2, at, actor_type, actor_id, actor_name, action, target_type, \
