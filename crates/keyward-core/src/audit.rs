@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::hash::{hex, parse_hex, parse_hex32};
 
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,21 +219,6 @@ pub fn content_hash(seq: i64, e: &Event, prev_hash: &[u8; 32]) -> [u8; 32] {
     h.finalize().into()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Why a chain does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Break {
@@ -355,20 +341,11 @@ impl Checkpoint {
     pub fn verify(&self, public_key: &[u8; 32]) -> Result<[u8; 32], Error> {
         let bad = |what: &str| Error::invalid("invalid_checkpoint", format!("The checkpoint {what}"));
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad("key is not an Ed25519 key"))?;
-        let sig = hex_bytes(&self.signature)
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .ok_or_else(|| bad("signature is not 64 bytes of hex"))?;
+        let sig = parse_hex::<64>(&self.signature).ok_or_else(|| bad("signature is not 64 bytes of hex"))?;
         key.verify(self.message().as_bytes(), &Signature::from_bytes(&sig))
             .map_err(|_| bad("signature does not match this server's audit key (or the file was edited)"))?;
         parse_hex32(&self.head_hash).ok_or_else(|| bad("head hash is not 32 bytes of hex"))
     }
-}
-
-fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ impl AuditLog {
         self.entry(who, action, target, Outcome::Success, changes)
     }
 
+    /// The entry of an action on a key, showing the key as it now stands.
+    pub fn key_write(&self, who: &Principal, action: &str, key: &ApiKey) -> Write {
+        self.write(who, action, key_target(key), key_summary(key))
+    }
+
     pub fn entry(&self, who: &Principal, action: &str, target: Target, outcome: Outcome, changes: Value) -> Write {
         self.event(Event {
             workspace_id: who.workspace_id().to_owned(),
@@ -121,7 +126,7 @@ impl AuditLog {
             action: action.to_owned(),
             target: member_target(&member.id, &member.email),
             ip: ip.map(|ip| ip.to_string()),
-            user_agent: user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
+            user_agent: user_agent.map(crate::principal::clean_user_agent),
             outcome,
             changes: changes.to_string(),
         })

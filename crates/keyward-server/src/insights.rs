@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use keyward_core::Error;
 use keyward_core::key::{ApiKey, KeyState};
-use keyward_store::{KeyFilter, Page, Store};
+use keyward_store::{KeyFilter, Store};
 
 use crate::clock::Clock;
 use crate::keys::store_error;
@@ -42,30 +42,26 @@ pub struct Report {
 
 pub struct Insights {
     store: Arc<dyn Store>,
+    keys: Arc<crate::keys::KeyService>,
     clock: Arc<dyn Clock>,
     rotation_days: u32,
 }
 
 impl Insights {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, rotation_days: u32) -> Self {
-        Insights { store, clock, rotation_days }
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<crate::keys::KeyService>,
+        clock: Arc<dyn Clock>,
+        rotation_days: u32,
+    ) -> Self {
+        Insights { store, keys, clock, rotation_days }
     }
 
     pub async fn keys(&self, who: &Principal) -> Result<Report, Error> {
-        who.require(crate::keys::READ)?;
+        let mut keys = self.keys.list_all(who, &KeyFilter::default()).await?;
+        keys.retain(|k| k.state != KeyState::Revoked);
         let now = self.clock.now();
         let ws = who.workspace_id();
-        let mut keys = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.store.list_keys(ws, &KeyFilter::default(), Page { after, limit: 200 }).await;
-            let page = page.map_err(store_error)?;
-            keys.extend(page.keys.into_iter().filter(|k| k.state != KeyState::Revoked));
-            match page.next_cursor {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
         let since = now - Duration::days(UNUSED_DAYS);
         let by_key = self.store.key_hours(ws, since).await.map_err(store_error)?;
         let usual = usual_hours(&by_key);

@@ -336,7 +336,7 @@ impl KeyService {
             }
             change.push(Self::insert_write(ws, &key));
             change.writes.extend(with);
-            change.push(self.audit.write(who, action, key_target(&key), key_summary(&key)));
+            change.push(self.audit.key_write(who, action, &key));
             match self.store.commit(change).await.map_err(store_error) {
                 Err(e) if attempt == 0 && is_identity_race(&e) => attempt += 1,
                 Err(e) => return Err(e),
@@ -399,6 +399,21 @@ impl KeyService {
     pub async fn list(&self, who: &Principal, filter: &KeyFilter, page: Page) -> Result<KeyPage, Error> {
         who.require(READ)?;
         self.store.list_keys(who.workspace_id(), filter, page).await.map_err(store_error)
+    }
+
+    /// Every key of the caller's workspace matching `filter`, newest first
+    /// (read page by page).
+    pub async fn list_all(&self, who: &Principal, filter: &KeyFilter) -> Result<Vec<ApiKey>, Error> {
+        let mut keys = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list(who, filter, Page { after, limit: 200 }).await?;
+            keys.extend(page.keys);
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => return Ok(keys),
+            }
+        }
     }
 
     /// Reads a key, lets `change` modify it, writes it back if it changed.
@@ -583,7 +598,7 @@ impl KeyService {
             expected_version: key.version,
         };
         let mut change = Change::of(write);
-        change.push(self.audit.write(who, "key.deleted", key_target(&key), key_summary(&key)));
+        change.push(self.audit.key_write(who, "key.deleted", &key));
         self.store.commit(change).await.map_err(store_error)?;
         self.verifier.cache().remove(&key);
         Ok(key)

@@ -90,8 +90,7 @@ impl Principal {
 
     /// The same caller, as of a request from `ip` with `user_agent`.
     pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
-        let user_agent = user_agent.map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect());
-        Principal { ip, user_agent, ..self }
+        Principal { ip, user_agent: user_agent.map(clean_user_agent), ..self }
     }
 
     pub fn workspace_id(&self) -> &str {
@@ -168,6 +167,12 @@ impl Principal {
             _ => None,
         }
     }
+}
+
+/// A `User-Agent` as recorded: control characters dropped, at most 256
+/// characters.
+pub fn clean_user_agent(ua: &str) -> String {
+    ua.chars().filter(|c| !c.is_control()).take(256).collect()
 }
 
 impl From<Caller> for Principal {

@@ -167,7 +167,8 @@ impl Services {
         ));
         let roles =
             Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
-        let insights = Arc::new(crate::insights::Insights::new(store.clone(), clock.clone(), config.rotation_days));
+        let insights =
+            Arc::new(crate::insights::Insights::new(store.clone(), keys.clone(), clock.clone(), config.rotation_days));
         Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights })
     }
 }

@@ -112,9 +112,7 @@ impl WorkspaceService {
         let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
         let mut change = Change::of(Write::InsertWorkspace(workspace.clone()));
         change.push(KeyService::insert_write(&workspace, &admin_key));
-        let system = Principal::system(&workspace.id);
-        let target = crate::audit::key_target(&admin_key);
-        change.push(self.audit.write(&system, "key.created", target, crate::audit::key_summary(&admin_key)));
+        change.push(self.audit.key_write(&Principal::system(&workspace.id), "key.created", &admin_key));
         Ok((NewWorkspace { workspace, admin_key, secret, owner: None }, change))
     }
 
@@ -143,8 +141,7 @@ impl WorkspaceService {
             };
             let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
             let mut change = Change::of(Write::InsertKey { key: admin_key.clone(), max_live_keys: None });
-            let (system, target) = (Principal::system(&workspace.id), crate::audit::key_target(&admin_key));
-            change.push(self.audit.write(&system, "key.created", target, crate::audit::key_summary(&admin_key)));
+            change.push(self.audit.key_write(&Principal::system(&workspace.id), "key.created", &admin_key));
             match self.store.commit(change).await {
                 Ok(()) => {
                     self.verifier.cache().put(&admin_key);

@@ -129,8 +129,8 @@ impl From<&Entry> for AuditEntryView {
             user_agent: ev.user_agent.clone(),
             outcome: ev.outcome.as_str().to_owned(),
             changes: serde_json::from_str(&ev.changes).unwrap_or(Value::Null),
-            prev_hash: keyward_core::audit::hex(&e.prev_hash),
-            hash: keyward_core::audit::hex(&e.hash),
+            prev_hash: keyward_core::hash::hex(&e.prev_hash),
+            hash: keyward_core::hash::hex(&e.hash),
         }
     }
 }
@@ -186,7 +186,7 @@ fn csv_row(e: &Entry) -> String {
     let ev = &e.event;
     let seq = e.seq.to_string();
     let time = ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (prev, hash) = (keyward_core::audit::hex(&e.prev_hash), keyward_core::audit::hex(&e.hash));
+    let (prev, hash) = (keyward_core::hash::hex(&e.prev_hash), keyward_core::hash::hex(&e.hash));
     let fields: [&str; 16] = [
         &seq,
         &time,
@@ -300,7 +300,7 @@ pub struct AuditPublicKey {
 pub async fn audit_public_key(State(state): State<AppState>) -> axum::Json<AuditPublicKey> {
     axum::Json(AuditPublicKey {
         algorithm: "Ed25519".to_owned(),
-        public_key: keyward_core::audit::hex(&state.audit.public_key()),
+        public_key: keyward_core::hash::hex(&state.audit.public_key()),
     })
 }
 
@@ -450,7 +450,13 @@ pub async fn activity_log(
         }
     }
     let since = since.unwrap_or_else(|| state.audit.now());
-    let names = key_names(&state, &principal).await?;
+    let names: std::collections::HashMap<String, String> = state
+        .keys
+        .list_all(&principal, &Default::default())
+        .await?
+        .into_iter()
+        .map(|k| (k.id.to_string(), k.name))
+        .collect();
     for (key_id, day, count) in
         state.store.key_days(principal.workspace_id(), since).await.map_err(crate::keys::store_error)?
     {
@@ -469,20 +475,4 @@ pub async fn activity_log(
     activities.sort_by_key(|a| std::cmp::Reverse(a.timestamp));
     activities.truncate(ACTIVITY_LIMIT);
     Ok(axum::Json(ActivityLog { activities }))
-}
-
-async fn key_names(
-    state: &AppState,
-    principal: &Principal,
-) -> Result<std::collections::HashMap<String, String>, ApiError> {
-    let mut names = std::collections::HashMap::new();
-    let mut after = None;
-    loop {
-        let page = state.keys.list(principal, &Default::default(), Page { after, limit: 200 }).await?;
-        names.extend(page.keys.iter().map(|k| (k.id.to_string(), k.name.clone())));
-        match page.next_cursor {
-            Some(c) => after = Some(c),
-            None => return Ok(names),
-        }
-    }
 }

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use keyward_core::key::{ApiKey, KeyDraft};
 use keyward_core::scope::{INVALID_SCOPE_MESSAGE, Scope, Tier};
-use keyward_store::{KeyFilter, Page};
+use keyward_store::KeyFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -70,16 +70,8 @@ pub async fn list_api_keys(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<axum::Json<CompatKeyList>> {
-    let mut api_keys = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state.keys.list(&principal, &KeyFilter::default(), Page { after, limit: 200 }).await?;
-        api_keys.extend(page.keys.iter().filter(|k| k.is_live()).map(|k| compat_key(k, k.masked.clone())));
-        match page.next_cursor {
-            Some(c) => after = Some(c),
-            None => break,
-        }
-    }
+    let keys = state.keys.list_all(&principal, &KeyFilter::default()).await?;
+    let api_keys = keys.iter().filter(|k| k.is_live()).map(|k| compat_key(k, k.masked.clone())).collect();
     Ok(axum::Json(CompatKeyList { api_keys }))
 }
 
