@@ -7,14 +7,16 @@
 //! - [`keys`], [`workspaces`]: management operations, interface-agnostic.
 //! - [`principal`]: who is calling and what they may do.
 //! - [`api`]: axum handlers, extractors, error mapping, OpenAPI.
+//! - [`console`]: the web console, server-rendered pages over the same services.
 //! - [`telemetry`]: metrics recorder and logs.
 //!
-//! Only [`api`] knows HTTP; nothing here knows SQL.
+//! Only [`api`] and [`console`] know HTTP; nothing here knows SQL.
 
 pub mod api;
 pub mod audit;
 pub mod cache;
 pub mod clock;
+pub mod console;
 pub mod identities;
 pub mod insights;
 pub mod keys;

@@ -362,6 +362,58 @@ impl MemberService {
         Ok(until)
     }
 
+    /// The workspaces the signed-in member belongs to (the console's
+    /// workspace switcher).
+    pub async fn workspaces(&self, who: &Principal) -> Result<Vec<keyward_core::workspace::Workspace>, Error> {
+        let m = who.member().ok_or_else(session_ended)?;
+        let mut out = Vec::new();
+        for ms in self.store.memberships_of(&m.member_id).await.map_err(store_error)? {
+            if let Some(ws) = self.store.get_workspace(&ms.workspace_id).await.map_err(store_error)? {
+                out.push(ws);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a signed-in member to another of their workspaces: the
+    /// session ends and one in the other workspace begins, until the same
+    /// time and as fresh as it was. Answers the new session's cookie token.
+    pub async fn switch_workspace(&self, who: &Principal, workspace_id: &str) -> Result<(Session, String), Error> {
+        let m = who.member().ok_or_else(session_ended)?;
+        let now = self.clock.now();
+        let current = self.store.get_session(&m.session_id).await.map_err(store_error)?;
+        let current = current.filter(|s| s.is_live(now)).ok_or_else(session_ended)?;
+        let member = self.store.get_member(&m.member_id).await.map_err(store_error)?.ok_or_else(session_ended)?;
+        if self.store.membership(workspace_id, &m.member_id).await.map_err(store_error)?.is_none() {
+            return Err(Error::new(ErrorKind::NotFound, "workspace_not_found", "You are not a member of that workspace"));
+        }
+        let cookie_token = format!("{SESSION_TOKEN_PREFIX}{}", ids::random_base62(43));
+        let session = Session {
+            id: ids::new_id("ses"),
+            token_hash: self.hasher.digest("session", cookie_token.as_bytes()),
+            member_id: m.member_id.clone(),
+            workspace_id: workspace_id.to_owned(),
+            created_at: now,
+            expires_at: current.expires_at,
+            fresh_until: current.fresh_until,
+            revoked_at: None,
+        };
+        let mut change = Change::of(Write::People(PeopleWrite::RevokeSession { id: current.id.clone(), at: now }));
+        change.push(Write::People(PeopleWrite::InsertSession(session.clone())));
+        let changes = json!({"session": session.id, "from": who.workspace_id()});
+        change.push(self.audit.member_entry(
+            workspace_id,
+            &member,
+            who.ip,
+            who.user_agent.as_deref(),
+            "member.signed_in",
+            Outcome::Success,
+            changes,
+        ));
+        self.store.commit(change).await.map_err(store_error)?;
+        Ok((session, cookie_token))
+    }
+
     /// Ends the caller's session (and with it its bearer JWT).
     pub async fn logout(&self, who: &Principal) -> Result<(), Error> {
         let m = who

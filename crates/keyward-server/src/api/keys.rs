@@ -110,7 +110,8 @@ pub struct CreateKeyRequest {
 }
 
 impl CreateKeyRequest {
-    fn into_draft(self) -> Result<KeyDraft, ApiError> {
+    /// The domain's draft of these settings (the console's forms build one too).
+    pub fn into_draft(self) -> Result<KeyDraft, ApiError> {
         Ok(KeyDraft {
             key_type: parse_type(self.key_type.as_deref())?,
             name: self.name,
@@ -289,6 +290,30 @@ pub struct UpdateKeyRequest {
     pub roles: Option<Vec<String>>,
 }
 
+impl UpdateKeyRequest {
+    /// The domain's patch of these changes.
+    pub fn into_patch(self) -> Result<KeyPatch, ApiError> {
+            Ok(KeyPatch {
+            name: self.name,
+            description: self.description,
+            scopes: self.scopes,
+            read_only: self.read_only,
+            administrator: self.administrator,
+            account_administrator: self.account_administrator,
+            resources: self.resources,
+            allowed_origins: self.allowed_origins,
+            allowed_ips: self.allowed_ips,
+            metadata: self.metadata,
+            expires_at: self.expires_at,
+            credits: self.credits.map(|c| c.map(super::credits::CreditsBody::into_credits).transpose()).transpose()?,
+            ratelimits: self.ratelimits.map(super::identities::into_limits),
+            identity: None,
+            external_id: self.external_id,
+            roles: self.roles,
+        })
+    }
+}
+
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
@@ -325,24 +350,7 @@ pub async fn update_key(
     ApiJson(body): ApiJson<UpdateKeyRequest>,
 ) -> ApiResult<Response> {
     let expected = if_match(&headers)?;
-    let patch = KeyPatch {
-        name: body.name,
-        description: body.description,
-        scopes: body.scopes,
-        read_only: body.read_only,
-        administrator: body.administrator,
-        account_administrator: body.account_administrator,
-        resources: body.resources,
-        allowed_origins: body.allowed_origins,
-        allowed_ips: body.allowed_ips,
-        metadata: body.metadata,
-        expires_at: body.expires_at,
-        credits: body.credits.map(|c| c.map(super::credits::CreditsBody::into_credits).transpose()).transpose()?,
-        ratelimits: body.ratelimits.map(super::identities::into_limits),
-        identity: None,
-        external_id: body.external_id,
-        roles: body.roles,
-    };
+    let patch = body.into_patch()?;
     let key = state.keys.update(&principal, &id, patch, expected).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
 }

@@ -82,7 +82,7 @@ pub struct WorkspaceRef {
     pub name: String,
 }
 
-fn session_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
+pub fn session_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age_secs}"
     ))

@@ -188,7 +188,7 @@ fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let (router, api) = api_router().split_for_parts();
     finish(
-        with_forward_auth(router).merge(
+        with_forward_auth(router).merge(crate::console::routes()).merge(
             SwaggerUi::new("/docs")
                 .url("/openapi.json", api)
                 // No request off the server: Swagger UI's default validator badge

@@ -6,7 +6,9 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod browser;
 mod compat;
+mod console;
 mod credits;
 mod forward_auth;
 mod guards;

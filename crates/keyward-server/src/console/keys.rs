@@ -1,0 +1,878 @@
+//! The Keys pages: the list (filter, pages, Show/Hide, Copy, each row's
+//! menu), the Create New Key panel, a key's detail and edit pages, and the
+//! confirmations of destructive actions.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use keyward_core::key::{ApiKey, KeyState, KeyType};
+use keyward_core::{Error, ErrorKind};
+use keyward_store::{KeyFilter, Page};
+use serde_json::{Map, Value, json};
+
+use super::form::{FormData, Params, encode};
+use super::view::{Errors, FormError, Shell, inert, when, when_opt};
+use super::{Member, error_page, render, render_status, see};
+use crate::api::AppState;
+use crate::api::credits::CreditsBody;
+use crate::api::extract::ClientIp;
+use crate::api::identities::RateLimitBody;
+use crate::api::keys::{CreateKeyRequest, UpdateKeyRequest};
+use crate::principal::Principal;
+
+const PAGE_SIZE: u32 = 25;
+
+/// The list's filters, carried from page to page.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub state: String,
+    pub name: String,
+    pub cursor: String,
+}
+
+impl Filters {
+    fn of(p: &FormData) -> Self {
+        let state = p.text("state").unwrap_or_default();
+        let state = match state.as_str() {
+            "active" | "inactive" | "locked" | "revoked" | "expired" => state,
+            _ => String::new(),
+        };
+        let cursor = p.text("cursor").filter(|c| c.parse::<i64>().is_ok_and(|c| c > 0)).unwrap_or_default();
+        Filters { state, name: p.text("name").unwrap_or_default(), cursor }
+    }
+
+    /// The list's address with these filters.
+    pub fn url(&self) -> String {
+        let mut q = Vec::new();
+        for (k, v) in [("state", &self.state), ("name", &self.name), ("cursor", &self.cursor)] {
+            if !v.is_empty() {
+                q.push(format!("{k}={}", encode(v)));
+            }
+        }
+        if q.is_empty() { "/keys".to_owned() } else { format!("/keys?{}", q.join("&")) }
+    }
+
+    fn next(&self, cursor: i64) -> String {
+        Filters { cursor: cursor.to_string(), ..self.clone() }.url()
+    }
+}
+
+/// One row of the list.
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub masked: String,
+    pub kind: &'static str,
+    pub grants: String,
+    pub state: &'static str,
+    pub state_class: &'static str,
+    pub created: String,
+    pub last_used: String,
+    pub expires: String,
+    pub legacy: bool,
+    pub recoverable: bool,
+    /// The secret, when the member asked to see it.
+    pub revealed: Option<String>,
+    pub can_edit: bool,
+    pub can_roll: bool,
+    pub can_clone: bool,
+    pub can_deactivate: bool,
+    /// `Activate`, `Re-activate` (a disabled key) or nothing.
+    pub activate: &'static str,
+    pub can_revoke: bool,
+    pub can_delete: bool,
+}
+
+/// What a key's state reads as at `now`.
+pub fn state_label(k: &ApiKey, now: DateTime<Utc>) -> (&'static str, &'static str) {
+    match k.state {
+        KeyState::Revoked => ("Revoked", "revoked"),
+        KeyState::Locked => ("Disabled", "disabled"),
+        KeyState::Inactive => ("Inactive", "inactive"),
+        KeyState::Active if k.expires_at.is_some_and(|e| e <= now) => ("Expired", "expired"),
+        KeyState::Active => ("Active", "active"),
+    }
+}
+
+/// Scopes, flags and roles in a few words.
+pub fn grants(k: &ApiKey) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if k.flags.account_administrator {
+        parts.push("Account administrator".into());
+    }
+    if k.flags.administrator {
+        parts.push("Administrator".into());
+    }
+    if k.flags.read_only {
+        parts.push("Read only".into());
+    }
+    parts.extend(k.scopes.iter().map(|s| match s.to_string().as_str() {
+        "*" => "Full Access".to_owned(),
+        other => other.to_owned(),
+    }));
+    parts.extend(k.roles.iter().map(|r| format!("role {r}")));
+    if parts.is_empty() { "None".to_owned() } else { parts.join(", ") }
+}
+
+fn kind(t: KeyType) -> &'static str {
+    match t {
+        KeyType::Secret => "Secret",
+        KeyType::Publishable => "Publishable",
+    }
+}
+
+impl KeyRow {
+    fn of(k: &ApiKey, now: DateTime<Utc>) -> Self {
+        let (state, state_class) = state_label(k, now);
+        let revoked = k.state == KeyState::Revoked;
+        KeyRow {
+            id: k.id.to_string(),
+            name: inert(&k.name),
+            masked: k.masked.clone(),
+            kind: kind(k.key_type),
+            grants: grants(k),
+            state,
+            state_class,
+            created: when(&k.created_at),
+            last_used: when_opt(k.last_used_at.as_ref(), "Never"),
+            expires: when_opt(k.expires_at.as_ref(), "Never"),
+            legacy: k.legacy,
+            recoverable: k.recoverable && !revoked,
+            revealed: None,
+            can_edit: !k.legacy && !revoked,
+            can_roll: !k.legacy && !revoked,
+            can_clone: !revoked,
+            can_deactivate: k.state == KeyState::Active,
+            activate: match k.state {
+                KeyState::Inactive => "Activate",
+                KeyState::Locked => "Re-activate",
+                _ => "",
+            },
+            can_revoke: !revoked,
+            can_delete: !k.legacy && matches!(k.state, KeyState::Inactive | KeyState::Revoked),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "keys.html")]
+struct KeysPage {
+    shell: Option<Shell>,
+    rows: Vec<KeyRow>,
+    filters: Filters,
+    back: String,
+    next_page: Option<String>,
+    notice: Option<&'static str>,
+    panel: Option<KeyForm>,
+}
+
+/// Messages after an action (by code, so no link can make the page say
+/// anything else).
+fn notice(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "deactivate" => "The key was deactivated.",
+        "activate" => "The key was activated.",
+        "revoke" => "The key was revoked.",
+        "delete" => "The key was deleted.",
+        "edit" => "The key was saved.",
+        _ => return None,
+    })
+}
+
+async fn list_page(
+    state: &AppState,
+    who: &Principal,
+    filters: Filters,
+    revealed: Option<(String, String)>,
+    notice: Option<&'static str>,
+    panel: Option<KeyForm>,
+) -> Result<KeysPage, Error> {
+    let shell = Shell::load(state, who, "keys").await?;
+    let now = state.audit.now();
+    let (stored_state, expired) = match filters.state.as_str() {
+        "expired" => (Some(KeyState::Active), Some(true)),
+        "active" => (Some(KeyState::Active), Some(false)),
+        s => (KeyState::parse(s), None),
+    };
+    let filter = KeyFilter {
+        state: stored_state,
+        key_type: None,
+        name_contains: Some(keyward_core::key::normalize_name(&filters.name)).filter(|n| !n.is_empty()),
+    };
+    let page = Page { after: filters.cursor.parse().ok(), limit: PAGE_SIZE };
+    let page = state.keys.list(who, &filter, page).await?;
+    let rows = page
+        .keys
+        .iter()
+        .filter(|k| expired.is_none_or(|want| want == k.expires_at.is_some_and(|e| e <= now)))
+        .map(|k| {
+            let mut row = KeyRow::of(k, now);
+            if let Some((id, secret)) = &revealed
+                && *id == row.id
+            {
+                row.revealed = Some(secret.clone());
+            }
+            row
+        })
+        .collect();
+    Ok(KeysPage {
+        shell: Some(shell),
+        rows,
+        back: filters.url(),
+        next_page: page.next_cursor.map(|c| filters.next(c)),
+        filters,
+        notice,
+        panel,
+    })
+}
+
+pub async fn list(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
+    let notice = p.text("done").and_then(|d| notice(&d));
+    match list_page(&state, &who, Filters::of(&p), None, notice, None).await {
+        Ok(page) => render(&page),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+/// A section of the permission panel: its actions as checkboxes.
+pub struct PermSection {
+    pub name: String,
+    /// (value, label) of each checkbox.
+    pub actions: Vec<(String, String)>,
+}
+
+/// The sections a key's (or role's) permissions are picked from: access
+/// tiers, the workspace's own catalogue, then account management.
+pub fn permission_sections(ws: &keyward_core::workspace::Workspace, tiers: bool) -> Vec<PermSection> {
+    let mut sections = Vec::new();
+    if tiers {
+        sections.push(PermSection {
+            name: "Access tiers".into(),
+            actions: ["read", "write", "admin"].iter().map(|t| (t.to_string(), t.to_string())).collect(),
+        });
+    }
+    for s in &ws.catalogue {
+        sections.push(PermSection {
+            name: s.name.clone(),
+            actions: s.actions.iter().map(|a| (format!("{}:{a}", s.name), a.clone())).collect(),
+        });
+    }
+    let mut account: Vec<PermSection> = Vec::new();
+    for p in keyward_core::member::ACCOUNT_PERMISSIONS {
+        let (resource, action) = p.split_once(':').unwrap_or((p, ""));
+        let name = format!("Account: {resource}");
+        match account.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.actions.push((p.to_string(), action.to_owned())),
+            None => account.push(PermSection { name, actions: vec![(p.to_string(), action.to_owned())] }),
+        }
+    }
+    sections.extend(account);
+    sections
+}
+
+/// The key form (create panel and edit page) with its values.
+pub struct KeyForm {
+    pub v: FormData,
+    pub sections: Vec<PermSection>,
+    pub roles: Vec<String>,
+    pub errors: Errors,
+    pub today: String,
+    pub max_date: String,
+    pub allow_recoverable: bool,
+    pub editing: bool,
+    pub action: String,
+    pub submit: &'static str,
+}
+
+async fn key_form(
+    state: &AppState,
+    who: &Principal,
+    v: FormData,
+    editing: Option<&str>,
+    error: Option<FormError>,
+) -> Result<KeyForm, Error> {
+    let ws = state.workspaces.get(who).await?;
+    let roles = state.roles.list(who).await?.into_iter().map(|r| r.role.name).collect();
+    let now = state.audit.now();
+    let max_date = ws.policy.max_key_lifetime_days.map(|d| date(now + Duration::days(i64::from(d))));
+    Ok(KeyForm {
+        v,
+        sections: permission_sections(&ws, true),
+        roles,
+        errors: Errors(error),
+        today: date(now),
+        max_date: max_date.unwrap_or_default(),
+        allow_recoverable: ws.allow_recoverable && state.keys.can_seal() && editing.is_none(),
+        editing: editing.is_some(),
+        action: editing.map_or_else(|| "/keys/new".to_owned(), |id| format!("/keys/{id}/edit")),
+        submit: if editing.is_some() { "Save" } else { "Generate" },
+    })
+}
+
+fn date(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+pub async fn new_page(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
+    let result = async {
+        let ws = state.workspaces.get(&who).await?;
+        let mut v = FormData::default();
+        if let Some(at) = ws.policy.policy_expiry(state.audit.now()) {
+            v.set("expires", date(at));
+        }
+        let form = key_form(&state, &who, v, None, None).await?;
+        list_page(&state, &who, Filters::of(&p), None, None, Some(form)).await
+    }
+    .await;
+    match result {
+        Ok(page) => render(&page),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+/// Where each API error of a key form is shown.
+const KEY_FIELDS: &[(&str, &[&str])] = &[
+    ("name", &["invalid_name", "duplicate_name", "name_required"]),
+    ("description", &["invalid_description"]),
+    ("type", &["invalid_type"]),
+    ("expires", &["invalid_expiry", "expiry_required"]),
+    ("permission", &["invalid_scope", "too_many_scopes", "invalid_permission", "invalid_permissions", "cannot_grant"]),
+    ("role", &["invalid_roles", "role_not_found"]),
+    ("resources", &["invalid_resource", "invalid_resources", "too_many_resources"]),
+    ("allowed_origins", &["too_many_origins", "origins_required", "invalid_origin"]),
+    ("allowed_ips", &["too_many_ip_ranges", "invalid_ip", "invalid_ip_range"]),
+    ("metadata", &["invalid_metadata", "metadata_too_large"]),
+    ("credits", &["invalid_credits"]),
+    ("rate_limit", &["invalid_ratelimits"]),
+    ("recoverable", &["master_key_required", "recoverable_not_allowed"]),
+];
+
+fn whole(v: &FormData, field: &'static str, label: &str) -> Result<Option<i64>, FormError> {
+    v.text(field)
+        .map(|t| t.parse::<i64>().map_err(|_| FormError::field(field, format!("{label} must be a whole number"))))
+        .transpose()
+}
+
+/// The expiry a date picker names: that day, at the time of day it is now
+/// (so the default lifetime's date is exactly that lifetime).
+fn expiry(v: &FormData, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, FormError> {
+    let Some(text) = v.text("expires") else { return Ok(None) };
+    let day = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+        .map_err(|_| FormError::field("expires", "Expires must be a date (YYYY-MM-DD)"))?;
+    Ok(Some(day.and_time(now.time()).and_utc()))
+}
+
+/// The metadata fields the form edits, over what the key already has.
+fn metadata(v: &FormData, mut base: Map<String, Value>) -> Option<Value> {
+    for (field, key) in [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")] {
+        match v.text(field) {
+            Some(text) => base.insert(key.to_owned(), Value::String(text)),
+            None => base.remove(key),
+        };
+    }
+    (!base.is_empty()).then_some(Value::Object(base))
+}
+
+fn rate_limit(v: &FormData) -> Result<Option<Vec<RateLimitBody>>, FormError> {
+    let limit = whole(v, "rate_limit", "Rate limit")?;
+    let window = whole(v, "rate_window", "Rate limit window")?;
+    Ok(match (limit, window) {
+        (None, None) => None,
+        (Some(limit), window) => Some(vec![RateLimitBody {
+            name: "requests".into(),
+            limit,
+            duration_ms: window.unwrap_or(60).saturating_mul(1000),
+            auto_apply: true,
+        }]),
+        (None, Some(_)) => return Err(FormError::field("rate_limit", "Give the number of requests of the rate limit")),
+    })
+}
+
+fn create_request(v: &FormData, now: DateTime<Utc>) -> Result<CreateKeyRequest, FormError> {
+    Ok(CreateKeyRequest {
+        name: v.text("name"),
+        description: v.text("description"),
+        key_type: v.text("type"),
+        environment: None,
+        scopes: Some(v.all("permission")),
+        read_only: Some(v.checked("read_only")),
+        administrator: Some(v.checked("administrator")),
+        account_administrator: Some(v.checked("account_administrator")),
+        resources: Some(v.lines("resources")),
+        allowed_origins: Some(v.lines("allowed_origins")),
+        allowed_ips: Some(v.lines("allowed_ips")),
+        expires_at: expiry(v, now)?,
+        expires_in: None,
+        metadata: metadata(v, Map::new()),
+        credits: whole(v, "credits", "Credits")?.map(|remaining| CreditsBody { remaining, refill: None }),
+        ratelimits: rate_limit(v)?,
+        external_id: None,
+        roles: Some(v.all("role")),
+        recoverable: Some(v.checked("recoverable")),
+    })
+}
+
+fn form_error_of(e: &Error) -> FormError {
+    FormError::of(e.code, &e.message, KEY_FIELDS)
+}
+
+/// The one-time secret of a key just made (created, cloned, rolled).
+#[derive(Template)]
+#[template(path = "key_secret.html")]
+struct SecretPage {
+    shell: Option<Shell>,
+    heading: &'static str,
+    name: String,
+    id: String,
+    secret: String,
+}
+
+async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, key: &ApiKey, secret: &str) -> Response {
+    match Shell::load(state, who, "keys").await {
+        Ok(shell) => render_status(
+            StatusCode::CREATED,
+            &SecretPage {
+                shell: Some(shell),
+                heading,
+                name: inert(&key.name),
+                id: key.id.to_string(),
+                secret: secret.to_owned(),
+            },
+        ),
+        Err(e) => error_page(state, who, &e).await,
+    }
+}
+
+pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {
+    let request = create_request(&v, state.audit.now());
+    let result = match request {
+        Ok(r) => match r.into_draft() {
+            Ok(draft) => state.keys.create(&who, draft).await.map_err(|e| form_error_of(&e)),
+            Err(e) => Err(FormError::of(e.code, &e.message, KEY_FIELDS)),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((key, secret)) => secret_page(&state, &who, "Key created", &key, secret.expose()).await,
+        Err(error) => {
+            let status = if error.field.is_empty() { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let page = async {
+                let form = key_form(&state, &who, v, None, Some(error)).await?;
+                list_page(&state, &who, Filters::default(), None, None, Some(form)).await
+            }
+            .await;
+            match page {
+                Ok(page) => render_status(status, &page),
+                Err(e) => error_page(&state, &who, &e).await,
+            }
+        }
+    }
+}
+
+/// The form's values for an existing key.
+fn values_of(k: &ApiKey) -> FormData {
+    let mut v = FormData::default();
+    v.set("name", k.name.clone());
+    v.set("description", k.description.clone().unwrap_or_default());
+    v.set("type", k.key_type.as_str());
+    if let Some(e) = k.expires_at {
+        v.set("expires", date(e));
+    }
+    for (flag, on) in [
+        ("read_only", k.flags.read_only),
+        ("administrator", k.flags.administrator),
+        ("account_administrator", k.flags.account_administrator),
+    ] {
+        if on {
+            v.set(flag, "on");
+        }
+    }
+    for s in &k.scopes {
+        v.set("permission", s.to_string());
+    }
+    for r in &k.roles {
+        v.set("role", r.clone());
+    }
+    v.set("resources", k.resources.join("\n"));
+    v.set("allowed_origins", k.allowed_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>().join("\n"));
+    v.set("allowed_ips", k.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    for (field, key) in [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")] {
+        if let Some(s) = k.metadata.get(key).and_then(Value::as_str) {
+            v.set(field, s);
+        }
+    }
+    if let Some(c) = &k.credits {
+        v.set("credits", c.remaining.to_string());
+    }
+    if let Some(l) = k.ratelimits.iter().find(|l| l.name == "requests") {
+        v.set("rate_limit", l.limit.to_string());
+        v.set("rate_window", (l.duration_ms / 1000).to_string());
+    }
+    v
+}
+
+fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<UpdateKeyRequest, FormError> {
+    let before = values_of(k);
+    let changed = |f: &str| v.val(f).trim() != before.val(f).trim();
+    let base = k.metadata.as_object().cloned().unwrap_or_default();
+    let credits = match (changed("credits"), whole(v, "credits", "Credits")?) {
+        (false, _) => None,
+        (true, None) => Some(None),
+        (true, Some(remaining)) => Some(Some(CreditsBody {
+            remaining,
+            refill: k.credits.as_ref().and_then(|c| CreditsBody::of(c).refill),
+        })),
+    };
+    let limits_changed = changed("rate_limit") || changed("rate_window");
+    let mut ratelimits = None;
+    if limits_changed {
+        let mut others: Vec<RateLimitBody> =
+            k.ratelimits.iter().filter(|l| l.name != "requests").map(RateLimitBody::of).collect();
+        others.extend(rate_limit(v)?.unwrap_or_default());
+        ratelimits = Some(others);
+    }
+    Ok(UpdateKeyRequest {
+        name: v.text("name"),
+        description: Some(v.text("description")),
+        scopes: Some(v.all("permission")),
+        read_only: Some(v.checked("read_only")),
+        administrator: Some(v.checked("administrator")),
+        account_administrator: Some(v.checked("account_administrator")),
+        resources: Some(v.lines("resources")),
+        allowed_origins: Some(v.lines("allowed_origins")),
+        allowed_ips: Some(v.lines("allowed_ips")),
+        metadata: Some(metadata(v, base).unwrap_or_else(|| json!({}))),
+        expires_at: if changed("expires") { Some(expiry(v, now)?) } else { None },
+        credits,
+        ratelimits,
+        external_id: None,
+        roles: Some(v.all("role")),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "key_edit.html")]
+struct EditPage {
+    shell: Option<Shell>,
+    id: String,
+    name: String,
+    f: KeyForm,
+}
+
+async fn edit_view(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    values: Option<FormData>,
+    error: Option<FormError>,
+) -> Result<EditPage, Error> {
+    let key = state.keys.get(who, id).await?;
+    if key.legacy {
+        return Err(Error::conflict("legacy_key", "Legacy keys cannot be edited"));
+    }
+    who.require(crate::keys::MANAGE)?;
+    let v = values.unwrap_or_else(|| values_of(&key));
+    let f = key_form(state, who, v, Some(id), error).await?;
+    Ok(EditPage { shell: Some(Shell::load(state, who, "keys").await?), id: id.to_owned(), name: inert(&key.name), f })
+}
+
+pub async fn edit_page(State(state): State<AppState>, Member(who): Member, Path(id): Path<String>) -> Response {
+    match edit_view(&state, &who, &id, None, None).await {
+        Ok(page) => render(&page),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): Path<String>, v: FormData) -> Response {
+    let key = match state.keys.get(&who, &id).await {
+        Ok(k) => k,
+        Err(e) => return error_page(&state, &who, &e).await,
+    };
+    let result = match update_request(&v, &key, state.audit.now()) {
+        Ok(r) => match r.into_patch() {
+            Ok(patch) => state.keys.update(&who, &id, patch, Some(key.version)).await.map_err(|e| form_error_of(&e)),
+            Err(e) => Err(FormError::of(e.code, &e.message, KEY_FIELDS)),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => see(&format!("/keys/{id}?done=edit")),
+        Err(error) => match edit_view(&state, &who, &id, Some(v), Some(error)).await {
+            Ok(page) => render_status(StatusCode::BAD_REQUEST, &page),
+            Err(e) => error_page(&state, &who, &e).await,
+        },
+    }
+}
+
+/// A day of the usage chart.
+pub struct Bar {
+    pub day: String,
+    pub valid: u64,
+    pub refused: u64,
+    pub x: u32,
+    pub y: u32,
+    pub height: u32,
+}
+
+#[derive(Template)]
+#[template(path = "key_detail.html")]
+struct DetailPage {
+    shell: Option<Shell>,
+    row: KeyRow,
+    description: String,
+    fields: Vec<(&'static str, String)>,
+    bars: Vec<Bar>,
+    total: u64,
+    peak: u64,
+    chart_label: String,
+    entries: Option<Vec<super::audit::EntryRow>>,
+    notice: Option<&'static str>,
+}
+
+const CHART_DAYS: i64 = 30;
+const CHART_HEIGHT: u32 = 120;
+
+fn chart(report: &crate::keys::UsageReport, now: DateTime<Utc>) -> (Vec<Bar>, u64, u64) {
+    let first = (now - Duration::days(CHART_DAYS - 1)).date_naive();
+    let mut bars: Vec<Bar> = (0..CHART_DAYS)
+        .map(|i| {
+            let day = first + Duration::days(i);
+            Bar { day: day.format("%Y-%m-%d").to_string(), valid: 0, refused: 0, x: i as u32 * 20, y: 0, height: 0 }
+        })
+        .collect();
+    for (start, counts) in &report.buckets {
+        let index = (start.date_naive() - first).num_days();
+        if let Some(bar) = usize::try_from(index).ok().and_then(|i| bars.get_mut(i)) {
+            for (code, n) in counts {
+                if code == "VALID" { bar.valid += n } else { bar.refused += n }
+            }
+        }
+    }
+    let peak = bars.iter().map(|b| b.valid + b.refused).max().unwrap_or(0);
+    let total = bars.iter().map(|b| b.valid).sum();
+    for b in &mut bars {
+        let n = b.valid + b.refused;
+        b.height = if peak == 0 || n == 0 { 0 } else { ((n * u64::from(CHART_HEIGHT)) / peak).max(2) as u32 };
+        b.y = CHART_HEIGHT - b.height;
+    }
+    (bars, total, peak)
+}
+
+pub async fn detail(
+    State(state): State<AppState>,
+    Member(who): Member,
+    Path(id): Path<String>,
+    Params(p): Params,
+) -> Response {
+    let result = async {
+        let key = state.keys.get(&who, &id).await?;
+        let now = state.audit.now();
+        let report = state.keys.usage(&who, &id, Some("30d"), Some("day")).await?;
+        let (bars, total, peak) = chart(&report, now);
+        let busiest = bars.iter().max_by_key(|b| b.valid + b.refused).filter(|_| peak > 0);
+        let chart_label = match busiest {
+            Some(b) => format!(
+                "Verifications per day over the last 30 days: {total} valid in all, the most on {} ({peak})",
+                b.day
+            ),
+            None => "Verifications per day over the last 30 days: none".to_owned(),
+        };
+        let entries = match who.require(crate::audit::READ) {
+            Ok(()) => Some(super::audit::key_entries(&state, &who, &id).await?),
+            Err(_) => None,
+        };
+        let limits = key.ratelimits.iter().map(|l| format!("{}: {} per {} s", l.name, l.limit, l.duration_ms / 1000));
+        let fields = vec![
+            ("Key id", key.id.to_string()),
+            ("Environment", key.environment.as_str().to_owned()),
+            ("Resources", list_or(&key.resources, "All")),
+            ("Allowed origins", list_or(&key.allowed_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>(), "Any")),
+            ("Allowed IPs", list_or(&key.allowed_ips, "Any")),
+            ("Credits", key.credits.as_ref().map_or_else(|| "Unlimited".into(), |c| c.remaining.to_string())),
+            ("Rate limits", list_or(&limits.collect::<Vec<_>>(), "None")),
+            ("Identity", key.identity.as_ref().map_or_else(|| "None".into(), |i| i.external_id.clone())),
+            ("Metadata", if key.metadata.as_object().is_none_or(Map::is_empty) { "None".into() } else { key.metadata.to_string() }),
+            ("Recoverable", if key.recoverable { "Yes".into() } else { "No".into() }),
+            ("Updated", when(&key.updated_at)),
+        ];
+        Ok::<_, Error>(DetailPage {
+            shell: Some(Shell::load(&state, &who, "keys").await?),
+            row: KeyRow::of(&key, now),
+            description: inert(key.description.as_deref().unwrap_or_default()),
+            fields,
+            bars,
+            total,
+            peak,
+            chart_label,
+            entries,
+            notice: p.text("done").and_then(|d| notice(&d)),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => render(&page),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+fn list_or<T: ToString>(items: &[T], none: &str) -> String {
+    if items.is_empty() { none.to_owned() } else { items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
+}
+
+#[derive(Template)]
+#[template(path = "key_confirm.html")]
+struct ConfirmPage {
+    shell: Option<Shell>,
+    id: String,
+    name: String,
+    action: &'static str,
+    verb: &'static str,
+    warning: &'static str,
+    back: String,
+}
+
+fn confirmation(action: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    Some(match action {
+        "deactivate" => ("deactivate", "Deactivate", "Requests with this key are refused until it is activated again."),
+        "revoke" => ("revoke", "Revoke", "The key stops working at once and for good. This cannot be undone."),
+        "delete" => ("delete", "Delete", "The key and its record are deleted for good. This cannot be undone."),
+        "roll" => ("roll", "Roll", "The key gets a new secret. The current secret stops working when the grace period ends."),
+        _ => return None,
+    })
+}
+
+pub async fn confirm_page(
+    State(state): State<AppState>,
+    Member(who): Member,
+    Path((id, action)): Path<(String, String)>,
+    Params(p): Params,
+) -> Response {
+    let Some((action, verb, warning)) = confirmation(&action) else {
+        return super::message_page(StatusCode::NOT_FOUND, "Not found", "No such action");
+    };
+    let result = async {
+        who.require(crate::keys::MANAGE)?;
+        let key = state.keys.get(&who, &id).await?;
+        Ok::<_, Error>(ConfirmPage {
+            shell: Some(Shell::load(&state, &who, "keys").await?),
+            id,
+            name: inert(&key.name),
+            action,
+            verb,
+            warning,
+            back: super::safe_next(p.val("back")).to_owned(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => render(&page),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+/// The row menu's actions (after their confirmation where they have one).
+pub async fn act(
+    State(state): State<AppState>,
+    Member(who): Member,
+    Path((id, action)): Path<(String, String)>,
+    v: FormData,
+) -> Response {
+    let back = super::safe_next(v.val("back")).to_owned();
+    let done = |what: &str| {
+        let sep = if back.contains('?') { '&' } else { '?' };
+        see(&format!("{back}{sep}done={what}"))
+    };
+    let result = match action.as_str() {
+        "clone" => match state.keys.clone_key(&who, &id, None).await {
+            Ok((key, secret)) => return secret_page(&state, &who, "Key cloned", &key, secret.expose()).await,
+            Err(e) => Err(e),
+        },
+        "roll" => {
+            let grace = match v.text("grace_period").map(|g| g.parse::<u32>()) {
+                None => Ok(0),
+                Some(Ok(g)) => Ok(g),
+                Some(Err(_)) => Err(Error::invalid("invalid_grace_period", "Grace period must be a whole number of seconds")),
+            };
+            match grace {
+                Ok(grace) => match state.keys.roll(&who, &id, grace).await {
+                    Ok((key, secret)) => return secret_page(&state, &who, "Key rolled", &key, secret.expose()).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        "deactivate" => state.keys.deactivate(&who, &id).await.map(drop),
+        "activate" => state.keys.activate(&who, &id).await.map(drop),
+        "revoke" => state.keys.revoke(&who, &id).await.map(drop),
+        "delete" => state.keys.delete(&who, &id).await.map(drop),
+        _ => return super::message_page(StatusCode::NOT_FOUND, "Not found", "No such action"),
+    };
+    match result {
+        // A deleted key's page is gone: back to the list.
+        Ok(()) if action == "delete" && back.starts_with(&format!("/keys/{id}")) => see("/keys?done=delete"),
+        Ok(()) => done(&action),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key_reauth.html")]
+struct ReauthPage {
+    shell: Option<Shell>,
+    id: String,
+    name: String,
+    back: String,
+    error: Option<String>,
+}
+
+/// Show: reveals a recoverable key's secret in its row. When the session
+/// is not fresh, asks for the password first (the same rule as the API's
+/// reveal), then shows it.
+pub async fn show(
+    State(state): State<AppState>,
+    Member(mut who): Member,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    v: FormData,
+) -> Response {
+    let back = super::safe_next(v.val("back")).to_owned();
+    let mut error = None;
+    if let Some(password) = v.raw("password") {
+        match state.members.reauth(&who, password, ip).await {
+            Ok(until) => {
+                // This request counts as fresh from now on, as the next would.
+                if let crate::principal::Caller::Member(m) = &mut who.caller {
+                    let m = std::sync::Arc::make_mut(m);
+                    m.fresh = true;
+                    m.fresh_until = Some(until);
+                }
+            }
+            Err(e) if matches!(e.kind, ErrorKind::TooManyRequests { .. }) => return error_page(&state, &who, &e).await,
+            Err(e) => error = Some(e.message),
+        }
+    }
+    if error.is_none() {
+        match state.keys.reveal(&who, &id).await {
+            Ok(secret) => {
+                let filters = Filters::of(&FormData::parse(back.split_once('?').map_or("", |(_, q)| q).as_bytes()));
+                return match list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await {
+                    Ok(page) => render(&page),
+                    Err(e) => error_page(&state, &who, &e).await,
+                };
+            }
+            Err(e) if e.code == "reauthentication_required" => {}
+            Err(e) => return error_page(&state, &who, &e).await,
+        }
+    }
+    let name = match state.keys.get(&who, &id).await {
+        Ok(k) => inert(&k.name),
+        Err(e) => return error_page(&state, &who, &e).await,
+    };
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    match Shell::load(&state, &who, "keys").await {
+        Ok(shell) => render_status(status, &ReauthPage { shell: Some(shell), id, name, back, error }),
+        Err(e) => error_page(&state, &who, &e).await,
+    }
+}

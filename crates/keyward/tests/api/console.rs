@@ -1,0 +1,501 @@
+//! The console in a real headless Chromium, walked as a person would: by
+//! the names of its links, buttons and fields. Every page is checked for
+//! console errors, requests off the server and accessibility violations,
+//! and photographed into `target/console-screenshots/`. Plain-HTTP tests
+//! cover what a browser would hide (CSP, refused forms, redirects).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::browser::{Browser, available};
+use crate::helpers::{OWNER_EMAIL, OWNER_PASSWORD, TestApp, backend, spawn_app};
+
+backend_tests!(
+    console_keys_walk_in_chromium,
+    console_show_hide_and_disabled_keys_in_chromium,
+    console_people_settings_and_audit_in_chromium,
+    console_viewer_and_narrow_window_in_chromium,
+    console_pages_are_locked_down,
+    console_forms_refuse_bad_input_and_change_nothing,
+);
+
+fn test_name(name: &str) -> String {
+    format!("{:?}::{name}", backend()).to_lowercase()
+}
+
+async fn browser(app: &TestApp, name: &str) -> Option<Browser> {
+    let name = test_name(name);
+    available(&name).then_some(())?;
+    Some(Browser::start(&app.url(""), &name, 1280, 900).await)
+}
+
+async fn sign_in(b: &mut Browser, email: &str, password: &str) {
+    b.fill("Email", email).await;
+    b.fill("Password", password).await;
+    b.go("button", "Sign in").await;
+}
+
+/// Sign in; create a key in the panel; copy its one-time secret, which
+/// then verifies; clone, deactivate and delete through the row menu; edit
+/// and look at the key's page; legacy keys offer no Edit or Delete.
+async fn console_keys_walk_in_chromium() {
+    let app = spawn_app().await;
+    let Some(mut b) = browser(&app, "console_keys_walk").await else { return };
+    b.open("/").await;
+    assert_eq!(b.path().await, "/sign-in");
+    b.check_page("sign-in").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    assert_eq!(b.path().await, "/keys");
+    b.check_page("keys").await;
+
+    // Create New Key: the side panel.
+    b.go("button", "Create New Key").await;
+    b.find("field", "Name").await;
+    b.check_page("create-panel").await;
+    b.fill("Name", "Reporting").await;
+    b.fill("Description", "Nightly exports").await;
+    b.fill("Jump to", "Access tiers").await;
+    let read = b
+        .client
+        .find(fantoccini::Locator::Css("input[name=permission][value=read]"))
+        .await
+        .unwrap();
+    read.click().await.unwrap();
+    b.fill("Sites and resources", "site_abc123").await;
+    b.fill("Default email", "ops@example.com").await;
+    b.fill("Time zone", "Europe/Paris").await;
+    b.go("button", "Generate").await;
+    let secret = b.new_secret().await;
+    assert!(secret.starts_with("kw_live_"), "{secret}");
+    assert!(b.text().await.contains("will not be shown again"));
+    b.check_page("key-created").await;
+    b.click("button", "Copy").await;
+    b.find("button", "Copied").await;
+    assert_eq!(b.clipboard().await, secret, "Copy puts the secret on the clipboard");
+
+    // The secret works through the API, with what the form gave it.
+    let v = app.verify(&secret, json!({"permission": "campaigns:read", "resource": "site_abc123"})).await;
+    assert_eq!(v["code"], "VALID", "{v}");
+    assert_eq!(v["meta"]["email"], "ops@example.com", "{v}");
+    let denied = app.verify(&secret, json!({"permission": "campaigns:write"})).await;
+    assert_eq!(denied["code"], "INSUFFICIENT_PERMISSIONS");
+
+    b.go("link", "Back to the keys").await;
+    let row = b.row_text("Reporting").await;
+    assert!(row.contains("Active") && row.contains("read"), "{row}");
+    assert!(!row.contains(&secret), "the list shows the key masked");
+
+    // Clone: a new key and its one-time secret.
+    b.menu("Reporting", "Clone").await;
+    assert!(b.text().await.contains("Key cloned"));
+    let clone_secret = b.new_secret().await;
+    assert_eq!(app.verify_code(&clone_secret).await, "VALID");
+    b.check_page("key-cloned").await;
+    b.go("link", "Back to the keys").await;
+    assert!(b.row_text("Reporting (clone)").await.contains("Active"));
+
+    // Deactivate asks first; then Delete (offered for inactive keys only).
+    assert!(!b.menu_items("Reporting (clone)").await.contains(&"Delete".to_owned()));
+    b.menu("Reporting (clone)", "Deactivate").await;
+    b.find("button", "Confirm").await;
+    b.check_page("confirm-deactivate").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The key was deactivated."));
+    assert!(b.row_text("Reporting (clone)").await.contains("Inactive"));
+    assert_eq!(app.verify_code(&clone_secret).await, "INACTIVE");
+    b.menu("Reporting (clone)", "Delete").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The key was deleted."));
+    assert!(!b.text().await.contains("Reporting (clone)"));
+
+    // Edit: every field, saved through the API's rules.
+    b.menu("Reporting", "Edit").await;
+    assert_eq!(b.value("Name").await, "Reporting");
+    assert_eq!(b.value("Default email").await, "ops@example.com");
+    b.check_page("key-edit").await;
+    b.fill("Name", "Reporting v2").await;
+    b.fill("Phone", "+33 1 23 45 67 89").await;
+    b.go("button", "Save").await;
+    assert!(b.text().await.contains("The key was saved."), "{}", b.text().await);
+    let key = app.get("/v1/keys").await.body["data"][0].clone();
+    assert_eq!(key["name"], "Reporting v2");
+    assert_eq!(key["metadata"], json!({"email": "ops@example.com", "phone": "+33 1 23 45 67 89", "timeZone": "Europe/Paris"}));
+
+    // The key's page: usage chart (the verifications above) and audit entries.
+    let text = b.text().await;
+    assert!(text.contains("Usage, last 30 days") && text.contains("1 valid verifications"), "{text}");
+    let chart = b.client.find(fantoccini::Locator::Css("svg.chart")).await.unwrap();
+    let label = chart.attr("aria-label").await.unwrap().unwrap();
+    assert!(label.contains("1 valid"), "{label}");
+    assert!(text.contains("key.updated") && text.contains("key.created"), "{text}");
+    b.check_page("key-detail").await;
+
+    // Legacy keys: a badge, no Edit or Delete.
+    let r = app
+        .post("/v1/keys/import", json!({"name": "Old system", "key": "legacy_0123456789abcdef0123456789", "legacy": true}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    b.open("/keys").await;
+    assert!(b.row_text("Old system").await.contains("Legacy"));
+    let items = b.menu_items("Old system").await;
+    assert!(!items.contains(&"Edit".to_owned()) && !items.contains(&"Delete".to_owned()), "{items:?}");
+    b.save_for_docs("docs/console-keys.png").await;
+    b.check_page("keys-with-legacy").await;
+
+    // An expired session sends the member to sign in, then back.
+    app.clock.advance(Duration::from_secs(13 * 3600));
+    b.open("/keys?state=active").await;
+    assert_eq!(b.path().await, "/sign-in?next=%2Fkeys%3Fstate%3Dactive");
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    assert_eq!(b.path().await, "/keys?state=active");
+    b.close().await;
+}
+
+/// Show/Hide with the password prompt for a session no longer fresh, and
+/// Re-activate of a key disabled by wrong secrets.
+async fn console_show_hide_and_disabled_keys_in_chromium() {
+    let app = spawn_app().await;
+    let r = app.patch("/v1/workspace", json!({"allowRecoverable": true, "lockout": {"threshold": 3}})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let key = app.create_key(json!({"name": "Recoverable", "recoverable": true})).await;
+    let locked = app.create_key(json!({"name": "Guessed"})).await;
+    let wrong = format!("{}{}", &locked.secret[..locked.secret.len() - 12], "AAAAAAAAAAAA");
+    for _ in 0..3 {
+        app.verify(&wrong, json!({})).await;
+    }
+    let Some(mut b) = browser(&app, "console_show_hide").await else { return };
+    b.open("/keys").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    // Six minutes on, the sign-in no longer counts as fresh.
+    app.clock.advance(Duration::from_secs(6 * 60));
+    assert!(b.row_text("Recoverable").await.contains("kw_live_"));
+    assert!(!b.row_text("Recoverable").await.contains(&key.secret));
+    b.click_in_row("Recoverable", "Show").await;
+    b.find("field", "Password").await;
+    b.check_page("show-password").await;
+    b.fill("Password", "not the password").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("incorrect"), "{}", b.text().await);
+    b.fill("Password", OWNER_PASSWORD).await;
+    b.go("button", "Confirm").await;
+    assert!(b.row_text("Recoverable").await.contains(&key.secret));
+    b.check_page("shown").await;
+    b.click_in_row("Recoverable", "Copy").await;
+    assert_eq!(b.clipboard().await, key.secret);
+    b.click_in_row("Recoverable", "Hide").await;
+    assert!(!b.row_text("Recoverable").await.contains(&key.secret));
+    // Fresh now: Show answers at once.
+    b.click_in_row("Recoverable", "Show").await;
+    assert!(b.row_text("Recoverable").await.contains(&key.secret));
+    // Plain keys have no Show; Copy copies their id.
+    let plain = b.row("Guessed").await;
+    assert!(plain.find(fantoccini::Locator::XPath(".//button[normalize-space(.)='Show']")).await.is_err());
+    b.click_in_row("Guessed", "Copy").await;
+    assert_eq!(b.clipboard().await, locked.id);
+
+    // Disabled by wrong secrets: Re-activate.
+    b.open("/keys?state=locked").await;
+    assert!(b.row_text("Guessed").await.contains("Disabled"));
+    b.check_page("disabled").await;
+    assert_eq!(app.verify_code(&locked.secret).await, "LOCKED");
+    b.menu("Guessed", "Re-activate").await;
+    assert!(b.text().await.contains("The key was activated."));
+    assert!(b.text().await.contains("No keys match."), "the filter shows disabled keys only");
+    assert_eq!(app.verify_code(&locked.secret).await, "VALID");
+    b.close().await;
+}
+
+/// Members (invite with a one-time link that then works, roles, remove),
+/// Roles (create, edit), Settings, the Audit log, the OpenAPI download.
+async fn console_people_settings_and_audit_in_chromium() {
+    let app = spawn_app().await;
+    app.patch("/v1/workspace", json!({"permissionCatalogue": [{"name": "sources", "actions": ["view", "edit"]}]})).await;
+    let Some(mut b) = browser(&app, "console_people").await else { return };
+    b.open("/members").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    assert_eq!(b.path().await, "/members");
+    b.check_page("members").await;
+    b.fill("Email", "dev@example.com").await;
+    b.fill("Name", "Dev").await;
+    b.check("developer", true).await;
+    b.go("button", "Invite").await;
+    let link = b.client.find(fantoccini::Locator::Css(".secret-box code")).await.unwrap().text().await.unwrap();
+    assert!(link.starts_with("/join?token=kwi_"), "{link}");
+    b.check_page("invited").await;
+
+    // Roles: a custom role from the catalogue's section.
+    b.go("link", "Roles").await;
+    b.check_page("roles").await;
+    b.fill("Name", "source-editor").await;
+    b.fill("Jump to", "sources").await;
+    b.client.find(fantoccini::Locator::Css("input[value='sources:edit']")).await.unwrap().click().await.unwrap();
+    b.go("button", "Create role").await;
+    assert!(b.text().await.contains("The role was created."));
+    b.go("link", "Edit role source-editor").await;
+    b.fill("Description", "Edits sources").await;
+    b.go("button", "Save role").await;
+    assert!(b.text().await.contains("Edits sources"));
+    let roles = app.get("/v1/roles").await;
+    let custom = roles.body["data"].as_array().unwrap().iter().find(|r| r["name"] == "source-editor").unwrap().clone();
+    assert_eq!(custom["permissions"], json!(["sources:edit"]), "{custom}");
+
+    // The invitation link, opened by the invitee in another browser session.
+    b.go("button", "Sign out").await;
+    b.open(&link).await;
+    b.check_page("join").await;
+    b.fill("Password", "a long enough password").await;
+    b.go("button", "Join").await;
+    assert!(b.text().await.contains("dev@example.com joined"), "{}", b.text().await);
+    b.go("link", "Sign in").await;
+    sign_in(&mut b, "dev@example.com", "a long enough password").await;
+    assert!(!b.has("link", "Settings").await || b.has("link", "Keys").await);
+    b.go("button", "Sign out").await;
+
+    // Back as the owner: change the new member's roles, then remove them.
+    b.open("/members").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    let dev_row = "//tr[td[normalize-space(.)='dev@example.com']]";
+    let viewer = format!("{dev_row}//input[@value='viewer']");
+    b.client.find(fantoccini::Locator::XPath(&viewer)).await.unwrap().click().await.unwrap();
+    b.go("button", "Save roles of dev@example.com").await;
+    assert!(b.text().await.contains("The member's roles were saved."));
+    let members = app.get("/v1/members").await;
+    let dev = members.body["data"].as_array().unwrap().iter().find(|m| m["email"] == "dev@example.com").unwrap().clone();
+    assert_eq!(dev["roles"], json!(["developer", "viewer"]), "{dev}");
+    b.go("link", "Remove dev@example.com").await;
+    b.check_page("confirm-remove").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The member was removed."));
+
+    // Settings.
+    b.go("link", "Settings").await;
+    b.check_page("settings").await;
+    b.fill("Key limit", "50").await;
+    b.fill("Default lifetime (days)", "30").await;
+    b.fill("Lockout threshold", "7").await;
+    b.check("Allow recoverable keys", true).await;
+    b.fill("Route scopes", "GET /v1/campaigns/* campaigns:read").await;
+    b.go("button", "Save settings").await;
+    assert!(b.text().await.contains("The settings were saved."));
+    let ws = app.get("/v1/workspace").await.body;
+    assert_eq!((ws["maxKeys"].clone(), ws["defaultKeyLifetimeDays"].clone()), (json!(50), json!(30)), "{ws}");
+    assert_eq!(ws["lockout"]["threshold"], 7);
+    assert_eq!(ws["allowRecoverable"], true);
+    assert_eq!(ws["routes"][0]["permission"], "campaigns:read", "{ws}");
+    // The create panel's expiry defaults to the new default lifetime.
+    b.go("link", "Keys").await;
+    b.go("button", "Create New Key").await;
+    use keyward_server::clock::Clock as _;
+    let expected = (app.clock.now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+    assert_eq!(b.value("Expires").await, expected);
+
+    // Audit log: everything above, filtered.
+    b.go("link", "Audit log").await;
+    let text = b.text().await;
+    assert!(text.contains("settings.changed") && text.contains("member.removed") && text.contains("role.created"), "{text}");
+    b.check_page("audit").await;
+    let action = b.find("field", "Action").await;
+    action.select_by_value("role.updated").await.unwrap();
+    b.go("button", "Filter").await;
+    let text = b.text().await;
+    assert!(text.contains("role.updated") && !text.contains("settings.changed"), "{text}");
+    let export = b.find("link", "Export CSV").await.attr("href").await.unwrap().unwrap();
+    assert!(export.starts_with("/v1/audit/export?") && export.contains("action=role.updated"), "{export}");
+    b.check_page("audit-filtered").await;
+
+    // The OpenAPI file is a download link to the served document.
+    let link = b.find("link", "Download OpenAPI file").await;
+    assert_eq!(link.attr("href").await.unwrap().as_deref(), Some("/openapi.json"));
+    assert!(link.attr("download").await.unwrap().is_some());
+    b.close().await;
+}
+
+/// A viewer sees the list read-only (no Create, no menu); a member without
+/// keys:read has no Keys page; a phone-sized window still creates a key.
+async fn console_viewer_and_narrow_window_in_chromium() {
+    let app = spawn_app().await;
+    app.create_key(json!({"name": "Existing"})).await;
+    app.add_member("viewer@example.com", "viewer password 1", &["viewer"]).await;
+    let r = app.post("/v1/roles", json!({"name": "people-reader", "permissions": ["members:read"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    app.add_member("people@example.com", "people password 1", &["people-reader"]).await;
+    let Some(mut b) = browser(&app, "console_viewer").await else { return };
+    b.open("/keys").await;
+    sign_in(&mut b, "viewer@example.com", "viewer password 1").await;
+    assert!(b.row_text("Existing").await.contains("Active"));
+    assert!(!b.has("button", "Create New Key").await);
+    assert!(!b.has("button", "More actions for Existing").await);
+    b.check_page("viewer-keys").await;
+    b.go("button", "Sign out").await;
+
+    b.open("/").await;
+    sign_in(&mut b, "people@example.com", "people password 1").await;
+    b.open("/members").await;
+    assert!(!b.has("link", "Keys").await, "no Keys page without keys:read");
+    b.open("/keys").await;
+    assert!(b.text().await.contains("Not allowed"), "{}", b.text().await);
+    b.check_page("no-keys-read").await;
+    b.close().await;
+
+    // A phone: the table becomes cards, the panel fills the screen.
+    let name = test_name("console_narrow");
+    let mut b = Browser::start(&app.url(""), &name, 390, 844).await;
+    b.open("/keys").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    b.check_page("narrow-keys").await;
+    b.go("button", "Create New Key").await;
+    b.fill("Name", "From a phone").await;
+    b.check_page("narrow-panel").await;
+    b.go("button", "Generate").await;
+    let secret = b.new_secret().await;
+    assert_eq!(app.verify_code(&secret).await, "VALID");
+    b.check_page("narrow-created").await;
+    b.go("link", "Back to the keys").await;
+    b.menu("From a phone", "Deactivate").await;
+    b.go("button", "Confirm").await;
+    assert!(b.row_text("From a phone").await.contains("Inactive"));
+    b.check_page("narrow-deactivated").await;
+    b.close().await;
+}
+
+/// A signed-in client of the console's pages, over plain HTTP.
+async fn console_client(app: &TestApp) -> (reqwest::Client, String) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client
+        .post(app.url("/sign-in"))
+        .header("Origin", app.url(""))
+        .form(&[("email", OWNER_EMAIL), ("password", OWNER_PASSWORD), ("next", "/keys")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    (client, cookie)
+}
+
+/// Headers of every page; no page without a session; forms refused from
+/// another origin; sign-in's `next` only leads to this server.
+async fn console_pages_are_locked_down() {
+    let app = spawn_app().await;
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/keys", "/keys/new", "/members", "/roles", "/settings", "/audit"] {
+        let r = plain.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        let to = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(to.starts_with("/sign-in?next="), "{path} → {to}");
+    }
+    let r = plain.get(app.url("/sign-in")).send().await.unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"));
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("<script>") && !html.contains(" style=") && !html.contains("onclick"), "no inline script or style");
+
+    // `next` never leads off the server.
+    for next in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
+        let r = plain
+            .post(app.url("/sign-in"))
+            .form(&[("email", OWNER_EMAIL), ("password", OWNER_PASSWORD), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["location"], "/keys", "{next}");
+    }
+
+    let (client, cookie) = console_client(&app).await;
+    for path in ["/keys", "/keys/new", "/members", "/roles", "/settings", "/audit"] {
+        let r = client.get(app.url(path)).header("Cookie", &cookie).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+        assert!(r.headers().contains_key("content-security-policy"), "{path}");
+    }
+    // A form posted from another site is refused and changes nothing.
+    let before = app.key_count().await;
+    let r = client
+        .post(app.url("/keys/new"))
+        .header("Cookie", &cookie)
+        .header("Origin", "https://evil.example")
+        .form(&[("name", "Forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.key_count().await, before);
+    // Names are escaped, and characters that would reorder text are shown inert.
+    let hostile = "<img src=x>\u{202E}gnp.exe";
+    let r = app.post("/v1/members", json!({"email": "x@example.com", "name": hostile, "roles": ["viewer"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let token = r.str("token");
+    let accept = json!({"token": token, "password": "x password 12"});
+    app.call(Method::POST, "/v1/invitations/accept", None, Some(accept)).await;
+    let html = client.get(app.url("/members")).header("Cookie", &cookie).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("&#60;img src=x&#62;[U+202E]gnp.exe") || html.contains("&lt;img src=x&gt;[U+202E]gnp.exe"), "{html}");
+    assert!(!html.contains('\u{202E}') && !html.contains("<img src=x>"));
+}
+
+/// A refused form shows the API's own message beside its field and saves
+/// nothing.
+async fn console_forms_refuse_bad_input_and_change_nothing() {
+    let app = spawn_app().await;
+    app.create_key(json!({"name": "Taken"})).await;
+    let (client, cookie) = console_client(&app).await;
+    let before = app.key_count().await;
+    let post = |path: &'static str, form: Vec<(&'static str, &'static str)>| {
+        let client = client.clone();
+        let cookie = cookie.clone();
+        let url = app.url(path);
+        let origin = app.url("");
+        async move {
+            let r = client.post(url).header("Cookie", cookie).header("Origin", origin).form(&form).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let field_error = |html: &str, field: &str| {
+        let marker = format!("id=\"f-{field}-error\">");
+        html.split_once(&marker).map(|(_, rest)| rest.split('<').next().unwrap().to_owned())
+    };
+    let cases: &[(Vec<(&str, &str)>, &str)] = &[
+        (vec![("name", "Taken")], "name"),
+        (vec![("name", "")], "name"),
+        (vec![("name", "Bad date"), ("expires", "2020-01-01")], "expires"),
+        (vec![("name", "Bad date"), ("expires", "tomorrow")], "expires"),
+        (vec![("name", "Bad origin"), ("allowed_origins", "not an origin")], "allowed_origins"),
+        (vec![("name", "Bad ip"), ("allowed_ips", "10.0.0.0/99")], "allowed_ips"),
+        (vec![("name", "Bad credits"), ("credits", "lots")], "credits"),
+        (vec![("name", "Bad credits"), ("credits", "-5")], "credits"),
+    ];
+    for (form, field) in cases {
+        let (status, html) = post("/keys/new", form.clone()).await;
+        assert!((400..500).contains(&status), "{form:?}: {status}");
+        let message = field_error(&html, field).unwrap_or_else(|| panic!("no message beside {field} for {form:?}: {html}"));
+        assert!(!message.trim().is_empty(), "{form:?}");
+        // The values come back in the form; no secret or stack trace in the answer.
+        assert!(html.contains("Create New Key") && !html.contains("panicked"), "{form:?}");
+    }
+    assert_eq!(app.key_count().await, before, "nothing was created");
+    // The API's own message, word for word.
+    let api = app.post("/v1/keys", json!({"name": "Taken"})).await;
+    let (_, html) = post("/keys/new", vec![("name", "Taken")]).await;
+    assert_eq!(field_error(&html, "name").unwrap(), askama_escape(api.error()));
+
+    let (status, html) = post("/settings", vec![("name", "Test"), ("max_keys", "many")]).await;
+    assert_eq!(status, 400);
+    assert!(field_error(&html, "max_keys").unwrap().contains("whole number"), "{html}");
+    let (status, html) = post("/settings", vec![("name", "Test"), ("routes", "GET")]).await;
+    assert_eq!(status, 400);
+    assert!(field_error(&html, "routes").is_some(), "{html}");
+    assert_eq!(app.get("/v1/workspace").await.body["routes"], json!([]));
+    let (status, html) = post("/members", vec![("email", "not an email"), ("name", "X")]).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(field_error(&html, "email").is_some(), "{html}");
+    let (status, html) = post("/roles", vec![("name", "r"), ("permission", "nope:never")]).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("field-error"), "{html}");
+}
+
+/// What the templates print for a message (HTML-escaped).
+fn askama_escape(s: &str) -> String {
+    s.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;")
+}
