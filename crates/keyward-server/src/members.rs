@@ -385,7 +385,11 @@ impl MemberService {
         let current = current.filter(|s| s.is_live(now)).ok_or_else(session_ended)?;
         let member = self.store.get_member(&m.member_id).await.map_err(store_error)?.ok_or_else(session_ended)?;
         if self.store.membership(workspace_id, &m.member_id).await.map_err(store_error)?.is_none() {
-            return Err(Error::new(ErrorKind::NotFound, "workspace_not_found", "You are not a member of that workspace"));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                "workspace_not_found",
+                "You are not a member of that workspace",
+            ));
         }
         let cookie_token = format!("{SESSION_TOKEN_PREFIX}{}", ids::random_base62(43));
         let session = Session {

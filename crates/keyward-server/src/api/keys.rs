@@ -293,7 +293,7 @@ pub struct UpdateKeyRequest {
 impl UpdateKeyRequest {
     /// The domain's patch of these changes.
     pub fn into_patch(self) -> Result<KeyPatch, ApiError> {
-            Ok(KeyPatch {
+        Ok(KeyPatch {
             name: self.name,
             description: self.description,
             scopes: self.scopes,

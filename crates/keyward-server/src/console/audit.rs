@@ -55,7 +55,8 @@ impl EntryRow {
 
 /// The newest entries about one key.
 pub async fn key_entries(state: &AppState, who: &Principal, id: &str) -> Result<Vec<EntryRow>, Error> {
-    let q = AuditQuery { target: Some(id.to_owned()), period: Some(state.audit.default_period(90)), ..Default::default() };
+    let q =
+        AuditQuery { target: Some(id.to_owned()), period: Some(state.audit.default_period(90)), ..Default::default() };
     let filter = state.audit.filter(q)?;
     let (entries, _) = state.audit.list(who, &filter, Page { after: None, limit: 20 }).await?;
     Ok(entries.iter().map(EntryRow::of).collect())
@@ -79,7 +80,8 @@ struct AuditPage {
     export_jsonl: String,
 }
 
-const PERIODS: &[(&str, &str)] = &[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("90d", "Last 90 days")];
+const PERIODS: &[(&str, &str)] =
+    &[("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("90d", "Last 90 days")];
 
 pub async fn page(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let kind = p.text("type").unwrap_or_default();

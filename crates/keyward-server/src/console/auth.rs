@@ -116,10 +116,10 @@ pub async fn join(
         }
         Err(e) => {
             let status = crate::api::error::ApiError::from(e.clone()).status;
-            let fields: &[(&str, &[&str])] = &[("password", &["weak_password", "invalid_password", "invalid_credentials"])];
+            let fields: &[(&str, &[&str])] =
+                &[("password", &["weak_password", "invalid_password", "invalid_credentials"])];
             let error = Some(FormError::of(e.code, &e.message, fields));
             render_status(status, &JoinPage { shell: None, token, errors: Errors(error), joined: None })
         }
     }
 }
-

@@ -114,7 +114,9 @@ mod tests {
 
     #[test]
     fn reads_fields_checkboxes_and_lines() {
-        let f = FormData::parse(b"name=+Ann+&perm=keys%3Aread&perm=keys%3Amanage&perm=&ro=on&ips=10.0.0.0%2F8%0D%0A%0D%0A%3A%3A1");
+        let f = FormData::parse(
+            b"name=+Ann+&perm=keys%3Aread&perm=keys%3Amanage&perm=&ro=on&ips=10.0.0.0%2F8%0D%0A%0D%0A%3A%3A1",
+        );
         assert_eq!(f.text("name").as_deref(), Some("Ann"));
         assert_eq!(f.all("perm"), ["keys:read", "keys:manage"]);
         assert!(f.checked("ro"));

@@ -520,10 +520,9 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
     let credits = match (changed("credits"), whole(v, "credits", "Credits")?) {
         (false, _) => None,
         (true, None) => Some(None),
-        (true, Some(remaining)) => Some(Some(CreditsBody {
-            remaining,
-            refill: k.credits.as_ref().and_then(|c| CreditsBody::of(c).refill),
-        })),
+        (true, Some(remaining)) => {
+            Some(Some(CreditsBody { remaining, refill: k.credits.as_ref().and_then(|c| CreditsBody::of(c).refill) }))
+        }
     };
     let limits_changed = changed("rate_limit") || changed("rate_window");
     let mut ratelimits = None;
@@ -693,7 +692,14 @@ pub async fn detail(
             ("Credits", key.credits.as_ref().map_or_else(|| "Unlimited".into(), |c| c.remaining.to_string())),
             ("Rate limits", list_or(&limits.collect::<Vec<_>>(), "None")),
             ("Identity", key.identity.as_ref().map_or_else(|| "None".into(), |i| i.external_id.clone())),
-            ("Metadata", if key.metadata.as_object().is_none_or(Map::is_empty) { "None".into() } else { key.metadata.to_string() }),
+            (
+                "Metadata",
+                if key.metadata.as_object().is_none_or(Map::is_empty) {
+                    "None".into()
+                } else {
+                    key.metadata.to_string()
+                },
+            ),
             ("Recoverable", if key.recoverable { "Yes".into() } else { "No".into() }),
             ("Updated", when(&key.updated_at)),
         ];
@@ -718,7 +724,11 @@ pub async fn detail(
 }
 
 fn list_or<T: ToString>(items: &[T], none: &str) -> String {
-    if items.is_empty() { none.to_owned() } else { items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
+    if items.is_empty() {
+        none.to_owned()
+    } else {
+        items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
 }
 
 #[derive(Template)]
@@ -738,7 +748,9 @@ fn confirmation(action: &str) -> Option<(&'static str, &'static str, &'static st
         "deactivate" => ("deactivate", "Deactivate", "Requests with this key are refused until it is activated again."),
         "revoke" => ("revoke", "Revoke", "The key stops working at once and for good. This cannot be undone."),
         "delete" => ("delete", "Delete", "The key and its record are deleted for good. This cannot be undone."),
-        "roll" => ("roll", "Roll", "The key gets a new secret. The current secret stops working when the grace period ends."),
+        "roll" => {
+            ("roll", "Roll", "The key gets a new secret. The current secret stops working when the grace period ends.")
+        }
         _ => return None,
     })
 }
@@ -793,7 +805,9 @@ pub async fn act(
             let grace = match v.text("grace_period").map(|g| g.parse::<u32>()) {
                 None => Ok(0),
                 Some(Ok(g)) => Ok(g),
-                Some(Err(_)) => Err(Error::invalid("invalid_grace_period", "Grace period must be a whole number of seconds")),
+                Some(Err(_)) => {
+                    Err(Error::invalid("invalid_grace_period", "Grace period must be a whole number of seconds"))
+                }
             };
             match grace {
                 Ok(grace) => match state.keys.roll(&who, &id, grace).await {
@@ -857,7 +871,8 @@ pub async fn show(
         match state.keys.reveal(&who, &id).await {
             Ok(secret) => {
                 let filters = Filters::of(&FormData::parse(back.split_once('?').map_or("", |(_, q)| q).as_bytes()));
-                return match list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await {
+                return match list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await
+                {
                     Ok(page) => render(&page),
                     Err(e) => error_page(&state, &who, &e).await,
                 };

@@ -95,11 +95,7 @@ async fn favicon() -> Response {
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
 }
 
 async fn home(user: Option<Member>) -> Redirect {

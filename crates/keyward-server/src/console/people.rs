@@ -221,7 +221,15 @@ async fn roles_page(
             builtin: r.builtin,
         })
         .collect();
-    Ok(RolesPage { shell: Some(shell), rows, sections: permission_sections(&ws, false), v, errors: Errors(error), editing, notice })
+    Ok(RolesPage {
+        shell: Some(shell),
+        rows,
+        sections: permission_sections(&ws, false),
+        v,
+        errors: Errors(error),
+        editing,
+        notice,
+    })
 }
 
 fn role_notice(done: &str) -> Option<&'static str> {
@@ -241,7 +249,13 @@ pub async fn roles(State(state): State<AppState>, Member(who): Member, Params(p)
     }
 }
 
-async fn role_form_failed(state: &AppState, who: &Principal, v: FormData, e: Error, editing: Option<String>) -> Response {
+async fn role_form_failed(
+    state: &AppState,
+    who: &Principal,
+    v: FormData,
+    e: Error,
+    editing: Option<String>,
+) -> Response {
     let status = crate::api::error::ApiError::from(e.clone()).status;
     let error = Some(FormError::of(e.code, &e.message, ROLE_FIELDS));
     match roles_page(state, who, v, error, editing, None).await {

@@ -59,7 +59,8 @@ async fn offsite_recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
                 let n = socket.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
                 record.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
-                let _ = socket.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                let _ =
+                    socket.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
             });
         }
     });
@@ -147,7 +148,16 @@ impl Browser {
         let shots = screenshot_dir();
         std::fs::create_dir_all(&shots).unwrap();
         let prefix = test.replace("::", "-");
-        Browser { client, base: base.trim_end_matches('/').to_owned(), driver_url, offsite, shots, prefix, count: 0, _driver: driver }
+        Browser {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            driver_url,
+            offsite,
+            shots,
+            prefix,
+            count: 0,
+            _driver: driver,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -177,15 +187,13 @@ impl Browser {
         // Content behind an open panel is inert: out of reach, as for a person.
         let reachable = "[not(ancestor-or-self::*[@inert])]";
         let xpath = match role {
-            "button" => format!(
-                "//*[(self::button or @role='button') and (normalize-space(.)={n} or @aria-label={n})]"
-            ),
+            "button" => {
+                format!("//*[(self::button or @role='button') and (normalize-space(.)={n} or @aria-label={n})]")
+            }
             "link" => format!("//a[normalize-space(.)={n} or @aria-label={n}]"),
-            "item" => format!(
-                "//*[(self::a or self::button) and (normalize-space(.)={n} or @aria-label={n})]"
-            ),
+            "item" => format!("//*[(self::a or self::button) and (normalize-space(.)={n} or @aria-label={n})]"),
             "field" => format!(
-                "//*[(self::input or self::select or self::textarea) and (@id=//label[normalize-space(.)={n}]/@for or @aria-label={n})]"
+                "(//*[(self::input or self::select or self::textarea) and (@id=//label[normalize-space(.)={n}]/@for or @aria-label={n})] | //label[normalize-space(.)={n}]//input)"
             ),
             _ => panic!("unknown role {role}"),
         };
@@ -275,6 +283,11 @@ impl Browser {
         self.client.find(Locator::Css("main")).await.unwrap().text().await.unwrap()
     }
 
+    /// The text of the page's (first) table body.
+    pub async fn table_text(&self) -> String {
+        self.client.find(Locator::Css("tbody")).await.unwrap().text().await.unwrap()
+    }
+
     /// The table row of the key with this name.
     pub async fn row(&self, key_name: &str) -> Element {
         let xpath = format!("//tr[@data-key-name={}]", xpath_literal(key_name));
@@ -354,8 +367,7 @@ impl Browser {
         std::fs::write(&file, png).unwrap();
         let errors = self.console_errors().await;
         assert!(errors.is_empty(), "console errors on {name}: {errors:#?}");
-        let offsite: Vec<String> =
-            self.offsite.lock().unwrap().iter().filter(|r| !browser_own(r)).cloned().collect();
+        let offsite: Vec<String> = self.offsite.lock().unwrap().iter().filter(|r| !browser_own(r)).cloned().collect();
         assert!(offsite.is_empty(), "requests off the server on {name}: {offsite:?}");
         let origin = self.base.clone();
         let resources: Vec<String> = serde_json::from_value(
@@ -384,6 +396,15 @@ impl Browser {
         // axe's own run must not leave errors behind either.
         let errors = self.console_errors().await;
         assert!(errors.is_empty(), "console errors after axe on {name}: {errors:#?}");
+    }
+
+    /// After a form the server refused: the browser logs the refusal's
+    /// status (and nothing else may be wrong).
+    pub async fn refused(&self, status: u16) {
+        let errors = self.console_errors().await;
+        let expected = format!("status of {status}");
+        assert!(!errors.is_empty(), "the page was not refused with {status}");
+        assert!(errors.iter().all(|e| e.contains(&expected)), "console errors: {errors:#?}");
     }
 
     /// The browser console's errors since the last call.

@@ -57,11 +57,7 @@ async fn console_keys_walk_in_chromium() {
     b.fill("Name", "Reporting").await;
     b.fill("Description", "Nightly exports").await;
     b.fill("Jump to", "Access tiers").await;
-    let read = b
-        .client
-        .find(fantoccini::Locator::Css("input[name=permission][value=read]"))
-        .await
-        .unwrap();
+    let read = b.client.find(fantoccini::Locator::Css("input[name=permission][value=read]")).await.unwrap();
     read.click().await.unwrap();
     b.fill("Sites and resources", "site_abc123").await;
     b.fill("Default email", "ops@example.com").await;
@@ -121,7 +117,10 @@ async fn console_keys_walk_in_chromium() {
     assert!(b.text().await.contains("The key was saved."), "{}", b.text().await);
     let key = app.get("/v1/keys").await.body["data"][0].clone();
     assert_eq!(key["name"], "Reporting v2");
-    assert_eq!(key["metadata"], json!({"email": "ops@example.com", "phone": "+33 1 23 45 67 89", "timeZone": "Europe/Paris"}));
+    assert_eq!(
+        key["metadata"],
+        json!({"email": "ops@example.com", "phone": "+33 1 23 45 67 89", "timeZone": "Europe/Paris"})
+    );
 
     // The key's page: usage chart (the verifications above) and audit entries.
     let text = b.text().await;
@@ -134,7 +133,10 @@ async fn console_keys_walk_in_chromium() {
 
     // Legacy keys: a badge, no Edit or Delete.
     let r = app
-        .post("/v1/keys/import", json!({"name": "Old system", "key": "legacy_0123456789abcdef0123456789", "legacy": true}))
+        .post(
+            "/v1/keys/import",
+            json!({"name": "Old system", "key": "legacy_0123456789abcdef0123456789", "legacy": true}),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     b.open("/keys").await;
@@ -161,9 +163,10 @@ async fn console_show_hide_and_disabled_keys_in_chromium() {
     assert_eq!(r.status, 200, "{}", r.body);
     let key = app.create_key(json!({"name": "Recoverable", "recoverable": true})).await;
     let locked = app.create_key(json!({"name": "Guessed"})).await;
-    let wrong = format!("{}{}", &locked.secret[..locked.secret.len() - 12], "AAAAAAAAAAAA");
+    let id = keyward_core::token::parse(&locked.secret).unwrap().id.to_owned();
+    let wrong = keyward_core::token::generate_with_id("kw", keyward_core::token::Environment::Live, &id);
     for _ in 0..3 {
-        app.verify(&wrong, json!({})).await;
+        app.verify(wrong.expose(), json!({})).await;
     }
     let Some(mut b) = browser(&app, "console_show_hide").await else { return };
     b.open("/keys").await;
@@ -178,6 +181,8 @@ async fn console_show_hide_and_disabled_keys_in_chromium() {
     b.fill("Password", "not the password").await;
     b.go("button", "Confirm").await;
     assert!(b.text().await.contains("incorrect"), "{}", b.text().await);
+    b.refused(401).await;
+    b.check_page("show-wrong-password").await;
     b.fill("Password", OWNER_PASSWORD).await;
     b.go("button", "Confirm").await;
     assert!(b.row_text("Recoverable").await.contains(&key.secret));
@@ -211,7 +216,8 @@ async fn console_show_hide_and_disabled_keys_in_chromium() {
 /// Roles (create, edit), Settings, the Audit log, the OpenAPI download.
 async fn console_people_settings_and_audit_in_chromium() {
     let app = spawn_app().await;
-    app.patch("/v1/workspace", json!({"permissionCatalogue": [{"name": "sources", "actions": ["view", "edit"]}]})).await;
+    app.patch("/v1/workspace", json!({"permissionCatalogue": [{"name": "sources", "actions": ["view", "edit"]}]}))
+        .await;
     let Some(mut b) = browser(&app, "console_people").await else { return };
     b.open("/members").await;
     sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
@@ -219,7 +225,13 @@ async fn console_people_settings_and_audit_in_chromium() {
     b.check_page("members").await;
     b.fill("Email", "dev@example.com").await;
     b.fill("Name", "Dev").await;
-    b.check("developer", true).await;
+    b.client
+        .find(fantoccini::Locator::Css("section[aria-labelledby=invite-title] input[value=developer]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     b.go("button", "Invite").await;
     let link = b.client.find(fantoccini::Locator::Css(".secret-box code")).await.unwrap().text().await.unwrap();
     assert!(link.starts_with("/join?token=kwi_"), "{link}");
@@ -230,6 +242,7 @@ async fn console_people_settings_and_audit_in_chromium() {
     b.check_page("roles").await;
     b.fill("Name", "source-editor").await;
     b.fill("Jump to", "sources").await;
+    assert!(!b.has("field", "manage").await, "Jump to hides the other sections");
     b.client.find(fantoccini::Locator::Css("input[value='sources:edit']")).await.unwrap().click().await.unwrap();
     b.go("button", "Create role").await;
     assert!(b.text().await.contains("The role was created."));
@@ -262,7 +275,8 @@ async fn console_people_settings_and_audit_in_chromium() {
     b.go("button", "Save roles of dev@example.com").await;
     assert!(b.text().await.contains("The member's roles were saved."));
     let members = app.get("/v1/members").await;
-    let dev = members.body["data"].as_array().unwrap().iter().find(|m| m["email"] == "dev@example.com").unwrap().clone();
+    let dev =
+        members.body["data"].as_array().unwrap().iter().find(|m| m["email"] == "dev@example.com").unwrap().clone();
     assert_eq!(dev["roles"], json!(["developer", "viewer"]), "{dev}");
     b.go("link", "Remove dev@example.com").await;
     b.check_page("confirm-remove").await;
@@ -290,16 +304,20 @@ async fn console_people_settings_and_audit_in_chromium() {
     use keyward_server::clock::Clock as _;
     let expected = (app.clock.now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
     assert_eq!(b.value("Expires").await, expected);
+    b.go("link", "Close").await;
 
     // Audit log: everything above, filtered.
     b.go("link", "Audit log").await;
-    let text = b.text().await;
-    assert!(text.contains("settings.changed") && text.contains("member.removed") && text.contains("role.created"), "{text}");
+    let text = b.table_text().await;
+    assert!(
+        text.contains("settings.changed") && text.contains("member.removed") && text.contains("role.created"),
+        "{text}"
+    );
     b.check_page("audit").await;
     let action = b.find("field", "Action").await;
     action.select_by_value("role.updated").await.unwrap();
     b.go("button", "Filter").await;
-    let text = b.text().await;
+    let text = b.table_text().await;
     assert!(text.contains("role.updated") && !text.contains("settings.changed"), "{text}");
     let export = b.find("link", "Export CSV").await.attr("href").await.unwrap().unwrap();
     assert!(export.starts_with("/v1/audit/export?") && export.contains("action=role.updated"), "{export}");
@@ -336,6 +354,7 @@ async fn console_viewer_and_narrow_window_in_chromium() {
     assert!(!b.has("link", "Keys").await, "no Keys page without keys:read");
     b.open("/keys").await;
     assert!(b.text().await.contains("Not allowed"), "{}", b.text().await);
+    b.refused(403).await;
     b.check_page("no-keys-read").await;
     b.close().await;
 
@@ -388,10 +407,15 @@ async fn console_pages_are_locked_down() {
     }
     let r = plain.get(app.url("/sign-in")).send().await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'"));
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline") && csp.contains("frame-ancestors 'none'")
+    );
     assert_eq!(r.headers()["cache-control"], "no-store");
     let html = r.text().await.unwrap();
-    assert!(!html.contains("<script>") && !html.contains(" style=") && !html.contains("onclick"), "no inline script or style");
+    assert!(
+        !html.contains("<script>") && !html.contains(" style=") && !html.contains("onclick"),
+        "no inline script or style"
+    );
 
     // `next` never leads off the server.
     for next in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
@@ -431,7 +455,10 @@ async fn console_pages_are_locked_down() {
     let accept = json!({"token": token, "password": "x password 12"});
     app.call(Method::POST, "/v1/invitations/accept", None, Some(accept)).await;
     let html = client.get(app.url("/members")).header("Cookie", &cookie).send().await.unwrap().text().await.unwrap();
-    assert!(html.contains("&#60;img src=x&#62;[U+202E]gnp.exe") || html.contains("&lt;img src=x&gt;[U+202E]gnp.exe"), "{html}");
+    assert!(
+        html.contains("&#60;img src=x&#62;[U+202E]gnp.exe") || html.contains("&lt;img src=x&gt;[U+202E]gnp.exe"),
+        "{html}"
+    );
     assert!(!html.contains('\u{202E}') && !html.contains("<img src=x>"));
 }
 
@@ -448,7 +475,8 @@ async fn console_forms_refuse_bad_input_and_change_nothing() {
         let url = app.url(path);
         let origin = app.url("");
         async move {
-            let r = client.post(url).header("Cookie", cookie).header("Origin", origin).form(&form).send().await.unwrap();
+            let r =
+                client.post(url).header("Cookie", cookie).header("Origin", origin).form(&form).send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
@@ -469,7 +497,8 @@ async fn console_forms_refuse_bad_input_and_change_nothing() {
     for (form, field) in cases {
         let (status, html) = post("/keys/new", form.clone()).await;
         assert!((400..500).contains(&status), "{form:?}: {status}");
-        let message = field_error(&html, field).unwrap_or_else(|| panic!("no message beside {field} for {form:?}: {html}"));
+        let message =
+            field_error(&html, field).unwrap_or_else(|| panic!("no message beside {field} for {form:?}: {html}"));
         assert!(!message.trim().is_empty(), "{form:?}");
         // The values come back in the form; no secret or stack trace in the answer.
         assert!(html.contains("Create New Key") && !html.contains("panicked"), "{form:?}");
