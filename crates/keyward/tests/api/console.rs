@@ -18,6 +18,7 @@ backend_tests!(
     console_people_settings_and_audit_in_chromium,
     console_viewer_and_narrow_window_in_chromium,
     console_pages_are_locked_down,
+    console_lists_page_filter_and_switch_workspace,
     console_forms_refuse_bad_input_and_change_nothing,
 );
 
@@ -460,6 +461,83 @@ async fn console_pages_are_locked_down() {
         "{html}"
     );
     assert!(!html.contains('\u{202E}') && !html.contains("<img src=x>"));
+}
+
+/// The keys list in pages of 25, filtered by state and name; a member of
+/// two workspaces switches between them.
+async fn console_lists_page_filter_and_switch_workspace() {
+    let app = spawn_app().await;
+    for i in 0..30 {
+        app.create_key(json!({"name": format!("bulk {i:02}")})).await;
+    }
+    let gone = app.create_key(json!({"name": "Gone"})).await;
+    app.post_empty(&format!("/v1/keys/{}/revoke", gone.id)).await;
+    let (client, cookie) = console_client(&app).await;
+    let page = |path: String| {
+        let (client, cookie, url) = (client.clone(), cookie.clone(), app.url(&path));
+        async move { client.get(url).header("Cookie", cookie).send().await.unwrap().text().await.unwrap() }
+    };
+    let rows = |html: &str| html.matches("data-key-name=").count();
+    let first = page("/keys".into()).await;
+    assert_eq!(rows(&first), 25);
+    let next = first.split_once("href=\"/keys?cursor=").map(|(_, r)| r.split('"').next().unwrap().to_owned());
+    let next = next.expect("a Next page link");
+    let second = page(format!("/keys?cursor={next}")).await;
+    // 30 bulk keys, Gone and the admin key.
+    assert_eq!(rows(&second), 32 - 25, "{second}");
+    assert!(second.contains("First page"));
+    let revoked = page("/keys?state=revoked".into()).await;
+    assert_eq!(rows(&revoked), 1);
+    assert!(revoked.contains("data-key-name=\"Gone\""));
+    let named = page("/keys?name=BULK+0".into()).await;
+    assert_eq!(rows(&named), 10, "names match case-insensitively");
+    // Unknown or malformed filters are ignored, not an error page.
+    let odd = page("/keys?state=nonsense&cursor=-4&extra=1".into()).await;
+    assert_eq!(rows(&odd), 25);
+
+    // The owner joins a second workspace; the header switches between them.
+    let (other, other_key) = app.other_workspace().await;
+    let r = app
+        .call(
+            Method::POST,
+            "/v1/members",
+            Some(&other_key),
+            Some(json!({"email": OWNER_EMAIL, "name": "Owner", "roles": ["admin"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let accept = json!({"token": r.str("token"), "password": OWNER_PASSWORD});
+    let a = app.call(Method::POST, "/v1/invitations/accept", None, Some(accept)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let keys = page("/keys".into()).await;
+    assert!(keys.contains("Switch") && keys.contains(&format!("value=\"{other}\"")), "{keys}");
+    let r = client
+        .post(app.url("/switch-workspace"))
+        .header("Cookie", &cookie)
+        .header("Origin", app.url(""))
+        .form(&[("workspace", other.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let switched = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let other_keys =
+        client.get(app.url("/keys")).header("Cookie", &switched).send().await.unwrap().text().await.unwrap();
+    assert_eq!(rows(&other_keys), 1, "the other workspace has its admin key only");
+    assert!(!other_keys.contains("bulk 00"));
+    // The old session ended with the switch.
+    let old = client.get(app.url("/keys")).header("Cookie", &cookie).send().await.unwrap();
+    assert_eq!(old.status(), 303);
+    // Not a member there: refused, nothing changes.
+    let r = client
+        .post(app.url("/switch-workspace"))
+        .header("Cookie", &switched)
+        .header("Origin", app.url(""))
+        .form(&[("workspace", "ws_nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 /// A refused form shows the API's own message beside its field and saves
