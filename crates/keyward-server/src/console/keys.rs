@@ -346,6 +346,7 @@ const KEY_FIELDS: &[(&str, &[&str])] = &[
     ("metadata", &["invalid_metadata", "metadata_too_large"]),
     ("credits", &["invalid_credits"]),
     ("rate_limit", &["invalid_ratelimits"]),
+    ("external_id", &["invalid_external_id", "identity_not_found"]),
     ("recoverable", &["master_key_required", "recoverable_not_allowed"]),
 ];
 
@@ -408,14 +409,14 @@ fn create_request(v: &FormData, now: DateTime<Utc>) -> Result<CreateKeyRequest, 
         metadata: metadata(v, Map::new()),
         credits: whole(v, "credits", "Credits")?.map(|remaining| CreditsBody { remaining, refill: None }),
         ratelimits: rate_limit(v)?,
-        external_id: None,
+        external_id: v.text("external_id"),
         roles: Some(v.all("role")),
         recoverable: Some(v.checked("recoverable")),
     })
 }
 
 fn form_error_of(e: &Error) -> FormError {
-    FormError::of(e.code, &e.message, KEY_FIELDS)
+    FormError::from_error(e, KEY_FIELDS)
 }
 
 /// The one-time secret of a key just made (created, cloned, rolled).
@@ -457,7 +458,7 @@ pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormD
     match result {
         Ok((key, secret)) => secret_page(&state, &who, "Key created", &key, secret.expose()).await,
         Err(error) => {
-            let status = if error.field.is_empty() { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status = error.status;
             let page = async {
                 let form = key_form(&state, &who, v, None, Some(error)).await?;
                 list_page(&state, &who, Filters::default(), None, None, Some(form)).await
@@ -503,6 +504,9 @@ fn values_of(k: &ApiKey) -> FormData {
             v.set(field, s);
         }
     }
+    if let Some(identity) = &k.identity {
+        v.set("external_id", identity.external_id.clone());
+    }
     if let Some(c) = &k.credits {
         v.set("credits", c.remaining.to_string());
     }
@@ -546,7 +550,7 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
         expires_at: if changed("expires") { Some(expiry(v, now)?) } else { None },
         credits,
         ratelimits,
-        external_id: None,
+        external_id: changed("external_id").then(|| v.text("external_id")),
         roles: Some(v.all("role")),
     })
 }
@@ -598,9 +602,9 @@ pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): 
     };
     match result {
         Ok(_) => see(&format!("/keys/{id}?done=edit")),
-        Err(error) => match edit_view(&state, &who, &id, Some(v), Some(error)).await {
-            Ok(page) => render_status(StatusCode::BAD_REQUEST, &page),
-            Err(e) => error_page(&state, &who, &e).await,
+        Err(error) => match (error.status, edit_view(&state, &who, &id, Some(v), Some(error)).await) {
+            (status, Ok(page)) => render_status(status, &page),
+            (_, Err(e)) => error_page(&state, &who, &e).await,
         },
     }
 }

@@ -98,14 +98,14 @@ pub async fn invite(State(state): State<AppState>, Member(who): Member, v: FormD
     let email = v.text("email").unwrap_or_default();
     let name = v.text("name").unwrap_or_default();
     let roles = v.all("role");
-    let (v, error, invitation, status) = match state.members.invite(&who, &email, &name, &roles).await {
+    let (v, invitation, status, error) = match state.members.invite(&who, &email, &name, &roles).await {
         Ok(new) => {
             let link = format!("/join?token={}", new.token);
-            (FormData::default(), None, Some((new.invitation.email, link)), StatusCode::CREATED)
+            (FormData::default(), Some((new.invitation.email, link)), StatusCode::CREATED, None)
         }
         Err(e) => {
-            let status = crate::api::error::ApiError::from(e.clone()).status;
-            (v, Some(FormError::of(e.code, &e.message, MEMBER_FIELDS)), None, status)
+            let error = FormError::from_error(&e, MEMBER_FIELDS);
+            (v, None, error.status, Some(error))
         }
     };
     match members_page(&state, &who, v, error, invitation, None).await {
@@ -256,9 +256,9 @@ async fn role_form_failed(
     e: Error,
     editing: Option<String>,
 ) -> Response {
-    let status = crate::api::error::ApiError::from(e.clone()).status;
-    let error = Some(FormError::of(e.code, &e.message, ROLE_FIELDS));
-    match roles_page(state, who, v, error, editing, None).await {
+    let error = FormError::from_error(&e, ROLE_FIELDS);
+    let status = error.status;
+    match roles_page(state, who, v, Some(error), editing, None).await {
         Ok(page) => render_status(status, &page),
         Err(e) => error_page(state, who, &e).await,
     }

@@ -3,7 +3,6 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 use keyward_core::Error;
 use keyward_core::workspace::Workspace;
@@ -111,16 +110,14 @@ fn patch_of(v: &FormData) -> Result<WorkspacePatch, FormError> {
 
 pub async fn save(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {
     let result = match patch_of(&v) {
-        Ok(patch) => {
-            state.workspaces.update(&who, patch).await.map_err(|e| FormError::of(e.code, &e.message, SETTINGS_FIELDS))
-        }
+        Ok(patch) => state.workspaces.update(&who, patch).await.map_err(|e| FormError::from_error(&e, SETTINGS_FIELDS)),
         Err(e) => Err(e),
     };
     match result {
         Ok(_) => see("/settings?done=saved"),
-        Err(error) => match settings_page(&state, &who, Some(v), Some(error), None).await {
-            Ok(page) => render_status(StatusCode::BAD_REQUEST, &page),
-            Err(e) => error_page(&state, &who, &e).await,
+        Err(error) => match (error.status, settings_page(&state, &who, Some(v), Some(error), None).await) {
+            (status, Ok(page)) => render_status(status, &page),
+            (_, Err(e)) => error_page(&state, &who, &e).await,
         },
     }
 }

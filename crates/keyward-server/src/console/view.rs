@@ -94,17 +94,25 @@ pub fn when_opt(t: Option<&DateTime<Utc>>, none: &str) -> String {
 pub struct FormError {
     pub field: &'static str,
     pub message: String,
+    /// The status the page is answered with (the API's for the same error).
+    pub status: axum::http::StatusCode,
 }
 
 impl FormError {
     /// Places an error of the API beside the field it names, by its code.
     pub fn of(code: &str, message: &str, fields: &[(&'static str, &[&str])]) -> Self {
         let field = fields.iter().find(|(_, codes)| codes.contains(&code)).map_or("", |(f, _)| f);
-        FormError { field, message: message.to_owned() }
+        FormError { field, message: message.to_owned(), status: axum::http::StatusCode::BAD_REQUEST }
+    }
+
+    /// A service's refusal, beside its field, with the API's status.
+    pub fn from_error(e: &Error, fields: &[(&'static str, &[&str])]) -> Self {
+        let status = crate::api::error::ApiError::from(e.clone()).status;
+        FormError { status, ..Self::of(e.code, &e.message, fields) }
     }
 
     pub fn field(field: &'static str, message: impl Into<String>) -> Self {
-        FormError { field, message: message.into() }
+        FormError { field, message: message.into(), status: axum::http::StatusCode::BAD_REQUEST }
     }
 }
 

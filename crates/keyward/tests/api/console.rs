@@ -63,6 +63,7 @@ async fn console_keys_walk_in_chromium() {
     b.fill("Sites and resources", "site_abc123").await;
     b.fill("Default email", "ops@example.com").await;
     b.fill("Time zone", "Europe/Paris").await;
+    b.fill("Identity", "acme").await;
     b.go("button", "Generate").await;
     let secret = b.new_secret().await;
     assert!(secret.starts_with("kw_live_"), "{secret}");
@@ -76,6 +77,7 @@ async fn console_keys_walk_in_chromium() {
     let v = app.verify(&secret, json!({"permission": "campaigns:read", "resource": "site_abc123"})).await;
     assert_eq!(v["code"], "VALID", "{v}");
     assert_eq!(v["meta"]["email"], "ops@example.com", "{v}");
+    assert_eq!(v["identity"]["externalId"], "acme", "{v}");
     let denied = app.verify(&secret, json!({"permission": "campaigns:write"})).await;
     assert_eq!(denied["code"], "INSUFFICIENT_PERMISSIONS");
 
@@ -111,6 +113,7 @@ async fn console_keys_walk_in_chromium() {
     b.menu("Reporting", "Edit").await;
     assert_eq!(b.value("Name").await, "Reporting");
     assert_eq!(b.value("Default email").await, "ops@example.com");
+    assert_eq!(b.value("Identity").await, "acme");
     b.check_page("key-edit").await;
     b.fill("Name", "Reporting v2").await;
     b.fill("Phone", "+33 1 23 45 67 89").await;
@@ -347,6 +350,10 @@ async fn console_viewer_and_narrow_window_in_chromium() {
     assert!(!b.has("button", "Create New Key").await);
     assert!(!b.has("button", "More actions for Existing").await);
     b.check_page("viewer-keys").await;
+    b.go("link", "Settings").await;
+    assert!(!b.has("button", "Save settings").await);
+    assert!(!b.find("field", "Key limit").await.is_enabled().await.unwrap(), "settings are read-only");
+    b.check_page("viewer-settings").await;
     b.go("button", "Sign out").await;
 
     b.open("/").await;
