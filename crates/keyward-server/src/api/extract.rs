@@ -264,7 +264,7 @@ fn user_agent(parts: &Parts) -> Option<String> {
 
 /// Whether a request's `Origin` names this server: the request's own host,
 /// or the configured public URL.
-fn same_origin(parts: &Parts, public_origin: Option<&str>) -> bool {
+pub fn same_origin(parts: &Parts, public_origin: Option<&str>) -> bool {
     let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
     let origin = origin.trim_end_matches('/');
     if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {

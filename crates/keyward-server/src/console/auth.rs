@@ -2,7 +2,7 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::header;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -27,7 +27,7 @@ pub struct NextQuery {
 }
 
 pub async fn sign_in_page(Query(q): Query<NextQuery>) -> Response {
-    let next = safe_next(q.next.as_deref().unwrap_or("/keys")).to_owned();
+    let next = safe_next(q.next.as_deref().unwrap_or("/")).to_owned();
     render(&SignInPage { shell: None, email: String::new(), next, errors: Errors::default() })
 }
 
@@ -37,9 +37,13 @@ pub async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     UserAgent(ua): UserAgent,
+    parts: axum::http::request::Parts,
     form: FormData,
 ) -> Response {
-    let next = safe_next(form.raw("next").unwrap_or("/keys")).to_owned();
+    if let Some(refused) = super::cross_site_refusal(&parts, &state) {
+        return refused;
+    }
+    let next = safe_next(form.raw("next").unwrap_or("/")).to_owned();
     let email = form.text("email").unwrap_or_default();
     let password = form.raw("password").unwrap_or_default();
     match state.members.login(&email, password, None, false, ip, ua.as_deref()).await {
@@ -94,19 +98,21 @@ pub struct TokenQuery {
 
 /// The page an invitation link opens.
 pub async fn join_page(Query(q): Query<TokenQuery>) -> Response {
-    let mut response =
-        render(&JoinPage { shell: None, token: q.token.unwrap_or_default(), errors: Errors::default(), joined: None });
-    // The link's token must not leave through the Referer of this page.
-    response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    response
+    // The page links nowhere else: with the same-origin referrer policy the
+    // token in its address goes nowhere but this server.
+    render(&JoinPage { shell: None, token: q.token.unwrap_or_default(), errors: Errors::default(), joined: None })
 }
 
 pub async fn join(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     UserAgent(ua): UserAgent,
+    parts: axum::http::request::Parts,
     form: FormData,
 ) -> Response {
+    if let Some(refused) = super::cross_site_refusal(&parts, &state) {
+        return refused;
+    }
     let token = form.text("token").unwrap_or_default();
     let password = form.raw("password").unwrap_or_default();
     match state.members.accept(&token, password, ip, ua.as_deref()).await {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use keyward_core::key::{ApiKey, KeyState, KeyType};
 use keyward_core::{Error, ErrorKind};
 use keyward_store::{KeyFilter, Page};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::form::{FormData, Params, encode};
 use super::view::{Errors, FormError, Shell, inert, when, when_opt};
@@ -23,6 +23,12 @@ use crate::api::keys::{CreateKeyRequest, UpdateKeyRequest};
 use crate::principal::Principal;
 
 const PAGE_SIZE: u32 = 25;
+/// Store reads for one page of a list filtered by expiry.
+const MAX_READS: usize = 20;
+
+fn is_expired(k: &ApiKey, now: DateTime<Utc>) -> bool {
+    k.expires_at.is_some_and(|e| e <= now)
+}
 
 /// The list's filters, carried from page to page.
 #[derive(Debug, Clone, Default)]
@@ -91,7 +97,7 @@ pub fn state_label(k: &ApiKey, now: DateTime<Utc>) -> (&'static str, &'static st
         KeyState::Revoked => ("Revoked", "revoked"),
         KeyState::Locked => ("Disabled", "disabled"),
         KeyState::Inactive => ("Inactive", "inactive"),
-        KeyState::Active if k.expires_at.is_some_and(|e| e <= now) => ("Expired", "expired"),
+        KeyState::Active if is_expired(k, now) => ("Expired", "expired"),
         KeyState::Active => ("Active", "active"),
     }
 }
@@ -142,7 +148,8 @@ impl KeyRow {
             recoverable: k.recoverable && !revoked,
             revealed: None,
             can_edit: !k.legacy && !revoked,
-            can_roll: !k.legacy && !revoked,
+            // Keys imported as a foreign hash keep their own format: no roll.
+            can_roll: !k.legacy && !revoked && k.lookup_prefix.is_none(),
             can_clone: !revoked,
             can_deactivate: k.state == KeyState::Active,
             activate: match k.state {
@@ -163,6 +170,7 @@ struct KeysPage {
     rows: Vec<KeyRow>,
     filters: Filters,
     back: String,
+    first_page: String,
     next_page: Option<String>,
     notice: Option<&'static str>,
     panel: Option<KeyForm>,
@@ -201,12 +209,21 @@ async fn list_page(
         key_type: None,
         name_contains: Some(keyward_core::key::normalize_name(&filters.name)).filter(|n| !n.is_empty()),
     };
-    let page = Page { after: filters.cursor.parse().ok(), limit: PAGE_SIZE };
-    let page = state.keys.list(who, &filter, page).await?;
-    let rows = page
-        .keys
+    // Expiry is not stored as a state: expired and active keys are told
+    // apart here, reading on until a page is full (a bounded number of reads).
+    let mut keys = Vec::new();
+    let mut cursor = filters.cursor.parse().ok();
+    for _ in 0..MAX_READS {
+        let need = PAGE_SIZE - keys.len() as u32;
+        let page = state.keys.list(who, &filter, Page { after: cursor, limit: need }).await?;
+        keys.extend(page.keys.into_iter().filter(|k| expired.is_none_or(|want| want == is_expired(k, now))));
+        cursor = page.next_cursor;
+        if cursor.is_none() || keys.len() as u32 >= PAGE_SIZE {
+            break;
+        }
+    }
+    let rows = keys
         .iter()
-        .filter(|k| expired.is_none_or(|want| want == k.expires_at.is_some_and(|e| e <= now)))
         .map(|k| {
             let mut row = KeyRow::of(k, now);
             if let Some((id, secret)) = &revealed
@@ -221,7 +238,8 @@ async fn list_page(
         shell: Some(shell),
         rows,
         back: filters.url(),
-        next_page: page.next_cursor.map(|c| filters.next(c)),
+        first_page: Filters { cursor: String::new(), ..filters.clone() }.url(),
+        next_page: cursor.map(|c| filters.next(c)),
         filters,
         notice,
         panel,
@@ -272,13 +290,35 @@ pub fn permission_sections(ws: &keyward_core::workspace::Workspace, tiers: bool)
     sections
 }
 
+/// Permissions held that no checkbox of the panel names (a wildcard such
+/// as `campaigns:*`, one gone from the catalogue) get one of their own,
+/// checked, so saving the form keeps them unless they are unticked.
+pub fn keep_unlisted(sections: &mut Vec<PermSection>, v: &FormData) {
+    let listed = |p: &str| p == "*" || sections.iter().any(|s| s.actions.iter().any(|(value, _)| value == p));
+    let unlisted: Vec<(String, String)> =
+        v.all("permission").into_iter().filter(|p| !listed(p)).map(|p| (p.clone(), p)).collect();
+    if !unlisted.is_empty() {
+        sections.insert(0, PermSection { name: "Held, not in the catalogue".into(), actions: unlisted });
+    }
+}
+
+/// Fields whose edit is sent only when the member changed them: the edit
+/// page carries what they were when it was opened (`was_…`), so a key
+/// spending credits meanwhile does not make an untouched field look changed.
+const TRACKED: &[&str] =
+    &["expires", "credits", "rate_limit", "rate_window", "external_id", "default_email", "phone", "time_zone"];
+
 /// The key form (create panel and edit page) with its values.
 pub struct KeyForm {
+    /// (`was_…` field, value) of the edit page's tracked fields.
+    pub tracked: Vec<(String, String)>,
+    /// The version the edit page was opened at (`If-Match` of the edit).
+    pub version: String,
     pub v: FormData,
     pub sections: Vec<PermSection>,
     pub roles: Vec<String>,
     pub errors: Errors,
-    pub today: String,
+    pub tomorrow: String,
     pub max_date: String,
     pub allow_recoverable: bool,
     pub editing: bool,
@@ -297,12 +337,16 @@ async fn key_form(
     let roles = state.roles.list(who).await?.into_iter().map(|r| r.role.name).collect();
     let now = state.audit.now();
     let max_date = ws.policy.max_key_lifetime_days.map(|d| date(now + Duration::days(i64::from(d))));
+    let mut sections = permission_sections(&ws, true);
+    keep_unlisted(&mut sections, &v);
     Ok(KeyForm {
+        tracked: TRACKED.iter().map(|f| (format!("was_{f}"), v.val(&format!("was_{f}")).to_owned())).collect(),
+        version: v.val("version").to_owned(),
         v,
-        sections: permission_sections(&ws, true),
+        sections,
         roles,
         errors: Errors(error),
-        today: date(now),
+        tomorrow: date(now + Duration::days(1)),
         max_date: max_date.unwrap_or_default(),
         allow_recoverable: ws.allow_recoverable && state.keys.can_seal() && editing.is_none(),
         editing: editing.is_some(),
@@ -514,13 +558,31 @@ fn values_of(k: &ApiKey) -> FormData {
         v.set("rate_limit", l.limit.to_string());
         v.set("rate_window", (l.duration_ms / 1000).to_string());
     }
+    for f in TRACKED {
+        let was = v.val(f).to_owned();
+        v.set(&format!("was_{f}"), was);
+    }
+    v.set("version", k.version.to_string());
     v
 }
 
 fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<UpdateKeyRequest, FormError> {
     let before = values_of(k);
-    let changed = |f: &str| v.val(f).trim() != before.val(f).trim();
-    let base = k.metadata.as_object().cloned().unwrap_or_default();
+    let was = |f: &str| v.raw(&format!("was_{f}")).unwrap_or_else(|| before.val(f)).trim().to_owned();
+    let changed = |f: &str| v.val(f).trim() != was(f);
+    let meta_fields = [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")];
+    let metadata_edit = meta_fields.iter().any(|(f, _)| changed(f)).then(|| {
+        let mut meta = k.metadata.as_object().cloned().unwrap_or_default();
+        for (field, key) in meta_fields {
+            if changed(field) {
+                match v.text(field) {
+                    Some(text) => meta.insert(key.to_owned(), Value::String(text)),
+                    None => meta.remove(key),
+                };
+            }
+        }
+        Value::Object(meta)
+    });
     let credits = match (changed("credits"), whole(v, "credits", "Credits")?) {
         (false, _) => None,
         (true, None) => Some(None),
@@ -546,7 +608,7 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
         resources: Some(v.lines("resources")),
         allowed_origins: Some(v.lines("allowed_origins")),
         allowed_ips: Some(v.lines("allowed_ips")),
-        metadata: Some(metadata(v, base).unwrap_or_else(|| json!({}))),
+        metadata: metadata_edit,
         expires_at: if changed("expires") { Some(expiry(v, now)?) } else { None },
         credits,
         ratelimits,
@@ -595,7 +657,20 @@ pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): 
     };
     let result = match update_request(&v, &key, state.audit.now()) {
         Ok(r) => match r.into_patch() {
-            Ok(patch) => state.keys.update(&who, &id, patch, Some(key.version)).await.map_err(|e| form_error_of(&e)),
+            Ok(patch) => {
+                let version = v.text("version").and_then(|x| x.parse().ok()).unwrap_or(key.version);
+                state.keys.update(&who, &id, patch, Some(version)).await.map_err(|e| match e.kind {
+                    ErrorKind::PreconditionFailed => FormError {
+                        status: StatusCode::CONFLICT,
+                        ..FormError::of(
+                            "key_changed",
+                            "The key was changed since this page was opened: open Edit again to see the change",
+                            &[],
+                        )
+                    },
+                    _ => form_error_of(&e),
+                })
+            }
             Err(e) => Err(FormError::of(e.code, &e.message, KEY_FIELDS)),
         },
         Err(e) => Err(e),
@@ -690,18 +765,18 @@ pub async fn detail(
         let fields = vec![
             ("Key id", key.id.to_string()),
             ("Environment", key.environment.as_str().to_owned()),
-            ("Resources", list_or(&key.resources, "All")),
+            ("Resources", inert(&list_or(&key.resources, "All"))),
             ("Allowed origins", list_or(&key.allowed_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>(), "Any")),
             ("Allowed IPs", list_or(&key.allowed_ips, "Any")),
             ("Credits", key.credits.as_ref().map_or_else(|| "Unlimited".into(), |c| c.remaining.to_string())),
             ("Rate limits", list_or(&limits.collect::<Vec<_>>(), "None")),
-            ("Identity", key.identity.as_ref().map_or_else(|| "None".into(), |i| i.external_id.clone())),
+            ("Identity", key.identity.as_ref().map_or_else(|| "None".into(), |i| inert(&i.external_id))),
             (
                 "Metadata",
                 if key.metadata.as_object().is_none_or(Map::is_empty) {
                     "None".into()
                 } else {
-                    key.metadata.to_string()
+                    inert(&key.metadata.to_string())
                 },
             ),
             ("Recoverable", if key.recoverable { "Yes".into() } else { "No".into() }),

@@ -100,7 +100,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn home(user: Option<Member>) -> Redirect {
     match user {
-        Some(_) => Redirect::to("/keys"),
+        Some(Member(who)) => Redirect::to(landing(&who)),
         None => Redirect::to("/sign-in"),
     }
 }
@@ -146,18 +146,63 @@ fn return_path(parts: &Parts) -> String {
     }
     let referer = parts.headers.get(header::REFERER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let path = referer.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
-    safe_next(path.unwrap_or("/keys")).to_owned()
+    let path = safe_next(path.unwrap_or("/"));
+    // A page that was the answer to a form (a shown secret, a password
+    // prompt) cannot be opened again: back to the page it came from.
+    let route = path.split('?').next().unwrap_or_default();
+    let answer_only = ["/show", "/clone", "/roll", "/activate", "/deactivate", "/revoke", "/delete", "/remove"]
+        .iter()
+        .any(|end| route.ends_with(end))
+        || ["/switch-workspace", "/sign-out", "/join"].contains(&route);
+    if answer_only { "/".to_owned() } else { path.to_owned() }
+}
+
+/// Refuses a form posted from another site (sign-in and joining carry no
+/// session yet, so nothing else would stop a forged sign-in). Browsers
+/// always name the origin of a POST; a client that names none is no
+/// browser a site could drive.
+pub fn cross_site_refusal(parts: &Parts, state: &AppState) -> Option<Response> {
+    let named = parts.headers.contains_key(header::ORIGIN);
+    let cross_site = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site" || v == "same-site");
+    if cross_site || (named && !crate::api::extract::same_origin(parts, state.public_origin.as_deref())) {
+        return Some(message_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form must be sent from this server's own pages",
+        ));
+    }
+    None
+}
+
+/// The first page of the navigation the member may open.
+pub fn landing(who: &Principal) -> &'static str {
+    let can = view::Can::of(who);
+    if can.keys_read {
+        "/keys"
+    } else if can.members_read {
+        "/members"
+    } else if can.settings_read {
+        "/settings"
+    } else if can.audit_read {
+        "/audit"
+    } else {
+        "/keys"
+    }
 }
 
 /// A path on this server to send the member to; anything else (another
-/// host, a scheme) becomes the keys page.
+/// host, a scheme) becomes the console's home.
 pub fn safe_next(next: &str) -> &str {
     let ok = next.starts_with('/')
         && !next.starts_with("//")
         && !next.contains('\\')
         && !next.chars().any(char::is_control)
         && next.len() <= 2048;
-    if ok { next } else { "/keys" }
+    if ok { next } else { "/" }
 }
 
 /// A page that only says something (an error, a refusal).

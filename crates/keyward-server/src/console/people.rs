@@ -53,7 +53,7 @@ async fn members_page(
 ) -> Result<MembersPage, Error> {
     let shell = Shell::load(state, who, "members").await?;
     let me = who.member().map(|m| m.member_id.clone()).unwrap_or_default();
-    let rows = state
+    let rows: Vec<MemberRow> = state
         .members
         .list(who)
         .await?
@@ -67,7 +67,14 @@ async fn members_page(
             joined: when(&ms.created_at),
         })
         .collect();
-    let roles = role_names(state, who).await?;
+    let mut roles = role_names(state, who).await?;
+    // Roles a member holds stay on offer (and ticked), even where the
+    // caller may not list the workspace's roles: saving keeps them.
+    for held in rows.iter().flat_map(|r| r.roles.iter()) {
+        if !roles.contains(held) {
+            roles.push(held.clone());
+        }
+    }
     Ok(MembersPage { shell: Some(shell), rows, roles, v, errors: Errors(error), invitation, notice })
 }
 
@@ -154,7 +161,7 @@ async fn confirm(
 pub async fn confirm_remove(State(state): State<AppState>, Member(who): Member, Path(id): Path<String>) -> Response {
     match state.members.get(&who, &id).await {
         Ok((m, _)) => {
-            let heading = format!("Remove {} from this workspace?", m.email);
+            let heading = format!("Remove {} from this workspace?", inert(&m.email));
             let warning = "Their sessions in this workspace end at once. They can be invited again.";
             confirm(&state, &who, heading, warning, format!("/members/{id}/remove"), "/members").await
         }
@@ -221,15 +228,9 @@ async fn roles_page(
             builtin: r.builtin,
         })
         .collect();
-    Ok(RolesPage {
-        shell: Some(shell),
-        rows,
-        sections: permission_sections(&ws, false),
-        v,
-        errors: Errors(error),
-        editing,
-        notice,
-    })
+    let mut sections = permission_sections(&ws, false);
+    super::keys::keep_unlisted(&mut sections, &v);
+    Ok(RolesPage { shell: Some(shell), rows, sections, v, errors: Errors(error), editing, notice })
 }
 
 fn role_notice(done: &str) -> Option<&'static str> {
@@ -320,7 +321,7 @@ pub async fn confirm_delete_role(
     let found = state.roles.list(&who).await.map(|roles| roles.into_iter().find(|r| r.role.id == id));
     match found {
         Ok(Some(r)) => {
-            let heading = format!("Delete the role {}?", r.role.name);
+            let heading = format!("Delete the role {}?", inert(&r.role.name));
             let warning = "A role that members or live keys hold cannot be deleted.";
             confirm(&state, &who, heading, warning, format!("/roles/{id}/delete"), "/roles").await
         }

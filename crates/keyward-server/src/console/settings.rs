@@ -83,7 +83,9 @@ fn count(v: &FormData, field: &'static str, label: &str) -> Result<Option<u32>, 
         .transpose()
 }
 
-fn patch_of(v: &FormData) -> Result<WorkspacePatch, FormError> {
+/// The settings of the form; recoverable keys are left alone where the
+/// page could not offer them (no master key).
+fn patch_of(v: &FormData, can_seal: bool) -> Result<WorkspacePatch, FormError> {
     let mut routes = Vec::new();
     for line in v.raw("routes").unwrap_or_default().lines().map(str::trim).filter(|l| !l.is_empty()) {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -103,13 +105,13 @@ fn patch_of(v: &FormData) -> Result<WorkspacePatch, FormError> {
         routes: Some(routes),
         lockout: Some((threshold, window)),
         require_expiry: Some(v.checked("require_expiry")),
-        allow_recoverable: Some(v.checked("allow_recoverable")),
+        allow_recoverable: can_seal.then(|| v.checked("allow_recoverable")),
         ..Default::default()
     })
 }
 
 pub async fn save(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {
-    let result = match patch_of(&v) {
+    let result = match patch_of(&v, state.keys.can_seal()) {
         Ok(patch) => state.workspaces.update(&who, patch).await.map_err(|e| FormError::from_error(&e, SETTINGS_FIELDS)),
         Err(e) => Err(e),
     };

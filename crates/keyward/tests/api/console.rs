@@ -64,6 +64,7 @@ async fn console_keys_walk_in_chromium() {
     b.fill("Default email", "ops@example.com").await;
     b.fill("Time zone", "Europe/Paris").await;
     b.fill("Identity", "acme").await;
+    b.fill("Credits", "100").await;
     b.go("button", "Generate").await;
     let secret = b.new_secret().await;
     assert!(secret.starts_with("kw_live_"), "{secret}");
@@ -109,8 +110,17 @@ async fn console_keys_walk_in_chromium() {
     assert!(b.text().await.contains("The key was deleted."));
     assert!(!b.text().await.contains("Reporting (clone)"));
 
-    // Edit: every field, saved through the API's rules.
+    // Edit: every field, saved through the API's rules; what the member
+    // does not touch stays as it is, even when it changes meanwhile.
+    let id = app.get("/v1/keys?name=Reporting").await.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let meta = json!({"email": "ops@example.com", "timeZone": "Europe/Paris", "plan": "pro"});
+    let r = app.patch(&format!("/v1/keys/{id}"), json!({"scopes": ["read", "campaigns:*"], "metadata": meta})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    b.open("/keys").await;
     b.menu("Reporting", "Edit").await;
+    for _ in 0..3 {
+        assert_eq!(app.verify_code(&secret).await, "VALID");
+    }
     assert_eq!(b.value("Name").await, "Reporting");
     assert_eq!(b.value("Default email").await, "ops@example.com");
     assert_eq!(b.value("Identity").await, "acme");
@@ -119,19 +129,22 @@ async fn console_keys_walk_in_chromium() {
     b.fill("Phone", "+33 1 23 45 67 89").await;
     b.go("button", "Save").await;
     assert!(b.text().await.contains("The key was saved."), "{}", b.text().await);
-    let key = app.get("/v1/keys").await.body["data"][0].clone();
+    let key = app.get(&format!("/v1/keys/{id}")).await.body;
     assert_eq!(key["name"], "Reporting v2");
-    assert_eq!(
-        key["metadata"],
-        json!({"email": "ops@example.com", "phone": "+33 1 23 45 67 89", "timeZone": "Europe/Paris"})
-    );
+    let meta =
+        json!({"email": "ops@example.com", "phone": "+33 1 23 45 67 89", "timeZone": "Europe/Paris", "plan": "pro"});
+    assert_eq!(key["metadata"], meta);
+    let mut scopes: Vec<String> = serde_json::from_value(key["scopes"].clone()).unwrap();
+    scopes.sort();
+    assert_eq!(scopes, ["campaigns:*", "read"], "a wildcard outside the panel is kept");
+    assert_eq!(key["credits"]["remaining"], 96, "credits spent while the page was open stay spent");
 
     // The key's page: usage chart (the verifications above) and audit entries.
     let text = b.text().await;
-    assert!(text.contains("Usage, last 30 days") && text.contains("1 valid verifications"), "{text}");
+    assert!(text.contains("Usage, last 30 days") && text.contains("4 valid verifications"), "{text}");
     let chart = b.client.find(fantoccini::Locator::Css("svg.chart")).await.unwrap();
     let label = chart.attr("aria-label").await.unwrap().unwrap();
-    assert!(label.contains("1 valid"), "{label}");
+    assert!(label.contains("4 valid"), "{label}");
     assert!(text.contains("key.updated") && text.contains("key.created"), "{text}");
     b.check_page("key-detail").await;
 
@@ -358,7 +371,7 @@ async fn console_viewer_and_narrow_window_in_chromium() {
 
     b.open("/").await;
     sign_in(&mut b, "people@example.com", "people password 1").await;
-    b.open("/members").await;
+    assert_eq!(b.path().await, "/members", "signed in, a member lands on the first page they may open");
     assert!(!b.has("link", "Keys").await, "no Keys page without keys:read");
     b.open("/keys").await;
     assert!(b.text().await.contains("Not allowed"), "{}", b.text().await);
@@ -433,7 +446,21 @@ async fn console_pages_are_locked_down() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.headers()["location"], "/keys", "{next}");
+        assert_eq!(r.headers()["location"], "/", "{next}");
+    }
+    // A sign-in (or join) form posted from another site is refused: no session.
+    for (name, value) in [("Origin", "https://evil.example"), ("Sec-Fetch-Site", "cross-site")] {
+        for path in ["/sign-in", "/join"] {
+            let r = plain
+                .post(app.url(path))
+                .header(name, value)
+                .form(&[("email", OWNER_EMAIL), ("password", OWNER_PASSWORD), ("token", "kwi_x")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{path} {name}");
+            assert!(!r.headers().contains_key("set-cookie"), "{path} {name}");
+        }
     }
 
     let (client, cookie) = console_client(&app).await;
@@ -492,12 +519,25 @@ async fn console_lists_page_filter_and_switch_workspace() {
     let second = page(format!("/keys?cursor={next}")).await;
     // 30 bulk keys, Gone and the admin key.
     assert_eq!(rows(&second), 32 - 25, "{second}");
+    let named_next = page(format!("/keys?name=bulk&cursor={next}")).await;
+    assert!(named_next.contains("href=\"/keys?name=bulk\">First page"), "the first page keeps the filter");
     assert!(second.contains("First page"));
     let revoked = page("/keys?state=revoked".into()).await;
     assert_eq!(rows(&revoked), 1);
     assert!(revoked.contains("data-key-name=\"Gone\""));
     let named = page("/keys?name=BULK+0".into()).await;
     assert_eq!(rows(&named), 10, "names match case-insensitively");
+    // Expired keys are told apart from active ones across store pages.
+    for i in 0..3 {
+        app.create_key(json!({"name": format!("short {i}"), "expiresAt": app.in_secs(60)})).await;
+    }
+    app.clock.advance(Duration::from_secs(120));
+    let expired = page("/keys?state=expired".into()).await;
+    assert_eq!(rows(&expired), 3, "{expired}");
+    assert!(expired.contains("Expired") && !expired.contains("Next page"));
+    let active = page("/keys?state=active".into()).await;
+    assert_eq!(rows(&active), 25);
+    assert!(!active.contains("data-key-name=\"short 0\""));
     // Unknown or malformed filters are ignored, not an error page.
     let odd = page("/keys?state=nonsense&cursor=-4&extra=1".into()).await;
     assert_eq!(rows(&odd), 25);
@@ -593,6 +633,24 @@ async fn console_forms_refuse_bad_input_and_change_nothing() {
     let api = app.post("/v1/keys", json!({"name": "Taken"})).await;
     let (_, html) = post("/keys/new", vec![("name", "Taken")]).await;
     assert_eq!(field_error(&html, "name").unwrap(), askama_escape(api.error()));
+
+    // An edit of a key changed meanwhile is refused (the page's version).
+    let taken = app.get("/v1/keys?name=Taken").await.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let edit = client.get(app.url(&format!("/keys/{taken}/edit"))).header("Cookie", &cookie).send().await.unwrap();
+    let edit = edit.text().await.unwrap();
+    let version = edit.split_once("name=\"version\" value=\"").unwrap().1.split('"').next().unwrap().to_owned();
+    app.patch(&format!("/v1/keys/{taken}"), json!({"description": "changed elsewhere"})).await;
+    let r = client
+        .post(app.url(&format!("/keys/{taken}/edit")))
+        .header("Cookie", &cookie)
+        .header("Origin", app.url(""))
+        .form(&[("name", "Renamed"), ("version", version.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("changed since this page was opened"));
+    assert_eq!(app.get(&format!("/v1/keys/{taken}")).await.body["name"], "Taken");
 
     let (status, html) = post("/settings", vec![("name", "Test"), ("max_keys", "many")]).await;
     assert_eq!(status, 400);
