@@ -217,6 +217,19 @@ async fn console_show_hide_and_disabled_keys_in_chromium() {
     b.click_in_row("Guessed", "Copy").await;
     assert_eq!(b.clipboard().await, locked.id);
 
+    // The row menu by keyboard: Enter opens it on its first item, arrows
+    // move, Escape closes it and gives the focus back to its button.
+    let button = b.find("button", "More actions for Recoverable").await;
+    button.send_keys("\u{E007}").await.unwrap();
+    let focused = || async { b.client.active_element().await.unwrap().text().await.unwrap() };
+    assert_eq!(focused().await, "Edit");
+    b.client.active_element().await.unwrap().send_keys("\u{E015}").await.unwrap();
+    assert_eq!(focused().await, "Clone");
+    b.client.active_element().await.unwrap().send_keys("\u{E00C}").await.unwrap();
+    let active = b.client.active_element().await.unwrap();
+    assert_eq!(active.attr("aria-label").await.unwrap().as_deref(), Some("More actions for Recoverable"));
+    assert_eq!(active.attr("aria-expanded").await.unwrap().as_deref(), Some("false"));
+
     // Disabled by wrong secrets: Re-activate.
     b.open("/keys?state=locked").await;
     assert!(b.row_text("Guessed").await.contains("Disabled"));
@@ -541,6 +554,18 @@ async fn console_lists_page_filter_and_switch_workspace() {
     // Unknown or malformed filters are ignored, not an error page.
     let odd = page("/keys?state=nonsense&cursor=-4&extra=1".into()).await;
     assert_eq!(rows(&odd), 25);
+
+    // The audit log's export links work with the console's session.
+    let audit = page("/audit?type=api_key&period=24h".into()).await;
+    let export =
+        audit.split_once("href=\"/v1/audit/export?").unwrap().1.split('"').next().unwrap().replace("&#38;", "&");
+    let r = client.get(app.url(&format!("/v1/audit/export?{export}"))).header("Cookie", &cookie).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = r.text().await.unwrap();
+    let created = csv.lines().filter(|l| l.contains(",\"key.created\",")).count();
+    assert_eq!(created, 35, "the admin key, 30 bulk, Gone, 3 short");
+    assert!(csv.lines().all(|l| !l.contains(",\"key.revoked\",") || l.contains("\"Gone\"")));
 
     // The owner joins a second workspace; the header switches between them.
     let (other, other_key) = app.other_workspace().await;
