@@ -203,7 +203,7 @@ impl Browser {
     /// The visible control with this role and accessible name.
     pub async fn find(&self, role: &str, name: &str) -> Element {
         let xpath = Self::named(role, name);
-        for _ in 0..40 {
+        for _ in 0..200 {
             if let Ok(all) = self.client.find_all(Locator::XPath(&xpath)).await {
                 for e in all {
                     if e.is_displayed().await.unwrap_or(false) {
@@ -332,7 +332,7 @@ impl Browser {
 
     /// The one-time secret on the page that shows a new key's.
     pub async fn new_secret(&self) -> String {
-        for _ in 0..40 {
+        for _ in 0..200 {
             if let Ok(e) = self.client.find(Locator::Id("new-secret")).await {
                 return e.text().await.unwrap();
             }
