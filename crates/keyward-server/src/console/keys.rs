@@ -966,7 +966,11 @@ pub async fn show(
     };
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     match Shell::load(&state, &who, "keys").await {
-        Ok(shell) => render_status(status, &ReauthPage { shell: Some(shell), id, name, back, error }),
+        Ok(shell) => {
+            let mut page = render_status(status, &ReauthPage { shell: Some(shell), id, name, back, error });
+            page.headers_mut().insert(super::WHOLE_PAGE, axum::http::HeaderValue::from_static("1"));
+            page
+        }
         Err(e) => error_page(&state, &who, &e).await,
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Every page is plain HTML: links and forms that work without script and
 //! by keyboard; `assets/console.js` only adds Copy, the row menus and the
-//! permission filter. Handlers are thin like the API's: they read the
+//! permission filter, and the vendored htmx turns Show/Hide into updates of
+//! the row (the server answers the whole page; htmx takes the row from it). Handlers are thin like the API's: they read the
 //! form, call the same services with the signed-in member's [`Principal`]
 //! (so the console can do exactly what the API lets that member do), and
 //! render. A strict Content-Security-Policy allows nothing but this server's
@@ -59,19 +60,34 @@ pub fn routes() -> Router<AppState> {
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))
         .route("/assets/console.js", get(script))
+        .route("/assets/htmx.min.js", get(htmx))
         .route("/favicon.ico", get(favicon))
         .layer(middleware::from_fn(security_headers))
 }
 
 /// No script or style but this server's own files, no framing, forms only
 /// to this server, nothing cached (pages may show a secret).
+/// Marks a page answered to a partial update that must replace the whole
+/// content (removed before the response leaves).
+pub const WHOLE_PAGE: &str = "x-keyward-whole-page";
+
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 async fn security_headers(req: Request, next: Next) -> Response {
     let asset = req.uri().path().starts_with("/assets/");
+    let partial = req.headers().contains_key("hx-request");
     let mut response = next.run(req).await;
+    let refused = response.status().is_client_error();
     let h = response.headers_mut();
+    // A partial update that ended in a refusal or another page (a password
+    // prompt, an error) replaces the page's content instead of the row.
+    if partial && (refused || h.contains_key(WHOLE_PAGE)) {
+        h.remove(WHOLE_PAGE);
+        h.insert("hx-retarget", HeaderValue::from_static("#main"));
+        h.insert("hx-reselect", HeaderValue::from_static("#main"));
+        h.insert("hx-reswap", HeaderValue::from_static("outerHTML"));
+    }
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("same-origin"));
@@ -88,6 +104,12 @@ async fn stylesheet() -> Response {
 
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", include_str!("../../assets/console.js"))
+}
+
+/// htmx 2.0.11 (0BSD, `assets/htmx.LICENSE`), vendored: partial updates
+/// (Show/Hide in a row) where the page would otherwise reload.
+async fn htmx() -> Response {
+    asset("text/javascript; charset=utf-8", include_str!("../../assets/htmx.min.js"))
 }
 
 async fn favicon() -> Response {
@@ -115,7 +137,15 @@ impl FromRequestParts<AppState> for Member {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let back = return_path(parts);
-        let sign_in = || Redirect::to(&format!("/sign-in?next={}", form::encode(&back))).into_response();
+        let partial = parts.headers.contains_key("hx-request");
+        let sign_in = || {
+            let to = format!("/sign-in?next={}", form::encode(&back));
+            match (partial, HeaderValue::from_str(&to)) {
+                // A partial update: the whole page goes to sign in, not the row.
+                (true, Ok(location)) => ([("hx-redirect", location)], "").into_response(),
+                _ => Redirect::to(&to).into_response(),
+            }
+        };
         // Only the cookie counts here: the console is a browser's.
         parts.headers.remove(header::AUTHORIZATION);
         if crate::api::members::session_cookie_value(&parts.headers).is_none() {

@@ -298,15 +298,37 @@ impl Browser {
         self.row(key_name).await.text().await.unwrap()
     }
 
-    /// Clicks a button of a key's row (Show, Hide, Copy).
+    /// Clicks a button of a key's row: Copy acts on the page; Show and Hide
+    /// update the row in place (htmx), without loading another page.
     pub async fn click_in_row(&self, key_name: &str, button: &str) {
         let row = self.row(key_name).await;
         let xpath = format!(".//button[normalize-space(.)={}]", xpath_literal(button));
         let e = row.find(Locator::XPath(&xpath)).await.unwrap();
         match button {
             "Copy" => e.click().await.unwrap(),
-            _ => self.navigating(e).await,
+            _ => {
+                let id = row.attr("id").await.unwrap().expect("rows have ids");
+                self.swapping(e, &id).await
+            }
         }
+    }
+
+    /// Clicks `e` and waits until the element `id` was replaced within this
+    /// same document (a partial update), and htmx has settled.
+    async fn swapping(&self, e: Element, id: &str) {
+        let mark = "window.__same_document = true; window.__old = document.getElementById(arguments[0]);";
+        self.client.execute(mark, vec![json!(id)]).await.unwrap();
+        e.click().await.unwrap();
+        let done = "return window.__same_document === true && document.getElementById(arguments[0]) !== window.__old \
+                    && !document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping');";
+        for _ in 0..200 {
+            let swapped = self.client.execute(done, vec![json!(id)]).await.map(|v| v == Value::Bool(true));
+            if swapped.unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{id} was not updated in place on {}", self.path().await);
     }
 
     /// Opens a key's ⋯ menu and picks an item.

@@ -483,6 +483,27 @@ async fn console_pages_are_locked_down() {
         assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
         assert!(r.headers().contains_key("content-security-policy"), "{path}");
     }
+    // Partial updates (htmx): a refusal replaces the page's content, not the
+    // row; without a session the whole page goes to sign in.
+    let r = client
+        .post(app.url("/keys/key_AAAAAAAAAAAAAAAA/show"))
+        .header("Cookie", &cookie)
+        .header("Origin", app.url(""))
+        .header("HX-Request", "true")
+        .form(&[("back", "/keys")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        (r.headers()["hx-retarget"].clone(), r.headers()["hx-reselect"].clone()),
+        ("#main".parse().unwrap(), "#main".parse().unwrap())
+    );
+    assert!(!r.headers().contains_key("x-keyward-whole-page"));
+    let r = plain.get(app.url("/keys?state=active")).header("HX-Request", "true").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["hx-redirect"], "/sign-in?next=%2Fkeys%3Fstate%3Dactive");
+
     // A form posted from another site is refused and changes nothing.
     let before = app.key_count().await;
     let r = client
