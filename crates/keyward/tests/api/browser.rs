@@ -472,7 +472,7 @@ impl Browser {
 /// domains they live under. Never the page's requests: the page's CSP
 /// refuses those domains like any other, and its console and resource
 /// timings are checked too.
-const BROWSER_OWN: &[&str] = &["googleapis.com", "google.com", "gvt1.com"];
+const BROWSER_OWN: &[&str] = &["googleapis.com", "google.com", "gvt1.com", "gstatic.com"];
 
 /// Whether a request line the proxy saw is one of the browser's own.
 fn browser_own(request_line: &str) -> bool {

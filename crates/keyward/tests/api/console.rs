@@ -47,6 +47,11 @@ async fn console_keys_walk_in_chromium() {
     b.open("/").await;
     assert_eq!(b.path().await, "/sign-in");
     b.check_page("sign-in").await;
+    // A wrong password: the message beside the field, still accessible.
+    sign_in(&mut b, OWNER_EMAIL, "not the password").await;
+    assert!(b.text().await.contains("incorrect"), "{}", b.text().await);
+    b.refused(401).await;
+    b.check_page("sign-in-refused").await;
     sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
     assert_eq!(b.path().await, "/keys");
     b.check_page("keys").await;
@@ -277,6 +282,7 @@ async fn console_people_settings_and_audit_in_chromium() {
     b.go("button", "Create role").await;
     assert!(b.text().await.contains("The role was created."));
     b.go("link", "Edit role source-editor").await;
+    b.check_page("role-edit").await;
     b.fill("Description", "Edits sources").await;
     b.go("button", "Save role").await;
     assert!(b.text().await.contains("Edits sources"));
