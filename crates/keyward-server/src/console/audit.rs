@@ -146,7 +146,7 @@ pub async fn page(State(state): State<AppState>, Member(who): Member, Params(p):
         }
         Err(e) => {
             page.error = Some(e.message.clone());
-            render_status(crate::api::error::ApiError::from(e).status, &page)
+            render_status(super::status_of(&e), &page)
         }
     }
 }

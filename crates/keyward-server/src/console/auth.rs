@@ -37,12 +37,9 @@ pub async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     UserAgent(ua): UserAgent,
-    parts: axum::http::request::Parts,
+    _: super::FromThisSite,
     form: FormData,
 ) -> Response {
-    if let Some(refused) = super::cross_site_refusal(&parts, &state) {
-        return refused;
-    }
     let next = safe_next(form.raw("next").unwrap_or("/")).to_owned();
     let email = form.text("email").unwrap_or_default();
     let password = form.raw("password").unwrap_or_default();
@@ -52,9 +49,8 @@ pub async fn sign_in(
             with_session(see(&next), &signed_in.cookie_token, max_age)
         }
         Err(e) => {
-            let status = crate::api::error::ApiError::from(e.clone()).status;
-            let error = Some(FormError::of(e.code, &e.message, SIGN_IN_FIELDS));
-            render_status(status, &SignInPage { shell: None, email, next, errors: Errors(error) })
+            let error = FormError::from_error(&e, SIGN_IN_FIELDS);
+            render_status(error.status, &SignInPage { shell: None, email, next, errors: Errors(Some(error)) })
         }
     }
 }
@@ -107,12 +103,9 @@ pub async fn join(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     UserAgent(ua): UserAgent,
-    parts: axum::http::request::Parts,
+    _: super::FromThisSite,
     form: FormData,
 ) -> Response {
-    if let Some(refused) = super::cross_site_refusal(&parts, &state) {
-        return refused;
-    }
     let token = form.text("token").unwrap_or_default();
     let password = form.raw("password").unwrap_or_default();
     match state.members.accept(&token, password, ip, ua.as_deref()).await {
@@ -121,11 +114,10 @@ pub async fn join(
             render(&JoinPage { shell: None, token: String::new(), errors: Errors::default(), joined })
         }
         Err(e) => {
-            let status = crate::api::error::ApiError::from(e.clone()).status;
             let fields: &[(&str, &[&str])] =
                 &[("password", &["weak_password", "invalid_password", "invalid_credentials"])];
-            let error = Some(FormError::of(e.code, &e.message, fields));
-            render_status(status, &JoinPage { shell: None, token, errors: Errors(error), joined: None })
+            let error = FormError::from_error(&e, fields);
+            render_status(error.status, &JoinPage { shell: None, token, errors: Errors(Some(error)), joined: None })
         }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::form::{FormData, Params, encode};
 use super::view::{Errors, FormError, Shell, inert, when, when_opt};
-use super::{Member, error_page, render, render_status, see};
+use super::{Member, error_page, render_status, respond, see};
 use crate::api::AppState;
 use crate::api::credits::CreditsBody;
 use crate::api::extract::ClientIp;
@@ -248,10 +248,7 @@ async fn list_page(
 
 pub async fn list(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let notice = p.text("done").and_then(|d| notice(&d));
-    match list_page(&state, &who, Filters::of(&p), None, notice, None).await {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, list_page(&state, &who, Filters::of(&p), None, notice, None).await).await
 }
 
 /// A section of the permission panel: its actions as checkboxes.
@@ -329,15 +326,15 @@ pub struct KeyForm {
 async fn key_form(
     state: &AppState,
     who: &Principal,
+    ws: &keyward_core::workspace::Workspace,
     v: FormData,
     editing: Option<&str>,
     error: Option<FormError>,
 ) -> Result<KeyForm, Error> {
-    let ws = state.workspaces.get(who).await?;
     let roles = state.roles.list(who).await?.into_iter().map(|r| r.role.name).collect();
     let now = state.audit.now();
     let max_date = ws.policy.max_key_lifetime_days.map(|d| date(now + Duration::days(i64::from(d))));
-    let mut sections = permission_sections(&ws, true);
+    let mut sections = permission_sections(ws, true);
     keep_unlisted(&mut sections, &v);
     Ok(KeyForm {
         tracked: TRACKED.iter().map(|f| (format!("was_{f}"), v.val(&format!("was_{f}")).to_owned())).collect(),
@@ -366,14 +363,11 @@ pub async fn new_page(State(state): State<AppState>, Member(who): Member, Params
         if let Some(at) = ws.policy.policy_expiry(state.audit.now()) {
             v.set("expires", date(at));
         }
-        let form = key_form(&state, &who, v, None, None).await?;
+        let form = key_form(&state, &who, &ws, v, None, None).await?;
         list_page(&state, &who, Filters::of(&p), None, None, Some(form)).await
     }
     .await;
-    match result {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, result).await
 }
 
 /// Where each API error of a key form is shown.
@@ -409,9 +403,12 @@ fn expiry(v: &FormData, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, For
     Ok(Some(day.and_time(now.time()).and_utc()))
 }
 
+/// The form's metadata fields, as (field, metadata key).
+const META_FIELDS: [(&str, &str); 3] = [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")];
+
 /// The metadata fields the form edits, over what the key already has.
 fn metadata(v: &FormData, mut base: Map<String, Value>) -> Option<Value> {
-    for (field, key) in [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")] {
+    for (field, key) in META_FIELDS {
         match v.text(field) {
             Some(text) => base.insert(key.to_owned(), Value::String(text)),
             None => base.remove(key),
@@ -504,7 +501,8 @@ pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormD
         Err(error) => {
             let status = error.status;
             let page = async {
-                let form = key_form(&state, &who, v, None, Some(error)).await?;
+                let ws = state.workspaces.get(&who).await?;
+                let form = key_form(&state, &who, &ws, v, None, Some(error)).await?;
                 list_page(&state, &who, Filters::default(), None, None, Some(form)).await
             }
             .await;
@@ -543,7 +541,7 @@ fn values_of(k: &ApiKey) -> FormData {
     v.set("resources", k.resources.join("\n"));
     v.set("allowed_origins", k.allowed_origins.iter().map(|o| o.as_str()).collect::<Vec<_>>().join("\n"));
     v.set("allowed_ips", k.allowed_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
-    for (field, key) in [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")] {
+    for (field, key) in META_FIELDS {
         if let Some(s) = k.metadata.get(key).and_then(Value::as_str) {
             v.set(field, s);
         }
@@ -570,10 +568,9 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
     let before = values_of(k);
     let was = |f: &str| v.raw(&format!("was_{f}")).unwrap_or_else(|| before.val(f)).trim().to_owned();
     let changed = |f: &str| v.val(f).trim() != was(f);
-    let meta_fields = [("default_email", "email"), ("phone", "phone"), ("time_zone", "timeZone")];
-    let metadata_edit = meta_fields.iter().any(|(f, _)| changed(f)).then(|| {
+    let metadata_edit = META_FIELDS.iter().any(|(f, _)| changed(f)).then(|| {
         let mut meta = k.metadata.as_object().cloned().unwrap_or_default();
-        for (field, key) in meta_fields {
+        for (field, key) in META_FIELDS {
             if changed(field) {
                 match v.text(field) {
                     Some(text) => meta.insert(key.to_owned(), Value::String(text)),
@@ -639,15 +636,13 @@ async fn edit_view(
     }
     who.require(crate::keys::MANAGE)?;
     let v = values.unwrap_or_else(|| values_of(&key));
-    let f = key_form(state, who, v, Some(id), error).await?;
+    let ws = state.workspaces.get(who).await?;
+    let f = key_form(state, who, &ws, v, Some(id), error).await?;
     Ok(EditPage { shell: Some(Shell::load(state, who, "keys").await?), id: id.to_owned(), name: inert(&key.name), f })
 }
 
 pub async fn edit_page(State(state): State<AppState>, Member(who): Member, Path(id): Path<String>) -> Response {
-    match edit_view(&state, &who, &id, None, None).await {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, edit_view(&state, &who, &id, None, None).await).await
 }
 
 pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): Path<String>, v: FormData) -> Response {
@@ -796,10 +791,7 @@ pub async fn detail(
         })
     }
     .await;
-    match result {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, result).await
 }
 
 fn list_or<T: ToString>(items: &[T], none: &str) -> String {
@@ -857,10 +849,7 @@ pub async fn confirm_page(
         })
     }
     .await;
-    match result {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, result).await
 }
 
 /// The row menu's actions (after their confirmation where they have one).
@@ -950,11 +939,8 @@ pub async fn show(
         match state.keys.reveal(&who, &id).await {
             Ok(secret) => {
                 let filters = Filters::of(&FormData::parse(back.split_once('?').map_or("", |(_, q)| q).as_bytes()));
-                return match list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await
-                {
-                    Ok(page) => render(&page),
-                    Err(e) => error_page(&state, &who, &e).await,
-                };
+                let page = list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await;
+                return respond(&state, &who, page).await;
             }
             Err(e) if e.code == "reauthentication_required" => {}
             Err(e) => return error_page(&state, &who, &e).await,

@@ -187,25 +187,31 @@ fn return_path(parts: &Parts) -> String {
     if answer_only { "/".to_owned() } else { path.to_owned() }
 }
 
-/// Refuses a form posted from another site (sign-in and joining carry no
-/// session yet, so nothing else would stop a forged sign-in). Browsers
-/// always name the origin of a POST; a client that names none is no
-/// browser a site could drive.
-pub fn cross_site_refusal(parts: &Parts, state: &AppState) -> Option<Response> {
-    let named = parts.headers.contains_key(header::ORIGIN);
-    let cross_site = parts
-        .headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site" || v == "same-site");
-    if cross_site || (named && !crate::api::extract::same_origin(parts, state.public_origin.as_deref())) {
-        return Some(message_page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form must be sent from this server's own pages",
-        ));
+/// A form sent from this server's own pages. Sign-in and joining carry no
+/// session yet, so nothing else would stop a forged sign-in: a form posted
+/// from another site is refused. Browsers always name the origin of a
+/// POST; a client that names none is no browser a site could drive.
+pub struct FromThisSite;
+
+impl FromRequestParts<AppState> for FromThisSite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let named = parts.headers.contains_key(header::ORIGIN);
+        let cross_site = parts
+            .headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "cross-site" || v == "same-site");
+        if cross_site || (named && !crate::api::extract::same_origin(parts, state.public_origin.as_deref())) {
+            return Err(message_page(
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This form must be sent from this server's own pages",
+            ));
+        }
+        Ok(FromThisSite)
     }
-    None
 }
 
 /// The first page of the navigation the member may open.
@@ -248,9 +254,22 @@ pub fn message_page(status: StatusCode, heading: &str, message: &str) -> Respons
     (status, render(&MessagePage { shell: None, heading, message })).into_response()
 }
 
+/// The status the API answers an error with; the console answers the same.
+pub fn status_of(e: &Error) -> StatusCode {
+    crate::api::error::ApiError::from(e.clone()).status
+}
+
+/// A page built by `page`, or the page of the error that stopped it.
+pub async fn respond<T: Template>(state: &AppState, who: &Principal, page: Result<T, Error>) -> Response {
+    match page {
+        Ok(page) => render(&page),
+        Err(e) => error_page(state, who, &e).await,
+    }
+}
+
 /// A failed console action whose page cannot show it beside a field.
 pub async fn error_page(state: &AppState, who: &Principal, e: &Error) -> Response {
-    let status = crate::api::error::ApiError::from(e.clone()).status;
+    let status = status_of(e);
     let heading = match e.kind {
         ErrorKind::Forbidden => "Not allowed",
         ErrorKind::NotFound => "Not found",

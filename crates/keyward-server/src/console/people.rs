@@ -10,7 +10,7 @@ use keyward_core::Error;
 use super::form::{FormData, Params};
 use super::keys::{PermSection, permission_sections};
 use super::view::{Errors, FormError, Shell, inert, when};
-use super::{Member, error_page, render, render_status, see};
+use super::{Member, error_page, render, render_status, respond, see};
 use crate::api::AppState;
 use crate::principal::Principal;
 use crate::roles::RolePatch;
@@ -95,10 +95,7 @@ fn member_notice(done: &str) -> Option<&'static str> {
 
 pub async fn members(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let notice = p.text("done").and_then(|d| member_notice(&d));
-    match members_page(&state, &who, FormData::default(), None, None, notice).await {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, members_page(&state, &who, FormData::default(), None, None, notice).await).await
 }
 
 pub async fn invite(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {
@@ -244,10 +241,7 @@ fn role_notice(done: &str) -> Option<&'static str> {
 
 pub async fn roles(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let notice = p.text("done").and_then(|d| role_notice(&d));
-    match roles_page(&state, &who, FormData::default(), None, None, notice).await {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, roles_page(&state, &who, FormData::default(), None, None, notice).await).await
 }
 
 async fn role_form_failed(
@@ -289,10 +283,7 @@ pub async fn role_page(State(state): State<AppState>, Member(who): Member, Path(
         roles_page(&state, &who, v, None, Some(id.clone()), None).await
     }
     .await;
-    match result {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, result).await
 }
 
 pub async fn update_role(

@@ -9,7 +9,7 @@ use keyward_core::workspace::Workspace;
 
 use super::form::{FormData, Params};
 use super::view::{Errors, FormError, Shell};
-use super::{Member, error_page, render, render_status, see};
+use super::{Member, error_page, render_status, respond, see};
 use crate::api::AppState;
 use crate::principal::Principal;
 use crate::workspaces::WorkspacePatch;
@@ -60,10 +60,7 @@ async fn settings_page(
 
 pub async fn page(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let notice = p.text("done").is_some().then_some("The settings were saved.");
-    match settings_page(&state, &who, None, None, notice).await {
-        Ok(page) => render(&page),
-        Err(e) => error_page(&state, &who, &e).await,
-    }
+    respond(&state, &who, settings_page(&state, &who, None, None, notice).await).await
 }
 
 const SETTINGS_FIELDS: &[(&str, &[&str])] = &[

@@ -107,7 +107,7 @@ impl FormError {
 
     /// A service's refusal, beside its field, with the API's status.
     pub fn from_error(e: &Error, fields: &[(&'static str, &[&str])]) -> Self {
-        let status = crate::api::error::ApiError::from(e.clone()).status;
+        let status = super::status_of(e);
         FormError { status, ..Self::of(e.code, &e.message, fields) }
     }
 
