@@ -92,7 +92,8 @@ impl Target {
 }
 
 /// The kinds of object entries name (`type` in queries).
-pub const TARGET_TYPES: &[&str] = &["api_key", "member", "invitation", "role", "workspace", "address"];
+pub const TARGET_TYPES: &[&str] =
+    &["api_key", "member", "invitation", "role", "workspace", "address", "refresh_token", "access_token"];
 
 /// Every action keyward records, `noun.past_verb`.
 pub const ACTIONS: &[&str] = &[
@@ -121,6 +122,9 @@ pub const ACTIONS: &[&str] = &[
     "role.updated",
     "role.deleted",
     "settings.changed",
+    "token.created",
+    "token.revoked",
+    "token.reuse_detected",
 ];
 
 /// One recorded action, before it is placed in the chain.

@@ -31,6 +31,10 @@ pub enum KeyType {
     /// The browser ("JavaScript API") key: only public permissions, only
     /// from allowed origins.
     Publishable,
+    /// An OAuth 2.0 client: a public consumer key (`clientId`) and the
+    /// consumer secret (its token), exchanged at `/oauth/token` for access
+    /// tokens.
+    Client,
 }
 
 impl KeyType {
@@ -38,12 +42,14 @@ impl KeyType {
         match self {
             KeyType::Secret => "secret",
             KeyType::Publishable => "publishable",
+            KeyType::Client => "client",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "secret" => Some(KeyType::Secret),
             "publishable" => Some(KeyType::Publishable),
+            "client" => Some(KeyType::Client),
             _ => None,
         }
     }
@@ -139,6 +145,11 @@ pub struct ApiKey {
     /// Its secret is also kept sealed under the master key, so an
     /// authorised member can reveal it.
     pub recoverable: bool,
+    /// The consumer key of a `client` key (public; new on every roll).
+    pub client_id: Option<String>,
+    /// The consumer key rolled away from, valid with the grace secret
+    /// while the grace period lasts.
+    pub grace_client_id: Option<String>,
 }
 
 /// The identity a key belongs to: its id and the caller's external id.
@@ -240,6 +251,12 @@ impl ApiKey {
         self.grace = (grace_seconds > 0)
             .then(|| GraceSecret { hash: self.secret, until: now + Duration::seconds(i64::from(grace_seconds)) });
         self.secret = new_secret;
+        // A client gets a new consumer key with its new secret; the old
+        // pair works together while the grace period lasts.
+        if self.key_type == KeyType::Client {
+            let old = self.client_id.replace(crate::oauth::new_client_id());
+            self.grace_client_id = if grace_seconds > 0 { old } else { None };
+        }
         self.touch(now);
         Ok(())
     }
@@ -464,6 +481,8 @@ impl ValidDraft {
             identity: self.identity,
             roles: self.roles,
             recoverable: self.recoverable,
+            client_id: (self.key_type == KeyType::Client).then(crate::oauth::new_client_id),
+            grace_client_id: None,
         }
     }
 }

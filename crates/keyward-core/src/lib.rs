@@ -14,6 +14,8 @@
 //! - [`workspace`]: the tenant and its key policy (limit, lifetimes).
 //! - [`verify`]: the verification decision, a pure function of a key, a
 //!   request and the time.
+//! - [`oauth`]: client ids, requested scopes, refresh-token rotation,
+//!   signing-key records and the time rules of signed requests.
 //! - [`error`]: the one error type, each with a stable machine code.
 //!
 //! This crate does no IO: no database, no network, no clock of its own (time
@@ -28,6 +30,7 @@ pub mod identity;
 pub mod ids;
 pub mod key;
 pub mod member;
+pub mod oauth;
 pub mod origin;
 pub mod ratelimit;
 pub mod route;

@@ -35,10 +35,22 @@ pub enum VerifyCode {
     Locked,
     /// A rate limit of the key or its identity is used up for now.
     RateLimited,
+    /// A JWT (access token or signed request) whose signature, algorithm,
+    /// key id or claims are not acceptable.
+    TokenInvalid,
+    /// A JWT past its `exp`.
+    TokenExpired,
+    /// A JWT whose `iat` or `nbf` lies in the future.
+    TokenNotYetValid,
+    /// A signed request whose `jti` was already used.
+    TokenReplayed,
+    /// An access token revoked (RFC 7009), or issued to a client whose
+    /// consumer key has been regenerated since.
+    TokenRevoked,
 }
 
 impl VerifyCode {
-    pub const ALL: [VerifyCode; 14] = [
+    pub const ALL: [VerifyCode; 19] = [
         VerifyCode::Valid,
         VerifyCode::Malformed,
         VerifyCode::NotFound,
@@ -53,6 +65,11 @@ impl VerifyCode {
         VerifyCode::UsageExceeded,
         VerifyCode::Locked,
         VerifyCode::RateLimited,
+        VerifyCode::TokenInvalid,
+        VerifyCode::TokenExpired,
+        VerifyCode::TokenNotYetValid,
+        VerifyCode::TokenReplayed,
+        VerifyCode::TokenRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +88,11 @@ impl VerifyCode {
             VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
             VerifyCode::Locked => "LOCKED",
             VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::TokenInvalid => "TOKEN_INVALID",
+            VerifyCode::TokenExpired => "TOKEN_EXPIRED",
+            VerifyCode::TokenNotYetValid => "TOKEN_NOT_YET_VALID",
+            VerifyCode::TokenReplayed => "TOKEN_REPLAYED",
+            VerifyCode::TokenRevoked => "TOKEN_REVOKED",
         }
     }
 
@@ -95,6 +117,11 @@ impl VerifyCode {
             VerifyCode::UsageExceeded => "API key has no credits left",
             VerifyCode::Locked => "API key is locked after too many failed attempts; re-activate it to unlock",
             VerifyCode::RateLimited => "Rate limit exceeded",
+            VerifyCode::TokenInvalid => "The token is not valid",
+            VerifyCode::TokenExpired => "The token has expired",
+            VerifyCode::TokenNotYetValid => "The token is not valid yet",
+            VerifyCode::TokenReplayed => "The token has already been used",
+            VerifyCode::TokenRevoked => "The token has been revoked",
         }
     }
 }
@@ -239,6 +266,19 @@ pub fn decide(
     if !current && !in_grace {
         return Decision::fixed(VerifyCode::InvalidSecret, false);
     }
+    decide_authenticated(key, None, request, now)
+}
+
+/// Decides for a key whose holder has proven itself: by its secret, or by a
+/// token keyward signed (an access token, whose `scope` may narrow what the
+/// key grants: both must allow the request) or one signed with the key's
+/// secret (a signed request).
+pub fn decide_authenticated(
+    key: &ApiKey,
+    token_scopes: Option<&[crate::scope::Scope]>,
+    request: &Request<'_>,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Decision {
     match key.state {
         KeyState::Revoked => return Decision::fixed(VerifyCode::Revoked, false),
         KeyState::Inactive => return Decision::fixed(VerifyCode::Inactive, false),
@@ -274,6 +314,17 @@ pub fn decide(
         with_roles = scopes_with_roles(key, request.roles, request.tags);
         crate::scope::Grants { scopes: &with_roles, flags: key.flags }
     };
+    let decision = permitted(grants, request);
+    match token_scopes {
+        Some(scopes) if decision.is_valid() => {
+            permitted(crate::scope::Grants { scopes, flags: crate::scope::Flags::default() }, request)
+        }
+        _ => decision,
+    }
+}
+
+/// Whether `grants` allow the request's permission, method and route.
+fn permitted(grants: crate::scope::Grants<'_>, request: &Request<'_>) -> Decision {
     let method_ok = request.method.is_none_or(|m| grants.allows_method(m));
     let missing = request.permission.and_then(|p| p.missing(&grants));
     if !method_ok || missing.is_some() {
@@ -321,6 +372,11 @@ pub fn rate_limited() -> Decision {
 pub fn without_key(code: VerifyCode) -> Decision {
     debug_assert!(matches!(code, VerifyCode::Malformed | VerifyCode::NotFound));
     Decision::fixed(code, false)
+}
+
+/// A refused JWT: one of the `TOKEN_*` codes, with what was wrong.
+pub fn token_refused(code: VerifyCode, why: &'static str) -> Decision {
+    Decision { code, message: Cow::Borrowed(why), authenticated: false }
 }
 
 #[cfg(test)]

@@ -233,6 +233,7 @@ impl Workspace {
         match key_type {
             KeyType::Secret => self.token_prefix.clone(),
             KeyType::Publishable => format!("{}pk", self.token_prefix),
+            KeyType::Client => format!("{}cs", self.token_prefix),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod identities;
 pub mod insights;
 pub mod keys;
 pub mod members;
+pub mod oauth;
 pub mod principal;
 pub mod ratelimit;
 pub mod roles;

@@ -269,9 +269,12 @@ impl MemberService {
         jsonwebtoken::encode(&header, &claims, &self.jwt_encoding).map_err(|_| Error::internal("signing a token"))
     }
 
-    /// Whether a bearer token is one of our session JWTs (rather than a key).
+    /// Whether a bearer token is one of our session JWTs (HS256, no key
+    /// id) rather than a key or an access token.
     pub fn is_session_jwt(token: &str) -> bool {
-        token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
+        keyward_core::oauth::looks_like_jwt(token)
+            && jsonwebtoken::decode_header(token)
+                .is_ok_and(|h| h.alg == jsonwebtoken::Algorithm::HS256 && h.kid.is_none())
     }
 
     /// The member a session cookie's token names.
@@ -324,6 +327,35 @@ impl MemberService {
             expires_at: session.expires_at,
             session_id: session.id,
             via_cookie,
+        }))))
+    }
+
+    /// The member an access token (from their refresh token `token_id`)
+    /// acts for, with their roles as they stand now.
+    pub async fn from_access_token(
+        &self,
+        member_id: &str,
+        workspace_id: &str,
+        token_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Principal, Error> {
+        let membership = self.store.membership(workspace_id, member_id).await.map_err(store_error)?;
+        let member = self.store.get_member(member_id).await.map_err(store_error)?;
+        let (Some(membership), Some(member)) = (membership, member) else { return Err(Error::invalid_api_key()) };
+        let custom = self.custom_roles(workspace_id, &membership.roles).await?;
+        Ok(Principal::from(crate::principal::Caller::Member(Arc::new(MemberCaller {
+            scopes: role_scopes(&membership.roles, &custom),
+            member_id: member.id,
+            email: member.email,
+            name: member.name,
+            workspace_id: workspace_id.to_owned(),
+            roles: membership.roles,
+            // A token is never a fresh authentication (reveal asks for one).
+            fresh: false,
+            fresh_until: None,
+            expires_at,
+            session_id: token_id.to_owned(),
+            via_cookie: false,
         }))))
     }
 

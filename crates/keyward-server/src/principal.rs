@@ -68,19 +68,41 @@ impl Principal {
     pub async fn authenticate(verifier: &Verifier, token: &str) -> Result<Self, Error> {
         let v = verifier.authenticate_caller(token).await?;
         match (v.decision.code, v.key) {
-            (VerifyCode::Valid, Some(key)) => {
-                let with_roles = match key.roles.is_empty() {
-                    true => None,
-                    false => {
-                        let roles = verifier.roles(&key.workspace_id).await?;
-                        Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
-                    }
-                };
-                Ok(Caller::ApiKey(key, with_roles).into())
-            }
+            (VerifyCode::Valid, Some(key)) => Self::for_key(verifier, key, None).await,
             (VerifyCode::Expired, _) => Err(Error::expired_api_key()),
             _ => Err(Error::invalid_api_key()),
         }
+    }
+
+    /// A key as the caller; with `token_scopes` (an access token issued
+    /// for fewer permissions), only those of the key's permissions.
+    pub async fn for_key(
+        verifier: &Verifier,
+        key: Arc<CachedKey>,
+        token_scopes: Option<Vec<Scope>>,
+    ) -> Result<Self, Error> {
+        if let Some(scopes) = token_scopes {
+            // Both the key and the token's scope must allow: the scopes the
+            // key grants that the token names.
+            let roles = verifier.roles(&key.workspace_id).await?;
+            let held = keyward_core::verify::scopes_with_roles(&key, &roles, None);
+            let grants = Grants { scopes: &held, flags: key.flags };
+            let narrowed: Vec<Scope> = scopes.into_iter().filter(|s| within_grants(&grants, s)).collect();
+            let mut limited = key.key.clone();
+            limited.scopes = narrowed;
+            limited.flags = Flags::default();
+            limited.roles.clear();
+            let limited = CachedKey { key: limited, usage: key.usage.clone(), loaded_ms: key.loaded_ms };
+            return Ok(Caller::ApiKey(Arc::new(limited), None).into());
+        }
+        let with_roles = match key.roles.is_empty() {
+            true => None,
+            false => {
+                let roles = verifier.roles(&key.workspace_id).await?;
+                Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
+            }
+        };
+        Ok(Caller::ApiKey(key, with_roles).into())
     }
 
     /// The operator, acting in one workspace.
@@ -166,6 +188,14 @@ impl Principal {
             Caller::Member(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+/// Whether `grants` cover all of `scope` (a token's scope item).
+fn within_grants(grants: &Grants<'_>, scope: &Scope) -> bool {
+    match scope {
+        Scope::Permission(p) if p.resource != "*" && p.action != "*" => grants.allows(p),
+        _ => grants.is_full() || grants.scopes.contains(scope),
     }
 }
 

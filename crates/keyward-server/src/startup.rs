@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub retention_days: u32,
     /// Keys older than this many days are due for rotation (hygiene report).
     pub rotation_days: u32,
+    /// Access tokens, refresh tokens and signing keys.
+    pub oauth: crate::oauth::OAuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             master_keys: None,
             retention_days: 90,
             rotation_days: 90,
+            oauth: crate::oauth::OAuthConfig::default(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct Services {
     pub usage: Arc<UsageRecorder>,
     pub audit: Arc<crate::audit::AuditLog>,
     pub insights: Arc<crate::insights::Insights>,
+    pub oauth: Arc<crate::oauth::OAuthService>,
 }
 
 impl Services {
@@ -134,6 +138,15 @@ impl Services {
             Some(url) => crate::ratelimit::Limiter::with_redis(url).await.map_err(|e| anyhow::anyhow!("{e}"))?,
             None => crate::ratelimit::Limiter::local(),
         };
+        let signer = Arc::new(crate::oauth::Signer::new(
+            store.clone(),
+            config.master_keys.clone(),
+            clock.clone(),
+            config.oauth.algorithm,
+            config.oauth.signing_key_rotation,
+            config.oauth.access_token_lifetime,
+        ));
+        signer.load().await.map_err(|e| anyhow::anyhow!("loading signing keys: {}", e.message))?;
         let verifier = Arc::new(Verifier::new(
             store.clone(),
             hasher.clone(),
@@ -142,8 +155,11 @@ impl Services {
             config.ip_failure_limit,
             limiter,
             audit.clone(),
+            signer.clone(),
+            config.master_keys.clone(),
         ));
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
+        verifier.load_revoked_tokens().await.map_err(|e| anyhow::anyhow!("loading revoked tokens: {}", e.message))?;
         let keys = Arc::new(KeyService::new(
             store.clone(),
             verifier.clone(),
@@ -154,9 +170,26 @@ impl Services {
         let identities =
             Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
         let members = Arc::new(
-            crate::members::MemberService::new(store.clone(), verifier.clone(), hasher, clock.clone(), audit.clone())
-                .await,
+            crate::members::MemberService::new(
+                store.clone(),
+                verifier.clone(),
+                hasher.clone(),
+                clock.clone(),
+                audit.clone(),
+            )
+            .await,
         );
+        let oauth = Arc::new(crate::oauth::OAuthService::new(
+            store.clone(),
+            verifier.clone(),
+            members.clone(),
+            signer,
+            config.master_keys.clone(),
+            hasher,
+            clock.clone(),
+            audit.clone(),
+            config.oauth.clone(),
+        ));
         let workspaces = Arc::new(WorkspaceService::new(
             store.clone(),
             keys.clone(),
@@ -169,7 +202,7 @@ impl Services {
             Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
         let insights =
             Arc::new(crate::insights::Insights::new(store.clone(), keys.clone(), clock.clone(), config.rotation_days));
-        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights })
+        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights, oauth })
     }
 }
 

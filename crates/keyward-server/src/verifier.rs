@@ -115,6 +115,21 @@ pub struct Verifier {
     metrics: VerifyMetrics,
     clock: Arc<dyn Clock>,
     throttle: IpThrottle,
+    /// The keys access tokens are signed with (public halves verify).
+    signer: Arc<crate::oauth::Signer>,
+    /// Opens recoverable keys' secrets, which check signed requests.
+    keyring: Option<Arc<keyward_core::sealed::Keyring>>,
+    /// Revoked access tokens (jti → expiry, seconds), until they expire.
+    revoked: RwLock<std::collections::HashMap<String, i64>>,
+}
+
+/// How the holder of a key proved itself.
+enum Proof<'a> {
+    /// The key's own token.
+    Secret { token: &'a str, parsed: Option<ParsedToken<'a>> },
+    /// A token keyward signed, or one signed with the key's secret; an
+    /// access token's `scope` may narrow the key's permissions.
+    Token { scopes: Option<Vec<keyward_core::scope::Scope>> },
 }
 
 enum Found {
@@ -123,6 +138,7 @@ enum Found {
 }
 
 impl Verifier {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         hasher: SecretHasher,
@@ -131,8 +147,13 @@ impl Verifier {
         ip_failure_limit: u32,
         limiter: Limiter,
         audit: Arc<crate::audit::AuditLog>,
+        signer: Arc<crate::oauth::Signer>,
+        keyring: Option<Arc<keyward_core::sealed::Keyring>>,
     ) -> Self {
         Verifier {
+            signer,
+            keyring,
+            revoked: RwLock::default(),
             audit,
             limiter,
             identities: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
@@ -238,13 +259,108 @@ impl Verifier {
                 self.identities.remove(&id);
             }
             Invalidation::ImportPrefixes => self.refresh_prefixes_logged().await,
+            Invalidation::AccessTokenRevoked(jti) => {
+                // Its expiry is not in the notice: held as long as any token lives.
+                let until = self.clock.now() + chrono::Duration::days(1);
+                self.access_token_revoked(&jti, until);
+            }
+            Invalidation::SigningKeys => self.reload_signing_keys().await,
             Invalidation::Resync => {
                 self.cache.distrust_all();
                 self.workspaces.clear();
                 self.roles.clear();
                 self.identities.clear();
                 self.refresh_prefixes_logged().await;
+                self.reload_signing_keys().await;
+                if let Err(e) = self.load_revoked_tokens().await {
+                    tracing::warn!(error = %e.message, "reloading revoked tokens failed");
+                }
             }
+        }
+    }
+
+    async fn reload_signing_keys(&self) {
+        if let Err(e) = self.signer.load().await {
+            tracing::warn!(error = %e.message, "reloading signing keys failed");
+        }
+    }
+
+    /// Reads the revoked access tokens that have not expired (at start and
+    /// after lost notices).
+    pub async fn load_revoked_tokens(&self) -> Result<(), Error> {
+        let now = self.clock.now();
+        let rows = self.store.revoked_access_tokens(now).await.map_err(crate::keys::store_error)?;
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        for (jti, until) in rows {
+            revoked.insert(jti, until.timestamp());
+        }
+        Ok(())
+    }
+
+    /// Refuses the access token `jti` on this node from now on.
+    pub fn access_token_revoked(&self, jti: &str, until: chrono::DateTime<chrono::Utc>) {
+        let now = self.clock.now().timestamp();
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        revoked.retain(|_, exp| *exp > now);
+        revoked.insert(jti.to_owned(), until.timestamp());
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(jti)
+    }
+
+    /// The cached record of a key (read once, then from memory).
+    pub async fn cached(&self, key: &ApiKey) -> Result<Arc<CachedKey>, Error> {
+        let now_ms = self.clock.now().timestamp_millis();
+        let found = match token::token_id_of_key_id(&key.id).filter(|_| key.lookup_prefix.is_none()) {
+            Some(token_id) => self.find_by_id(token_id, now_ms).await?,
+            None => Found::Missing,
+        };
+        match found {
+            Found::Key(k) => Ok(k),
+            Found::Missing => Ok(self.cache.entry(key.clone())),
+        }
+    }
+
+    async fn find_by_id(&self, token_id: &str, now_ms: i64) -> Result<Found, Error> {
+        let key_id = token::key_id_from_token_id(token_id);
+        let load = async {
+            let found = self.store.find_key(&key_id).await?;
+            Ok(found.filter(|k| k.lookup_prefix.is_none()))
+        };
+        self.find(CacheKey::native(token_id), now_ms, load).await
+    }
+
+    /// The claims of a valid access token: signed by a published key, in
+    /// its lifetime, not revoked, its subject still able to use it. `None`
+    /// for anything else (introspection answers `active: false`).
+    pub async fn access_token(&self, token: &str) -> Result<Option<crate::oauth::AccessClaims>, Error> {
+        let now = self.clock.now();
+        let Ok(crate::oauth::check::Presented::AccessToken { kid, alg }) = crate::oauth::check::classify(token) else {
+            return Ok(None);
+        };
+        let Some((expected, key)) = self.signer.verifying_key(&kid).await else { return Ok(None) };
+        let Ok(claims) = crate::oauth::check::decode_access(token, alg, expected, &key, now) else { return Ok(None) };
+        if self.is_revoked(&claims.jti) {
+            return Ok(None);
+        }
+        if claims.is_member() {
+            return Ok(Some(claims));
+        }
+        Ok(self.key_of_claims(&claims).await?.map(|_| claims))
+    }
+
+    /// The key an access token stands for, while it can be used.
+    pub async fn key_of_claims(&self, claims: &crate::oauth::AccessClaims) -> Result<Option<Arc<CachedKey>>, Error> {
+        let now = self.clock.now();
+        let Some(token_id) = token::token_id_of_key_id(&claims.sub) else { return Ok(None) };
+        match self.find_by_id(token_id, now.timestamp_millis()).await? {
+            Found::Key(k)
+                if crate::oauth::check::usable(&k, now) && crate::oauth::check::still_issued_to(&k, claims, now) =>
+            {
+                Ok(Some(k))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -314,12 +430,14 @@ impl Verifier {
         // latency metric; it becomes a chrono time only if the key expires.
         let started = SystemTime::now();
         let now_us = self.clock.micros_at(started);
-        let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let parsed = token::parse(token).ok();
         let found = match &parsed {
             Some(p) => self.find_native(p, now_us / 1000).await?,
             None if token.len() <= token::MAX_TOKEN_LEN && self.has_import_prefix(token) => {
                 self.find_foreign(token, now_us / 1000).await?
+            }
+            None if keyward_core::oauth::looks_like_jwt(token) => {
+                return self.check_jwt(token, request, workspace, purpose, started, now_us).await;
             }
             None => {
                 return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None, purpose));
@@ -327,13 +445,147 @@ impl Verifier {
         };
         let key = match found {
             Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
-            _ => {
-                if let (Some(ws), Purpose::Answer) = (workspace, purpose) {
-                    self.cache.usage().unknown_key(ws, request.ip, now_us / 1000);
-                }
-                return Ok(self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose));
-            }
+            _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
         };
+        self.conclude(key, Proof::Secret { token, parsed }, request, purpose, started, now_us).await
+    }
+
+    fn not_found(
+        &self,
+        started: SystemTime,
+        request: &Request<'_>,
+        workspace: Option<&str>,
+        purpose: Purpose,
+        now_us: i64,
+    ) -> Verification {
+        if let (Some(ws), Purpose::Answer) = (workspace, purpose) {
+            self.cache.usage().unknown_key(ws, request.ip, now_us / 1000);
+        }
+        self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose)
+    }
+
+    /// A presented JWT: an access token keyward signed, or a request signed
+    /// with a recoverable key's secret (HS256, `kid` = the key id).
+    async fn check_jwt(
+        &self,
+        token: &str,
+        request: &Request<'_>,
+        workspace: Option<&str>,
+        purpose: Purpose,
+        started: SystemTime,
+        now_us: i64,
+    ) -> Result<Verification, Error> {
+        use crate::oauth::check::{self, Presented, SignedRefusal};
+        let now = DateTime::from_timestamp_micros(now_us).unwrap_or_default();
+        let refuse = |decision: Decision, key: Option<Arc<CachedKey>>| Ok(self.finish(started, decision, key, purpose));
+        let presented = match check::classify(token) {
+            Ok(p) => p,
+            Err(d) => return refuse(d, None),
+        };
+        match presented {
+            Presented::AccessToken { kid, alg } => {
+                let Some((expected, key)) = self.signer.verifying_key(&kid).await else {
+                    return refuse(
+                        check::invalid("The token names a signing key (kid) that keyward does not publish"),
+                        None,
+                    );
+                };
+                let claims = match check::decode_access(token, alg, expected, &key, now) {
+                    Ok(c) => c,
+                    Err(d) => return refuse(d, None),
+                };
+                if self.is_revoked(&claims.jti) {
+                    return refuse(
+                        verify::token_refused(VerifyCode::TokenRevoked, "The access token has been revoked"),
+                        None,
+                    );
+                }
+                if claims.is_member() {
+                    return refuse(check::invalid("A member's access token is not an API key"), None);
+                }
+                let found = match token::token_id_of_key_id(&claims.sub) {
+                    Some(id) => self.find_by_id(id, now_us / 1000).await?,
+                    None => Found::Missing,
+                };
+                let key = match found {
+                    Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+                    _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
+                };
+                if !check::still_issued_to(&key, &claims, now) {
+                    let why = "The access token was issued to the client's previous consumer key";
+                    return refuse(verify::token_refused(VerifyCode::TokenRevoked, why), Some(key));
+                }
+                self.conclude(key, Proof::Token { scopes: claims.scopes() }, request, purpose, started, now_us).await
+            }
+            Presented::SignedRequest { kid } => {
+                let found = match token::token_id_of_key_id(&kid) {
+                    Some(id) => self.find_by_id(id, now_us / 1000).await?,
+                    None => Found::Missing,
+                };
+                let key = match found {
+                    Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+                    _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
+                };
+                if !key.recoverable {
+                    let why = "Signed requests need a recoverable key: keyward keeps only a hash of this key's secret";
+                    return refuse(check::invalid(why), Some(key));
+                }
+                let secret = match self.sealed_secret(&key).await? {
+                    Some(s) => s,
+                    None => {
+                        return refuse(check::invalid("The key's secret cannot be opened on this server"), Some(key));
+                    }
+                };
+                match check::decode_signed(token, secret.expose(), now) {
+                    Ok((jti, exp)) => {
+                        let until = DateTime::from_timestamp(exp, 0).unwrap_or(now);
+                        let fresh = self
+                            .store
+                            .spend_jti(&format!("sr:{}:{jti}", key.id), until, now)
+                            .await
+                            .map_err(crate::keys::store_error)?;
+                        if !fresh {
+                            let why = "The signed request's jti was already used";
+                            return refuse(verify::token_refused(VerifyCode::TokenReplayed, why), Some(key));
+                        }
+                        self.conclude(key, Proof::Token { scopes: None }, request, purpose, started, now_us).await
+                    }
+                    Err(SignedRefusal::Signature) => {
+                        if key.state == KeyState::Active {
+                            self.count_wrong_secret(&key, now).await;
+                        }
+                        let decision = verify::token_refused(
+                            VerifyCode::InvalidSecret,
+                            "The signed request's signature is not valid",
+                        );
+                        key.usage.record(&key, decision.code, false, now_us / 1000);
+                        refuse(decision, Some(key))
+                    }
+                    Err(SignedRefusal::Other(d)) => refuse(d, Some(key)),
+                }
+            }
+        }
+    }
+
+    async fn sealed_secret(&self, key: &ApiKey) -> Result<Option<keyward_core::token::Secret>, Error> {
+        let Some(ring) = &self.keyring else { return Ok(None) };
+        let sealed = self.store.sealed_secret(&key.id).await.map_err(crate::keys::store_error)?;
+        let Some(sealed) = sealed else { return Ok(None) };
+        let plain = ring.open(&sealed, key.id.as_bytes())?;
+        Ok(String::from_utf8(plain).ok().map(keyward_core::token::Secret::new))
+    }
+
+    /// The decision for a found key, then its limits, credits and usage.
+    async fn conclude(
+        &self,
+        key: Arc<CachedKey>,
+        proof: Proof<'_>,
+        request: &Request<'_>,
+        purpose: Purpose,
+        started: SystemTime,
+        now_us: i64,
+    ) -> Result<Verification, Error> {
+        let now = || DateTime::from_timestamp_micros(now_us).unwrap_or_default();
         let workspace = match request.path {
             Some(_) => Some(self.workspace(&key.workspace_id).await?),
             None => None,
@@ -349,7 +601,12 @@ impl Verifier {
             roles: roles.as_deref().map_or(&[], |r| &r[..]),
             ..*request
         };
-        let mut decision = verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now);
+        let mut decision = match &proof {
+            Proof::Secret { token, parsed } => {
+                verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now)
+            }
+            Proof::Token { scopes } => verify::decide_authenticated(&key, scopes.as_deref(), &request, now),
+        };
         if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
             self.count_wrong_secret(&key, now()).await;
         }
@@ -383,7 +640,10 @@ impl Verifier {
             }
         }
         key.usage.record(&key, decision.code, decision.authenticated, now_us / 1000);
-        if decision.authenticated && key.secret.scheme == HashScheme::Sha256 {
+        if let Proof::Secret { token, .. } = proof
+            && decision.authenticated
+            && key.secret.scheme == HashScheme::Sha256
+        {
             self.upgrade_foreign_hash(&key, token);
         }
         let ratelimits = checks.iter().map(|c| c.limit.name.clone()).zip(spent.states).collect();
@@ -497,12 +757,8 @@ impl Verifier {
     }
 
     async fn find_native(&self, parsed: &ParsedToken<'_>, now_ms: i64) -> Result<Found, Error> {
-        let load = async {
-            let found = self.store.find_key(&parsed.key_id()).await?;
-            // An imported key's id may look native; its token never does.
-            Ok(found.filter(|k| k.lookup_prefix.is_none()))
-        };
-        self.find(CacheKey::native(parsed.id), now_ms, load).await
+        // An imported key's id may look native; its token never does.
+        self.find_by_id(parsed.id, now_ms).await
     }
 
     async fn find_foreign(&self, token: &str, now_ms: i64) -> Result<Found, Error> {

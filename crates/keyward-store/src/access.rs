@@ -97,7 +97,8 @@ impl AccessStatements {
             drop_sealed: r("DELETE FROM sealed_secrets WHERE key_id = $1"),
             rewrap: r("UPDATE sealed_secrets SET master_key_id = $3, sealed = $4 WHERE key_id = $1 AND master_key_id = $2"),
             sealed: r("SELECT master_key_id, sealed FROM sealed_secrets WHERE key_id = $1"),
-            masters: "SELECT DISTINCT master_key_id FROM sealed_secrets".to_owned(),
+            // Signing keys are sealed under a master key too.
+            masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys".to_owned(),
             not_under: r("SELECT key_id, master_key_id, sealed FROM sealed_secrets WHERE master_key_id <> $1 \
                  ORDER BY key_id LIMIT $2"),
         }

@@ -202,6 +202,7 @@ macro_rules! store_impl {
                     Write::People(w) => return self.apply_people(conn, w).await,
                     Write::Access(w) => return self.apply_access(conn, w).await,
                     Write::Audit(w) => return self.apply_audit(conn, w).await,
+                    Write::OAuth(w) => return self.apply_oauth(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }
@@ -486,6 +487,14 @@ macro_rules! store_impl {
                 let row: Option<$crate::sql::KeyRow> =
                     $crate::backend::read_retry!(p, sqlx::query_as(&p.sql.find_key).bind(id).fetch_optional(&p.reader))?;
                 row.map($crate::sql::KeyRow::into_key).transpose()
+            }
+
+            async fn find_key_by_client_id(&self, client_id: &str) -> $crate::Result<Option<keyward_core::key::ApiKey>> {
+                if $crate::sql::unstorable(client_id) {
+                    return Ok(None);
+                }
+                let p = &self.pools;
+                $crate::backend::optional_row!(p, &p.sql.find_key_by_client_id, $crate::sql::KeyRow::into_key, client_id)
             }
 
             async fn find_key_by_lookup_hash(

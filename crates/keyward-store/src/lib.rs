@@ -25,12 +25,14 @@ use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
+pub use oauth::{OAuth, OAuthWrite};
 pub use people::{People, PeopleWrite};
 
 pub mod access;
 pub mod audit;
 mod backend;
 mod group;
+pub mod oauth;
 pub mod people;
 pub mod postgres;
 mod sql;
@@ -97,6 +99,10 @@ pub enum Invalidation {
     Identity(String),
     /// A key with an import prefix was inserted: reload the prefixes.
     ImportPrefixes,
+    /// An access token was revoked (by its `jti`).
+    AccessTokenRevoked(String),
+    /// A signing key was added or retired: reload them.
+    SigningKeys,
     /// The channel dropped and came back: notices may have been lost, so
     /// everything held in memory is suspect.
     Resync,
@@ -174,6 +180,8 @@ pub enum Write {
     Access(access::AccessWrite),
     /// Appends an entry to its workspace's audit chain.
     Audit(audit::AuditWrite),
+    /// Signing keys, refresh tokens, revoked access tokens.
+    OAuth(oauth::OAuthWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -245,7 +253,7 @@ pub struct UsageDelta {
 }
 
 #[async_trait]
-pub trait Store: people::People + access::Access + audit::Audit + Send + Sync + 'static {
+pub trait Store: people::People + access::Access + audit::Audit + oauth::OAuth + Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 
@@ -289,6 +297,9 @@ pub trait Store: people::People + access::Access + audit::Audit + Send + Sync + 
     async fn get_key(&self, workspace_id: &str, id: &str) -> Result<Option<ApiKey>>;
     /// A key by id alone: verification does not know the workspace yet.
     async fn find_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// The `client` key whose consumer key (or, during a grace period, the
+    /// one before it) is `client_id`.
+    async fn find_key_by_client_id(&self, client_id: &str) -> Result<Option<ApiKey>>;
     /// An imported key whose stored lookup hash is one of `digests`.
     async fn find_key_by_lookup_hash(&self, digests: &[[u8; 32]]) -> Result<Option<ApiKey>>;
     /// Every distinct import prefix, so unknown formats are refused early.

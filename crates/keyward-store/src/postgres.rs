@@ -141,6 +141,7 @@ fn classify(e: sqlx::Error) -> StoreError {
 crate::people::people_impl!(PostgresStore, Postgres);
 crate::access::access_impl!(PostgresStore, Postgres);
 crate::audit::audit_impl!(PostgresStore, Postgres);
+crate::oauth::oauth_impl!(PostgresStore, Postgres);
 
 store_impl!(PostgresStore, Postgres, {
     async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {

@@ -48,8 +48,8 @@ pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id, roles, recoverable";
-pub const KEY_COLUMN_COUNT: usize = 35;
+     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id";
+pub const KEY_COLUMN_COUNT: usize = 37;
 
 /// The credit columns: written on insert and by the credit statements only
 /// (an edit of other settings never overwrites a concurrent spend).
@@ -59,7 +59,8 @@ const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id, roles, recoverable, credits_remaining, credits_refill";
+     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id, credits_remaining, \
+     credits_refill";
 
 const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
@@ -86,6 +87,7 @@ pub struct Statements {
     pub get_key: String,
     pub find_key: String,
     pub find_key_by_lookup_hash: String,
+    pub find_key_by_client_id: String,
     pub list_keys: String,
     pub touch_last_used: String,
     pub count_live_keys: String,
@@ -116,6 +118,7 @@ pub struct Statements {
     pub people: crate::people::PeopleStatements,
     pub access: crate::access::AccessStatements,
     pub audit: crate::audit::AuditStatements,
+    pub oauth: crate::oauth::OAuthStatements,
 }
 
 impl Statements {
@@ -164,6 +167,10 @@ impl Statements {
             get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
             find_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1")),
             find_key_by_lookup_hash: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE lookup_hash = $1")),
+            find_key_by_client_id: r(&format!(
+                "SELECT {SELECT_KEY} FROM api_keys WHERE client_id = $1 OR grace_client_id = $1 \
+                 ORDER BY (client_id = $1) DESC LIMIT 1"
+            )),
             list_keys: r(&format!(
                 "SELECT {SELECT_KEY} FROM api_keys WHERE workspace_id = $1 \
                  AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR key_type = $3) \
@@ -228,6 +235,7 @@ impl Statements {
             people: crate::people::PeopleStatements::new(dialect),
             access: crate::access::AccessStatements::new(dialect),
             audit: crate::audit::AuditStatements::new(dialect),
+            oauth: crate::oauth::OAuthStatements::new(dialect),
         }
     }
 }
@@ -251,6 +259,8 @@ pub fn notice_payload(node: &str, invalidation: &crate::Invalidation) -> String 
         Key(id) => format!("{node}|k|{id}"),
         Workspace(id) => format!("{node}|w|{id}"),
         Identity(id) => format!("{node}|i|{id}"),
+        AccessTokenRevoked(jti) => format!("{node}|t|{jti}"),
+        SigningKeys => format!("{node}|s|"),
         ImportPrefixes | Resync => format!("{node}|p|"),
     }
 }
@@ -267,6 +277,8 @@ pub fn parse_notice(own_node: &str, payload: &str) -> Option<crate::Invalidation
         "w" => Some(crate::Invalidation::Workspace(id.to_owned())),
         "i" => Some(crate::Invalidation::Identity(id.to_owned())),
         "p" => Some(crate::Invalidation::ImportPrefixes),
+        "t" => Some(crate::Invalidation::AccessTokenRevoked(id.to_owned())),
+        "s" => Some(crate::Invalidation::SigningKeys),
         _ => None,
     }
 }
@@ -307,6 +319,14 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         // the other nodes as it ages; the identity's own notice is enough
         // for the limits).
         Write::DeleteIdentity { id, .. } => vec![Invalidation::Identity(id.clone())],
+        Write::OAuth(crate::OAuthWrite::RevokeAccessToken { jti, .. }) => {
+            vec![Invalidation::AccessTokenRevoked(jti.clone())]
+        }
+        Write::OAuth(crate::OAuthWrite::InsertSigningKey(_) | crate::OAuthWrite::RetireSigningKeys { .. }) => {
+            vec![Invalidation::SigningKeys]
+        }
+        // Refresh tokens are read from the database on every use.
+        Write::OAuth(_) => Vec::new(),
     }
 }
 
@@ -400,6 +420,8 @@ pub struct KeyRow {
     external_id: Option<String>,
     roles: String,
     recoverable: bool,
+    client_id: Option<String>,
+    grace_client_id: Option<String>,
     credits_remaining: Option<i64>,
     credits_refill: Option<String>,
 }
@@ -458,6 +480,8 @@ impl KeyRow {
             },
             roles: strings(&self.roles, "roles")?,
             recoverable: self.recoverable,
+            client_id: self.client_id,
+            grace_client_id: self.grace_client_id,
             credits: match self.credits_remaining {
                 None => None,
                 Some(remaining) => Some(Credits {
@@ -739,6 +763,8 @@ macro_rules! bind_key {
             .bind(key.identity.as_ref().map(|i| i.external_id.as_str()))
             .bind(&v.roles)
             .bind(key.recoverable)
+            .bind(&key.client_id)
+            .bind(&key.grace_client_id)
     }};
 }
 pub(crate) use bind_key;
@@ -804,6 +830,8 @@ mod tests {
             Invalidation::Key("key_a|b".into()),
             Invalidation::Workspace("ws_1".into()),
             Invalidation::Identity("id_1".into()),
+            Invalidation::AccessTokenRevoked("jti_1".into()),
+            Invalidation::SigningKeys,
             Invalidation::ImportPrefixes,
         ] {
             let payload = notice_payload("n1", &inv);

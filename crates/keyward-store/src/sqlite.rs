@@ -142,6 +142,7 @@ fn classify(e: sqlx::Error) -> StoreError {
 crate::people::people_impl!(SqliteStore, Sqlite);
 crate::access::access_impl!(SqliteStore, Sqlite);
 crate::audit::audit_impl!(SqliteStore, Sqlite);
+crate::oauth::oauth_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

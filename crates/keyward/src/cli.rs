@@ -46,6 +46,10 @@ pub enum Command {
     /// Operator commands on members (run against the database directly).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// The keys OAuth access tokens are signed with (run against the
+    /// database directly, with the master key).
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Check the audit log's integrity and sign checkpoints of it (run
     /// against the database directly, with the hash key).
     #[command(subcommand)]
@@ -93,7 +97,8 @@ pub struct StorageArgs {
     /// database_pool_size, data_dir, hash_key_file, master_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
-    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url).
+    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url,
+    /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Database URL: sqlite://FILE or postgres://USER:PASSWORD@HOST/DB
@@ -199,13 +204,65 @@ pub struct ServeArgs {
     pub trusted_proxies: Option<Vec<String>>,
     /// The URL people reach this server at, when behind a proxy (e.g.
     /// https://keys.example.com): signed-in pages there may change things.
+    /// Also the OAuth issuer (else the URL a request names).
     #[arg(long, env = "KEYWARD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Seconds an OAuth access token lives (60–86400). Default: 3600
+    #[arg(long, env = "KEYWARD_ACCESS_TOKEN_LIFETIME", value_name = "SECONDS")]
+    pub access_token_lifetime: Option<u32>,
+    /// Days a client's refresh-token grant lives (0: clients get no refresh
+    /// tokens; at most 365). Default: 30
+    #[arg(long, env = "KEYWARD_REFRESH_TOKEN_LIFETIME_DAYS", value_name = "DAYS")]
+    pub refresh_token_lifetime_days: Option<u32>,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     /// Name of the workspace created on an empty database. Default: Default
     #[arg(long, value_name = "NAME", default_value = "Default")]
     pub workspace_name: String,
     #[command(flatten)]
     pub owner: OwnerArgs,
+}
+
+/// How access tokens are signed (the servers and `keyward signing-key
+/// rotate` should agree).
+#[derive(Debug, Clone, Args, Default)]
+pub struct SigningArgs {
+    /// Access tokens' signature algorithm. Default: EdDSA
+    #[arg(long, env = "KEYWARD_TOKEN_ALGORITHM", value_enum)]
+    pub token_algorithm: Option<TokenAlgorithmArg>,
+    /// Days a signing key signs before a new one replaces it (1–365); the
+    /// old one stays published until its tokens expire. Default: 90
+    #[arg(long, env = "KEYWARD_SIGNING_KEY_ROTATION_DAYS", value_name = "DAYS")]
+    pub signing_key_rotation_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, serde::Deserialize)]
+pub enum TokenAlgorithmArg {
+    #[value(name = "EdDSA")]
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    #[value(name = "ES256")]
+    #[serde(rename = "ES256")]
+    Es256,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Make a new signing key the one that signs access tokens; the old one
+    /// stays in the JWKS until every token it signed has expired. Needs the
+    /// master key. Servers on PostgreSQL pick it up at once, others within
+    /// a minute.
+    Rotate {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
+    /// List the published signing keys (kid, algorithm, created, retired).
+    List {
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
 }
 
 /// The owner created with the first workspace.
@@ -491,7 +548,7 @@ pub enum KeysCommand {
         /// Only keys whose name contains this.
         #[arg(long)]
         name: Option<String>,
-        /// Only keys of this type: secret or publishable.
+        /// Only keys of this type: secret, publishable or client.
         #[arg(long = "type", value_name = "TYPE")]
         key_type: Option<String>,
     },

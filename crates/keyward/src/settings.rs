@@ -43,6 +43,10 @@ pub struct FileConfig {
     pub forward_auth_key_query: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub public_url: Option<String>,
+    pub access_token_lifetime: Option<u32>,
+    pub refresh_token_lifetime_days: Option<u32>,
+    pub token_algorithm: Option<crate::cli::TokenAlgorithmArg>,
+    pub signing_key_rotation_days: Option<u32>,
 }
 
 impl FileConfig {
@@ -272,6 +276,7 @@ impl ServeSettings {
             redis_url: args.redis_url.clone().or_else(|| file.redis_url.clone()),
             public_url: public_url(args.public_url.clone().or_else(|| file.public_url.clone()))?,
             master_keys: None,
+            oauth: oauth_config(&args.signing, args.access_token_lifetime, args.refresh_token_lifetime_days, file)?,
         };
         let storage = Storage::resolve(&args.storage, file)?;
         let server = ServerConfig { master_keys: storage.master_keys.clone(), ..server };
@@ -286,6 +291,44 @@ impl ServeSettings {
             log_filter: args.log_level.clone().or_else(|| file.log_level.clone()).unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// How tokens are issued: the flags, else the file, else the defaults.
+pub fn oauth_config(
+    args: &crate::cli::SigningArgs,
+    access_token_lifetime: Option<u32>,
+    refresh_token_lifetime_days: Option<u32>,
+    file: &FileConfig,
+) -> anyhow::Result<keyward_server::oauth::OAuthConfig> {
+    use keyward_core::oauth::SigningAlgorithm;
+    let defaults = keyward_server::oauth::OAuthConfig::default();
+    let access = access_token_lifetime.or(file.access_token_lifetime);
+    if access.is_some_and(|s| !(60..=86_400).contains(&s)) {
+        bail!("the access token lifetime must be between 60 and 86400 seconds");
+    }
+    let refresh = refresh_token_lifetime_days.or(file.refresh_token_lifetime_days);
+    if refresh.is_some_and(|d| d > 365) {
+        bail!("the refresh token lifetime must be at most 365 days (0: no refresh tokens for clients)");
+    }
+    let rotation = args.signing_key_rotation_days.or(file.signing_key_rotation_days);
+    if rotation.is_some_and(|d| !(1..=365).contains(&d)) {
+        bail!("the signing key rotation must be between 1 and 365 days");
+    }
+    let access_token_lifetime = access.map_or(defaults.access_token_lifetime, |s| chrono::Duration::seconds(s.into()));
+    Ok(keyward_server::oauth::OAuthConfig {
+        access_token_lifetime,
+        refresh_token_lifetime: match refresh {
+            Some(0) => None,
+            Some(d) => Some(chrono::Duration::days(d.into())),
+            None => defaults.refresh_token_lifetime,
+        },
+        exchange_lifetime: defaults.exchange_lifetime.min(access_token_lifetime),
+        algorithm: match args.token_algorithm.or(file.token_algorithm) {
+            Some(crate::cli::TokenAlgorithmArg::Es256) => SigningAlgorithm::Es256,
+            _ => SigningAlgorithm::EdDsa,
+        },
+        signing_key_rotation: rotation.map_or(defaults.signing_key_rotation, |d| chrono::Duration::days(d.into())),
+    })
 }
 
 /// A public URL must be absolute http(s).

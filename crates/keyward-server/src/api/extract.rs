@@ -290,6 +290,9 @@ impl FromRequestParts<AppState> for Principal {
             (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
                 state.members.from_jwt(token).await
             }
+            // An access token (keyward-signed; signed requests are for
+            // verification, not the API).
+            (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => state.oauth.principal(token).await,
             (Some(token), _) => Principal::authenticate(&state.verifier, token).await,
             (None, Some(cookie)) => {
                 let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");

@@ -22,7 +22,7 @@ use super::views::{KeyView, KeyWithSecret, double_option};
 use crate::keys::ImportDraft;
 use crate::principal::Principal;
 
-const TYPE_MESSAGE: &str = "type must be: secret or publishable";
+const TYPE_MESSAGE: &str = "type must be: secret, publishable or client";
 
 fn parse_type(t: Option<&str>) -> Result<Option<KeyType>, ApiError> {
     t.map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE))).transpose()
@@ -46,7 +46,7 @@ pub fn with_etag(status: StatusCode, key: &ApiKey, body: impl Serialize) -> Resp
 }
 
 fn created(key: &ApiKey, secret: &Secret) -> Response {
-    with_etag(StatusCode::CREATED, key, KeyWithSecret { key: KeyView::from(key), secret: secret.expose().to_owned() })
+    with_etag(StatusCode::CREATED, key, KeyWithSecret::of(key, secret))
 }
 
 /// Settings of a new key.
@@ -58,8 +58,10 @@ pub struct CreateKeyRequest {
     pub name: Option<String>,
     /// Up to 500 characters.
     pub description: Option<String>,
-    /// `secret` (default) or `publishable` (browser key: only the workspace's public permissions,
-    /// at least one allowed origin; its token starts with `<prefix>pk_`).
+    /// `secret` (default), `publishable` (browser key: only the workspace's public permissions,
+    /// at least one allowed origin; its token starts with `<prefix>pk_`) or `client` (an OAuth 2.0
+    /// client: the answer adds `clientId`, the consumer key, and `clientSecret`; its token starts
+    /// with `<prefix>cs_`).
     #[serde(rename = "type")]
     pub key_type: Option<String>,
     /// `live` (default) or `test`; part of the key's prefix.
@@ -420,7 +422,7 @@ pub async fn roll_key(
     OptionalJson(body): OptionalJson<RollKeyRequest>,
 ) -> ApiResult<Response> {
     let (key, secret) = state.keys.roll(&principal, &id, body.grace_period_seconds.unwrap_or(0)).await?;
-    Ok(with_etag(StatusCode::OK, &key, KeyWithSecret { key: KeyView::from(&key), secret: secret.expose().to_owned() }))
+    Ok(with_etag(StatusCode::OK, &key, KeyWithSecret::of(&key, &secret)))
 }
 
 /// A revealed secret.

@@ -31,6 +31,7 @@ pub mod forward_auth;
 pub mod identities;
 pub mod keys;
 pub mod members;
+pub mod oauth;
 pub mod ops;
 pub mod roles;
 pub mod verify;
@@ -47,6 +48,9 @@ pub struct AppState {
     pub roles: Arc<crate::roles::RoleService>,
     pub audit: Arc<crate::audit::AuditLog>,
     pub insights: Arc<crate::insights::Insights>,
+    pub oauth: Arc<crate::oauth::OAuthService>,
+    /// The configured public URL (the OAuth issuer), without a trailing slash.
+    pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
     /// cookie-authenticated requests may also name as their `Origin`.
     pub public_origin: Option<String>,
@@ -69,6 +73,8 @@ impl AppState {
             roles: services.roles.clone(),
             audit: services.audit.clone(),
             insights: services.insights.clone(),
+            oauth: services.oauth.clone(),
+            public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),
             store: services.store.clone(),
@@ -106,6 +112,7 @@ fn origin_of(url: &str) -> String {
         (name = "roles", description = "Roles for members and keys, and the permission catalogue"),
         (name = "audit", description = "The audit log (hash-chained, signed checkpoints), its export, and the key hygiene report"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
+        (name = "oauth", description = "OAuth 2.0 for machine clients: tokens, introspection, revocation, metadata, JWKS, and members' refresh tokens"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -163,6 +170,13 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::list_permissions))
         .routes(routes!(keys::reveal_key))
         .routes(routes!(verify::verify_key))
+        .routes(routes!(oauth::token))
+        .routes(routes!(oauth::introspect))
+        .routes(routes!(oauth::revoke))
+        .routes(routes!(oauth::metadata))
+        .routes(routes!(oauth::jwks))
+        .routes(routes!(oauth::create_token, oauth::list_tokens))
+        .routes(routes!(oauth::revoke_token))
         .routes(routes!(workspace::get_workspace, workspace::update_workspace))
         .routes(routes!(workspace::apply_expiry_policy))
         .routes(routes!(compat::list_api_keys, compat::create_api_key, compat::delete_api_key))

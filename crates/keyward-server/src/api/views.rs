@@ -103,6 +103,11 @@ pub struct KeyView {
     pub roles: Vec<String>,
     /// Its secret can be revealed by an authorised member.
     pub recoverable: bool,
+    /// `client` keys: the consumer key (public), sent with the consumer
+    /// secret to `/oauth/token`. A roll issues a new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ck_Xq2mPz8TbL1cYk4Lw0xVbN7s")]
+    pub client_id: Option<String>,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -138,6 +143,7 @@ impl From<&ApiKey> for KeyView {
             identity_id: k.identity.as_ref().map(|i| i.id.clone()),
             roles: k.roles.clone(),
             recoverable: k.recoverable,
+            client_id: k.client_id.clone(),
         }
     }
 }
@@ -151,4 +157,18 @@ pub struct KeyWithSecret {
     /// The full key. Shown only in this response; store it now.
     #[schema(example = "kw_live_3fH9xQ2mPz8TbL1cYk4Lw0xVbN7sQe2RtUiOpAsDfGhJkL1a2B")]
     pub secret: String,
+    /// `client` keys: the consumer secret (the same as `secret`), shown
+    /// only in this response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+impl KeyWithSecret {
+    pub fn of(key: &keyward_core::key::ApiKey, secret: &keyward_core::token::Secret) -> Self {
+        KeyWithSecret {
+            key: KeyView::from(key),
+            secret: secret.expose().to_owned(),
+            client_secret: key.client_id.as_ref().map(|_| secret.expose().to_owned()),
+        }
+    }
 }

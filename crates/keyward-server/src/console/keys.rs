@@ -126,6 +126,7 @@ fn kind(t: KeyType) -> &'static str {
     match t {
         KeyType::Secret => "Secret",
         KeyType::Publishable => "Publishable",
+        KeyType::Client => "OAuth client",
     }
 }
 

@@ -195,6 +195,46 @@ pub async fn rotate_master_key(storage: &StorageArgs, file: &FileConfig) -> anyh
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keyward signing-key rotate`.
+pub async fn rotate_signing_key(
+    storage: &StorageArgs,
+    signing: &crate::cli::SigningArgs,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let resolved = Storage::resolve(storage, file)?;
+    if resolved.master_keys.is_none() {
+        anyhow::bail!("signing keys are kept sealed: give the master key (--master-key-file or KEYWARD_MASTER_KEY)");
+    }
+    let store = resolved.database.open().await?;
+    let oauth = crate::settings::oauth_config(signing, None, None, file)?;
+    let config = ServerConfig { master_keys: resolved.master_keys.clone(), oauth, ..ServerConfig::default() };
+    let services = Services::new(store, resolved.hasher, &config).await?;
+    let kid = services.oauth.signer().rotate().await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    outln!(
+        "Signing key {kid} ({}) now signs access tokens; older keys stay published until their tokens expire.",
+        config.oauth.algorithm.as_str()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward signing-key list`.
+pub async fn list_signing_keys(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    let keys = services.oauth.signer().published();
+    if keys.is_empty() {
+        outln!("No signing key yet: the first token issued makes one.");
+    }
+    for key in keys {
+        let state = match (key.retired_at, key.drop_after) {
+            (None, _) => "signing".to_owned(),
+            (Some(at), Some(until)) => format!("retired {}, published until {}", at.to_rfc3339(), until.to_rfc3339()),
+            (Some(at), None) => format!("retired {}", at.to_rfc3339()),
+        };
+        outln!("{}  {}  created {}  {state}", key.kid, key.algorithm.as_str(), key.created_at.to_rfc3339());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `keyward migrate`: opening the store applies pending migrations.
 pub async fn migrate(storage: &StorageArgs, file: &FileConfig) -> anyhow::Result<ExitCode> {
     let database = Database::resolve(storage, file)?;

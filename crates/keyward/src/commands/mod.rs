@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{AuditCommand, Cli, Command, MasterKeyCommand, MemberCommand, StorageArgs, WorkspaceCommand};
+use crate::cli::{
+    AuditCommand, Cli, Command, MasterKeyCommand, MemberCommand, SigningKeyCommand, StorageArgs, WorkspaceCommand,
+};
 use crate::settings::FileConfig;
 
 mod admin;
@@ -45,6 +47,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::MasterKey(MasterKeyCommand::Rotate { storage }) => {
             admin::rotate_master_key(&storage, &config(&storage)?).await
+        }
+        Command::SigningKey(SigningKeyCommand::Rotate { storage, signing }) => {
+            admin::rotate_signing_key(&storage, &signing, &config(&storage)?).await
+        }
+        Command::SigningKey(SigningKeyCommand::List { storage }) => {
+            admin::list_signing_keys(&storage, &config(&storage)?).await
         }
         Command::Member(MemberCommand::SetPassword { email, password, storage }) => {
             admin::set_member_password(&email, password, &storage, &config(&storage)?).await

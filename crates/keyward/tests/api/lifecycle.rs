@@ -67,7 +67,7 @@ async fn list_paginates_and_filters() {
     app.get("/v1/keys?limit=abc").await.code();
     assert_eq!(app.get("/v1/keys?limit=abc").await.status, 400);
     app.get("/v1/keys?cursor=zzz").await.assert_error(400, "cursor is not valid");
-    app.get("/v1/keys?type=public").await.assert_error(400, "type must be: secret or publishable");
+    app.get("/v1/keys?type=public").await.assert_error(400, "type must be: secret, publishable or client");
     app.stop().await;
 }
 

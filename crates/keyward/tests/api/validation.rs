@@ -33,7 +33,7 @@ async fn create_refuses_bad_settings_and_changes_nothing() {
             json!({"name": "a", "resources": ["site one"]}),
             "Resource ids are 1 to 128 letters, digits, '_', '-', '.' or ':'",
         ),
-        (json!({"name": "a", "type": "ftp"}), "type must be: secret or publishable"),
+        (json!({"name": "a", "type": "ftp"}), "type must be: secret, publishable or client"),
         (json!({"name": "a", "environment": "prod"}), "environment must be: live or test"),
     ];
     for (body, message) in cases {
