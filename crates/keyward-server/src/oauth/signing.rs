@@ -280,7 +280,8 @@ impl Signer {
     /// The published public keys (`/.well-known/jwks.json`).
     pub fn jwks(&self) -> serde_json::Value {
         let set = self.set();
-        let mut keys: Vec<&Arc<Held>> = set.by_kid.values().collect();
+        let now = self.clock.now();
+        let mut keys: Vec<&Arc<Held>> = set.by_kid.values().filter(|h| h.record.is_published(now)).collect();
         keys.sort_by_key(|h| std::cmp::Reverse((h.record.created_at, h.record.kid.clone())));
         serde_json::json!({"keys": keys.iter().map(|h| h.jwk.clone()).collect::<Vec<_>>()})
     }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod lockout;
 mod members;
 mod nginx;
+mod oauth;
 mod ops;
 mod ratelimits;
 mod reveal;
