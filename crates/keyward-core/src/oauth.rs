@@ -18,6 +18,9 @@ pub const REFRESH_TOKEN_MARK: &str = "_rt_";
 const REFRESH_SECRET_LEN: usize = 43;
 /// Longest lifetime of a signed request (`exp - iat`), in seconds.
 pub const MAX_SIGNED_LIFETIME_SECONDS: i64 = 300;
+/// Longest lifetime of a client assertion (RFC 7523; client libraries
+/// commonly make them last an hour).
+pub const MAX_ASSERTION_LIFETIME_SECONDS: i64 = 3600;
 /// How far a client's clock may run ahead of ours (`iat`, `nbf`).
 pub const CLOCK_LEEWAY_SECONDS: i64 = 30;
 /// Longest refresh token a member may name.
@@ -255,17 +258,19 @@ pub enum WindowRefusal {
     NotYetValid,
 }
 
-/// The time rules of a signed request (HS256 with the key's secret):
-/// `iat` and `exp` present, at most five minutes apart, `now` inside them
-/// (and after `nbf`), allowing [`CLOCK_LEEWAY_SECONDS`] of clock skew.
+/// The time rules of a JWT signed with a key's secret: `iat` and `exp`
+/// present, at most `max_lifetime` seconds apart ([`MAX_SIGNED_LIFETIME_SECONDS`]
+/// for signed requests), `now` inside them (and after `nbf`), allowing
+/// [`CLOCK_LEEWAY_SECONDS`] of clock skew.
 pub fn check_signed_window(
     iat: Option<i64>,
     exp: Option<i64>,
     nbf: Option<i64>,
     now: DateTime<Utc>,
+    max_lifetime: i64,
 ) -> Result<(), WindowRefusal> {
     let (Some(iat), Some(exp)) = (iat, exp) else { return Err(WindowRefusal::Lifetime) };
-    if exp <= iat || exp - iat > MAX_SIGNED_LIFETIME_SECONDS {
+    if exp <= iat || exp - iat > max_lifetime {
         return Err(WindowRefusal::Lifetime);
     }
     let now = now.timestamp();
@@ -359,12 +364,27 @@ mod tests {
     fn signed_request_windows() {
         let now = Utc::now();
         let t = now.timestamp();
-        assert_eq!(check_signed_window(Some(t), Some(t + 300), None, now), Ok(()));
-        assert_eq!(check_signed_window(Some(t), Some(t + 301), None, now), Err(WindowRefusal::Lifetime));
-        assert_eq!(check_signed_window(None, Some(t + 60), None, now), Err(WindowRefusal::Lifetime));
-        assert_eq!(check_signed_window(Some(t - 120), Some(t - 60), None, now), Err(WindowRefusal::Expired));
-        assert_eq!(check_signed_window(Some(t + 120), Some(t + 180), None, now), Err(WindowRefusal::NotYetValid));
-        assert_eq!(check_signed_window(Some(t), Some(t + 60), Some(t + 100), now), Err(WindowRefusal::NotYetValid));
+        assert_eq!(check_signed_window(Some(t), Some(t + 300), None, now, MAX_SIGNED_LIFETIME_SECONDS), Ok(()));
+        assert_eq!(
+            check_signed_window(Some(t), Some(t + 301), None, now, MAX_SIGNED_LIFETIME_SECONDS),
+            Err(WindowRefusal::Lifetime)
+        );
+        assert_eq!(
+            check_signed_window(None, Some(t + 60), None, now, MAX_SIGNED_LIFETIME_SECONDS),
+            Err(WindowRefusal::Lifetime)
+        );
+        assert_eq!(
+            check_signed_window(Some(t - 120), Some(t - 60), None, now, MAX_SIGNED_LIFETIME_SECONDS),
+            Err(WindowRefusal::Expired)
+        );
+        assert_eq!(
+            check_signed_window(Some(t + 120), Some(t + 180), None, now, MAX_SIGNED_LIFETIME_SECONDS),
+            Err(WindowRefusal::NotYetValid)
+        );
+        assert_eq!(
+            check_signed_window(Some(t), Some(t + 60), Some(t + 100), now, MAX_SIGNED_LIFETIME_SECONDS),
+            Err(WindowRefusal::NotYetValid)
+        );
     }
 
     #[test]

@@ -111,15 +111,16 @@ pub fn decode_signed(token: &str, secret: &str, now: DateTime<Utc>) -> Result<(S
             )),
         })?
         .claims;
-    check_signed_window(claims.iat, claims.exp, claims.nbf, now).map_err(|w| {
-        SignedRefusal::Other(match w {
-            WindowRefusal::Lifetime => invalid("A signed request needs iat and exp, at most 300 seconds apart"),
-            WindowRefusal::Expired => token_refused(VerifyCode::TokenExpired, "The signed request has expired"),
-            WindowRefusal::NotYetValid => {
-                token_refused(VerifyCode::TokenNotYetValid, "The signed request is not valid yet")
-            }
-        })
-    })?;
+    check_signed_window(claims.iat, claims.exp, claims.nbf, now, keyward_core::oauth::MAX_SIGNED_LIFETIME_SECONDS)
+        .map_err(|w| {
+            SignedRefusal::Other(match w {
+                WindowRefusal::Lifetime => invalid("A signed request needs iat and exp, at most 300 seconds apart"),
+                WindowRefusal::Expired => token_refused(VerifyCode::TokenExpired, "The signed request has expired"),
+                WindowRefusal::NotYetValid => {
+                    token_refused(VerifyCode::TokenNotYetValid, "The signed request is not valid yet")
+                }
+            })
+        })?;
     let jti = claims
         .jti
         .filter(|j| !j.is_empty() && j.len() <= 128)

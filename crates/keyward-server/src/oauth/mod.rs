@@ -330,7 +330,7 @@ impl OAuthService {
 
     /// `client_secret_jwt`: an HS256 assertion signed with the consumer
     /// secret (kept sealed by recoverable clients), `iss` = `sub` = the
-    /// consumer key, `aud` naming this server, at most five minutes long,
+    /// consumer key, `aud` naming this server, at most an hour long,
     /// its `jti` used once.
     async fn by_assertion(
         &self,
@@ -375,7 +375,8 @@ impl OAuthService {
             return Err(refused());
         }
         let now = self.clock.now();
-        rules::check_signed_window(claims.iat.or(Some(now.timestamp())), claims.exp, claims.nbf, now)
+        let iat = claims.iat.or(Some(now.timestamp()));
+        rules::check_signed_window(iat, claims.exp, claims.nbf, now, rules::MAX_ASSERTION_LIFETIME_SECONDS)
             .map_err(|_| refused())?;
         let audience_ok = match &claims.aud {
             Some(serde_json::Value::String(a)) => check::names_endpoint(a, endpoint),

@@ -18,6 +18,7 @@ mod lockout;
 mod members;
 mod nginx;
 mod oauth;
+mod oauth_clients;
 mod ops;
 mod ratelimits;
 mod reveal;
