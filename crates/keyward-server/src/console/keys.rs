@@ -26,6 +26,9 @@ const PAGE_SIZE: u32 = 25;
 /// Store reads for one page of a list filtered by expiry.
 const MAX_READS: usize = 20;
 
+/// The `OAuth clients` page.
+pub const CLIENTS: &str = "/oauth-clients";
+
 fn is_expired(k: &ApiKey, now: DateTime<Utc>) -> bool {
     k.expires_at.is_some_and(|e| e <= now)
 }
@@ -36,6 +39,8 @@ pub struct Filters {
     pub state: String,
     pub name: String,
     pub cursor: String,
+    /// The `OAuth clients` page: client keys only.
+    pub clients: bool,
 }
 
 impl Filters {
@@ -46,7 +51,18 @@ impl Filters {
             _ => String::new(),
         };
         let cursor = p.text("cursor").filter(|c| c.parse::<i64>().is_ok_and(|c| c > 0)).unwrap_or_default();
-        Filters { state, name: p.text("name").unwrap_or_default(), cursor }
+        Filters { state, name: p.text("name").unwrap_or_default(), cursor, clients: false }
+    }
+
+    /// The filters of a list address (`back`): its section and query.
+    fn of_url(url: &str) -> Self {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        Filters { clients: path == CLIENTS, ..Filters::of(&FormData::parse(query.as_bytes())) }
+    }
+
+    /// The list's own address, without filters.
+    pub fn base(&self) -> &'static str {
+        if self.clients { CLIENTS } else { "/keys" }
     }
 
     /// The list's address with these filters.
@@ -57,7 +73,7 @@ impl Filters {
                 q.push(format!("{k}={}", encode(v)));
             }
         }
-        if q.is_empty() { "/keys".to_owned() } else { format!("/keys?{}", q.join("&")) }
+        if q.is_empty() { self.base().to_owned() } else { format!("{}?{}", self.base(), q.join("&")) }
     }
 
     fn next(&self, cursor: i64) -> String {
@@ -81,6 +97,10 @@ pub struct KeyRow {
     pub recoverable: bool,
     /// The secret, when the member asked to see it.
     pub revealed: Option<String>,
+    /// A client's consumer key.
+    pub client_id: Option<String>,
+    /// `Roll`, or `Regenerate Secret` for clients (a new consumer key too).
+    pub roll_label: &'static str,
     pub can_edit: bool,
     pub can_roll: bool,
     pub can_clone: bool,
@@ -148,6 +168,8 @@ impl KeyRow {
             legacy: k.legacy,
             recoverable: k.recoverable && !revoked,
             revealed: None,
+            client_id: k.client_id.clone(),
+            roll_label: if k.key_type == KeyType::Client { "Regenerate Secret" } else { "Roll" },
             can_edit: !k.legacy && !revoked,
             // Keys imported as a foreign hash keep their own format: no roll.
             can_roll: !k.legacy && !revoked && k.lookup_prefix.is_none(),
@@ -168,6 +190,8 @@ impl KeyRow {
 #[template(path = "keys.html")]
 struct KeysPage {
     shell: Option<Shell>,
+    /// `Keys` or `OAuth clients`.
+    heading: &'static str,
     rows: Vec<KeyRow>,
     filters: Filters,
     back: String,
@@ -198,7 +222,7 @@ async fn list_page(
     notice: Option<&'static str>,
     panel: Option<KeyForm>,
 ) -> Result<KeysPage, Error> {
-    let shell = Shell::load(state, who, "keys").await?;
+    let shell = Shell::load(state, who, if filters.clients { "clients" } else { "keys" }).await?;
     let now = state.audit.now();
     let (stored_state, expired) = match filters.state.as_str() {
         "expired" => (Some(KeyState::Active), Some(true)),
@@ -207,7 +231,7 @@ async fn list_page(
     };
     let filter = KeyFilter {
         state: stored_state,
-        key_type: None,
+        key_type: filters.clients.then_some(KeyType::Client),
         name_contains: Some(keyward_core::key::normalize_name(&filters.name)).filter(|n| !n.is_empty()),
     };
     // Expiry is not stored as a state: expired and active keys are told
@@ -237,6 +261,7 @@ async fn list_page(
         .collect();
     Ok(KeysPage {
         shell: Some(shell),
+        heading: if filters.clients { "OAuth clients" } else { "Keys" },
         rows,
         back: filters.url(),
         first_page: Filters { cursor: String::new(), ..filters.clone() }.url(),
@@ -250,6 +275,13 @@ async fn list_page(
 pub async fn list(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
     let notice = p.text("done").and_then(|d| notice(&d));
     respond(&state, &who, list_page(&state, &who, Filters::of(&p), None, notice, None).await).await
+}
+
+/// `OAuth clients`: the client keys, with their consumer keys.
+pub async fn clients(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
+    let notice = p.text("done").and_then(|d| notice(&d));
+    let filters = Filters { clients: true, ..Filters::of(&p) };
+    respond(&state, &who, list_page(&state, &who, filters, None, notice, None).await).await
 }
 
 /// A section of the permission panel: its actions as checkboxes.
@@ -358,14 +390,26 @@ fn date(t: DateTime<Utc>) -> String {
 }
 
 pub async fn new_page(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
+    new_panel(state, who, Filters::of(&p)).await
+}
+
+/// `Create New Key` on the `OAuth clients` page: a client key.
+pub async fn new_client_page(State(state): State<AppState>, Member(who): Member, Params(p): Params) -> Response {
+    new_panel(state, who, Filters { clients: true, ..Filters::of(&p) }).await
+}
+
+async fn new_panel(state: AppState, who: Principal, filters: Filters) -> Response {
     let result = async {
         let ws = state.workspaces.get(&who).await?;
         let mut v = FormData::default();
         if let Some(at) = ws.policy.policy_expiry(state.audit.now()) {
             v.set("expires", date(at));
         }
+        if filters.clients {
+            v.set("type", "client".to_owned());
+        }
         let form = key_form(&state, &who, &ws, v, None, None).await?;
-        list_page(&state, &who, Filters::of(&p), None, None, Some(form)).await
+        list_page(&state, &who, filters, None, None, Some(form)).await
     }
     .await;
     respond(&state, &who, result).await
@@ -470,6 +514,8 @@ struct SecretPage {
     name: String,
     id: String,
     secret: String,
+    /// A client's consumer key, shown beside its consumer secret.
+    client_id: Option<String>,
 }
 
 async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, key: &ApiKey, secret: &str) -> Response {
@@ -482,6 +528,7 @@ async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, k
                 name: inert(&key.name),
                 id: key.id.to_string(),
                 secret: secret.to_owned(),
+                client_id: key.client_id.clone(),
             },
         ),
         Err(e) => error_page(state, who, &e).await,
@@ -503,8 +550,9 @@ pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormD
             let status = error.status;
             let page = async {
                 let ws = state.workspaces.get(&who).await?;
+                let filters = Filters { clients: v.val("type") == "client", ..Filters::default() };
                 let form = key_form(&state, &who, &ws, v, None, Some(error)).await?;
-                list_page(&state, &who, Filters::default(), None, None, Some(form)).await
+                list_page(&state, &who, filters, None, None, Some(form)).await
             }
             .await;
             match page {
@@ -839,6 +887,14 @@ pub async fn confirm_page(
     let result = async {
         who.require(crate::keys::MANAGE)?;
         let key = state.keys.get(&who, &id).await?;
+        let (verb, warning) = match (action, key.key_type) {
+            ("roll", KeyType::Client) => (
+                "Regenerate Secret",
+                "The client gets a new Consumer Key and Consumer Secret. The current pair (and the access tokens \
+                 issued to it) stops working when the grace period ends.",
+            ),
+            _ => (verb, warning),
+        };
         Ok::<_, Error>(ConfirmPage {
             shell: Some(Shell::load(&state, &who, "keys").await?),
             id,
@@ -880,7 +936,10 @@ pub async fn act(
             };
             match grace {
                 Ok(grace) => match state.keys.roll(&who, &id, grace).await {
-                    Ok((key, secret)) => return secret_page(&state, &who, "Key rolled", &key, secret.expose()).await,
+                    Ok((key, secret)) => {
+                        let heading = if key.client_id.is_some() { "Secret regenerated" } else { "Key rolled" };
+                        return secret_page(&state, &who, heading, &key, secret.expose()).await;
+                    }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
@@ -939,7 +998,7 @@ pub async fn show(
     if error.is_none() {
         match state.keys.reveal(&who, &id).await {
             Ok(secret) => {
-                let filters = Filters::of(&FormData::parse(back.split_once('?').map_or("", |(_, q)| q).as_bytes()));
+                let filters = Filters::of_url(&back);
                 let page = list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await;
                 return respond(&state, &who, page).await;
             }

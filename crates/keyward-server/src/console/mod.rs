@@ -30,6 +30,7 @@ mod form;
 mod keys;
 mod people;
 mod settings;
+mod tokens;
 mod view;
 
 pub use form::FormData;
@@ -44,6 +45,10 @@ pub fn routes() -> Router<AppState> {
         .route("/switch-workspace", post(auth::switch_workspace))
         .route("/join", get(auth::join_page).post(auth::join))
         .route("/keys", get(keys::list))
+        .route("/oauth-clients", get(keys::clients))
+        .route("/oauth-clients/new", get(keys::new_client_page))
+        .route("/tokens", get(tokens::page).post(tokens::create))
+        .route("/tokens/{id}/revoke", get(tokens::confirm_revoke).post(tokens::revoke))
         .route("/keys/new", get(keys::new_page).post(keys::create))
         .route("/keys/{id}", get(keys::detail))
         .route("/keys/{id}/edit", get(keys::edit_page).post(keys::edit))

@@ -141,15 +141,17 @@ struct ConfirmPage {
     cancel: &'static str,
 }
 
-async fn confirm(
+/// A confirmation page of the `section`, posting to `action`.
+pub(super) async fn confirm(
     state: &AppState,
     who: &Principal,
+    section: &'static str,
     heading: String,
     warning: &'static str,
     action: String,
     cancel: &'static str,
 ) -> Response {
-    match Shell::load(state, who, if cancel == "/members" { "members" } else { "roles" }).await {
+    match Shell::load(state, who, section).await {
         Ok(shell) => render(&ConfirmPage { shell: Some(shell), heading, warning, action, cancel }),
         Err(e) => error_page(state, who, &e).await,
     }
@@ -160,7 +162,7 @@ pub async fn confirm_remove(State(state): State<AppState>, Member(who): Member, 
         Ok((m, _)) => {
             let heading = format!("Remove {} from this workspace?", inert(&m.email));
             let warning = "Their sessions in this workspace end at once. They can be invited again.";
-            confirm(&state, &who, heading, warning, format!("/members/{id}/remove"), "/members").await
+            confirm(&state, &who, "members", heading, warning, format!("/members/{id}/remove"), "/members").await
         }
         Err(e) => error_page(&state, &who, &e).await,
     }
@@ -314,7 +316,7 @@ pub async fn confirm_delete_role(
         Ok(Some(r)) => {
             let heading = format!("Delete the role {}?", inert(&r.role.name));
             let warning = "A role that members or live keys hold cannot be deleted.";
-            confirm(&state, &who, heading, warning, format!("/roles/{id}/delete"), "/roles").await
+            confirm(&state, &who, "roles", heading, warning, format!("/roles/{id}/delete"), "/roles").await
         }
         Ok(None) => error_page(&state, &who, &crate::roles::role_not_found()).await,
         Err(e) => error_page(&state, &who, &e).await,

@@ -33,6 +33,7 @@ pub struct Can {
     pub settings_read: bool,
     pub settings_manage: bool,
     pub audit_read: bool,
+    pub tokens_manage: bool,
 }
 
 impl Can {
@@ -48,6 +49,7 @@ impl Can {
             settings_read: may("settings:read"),
             settings_manage: may("settings:manage"),
             audit_read: may(crate::audit::READ),
+            tokens_manage: may(crate::oauth::TOKENS_MANAGE),
         }
     }
 }

@@ -20,6 +20,7 @@ backend_tests!(
     console_pages_are_locked_down,
     console_lists_page_filter_and_switch_workspace,
     console_forms_refuse_bad_input_and_change_nothing,
+    console_oauth_clients_and_tokens_in_chromium,
 );
 
 fn test_name(name: &str) -> String {
@@ -722,4 +723,122 @@ async fn console_forms_refuse_bad_input_and_change_nothing() {
 /// What the templates print for a message (HTML-escaped).
 fn askama_escape(s: &str) -> String {
     s.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;")
+}
+
+/// A client credentials request with this pair: the status.
+async fn client_token_status(app: &TestApp, id: &str, secret: &str) -> u16 {
+    let r = reqwest::Client::new()
+        .post(app.url("/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// The `OAuth clients` page (create with the Consumer Key and Consumer
+/// Secret shown once, Copy, Regenerate Secret, Re-activate) and the
+/// `Tokens` page (create, shown once, revoke).
+async fn console_oauth_clients_and_tokens_in_chromium() {
+    let app = spawn_app().await;
+    assert_eq!(app.patch("/v1/workspace", json!({"lockout": {"threshold": 3}})).await.status, 200);
+    let Some(mut b) = browser(&app, "console_oauth").await else { return };
+    b.open("/").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    b.go("link", "OAuth clients").await;
+    assert_eq!(b.path().await, "/oauth-clients");
+    assert!(b.text().await.contains("No OAuth clients match."));
+    b.check_page("oauth-clients-empty").await;
+
+    // Create New Key here makes a client.
+    b.go("button", "Create New Key").await;
+    assert_eq!(b.value("Type").await, "client");
+    b.fill("Name", "Billing client").await;
+    b.fill("Jump to", "Access tiers").await;
+    let read = b.client.find(fantoccini::Locator::Css("input[name=permission][value=read]")).await.unwrap();
+    read.click().await.unwrap();
+    b.check_page("oauth-client-panel").await;
+    b.go("button", "Generate").await;
+    let text = b.text().await;
+    assert!(text.contains("Consumer Key") && text.contains("Consumer Secret"), "{text}");
+    let secret = b.new_secret().await;
+    assert!(secret.starts_with("kwcs_live_"), "{secret}");
+    let client_id = b.client.find(fantoccini::Locator::Id("consumer-key")).await.unwrap().text().await.unwrap();
+    assert!(client_id.starts_with("ck_"), "{client_id}");
+    b.check_page("oauth-client-created").await;
+    b.click("button", "Copy Consumer Key").await;
+    assert_eq!(b.clipboard().await, client_id);
+    b.click("button", "Copy Consumer Secret").await;
+    assert_eq!(b.clipboard().await, secret);
+    assert_eq!(client_token_status(&app, &client_id, &secret).await, 200);
+
+    // The list: the consumer key with Copy, the secret masked.
+    b.go("link", "Back to the OAuth clients").await;
+    let row = b.row_text("Billing client").await;
+    assert!(row.contains(&client_id) && !row.contains(&secret), "{row}");
+    b.click("button", "Copy Consumer Key of Billing client").await;
+    assert_eq!(b.clipboard().await, client_id);
+    b.check_page("oauth-clients").await;
+
+    // Regenerate Secret: a new pair, the old one refused (no grace period).
+    b.menu("Billing client", "Regenerate Secret").await;
+    assert!(b.text().await.contains("new Consumer Key and Consumer Secret"), "{}", b.text().await);
+    b.check_page("oauth-client-regenerate").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("Secret regenerated"));
+    let new_secret = b.new_secret().await;
+    let new_id = b.client.find(fantoccini::Locator::Id("consumer-key")).await.unwrap().text().await.unwrap();
+    assert_ne!(new_id, client_id);
+    assert_eq!(client_token_status(&app, &client_id, &secret).await, 401);
+    assert_eq!(client_token_status(&app, &new_id, &new_secret).await, 200);
+
+    // Disabled by wrong secrets, then Re-activate.
+    let parsed = keyward_core::token::parse(&new_secret).unwrap();
+    let wrong = keyward_core::token::generate_with_id(parsed.prefix, parsed.environment, parsed.id);
+    for _ in 0..3 {
+        assert_eq!(client_token_status(&app, &new_id, wrong.expose()).await, 401);
+    }
+    assert_eq!(client_token_status(&app, &new_id, &new_secret).await, 401);
+    b.open("/oauth-clients?state=locked").await;
+    assert!(b.row_text("Billing client").await.contains("Disabled"));
+    b.menu("Billing client", "Re-activate").await;
+    assert!(b.text().await.contains("The key was activated."), "{}", b.text().await);
+    assert_eq!(b.path().await, "/oauth-clients?state=locked&done=activate");
+    assert_eq!(client_token_status(&app, &new_id, &new_secret).await, 200);
+
+    // Tokens: create one (shown once), use it, revoke it.
+    b.go("link", "Tokens").await;
+    assert!(b.text().await.contains("No tokens yet."));
+    b.check_page("tokens-empty").await;
+    b.fill("Name", "").await;
+    b.go("button", "Create token").await;
+    b.refused(400).await;
+    b.check_page("tokens-refused").await;
+    b.fill("Name", "Nightly export").await;
+    b.go("button", "Create token").await;
+    let token = b.new_secret().await;
+    assert!(token.starts_with("kw_rt_"), "{token}");
+    assert!(b.text().await.contains("will not be visible again"));
+    b.check_page("token-created").await;
+    b.click("button", "Copy").await;
+    assert_eq!(b.clipboard().await, token);
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            let form = [("grant_type", "refresh_token"), ("refresh_token", token.as_str())];
+            let r = reqwest::Client::new().post(app.url("/oauth/token")).form(&form).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    assert_eq!(refresh(token.clone()).await, 200);
+    b.open("/tokens").await;
+    let table = b.table_text().await;
+    assert!(table.contains("Nightly export") && table.contains(OWNER_EMAIL) && !table.contains(&token), "{table}");
+    b.go("link", "Revoke Nightly export").await;
+    b.check_page("token-revoke").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The token was revoked."));
+    assert_eq!(refresh(token).await, 400);
+    b.close().await;
 }
