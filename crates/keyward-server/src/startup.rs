@@ -184,7 +184,6 @@ impl Services {
             verifier.clone(),
             members.clone(),
             signer,
-            config.master_keys.clone(),
             hasher,
             clock.clone(),
             audit.clone(),

@@ -567,7 +567,8 @@ impl Verifier {
         }
     }
 
-    async fn sealed_secret(&self, key: &ApiKey) -> Result<Option<keyward_core::token::Secret>, Error> {
+    /// A recoverable key's secret, opened with the master key.
+    pub async fn sealed_secret(&self, key: &ApiKey) -> Result<Option<keyward_core::token::Secret>, Error> {
         let Some(ring) = &self.keyring else { return Ok(None) };
         let sealed = self.store.sealed_secret(&key.id).await.map_err(crate::keys::store_error)?;
         let Some(sealed) = sealed else { return Ok(None) };

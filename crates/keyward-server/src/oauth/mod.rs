@@ -24,7 +24,6 @@ use keyward_core::hash::SecretHasher;
 use keyward_core::key::{ApiKey, KeyState, KeyType};
 use keyward_core::oauth::{self as rules, RefreshRefusal, RefreshToken};
 use keyward_core::scope::Scope;
-use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind, ids};
@@ -249,7 +248,6 @@ pub struct OAuthService {
     verifier: Arc<Verifier>,
     members: Arc<crate::members::MemberService>,
     signer: Arc<Signer>,
-    keyring: Option<Arc<Keyring>>,
     hasher: SecretHasher,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditLog>,
@@ -271,13 +269,12 @@ impl OAuthService {
         verifier: Arc<Verifier>,
         members: Arc<crate::members::MemberService>,
         signer: Arc<Signer>,
-        keyring: Option<Arc<Keyring>>,
         hasher: SecretHasher,
         clock: Arc<dyn Clock>,
         audit: Arc<AuditLog>,
         config: OAuthConfig,
     ) -> Self {
-        OAuthService { store, verifier, members, signer, keyring, hasher, clock, audit, config }
+        OAuthService { store, verifier, members, signer, hasher, clock, audit, config }
     }
 
     pub fn signer(&self) -> &Arc<Signer> {
@@ -365,7 +362,7 @@ impl OAuthService {
             Some(k) if k.client_id.as_deref() == Some(issuer.as_str()) && k.recoverable => k,
             _ => return Err(refused()),
         };
-        let secret = self.sealed_secret(&key).await?.ok_or_else(refused)?;
+        let secret = self.verifier.sealed_secret(&key).await?.ok_or_else(refused)?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.validate_exp = false;
         validation.validate_aud = false;
@@ -399,14 +396,6 @@ impl OAuthService {
             return Err(refused());
         }
         Ok(v)
-    }
-
-    /// A recoverable key's secret, opened with the master key.
-    pub async fn sealed_secret(&self, key: &ApiKey) -> Result<Option<Secret>, Error> {
-        let Some(ring) = &self.keyring else { return Ok(None) };
-        let Some(sealed) = self.store.sealed_secret(&key.id).await.map_err(store_error)? else { return Ok(None) };
-        let plain = ring.open(&sealed, key.id.as_bytes())?;
-        Ok(String::from_utf8(plain).ok().map(Secret::new))
     }
 
     /// The token endpoint.
