@@ -51,9 +51,16 @@ document.addEventListener("click", async (event) => {
     if (copy.dataset.copyAbsolute === "true") text = new URL(text, window.location.href).href;
     const ok = await copyText(text);
     const label = copy.textContent;
-    copy.textContent = ok ? "Copied" : "Copy failed";
+    const name = copy.getAttribute("aria-label");
+    const shown = ok ? "Copied" : "Copy failed";
+    copy.textContent = shown;
+    // A button's accessible name keeps its visible text ("Copy Consumer Key" becomes "Copied Consumer Key").
+    if (name) copy.setAttribute("aria-label", name.replace(label, shown));
     announce(ok ? "Copied to the clipboard" : "Could not copy; select the text instead");
-    window.setTimeout(() => { copy.textContent = label; }, 1500);
+    window.setTimeout(() => {
+      copy.textContent = label;
+      if (name) copy.setAttribute("aria-label", name);
+    }, 1500);
     return;
   }
   const button = event.target.closest(".menu-button");
