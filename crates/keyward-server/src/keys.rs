@@ -215,13 +215,14 @@ impl KeyService {
 
     /// A recoverable key's secret, to a signed-in member holding
     /// `keys:reveal` who re-authenticated in the last five minutes.
-    pub async fn reveal(&self, who: &Principal, id: &str) -> Result<Secret, Error> {
+    /// A recoverable key's secret, with the key it belongs to.
+    pub async fn reveal(&self, who: &Principal, id: &str) -> Result<(Secret, ApiKey), Error> {
         match self.reveal_secret(who, id).await {
             // No secret leaves without its entry.
             Ok((secret, key)) => {
                 let entry = self.audit.write(who, "key.revealed", key_target(&key), serde_json::json!({}));
                 self.store.commit(Change::of(entry)).await.map_err(store_error)?;
-                Ok(secret)
+                Ok((secret, key))
             }
             // A key of another workspace (or none) is nothing to record.
             Err(e) if e.kind == ErrorKind::NotFound => Err(e),

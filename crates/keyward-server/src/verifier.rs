@@ -312,14 +312,25 @@ impl Verifier {
     /// The cached record of a key (read once, then from memory).
     pub async fn cached(&self, key: &ApiKey) -> Result<Arc<CachedKey>, Error> {
         let now_ms = self.clock.now().timestamp_millis();
-        let found = match token::token_id_of_key_id(&key.id).filter(|_| key.lookup_prefix.is_none()) {
-            Some(token_id) => self.find_by_id(token_id, now_ms).await?,
-            None => Found::Missing,
-        };
-        match found {
+        match self.find_key_by_id(&key.id, now_ms).await? {
             Found::Key(k) => Ok(k),
             Found::Missing => Ok(self.cache.entry(key.clone())),
         }
+    }
+
+    /// A key by its id, native or imported: access tokens and signed
+    /// requests name their key by id, not by a token.
+    async fn find_key_by_id(&self, key_id: &str, now_ms: i64) -> Result<Found, Error> {
+        if let Some(token_id) = token::token_id_of_key_id(key_id)
+            && let Found::Key(k) = self.find_by_id(token_id, now_ms).await?
+        {
+            return Ok(Found::Key(k));
+        }
+        // An imported key is cached under a hash of its token; by id it
+        // gets an entry of its own (dropped by id like the other).
+        let ck = CacheKey::Foreign(sha256(&format!("keyward imported key id\0{key_id}")));
+        let load = async { Ok(self.store.find_key(key_id).await?.filter(|k| k.lookup_prefix.is_some())) };
+        self.find(ck, now_ms, load).await
     }
 
     async fn find_by_id(&self, token_id: &str, now_ms: i64) -> Result<Found, Error> {
@@ -353,8 +364,7 @@ impl Verifier {
     /// The key an access token stands for, while it can be used.
     pub async fn key_of_claims(&self, claims: &crate::oauth::AccessClaims) -> Result<Option<Arc<CachedKey>>, Error> {
         let now = self.clock.now();
-        let Some(token_id) = token::token_id_of_key_id(&claims.sub) else { return Ok(None) };
-        match self.find_by_id(token_id, now.timestamp_millis()).await? {
+        match self.find_key_by_id(&claims.sub, now.timestamp_millis()).await? {
             Found::Key(k)
                 if crate::oauth::check::usable(&k, now) && crate::oauth::check::still_issued_to(&k, claims, now) =>
             {
@@ -503,10 +513,7 @@ impl Verifier {
                 if claims.is_member() {
                     return refuse(check::invalid("A member's access token is not an API key"), None);
                 }
-                let found = match token::token_id_of_key_id(&claims.sub) {
-                    Some(id) => self.find_by_id(id, now_us / 1000).await?,
-                    None => Found::Missing,
-                };
+                let found = self.find_key_by_id(&claims.sub, now_us / 1000).await?;
                 let key = match found {
                     Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
                     _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
@@ -518,10 +525,7 @@ impl Verifier {
                 self.conclude(key, Proof::Token { scopes: claims.scopes() }, request, purpose, started, now_us).await
             }
             Presented::SignedRequest { kid } => {
-                let found = match token::token_id_of_key_id(&kid) {
-                    Some(id) => self.find_by_id(id, now_us / 1000).await?,
-                    None => Found::Missing,
-                };
+                let found = self.find_key_by_id(&kid, now_us / 1000).await?;
                 let key = match found {
                     Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
                     _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),

@@ -430,6 +430,9 @@ pub async fn roll_key(
 pub struct RevealedSecret {
     /// The key's full secret. Shown to a person; copy it, do not log it.
     pub secret: String,
+    /// A client's consumer key, to copy with its consumer secret.
+    #[serde(rename = "clientId", skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/keys/{id}/reveal", tag = "keys",
@@ -449,8 +452,9 @@ pub async fn reveal_key(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let secret = state.keys.reveal(&principal, &id).await?;
-    let mut response = axum::Json(RevealedSecret { secret: secret.expose().to_owned() }).into_response();
+    let (secret, key) = state.keys.reveal(&principal, &id).await?;
+    let revealed = RevealedSecret { secret: secret.expose().to_owned(), client_id: key.client_id };
+    let mut response = axum::Json(revealed).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -500,6 +504,10 @@ pub struct ImportKeyRequest {
     pub id: Option<String>,
     /// Legacy keys verify but cannot be edited or deleted.
     pub legacy: Option<bool>,
+    /// `secret` (default), `publishable` or `client`: an imported client gets a new
+    /// `clientId` (consumer key) and keeps the given key as its consumer secret.
+    #[serde(rename = "type")]
+    pub key_type: Option<String>,
     pub name: Option<String>,
     pub description: Option<String>,
     pub environment: Option<String>,
@@ -529,7 +537,7 @@ impl ImportKeyRequest {
         let settings = CreateKeyRequest {
             name: self.name,
             description: self.description,
-            key_type: None,
+            key_type: self.key_type,
             environment: self.environment,
             scopes: self.scopes,
             read_only: self.read_only,

@@ -997,7 +997,7 @@ pub async fn show(
     }
     if error.is_none() {
         match state.keys.reveal(&who, &id).await {
-            Ok(secret) => {
+            Ok((secret, _)) => {
                 let filters = Filters::of_url(&back);
                 let page = list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await;
                 return respond(&state, &who, page).await;

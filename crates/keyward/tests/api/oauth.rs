@@ -27,6 +27,7 @@ backend_tests!(
     introspection_and_revocation,
     signing_keys_rotate_and_stay_published_until_their_tokens_expire,
     member_refresh_tokens_reach_the_rest_api,
+    legacy_clients_authenticate_but_stay_as_imported,
 );
 
 /// A form POST to an OAuth endpoint, with optional Basic credentials.
@@ -734,5 +735,48 @@ async fn member_refresh_tokens_reach_the_rest_api() {
     assert_eq!(r.status, 404);
     let entries = app.get("/v1/audit?action=token.created").await;
     assert_eq!(entries.body["data"].as_array().map(Vec::len), Some(1), "{}", entries.body);
+    app.stop().await;
+}
+
+/// An imported legacy client keeps its secret: it gets a consumer key,
+/// authenticates with the old secret, cannot be edited or deleted, and
+/// (recoverable) its secret can be revealed to copy.
+async fn legacy_clients_authenticate_but_stay_as_imported() {
+    let app = spawn_app().await;
+    allow_recoverable(&app).await;
+    let old_secret = "acme_sk_9f8e7d6c5b4a39281706";
+    let r = app
+        .post(
+            "/v1/keys/import",
+            json!({"name": "Old partner", "type": "client", "key": old_secret, "prefix": "acme_sk_",
+                   "legacy": true, "recoverable": true, "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (key_id, client_id) = (r.str("id"), r.str("clientId"));
+    assert!(client_id.starts_with("ck_"), "{}", r.body);
+    assert_eq!(r.body["type"], "client");
+    let t = token(&app, &client_id, old_secret, None).await;
+    assert_eq!(t["scope"], "read");
+    assert_eq!(app.verify_code(t["access_token"].as_str().unwrap()).await, "VALID");
+    let (status, _, body) = form(
+        &app,
+        "/oauth/token",
+        Some((&client_id, "acme_sk_0000000000000000000")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+
+    let edit = app.patch(&format!("/v1/keys/{key_id}"), json!({"name": "renamed"})).await;
+    assert_eq!((edit.status.as_u16(), edit.str("code")), (409, "legacy_key".to_owned()), "{}", edit.body);
+    let gone = app.delete(&format!("/v1/keys/{key_id}")).await;
+    assert_eq!((gone.status.as_u16(), gone.str("code")), (409, "legacy_key".to_owned()), "{}", gone.body);
+    let (login, _) = app.login(OWNER_EMAIL, OWNER_PASSWORD, json!({"token": true})).await;
+    let owner = login.str("token");
+    let shown = app.call(Method::POST, &format!("/v1/keys/{key_id}/reveal"), Some(&owner), None).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.str("secret"), old_secret);
+    assert_eq!(shown.str("clientId"), client_id, "{}", shown.body);
     app.stop().await;
 }
