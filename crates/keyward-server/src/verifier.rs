@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
 use keyward_core::identity::Identity;
@@ -121,7 +121,16 @@ pub struct Verifier {
     keyring: Option<Arc<keyward_core::sealed::Keyring>>,
     /// Revoked access tokens (jti → expiry, seconds), until they expire.
     revoked: RwLock<std::collections::HashMap<String, i64>>,
+    /// Access tokens whose signature checked, by the SHA-256 of the whole
+    /// token: a client presents one token many times, and the signature
+    /// check costs more than the rest of a verification. Lifetime,
+    /// revocation and the key are still checked on every use.
+    checked_tokens: quick_cache::sync::Cache<[u8; 32], Arc<crate::oauth::AccessClaims>>,
 }
+
+/// Access tokens whose checked signature is remembered (bounded: memory
+/// follows settings, not traffic).
+const CHECKED_TOKEN_CAPACITY: usize = 10_000;
 
 /// How the holder of a key proved itself.
 enum Proof<'a> {
@@ -154,6 +163,7 @@ impl Verifier {
             signer,
             keyring,
             revoked: RwLock::default(),
+            checked_tokens: quick_cache::sync::Cache::new(CHECKED_TOKEN_CAPACITY),
             audit,
             limiter,
             identities: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
@@ -350,8 +360,8 @@ impl Verifier {
         let Ok(crate::oauth::check::Presented::AccessToken { kid, alg }) = crate::oauth::check::classify(token) else {
             return Ok(None);
         };
-        let Some((expected, key)) = self.signer.verifying_key(&kid).await else { return Ok(None) };
-        let Ok(claims) = crate::oauth::check::decode_access(token, alg, expected, &key, now) else { return Ok(None) };
+        let Ok(claims) = self.access_claims(token, &kid, alg, now).await else { return Ok(None) };
+        let claims = claims.as_ref().clone();
         if self.is_revoked(&claims.jti) {
             return Ok(None);
         }
@@ -359,6 +369,29 @@ impl Verifier {
             return Ok(Some(claims));
         }
         Ok(self.key_of_claims(&claims).await?.map(|_| claims))
+    }
+
+    /// An access token's claims once its signature (remembered) and
+    /// lifetime (checked at every use) are good.
+    async fn access_claims(
+        &self,
+        token: &str,
+        kid: &str,
+        alg: jsonwebtoken::Algorithm,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<crate::oauth::AccessClaims>, Decision> {
+        use crate::oauth::check;
+        let digest = sha256(token);
+        if let Some(claims) = self.checked_tokens.get(&digest) {
+            check::in_lifetime(&claims, now)?;
+            return Ok(claims);
+        }
+        let Some((expected, key)) = self.signer.verifying_key(kid).await else {
+            return Err(check::invalid("The token names a signing key (kid) that keyward does not publish"));
+        };
+        let claims = Arc::new(check::decode_access(token, alg, expected, &key, now)?);
+        self.checked_tokens.insert(digest, claims.clone());
+        Ok(claims)
     }
 
     /// The key an access token stands for, while it can be used.
@@ -494,13 +527,7 @@ impl Verifier {
         };
         match presented {
             Presented::AccessToken { kid, alg } => {
-                let Some((expected, key)) = self.signer.verifying_key(&kid).await else {
-                    return refuse(
-                        check::invalid("The token names a signing key (kid) that keyward does not publish"),
-                        None,
-                    );
-                };
-                let claims = match check::decode_access(token, alg, expected, &key, now) {
+                let claims = match self.access_claims(token, &kid, alg, now).await {
                     Ok(c) => c,
                     Err(d) => return refuse(d, None),
                 };

@@ -73,13 +73,19 @@ pub fn decode_access(
             _ => invalid("The token's claims are not those of a keyward access token"),
         })?
         .claims;
+    in_lifetime(&claims, now)?;
+    Ok(claims)
+}
+
+/// Whether an access token whose signature checked is in its lifetime at `now`.
+pub fn in_lifetime(claims: &AccessClaims, now: DateTime<Utc>) -> Result<(), Decision> {
     if claims.exp <= now.timestamp() {
         return Err(token_refused(VerifyCode::TokenExpired, "The access token has expired"));
     }
     if claims.iat > now.timestamp() + keyward_core::oauth::CLOCK_LEEWAY_SECONDS {
         return Err(token_refused(VerifyCode::TokenNotYetValid, "The access token is not valid yet"));
     }
-    Ok(claims)
+    Ok(())
 }
 
 /// The claims of a signed request.
