@@ -1,7 +1,9 @@
 //! Several nodes on one PostgreSQL database: two `keyward serve` processes
 //! on one fresh schema. Revocations made on node A reach node B within
 //! 100 ms (p99, printed); two nodes racing for the last key of a limit
-//! create exactly one. Skips without KEYWARD_TEST_POSTGRES_URL (fails
+//! create exactly one. Access tokens revoked on A (or their client
+//! deactivated) stop on B; a signing key rotated by the CLI is published by
+//! both. Skips without KEYWARD_TEST_POSTGRES_URL (fails
 //! under CI=true instead).
 
 use std::time::{Duration, Instant};
@@ -15,12 +17,13 @@ use support::{Node, call, serve};
 
 const REVOCATIONS: usize = 200;
 
-fn start(url: &str, hash_key: &str, data: &tempfile::TempDir, redis: Option<&str>) -> Node {
+fn start(url: &str, hash_key: &str, data: &tempfile::TempDir, redis: Option<&str>, extra: &[&str]) -> Node {
     let data = data.path().to_str().unwrap();
     let mut args = vec!["--log-level", "warn", "--database-url", url, "--hash-key", hash_key, "--data-dir", data];
     if let Some(redis) = redis {
         args.extend(["--redis-url", redis]);
     }
+    args.extend(extra);
     serve(&args)
 }
 
@@ -47,6 +50,8 @@ struct Pair {
     a: Node,
     b: Node,
     admin: String,
+    /// The nodes' hash key (for a CLI command on their database).
+    hash_key: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     _db: TestDb,
     _turn: tokio::sync::MutexGuard<'static, ()>,
@@ -61,26 +66,26 @@ async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 async fn two_nodes(test: &str) -> Option<Pair> {
-    two_nodes_with(test, None).await
+    two_nodes_with(test, None, &[]).await
 }
 
 /// Two nodes sharing rate limits through Redis; `None` (after saying why)
 /// where PostgreSQL or Redis is not configured.
 async fn two_nodes_with_redis(test: &str) -> Option<Pair> {
     let redis = keyward_store::testing::redis_url(test)?;
-    two_nodes_with(test, Some(&redis)).await
+    two_nodes_with(test, Some(&redis), &[]).await
 }
 
-async fn two_nodes_with(test: &str, redis: Option<&str>) -> Option<Pair> {
+async fn two_nodes_with(test: &str, redis: Option<&str>, extra: &[&str]) -> Option<Pair> {
     let db = TestDb::new(Backend::Postgres, test).await?;
     let turn = turn().await;
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = start(&db.url, &hash_key, &dirs.0, redis);
+    let a = start(&db.url, &hash_key, &dirs.0, redis, extra);
     let admin = a.admin.clone().expect("the first node bootstrapped");
-    let b = start(&db.url, &hash_key, &dirs.1, redis);
+    let b = start(&db.url, &hash_key, &dirs.1, redis, extra);
     assert!(b.admin.is_none(), "the second node found the workspace and created none");
-    Some(Pair { a, b, admin, _dirs: dirs, _db: db, _turn: turn })
+    Some(Pair { a, b, admin, hash_key, _dirs: dirs, _db: db, _turn: turn })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -89,7 +94,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_reach_other_nodes_and_limits_hold_across_them() {
-    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes("cluster::revocations_reach_other_nodes").await
+    let Some(Pair { a, b, admin, _dirs, _db, _turn, .. }) = two_nodes("cluster::revocations_reach_other_nodes").await
     else {
         return;
     };
@@ -213,7 +218,7 @@ async fn nodes_starting_at_once_migrate_and_bootstrap_once() {
     let hash_key = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let nodes: Vec<Node> = std::thread::scope(|s| {
-        let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| start(&db.url, &hash_key, d, None))).collect();
+        let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| start(&db.url, &hash_key, d, None, &[]))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let admins: Vec<&String> = nodes.iter().filter_map(|n| n.admin.as_ref()).collect();
@@ -249,7 +254,7 @@ async fn credits_are_spent_exactly_across_nodes_with_redis() {
 }
 
 async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
-    let Pair { a, b, admin, _dirs, _db, _turn } = pair;
+    let Pair { a, b, admin, _dirs, _db, _turn, .. } = pair;
     let http = reqwest::Client::new();
     let (_, key) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
     let secret = key["secret"].as_str().unwrap().to_owned();
@@ -287,7 +292,8 @@ async fn spend_credits_from_64_clients(pair: Pair, body: Value) {
 /// nodes, the threshold locks the key on both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_are_counted_across_nodes() {
-    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes("cluster::wrong_secrets_are_counted").await else {
+    let Some(Pair { a, b, admin, _dirs, _db, _turn, .. }) = two_nodes("cluster::wrong_secrets_are_counted").await
+    else {
         return;
     };
     let http = reqwest::Client::new();
@@ -321,7 +327,7 @@ async fn wrong_secrets_are_counted_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_holds_across_nodes_with_redis() {
     const WINDOW: Duration = Duration::from_secs(10);
-    let Some(Pair { a, b, admin, _dirs, _db, _turn }) = two_nodes_with_redis("cluster::a_rate_limit_holds").await
+    let Some(Pair { a, b, admin, _dirs, _db, _turn, .. }) = two_nodes_with_redis("cluster::a_rate_limit_holds").await
     else {
         return;
     };
@@ -373,5 +379,88 @@ async fn a_rate_limit_holds_across_nodes_with_redis() {
     assert!(max <= 100, "a 10 s window admitted {max}");
     assert_eq!(max, 100, "the limit was reached");
     assert!(admitted.len() >= 200, "a later window admitted again: {}", admitted.len());
+    drop((a, b));
+}
+
+/// OAuth across nodes holding one master key: a token issued on A verifies
+/// on B; revoked on A, or its client deactivated there, it stops on B at
+/// once; a signing key rotated by the CLI is published by both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_and_signing_keys_reach_other_nodes() {
+    let master = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let extra = ["--master-key", master.as_str()];
+    let Some(Pair { a, b, admin, hash_key, _dirs, _db, _turn }) =
+        two_nodes_with("cluster::access_tokens_reach_other_nodes", None, &extra).await
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let body = json!({"name": "partner", "type": "client", "scopes": ["read"]});
+    let (status, client) = call(&http, reqwest::Method::POST, format!("{}/v1/keys", a.base), &admin, &body).await;
+    assert_eq!(status, 201, "{client}");
+    let field = |name: &str| client[name].as_str().unwrap().to_owned();
+    let (id, client_id, secret) = (field("id"), field("clientId"), field("clientSecret"));
+    let token_on = |base: &str| {
+        let (http, url, cid, secret) = (http.clone(), format!("{base}/oauth/token"), client_id.clone(), secret.clone());
+        async move {
+            let resp = http
+                .post(url)
+                .basic_auth(cid, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let on_b = |token: String| {
+        let (http, url, admin) = (http.clone(), format!("{}/v1/keys/verify", b.base), admin.clone());
+        async move {
+            let answer = call(&http, reqwest::Method::POST, url, &admin, &json!({"key": token})).await.1;
+            answer["code"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let first = token_on(&a.base).await;
+    assert_eq!(on_b(first.clone()).await, "VALID");
+    let revoked = http
+        .post(format!("{}/oauth/revoke", a.base))
+        .basic_auth(&client_id, Some(&secret))
+        .form(&[("token", first.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    wait_for(|| on_b(first.clone()), "TOKEN_REVOKED").await;
+
+    let second = token_on(&b.base).await;
+    assert_eq!(on_b(second.clone()).await, "VALID");
+    let (status, _) =
+        call(&http, reqwest::Method::POST, format!("{}/v1/keys/{id}/deactivate", a.base), &admin, &Value::Null).await;
+    assert_eq!(status, 200);
+    wait_for(|| on_b(second.clone()), "INACTIVE").await;
+
+    let published = |base: String| {
+        let http = http.clone();
+        async move {
+            let jwks: Value =
+                http.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+            jwks["keys"].as_array().unwrap().len().to_string()
+        }
+    };
+    assert_eq!(published(a.base.clone()).await, "1");
+    assert_eq!(published(b.base.clone()).await, "1");
+    let data = tempfile::tempdir().unwrap();
+    let rotate = std::process::Command::new(support::BIN)
+        .args(["signing-key", "rotate", "--database-url", &_db.url, "--master-key", &master, "--hash-key", &hash_key])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    // The old key stays published beside the new one, on both nodes.
+    wait_for(|| published(a.base.clone()), "2").await;
+    wait_for(|| published(b.base.clone()), "2").await;
     drop((a, b));
 }
