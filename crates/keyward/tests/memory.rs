@@ -1,7 +1,9 @@
 //! Memory stays bounded under a verify-only load that nobody observes: no
 //! scraper reads `/metrics`, so only the server's own upkeep keeps its
 //! buffers in check. The real binary, a bounded wrk run (seconds), RSS
-//! sampled from /proc; the growth of the last window must be near zero.
+//! sampled from /proc; after a warm-up, one of the last two windows must
+//! grow by near zero. A leak grows every window; a one-off step (a new
+//! thread's allocator arena, seen once in CI as +2 MiB) grows one.
 //!
 //! Needs `wrk` (`.ci/run` installs it): skips with a message without it,
 //! fails instead under CI=true.
@@ -15,7 +17,8 @@ mod support;
 const KEYS: usize = 100;
 const WARM_UP: Duration = Duration::from_secs(6);
 const WINDOW: Duration = Duration::from_secs(8);
-/// Growth allowed in the last window: allocator noise, not a leak. Before
+/// Growth allowed in the smaller of the last two windows: allocator noise,
+/// not a leak. Before
 /// the recorder's upkeep ran on its own, the debug server grew by several
 /// MiB per window here (about 35 bytes per verification).
 const MAX_LAST_WINDOW_GROWTH_KIB: i64 = 1024;
@@ -67,7 +70,7 @@ async fn rss_stops_growing_under_verify_load_without_a_scraper() {
     let lua = dir.path().join("verify.lua");
     std::fs::write(&lua, LUA).unwrap();
 
-    let total = WARM_UP + WINDOW * 2;
+    let total = WARM_UP + WINDOW * 3;
     let wrk = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{}s", total.as_secs() + 1), "-s", lua.to_str().unwrap(), &base])
         .env("KW_KEYS", &keys_file)
@@ -78,7 +81,7 @@ async fn rss_stops_growing_under_verify_load_without_a_scraper() {
         .unwrap();
     let started = Instant::now();
     let mut samples = Vec::new();
-    for mark in [WARM_UP, WARM_UP + WINDOW, WARM_UP + WINDOW * 2] {
+    for mark in [WARM_UP, WARM_UP + WINDOW, WARM_UP + WINDOW * 2, WARM_UP + WINDOW * 3] {
         tokio::time::sleep(mark.saturating_sub(started.elapsed())).await;
         samples.push((started.elapsed().as_secs_f64(), rss_kib(pid)));
     }
@@ -90,22 +93,25 @@ async fn rss_stops_growing_under_verify_load_without_a_scraper() {
         .unwrap_or_else(|| panic!("wrk report: {report}"));
     assert!(!report.contains("Non-2xx"), "every verify answered 200: {report}");
 
-    let first = samples[1].1 - samples[0].1;
-    let last = samples[2].1 - samples[1].1;
+    let growth: Vec<i64> = samples.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    let (first, last) = (growth[0], growth[1].min(growth[2]));
     let per_window = requests as f64 * WINDOW.as_secs_f64() / total.as_secs_f64();
     println!(
-        "memory: {requests} verifications in {:.0} s; RSS {} KiB after warm-up, {} KiB, {} KiB; \
-         window growth {first:+} KiB then {last:+} KiB ({:.1} bytes per verification in the last)",
+        "memory: {requests} verifications in {:.0} s; RSS {} KiB after warm-up, {} KiB, {} KiB, {} KiB; \
+         window growth {first:+} KiB, {:+} KiB, {:+} KiB ({:.1} bytes per verification in the smaller of the last two)",
         total.as_secs_f64(),
         samples[0].1,
         samples[1].1,
         samples[2].1,
+        samples[3].1,
+        growth[1],
+        growth[2],
         last as f64 * 1024.0 / per_window,
     );
     assert!(requests > 1000, "the load ran ({requests} requests)");
     assert!(
         last <= MAX_LAST_WINDOW_GROWTH_KIB,
-        "RSS grew {last} KiB in the last {} s window (allowed {MAX_LAST_WINDOW_GROWTH_KIB} KiB)",
+        "RSS grew at least {last} KiB in each of the last two {} s windows (allowed {MAX_LAST_WINDOW_GROWTH_KIB} KiB)",
         WINDOW.as_secs()
     );
 }
