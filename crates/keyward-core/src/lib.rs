@@ -32,6 +32,7 @@ pub mod key;
 pub mod member;
 pub mod oauth;
 pub mod origin;
+pub mod pgp;
 pub mod ratelimit;
 pub mod route;
 pub mod scope;

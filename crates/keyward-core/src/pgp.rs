@@ -1,0 +1,300 @@
+//! OpenPGP keys uploaded for file encryption: what a key is (fingerprint,
+//! algorithm, user ids, lifetime, whether it can encrypt) and whether an
+//! upload is acceptable. Parsing only; no IO. Built on rPGP (`pgp`).
+
+use std::io::Cursor;
+
+use chrono::{DateTime, Utc};
+use pgp::composed::{PublicOrSecret, SignedPublicKey, SignedSecretKey};
+use pgp::packet::Signature;
+use pgp::types::{KeyDetails, Password, PublicParams};
+
+use crate::error::Error;
+
+/// Largest accepted `contents` (characters): keys are kilobytes; a big
+/// keyring is not a key.
+pub const MAX_CONTENTS_LEN: usize = 256 * 1024;
+
+/// What an uploaded key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The primary key's fingerprint, upper-case hex (as GnuPG prints it).
+    pub fingerprint: String,
+    /// Its 64-bit key id, upper-case hex.
+    pub key_id: String,
+    /// `RSA 3072`, `EdDSA Ed25519 + ECDH Curve25519`, …: the primary key and
+    /// the encryption subkey.
+    pub algorithm: String,
+    pub user_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+    pub private: bool,
+    pub has_passphrase: bool,
+}
+
+impl KeyInfo {
+    /// Whether the key may encrypt at `now`: neither expired nor revoked.
+    pub fn usable(&self, now: DateTime<Utc>) -> bool {
+        !self.revoked && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+/// A parsed upload: what it is, and the key itself.
+pub enum Parsed {
+    Public(Box<SignedPublicKey>),
+    Secret(Box<SignedSecretKey>),
+}
+
+/// Parses `contents` (ASCII-armored, or base64 of the binary form) as one
+/// key, checks that `private` matches it and that `passphrase` unlocks a
+/// private key, and that it has a key that can encrypt.
+pub fn inspect(contents: &str, private: bool, passphrase: Option<&str>) -> Result<(KeyInfo, Parsed), Error> {
+    if contents.len() > MAX_CONTENTS_LEN {
+        return Err(Error::invalid("invalid_contents", "contents must be at most 256 KiB"));
+    }
+    let parsed = parse_one(contents)?;
+    let public = match &parsed {
+        Parsed::Public(k) => {
+            if private {
+                return Err(Error::invalid(
+                    "private_mismatch",
+                    "private is true, but contents hold a public key without its private part",
+                ));
+            }
+            if passphrase.is_some_and(|p| !p.is_empty()) {
+                return Err(Error::invalid("invalid_passphrase", "passphrase is only for a private key"));
+            }
+            k.as_ref().clone()
+        }
+        Parsed::Secret(k) => {
+            if !private {
+                return Err(Error::invalid(
+                    "private_mismatch",
+                    "contents hold a private key; set private to true to upload it",
+                ));
+            }
+            unlock_all(k, passphrase)?;
+            k.to_public_key()
+        }
+    };
+    public.verify_bindings().map_err(|_| malformed("its self-signatures do not verify"))?;
+    let info = describe(&public, &parsed)?;
+    Ok((info, parsed))
+}
+
+fn malformed(why: &str) -> Error {
+    Error::invalid(
+        "invalid_contents",
+        format!("contents must be one OpenPGP key, ASCII-armored or base64 of its binary form: {why}"),
+    )
+}
+
+fn parse_one(contents: &str) -> Result<Parsed, Error> {
+    let trimmed = contents.trim();
+    if trimmed.matches("-----BEGIN PGP").count() > 1 {
+        return Err(Error::invalid("several_keys", "contents hold several keys; upload one at a time"));
+    }
+    let binary: Vec<u8> = if trimmed.starts_with("-----BEGIN PGP") {
+        trimmed.as_bytes().to_vec()
+    } else {
+        use base64::Engine;
+        let compact: String = trimmed.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|_| malformed("neither armored nor base64"))?
+    };
+    let (keys, _) =
+        PublicOrSecret::from_reader_many(Cursor::new(binary)).map_err(|_| malformed("it cannot be read"))?;
+    let mut found = None;
+    for key in keys {
+        let key = key.map_err(|_| malformed("it cannot be read"))?;
+        if found.is_some() {
+            return Err(Error::invalid("several_keys", "contents hold several keys; upload one at a time"));
+        }
+        found = Some(key);
+    }
+    match found {
+        Some(PublicOrSecret::Public(k)) => Ok(Parsed::Public(Box::new(k))),
+        Some(PublicOrSecret::Secret(k)) => Ok(Parsed::Secret(Box::new(k))),
+        None => Err(malformed("no key found")),
+    }
+}
+
+/// Every secret (sub)key must open with the passphrase (an unprotected key
+/// needs none).
+fn unlock_all(key: &SignedSecretKey, passphrase: Option<&str>) -> Result<(), Error> {
+    let locked = key.primary_key.secret_params().is_encrypted()
+        || key.secret_subkeys.iter().any(|s| s.key.secret_params().is_encrypted());
+    if !locked {
+        return Ok(());
+    }
+    let Some(pass) = passphrase.filter(|p| !p.is_empty()) else {
+        return Err(Error::invalid(
+            "passphrase_required",
+            "this private key is protected; give the passphrase that unlocks it",
+        ));
+    };
+    let wrong = || Error::invalid("invalid_passphrase", "the passphrase does not unlock this private key");
+    let pw = Password::from(pass);
+    key.primary_key.unlock(&pw, |_, _| Ok(())).map_err(|_| wrong())?.map_err(|_| wrong())?;
+    for sub in &key.secret_subkeys {
+        sub.key.unlock(&pw, |_, _| Ok(())).map_err(|_| wrong())?.map_err(|_| wrong())?;
+    }
+    Ok(())
+}
+
+/// The newest of `sigs` (self-signatures), for the flags and expiry it states.
+fn newest(sigs: &[Signature]) -> Option<&Signature> {
+    sigs.iter().max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))
+}
+
+fn encrypts(sig: Option<&Signature>) -> bool {
+    sig.is_some_and(|s| {
+        let f = s.key_flags();
+        f.encrypt_comms() || f.encrypt_storage()
+    })
+}
+
+fn describe(public: &SignedPublicKey, parsed: &Parsed) -> Result<KeyInfo, Error> {
+    let primary_sig =
+        newest(&public.details.users.iter().flat_map(|u| u.signatures.iter().cloned()).collect::<Vec<_>>())
+            .cloned()
+            .or_else(|| newest(&public.details.direct_signatures).cloned());
+    let created = timestamp(public.primary_key.created_at().as_secs());
+    let expires_at = primary_sig
+        .as_ref()
+        .and_then(|s| s.key_expiration_time())
+        .map(|d| created + chrono::Duration::seconds(i64::from(d.as_secs())));
+    // The key that encrypts: a subkey flagged for it, else a primary so flagged.
+    let encryption = public
+        .public_subkeys
+        .iter()
+        .find(|s| encrypts(newest(&s.signatures)) && s.key.algorithm().can_encrypt())
+        .map(|s| params_name(s.key.public_params()));
+    let encryption = match encryption {
+        Some(e) => e,
+        None if encrypts(primary_sig.as_ref()) && public.primary_key.algorithm().can_encrypt() => {
+            params_name(public.primary_key.public_params())
+        }
+        None => {
+            return Err(Error::invalid(
+                "no_encryption_key",
+                "the key has no subkey that may encrypt (its key flags allow only signing)",
+            ));
+        }
+    };
+    let primary = params_name(public.primary_key.public_params());
+    let algorithm = if primary == encryption { primary } else { format!("{primary} + {encryption}") };
+    let (private, has_passphrase) = match parsed {
+        Parsed::Public(_) => (false, false),
+        Parsed::Secret(k) => (true, k.primary_key.secret_params().is_encrypted()),
+    };
+    Ok(KeyInfo {
+        fingerprint: hex_upper(public.fingerprint().as_bytes()),
+        key_id: hex_upper(public.legacy_key_id().as_ref()),
+        algorithm,
+        user_ids: public.details.users.iter().map(|u| String::from_utf8_lossy(u.id.id()).into_owned()).collect(),
+        created_at: created,
+        expires_at,
+        revoked: !public.details.revocation_signatures.is_empty(),
+        private,
+        has_passphrase,
+    })
+}
+
+fn timestamp(secs: u32) -> DateTime<Utc> {
+    DateTime::from_timestamp(i64::from(secs), 0).unwrap_or_default()
+}
+
+fn hex_upper(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+fn params_name(p: &PublicParams) -> String {
+    use rsa::traits::PublicKeyParts;
+    match p {
+        PublicParams::RSA(r) => format!("RSA {}", r.key.n().bits()),
+        PublicParams::DSA(_) => "DSA".into(),
+        PublicParams::ECDSA(e) => format!("ECDSA {:?}", e.curve()),
+        PublicParams::ECDH(e) => format!("ECDH {:?}", e.curve()),
+        PublicParams::Elgamal(_) => "ElGamal".into(),
+        PublicParams::EdDSALegacy(_) | PublicParams::Ed25519(_) => "EdDSA Ed25519".into(),
+        PublicParams::X25519(_) => "X25519".into(),
+        PublicParams::X448(_) => "X448".into(),
+        PublicParams::Ed448(_) => "EdDSA Ed448".into(),
+        _ => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA_PUB: &str = include_str!("../testdata/pgp/rsa3072.pub.asc");
+    const RSA_SEC: &str = include_str!("../testdata/pgp/rsa3072.sec.asc");
+    const ED_PUB: &str = include_str!("../testdata/pgp/ed25519.pub.asc");
+    const ED_SEC: &str = include_str!("../testdata/pgp/ed25519-passphrase.sec.asc");
+    const SIGN_ONLY: &str = include_str!("../testdata/pgp/sign-only.pub.asc");
+    const EXPIRED: &str = include_str!("../testdata/pgp/expired.pub.asc");
+    const TWO_KEYS: &str = include_str!("../testdata/pgp/two-keys.pub.asc");
+
+    #[track_caller]
+    fn code(r: Result<(KeyInfo, Parsed), Error>) -> &'static str {
+        r.err().expect("refused").code
+    }
+
+    #[test]
+    fn gnupg_keys_show_the_fingerprint_gnupg_reports() {
+        let (rsa, _) = inspect(RSA_PUB, false, None).unwrap();
+        assert_eq!(rsa.fingerprint, "CD05C64F91092F075443D347DADBE2F6E1DC9A84");
+        assert_eq!(rsa.key_id, "DADBE2F6E1DC9A84");
+        assert_eq!(rsa.algorithm, "RSA 3072");
+        assert_eq!(rsa.user_ids, ["RSA Test <rsa@example.com>"]);
+        assert_eq!((rsa.private, rsa.has_passphrase, rsa.expires_at), (false, false, None));
+        let (ed, _) = inspect(ED_PUB, false, None).unwrap();
+        assert_eq!(ed.fingerprint, "7BDBFFBF6EC03C7B499D0AE9322D0D6C03E0BD81");
+        assert!(ed.algorithm.starts_with("EdDSA Ed25519 + ECDH"), "{}", ed.algorithm);
+        // A private upload shows its public part's identity.
+        let (sec, _) = inspect(RSA_SEC, true, None).unwrap();
+        assert_eq!(
+            (sec.fingerprint.as_str(), sec.private, sec.has_passphrase),
+            (rsa.fingerprint.as_str(), true, false)
+        );
+        let (sec, _) = inspect(ED_SEC, true, Some("hunter22")).unwrap();
+        assert_eq!((sec.fingerprint, sec.has_passphrase), (ed.fingerprint, true));
+    }
+
+    #[test]
+    fn base64_of_the_binary_form_is_accepted() {
+        use base64::Engine;
+        let Parsed::Public(k) = inspect(RSA_PUB, false, None).unwrap().1 else { panic!("public") };
+        let mut binary = Vec::new();
+        pgp::ser::Serialize::to_writer(k.as_ref(), &mut binary).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(binary);
+        assert_eq!(inspect(&encoded, false, None).unwrap().0.fingerprint, "CD05C64F91092F075443D347DADBE2F6E1DC9A84");
+    }
+
+    #[test]
+    fn bad_uploads_are_refused_by_name() {
+        assert_eq!(code(inspect("not a key", false, None)), "invalid_contents");
+        assert_eq!(code(inspect(&RSA_PUB.replace('A', "B"), false, None)), "invalid_contents");
+        assert_eq!(code(inspect(&format!("{RSA_PUB}\n{ED_PUB}"), false, None)), "several_keys");
+        assert_eq!(code(inspect(TWO_KEYS, false, None)), "several_keys");
+        assert_eq!(code(inspect(RSA_PUB, true, None)), "private_mismatch");
+        assert_eq!(code(inspect(RSA_SEC, false, None)), "private_mismatch");
+        assert_eq!(code(inspect(ED_SEC, true, None)), "passphrase_required");
+        assert_eq!(code(inspect(ED_SEC, true, Some("wrong"))), "invalid_passphrase");
+        assert_eq!(code(inspect(SIGN_ONLY, false, None)), "no_encryption_key");
+        assert_eq!(code(inspect(&"A".repeat(MAX_CONTENTS_LEN + 1), false, None)), "invalid_contents");
+    }
+
+    #[test]
+    fn an_expired_key_is_flagged_and_unusable() {
+        let (old, _) = inspect(EXPIRED, false, None).unwrap();
+        assert_eq!(old.created_at.to_rfc3339(), "2020-01-01T00:00:00+00:00");
+        assert_eq!(old.expires_at.map(|e| e.to_rfc3339()).as_deref(), Some("2020-01-02T00:00:00+00:00"));
+        assert!(!old.usable(Utc::now()));
+        assert!(old.usable(old.created_at));
+    }
+}
