@@ -289,8 +289,13 @@ mod tests {
     use crate::key::KeyDraft;
     use crate::workspace::Workspace;
 
+    /// A fixed instant: the rules take the time as a parameter.
+    fn now_fixed() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
     fn client(scopes: &[&str]) -> ApiKey {
-        let now = Utc::now();
+        let now = now_fixed();
         let ws = Workspace::new("w", now).unwrap();
         let draft = KeyDraft {
             name: Some("c".into()),
@@ -334,7 +339,7 @@ mod tests {
 
     #[test]
     fn rotation_and_reuse() {
-        let now = Utc::now();
+        let now = now_fixed();
         let mut t = RefreshToken {
             id: "rtk_1".into(),
             workspace_id: "ws".into(),
@@ -362,7 +367,7 @@ mod tests {
 
     #[test]
     fn signed_request_windows() {
-        let now = Utc::now();
+        let now = now_fixed();
         let t = now.timestamp();
         assert_eq!(check_signed_window(Some(t), Some(t + 300), None, now, MAX_SIGNED_LIFETIME_SECONDS), Ok(()));
         assert_eq!(

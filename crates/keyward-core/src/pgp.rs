@@ -294,7 +294,7 @@ mod tests {
         let (old, _) = inspect(EXPIRED, false, None).unwrap();
         assert_eq!(old.created_at.to_rfc3339(), "2020-01-01T00:00:00+00:00");
         assert_eq!(old.expires_at.map(|e| e.to_rfc3339()).as_deref(), Some("2020-01-02T00:00:00+00:00"));
-        assert!(!old.usable(Utc::now()));
+        assert!(!old.usable(DateTime::from_timestamp(1_800_000_000, 0).unwrap()));
         assert!(old.usable(old.created_at));
     }
 }
