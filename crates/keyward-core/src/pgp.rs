@@ -1,11 +1,14 @@
 //! OpenPGP keys uploaded for file encryption: what a key is (fingerprint,
-//! algorithm, user ids, lifetime, whether it can encrypt) and whether an
-//! upload is acceptable. Parsing only; no IO. Built on rPGP (`pgp`).
+//! algorithm, user ids, lifetime, whether it can encrypt), whether an
+//! upload is acceptable, and encrypting to it or decrypting with it from
+//! one stream to another (the caller brings the reader and the writer; no
+//! IO of its own). Built on rPGP (`pgp`).
 
-use std::io::Cursor;
+use std::io::{BufRead, Cursor, Read, Write};
 
 use chrono::{DateTime, Utc};
-use pgp::composed::{PublicOrSecret, SignedPublicKey, SignedSecretKey};
+use pgp::composed::{ArmorOptions, Message, MessageBuilder, PublicOrSecret, SignedPublicKey, SignedSecretKey};
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::Signature;
 use pgp::types::{KeyDetails, Password, PublicParams};
 
@@ -40,10 +43,146 @@ impl KeyInfo {
     }
 }
 
+/// A stored key: what it is, its public part (armored), and who holds it.
+/// The private part, when uploaded, is kept sealed apart from this record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgpKey {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub info: KeyInfo,
+    pub public_key: String,
+    pub uploaded_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Longest key name and description (characters).
+pub const MAX_NAME_LEN: usize = 100;
+pub const MAX_DESCRIPTION_LEN: usize = 500;
+
+/// A key name: 1 to 100 characters, no control characters, not blank.
+pub fn validate_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "invalid_name",
+            format!("name must be 1 to {MAX_NAME_LEN} characters, without control characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// An optional description: blank is none.
+pub fn validate_description(d: Option<String>) -> Result<Option<String>, Error> {
+    match d {
+        Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN || d.chars().any(|c| c.is_control() && c != '\n') => {
+            Err(Error::invalid(
+                "invalid_description",
+                format!("description must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"),
+            ))
+        }
+        Some(d) if d.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
 /// A parsed upload: what it is, and the key itself.
 pub enum Parsed {
     Public(Box<SignedPublicKey>),
     Secret(Box<SignedSecretKey>),
+}
+
+impl Parsed {
+    /// The public part, ASCII-armored (what `GET …/public` answers).
+    pub fn public_armored(&self) -> String {
+        let public = match self {
+            Parsed::Public(k) => k.as_ref().clone(),
+            Parsed::Secret(k) => k.to_public_key(),
+        };
+        public.to_armored_string(ArmorOptions::default()).expect("a parsed key serializes")
+    }
+
+    /// The private key, ASCII-armored as uploaded (still protected by its
+    /// passphrase): what is sealed.
+    pub fn secret_armored(&self) -> Option<String> {
+        match self {
+            Parsed::Public(_) => None,
+            Parsed::Secret(k) => Some(k.to_armored_string(ArmorOptions::default()).expect("a parsed key serializes")),
+        }
+    }
+}
+
+/// Reads back a public key this module armored.
+pub fn read_public(armored: &str) -> Result<SignedPublicKey, Error> {
+    match parse_one(armored)? {
+        Parsed::Public(k) => Ok(*k),
+        Parsed::Secret(_) => Err(Error::internal("a stored public key holds a private part")),
+    }
+}
+
+/// Reads back a private key this module armored.
+pub fn read_secret(armored: &str) -> Result<SignedSecretKey, Error> {
+    match parse_one(armored)? {
+        Parsed::Secret(k) => Ok(*k),
+        Parsed::Public(_) => Err(Error::internal("a stored private key has no private part")),
+    }
+}
+
+/// Encrypts everything `input` yields to `key` (its encryption subkey, else
+/// an encryption-capable primary key) as one OpenPGP message (SEIPD v1,
+/// AES-256, as GnuPG reads), written to `output` as it goes: binary, or
+/// ASCII-armored. Memory stays bounded whatever the size.
+pub fn encrypt<R: Read, W: Write>(key: &SignedPublicKey, input: R, output: W, armor: bool) -> std::io::Result<()> {
+    let mut rng = rand::thread_rng();
+    let mut builder = MessageBuilder::from_reader("", input).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+    match encryption_subkey(key) {
+        Some(sub) => builder.encrypt_to_key(&mut rng, sub),
+        None => builder.encrypt_to_key(&mut rng, key),
+    }
+    .map_err(std::io::Error::other)?;
+    let written = if armor {
+        builder.to_armored_writer(&mut rng, ArmorOptions::default(), output)
+    } else {
+        builder.to_writer(&mut rng, output)
+    };
+    written.map_err(io_error)
+}
+
+/// rPGP reports the reader's or writer's own failure inside its error.
+fn io_error(e: pgp::errors::Error) -> std::io::Error {
+    match e {
+        pgp::errors::Error::IO { source, .. } => source,
+        other => std::io::Error::other(other),
+    }
+}
+
+/// Opens an OpenPGP message (binary or armored) encrypted to `key`: the
+/// plaintext, read as it is decrypted (and decompressed). Refused before
+/// any plaintext with `not_openpgp` (the input is not an OpenPGP message),
+/// `not_encrypted`, or `wrong_key` (not encrypted to this key). A message
+/// damaged further on fails while being read (an integrity error).
+pub fn decrypt<'a, R: BufRead + std::fmt::Debug + Send + 'a>(
+    key: &SignedSecretKey,
+    passphrase: Option<&str>,
+    input: R,
+) -> Result<impl Read + 'a, Error> {
+    let not_openpgp = || Error::invalid("not_openpgp", "the body is not an OpenPGP message (binary or ASCII-armored)");
+    let (message, _) = Message::from_reader(input).map_err(|_| not_openpgp())?;
+    if !message.is_encrypted() {
+        return Err(Error::invalid("not_encrypted", "the OpenPGP message in the body is not encrypted"));
+    }
+    let password = Password::from(passphrase.unwrap_or_default());
+    let message = message.decrypt(&password, key).map_err(|_| {
+        Error::invalid(
+            "wrong_key",
+            "the message is not encrypted to this key (or its session key cannot be decrypted with it)",
+        )
+    })?;
+    if message.is_compressed() {
+        return message.decompress().map_err(|_| not_openpgp());
+    }
+    Ok(message)
 }
 
 /// Parses `contents` (ASCII-armored, or base64 of the binary form) as one
@@ -156,6 +295,11 @@ fn encrypts(sig: Option<&Signature>) -> bool {
     })
 }
 
+/// The first subkey flagged to encrypt, with an algorithm that can.
+fn encryption_subkey(public: &SignedPublicKey) -> Option<&pgp::composed::SignedPublicSubKey> {
+    public.public_subkeys.iter().find(|s| encrypts(newest(&s.signatures)) && s.key.algorithm().can_encrypt())
+}
+
 fn describe(public: &SignedPublicKey, parsed: &Parsed) -> Result<KeyInfo, Error> {
     let primary_sig =
         newest(&public.details.users.iter().flat_map(|u| u.signatures.iter().cloned()).collect::<Vec<_>>())
@@ -167,11 +311,7 @@ fn describe(public: &SignedPublicKey, parsed: &Parsed) -> Result<KeyInfo, Error>
         .and_then(|s| s.key_expiration_time())
         .map(|d| created + chrono::Duration::seconds(i64::from(d.as_secs())));
     // The key that encrypts: a subkey flagged for it, else a primary so flagged.
-    let encryption = public
-        .public_subkeys
-        .iter()
-        .find(|s| encrypts(newest(&s.signatures)) && s.key.algorithm().can_encrypt())
-        .map(|s| params_name(s.key.public_params()));
+    let encryption = encryption_subkey(public).map(|s| params_name(s.key.public_params()));
     let encryption = match encryption {
         Some(e) => e,
         None if encrypts(primary_sig.as_ref()) && public.primary_key.algorithm().can_encrypt() => {
@@ -287,6 +427,29 @@ mod tests {
         assert_eq!(code(inspect(ED_SEC, true, Some("wrong"))), "invalid_passphrase");
         assert_eq!(code(inspect(SIGN_ONLY, false, None)), "no_encryption_key");
         assert_eq!(code(inspect(&"A".repeat(MAX_CONTENTS_LEN + 1), false, None)), "invalid_contents");
+    }
+
+    #[test]
+    fn encrypts_and_decrypts_binary_and_armored_streams() {
+        let (_, public) = inspect(ED_PUB, false, None).unwrap();
+        let Parsed::Secret(secret) = inspect(ED_SEC, true, Some("hunter22")).unwrap().1 else { panic!("secret") };
+        let public = read_public(&public.public_armored()).unwrap();
+        let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for armor in [false, true] {
+            let mut sealed = Vec::new();
+            encrypt(&public, plain.as_slice(), &mut sealed, armor).unwrap();
+            assert_eq!(sealed.starts_with(b"-----BEGIN PGP MESSAGE-----"), armor);
+            let mut out = Vec::new();
+            decrypt(&secret, Some("hunter22"), sealed.as_slice()).unwrap().read_to_end(&mut out).unwrap();
+            assert!(out == plain, "round trip (armor {armor})");
+        }
+        let mut sealed = Vec::new();
+        encrypt(&public, &b"x"[..], &mut sealed, false).unwrap();
+        let Parsed::Secret(rsa) = inspect(RSA_SEC, true, None).unwrap().1 else { panic!("secret") };
+        let code = |r: Result<_, Error>| r.err().expect("refused").code;
+        assert_eq!(code(decrypt(&rsa, None, sealed.as_slice()).map(|_| ())), "wrong_key");
+        assert_eq!(code(decrypt(&secret, Some("hunter22"), &b"plain text, not a message"[..]).map(|_| ())), "not_openpgp");
+        assert_eq!(code(decrypt(&secret, Some("wrong"), sealed.as_slice()).map(|_| ())), "wrong_key");
     }
 
     #[test]

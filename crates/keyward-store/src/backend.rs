@@ -245,7 +245,7 @@ macro_rules! store_impl {
                 changes: &[$crate::Change],
             ) -> $crate::Result<Vec<$crate::Result<()>>, ($crate::StoreError, bool)> {
                 let early = |e: sqlx::Error| ((self.classify)(e), true);
-                let mut tx = self.writer.begin().await.map_err(early)?;
+                let mut tx = self.writer.begin_with(self.sql.begin_write).await.map_err(early)?;
                 let mut results = Vec::with_capacity(changes.len());
                 if let [change] = changes {
                     // Alone: the transaction is the change's boundary.
@@ -361,7 +361,7 @@ macro_rules! store_impl {
 
             async fn flush_usage(&self, deltas: &[$crate::UsageDelta]) -> $crate::Result<()> {
                 let p = self;
-                let mut tx = p.writer.begin().await.map_err(p.classify)?;
+                let mut tx = p.writer.begin_with(p.sql.begin_write).await.map_err(p.classify)?;
                 for d in deltas {
                     if let Some(last) = d.last_used_at {
                         sqlx::query(&p.sql.touch_last_used)
@@ -455,7 +455,7 @@ macro_rules! store_impl {
                 use $crate::sql::{KeyValues, bind_key};
                 let p = &self.pools;
                 for chunk in keys.chunks(10_000) {
-                    let mut tx = p.writer.begin().await.map_err(p.classify)?;
+                    let mut tx = p.writer.begin_with(p.sql.begin_write).await.map_err(p.classify)?;
                     for key in chunk {
                         let v = KeyValues::of(key);
                         let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);

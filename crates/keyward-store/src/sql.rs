@@ -74,6 +74,12 @@ fn placeholders(from: usize, count: usize) -> String {
 
 /// The statements, rendered once per store for its dialect.
 pub struct Statements {
+    /// Opens a write transaction. On SQLite `BEGIN IMMEDIATE` takes the
+    /// write lock first, waiting out the busy timeout: a deferred
+    /// transaction that reads and then writes while another process
+    /// (an operator command beside the server) has committed fails at once
+    /// with `database is locked`, whatever the timeout.
+    pub begin_write: &'static str,
     pub insert_key: String,
     pub insert_key_within_limit: String,
     /// Serialises key inserts of one workspace across nodes (PostgreSQL).
@@ -132,6 +138,7 @@ impl Statements {
             .collect::<Vec<_>>()
             .join(", ");
         Statements {
+            begin_write: if dialect == Dialect::Sqlite { "BEGIN IMMEDIATE" } else { "BEGIN" },
             insert_key: r(&format!(
                 "INSERT INTO api_keys ({KEY_COLUMNS}, {CREDIT_COLUMNS}) VALUES ({})",
                 placeholders(1, n + 3)
