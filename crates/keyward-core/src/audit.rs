@@ -93,7 +93,7 @@ impl Target {
 
 /// The kinds of object entries name (`type` in queries).
 pub const TARGET_TYPES: &[&str] =
-    &["api_key", "member", "invitation", "role", "workspace", "address", "refresh_token", "access_token"];
+    &["api_key", "member", "invitation", "role", "workspace", "address", "refresh_token", "access_token", "pgp_key"];
 
 /// Every action keyward records, `noun.past_verb`.
 pub const ACTIONS: &[&str] = &[
@@ -125,6 +125,11 @@ pub const ACTIONS: &[&str] = &[
     "token.created",
     "token.revoked",
     "token.reuse_detected",
+    "pgp_key.uploaded",
+    "pgp_key.updated",
+    "pgp_key.deleted",
+    "pgp_key.encrypted",
+    "pgp_key.decrypted",
 ];
 
 /// One recorded action, before it is placed in the chain.

@@ -38,7 +38,9 @@ pub const ACCOUNT_PERMISSIONS: &[&str] = &[
     "settings:read",
     "settings:manage",
     "audit:read",
+    "pgp:read",
     "pgp:manage",
+    "pgp:use",
     "oauth:manage",
     "tokens:manage",
 ];

@@ -7,12 +7,14 @@
 use std::io::{BufRead, Cursor, Read, Write};
 
 use chrono::{DateTime, Utc};
-use pgp::composed::{ArmorOptions, Message, MessageBuilder, PublicOrSecret, SignedPublicKey, SignedSecretKey};
+use pgp::composed::{ArmorOptions, Message, MessageBuilder, PublicOrSecret};
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::Signature;
 use pgp::types::{KeyDetails, Password, PublicParams};
 
 use crate::error::Error;
+
+pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 
 /// Largest accepted `contents` (characters): keys are kilobytes; a big
 /// keyring is not a key.

@@ -47,6 +47,9 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::RoleName) => {
             Error::conflict("duplicate_role", "The workspace already has a role with this name")
         }
+        StoreError::Conflict(Unique::PgpKeyName) => {
+            Error::conflict("duplicate_name", "The workspace already has a PGP key with this name")
+        }
         StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
         StoreError::LastOwner => {
             Error::conflict("last_owner", "The workspace must keep at least one owner: make another member owner first")

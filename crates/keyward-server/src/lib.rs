@@ -22,6 +22,7 @@ pub mod insights;
 pub mod keys;
 pub mod members;
 pub mod oauth;
+pub mod pgp;
 pub mod principal;
 pub mod ratelimit;
 pub mod roles;

@@ -95,6 +95,7 @@ pub struct Services {
     pub audit: Arc<crate::audit::AuditLog>,
     pub insights: Arc<crate::insights::Insights>,
     pub oauth: Arc<crate::oauth::OAuthService>,
+    pub pgp: Arc<crate::pgp::PgpService>,
 }
 
 impl Services {
@@ -201,7 +202,13 @@ impl Services {
             Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
         let insights =
             Arc::new(crate::insights::Insights::new(store.clone(), keys.clone(), clock.clone(), config.rotation_days));
-        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights, oauth })
+        let pgp = Arc::new(crate::pgp::PgpService::new(
+            store.clone(),
+            clock.clone(),
+            config.master_keys.clone(),
+            audit.clone(),
+        ));
+        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights, oauth, pgp })
     }
 }
 

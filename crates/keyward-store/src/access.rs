@@ -32,8 +32,9 @@ pub enum AccessWrite {
     DropSealed {
         key_id: String,
     },
-    /// Replaces a sealed secret re-wrapped under another master key, unless
-    /// it changed meanwhile (then nothing happens).
+    /// Replaces a sealed secret (a key's, or a PGP key's private part,
+    /// by the owner's id) re-wrapped under another master key, unless it
+    /// changed meanwhile (then nothing happens).
     RewrapSealed {
         key_id: String,
         from_master: String,
@@ -64,6 +65,7 @@ pub struct AccessStatements {
     pub seal: String,
     pub drop_sealed: String,
     pub rewrap: String,
+    pub rewrap_pgp: String,
     pub sealed: String,
     pub masters: String,
     pub not_under: String,
@@ -97,10 +99,14 @@ impl AccessStatements {
             drop_sealed: r("DELETE FROM sealed_secrets WHERE key_id = $1"),
             rewrap: r("UPDATE sealed_secrets SET master_key_id = $3, sealed = $4 WHERE key_id = $1 AND master_key_id = $2"),
             sealed: r("SELECT master_key_id, sealed FROM sealed_secrets WHERE key_id = $1"),
-            // Signing keys are sealed under a master key too.
-            masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys".to_owned(),
+            // Signing keys and PGP private keys are sealed under a master key too.
+            masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys \
+                 UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL"
+                .to_owned(),
+            rewrap_pgp: r("UPDATE pgp_keys SET master_key_id = $3, sealed = $4 WHERE id = $1 AND master_key_id = $2"),
             not_under: r("SELECT key_id, master_key_id, sealed FROM sealed_secrets WHERE master_key_id <> $1 \
-                 ORDER BY key_id LIMIT $2"),
+                 UNION ALL SELECT id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
+                 ORDER BY 1 LIMIT $2"),
         }
     }
 }
@@ -199,6 +205,14 @@ macro_rules! access_impl {
                     }
                     AccessWrite::DropSealed { key_id } => {
                         (sqlx::query(&sql.drop_sealed).bind(key_id).execute(&mut *conn).await, None)
+                    }
+                    AccessWrite::RewrapSealed { key_id, from_master, sealed } if key_id.starts_with("pgp_") => {
+                        let q = sqlx::query(&sql.rewrap_pgp)
+                            .bind(key_id)
+                            .bind(from_master)
+                            .bind(&sealed.key_id)
+                            .bind(&sealed.blob);
+                        (q.execute(&mut *conn).await, None)
                     }
                     AccessWrite::RewrapSealed { key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap)

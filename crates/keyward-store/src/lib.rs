@@ -27,6 +27,7 @@ use keyward_core::key::{ApiKey, KeyState};
 use keyward_core::workspace::Workspace;
 pub use oauth::{OAuth, OAuthWrite};
 pub use people::{People, PeopleWrite};
+pub use pgp::{Pgp, PgpWrite};
 
 pub mod access;
 pub mod audit;
@@ -34,6 +35,7 @@ mod backend;
 mod group;
 pub mod oauth;
 pub mod people;
+pub mod pgp;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -55,6 +57,8 @@ pub enum Unique {
     Membership,
     /// The workspace has a role of this name.
     RoleName,
+    /// The workspace has a PGP key of this name.
+    PgpKeyName,
     Other,
 }
 
@@ -182,6 +186,8 @@ pub enum Write {
     Audit(audit::AuditWrite),
     /// Signing keys, refresh tokens, revoked access tokens.
     OAuth(oauth::OAuthWrite),
+    /// OpenPGP keys for file encryption.
+    Pgp(pgp::PgpWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -253,7 +259,8 @@ pub struct UsageDelta {
 }
 
 #[async_trait]
-pub trait Store: people::People + access::Access + audit::Audit + oauth::OAuth + Send + Sync + 'static {
+pub trait Store:
+    people::People + access::Access + audit::Audit + oauth::OAuth + pgp::Pgp + Send + Sync + 'static {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 

@@ -125,6 +125,7 @@ pub struct Statements {
     pub access: crate::access::AccessStatements,
     pub audit: crate::audit::AuditStatements,
     pub oauth: crate::oauth::OAuthStatements,
+    pub pgp: crate::pgp::PgpStatements,
 }
 
 impl Statements {
@@ -243,6 +244,7 @@ impl Statements {
             access: crate::access::AccessStatements::new(dialect),
             audit: crate::audit::AuditStatements::new(dialect),
             oauth: crate::oauth::OAuthStatements::new(dialect),
+            pgp: crate::pgp::PgpStatements::new(dialect),
         }
     }
 }
@@ -334,6 +336,8 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         }
         // Refresh tokens are read from the database on every use.
         Write::OAuth(_) => Vec::new(),
+        // PGP keys are read from the database on every use.
+        Write::Pgp(_) => Vec::new(),
     }
 }
 
@@ -353,6 +357,7 @@ pub fn unique_by_constraint(name: &str) -> Unique {
         "members_email_unique" => Unique::MemberEmail,
         "memberships_pk" => Unique::Membership,
         "roles_name" => Unique::RoleName,
+        "pgp_keys_name" => Unique::PgpKeyName,
         _ => Unique::Other,
     }
 }
@@ -361,11 +366,11 @@ pub fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn from_ms(v: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn from_ms(v: i64) -> Result<DateTime<Utc>> {
     Utc.timestamp_millis_opt(v).single().ok_or_else(|| StoreError::Backend(format!("stored time {v} is out of range")))
 }
 
-fn opt_from_ms(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn opt_from_ms(v: Option<i64>) -> Result<Option<DateTime<Utc>>> {
     v.map(from_ms).transpose()
 }
 

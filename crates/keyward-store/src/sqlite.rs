@@ -119,6 +119,8 @@ fn classify(e: sqlx::Error) -> StoreError {
                 "identities_external_id"
             } else if msg.contains("roles.workspace_id, roles.name") {
                 "roles_name"
+            } else if msg.contains("pgp_keys.workspace_id, pgp_keys.name") {
+                "pgp_keys_name"
             } else if msg.contains("members.email") {
                 "members_email_unique"
             } else if msg.contains("memberships.workspace_id, memberships.member_id") {
@@ -143,6 +145,7 @@ crate::people::people_impl!(SqliteStore, Sqlite);
 crate::access::access_impl!(SqliteStore, Sqlite);
 crate::audit::audit_impl!(SqliteStore, Sqlite);
 crate::oauth::oauth_impl!(SqliteStore, Sqlite);
+crate::pgp::pgp_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

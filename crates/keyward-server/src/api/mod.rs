@@ -33,6 +33,7 @@ pub mod keys;
 pub mod members;
 pub mod oauth;
 pub mod ops;
+pub mod pgp;
 pub mod roles;
 pub mod verify;
 pub mod views;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub audit: Arc<crate::audit::AuditLog>,
     pub insights: Arc<crate::insights::Insights>,
     pub oauth: Arc<crate::oauth::OAuthService>,
+    pub pgp: Arc<crate::pgp::PgpService>,
     /// The configured public URL (the OAuth issuer), without a trailing slash.
     pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
@@ -74,6 +76,7 @@ impl AppState {
             audit: services.audit.clone(),
             insights: services.insights.clone(),
             oauth: services.oauth.clone(),
+            pgp: services.pgp.clone(),
             public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),
@@ -112,6 +115,7 @@ fn origin_of(url: &str) -> String {
         (name = "roles", description = "Roles for members and keys, and the permission catalogue"),
         (name = "audit", description = "The audit log (hash-chained, signed checkpoints), its export, and the key hygiene report"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
+        (name = "pgp", description = "OpenPGP keys for file encryption: upload, and encrypt or decrypt files with them, streamed, as GnuPG reads and writes"),
         (name = "oauth", description = "OAuth 2.0 for machine clients: tokens, introspection, revocation, metadata, JWKS, and members' refresh tokens"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -168,6 +172,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::list_roles, roles::create_role))
         .routes(routes!(roles::update_role, roles::delete_role))
         .routes(routes!(roles::list_permissions))
+        .routes(routes!(pgp::list_pgp_keys, pgp::upload_pgp_key))
+        .routes(routes!(pgp::get_pgp_key, pgp::update_pgp_key, pgp::delete_pgp_key))
+        .routes(routes!(pgp::public_pgp_key))
+        .routes(routes!(pgp::encrypt))
+        .routes(routes!(pgp::decrypt))
         .routes(routes!(keys::reveal_key))
         .routes(routes!(verify::verify_key))
         .routes(routes!(oauth::token))
@@ -244,6 +253,7 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("GET", "/v1/audit/export"),
     ("GET", "/api/activity-log"),
+    ("POST", "/v1/pgp-keys/{id}/encrypt"),
 ];
 
 async fn refuse_unexpected_query(req: Request, next: Next) -> Response {
