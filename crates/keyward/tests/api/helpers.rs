@@ -25,7 +25,7 @@ pub struct TestApp {
     pub hasher: SecretHasher,
     /// The database's URL.
     pub url: String,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _db: Option<TestDb>,

@@ -19,6 +19,8 @@ mod members;
 mod nginx;
 mod oauth;
 mod oauth_clients;
+mod gnupg;
+mod pgp;
 mod ops;
 mod ratelimits;
 mod reveal;
