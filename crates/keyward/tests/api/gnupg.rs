@@ -1,7 +1,9 @@
 //! Real GnuPG (`gpg`) in a throwaway home: makes keys, exports them,
 //! encrypts and decrypts, so that keyward is checked against it both ways.
 //! Without `gpg` the tests that need it skip with a message; under
-//! `CI=true` (where `.ci/run` installs it) they fail instead.
+//! `CI=true` (where `.ci/run` installs it) they fail instead. (Shared by
+//! test binaries that each use some of it.)
+#![allow(dead_code)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -32,6 +34,7 @@ impl Gpg {
         }
         let home = tempfile::Builder::new().prefix("kw-gpg").tempdir_in("/tmp").unwrap();
         std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
+        std::fs::set_permissions(home.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         Some(Gpg { home })
     }
 
@@ -117,5 +120,10 @@ impl Gpg {
 
     pub fn decrypt(&self, passphrase: &str, data: &[u8]) -> Vec<u8> {
         self.run(&["--passphrase", passphrase, "--decrypt", "--output", "-"], Some(data))
+    }
+
+    /// The GnuPG home (`GNUPGHOME`), for running gpg directly.
+    pub fn home(&self) -> &std::path::Path {
+        self.home.path()
     }
 }

@@ -9,6 +9,12 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
+/// The binary `serve` starts: [`BIN`], or `KEYWARD_TEST_BIN` when set (a
+/// release build, to measure throughput).
+pub fn bin() -> String {
+    std::env::var("KEYWARD_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A running `keyward serve`; killed when dropped.
 pub struct Node {
     pub child: Child,
@@ -28,7 +34,7 @@ impl Drop for Node {
 /// Starts `keyward serve --listen 127.0.0.1:0 ARGS` and waits until it
 /// prints its address.
 pub fn serve(args: &[&str]) -> Node {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
