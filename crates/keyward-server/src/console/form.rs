@@ -1,6 +1,8 @@
-//! Form bodies (`application/x-www-form-urlencoded`), read as name/value
+//! Form bodies (`application/x-www-form-urlencoded`, or
+//! `multipart/form-data` where a form uploads a file), read as name/value
 //! pairs: checkboxes repeat a name, and every field is text until a page
-//! turns it into the API's own request.
+//! turns it into the API's own request. An uploaded file is its text, or
+//! base64 of its bytes when they are not text.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -68,25 +70,50 @@ impl FromRequest<AppState> for FormData {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let form = req
+        let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
-        if !form {
-            return Err(super::message_page(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported form",
-                "Console forms are sent as application/x-www-form-urlencoded",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            let (status, msg) = match r.status() {
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let too_large = |status: StatusCode| {
+            let (status, msg) = match status {
                 StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "The form is too large"),
                 _ => (StatusCode::BAD_REQUEST, "The form could not be read"),
             };
             super::message_page(status, "Form refused", msg)
-        })?;
+        };
+        if content_type.starts_with("multipart/form-data") {
+            let mut multipart = axum::extract::Multipart::from_request(req, state)
+                .await
+                .map_err(|r| too_large(r.status()))?;
+            let mut fields = Vec::new();
+            while let Some(field) = multipart.next_field().await.map_err(|e| too_large(e.status()))? {
+                let name = field.name().unwrap_or_default().to_owned();
+                let is_file = field.file_name().is_some();
+                let bytes = field.bytes().await.map_err(|e| too_large(e.status()))?;
+                if is_file && bytes.is_empty() {
+                    continue; // no file chosen
+                }
+                let value = match String::from_utf8(bytes.to_vec()) {
+                    Ok(text) => text,
+                    Err(_) => {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.encode(&bytes)
+                    }
+                };
+                fields.push((name, value));
+            }
+            return Ok(FormData(fields));
+        }
+        if !content_type.starts_with("application/x-www-form-urlencoded") {
+            return Err(super::message_page(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported form",
+                "Console forms are sent as application/x-www-form-urlencoded or multipart/form-data",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| too_large(r.status()))?;
         Ok(FormData::parse(&bytes))
     }
 }

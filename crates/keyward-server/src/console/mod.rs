@@ -29,6 +29,7 @@ mod auth;
 mod form;
 mod keys;
 mod people;
+mod pgp;
 mod settings;
 mod tokens;
 mod view;
@@ -61,6 +62,9 @@ pub fn routes() -> Router<AppState> {
         .route("/roles", get(people::roles).post(people::create_role))
         .route("/roles/{id}", get(people::role_page).post(people::update_role))
         .route("/roles/{id}/delete", get(people::confirm_delete_role).post(people::delete_role))
+        .route("/pgp-keys", get(pgp::page).post(pgp::create))
+        .route("/pgp-keys/new", get(pgp::new_page))
+        .route("/pgp-keys/{id}/delete", get(pgp::confirm_delete).post(pgp::delete))
         .route("/settings", get(settings::page).post(settings::save))
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))

@@ -34,6 +34,7 @@ pub struct Can {
     pub settings_manage: bool,
     pub audit_read: bool,
     pub tokens_manage: bool,
+    pub pgp_read: bool,
 }
 
 impl Can {
@@ -50,6 +51,7 @@ impl Can {
             settings_manage: may("settings:manage"),
             audit_read: may(crate::audit::READ),
             tokens_manage: may(crate::oauth::TOKENS_MANAGE),
+            pgp_read: may(crate::pgp::PGP_READ),
         }
     }
 }

@@ -21,6 +21,7 @@ backend_tests!(
     console_lists_page_filter_and_switch_workspace,
     console_forms_refuse_bad_input_and_change_nothing,
     console_oauth_clients_and_tokens_in_chromium,
+    console_pgp_keys_in_chromium,
 );
 
 fn test_name(name: &str) -> String {
@@ -841,4 +842,77 @@ async fn console_oauth_clients_and_tokens_in_chromium() {
     assert!(b.text().await.contains("The token was revoked."));
     assert_eq!(refresh(token).await, 400);
     b.close().await;
+}
+
+/// The PGP keys page: upload a private key pasted (a wrong passphrase
+/// first) and a public key from a file, see both listed with what GnuPG
+/// reports, delete one with a confirmation.
+async fn console_pgp_keys_in_chromium() {
+    let Some(gpg) = crate::gnupg::Gpg::new("console_pgp_keys_in_chromium") else { return };
+    let app = spawn_app().await;
+    let Some(mut b) = browser(&app, "console_pgp").await else { return };
+    let pass = "s3cret phrase";
+    let ed = gpg.generate("Partner <drop@partner.example>", crate::gnupg::Kind::Ed25519, pass, "never");
+    let rsa = gpg.generate("Archive <archive@example.com>", crate::gnupg::Kind::Rsa3072, "", "never");
+    b.open("/").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    b.go("link", "PGP keys").await;
+    assert_eq!(b.path().await, "/pgp-keys");
+    let text = b.text().await;
+    assert!(text.contains("File Encryption") && text.contains("No PGP keys yet."), "{text}");
+    b.check_page("pgp-empty").await;
+
+    // A private key, pasted; the passphrase field shows once the toggle is on.
+    b.go("button", "Create New Key").await;
+    assert_eq!(b.value("Key type").await, "pgp");
+    assert!(!b.has("field", "Passphrase").await, "hidden while Private key is off");
+    b.fill("Key name", "Partner drop").await;
+    b.fill("Key description", "Files from the partner's SFTP").await;
+    b.fill("Key contents", &gpg.export_secret(&ed, pass)).await;
+    b.check("Private key", true).await;
+    assert!(b.has("field", "Passphrase").await, "shown once Private key is on");
+    b.fill("Passphrase", "not it").await;
+    b.check_page("pgp-panel").await;
+    b.go("button", "Upload key").await;
+    b.refused(400).await;
+    assert!(b.text().await.contains("the passphrase does not unlock this private key"), "{}", b.text().await);
+    assert!(!b.client.source().await.unwrap().contains("PRIVATE KEY"), "a private key is not printed back");
+    assert_eq!(app.get("/v1/pgp-keys").await.body["data"], json!([]));
+    b.fill("Key contents", &gpg.export_secret(&ed, pass)).await;
+    b.fill("Passphrase", pass).await;
+    b.go("button", "Upload key").await;
+    assert_eq!(b.path().await, "/pgp-keys?done=upload");
+    assert!(b.text().await.contains("The key was uploaded."));
+    let row = b.row_text("Partner drop").await;
+    for part in [ed.as_str(), "EdDSA Ed25519 + ECDH Curve25519", "Never", "Private", "drop@partner.example"] {
+        assert!(row.contains(part), "{part} in {row}");
+    }
+
+    // A public key from a file.
+    b.go("button", "Create New Key").await;
+    b.fill("Key name", "Archive").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("archive.asc");
+    std::fs::write(&file, gpg.export_public(&[&rsa])).unwrap();
+    b.find("field", "Key file").await.send_keys(file.to_str().unwrap()).await.unwrap();
+    b.go("button", "Upload key").await;
+    let row = b.row_text("Archive").await;
+    assert!(row.contains(&rsa) && row.contains("RSA 3072") && row.contains("Public"), "{row}");
+    b.check_page("pgp-list").await;
+
+    // Delete, after a confirmation.
+    b.go("link", "Delete Partner drop").await;
+    assert!(b.text().await.contains("Delete Partner drop?"));
+    b.check_page("pgp-delete").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The key was deleted."));
+    let names: Vec<String> = app.get("/v1/pgp-keys").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["Archive"]);
+    b.close().await;
+    app.stop().await;
 }
