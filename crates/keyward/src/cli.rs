@@ -40,6 +40,10 @@ pub enum Command {
     /// running keyward server.
     #[command(subcommand)]
     Identities(IdentitiesCommand),
+    /// PGP keys for file encryption, and encrypting or decrypting files
+    /// with them, through a running keyward server.
+    #[command(subcommand)]
+    Pgp(PgpCommand),
     /// The master key that seals recoverable keys' secrets.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
@@ -517,6 +521,90 @@ pub enum IdentitiesCommand {
         #[command(flatten)]
         client: ClientArgs,
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PgpCommand {
+    /// Upload one OpenPGP key (armored, or GnuPG's binary export) and print it.
+    Upload {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Unique in the workspace.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// The key file (`gpg --armor --export`, or `--export-secret-keys`
+        /// with --private); `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// The file holds a private key: it is stored sealed and lets
+        /// keyward decrypt.
+        #[arg(long)]
+        private: bool,
+        /// File whose first line is the private key's passphrase (never on
+        /// the command line; also KEYWARD_PGP_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// List the workspace's PGP keys, by name.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one PGP key.
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Print a key's public part, armored (`| gpg --import`).
+    Public {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Rename a key or change its description.
+    Edit {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// An empty description clears it.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a key (and its sealed private part).
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+    },
+    /// Encrypt a file to a key, streamed: standard input to standard output
+    /// unless --in / --out name files.
+    Encrypt {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        /// ASCII-armored output instead of binary.
+        #[arg(long)]
+        armor: bool,
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Decrypt an OpenPGP message with a key's stored private part, streamed.
+    Decrypt {
+        #[command(flatten)]
+        client: ClientArgs,
+        id: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 

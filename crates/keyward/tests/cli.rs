@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use keyward_store::testing::{Backend, TestDb};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 
@@ -695,6 +695,14 @@ fn master_key_is_generated_checked_and_rotated() {
     assert_eq!(ws["allowRecoverable"], true, "{ws}");
     let key = http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "kept", "recoverable": true}"#));
     let secret = key["secret"].as_str().unwrap().to_owned();
+    // A PGP private key is sealed under the master key too.
+    let (code, out, err) = client(&server, &admin, &["pgp", "upload", "--name", "archive", "--private", "--file", RSA_SEC, "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let pgp_id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
+    let (plain, sealed) = (dir.path().join("plain.txt"), dir.path().join("plain.txt.pgp"));
+    std::fs::write(&plain, "sealed before the rotation").unwrap();
+    let encrypt = ["pgp", "encrypt", &pgp_id, "--in", plain.to_str().unwrap(), "--out", sealed.to_str().unwrap()];
+    assert_eq!(client(&server, &admin, &encrypt, "").0, 0);
     assert!(server.terminate().0);
 
     // Without the master key the data was sealed with, keyward will not start.
@@ -707,7 +715,7 @@ fn master_key_is_generated_checked_and_rotated() {
     // Rotation: the new key first, the old after it.
     let rotated = keyward(&["master-key", "rotate", "--data-dir", data, "--master-key", &format!("{new},{old}")]);
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
-    assert!(stdout(&rotated).contains("Re-wrapped 1 recoverable secret "), "{}", stdout(&rotated));
+    assert!(stdout(&rotated).contains("Re-wrapped 2 recoverable secrets "), "{}", stdout(&rotated));
     // Now the new key alone serves, and the secret is still there.
     std::fs::write(&key_file, format!("{new}\n")).unwrap();
     let server = serve(dir.path(), &["--master-key-file", key_arg]);
@@ -717,7 +725,70 @@ fn master_key_is_generated_checked_and_rotated() {
     let id = key["id"].as_str().unwrap();
     let revealed = http("POST", &server.url(&format!("/v1/keys/{id}/reveal")), token, None);
     assert_eq!(revealed["secret"].as_str(), Some(secret.as_str()), "{revealed}");
+    let (code, out, err) = client(&server, &admin, &["pgp", "decrypt", &pgp_id, "--in", sealed.to_str().unwrap()], "");
+    assert_eq!((code, out.as_str()), (0, "sealed before the rotation"), "{err}");
     let (ok, stderr) = server.terminate();
     assert!(ok);
     assert!(!stderr.contains(&secret) && !stderr.contains(&new), "no secret in the logs");
+}
+
+/// Fixtures made by GnuPG (crates/keyward-core/testdata/pgp).
+const RSA_SEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../keyward-core/testdata/pgp/rsa3072.sec.asc");
+const ED_PUB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../keyward-core/testdata/pgp/ed25519.pub.asc");
+
+#[test]
+fn pgp_keys_and_files_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "2f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
+    let server = serve(dir.path(), &["--master-key-file", master.to_str().unwrap()]);
+    let admin = server.admin_key.clone().unwrap();
+    let run = |args: &[&str]| {
+        let (code, out, err) = client(&server, &admin, args, "");
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    let json = |args: &[&str]| -> Value {
+        let out = run(&[args, &["--json"]].concat());
+        serde_json::from_str(&out).unwrap_or_else(|_| panic!("{args:?} printed JSON: {out}"))
+    };
+    let public = json(&["pgp", "upload", "--name", "partner", "--description", "SFTP drop", "--file", ED_PUB]);
+    assert_eq!(public["fingerprint"], "7BDBFFBF6EC03C7B499D0AE9322D0D6C03E0BD81");
+    let public_id = public["id"].as_str().unwrap().to_owned();
+    let private = json(&["pgp", "upload", "--name", "archive", "--private", "--file", RSA_SEC]);
+    let private_id = private["id"].as_str().unwrap().to_owned();
+    assert_eq!((private["private"].clone(), private["algorithm"].clone()), (json!(true), json!("RSA 3072")));
+
+    let table = run(&["pgp", "list"]);
+    assert!(table.starts_with("ID") && table.contains("CD05C64F91092F075443D347DADBE2F6E1DC9A84") && table.contains("private"), "{table}");
+    assert_eq!(json(&["pgp", "get", &public_id])["description"], "SFTP drop");
+    assert_eq!(json(&["pgp", "edit", &public_id, "--name", "partner 2"])["name"], "partner 2");
+    let armored = run(&["pgp", "public", &private_id]);
+    assert!(armored.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----") && !armored.contains("PRIVATE"), "{armored}");
+
+    // A file through encrypt and decrypt, binary and armored.
+    let plain = dir.path().join("report.csv");
+    std::fs::write(&plain, "id,total\n1,42\n".repeat(10_000)).unwrap();
+    for armor in [false, true] {
+        let sealed = dir.path().join(format!("report.{armor}.pgp"));
+        let mut args = vec!["pgp", "encrypt", &private_id, "--in", plain.to_str().unwrap(), "--out", sealed.to_str().unwrap()];
+        if armor {
+            args.push("--armor");
+        }
+        run(&args);
+        let head = std::fs::read(&sealed).unwrap();
+        assert_eq!(head.starts_with(b"-----BEGIN PGP MESSAGE-----"), armor);
+        let back = dir.path().join("back.csv");
+        run(&["pgp", "decrypt", &private_id, "--in", sealed.to_str().unwrap(), "--out", back.to_str().unwrap()]);
+        assert!(std::fs::read(&back).unwrap() == std::fs::read(&plain).unwrap(), "armor {armor}");
+    }
+    // Refusals exit 1 with the server's message.
+    let (code, _, err) = client(&server, &admin, &["pgp", "decrypt", &public_id, "--in", plain.to_str().unwrap()], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no_private_key"), "{err}");
+    let (code, _, err) = client(&server, &admin, &["pgp", "upload", "--name", "x", "--file", RSA_SEC], "");
+    assert!(code == 1 && err.contains("private_mismatch"), "{err}");
+    assert_eq!(json(&["pgp", "delete", &public_id])["deleted"], public_id.as_str());
+    assert_eq!(json(&["pgp", "list"]).as_array().unwrap().len(), 1);
+    assert!(server.terminate().0);
 }

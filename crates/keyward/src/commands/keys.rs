@@ -13,11 +13,11 @@ use crate::cli::{ClientArgs, IdentitiesCommand, IdentitySettings, KeySettings, K
 /// Exit status of a usage error (as clap's own).
 pub const USAGE: u8 = 2;
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-    json: bool,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) key: String,
+    pub(super) json: bool,
 }
 
 /// A refusal from the server: printed as is, exit status 1.
@@ -27,7 +27,7 @@ pub struct Refused(pub String);
 
 impl Client {
     /// `None` (after saying so) when no API key was given.
-    fn new(args: &ClientArgs) -> anyhow::Result<Option<Self>> {
+    pub(super) fn new(args: &ClientArgs) -> anyhow::Result<Option<Self>> {
         let Some(key) = args.key.clone().filter(|k| !k.trim().is_empty()) else {
             eprintln!("error: no API key: pass --key KEY or set KEYWARD_API_KEY");
             return Ok(None);
@@ -42,7 +42,7 @@ impl Client {
 
     /// Sends a request; returns the JSON body of a success, or [`Refused`]
     /// carrying the server's message and code.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.call_with(method, path, body, None).await
     }
 
@@ -110,7 +110,7 @@ impl Client {
     }
 }
 
-fn s<'a>(v: &'a Value, field: &str) -> &'a str {
+pub(super) fn s<'a>(v: &'a Value, field: &str) -> &'a str {
     v.get(field).and_then(Value::as_str).unwrap_or("-")
 }
 
@@ -124,7 +124,7 @@ fn scopes(v: &Value) -> String {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn print_rows<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
+pub(super) fn print_rows<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -551,7 +551,7 @@ pub async fn workspace(cmd: WorkspaceCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -11,6 +11,7 @@ use crate::settings::FileConfig;
 
 mod admin;
 mod keys;
+mod pgp;
 mod serve;
 
 pub use keys::{Refused, USAGE, Usage};
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workspace(cmd) => keys::workspace(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Identities(cmd) => keys::identities(cmd).await,
+        Command::Pgp(cmd) => pgp::run(cmd).await,
         Command::MasterKey(MasterKeyCommand::Generate) => {
             outln!("{}", keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>()));
             Ok(ExitCode::SUCCESS)
