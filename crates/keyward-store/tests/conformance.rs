@@ -42,6 +42,7 @@ conformance!(
     bootstrap_marker_is_claimed_once,
     identities_hold_their_keys_limits_and_unique_external_ids,
     audit_chains_stay_whole_under_concurrent_appends_from_two_nodes,
+    pgp_keys_keep_their_sealed_part_and_unique_names,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -381,4 +382,65 @@ async fn audit_chains_stay_whole_under_concurrent_appends_from_two_nodes(ctx: Ct
     assert_eq!(first[0].seq, 40);
     let (rest, last) = ctx.store.list_audit(&ws.id, &all, Page { after: next, limit: 25 }).await.unwrap();
     assert_eq!((rest.len(), rest.last().map(|e| e.seq), last), (15, Some(1), None));
+}
+
+async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
+    use keyward_core::pgp::{KeyInfo, PgpKey};
+    use keyward_core::sealed::SealedSecret;
+    use keyward_store::{AccessWrite, PgpWrite};
+    let store = ctx.store.as_ref();
+    let ws = workspace(store, None).await;
+    let at = chrono::DateTime::from_timestamp_millis(1_780_000_000_123).unwrap();
+    let key = |id: &str, name: &str, private: bool| PgpKey {
+        id: id.into(),
+        workspace_id: ws.id.clone(),
+        name: name.into(),
+        description: Some("drop".into()),
+        info: KeyInfo {
+            fingerprint: "CD05C64F91092F075443D347DADBE2F6E1DC9A84".into(),
+            key_id: "DADBE2F6E1DC9A84".into(),
+            algorithm: "RSA 3072".into(),
+            user_ids: vec!["A <a@example.com>".into(), "B".into()],
+            created_at: at - Duration::days(3),
+            expires_at: Some(at + Duration::days(30)),
+            revoked: false,
+            private,
+            has_passphrase: private,
+        },
+        public_key: "-----BEGIN PGP PUBLIC KEY BLOCK-----".into(),
+        uploaded_at: at,
+        updated_at: at,
+    };
+    let sealed = SealedSecret { key_id: "mk_old".into(), blob: vec![1, 2, 3] };
+    let upload = |k: PgpKey, sealed: Option<SealedSecret>| Change::of(Write::Pgp(PgpWrite::InsertKey { key: k, sealed }));
+    store.commit(upload(key("pgp_b", "b public", false), None)).await.unwrap();
+    store.commit(upload(key("pgp_a", "a private", true), Some(sealed.clone()))).await.unwrap();
+    let listed = store.list_pgp_keys(&ws.id).await.unwrap();
+    assert_eq!(listed, [key("pgp_a", "a private", true), key("pgp_b", "b public", false)], "by name, as written");
+    assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(sealed.clone()));
+    assert_eq!(store.pgp_sealed(&ws.id, "pgp_b").await.unwrap(), None);
+    assert!(store.get_pgp_key("other workspace", "pgp_a").await.unwrap().is_none());
+    // Names are unique per workspace.
+    let refused = store.commit(upload(key("pgp_c", "b public", false), None)).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Unique::PgpKeyName))), "{refused:?}");
+    let rename = PgpKey { name: "b public".into(), ..key("pgp_a", "a private", true) };
+    let refused = store.commit(Change::of(Write::Pgp(PgpWrite::UpdateKey(rename)))).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(Unique::PgpKeyName))), "{refused:?}");
+    let rename = PgpKey { name: "a renamed".into(), description: None, ..key("pgp_a", "a private", true) };
+    store.commit(Change::of(Write::Pgp(PgpWrite::UpdateKey(rename.clone())))).await.unwrap();
+    assert_eq!(store.get_pgp_key(&ws.id, "pgp_a").await.unwrap(), Some(rename));
+    // The private part is re-wrapped with the other sealed secrets.
+    assert!(store.master_keys_in_use().await.unwrap().contains(&"mk_old".to_owned()));
+    assert_eq!(store.sealed_not_under("mk_new", 10).await.unwrap(), [("pgp_a".to_owned(), sealed.clone())]);
+    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![4, 5] };
+    let rewrap = AccessWrite::RewrapSealed { key_id: "pgp_a".into(), from_master: "mk_old".into(), sealed: rewrapped.clone() };
+    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped));
+    assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
+    // Deleted with its sealed part.
+    let delete = || Change::of(Write::Pgp(PgpWrite::DeleteKey { workspace_id: ws.id.clone(), id: "pgp_a".into() }));
+    store.commit(delete()).await.unwrap();
+    assert!(matches!(store.commit(delete()).await, Err(StoreError::NotFound)));
+    assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), None);
+    assert_eq!(store.master_keys_in_use().await.unwrap(), Vec::<String>::new());
 }
