@@ -448,9 +448,12 @@ mod tests {
         let mut sealed = Vec::new();
         encrypt(&public, &b"x"[..], &mut sealed, false).unwrap();
         let Parsed::Secret(rsa) = inspect(RSA_SEC, true, None).unwrap().1 else { panic!("secret") };
-        let code = |r: Result<_, Error>| r.err().expect("refused").code;
+        let code = |r: Result<(), Error>| r.expect_err("refused").code;
         assert_eq!(code(decrypt(&rsa, None, sealed.as_slice()).map(|_| ())), "wrong_key");
-        assert_eq!(code(decrypt(&secret, Some("hunter22"), &b"plain text, not a message"[..]).map(|_| ())), "not_openpgp");
+        assert_eq!(
+            code(decrypt(&secret, Some("hunter22"), &b"plain text, not a message"[..]).map(|_| ())),
+            "not_openpgp"
+        );
         assert_eq!(code(decrypt(&secret, Some("wrong"), sealed.as_slice()).map(|_| ())), "wrong_key");
     }
 

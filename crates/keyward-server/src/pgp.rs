@@ -169,7 +169,8 @@ impl PgpService {
             return Err(Error::invalid("key_expired", "This PGP key has expired: it cannot encrypt"));
         }
         let public = pgp::read_public(&key.public_key)?;
-        let entry = self.entry(who, "pgp_key.encrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
+        let entry =
+            self.entry(who, "pgp_key.encrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
         self.store.commit(Change::of(entry)).await.map_err(store_error)?;
         Ok(public)
     }
@@ -186,13 +187,18 @@ impl PgpService {
             ));
         }
         let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
-        let sealed =
-            self.store.pgp_sealed(&key.workspace_id, &key.id).await.map_err(store_error)?.ok_or_else(pgp_key_not_found)?;
+        let sealed = self
+            .store
+            .pgp_sealed(&key.workspace_id, &key.id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(pgp_key_not_found)?;
         let plain = keyring.open(&sealed, key.id.as_bytes())?;
         let private: SealedPrivate =
             serde_json::from_slice(&plain).map_err(|_| Error::internal("a sealed private key cannot be read"))?;
         let secret = pgp::read_secret(&private.key)?;
-        let entry = self.entry(who, "pgp_key.decrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
+        let entry =
+            self.entry(who, "pgp_key.decrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
         self.store.commit(Change::of(entry)).await.map_err(store_error)?;
         Ok(Decryptor { key: Box::new(secret), passphrase: private.passphrase })
     }

@@ -208,7 +208,20 @@ impl Services {
             config.master_keys.clone(),
             audit.clone(),
         ));
-        Ok(Services { store, verifier, keys, workspaces, identities, members, roles, usage, audit, insights, oauth, pgp })
+        Ok(Services {
+            store,
+            verifier,
+            keys,
+            workspaces,
+            identities,
+            members,
+            roles,
+            usage,
+            audit,
+            insights,
+            oauth,
+            pgp,
+        })
     }
 }
 

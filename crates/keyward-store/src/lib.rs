@@ -260,7 +260,8 @@ pub struct UsageDelta {
 
 #[async_trait]
 pub trait Store:
-    people::People + access::Access + audit::Audit + oauth::OAuth + pgp::Pgp + Send + Sync + 'static {
+    people::People + access::Access + audit::Audit + oauth::OAuth + pgp::Pgp + Send + Sync + 'static
+{
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
 

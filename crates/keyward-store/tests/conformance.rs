@@ -412,7 +412,8 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
         updated_at: at,
     };
     let sealed = SealedSecret { key_id: "mk_old".into(), blob: vec![1, 2, 3] };
-    let upload = |k: PgpKey, sealed: Option<SealedSecret>| Change::of(Write::Pgp(PgpWrite::InsertKey { key: k, sealed }));
+    let upload =
+        |k: PgpKey, sealed: Option<SealedSecret>| Change::of(Write::Pgp(PgpWrite::InsertKey { key: k, sealed }));
     store.commit(upload(key("pgp_b", "b public", false), None)).await.unwrap();
     store.commit(upload(key("pgp_a", "a private", true), Some(sealed.clone()))).await.unwrap();
     let listed = store.list_pgp_keys(&ws.id).await.unwrap();
@@ -433,7 +434,8 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
     assert!(store.master_keys_in_use().await.unwrap().contains(&"mk_old".to_owned()));
     assert_eq!(store.sealed_not_under("mk_new", 10).await.unwrap(), [("pgp_a".to_owned(), sealed.clone())]);
     let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![4, 5] };
-    let rewrap = AccessWrite::RewrapSealed { key_id: "pgp_a".into(), from_master: "mk_old".into(), sealed: rewrapped.clone() };
+    let rewrap =
+        AccessWrite::RewrapSealed { key_id: "pgp_a".into(), from_master: "mk_old".into(), sealed: rewrapped.clone() };
     store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
     assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped));
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());

@@ -696,7 +696,8 @@ fn master_key_is_generated_checked_and_rotated() {
     let key = http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "kept", "recoverable": true}"#));
     let secret = key["secret"].as_str().unwrap().to_owned();
     // A PGP private key is sealed under the master key too.
-    let (code, out, err) = client(&server, &admin, &["pgp", "upload", "--name", "archive", "--private", "--file", RSA_SEC, "--json"], "");
+    let (code, out, err) =
+        client(&server, &admin, &["pgp", "upload", "--name", "archive", "--private", "--file", RSA_SEC, "--json"], "");
     assert_eq!(code, 0, "{err}");
     let pgp_id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_str().unwrap().to_owned();
     let (plain, sealed) = (dir.path().join("plain.txt"), dir.path().join("plain.txt.pgp"));
@@ -760,7 +761,12 @@ fn pgp_keys_and_files_through_the_cli() {
     assert_eq!((private["private"].clone(), private["algorithm"].clone()), (json!(true), json!("RSA 3072")));
 
     let table = run(&["pgp", "list"]);
-    assert!(table.starts_with("ID") && table.contains("CD05C64F91092F075443D347DADBE2F6E1DC9A84") && table.contains("private"), "{table}");
+    assert!(
+        table.starts_with("ID")
+            && table.contains("CD05C64F91092F075443D347DADBE2F6E1DC9A84")
+            && table.contains("private"),
+        "{table}"
+    );
     assert_eq!(json(&["pgp", "get", &public_id])["description"], "SFTP drop");
     assert_eq!(json(&["pgp", "edit", &public_id, "--name", "partner 2"])["name"], "partner 2");
     let armored = run(&["pgp", "public", &private_id]);
@@ -771,7 +777,8 @@ fn pgp_keys_and_files_through_the_cli() {
     std::fs::write(&plain, "id,total\n1,42\n".repeat(10_000)).unwrap();
     for armor in [false, true] {
         let sealed = dir.path().join(format!("report.{armor}.pgp"));
-        let mut args = vec!["pgp", "encrypt", &private_id, "--in", plain.to_str().unwrap(), "--out", sealed.to_str().unwrap()];
+        let mut args =
+            vec!["pgp", "encrypt", &private_id, "--in", plain.to_str().unwrap(), "--out", sealed.to_str().unwrap()];
         if armor {
             args.push("--armor");
         }

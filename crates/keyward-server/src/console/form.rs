@@ -84,9 +84,8 @@ impl FromRequest<AppState> for FormData {
             super::message_page(status, "Form refused", msg)
         };
         if content_type.starts_with("multipart/form-data") {
-            let mut multipart = axum::extract::Multipart::from_request(req, state)
-                .await
-                .map_err(|r| too_large(r.status()))?;
+            let mut multipart =
+                axum::extract::Multipart::from_request(req, state).await.map_err(|r| too_large(r.status()))?;
             let mut fields = Vec::new();
             while let Some(field) = multipart.next_field().await.map_err(|e| too_large(e.status()))? {
                 let name = field.name().unwrap_or_default().to_owned();

@@ -180,7 +180,14 @@ fn print_keys(keys: &[Value]) {
                 (Some(at), true) => format!("{at} (expired)"),
                 (Some(at), false) => at.to_owned(),
             };
-            [s(k, "id").into(), s(k, "name").into(), s(k, "fingerprint").into(), s(k, "algorithm").into(), expires, kind.into()]
+            [
+                s(k, "id").into(),
+                s(k, "name").into(),
+                s(k, "fingerprint").into(),
+                s(k, "algorithm").into(),
+                expires,
+                kind.into(),
+            ]
         })
         .collect();
     print_rows(["ID", "NAME", "FINGERPRINT", "ALGORITHM", "EXPIRES", "KIND"], &rows);

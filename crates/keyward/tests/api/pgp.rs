@@ -48,7 +48,8 @@ async fn stream(app: &TestApp, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
 }
 
 fn code_of(body: &[u8]) -> String {
-    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("JSON error: {}", String::from_utf8_lossy(body)));
+    let v: Value =
+        serde_json::from_slice(body).unwrap_or_else(|_| panic!("JSON error: {}", String::from_utf8_lossy(body)));
     v["code"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -72,7 +73,10 @@ async fn gnupg_keys_upload_and_show_what_gnupg_reports() {
 
     let r = upload(&app, private_body("rsa private", &gpg.export_secret(&rsa, ""), "")).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!((r.str("fingerprint"), r.body["private"].clone(), r.body["hasPassphrase"].clone()), (rsa.clone(), json!(true), json!(false)));
+    assert_eq!(
+        (r.str("fingerprint"), r.body["private"].clone(), r.body["hasPassphrase"].clone()),
+        (rsa.clone(), json!(true), json!(false))
+    );
 
     let secret = gpg.export_secret(&ed, PASS);
     let r = upload(&app, private_body("ed private", &secret, PASS)).await;
@@ -98,7 +102,13 @@ async fn gnupg_keys_upload_and_show_what_gnupg_reports() {
 
     // The public part (of a private upload too) imports into GnuPG as the same key.
     for id in [&ed_id, &rsa_public_id] {
-        let r = app.client.get(app.url(&format!("/v1/pgp-keys/{id}/public"))).bearer_auth(&app.admin_key).send().await.unwrap();
+        let r = app
+            .client
+            .get(app.url(&format!("/v1/pgp-keys/{id}/public")))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], "application/pgp-keys");
         let armored = r.text().await.unwrap();
@@ -115,10 +125,7 @@ async fn files_cross_between_keyward_and_gnupg_both_ways() {
     let Some(gpg) = Gpg::new("files_cross_between_keyward_and_gnupg_both_ways") else { return };
     let app = spawn_app().await;
     let file: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    for (uid, kind, pass) in [
-        ("Ed <ed@x.example>", Kind::Ed25519, PASS),
-        ("RSA <rsa@x.example>", Kind::Rsa3072, ""),
-    ] {
+    for (uid, kind, pass) in [("Ed <ed@x.example>", Kind::Ed25519, PASS), ("RSA <rsa@x.example>", Kind::Rsa3072, "")] {
         let fpr = gpg.generate(uid, kind, pass, "never");
         let r = upload(&app, private_body(uid, &gpg.export_secret(&fpr, pass), pass)).await;
         assert_eq!(r.status, 201, "{}", r.body);
@@ -271,14 +278,18 @@ async fn keys_are_edited_deleted_and_every_use_is_audited() {
 
     let log = app.get("/v1/audit?limit=200").await;
     let entries = log.body["data"].as_array().unwrap();
-    let of_key: Vec<&str> = entries
-        .iter()
-        .filter(|e| e["target"]["id"] == json!(id))
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let of_key: Vec<&str> =
+        entries.iter().filter(|e| e["target"]["id"] == json!(id)).map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(
         of_key,
-        ["pgp_key.deleted", "pgp_key.decrypted", "pgp_key.encrypted", "pgp_key.updated", "pgp_key.updated", "pgp_key.uploaded"],
+        [
+            "pgp_key.deleted",
+            "pgp_key.decrypted",
+            "pgp_key.encrypted",
+            "pgp_key.updated",
+            "pgp_key.updated",
+            "pgp_key.uploaded"
+        ],
         "newest first"
     );
     let text = log.body.to_string();
