@@ -25,9 +25,13 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn open(url: &str, settings: &StoreOptions) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?
-            .application_name("keyward");
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        // `keyward` in pg_stat_activity, unless the URL names it otherwise.
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name("keyward"),
+        };
         // One direct connection first, so that a wrong URL or an absent
         // server is reported with its cause (a pool only times out).
         sqlx::PgConnection::connect_with(&options).await.map_err(classify)?.close().await.map_err(classify)?;

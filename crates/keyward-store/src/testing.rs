@@ -2,8 +2,8 @@
 //!
 //! SQLite: a file in a temporary directory. PostgreSQL: a schema of its own
 //! in the database `KEYWARD_TEST_POSTGRES_URL` names (dropped afterwards),
-//! selected through the URL (`options[search_path]=…`), so the server under
-//! test needs nothing special. Without that variable a PostgreSQL test
+//! selected through the URL (`options[search_path]=…`, and the schema as
+//! `application_name`), so the server under test needs nothing special. Without that variable a PostgreSQL test
 //! skips with a printed reason, except under `CI=true`, where it fails.
 
 use sqlx::Connection;
@@ -44,7 +44,7 @@ impl TestDb {
                 sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("CREATE SCHEMA");
                 let _ = conn.close().await;
                 let sep = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{sep}options[search_path]={schema}");
+                let url = format!("{base}{sep}options[search_path]={schema}&application_name={schema}");
                 Some(TestDb { url, backend, schema: Some((base, schema)), _dir: None })
             }
         }
@@ -89,10 +89,17 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((base, schema)) = self.schema.take() else { return };
         // Drop may run inside or outside a runtime: use a thread of its own.
+        // While it waits, the test's runtime is blocked, so a server of the
+        // test still running on it cannot finish an open transaction: end
+        // the test's own connections (named by the schema) first, or the
+        // DROP would wait on their locks for ever.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
+                let own = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                           WHERE application_name = $1 AND pid <> pg_backend_pid()";
+                sqlx::query(own).bind(&schema).execute(&mut conn).await.ok()?;
                 sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await.ok()?;
                 conn.close().await.ok()
             })

@@ -261,8 +261,8 @@ pub struct EncryptQuery {
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("bearer" = []), ("session" = [])),
     responses(
-        (status = 200, description = "The OpenPGP message, binary (application/octet-stream) or armored \
-            (application/pgp-encrypted)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The OpenPGP message, binary or (`?armor=true`) ASCII-armored",
+            content((Vec<u8> = "application/octet-stream"), (String = "application/pgp-encrypted"))),
         (status = 400, description = "The key has expired (key_expired) or was revoked (key_revoked)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
