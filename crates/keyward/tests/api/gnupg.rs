@@ -29,7 +29,8 @@ impl Gpg {
         let found = Command::new("gpg").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
         if !found.is_ok_and(|s| s.success()) {
             assert!(std::env::var("CI").as_deref() != Ok("true"), "gpg is required in CI (.ci/run installs gnupg)");
-            eprintln!("SKIPPED {test}: gpg (GnuPG) is not installed");
+            // Past the test harness's capture, so that `cargo test` shows it.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: gpg (GnuPG) is not installed");
             return None;
         }
         let home = tempfile::Builder::new().prefix("kw-gpg").tempdir_in("/tmp").unwrap();
