@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn checkpoints_verify_only_under_the_signing_key() {
         let signer = CheckpointSigner::from_seed([3; 32]);
-        let cp = signer.sign("ws_1", 4, &[9; 32], Utc::now());
+        let cp = signer.sign("ws_1", 4, &[9; 32], DateTime::from_timestamp_millis(1_700_000_000_000).unwrap());
         assert_eq!(cp.verify(&signer.public_key()).unwrap(), [9; 32]);
         let mut forged = cp.clone();
         forged.seq = 3;

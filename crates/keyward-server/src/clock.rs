@@ -13,6 +13,14 @@ pub trait Clock: std::fmt::Debug + Send + Sync + 'static {
     /// once, for its latency metric too).
     fn micros_at(&self, system: SystemTime) -> i64;
 
+    /// One reading of the system clock and this clock's time for it: the
+    /// verify path times its latency metric from the first and decides
+    /// with the second.
+    fn sample(&self) -> (SystemTime, i64) {
+        let system = SystemTime::now();
+        (system, self.micros_at(system))
+    }
+
     /// Now, in microseconds since the epoch.
     fn now_micros(&self) -> i64 {
         self.micros_at(SystemTime::now())

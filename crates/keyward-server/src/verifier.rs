@@ -471,8 +471,7 @@ impl Verifier {
     ) -> Result<Verification, Error> {
         // One clock read serves the decision, the usage count and the
         // latency metric; it becomes a chrono time only if the key expires.
-        let started = SystemTime::now();
-        let now_us = self.clock.micros_at(started);
+        let (started, now_us) = self.clock.sample();
         let parsed = token::parse(token).ok();
         let found = match &parsed {
             Some(p) => self.find_native(p, now_us / 1000).await?,

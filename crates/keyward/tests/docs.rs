@@ -1,5 +1,5 @@
-//! Keeps the documents true: every path ARCHITECTURE.md names exists, and
-//! the README states the two commands.
+//! Keeps the documents true: every path ARCHITECTURE.md names exists (and
+//! it fits one screen), and the README states the two commands.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +35,8 @@ fn architecture_names_only_paths_that_exist() {
         }
     }
     assert!(checked > 10, "expected ARCHITECTURE.md to name its paths ({checked} found)");
+    let lines = text.lines().count();
+    assert!(lines <= 60, "ARCHITECTURE.md is a map that fits one screen: {lines} lines, at most 60");
 }
 
 #[test]
