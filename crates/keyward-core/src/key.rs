@@ -695,6 +695,27 @@ fn check_publishable(
     Ok(())
 }
 
+/// A publishable key's roles grant only what its scopes may: the
+/// workspace's public permissions (400 `not_public` naming the role).
+pub fn check_public_roles(key: &ApiKey, custom: &[crate::member::Role], workspace: &Workspace) -> Result<(), Error> {
+    if key.key_type != KeyType::Publishable {
+        return Ok(());
+    }
+    for role in crate::authority::held_roles(&key.roles, custom) {
+        let public = |s: &Scope| matches!(s, Scope::Permission(p) if workspace.public_permissions.contains(p));
+        if !role.scopes.iter().all(public) {
+            return Err(Error::invalid(
+                "not_public",
+                format!(
+                    "Publishable keys may hold only the workspace's public permissions; the role {} grants others",
+                    role.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_grace(grace_seconds: u32) -> Result<(), Error> {
     if grace_seconds > MAX_GRACE_SECONDS {
         return Err(Error::invalid(

@@ -9,6 +9,9 @@
 //! - [`hash`]: the keyed hash stored instead of the secret, versioned by scheme.
 //! - [`scope`]: tiers, `resource:action` permissions, flags and the question
 //!   "does this key grant that permission?".
+//! - [`authority`]: what a caller holds, and the one rule that what it hands
+//!   out (keys, roles, invitations, tokens, revealed secrets) carries no
+//!   more: [`authority::Authority::covers`].
 //! - [`key`]: the key record and the validation of everything a caller may set
 //!   on it (name, scopes, expiry, metadata…).
 //! - [`workspace`]: the tenant and its key policy (limit, lifetimes).
@@ -22,6 +25,7 @@
 //! comes from the caller), so every rule is tested without sleeping.
 
 pub mod audit;
+pub mod authority;
 pub mod credits;
 pub mod error;
 pub mod expr;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::ids::random_base62;
 use crate::key::ApiKey;
-use crate::scope::{Permission, Scope, Tier};
+use crate::scope::Scope;
 use crate::sealed::SealedSecret;
 
 /// The public consumer key of a `client` key: `ck_` and 24 base62 characters.
@@ -96,25 +96,10 @@ pub fn requested_scope(requested: Option<&str>, client: &ApiKey) -> Result<Optio
     Ok(Some(scopes))
 }
 
-/// Whether `client` holds everything `scope` names.
+/// Whether `client` holds everything `scope` names (the one rule of
+/// [`crate::scope::Grants::covers_scope`]).
 fn within(client: &ApiKey, scope: &Scope) -> bool {
-    let grants = client.grants();
-    if grants.is_full() || client.scopes.contains(scope) {
-        return true;
-    }
-    let holds_tier = |tiers: &[Tier]| tiers.iter().any(|t| client.scopes.contains(&Scope::Tier(*t)));
-    match scope {
-        Scope::Full => false,
-        Scope::Tier(Tier::Admin) => false,
-        Scope::Tier(Tier::Write) => holds_tier(&[Tier::Admin]),
-        Scope::Tier(Tier::Read) => holds_tier(&[Tier::Write, Tier::Admin]) || client.flags.read_only,
-        Scope::Permission(p) if p.resource == "*" => false,
-        Scope::Permission(p) if p.action == "*" => {
-            client.scopes.contains(&Scope::Permission(Permission::new(&p.resource, "admin")))
-                || grants.allows(&Permission::new(&p.resource, "admin"))
-        }
-        Scope::Permission(p) => grants.allows(p),
-    }
+    client.grants().covers_scope(scope, true)
 }
 
 /// The `scope` of a token: the requested scopes, or the client's own.

@@ -71,6 +71,29 @@ impl OriginPattern {
         &self.text
     }
 
+    /// Whether every origin `other` allows, this pattern allows too.
+    pub fn covers(&self, other: &OriginPattern) -> bool {
+        let scheme_ok = match (&self.scheme, &other.scheme) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        if !scheme_ok || self.port != other.port {
+            return false;
+        }
+        let under = |host: &str| {
+            host.len() > self.host.len() + 1
+                && host.ends_with(&self.host)
+                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+        };
+        match (self.wildcard, other.wildcard) {
+            (false, false) => self.host == other.host,
+            (false, true) => false,
+            (true, false) => under(&other.host),
+            (true, true) => other.host == self.host || under(&other.host),
+        }
+    }
+
     /// Whether a request's `Origin` (or the origin of its `Referer`) is allowed.
     pub fn allows(&self, origin: &str) -> bool {
         let origin = origin.trim().to_ascii_lowercase();

@@ -247,31 +247,54 @@ impl Grants<'_> {
                 || self.scopes.iter().any(|s| matches!(s, Scope::Full | Scope::Tier(Tier::Admin))))
     }
 
-    /// The first of `scopes` and `flags` that the holder of these grants
-    /// may not hand to a key or a member: account permissions go only from
-    /// someone who holds them (so nobody grants themselves more through a
-    /// key or a role). `None` when all may be given.
-    pub fn ungrantable(&self, scopes: &[Scope], flags: Flags) -> Option<String> {
-        let may = |resource: &str, action: &str| {
-            let action = if action == "*" { "admin" } else { action };
-            self.allows(&Permission::new(resource, action))
-        };
+    /// Whether these grants give `action` (a concrete action, or `read`,
+    /// `write`, `manage`, `admin` for every action of that class) on every
+    /// resource outside account management, named or not. The empty
+    /// resource stands for one no grant names: only tiers, flags and
+    /// `*:action` patterns reach it, and they reach every resource alike.
+    pub fn allows_api_wide(&self, action: &str) -> bool {
+        self.allows(&Permission::new("", action))
+    }
+
+    /// Whether these grants give every permission `scope` gives. With
+    /// `api_too` false only its account part is compared (what a person
+    /// who manages keys may hand out: the API's own permissions are theirs
+    /// to give).
+    pub fn covers_scope(&self, scope: &Scope, api_too: bool) -> bool {
+        let class_action = |action: &str| if action == "*" { "admin".to_owned() } else { action.to_owned() };
+        match scope {
+            Scope::Full | Scope::Tier(Tier::Admin) => self.is_full(),
+            Scope::Tier(Tier::Write) => !api_too || self.allows_api_wide("write"),
+            Scope::Tier(Tier::Read) => !api_too || self.allows_api_wide("read"),
+            Scope::Permission(p) if p.resource == "*" => {
+                let action = class_action(&p.action);
+                ACCOUNT_RESOURCES.iter().all(|r| self.allows(&Permission::new(r, &action)))
+                    && (!api_too || self.allows_api_wide(&action))
+            }
+            Scope::Permission(p) => {
+                let needed = is_account_resource(&p.resource) || api_too;
+                !needed || self.allows(&Permission::new(&p.resource, &class_action(&p.action)))
+            }
+        }
+    }
+
+    /// The first of `flags` whose grant these grants do not cover (see
+    /// [`Grants::covers_scope`] for `api_too`).
+    pub fn uncovered_flag(&self, flags: Flags, api_too: bool) -> Option<&'static str> {
         if flags.account_administrator && !self.is_full() {
-            return Some("accountAdministrator".to_owned());
+            return Some("accountAdministrator");
         }
-        if flags.read_only && !ACCOUNT_RESOURCES.iter().all(|r| may(r, "read")) {
-            return Some("readOnly (it reads account settings and members)".to_owned());
+        let reads_everything = || {
+            ACCOUNT_RESOURCES.iter().all(|r| self.allows(&Permission::new(r, "read")))
+                && (!api_too || self.allows_api_wide("read"))
+        };
+        if flags.read_only && !reads_everything() {
+            return Some("readOnly (it reads account settings and members)");
         }
-        scopes
-            .iter()
-            .find(|scope| match scope {
-                Scope::Full | Scope::Tier(Tier::Admin) => !self.is_full(),
-                Scope::Tier(_) => false,
-                Scope::Permission(p) if p.resource == "*" => !self.is_full(),
-                Scope::Permission(p) if is_account_resource(&p.resource) => !may(&p.resource, &p.action),
-                Scope::Permission(_) => false,
-            })
-            .map(ToString::to_string)
+        if flags.administrator && api_too && !self.allows_api_wide("admin") {
+            return Some("administrator");
+        }
+        None
     }
 
     /// The message for a refused permission.

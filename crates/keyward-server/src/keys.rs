@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
 use keyward_core::audit::{Outcome, Target};
+use keyward_core::authority::Authority;
 use keyward_core::credits::CreditOp;
 use keyward_core::hash::{HashScheme, SecretHash, parse_hex32};
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, validate_name};
-use keyward_core::member::{Role, builtin_role, role_scopes};
+use keyward_core::member::{Role, builtin_role};
 use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
@@ -150,13 +151,13 @@ pub const MANAGE: &str = "keys:manage";
 /// re-authenticated).
 pub const REVEAL: &str = "keys:reveal";
 
-/// Refuses a key (as it would be) whose scopes, flags or roles grant
-/// account permissions the caller does not hold: nobody gets more through
-/// a key they make, clone, roll or edit.
-fn may_hold(who: &Principal, key: &ApiKey, custom: &[Role]) -> Result<(), Error> {
-    let mut scopes = key.scopes.clone();
-    scopes.extend(role_scopes(&key.roles, custom));
-    who.may_grant(&scopes, key.flags)
+/// The one authority check for a key as it would be (made, imported,
+/// cloned, rolled or edited): nothing in it beyond the caller's own
+/// authority. A publishable key's roles, like its scopes, grant only the
+/// workspace's public permissions.
+fn may_hold(who: &Principal, ws: &Workspace, key: &ApiKey, custom: &[Role]) -> Result<(), Error> {
+    keyward_core::key::check_public_roles(key, custom, ws)?;
+    who.may_give(custom, &Authority::of_key(key, custom))
 }
 
 pub fn master_key_required() -> Error {
@@ -257,6 +258,9 @@ impl KeyService {
             ));
         }
         let key = self.load(who.workspace_id(), id).await?;
+        // The secret is the key's authority: the member must cover it.
+        let custom = self.verifier.roles(who.workspace_id()).await?;
+        who.may_give(&custom, &Authority::of_key(&key, &custom))?;
         let not_recoverable =
             || Error::conflict("not_recoverable", "This key is not recoverable: its secret was never kept");
         if !key.recoverable {
@@ -285,10 +289,11 @@ impl KeyService {
                 return Ok(done);
             }
             let mut change = Change::new();
-            for (key_id, sealed) in &batch {
+            for (kind, key_id, sealed) in &batch {
                 let rewrapped = keyring.rewrap(sealed)?;
                 let from_master = sealed.key_id.clone();
                 change.push(Write::Access(AccessWrite::RewrapSealed {
+                    kind: *kind,
                     key_id: key_id.clone(),
                     from_master,
                     sealed: rewrapped,
@@ -384,7 +389,7 @@ impl KeyService {
         let custom = self.check_roles(&ws, &valid.roles).await?;
         self.insert_for(&ws, external_id.as_deref(), who, "key.created", || {
             let (key, secret) = self.new_native(&ws, valid.clone());
-            may_hold(who, &key, &custom)?;
+            may_hold(who, &ws, &key, &custom)?;
             let seal = self.seal_writes(&ws, &key, &secret, true)?;
             Ok((key, secret, seal))
         })
@@ -470,9 +475,9 @@ impl KeyService {
         }
         self.mutate(who, id, if_match, "key.updated", |k| {
             let sets_credits = patch.credits.is_some();
-            may_hold(who, k, &custom)?;
+            may_hold(who, &ws, k, &custom)?;
             k.apply(patch, &ws, now)?;
-            may_hold(who, k, &custom)?;
+            may_hold(who, &ws, k, &custom)?;
             // The settings and, when given, the credits: one transaction.
             // Other edits never write the credits (a concurrent spend would
             // be lost).
@@ -538,7 +543,7 @@ impl KeyService {
         let key = self
             .mutate(who, id, None, "key.rolled", |k| {
                 k.ensure_editable()?;
-                may_hold(who, k, &custom)?;
+                may_hold(who, ws, k, &custom)?;
                 let token_id =
                     token::token_id_of_key_id(&k.id).filter(|_| k.lookup_prefix.is_none()).ok_or_else(|| {
                         Error::conflict(
@@ -564,7 +569,8 @@ impl KeyService {
     pub async fn clone_key(&self, who: &Principal, id: &str, name: Option<String>) -> Result<(ApiKey, Secret), Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let source = self.load(&ws.id, id).await?;
-        may_hold(who, &source, &self.check_roles(ws, &[]).await?)?;
+        let custom = self.check_roles(ws, &[]).await?;
+        may_hold(who, ws, &source, &custom)?;
         let given = name.map(|n| validate_name(Some(&n))).transpose()?;
         let now = self.clock.now();
         let expires_at =
@@ -579,6 +585,7 @@ impl KeyService {
             let mut draft = source.to_valid_draft(name);
             draft.expires_at = expires_at;
             let (key, secret) = self.new_native(ws, draft);
+            may_hold(who, ws, &key, &custom)?;
             let mut with = self.seal_writes(ws, &key, &secret, true)?;
             let mut changes = key_summary(&key);
             changes["source"] = serde_json::Value::from(source.id.to_string());
@@ -689,7 +696,7 @@ impl KeyService {
             }
         };
         let mut key = valid.into_key(id, &ws.id, masked, secret, now);
-        may_hold(who, &key, &custom)?;
+        may_hold(who, ws, &key, &custom)?;
         key.legacy = import.legacy;
         key.lookup_prefix = lookup_prefix;
         let seal = match &import.plaintext {

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
+use keyward_core::authority::Authority;
 use keyward_core::hash::SecretHasher;
 use keyward_core::member::{
     FRESH_FOR, INVITATION_LIFETIME, Invitation, Member, Membership, OWNER, SESSION_LIFETIME, Session, TOKEN_LIFETIME,
@@ -521,7 +522,10 @@ impl MemberService {
         let custom = self.custom_roles(who.workspace_id(), roles).await?;
         let roles = validate_roles(roles, &custom)?;
         require_owner_for(who, roles.iter().any(|r| r == OWNER))?;
-        who.may_grant(&role_scopes(&roles, &custom), Default::default())?;
+        // An invitation makes a person: only a person (or the operator)
+        // invites, with no more than they hold.
+        let all_roles = self.verifier.roles(who.workspace_id()).await?;
+        who.may_give(&all_roles, &Authority::person(&roles, &all_roles))?;
         if let Some(existing) = self.store.member_by_email(&email).await.map_err(store_error)?
             && self.store.membership(who.workspace_id(), &existing.id).await.map_err(store_error)?.is_some()
         {
@@ -667,7 +671,8 @@ impl MemberService {
             let roles = validate_roles(roles, &custom)?;
             let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
             require_owner_for(who, touches_owner)?;
-            who.may_grant(&role_scopes(&roles, &custom), Default::default())?;
+            let all_roles = self.verifier.roles(who.workspace_id()).await?;
+            who.may_give(&all_roles, &Authority::roles(&roles, &all_roles))?;
             let expected = std::mem::replace(&mut membership.roles, roles);
             change.push(Write::People(PeopleWrite::SetRoles {
                 workspace_id: membership.workspace_id.clone(),

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use keyward_core::audit::{Actor, ActorKind};
+use keyward_core::authority::{Authority, Refusal};
+use keyward_core::member::Role;
 use keyward_core::scope::{Flags, Grants, Permission, Scope};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind};
@@ -87,7 +89,7 @@ impl Principal {
             let roles = verifier.roles(&key.workspace_id).await?;
             let held = keyward_core::verify::scopes_with_roles(&key, &roles, None);
             let grants = Grants { scopes: &held, flags: key.flags };
-            let narrowed: Vec<Scope> = scopes.into_iter().filter(|s| within_grants(&grants, s)).collect();
+            let narrowed: Vec<Scope> = scopes.into_iter().filter(|s| grants.covers_scope(s, true)).collect();
             let mut limited = key.key.clone();
             limited.scopes = narrowed;
             limited.flags = Flags::default();
@@ -164,22 +166,22 @@ impl Principal {
         }
     }
 
-    /// Refuses (403 `cannot_grant`) to hand out account permissions the
-    /// caller does not hold itself, through a key's scopes, flags or roles,
-    /// or a member's roles. The operator may hand out anything.
-    pub fn may_grant(&self, scopes: &[Scope], flags: Flags) -> Result<(), Error> {
-        let missing = match &self.caller {
-            Caller::ApiKey(k, with_roles) => key_grants(k, with_roles).ungrantable(scopes, flags),
-            Caller::Member(m) => Grants { scopes: &m.scopes, flags: Flags::default() }.ungrantable(scopes, flags),
-            Caller::System { .. } => None,
-        };
-        match missing {
-            Some(what) => Err(Error::forbidden(
-                "cannot_grant",
-                format!("You cannot give {what}: only someone who holds it may hand it out"),
-            )),
-            None => Ok(()),
+    /// What the caller holds, for the one authority check (`custom`: the
+    /// workspace's own roles).
+    pub fn authority(&self, custom: &[Role]) -> Authority {
+        match &self.caller {
+            Caller::ApiKey(k, _) => Authority::of_key(k, custom),
+            Caller::Member(m) => Authority::person(&m.roles, custom),
+            Caller::System { .. } => Authority::operator(),
         }
+    }
+
+    /// The one authority check: refuses (403 `cannot_grant`, naming the
+    /// first permission or restriction that exceeds) whatever would carry
+    /// more than the caller holds — a key as it would be, a role, the roles
+    /// given to a person, an invitation, a token, a revealed secret.
+    pub fn may_give(&self, custom: &[Role], what: &Authority) -> Result<(), Error> {
+        self.authority(custom).covers(what).map_err(Refusal::into_error)
     }
 
     /// The signed-in member, when a member is calling.
@@ -188,14 +190,6 @@ impl Principal {
             Caller::Member(m) => Some(m),
             _ => None,
         }
-    }
-}
-
-/// Whether `grants` cover all of `scope` (a token's scope item).
-fn within_grants(grants: &Grants<'_>, scope: &Scope) -> bool {
-    match scope {
-        Scope::Permission(p) if p.resource != "*" && p.action != "*" => grants.allows(p),
-        _ => grants.is_full() || grants.scopes.contains(scope),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use keyward_core::authority::Authority;
 use keyward_core::member::{
     ACCOUNT_PERMISSIONS, BUILTIN_ROLES, MAX_ROLE_DESCRIPTION, Role, builtin_role, is_role_name, validate_tags,
 };
@@ -124,6 +125,7 @@ impl RoleService {
             updated_at: now,
         };
         check_tagged(&role)?;
+        self.may_give(who, &role).await?;
         let entry = self.entry(who, "role.created", &role, role_summary(&role));
         self.commit(AccessWrite::InsertRole(role.clone()), entry, &ws).await?;
         Ok(role)
@@ -141,6 +143,8 @@ impl RoleService {
         who.require(ROLES_MANAGE)?;
         let ws = self.workspace(who).await?;
         let mut role = self.load(&ws.id, id).await?;
+        // A role the caller could not give, it cannot rewrite either.
+        self.may_give(who, &role).await?;
         let was = role_summary(&role);
         let old_name = role.name.clone();
         if let Some(name) = patch.name {
@@ -156,6 +160,7 @@ impl RoleService {
             role.tags = validate_tags(tags, "tags")?;
         }
         check_tagged(&role)?;
+        self.may_give(who, &role).await?;
         role.updated_at = self.clock.now();
         let entry = self.entry(who, "role.updated", &role, crate::audit::diff(&was, &role_summary(&role)));
         self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, entry, &ws).await?;
@@ -169,6 +174,14 @@ impl RoleService {
         let entry = self.entry(who, "role.deleted", &role, role_summary(&role));
         self.commit(AccessWrite::DeleteRole { workspace_id: ws.id.clone(), id: role.id, name: role.name }, entry, &ws)
             .await
+    }
+
+    /// The one authority check for a role as it would be: whoever writes
+    /// it must hold what it grants (the role as it stands, not as edited,
+    /// counts among the caller's own).
+    async fn may_give(&self, who: &Principal, role: &Role) -> Result<(), Error> {
+        let custom = self.verifier.roles(who.workspace_id()).await?;
+        who.may_give(&custom, &Authority::of_role(role))
     }
 
     fn entry(&self, who: &Principal, action: &str, role: &Role, changes: serde_json::Value) -> Write {

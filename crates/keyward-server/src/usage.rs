@@ -139,15 +139,77 @@ struct FailureBucket {
     minute: i64,
 }
 
+/// Tokens issued to one key (as client, or exchanging it) in one minute,
+/// by action (`token.issued`, `token.exchanged`, `token.refreshed`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TokenBucket {
+    workspace_id: String,
+    key_id: Arc<str>,
+    name: String,
+    action: &'static str,
+    minute: i64,
+}
+
 pub struct UsageRecorder {
     cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
     failures: Mutex<HashMap<FailureBucket, BTreeMap<&'static str, u64>>>,
+    tokens: Mutex<HashMap<TokenBucket, u64>>,
     clock: Arc<dyn Clock>,
 }
 
 impl UsageRecorder {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        UsageRecorder { cells: Mutex::default(), failures: Mutex::default(), clock }
+        UsageRecorder { cells: Mutex::default(), failures: Mutex::default(), tokens: Mutex::default(), clock }
+    }
+
+    /// Counts a token issued for `key` (an audit entry per key, action and
+    /// minute: an entry per token would cost issuance a durable write).
+    pub fn token_issued(&self, key: &ApiKey, action: &'static str) {
+        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = TokenBucket {
+            workspace_id: key.workspace_id.clone(),
+            key_id: key.id.clone(),
+            name: key.name.clone(),
+            action,
+            minute,
+        };
+        // Bounded like the failure buckets: past the bound, a minute's
+        // tokens of a workspace share one entry.
+        let bucket = match tokens.len() < MAX_FAILURE_BUCKETS || tokens.contains_key(&bucket) {
+            true => bucket,
+            false => TokenBucket { key_id: Arc::from(""), name: String::new(), ..bucket },
+        };
+        *tokens.entry(bucket).or_default() += 1;
+    }
+
+    /// The token counts of minutes that have ended (all, when `all`), as
+    /// audit entries.
+    fn closed_tokens(&self, audit: &AuditLog, all: bool) -> Vec<keyward_store::Write> {
+        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let closed: Vec<TokenBucket> = tokens.keys().filter(|b| all || b.minute < minute).cloned().collect();
+        closed
+            .into_iter()
+            .filter_map(|b| {
+                let count = tokens.remove(&b)?;
+                let (id, name) = match b.key_id.is_empty() {
+                    true => (None, None),
+                    false => (Some(b.key_id.to_string()), Some(b.name.clone())),
+                };
+                Some(audit.event(Event {
+                    workspace_id: b.workspace_id,
+                    at: DateTime::from_timestamp(b.minute, 0).unwrap_or_else(Utc::now),
+                    actor: Actor { kind: keyward_core::audit::ActorKind::Key, id: id.clone(), name: name.clone() },
+                    action: b.action.to_owned(),
+                    target: Target { kind: "api_key".to_owned(), id, name },
+                    ip: None,
+                    user_agent: None,
+                    outcome: Outcome::Success,
+                    changes: serde_json::json!({"count": count, "period": "1m"}).to_string(),
+                }))
+            })
+            .collect()
     }
 
     /// The cell of a key, created on first sight. Called when a key enters
@@ -284,7 +346,8 @@ impl UsageRecorder {
                 }
             }
         }
-        let entries = self.closed_failures(audit, all);
+        let mut entries = self.closed_failures(audit, all);
+        entries.extend(self.closed_tokens(audit, all));
         if !entries.is_empty() {
             // Lost if the store refuses: a record of attempts, not of state.
             store.commit(Change { writes: entries }).await?;

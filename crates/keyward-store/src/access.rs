@@ -32,14 +32,25 @@ pub enum AccessWrite {
     DropSealed {
         key_id: String,
     },
-    /// Replaces a sealed secret (a key's, or a PGP key's private part,
-    /// by the owner's id) re-wrapped under another master key, unless it
-    /// changed meanwhile (then nothing happens).
+    /// Replaces a sealed secret (a key's, or a PGP key's private part:
+    /// `kind` says which, so no id of one can name the other) re-wrapped
+    /// under another master key, unless it changed meanwhile (then nothing
+    /// happens).
     RewrapSealed {
+        kind: SealedKind,
         key_id: String,
         from_master: String,
         sealed: SealedSecret,
     },
+}
+
+/// What a sealed record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    /// A recoverable key's secret (`sealed_secrets`, by key id).
+    KeySecret,
+    /// A PGP key's private part (`pgp_keys`, by PGP key id).
+    PgpKey,
 }
 
 #[async_trait::async_trait]
@@ -49,8 +60,13 @@ pub trait Access: Send + Sync {
     async fn sealed_secret(&self, key_id: &str) -> Result<Option<SealedSecret>>;
     /// The master keys that sealed secrets are wrapped with.
     async fn master_keys_in_use(&self) -> Result<Vec<String>>;
-    /// Up to `limit` sealed secrets not wrapped by `master_key_id`.
-    async fn sealed_not_under(&self, master_key_id: &str, limit: u32) -> Result<Vec<(String, SealedSecret)>>;
+    /// Up to `limit` sealed records not wrapped by `master_key_id`, with
+    /// what each belongs to.
+    async fn sealed_not_under(
+        &self,
+        master_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(SealedKind, String, SealedSecret)>>;
 }
 
 const ROLE_COLUMNS: &str = "id, workspace_id, name, description, permissions, tags, created_at, updated_at";
@@ -104,9 +120,10 @@ impl AccessStatements {
                  UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL"
                 .to_owned(),
             rewrap_pgp: r("UPDATE pgp_keys SET master_key_id = $3, sealed = $4 WHERE id = $1 AND master_key_id = $2"),
-            not_under: r("SELECT key_id, master_key_id, sealed FROM sealed_secrets WHERE master_key_id <> $1 \
-                 UNION ALL SELECT id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
-                 ORDER BY 1 LIMIT $2"),
+            not_under: r("SELECT 'key' AS kind, key_id, master_key_id, sealed FROM sealed_secrets \
+                 WHERE master_key_id <> $1 \
+                 UNION ALL SELECT 'pgp', id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
+                 ORDER BY 1, 2 LIMIT $2"),
         }
     }
 }
@@ -206,7 +223,7 @@ macro_rules! access_impl {
                     AccessWrite::DropSealed { key_id } => {
                         (sqlx::query(&sql.drop_sealed).bind(key_id).execute(&mut *conn).await, None)
                     }
-                    AccessWrite::RewrapSealed { key_id, from_master, sealed } if key_id.starts_with("pgp_") => {
+                    AccessWrite::RewrapSealed { kind: $crate::SealedKind::PgpKey, key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap_pgp)
                             .bind(key_id)
                             .bind(from_master)
@@ -214,7 +231,7 @@ macro_rules! access_impl {
                             .bind(&sealed.blob);
                         (q.execute(&mut *conn).await, None)
                     }
-                    AccessWrite::RewrapSealed { key_id, from_master, sealed } => {
+                    AccessWrite::RewrapSealed { kind: $crate::SealedKind::KeySecret, key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap)
                             .bind(key_id)
                             .bind(from_master)
@@ -284,9 +301,9 @@ macro_rules! access_impl {
                 &self,
                 master_key_id: &str,
                 limit: u32,
-            ) -> $crate::Result<Vec<(String, keyward_core::sealed::SealedSecret)>> {
+            ) -> $crate::Result<Vec<($crate::SealedKind, String, keyward_core::sealed::SealedSecret)>> {
                 let p = &self.pools;
-                let rows: Vec<(String, String, Vec<u8>)> = $crate::backend::read_retry!(
+                let rows: Vec<(String, String, String, Vec<u8>)> = $crate::backend::read_retry!(
                     p,
                     sqlx::query_as(&p.sql.access.not_under)
                         .bind(master_key_id)
@@ -295,7 +312,13 @@ macro_rules! access_impl {
                 )?;
                 Ok(rows
                     .into_iter()
-                    .map(|(id, master, blob)| (id, keyward_core::sealed::SealedSecret { key_id: master, blob }))
+                    .map(|(kind, id, master, blob)| {
+                        let kind = match kind.as_str() {
+                            "pgp" => $crate::SealedKind::PgpKey,
+                            _ => $crate::SealedKind::KeySecret,
+                        };
+                        (kind, id, keyward_core::sealed::SealedSecret { key_id: master, blob })
+                    })
                     .collect())
             }
         }

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-pub use access::{Access, AccessWrite};
+pub use access::{Access, AccessWrite, SealedKind};
 use async_trait::async_trait;
 pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use chrono::{DateTime, Utc};

@@ -46,6 +46,20 @@ pub enum OAuthWrite {
         id: String,
         at: DateTime<Utc>,
     },
+    /// Revokes the client's refresh-token families beyond its newest
+    /// `keep` live ones (each client_credentials grant starts a family).
+    TrimClientFamilies {
+        client_key_id: String,
+        keep: u32,
+        at: DateTime<Utc>,
+    },
+    /// Revokes a member's refresh tokens: in one workspace (removed from
+    /// it), or everywhere (`None`: a new password).
+    RevokeMemberTokens {
+        member_id: String,
+        workspace_id: Option<String>,
+        at: DateTime<Utc>,
+    },
     /// Refuses the access token `jti` until it expires anyway.
     RevokeAccessToken {
         jti: String,
@@ -67,6 +81,9 @@ pub trait OAuth: Send + Sync {
     /// Records `jti` as used until `expires_at`; `false` when it already
     /// was (a replay). Across nodes; expired records are swept now and then.
     async fn spend_jti(&self, jti: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool>;
+    /// Deletes refresh tokens that expired before `before` (their grants
+    /// are over: reuse of them is no longer worth detecting); how many.
+    async fn prune_refresh_tokens(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 const SIGNING_COLUMNS: &str = "kid, algorithm, public_jwk, master_key_id, sealed, created_at, retired_at, drop_after";
@@ -83,6 +100,10 @@ pub struct OAuthStatements {
     pub touch_refresh: String,
     pub revoke_family: String,
     pub revoke_refresh: String,
+    pub trim_families: String,
+    pub revoke_member_all: String,
+    pub revoke_member_in: String,
+    pub prune_refresh: String,
     pub refresh_by_hash: String,
     pub get_refresh: String,
     pub member_tokens: String,
@@ -116,6 +137,17 @@ impl OAuthStatements {
             revoke_family: r("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL"),
             revoke_refresh: r("UPDATE refresh_tokens SET revoked_at = $3 \
                  WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL"),
+            // A family's current token is its one unused, unrevoked token.
+            trim_families: r("UPDATE refresh_tokens SET revoked_at = $3 \
+                 WHERE client_key_id = $1 AND revoked_at IS NULL AND family_id NOT IN \
+                 (SELECT family_id FROM refresh_tokens WHERE client_key_id = $1 AND revoked_at IS NULL \
+                 AND used_at IS NULL ORDER BY created_at DESC, id DESC LIMIT $2)"),
+            revoke_member_all: r(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL",
+            ),
+            revoke_member_in: r("UPDATE refresh_tokens SET revoked_at = $3 \
+                 WHERE member_id = $1 AND workspace_id = $2 AND revoked_at IS NULL"),
+            prune_refresh: r("DELETE FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at < $1"),
             refresh_by_hash: r(&format!("SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE token_hash = $1")),
             get_refresh: r(&format!(
                 "SELECT {REFRESH_COLUMNS} FROM refresh_tokens WHERE id = $1 AND workspace_id = $2"
@@ -275,6 +307,19 @@ macro_rules! oauth_impl {
                         let q = sqlx::query(&sql.revoke_refresh).bind(id).bind(workspace_id).bind(ms(*at));
                         (q.execute(&mut *conn).await, Some(StoreError::NotFound))
                     }
+                    OAuthWrite::TrimClientFamilies { client_key_id, keep, at } => {
+                        let q =
+                            sqlx::query(&sql.trim_families).bind(client_key_id).bind(i64::from(*keep)).bind(ms(*at));
+                        (q.execute(&mut *conn).await, None)
+                    }
+                    OAuthWrite::RevokeMemberTokens { member_id, workspace_id: None, at } => (
+                        sqlx::query(&sql.revoke_member_all).bind(member_id).bind(ms(*at)).execute(&mut *conn).await,
+                        None,
+                    ),
+                    OAuthWrite::RevokeMemberTokens { member_id, workspace_id: Some(ws), at } => {
+                        let q = sqlx::query(&sql.revoke_member_in).bind(member_id).bind(ws).bind(ms(*at));
+                        (q.execute(&mut *conn).await, None)
+                    }
                     OAuthWrite::RevokeAccessToken { jti, expires_at } => {
                         let q = sqlx::query(&sql.revoke_access).bind(jti).bind(ms(*expires_at));
                         (q.execute(&mut *conn).await, None)
@@ -367,6 +412,17 @@ macro_rules! oauth_impl {
                     sqlx::query_scalar(&p.sql.oauth.is_revoked).bind(jti).fetch_one(&p.reader)
                 )?;
                 Ok(n > 0)
+            }
+
+            async fn prune_refresh_tokens(&self, before: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {
+                let p = &self.pools;
+                let sql = &p.sql.oauth.prune_refresh;
+                p.guarded(async {
+                    let done =
+                        sqlx::query(sql).bind($crate::sql::ms(before)).execute(&p.writer).await.map_err(p.classify)?;
+                    Ok(done.rows_affected())
+                })
+                .await
             }
 
             async fn spend_jti(

@@ -387,7 +387,7 @@ async fn audit_chains_stay_whole_under_concurrent_appends_from_two_nodes(ctx: Ct
 async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
     use keyward_core::pgp::{KeyInfo, PgpKey};
     use keyward_core::sealed::SealedSecret;
-    use keyward_store::{AccessWrite, PgpWrite};
+    use keyward_store::{AccessWrite, PgpWrite, SealedKind};
     let store = ctx.store.as_ref();
     let ws = workspace(store, None).await;
     let at = chrono::DateTime::from_timestamp_millis(1_780_000_000_123).unwrap();
@@ -432,13 +432,44 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
     assert_eq!(store.get_pgp_key(&ws.id, "pgp_a").await.unwrap(), Some(rename));
     // The private part is re-wrapped with the other sealed secrets.
     assert!(store.master_keys_in_use().await.unwrap().contains(&"mk_old".to_owned()));
-    assert_eq!(store.sealed_not_under("mk_new", 10).await.unwrap(), [("pgp_a".to_owned(), sealed.clone())]);
+    assert_eq!(
+        store.sealed_not_under("mk_new", 10).await.unwrap(),
+        [(SealedKind::PgpKey, "pgp_a".to_owned(), sealed.clone())]
+    );
     let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![4, 5] };
-    let rewrap =
-        AccessWrite::RewrapSealed { key_id: "pgp_a".into(), from_master: "mk_old".into(), sealed: rewrapped.clone() };
+    let rewrap = AccessWrite::RewrapSealed {
+        kind: SealedKind::PgpKey,
+        key_id: "pgp_a".into(),
+        from_master: "mk_old".into(),
+        sealed: rewrapped.clone(),
+    };
     store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped.clone()));
+    assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
+    // A key's sealed secret under the same id (an imported key may take
+    // any id) is another record: re-wrapping it leaves the PGP key alone.
+    let mut imported = crate::key(&ws, "imported");
+    imported.id = "pgp_a".into();
+    store.commit(Change::of(Write::InsertKey { key: imported, max_live_keys: None })).await.unwrap();
+    let secret = SealedSecret { key_id: "mk_old".into(), blob: vec![7] };
+    let seal = AccessWrite::SealSecret { key_id: "pgp_a".into(), sealed: secret.clone() };
+    store.commit(Change::of(Write::Access(seal))).await.unwrap();
+    assert_eq!(
+        store.sealed_not_under("mk_new", 10).await.unwrap(),
+        [(SealedKind::KeySecret, "pgp_a".to_owned(), secret)]
+    );
+    let again = SealedSecret { key_id: "mk_new".into(), blob: vec![8] };
+    let rewrap = AccessWrite::RewrapSealed {
+        kind: SealedKind::KeySecret,
+        key_id: "pgp_a".into(),
+        from_master: "mk_old".into(),
+        sealed: again.clone(),
+    };
+    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    assert_eq!(store.sealed_secret("pgp_a").await.unwrap(), Some(again));
     assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped));
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
+    store.commit(Change::of(Write::Access(AccessWrite::DropSealed { key_id: "pgp_a".into() }))).await.unwrap();
     // Deleted with its sealed part.
     let delete = || Change::of(Write::Pgp(PgpWrite::DeleteKey { workspace_id: ws.id.clone(), id: "pgp_a".into() }));
     store.commit(delete()).await.unwrap();

@@ -18,7 +18,7 @@ pub mod signing;
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration};
+use chrono::{DateTime, Duration, Utc};
 use keyward_core::audit::{Outcome, Target};
 use keyward_core::hash::SecretHasher;
 use keyward_core::key::{ApiKey, KeyState, KeyType};
@@ -254,6 +254,21 @@ pub struct OAuthService {
     config: OAuthConfig,
 }
 
+/// Whether `secret` is `key`'s consumer secret presented with its consumer
+/// key: the current pair, or the pair before a roll while its grace period
+/// lasts (the old consumer key ends with the old secret).
+fn client_pairs(key: &ApiKey, client_id: &str, secret: &str, hasher: &SecretHasher, now: DateTime<Utc>) -> bool {
+    if key.key_type != KeyType::Client {
+        return false;
+    }
+    let parsed = token::parse(secret).ok();
+    if hasher.matches(&key.secret, secret, parsed.as_ref()) {
+        return key.client_id.as_deref() == Some(client_id);
+    }
+    let in_grace = key.grace.is_some_and(|g| now < g.until && hasher.matches(&g.hash, secret, parsed.as_ref()));
+    in_grace && key.grace_client_id.as_deref() == Some(client_id)
+}
+
 fn refresh_refusal(r: RefreshRefusal) -> OAuthError {
     OAuthError::invalid_grant(match r {
         RefreshRefusal::Reused => "The refresh token was already used; every token of its grant is now revoked",
@@ -304,6 +319,11 @@ impl OAuthService {
     }
 
     async fn by_secret(&self, client_id: &str, secret: &str) -> Result<Arc<CachedKey>, OAuthError> {
+        // Only a consumer secret authenticates a client: never an access
+        // token (the verifier would accept one for its key) or other JWT.
+        if rules::looks_like_jwt(secret) {
+            return Err(OAuthError::invalid_client());
+        }
         // The secret is a keyward token: the verifier finds its key (from
         // memory), checks it in constant time and counts wrong secrets
         // towards the key's lockout.
@@ -311,15 +331,7 @@ impl OAuthService {
         let (VerifyCode::Valid, Some(key)) = (v.decision.code, v.key) else {
             return Err(OAuthError::invalid_client());
         };
-        let parsed = token::parse(secret).ok();
-        let current = self.verifier.hasher().matches(&key.secret, secret, parsed.as_ref());
-        let paired = key.key_type == KeyType::Client
-            && match current {
-                true => key.client_id.as_deref() == Some(client_id),
-                // Valid with the grace secret: the old consumer key goes with it.
-                false => key.grace_client_id.as_deref() == Some(client_id),
-            };
-        if !paired {
+        if !client_pairs(&key, client_id, secret, self.verifier.hasher(), self.clock.now()) {
             return Err(OAuthError::invalid_client());
         }
         Ok(key)
