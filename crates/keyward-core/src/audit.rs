@@ -92,8 +92,18 @@ impl Target {
 }
 
 /// The kinds of object entries name (`type` in queries).
-pub const TARGET_TYPES: &[&str] =
-    &["api_key", "member", "invitation", "role", "workspace", "address", "refresh_token", "access_token", "pgp_key"];
+pub const TARGET_TYPES: &[&str] = &[
+    "api_key",
+    "member",
+    "invitation",
+    "role",
+    "workspace",
+    "address",
+    "refresh_token",
+    "access_token",
+    "pgp_key",
+    "identity",
+];
 
 /// Every action keyward records, `noun.past_verb`.
 pub const ACTIONS: &[&str] = &[

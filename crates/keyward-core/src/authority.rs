@@ -199,6 +199,18 @@ impl Authority {
         Authority { holder: Holder::Role, scopes: patterns_to_scopes(&patterns), ..Self::operator() }
     }
 
+    /// A token standing for this key: with `scopes`, those alone (the
+    /// key's flags and roles no longer count), else the key's whole grant;
+    /// the key's restrictions either way.
+    pub fn narrowed(mut self, scopes: Option<&[Scope]>) -> Self {
+        if let Some(scopes) = scopes {
+            self.scopes = scopes.to_vec();
+            self.flags = Flags::default();
+            self.roles.clear();
+        }
+        self
+    }
+
     /// Everything held everywhere: the scopes and the untagged roles'.
     pub fn granted(&self) -> Vec<Scope> {
         let mut all = self.scopes.clone();

@@ -104,6 +104,23 @@ pub fn role_scopes(roles: &[String], custom: &[Role]) -> Vec<Scope> {
     scopes
 }
 
+/// The roles as a publishable key holds them: each with only those of
+/// its permissions the workspace made public.
+pub fn public_roles(roles: &[Role], public: &[Permission]) -> Vec<Role> {
+    roles
+        .iter()
+        .map(|r| Role {
+            permissions: r
+                .permissions
+                .iter()
+                .filter(|p| Permission::parse_required(p).is_some_and(|p| public.contains(&p)))
+                .cloned()
+                .collect(),
+            ..r.clone()
+        })
+        .collect()
+}
+
 /// A role defined by a workspace (built-in roles are not stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {

@@ -19,6 +19,13 @@ pub use pgp::composed::{SignedPublicKey, SignedSecretKey};
 /// Largest accepted `contents` (characters): keys are kilobytes; a big
 /// keyring is not a key.
 pub const MAX_CONTENTS_LEN: usize = 256 * 1024;
+/// Most subkeys one upload may carry: every one is unlocked to check the
+/// passphrase, at a cost its maker chose.
+pub const MAX_SUBKEYS: usize = 16;
+/// Argon2 passphrase protection accepted at most (RFC 9580 §3.7.1.4): the
+/// memory exponent (2^18 KiB = 256 MiB) and the passes.
+pub const MAX_ARGON2_M_ENC: u8 = 18;
+pub const MAX_ARGON2_PASSES: u8 = 8;
 
 /// What an uploaded key is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +202,7 @@ pub fn inspect(contents: &str, private: bool, passphrase: Option<&str>) -> Resul
         return Err(Error::invalid("invalid_contents", "contents must be at most 256 KiB"));
     }
     let parsed = parse_one(contents)?;
+    check_costs(&parsed)?;
     let public = match &parsed {
         Parsed::Public(k) => {
             if private {
@@ -260,6 +268,44 @@ fn parse_one(contents: &str) -> Result<Parsed, Error> {
         Some(PublicOrSecret::Secret(k)) => Ok(Parsed::Secret(Box::new(k))),
         None => Err(malformed("no key found")),
     }
+}
+
+/// Refuses a key whose checking would cost more than a bound: too many
+/// subkeys (each is unlocked), or a passphrase protection (S2K) above the
+/// Argon2 caps. Iterated-and-salted S2K is bounded by its own encoding
+/// (at most 65 MiB hashed, GnuPG's maximum).
+fn check_costs(parsed: &Parsed) -> Result<(), Error> {
+    use pgp::types::{S2kParams, SecretParams, StringToKey};
+    let subkeys = match parsed {
+        Parsed::Public(k) => k.public_subkeys.len(),
+        Parsed::Secret(k) => k.secret_subkeys.len() + k.public_subkeys.len(),
+    };
+    if subkeys > MAX_SUBKEYS {
+        return Err(Error::invalid(
+            "too_many_subkeys",
+            format!("contents hold a key with more than {MAX_SUBKEYS} subkeys; export only the ones you need"),
+        ));
+    }
+    let Parsed::Secret(k) = parsed else { return Ok(()) };
+    let params =
+        std::iter::once(k.primary_key.secret_params()).chain(k.secret_subkeys.iter().map(|s| s.key.secret_params()));
+    for p in params {
+        let SecretParams::Encrypted(e) = p else { continue };
+        let s2k = match e.string_to_key_params() {
+            S2kParams::Cfb { s2k, .. } | S2kParams::MalleableCfb { s2k, .. } | S2kParams::Aead { s2k, .. } => s2k,
+            S2kParams::Unprotected | S2kParams::LegacyCfb { .. } => continue,
+        };
+        if let StringToKey::Argon2 { t, m_enc, .. } = s2k
+            && (*m_enc > MAX_ARGON2_M_ENC || *t > MAX_ARGON2_PASSES)
+        {
+            return Err(Error::invalid(
+                "passphrase_too_costly",
+                "the key's passphrase protection is too costly to open (Argon2 above 256 MiB or 8 passes); \
+                 export it protected with cheaper settings",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Every secret (sub)key must open with the passphrase (an unprotected key

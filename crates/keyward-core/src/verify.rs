@@ -185,7 +185,10 @@ pub fn scopes_with_roles(
         .roles
         .iter()
         .filter(|name| {
-            crate::member::builtin_role(name).is_some() || roles.iter().any(|r| &r.name == *name && applies(r))
+            // Built-in roles grant account permissions, never public ones:
+            // nothing to a publishable key.
+            (crate::member::builtin_role(name).is_some() && key.key_type != crate::key::KeyType::Publishable)
+                || roles.iter().any(|r| &r.name == *name && applies(r))
         })
         .cloned()
         .collect();

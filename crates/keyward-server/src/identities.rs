@@ -10,10 +10,12 @@ use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{Change, Page, Store, StoreError, Write};
 use serde_json::Value;
 
+use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::keys::{MANAGE, READ};
 use crate::principal::Principal;
 use crate::verifier::Verifier;
+use keyward_core::audit::Target;
 
 pub fn identity_not_found() -> Error {
     Error::new(ErrorKind::NotFound, "identity_not_found", "Identity not found")
@@ -35,11 +37,22 @@ pub struct IdentityService {
     store: Arc<dyn Store>,
     verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
+    audit: Arc<AuditLog>,
+}
+
+/// What an audit entry shows of an identity (its metadata stays out: it
+/// is the caller's data, not a change of access).
+fn identity_summary(i: &Identity) -> Value {
+    serde_json::json!({"externalId": i.external_id, "ratelimits": i.ratelimits.iter().map(|l| &l.name).collect::<Vec<_>>()})
+}
+
+fn identity_target(i: &Identity) -> Target {
+    Target::new("identity", &i.id, Some(&i.external_id))
 }
 
 impl IdentityService {
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>) -> Self {
-        IdentityService { store, verifier, clock }
+    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>, audit: Arc<AuditLog>) -> Self {
+        IdentityService { store, verifier, clock, audit }
     }
 
     pub async fn create(
@@ -52,7 +65,9 @@ impl IdentityService {
         who.require(MANAGE)?;
         let identity =
             Identity::new(ids::new_id("id"), who.workspace_id(), external_id, meta, ratelimits, self.clock.now())?;
-        self.store.commit(Change::of(Write::InsertIdentity(identity.clone()))).await.map_err(store_error)?;
+        let mut change = Change::of(Write::InsertIdentity(identity.clone()));
+        change.push(self.audit.write(who, "identity.created", identity_target(&identity), identity_summary(&identity)));
+        self.store.commit(change).await.map_err(store_error)?;
         Ok(identity)
     }
 
@@ -80,9 +95,17 @@ impl IdentityService {
         who.require(MANAGE)?;
         let mut identity = self.load(who.workspace_id(), id).await?;
         let expected_version = identity.version;
+        let was = identity_summary(&identity);
+        let meta_changed = meta.is_some();
         identity.apply(meta, ratelimits, self.clock.now())?;
         let write = Write::UpdateIdentity { identity: identity.clone(), expected_version };
-        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let mut change = Change::of(write);
+        let mut changes = crate::audit::diff(&was, &identity_summary(&identity));
+        if meta_changed {
+            changes["meta"] = Value::from("changed");
+        }
+        change.push(self.audit.write(who, "identity.updated", identity_target(&identity), changes));
+        self.store.commit(change).await.map_err(store_error)?;
         self.verifier.identity_changed(&identity.id, Some(&identity));
         Ok(identity)
     }
@@ -90,8 +113,11 @@ impl IdentityService {
     /// Deletes an identity no live key belongs to (409 otherwise).
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<(), Error> {
         who.require(MANAGE)?;
+        let identity = self.load(who.workspace_id(), id).await?;
         let write = Write::DeleteIdentity { workspace_id: who.workspace_id().to_owned(), id: id.to_owned() };
-        self.store.commit(Change::of(write)).await.map_err(store_error)?;
+        let mut change = Change::of(write);
+        change.push(self.audit.write(who, "identity.deleted", identity_target(&identity), identity_summary(&identity)));
+        self.store.commit(change).await.map_err(store_error)?;
         self.verifier.identity_changed(id, None);
         Ok(())
     }

@@ -19,7 +19,7 @@ use keyward_core::member::{
 };
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, PeopleWrite, Store, StoreError, Write};
+use keyward_store::{Change, OAuthWrite, PeopleWrite, Store, StoreError, Write};
 
 use crate::audit::{AuditLog, member_target};
 use crate::clock::Clock;
@@ -189,22 +189,28 @@ impl MemberService {
         let good = self.check(hash, password).await;
         let Some(member) = member.clone().filter(|_| good) else {
             // Recorded where the person belongs (an unknown email belongs
-            // nowhere: only the sign-in throttle counts it).
-            if let Some(m) = &member {
-                for ms in self.store.memberships_of(&m.id).await.map_err(store_error)? {
-                    let failed = Outcome::Failure;
-                    let changes = json!({"reason": "invalid_credentials"});
-                    let entry = self.audit.member_entry(
-                        &ms.workspace_id,
-                        m,
-                        ip,
-                        user_agent,
-                        "member.sign_in_failed",
-                        failed,
-                        changes,
-                    );
-                    self.audit.record(entry).await;
-                }
+            // nowhere: only the sign-in throttle counts it), after the
+            // answer: a known email costs the caller what an unknown one
+            // does, so the time of the answer tells nothing.
+            if let Some(m) = member {
+                let (store, audit) = (self.store.clone(), self.audit.clone());
+                let user_agent = user_agent.map(str::to_owned);
+                tokio::spawn(async move {
+                    let Ok(memberships) = store.memberships_of(&m.id).await else { return };
+                    for ms in memberships {
+                        let changes = json!({"reason": "invalid_credentials"});
+                        let entry = audit.member_entry(
+                            &ms.workspace_id,
+                            &m,
+                            ip,
+                            user_agent.as_deref(),
+                            "member.sign_in_failed",
+                            Outcome::Failure,
+                            changes,
+                        );
+                        audit.record(entry).await;
+                    }
+                });
             }
             return Err(invalid_credentials());
         };
@@ -479,10 +485,21 @@ impl MemberService {
         member.updated_at = now;
         let mut change = Change::of(Write::People(PeopleWrite::UpdateMember(member.clone())));
         change.push(Write::People(PeopleWrite::RevokeAllSessions { member_id: member.id.clone(), at: now }));
+        // Their tokens for the REST API end with their sessions.
+        change.push(Write::OAuth(OAuthWrite::RevokeMemberTokens {
+            member_id: member.id.clone(),
+            workspace_id: None,
+            at: now,
+        }));
         for ms in self.store.memberships_of(&member.id).await.map_err(store_error)? {
             let target = member_target(&member.id, &member.email);
             let system = Principal::system(ms.workspace_id);
-            change.push(self.audit.write(&system, "member.password_set", target, json!({"sessionsEnded": true})));
+            change.push(self.audit.write(
+                &system,
+                "member.password_set",
+                target,
+                json!({"sessionsEnded": true, "tokensRevoked": true}),
+            ));
         }
         self.store.commit(change).await.map_err(store_error)?;
         self.throttle.succeeded(&email, None);
@@ -701,12 +718,19 @@ impl MemberService {
         who.require(MEMBERS_MANAGE)?;
         let (member, membership) = self.load(who.workspace_id(), id).await?;
         require_owner_for(who, membership.is_owner())?;
+        let now = self.clock.now();
         let write = PeopleWrite::RemoveMembership {
             workspace_id: who.workspace_id().to_owned(),
             member_id: id.to_owned(),
-            at: self.clock.now(),
+            at: now,
         };
         let mut change = Change::of(Write::People(write));
+        // Their tokens for this workspace's REST API end with it.
+        change.push(Write::OAuth(OAuthWrite::RevokeMemberTokens {
+            member_id: id.to_owned(),
+            workspace_id: Some(who.workspace_id().to_owned()),
+            at: now,
+        }));
         let changes = json!({"roles": membership.roles});
         change.push(self.audit.write(who, "member.removed", member_target(&member.id, &member.email), changes));
         self.store.commit(change).await.map_err(|e| match e {

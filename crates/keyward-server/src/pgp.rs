@@ -60,6 +60,10 @@ pub struct PgpService {
     clock: Arc<dyn Clock>,
     keyring: Option<Arc<Keyring>>,
     audit: Arc<crate::audit::AuditLog>,
+    /// Parsing and unlocking keys (S2K derivations, at costs their makers
+    /// chose) run on the blocking pool, this many at once: never on the
+    /// async workers that verify keys.
+    unlocking: Arc<tokio::sync::Semaphore>,
 }
 
 impl PgpService {
@@ -69,7 +73,26 @@ impl PgpService {
         keyring: Option<Arc<Keyring>>,
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        PgpService { store, clock, keyring, audit }
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        PgpService { store, clock, keyring, audit, unlocking: Arc::new(tokio::sync::Semaphore::new(parallel)) }
+    }
+
+    /// A turn at unlocking a key (held while a stream's session key is
+    /// decrypted).
+    pub async fn unlock_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.unlocking.clone().acquire_owned().await.map_err(|_| Error::internal("shutting down"))
+    }
+
+    /// Runs `work` (parsing or unlocking a key) on the blocking pool, in
+    /// its turn.
+    async fn costly<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+        let turn = self.unlock_turn().await?;
+        let done = tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(turn);
+            out
+        });
+        done.await.map_err(|_| Error::internal("reading a PGP key failed"))
     }
 
     /// The workspace's keys, by name.
@@ -96,7 +119,8 @@ impl PgpService {
             return Err(Error::invalid("invalid_type", "type must be pgp (OpenPGP keys, as GnuPG makes them)"));
         }
         let passphrase = upload.passphrase.filter(|p| !p.is_empty());
-        let (info, parsed) = pgp::inspect(&upload.contents, upload.private, passphrase.as_deref())?;
+        let (contents, private, pass) = (upload.contents, upload.private, passphrase.clone());
+        let (info, parsed) = self.costly(move || pgp::inspect(&contents, private, pass.as_deref())).await??;
         let now = self.clock.now();
         let id = ids::new_id("pgp");
         let sealed = match parsed.secret_armored() {
@@ -196,7 +220,8 @@ impl PgpService {
         let plain = keyring.open(&sealed, key.id.as_bytes())?;
         let private: SealedPrivate =
             serde_json::from_slice(&plain).map_err(|_| Error::internal("a sealed private key cannot be read"))?;
-        let secret = pgp::read_secret(&private.key)?;
+        let armored = private.key;
+        let secret = self.costly(move || pgp::read_secret(&armored)).await??;
         let entry =
             self.entry(who, "pgp_key.decrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
         self.store.commit(Change::of(entry)).await.map_err(store_error)?;

@@ -67,8 +67,10 @@ impl Principal {
     /// Authenticates a presented bearer token. Unknown, malformed, revoked,
     /// inactive and wrong-secret keys all get the same answer, so a caller
     /// learns nothing about which keys exist.
-    pub async fn authenticate(verifier: &Verifier, token: &str) -> Result<Self, Error> {
-        let v = verifier.authenticate_caller(token).await?;
+    /// `ip`: the caller's address (a key limited to addresses authenticates
+    /// only from one of them).
+    pub async fn authenticate(verifier: &Verifier, token: &str, ip: Option<std::net::IpAddr>) -> Result<Self, Error> {
+        let v = verifier.authenticate_caller(token, ip).await?;
         match (v.decision.code, v.key) {
             (VerifyCode::Valid, Some(key)) => Self::for_key(verifier, key, None).await,
             (VerifyCode::Expired, _) => Err(Error::expired_api_key()),
@@ -86,7 +88,7 @@ impl Principal {
         if let Some(scopes) = token_scopes {
             // Both the key and the token's scope must allow: the scopes the
             // key grants that the token names.
-            let roles = verifier.roles(&key.workspace_id).await?;
+            let roles = verifier.roles_for(&key).await?;
             let held = keyward_core::verify::scopes_with_roles(&key, &roles, None);
             let grants = Grants { scopes: &held, flags: key.flags };
             let narrowed: Vec<Scope> = scopes.into_iter().filter(|s| grants.covers_scope(s, true)).collect();
@@ -100,7 +102,7 @@ impl Principal {
         let with_roles = match key.roles.is_empty() {
             true => None,
             false => {
-                let roles = verifier.roles(&key.workspace_id).await?;
+                let roles = verifier.roles_for(&key).await?;
                 Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
             }
         };

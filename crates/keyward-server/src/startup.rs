@@ -168,8 +168,12 @@ impl Services {
             config.master_keys.clone(),
             audit.clone(),
         ));
-        let identities =
-            Arc::new(crate::identities::IdentityService::new(store.clone(), verifier.clone(), clock.clone()));
+        let identities = Arc::new(crate::identities::IdentityService::new(
+            store.clone(),
+            verifier.clone(),
+            clock.clone(),
+            audit.clone(),
+        ));
         let members = Arc::new(
             crate::members::MemberService::new(
                 store.clone(),

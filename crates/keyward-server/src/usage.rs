@@ -357,7 +357,8 @@ impl UsageRecorder {
 }
 
 /// Flushes every `interval` until `shutdown` fires, then once more; drops
-/// rollups older than the retention once an hour.
+/// rollups older than the retention, and expired refresh tokens, once an
+/// hour.
 pub async fn run_flusher(
     recorder: Arc<UsageRecorder>,
     store: Arc<dyn Store>,
@@ -381,6 +382,10 @@ pub async fn run_flusher(
             pruned_hour = now.timestamp() / 3600;
             if let Err(e) = store.prune_rollups(now - audit.retention).await {
                 tracing::warn!(error = %e, "pruning usage rollups failed");
+            }
+            // Refresh tokens whose grant has ended are of no more use.
+            if let Err(e) = store.prune_refresh_tokens(now).await {
+                tracing::warn!(error = %e, "pruning expired refresh tokens failed");
             }
         }
     }

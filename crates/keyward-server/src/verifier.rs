@@ -53,6 +53,22 @@ pub struct Verification {
     pub identity: Option<Arc<Identity>>,
     /// The workspace's own roles, when the key holds roles.
     pub roles: Option<Arc<Vec<keyward_core::member::Role>>>,
+    /// The scope an access token was issued for, when it was narrowed: it,
+    /// not the key's, is what the presenter holds.
+    pub token_scopes: Option<Vec<keyward_core::scope::Scope>>,
+}
+
+impl Verification {
+    /// What the presenter may do, as reported (verify's `permissions`,
+    /// forward-auth's `X-Keyward-Scopes`): a narrowed token's scope, else
+    /// the key's scopes.
+    pub fn permissions(&self) -> Vec<String> {
+        match (&self.token_scopes, self.key.as_deref()) {
+            (Some(scopes), _) => scopes.iter().map(ToString::to_string).collect(),
+            (None, Some(key)) => key.scopes.iter().map(ToString::to_string).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
 }
 
 /// Why a key is being checked: to answer a verify/authorize request, or to
@@ -239,6 +255,18 @@ impl Verifier {
     /// Records a workspace as it now stands in the store (after a write).
     pub fn workspace_changed(&self, ws: &Workspace) {
         self.workspaces.insert(ws.id.clone(), Arc::new(ws.clone()));
+    }
+
+    /// The roles `key` verifies against: the workspace's own; a
+    /// publishable key's grant only the workspace's public permissions
+    /// (whatever a role came to hold after it was given).
+    pub async fn roles_for(&self, key: &ApiKey) -> Result<Arc<Vec<keyward_core::member::Role>>, Error> {
+        let roles = self.roles(&key.workspace_id).await?;
+        if key.key_type != keyward_core::key::KeyType::Publishable {
+            return Ok(roles);
+        }
+        let ws = self.workspace(&key.workspace_id).await?;
+        Ok(Arc::new(keyward_core::member::public_roles(&roles, &ws.public_permissions)))
     }
 
     /// A workspace's own roles, from memory after the first read.
@@ -458,8 +486,10 @@ impl Verifier {
 
     /// Checks the key a caller of the API authenticates with (counted apart,
     /// in `keyward_caller_authentications_total`).
-    pub async fn authenticate_caller(&self, token: &str) -> Result<Verification, Error> {
-        self.check(token, &Request::default(), None, Purpose::Caller).await
+    /// `ip`: the caller's address, when known (a key limited to addresses
+    /// is refused without one).
+    pub async fn authenticate_caller(&self, token: &str, ip: Option<std::net::IpAddr>) -> Result<Verification, Error> {
+        self.check(token, &Request { ip, ..Request::default() }, None, Purpose::Caller).await
     }
 
     async fn check(
@@ -625,12 +655,16 @@ impl Verifier {
         // then from memory).
         let roles = match key.roles.is_empty() {
             true => None,
-            false => Some(self.roles(&key.workspace_id).await?),
+            false => Some(self.roles_for(&key).await?),
         };
         let request = Request {
             routes: workspace.as_deref().map_or(&[], |w| &w.routes[..]),
             roles: roles.as_deref().map_or(&[], |r| &r[..]),
             ..*request
+        };
+        let token_scopes = match &proof {
+            Proof::Token { scopes: Some(scopes) } => Some(scopes.clone()),
+            _ => None,
         };
         let mut decision = match &proof {
             Proof::Secret { token, parsed } => {
@@ -684,6 +718,7 @@ impl Verifier {
         v.ratelimits = ratelimits;
         v.identity = identity;
         v.roles = roles;
+        v.token_scopes = token_scopes;
         Ok(v)
     }
 
@@ -710,6 +745,7 @@ impl Verifier {
             ratelimits: Vec::new(),
             identity: None,
             roles: None,
+            token_scopes: None,
         }
     }
 

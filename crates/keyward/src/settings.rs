@@ -328,6 +328,7 @@ pub fn oauth_config(
             _ => SigningAlgorithm::EdDsa,
         },
         signing_key_rotation: rotation.map_or(defaults.signing_key_rotation, |d| chrono::Duration::days(d.into())),
+        max_refresh_families: defaults.max_refresh_families,
     })
 }
 

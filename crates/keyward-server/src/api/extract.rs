@@ -1,6 +1,7 @@
 //! Extractors whose rejections use our error shape, and which never echo a
 //! value from the request (it might be a secret) in an error message.
 
+use crate::throttle::Seen;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -283,7 +284,7 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = client_ip(parts, state);
         let throttle = state.verifier.throttle();
-        if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
+        if let Some(wait) = ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)) {
             return Err(ApiError::too_many_failures(wait));
         }
         let principal = match (bearer_token(parts), super::members::session_cookie_value(&parts.headers)) {
@@ -293,7 +294,7 @@ impl FromRequestParts<AppState> for Principal {
             // An access token (keyward-signed; signed requests are for
             // verification, not the API).
             (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => state.oauth.principal(token).await,
-            (Some(token), _) => Principal::authenticate(&state.verifier, token).await,
+            (Some(token), _) => Principal::authenticate(&state.verifier, token, ip).await,
             (None, Some(cookie)) => {
                 let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
                 if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
@@ -317,7 +318,7 @@ impl FromRequestParts<AppState> for Principal {
         if let (Err(e), Some(ip)) = (&principal, ip)
             && e.kind == keyward_core::ErrorKind::Unauthenticated
         {
-            throttle.failed(ip);
+            throttle.failed(Seen::Api, ip);
         }
         Ok(principal?.from_client(ip, user_agent(parts).as_deref()))
     }

@@ -11,6 +11,7 @@
 //! workspace is the one verified against), or by calling the dedicated
 //! forward-auth listener, which trusts its callers.
 
+use crate::throttle::Seen;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, State};
@@ -140,7 +141,7 @@ fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
     put("x-keyward-key-id", &key.id);
     put("x-keyward-workspace", &key.workspace_id);
     put("x-keyward-key-type", key.key_type.as_str());
-    put("x-keyward-scopes", &key.scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
+    put("x-keyward-scopes", &v.permissions().join(" "));
     if let Some(ws) = v.workspace.as_deref() {
         for field in &ws.identity_metadata {
             let value = match key.metadata.get(field) {
@@ -263,7 +264,7 @@ async fn decide_forward_auth(
                 "Forward-auth needs the gateway's key in X-Keyward-Verifier-Key (or use the forward-auth listener)",
             )
         })?;
-        Some(Principal::authenticate(&state.verifier, verifier_key).await?)
+        Some(Principal::authenticate(&state.verifier, verifier_key, Some(peer.ip())).await?)
     };
     let (original_method, original_uri) = original_request(method, uri, headers)?;
     let (path, query) = match original_uri.split_once('?') {
@@ -276,7 +277,12 @@ async fn decide_forward_auth(
     let origin = header_str(headers, "origin").or_else(|| header_str(headers, header::REFERER.as_str()));
     let client = client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies);
     let throttle = state.verifier.throttle();
-    if let Some(wait) = throttle.retry_after(client) {
+    // The client's failures count in its gateway's view only.
+    let seen = match &gateway {
+        Some(gateway) => Seen::ByWorkspace(gateway.workspace_id()),
+        None => Seen::ByGateway,
+    };
+    if let Some(wait) = throttle.retry_after(seen, client) {
         return Err(ApiError::too_many_failures(wait));
     }
     let request =
@@ -287,7 +293,7 @@ async fn decide_forward_auth(
         None => state.verifier.verify(&token, &request, None).await?,
     };
     if is_authentication_failure(v.decision.code) {
-        throttle.failed(client);
+        throttle.failed(seen, client);
     }
     let now = state.verifier.clock().now();
     let now_ms = now.timestamp_millis();

@@ -3,6 +3,7 @@
 //! metadata (RFC 8414) and the JWKS; and `/v1/tokens`, members' refresh
 //! tokens for the REST API.
 
+use crate::throttle::Seen;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -229,7 +230,7 @@ async fn throttled<T>(
     work: impl Future<Output = Result<T, OAuthError>>,
 ) -> Result<T, OAuthFailure> {
     let throttle = state.verifier.throttle();
-    if ip.and_then(|ip| throttle.retry_after(ip)).is_some() {
+    if ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)).is_some() {
         return Err(OAuthError::new(
             "invalid_client",
             "Too many failed authentications from this address; retry later",
@@ -240,7 +241,7 @@ async fn throttled<T>(
     if let (Err(e), Some(ip)) = (&result, ip)
         && e.error == "invalid_client"
     {
-        throttle.failed(ip);
+        throttle.failed(Seen::Api, ip);
     }
     result.map_err(OAuthFailure)
 }

@@ -307,11 +307,16 @@ pub async fn decrypt(
     body: Body,
 ) -> ApiResult<Response> {
     let key = state.pgp.for_decryption(&principal, &id).await?;
+    // Opening the message unlocks the key (its S2K): in turn, off the
+    // async workers.
+    let turn = state.pgp.unlock_turn().await?;
     let (mut out, answer) = ChunkWriter::new();
     let input = BufReader::with_capacity(CHUNK, BodyReader::new(body));
     let (opened, ready) = oneshot::channel();
     tokio::task::spawn_blocking(move || {
-        let mut plain = match keyward_core::pgp::decrypt(&key.key, key.passphrase.as_deref(), input) {
+        let opening = keyward_core::pgp::decrypt(&key.key, key.passphrase.as_deref(), input);
+        drop(turn);
+        let mut plain = match opening {
             Ok(plain) => plain,
             Err(e) => {
                 let _ = opened.send(Err(e));

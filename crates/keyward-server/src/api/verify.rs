@@ -1,6 +1,7 @@
 //! `POST /v1/keys/verify`: the verification API for services that ask
 //! keyward whether a presented key is good for a request.
 
+use crate::throttle::Seen;
 use std::net::IpAddr;
 
 use axum::extract::State;
@@ -201,7 +202,10 @@ pub async fn verify_key(
         .transpose()?;
     // The end client's address, when given, is limited in failures too.
     let throttle = state.verifier.throttle();
-    if let Some(wait) = ip.and_then(|ip| throttle.retry_after(ip)) {
+    // Counted in this workspace's view of the address only: naming an
+    // address harms nobody else.
+    let seen = Seen::ByWorkspace(principal.workspace_id());
+    if let Some(wait) = ip.and_then(|ip| throttle.retry_after(seen, ip)) {
         return Err(ApiError::too_many_failures(wait));
     }
     let limits: Vec<LimitRequest> = body
@@ -237,7 +241,7 @@ pub async fn verify_key(
     if let Some(ip) = ip
         && super::forward_auth::is_authentication_failure(v.decision.code)
     {
-        throttle.failed(ip);
+        throttle.failed(seen, ip);
     }
     let key = v.key.as_deref();
     let access = match (key, &body.object_type) {
@@ -247,6 +251,7 @@ pub async fn verify_key(
         }
         _ => None,
     };
+    let permissions = v.permissions();
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),
         code: v.decision.code.as_str(),
@@ -255,7 +260,7 @@ pub async fn verify_key(
         workspace_id: key.map(|k| k.workspace_id.clone()),
         name: key.map(|k| k.name.clone()),
         key_type: key.map(|k| k.key_type.as_str()),
-        permissions: key.map(|k| k.scopes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        permissions,
         roles: key.map(|k| k.roles.clone()).unwrap_or_default(),
         access,
         meta: key.map(|k| k.metadata.clone()),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use keyward_core::audit::{Outcome, Target};
+use keyward_core::authority::Authority;
 use keyward_core::hash::SecretHasher;
 use keyward_core::key::{ApiKey, KeyState, KeyType};
 use keyward_core::oauth::{self as rules, RefreshRefusal, RefreshToken};
@@ -62,6 +63,9 @@ pub struct OAuthConfig {
     pub algorithm: rules::SigningAlgorithm,
     /// Signing keys older than this are replaced.
     pub signing_key_rotation: Duration,
+    /// Live refresh-token families a client keeps (each
+    /// `client_credentials` grant starts one); past it the oldest end.
+    pub max_refresh_families: u32,
 }
 
 impl Default for OAuthConfig {
@@ -72,6 +76,7 @@ impl Default for OAuthConfig {
             exchange_lifetime: Duration::minutes(15),
             algorithm: rules::SigningAlgorithm::EdDsa,
             signing_key_rotation: Duration::days(90),
+            max_refresh_families: 100,
         }
     }
 }
@@ -307,9 +312,21 @@ impl OAuthService {
     /// The client a request authenticates as, or `invalid_client`: the same
     /// answer (and nearly the same work) whether the client exists or not.
     pub async fn authenticate_client(&self, auth: &ClientAuth, endpoint: &str) -> Result<Arc<CachedKey>, OAuthError> {
+        self.authenticate(auth, endpoint, false).await
+    }
+
+    /// A client, or (`keys_too`) a secret API key presented as its own
+    /// client: its key id as `client_id`, the key as `client_secret` (the
+    /// client its exchanged tokens name).
+    async fn authenticate(
+        &self,
+        auth: &ClientAuth,
+        endpoint: &str,
+        keys_too: bool,
+    ) -> Result<Arc<CachedKey>, OAuthError> {
         match auth {
             ClientAuth::Basic { client_id, secret } | ClientAuth::Post { client_id, secret } => {
-                self.by_secret(client_id, secret).await
+                self.by_secret(client_id, secret, keys_too).await
             }
             ClientAuth::Jwt { client_id, assertion } => {
                 self.by_assertion(client_id.as_deref(), assertion, endpoint).await
@@ -318,7 +335,7 @@ impl OAuthService {
         }
     }
 
-    async fn by_secret(&self, client_id: &str, secret: &str) -> Result<Arc<CachedKey>, OAuthError> {
+    async fn by_secret(&self, client_id: &str, secret: &str, keys_too: bool) -> Result<Arc<CachedKey>, OAuthError> {
         // Only a consumer secret authenticates a client: never an access
         // token (the verifier would accept one for its key) or other JWT.
         if rules::looks_like_jwt(secret) {
@@ -327,11 +344,12 @@ impl OAuthService {
         // The secret is a keyward token: the verifier finds its key (from
         // memory), checks it in constant time and counts wrong secrets
         // towards the key's lockout.
-        let v = self.verifier.authenticate_caller(secret).await?;
+        let v = self.verifier.authenticate_caller(secret, None).await?;
         let (VerifyCode::Valid, Some(key)) = (v.decision.code, v.key) else {
             return Err(OAuthError::invalid_client());
         };
-        if !client_pairs(&key, client_id, secret, self.verifier.hasher(), self.clock.now()) {
+        let own_client = keys_too && key.key_type == KeyType::Secret && *key.id == *client_id;
+        if !own_client && !client_pairs(&key, client_id, secret, self.verifier.hasher(), self.clock.now()) {
             return Err(OAuthError::invalid_client());
         }
         Ok(key)
@@ -423,11 +441,17 @@ impl OAuthService {
                 let client = self.authenticate_client(&auth, endpoint).await?;
                 let scopes = rules::requested_scope(request.scope.as_deref(), &client)
                     .map_err(|r| OAuthError::invalid_scope(r.0))?;
+                self.may_issue(&client, scopes.as_deref()).await?;
                 let (access, expires_in, scope) =
                     self.access_token_for_key(&client, scopes.as_deref(), issuer, None).await?;
                 let refresh = match self.config.refresh_token_lifetime {
+                    // The family's row and the entry commit together.
                     Some(lifetime) => Some(self.start_family(&client, scopes.as_deref(), lifetime).await?),
-                    None => None,
+                    // No write to join: counted, one entry a minute.
+                    None => {
+                        self.verifier.cache().usage().token_issued(&client, "token.issued");
+                        None
+                    }
                 };
                 Ok(TokenResponse {
                     access_token: access,
@@ -443,6 +467,16 @@ impl OAuthService {
             "" => Err(OAuthError::invalid_request("grant_type is required")),
             _ => Err(OAuthError::unsupported_grant_type()),
         }
+    }
+
+    /// The one authority check for a token: what it carries (the scope it
+    /// is limited to, or the key's whole grant; the key's restrictions)
+    /// within what the key presenting it holds.
+    async fn may_issue(&self, key: &Arc<CachedKey>, scopes: Option<&[Scope]>) -> Result<(), OAuthError> {
+        let custom = self.verifier.roles(&key.workspace_id).await?;
+        let token = Authority::of_key(key, &custom).narrowed(scopes);
+        let who = Principal::from(crate::principal::Caller::ApiKey(key.clone(), None));
+        who.may_give(&custom, &token).map_err(|e| OAuthError::invalid_scope(e.message))
     }
 
     /// Signs an access token for `key` (a client, or an API key being
@@ -507,10 +541,19 @@ impl OAuthService {
             revoked_at: None,
             last_used_at: None,
         };
-        self.store
-            .commit(Change::of(Write::OAuth(OAuthWrite::InsertRefreshToken(record))))
-            .await
-            .map_err(store_error)?;
+        let mut change = Change::of(Write::OAuth(OAuthWrite::InsertRefreshToken(record)));
+        // A client keeps its newest families; older ones end.
+        change.push(Write::OAuth(OAuthWrite::TrimClientFamilies {
+            client_key_id: client.id.to_string(),
+            keep: self.config.max_refresh_families,
+            at: now,
+        }));
+        change.push(self.key_entry(
+            client,
+            "token.issued",
+            serde_json::json!({"scope": scopes.map(rules::scope_string)}),
+        ));
+        self.store.commit(change).await.map_err(store_error)?;
         Ok(token.expose().to_owned())
     }
 
@@ -528,6 +571,25 @@ impl OAuthService {
             Change::of(Write::OAuth(OAuthWrite::RevokeRefreshFamily { family_id: token.family_id.clone(), at: now }));
         change.push(self.system_entry(token, "token.reuse_detected", Outcome::Failure));
         self.store.commit(change).await.map_err(store_error)
+    }
+
+    /// The entry of a token issued to `key` (acting as itself).
+    fn key_entry(&self, key: &ApiKey, action: &str, changes: serde_json::Value) -> Write {
+        self.audit.event(keyward_core::audit::Event {
+            workspace_id: key.workspace_id.clone(),
+            at: self.clock.now(),
+            actor: keyward_core::audit::Actor {
+                kind: keyward_core::audit::ActorKind::Key,
+                id: Some(key.id.to_string()),
+                name: Some(key.name.clone()),
+            },
+            action: action.to_owned(),
+            target: crate::audit::key_target(key),
+            ip: None,
+            user_agent: None,
+            outcome: Outcome::Success,
+            changes: changes.to_string(),
+        })
     }
 
     fn system_entry(&self, token: &RefreshToken, action: &str, outcome: Outcome) -> Write {
@@ -593,7 +655,7 @@ impl OAuthService {
     async fn rotate(
         &self,
         stored: RefreshToken,
-        client: &CachedKey,
+        client: &Arc<CachedKey>,
         scope: Option<&str>,
         issuer: &str,
     ) -> Result<TokenResponse, OAuthError> {
@@ -607,12 +669,16 @@ impl OAuthService {
         if scopes.is_none() {
             scopes = granted;
         }
+        self.may_issue(client, scopes.as_deref()).await?;
         let now = self.clock.now();
         let ws = self.verifier.workspace(&stored.workspace_id).await?;
         let (id, token_hash, masked, token) = self.new_refresh(&ws.token_prefix);
         let next = stored.successor(id, token_hash, masked, now);
         let mut change = Change::of(Write::OAuth(OAuthWrite::UseRefreshToken { id: stored.id.clone(), at: now }));
         change.push(Write::OAuth(OAuthWrite::InsertRefreshToken(next)));
+        let changes =
+            serde_json::json!({"family": stored.family_id, "scope": scopes.as_deref().map(rules::scope_string)});
+        change.push(self.key_entry(client, "token.refreshed", changes));
         match self.store.commit(change).await {
             Ok(()) => {}
             // Used by a concurrent request meanwhile: a reuse.
@@ -650,10 +716,9 @@ impl OAuthService {
             return Err(OAuthError::invalid_grant("The member no longer belongs to the workspace"));
         }
         let now = self.clock.now();
-        self.store
-            .commit(Change::of(Write::OAuth(OAuthWrite::TouchRefreshToken { id: stored.id.clone(), at: now })))
-            .await
-            .map_err(store_error)?;
+        let mut change = Change::of(Write::OAuth(OAuthWrite::TouchRefreshToken { id: stored.id.clone(), at: now }));
+        change.push(self.system_entry(&stored, "token.refreshed", Outcome::Success));
+        self.store.commit(change).await.map_err(store_error)?;
         let mut lifetime = self.config.access_token_lifetime;
         if let Some(expires) = stored.expires_at {
             lifetime = lifetime.min(expires - now);
@@ -710,7 +775,12 @@ impl OAuthService {
                 )));
             }
         }
-        let v = self.verifier.authenticate_caller(subject).await?;
+        // An access token is not an API key: exchanging one would trade its
+        // narrowed scope (and its end) for the key's.
+        if rules::looks_like_jwt(subject) {
+            return Err(OAuthError::invalid_request("subject_token is not a valid API key"));
+        }
+        let v = self.verifier.authenticate_caller(subject, None).await?;
         let key = match (v.decision.code, v.key) {
             (VerifyCode::Valid, Some(k)) if k.key_type == KeyType::Secret => k,
             (VerifyCode::Valid, Some(_)) => {
@@ -722,8 +792,10 @@ impl OAuthService {
         };
         let scopes =
             rules::requested_scope(request.scope.as_deref(), &key).map_err(|r| OAuthError::invalid_scope(r.0))?;
+        self.may_issue(&key, scopes.as_deref()).await?;
         let (access, expires_in, scope) =
             self.access_token_for_key(&key, scopes.as_deref(), issuer, Some(self.config.exchange_lifetime)).await?;
+        self.verifier.cache().usage().token_issued(&key, "token.exchanged");
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
@@ -786,7 +858,8 @@ impl OAuthService {
     /// token of the authenticated client. Unknown tokens, and those of other
     /// clients, change nothing (and the answer is the same).
     pub async fn revoke(&self, auth: ClientAuth, token: &str, endpoint: &str) -> Result<(), OAuthError> {
-        let client = self.authenticate_client(&auth, endpoint).await?;
+        // A key revokes the tokens it exchanged itself for.
+        let client = self.authenticate(&auth, endpoint, true).await?;
         let now = self.clock.now();
         if rules::looks_like_jwt(token) {
             let Some(claims) = self.verifier.access_token(token).await? else { return Ok(()) };

@@ -526,7 +526,7 @@ async fn console_pages_are_locked_down() {
     assert_eq!(app.key_count().await, before);
     // Names are escaped, and characters that would reorder text are shown inert.
     let hostile = "<img src=x>\u{202E}gnp.exe";
-    let r = app.post("/v1/members", json!({"email": "x@example.com", "name": hostile, "roles": ["viewer"]})).await;
+    let r = app.invite(json!({"email": "x@example.com", "name": hostile, "roles": ["viewer"]})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let token = r.str("token");
     let accept = json!({"token": token, "password": "x password 12"});
@@ -597,17 +597,9 @@ async fn console_lists_page_filter_and_switch_workspace() {
     assert!(csv.lines().all(|l| !l.contains(",\"key.revoked\",") || l.contains("\"Gone\"")));
 
     // The owner joins a second workspace; the header switches between them.
-    let (other, other_key) = app.other_workspace().await;
-    let r = app
-        .call(
-            Method::POST,
-            "/v1/members",
-            Some(&other_key),
-            Some(json!({"email": OWNER_EMAIL, "name": "Owner", "roles": ["admin"]})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let accept = json!({"token": r.str("token"), "password": OWNER_PASSWORD});
+    let (other, _) = app.other_workspace().await;
+    let token = app.operator_invite(&other, OWNER_EMAIL, &["admin"]).await;
+    let accept = json!({"token": token, "password": OWNER_PASSWORD});
     let a = app.call(Method::POST, "/v1/invitations/accept", None, Some(accept)).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let keys = page("/keys".into()).await;

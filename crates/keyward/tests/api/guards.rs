@@ -157,8 +157,7 @@ async fn role_names_match_exactly_and_tagged_roles_grant_no_account_permission()
 async fn a_shared_persons_name_is_theirs() {
     let app = spawn_app().await;
     let (other_ws, other_admin) = app.other_workspace().await;
-    let body = json!({"email": OWNER_EMAIL, "name": "Owner", "roles": ["viewer"]});
-    let token = app.call(Method::POST, "/v1/members", Some(&other_admin), Some(body)).await.str("token");
+    let token = app.operator_invite(&other_ws, OWNER_EMAIL, &["viewer"]).await;
     let accept = json!({"token": token, "password": OWNER_PASSWORD});
     app.clock.advance(std::time::Duration::from_secs(1));
     let id = app.call(Method::POST, "/v1/invitations/accept", None, Some(accept)).await.body["member"]["id"]

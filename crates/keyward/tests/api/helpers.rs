@@ -264,10 +264,30 @@ impl TestApp {
         resp.str("token")
     }
 
-    /// Invites `email` with `roles` (by the admin key), accepts with
+    /// The owner's bearer token (a fresh sign-in).
+    pub async fn owner_token(&self) -> String {
+        self.member_token(OWNER_EMAIL, OWNER_PASSWORD).await
+    }
+
+    /// `POST /v1/members` by the owner: only a person invites people.
+    pub async fn invite(&self, body: Value) -> Resp {
+        let owner = self.owner_token().await;
+        self.call(Method::POST, "/v1/members", Some(&owner), Some(body)).await
+    }
+
+    /// An invitation to `workspace_id` made by the operator (as `keyward
+    /// member invite` does: a workspace made with only an admin key has
+    /// no member to invite anyone); its token.
+    pub async fn operator_invite(&self, workspace_id: &str, email: &str, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let operator = keyward_server::principal::Principal::system(workspace_id);
+        self.services.members.invite(&operator, email, email, &roles).await.unwrap().token
+    }
+
+    /// Invites `email` with `roles` (by the owner), accepts with
     /// `password`; the new member's id.
     pub async fn add_member(&self, email: &str, password: &str, roles: &[&str]) -> String {
-        let r = self.post("/v1/members", json!({"email": email, "name": email, "roles": roles})).await;
+        let r = self.invite(json!({"email": email, "name": email, "roles": roles})).await;
         assert_eq!(r.status, 201, "{}", r.body);
         let token = r.str("token");
         let body = json!({"token": token, "password": password});
