@@ -464,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn costly_passphrase_protection_is_refused_before_unlocking() {
+        use pgp::crypto::sym::SymmetricKeyAlgorithm;
+        use pgp::types::{S2kParams, StringToKey};
+        let Parsed::Secret(mut key) = parse_one(ED_SEC).unwrap() else { panic!("a private key") };
+        let old = Password::from("hunter22");
+        let new = Password::from("expensive");
+        // Argon2 with more passes than the cap (cheap in memory, so the
+        // test itself stays cheap to make).
+        let protect = |passes: u8| S2kParams::Aead {
+            sym_alg: SymmetricKeyAlgorithm::AES256,
+            aead_mode: pgp::crypto::aead::AeadAlgorithm::Ocb,
+            s2k: StringToKey::new_argon2(rand::thread_rng(), passes, 1, 10),
+            nonce: bytes::Bytes::from(vec![7u8; 15]),
+        };
+        key.primary_key.remove_password(&old).unwrap();
+        key.primary_key.set_password_with_s2k(&new, protect(MAX_ARGON2_PASSES + 1)).unwrap();
+        for sub in &mut key.secret_subkeys {
+            sub.key.remove_password(&old).unwrap();
+            sub.key.set_password_with_s2k(&new, protect(1)).unwrap();
+        }
+        let armored = key.to_armored_string(ArmorOptions::default()).unwrap();
+        assert_eq!(code(inspect(&armored, true, Some("expensive"))), "passphrase_too_costly");
+        // At the cap it is opened (and checked) as usual.
+        key.primary_key.remove_password(&new).unwrap();
+        key.primary_key.set_password_with_s2k(&new, protect(MAX_ARGON2_PASSES)).unwrap();
+        let armored = key.to_armored_string(ArmorOptions::default()).unwrap();
+        assert!(inspect(&armored, true, Some("expensive")).is_ok());
+        assert_eq!(code(inspect(&armored, true, Some("hunter22"))), "invalid_passphrase");
+    }
+
+    #[test]
     fn bad_uploads_are_refused_by_name() {
         assert_eq!(code(inspect("not a key", false, None)), "invalid_contents");
         assert_eq!(code(inspect(&RSA_PUB.replace('A', "B"), false, None)), "invalid_contents");

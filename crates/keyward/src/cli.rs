@@ -304,6 +304,28 @@ pub struct BootstrapArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
+    /// Invite a person to a workspace, as the operator (keys never invite
+    /// people: a workspace made with `workspace create` gets its first
+    /// member this way). Prints the one-time invitation token.
+    Invite {
+        /// The person's email.
+        email: String,
+        /// The workspace's id.
+        #[arg(long = "workspace", value_name = "ID")]
+        workspace_id: String,
+        /// Their name (default: the part of the email before the @).
+        #[arg(long)]
+        name: Option<String>,
+        /// A role to give (repeatable): owner, admin, developer, viewer or
+        /// the workspace's own.
+        #[arg(long = "role", value_name = "ROLE", default_value = "owner")]
+        roles: Vec<String>,
+        /// Print {"invitationId", "token", "expiresAt"} as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
     /// Set a member's password (a locked-out owner); every session of
     /// theirs ends. Without --password one is generated and printed once.
     SetPassword {

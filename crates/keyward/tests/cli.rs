@@ -629,6 +629,7 @@ fn bootstrap_creates_the_owner_who_signs_in() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["ownerEmail"], "owner@localhost");
+    let ws = v["workspaceId"].as_str().unwrap().to_owned();
     let password = v["ownerPassword"].as_str().expect("a generated password is printed").to_owned();
     assert!(password.len() >= 20);
     let server = serve(dir.path(), &[]);
@@ -644,6 +645,29 @@ fn bootstrap_creates_the_owner_who_signs_in() {
     assert_eq!(status, 401, "the old password no longer works");
     let body = serde_json::json!({"email": "owner@localhost", "password": new_password}).to_string();
     assert_eq!(post_json(&server.url("/v1/auth/login"), &body).0, 200);
+    // The operator invites a person (an admin key cannot: keys never
+    // become people).
+    let invited = keyward(&[
+        "member",
+        "invite",
+        "ops@localhost",
+        "--workspace",
+        &ws,
+        "--role",
+        "admin",
+        "--json",
+        "--data-dir",
+        data,
+    ]);
+    assert!(invited.status.success(), "{}", String::from_utf8_lossy(&invited.stderr));
+    let invitation: Value = serde_json::from_str(&stdout(&invited)).unwrap();
+    let accept = serde_json::json!({"token": invitation["token"], "password": "ops password 1"}).to_string();
+    let (status, joined) = post_json(&server.url("/v1/invitations/accept"), &accept);
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["member"]["roles"], serde_json::json!(["admin"]));
+    let nowhere = keyward(&["member", "invite", "x@localhost", "--workspace", "ws_nope", "--data-dir", data]);
+    assert_eq!(nowhere.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("workspace_not_found"));
     let unknown = keyward(&["member", "set-password", "ghost@localhost", "--data-dir", data]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("member_not_found"));

@@ -114,6 +114,58 @@ pub async fn set_member_password(
     }
 }
 
+/// `keyward member invite`: an invitation made by the operator.
+pub async fn invite_member(
+    email: &str,
+    workspace_id: &str,
+    name: Option<String>,
+    roles: &[String],
+    json: bool,
+    storage: &StorageArgs,
+    file: &FileConfig,
+) -> anyhow::Result<ExitCode> {
+    let services = open_services(storage, file).await?;
+    if !services
+        .workspaces
+        .list_all()
+        .await
+        .map_err(|e| anyhow::anyhow!(e.message))?
+        .iter()
+        .any(|(w, _)| w.id == workspace_id)
+    {
+        eprintln!("No workspace has that id (keyward workspace list shows them) (workspace_not_found)");
+        return Ok(ExitCode::FAILURE);
+    }
+    let who = keyward_server::principal::Principal::system(workspace_id);
+    let name = name.unwrap_or_else(|| email.split('@').next().unwrap_or(email).to_owned());
+    match services.members.invite(&who, email, &name, roles).await {
+        Ok(new) if json => {
+            let out = serde_json::json!({
+                "invitationId": new.invitation.id,
+                "token": new.token,
+                "expiresAt": new.invitation.expires_at,
+            });
+            outln!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(new) => {
+            outln!(
+                "Invited {} to {workspace_id} as {}. The invitation token, shown only now (valid until {}):\n\n    {}\n\n\
+                 They redeem it at /join?token=… in the console, or with POST /v1/invitations/accept.",
+                new.invitation.email,
+                new.invitation.roles.join(", "),
+                new.invitation.expires_at.to_rfc3339(),
+                new.token
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{} ({})", e.message, e.code);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `keyward audit checkpoint`: a signed statement of where a workspace's
 /// chain stands, printed as JSON.
 pub async fn audit_checkpoint(

@@ -56,6 +56,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SigningKey(SigningKeyCommand::List { storage }) => {
             admin::list_signing_keys(&storage, &config(&storage)?).await
         }
+        Command::Member(MemberCommand::Invite { email, workspace_id, name, roles, json, storage }) => {
+            admin::invite_member(&email, &workspace_id, name, &roles, json, &storage, &config(&storage)?).await
+        }
         Command::Member(MemberCommand::SetPassword { email, password, storage }) => {
             admin::set_member_password(&email, password, &storage, &config(&storage)?).await
         }

@@ -88,6 +88,11 @@ impl Gpg {
         fpr
     }
 
+    /// Adds an encryption subkey of `algo` (`cv25519`, `rsa3072`, …).
+    pub fn add_subkey(&self, fpr: &str, algo: &str, passphrase: &str) {
+        self.run(&["--passphrase", passphrase, "--quick-add-key", fpr, algo, "encr", "never"], None);
+    }
+
     /// The primary key's fingerprint of the key `who` names.
     pub fn fingerprint(&self, who: &str) -> String {
         let out = String::from_utf8(self.run(&["--with-colons", "--list-keys", who], None)).unwrap();

@@ -6,6 +6,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod authority;
 mod browser;
 mod compat;
 mod console;

@@ -151,6 +151,12 @@ async fn master_key_rotation_rewraps_while_serving() {
     for i in 0..3 {
         keys.push(app.create_key(json!({"name": format!("r{i}"), "recoverable": true})).await);
     }
+    // An imported key may take an id like a PGP key's: its sealed secret
+    // is still its own record (a rotation once looped on it for ever).
+    let plain = "legacy_live_0123456789abcdefghijklmnop";
+    let body = json!({"name": "pgp-like", "id": "pgp_collide", "key": plain, "recoverable": true});
+    let imported = app.post("/v1/keys/import", body).await;
+    assert_eq!(imported.status, 201, "{}", imported.body);
     let old = keyward_core::sealed::Keyring::parse(crate::helpers::MASTER_KEY).unwrap();
     let in_use = app.services.store.master_keys_in_use().await.unwrap();
     assert_eq!(in_use, vec![old.current_id().to_owned()]);
@@ -162,7 +168,7 @@ async fn master_key_rotation_rewraps_while_serving() {
     let config = keyward_server::ServerConfig { master_keys: Some(both.clone()), ..Default::default() };
     let operator =
         keyward_server::Services::new(app.services.store.clone(), app.hasher.clone(), &config).await.unwrap();
-    assert_eq!(operator.keys.rewrap_sealed().await.unwrap(), 3);
+    assert_eq!(operator.keys.rewrap_sealed().await.unwrap(), 4);
     assert_eq!(app.services.store.master_keys_in_use().await.unwrap(), vec![both.current_id().to_owned()]);
     assert_eq!(operator.keys.rewrap_sealed().await.unwrap(), 0, "nothing left to do");
 
@@ -184,6 +190,7 @@ async fn master_key_rotation_rewraps_while_serving() {
         let r = reveal(&app2, &owner, &k.id).await;
         assert_eq!(r.str("secret"), k.secret);
     }
+    assert_eq!(reveal(&app2, &owner, "pgp_collide").await.str("secret"), plain);
     app2.stop().await;
     app.stop().await;
 }
