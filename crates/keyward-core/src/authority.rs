@@ -23,7 +23,8 @@
 //! - a restricted caller hands out only what is restricted at least as
 //!   much: resources ⊆, expiry ≤, addresses and origins ⊆; a publishable key
 //!   only publishable keys. Roles carry no restrictions of their own (their
-//!   holders do), so none are asked of them.
+//!   holders do), so none are asked of them; a member holds roles given to
+//!   them without any, so a restricted key cannot give a member roles.
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -44,8 +45,13 @@ pub enum Holder {
     Person,
     /// A key of this type, or a token standing for one.
     Key(KeyType),
-    /// A role, which members and keys may come to hold.
+    /// A role, which members and keys may come to hold (its holders carry
+    /// their own restrictions, so none are asked of it).
     Role,
+    /// Roles given to a member: held everywhere and for as long as they
+    /// are a member, so a restricted giver (a key limited to resources,
+    /// addresses or a lifetime) cannot give them.
+    MemberRoles,
 }
 
 /// A role held, with what it grants.
@@ -170,10 +176,9 @@ impl Authority {
         Authority { holder: Holder::Person, roles: held_roles(roles, custom), ..Self::operator() }
     }
 
-    /// Roles given to someone who already is (a member's new roles): what
-    /// they grant, as a role would.
-    pub fn roles(roles: &[String], custom: &[Role]) -> Self {
-        Authority { holder: Holder::Role, roles: held_roles(roles, custom), ..Self::operator() }
+    /// Roles given to someone who already is a member (their new roles).
+    pub fn member_roles(roles: &[String], custom: &[Role]) -> Self {
+        Authority { holder: Holder::MemberRoles, roles: held_roles(roles, custom), ..Self::operator() }
     }
 
     /// A key as it is (or would be): its scopes, flags, roles and
@@ -449,9 +454,12 @@ mod tests {
         for (r, field) in cases {
             assert_eq!(refused(&limited, &grant(r)), Some(Refusal::Restriction(field)));
         }
-        // Roles carry no restrictions of their own.
+        // Roles carry no restrictions of their own; a member given roles
+        // holds them without any.
         let role = Authority { holder: Holder::Role, ..key(&["campaigns:read"]) };
         assert_eq!(refused(&limited, &role), None);
+        let given = Authority { holder: Holder::MemberRoles, ..key(&["campaigns:read"]) };
+        assert_eq!(refused(&limited, &given), Some(Refusal::Restriction("resources")));
     }
 
     #[test]

@@ -689,7 +689,7 @@ impl MemberService {
             let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
             require_owner_for(who, touches_owner)?;
             let all_roles = self.verifier.roles(who.workspace_id()).await?;
-            who.may_give(&all_roles, &Authority::roles(&roles, &all_roles))?;
+            who.may_give(&all_roles, &Authority::member_roles(&roles, &all_roles))?;
             let expected = std::mem::replace(&mut membership.roles, roles);
             change.push(Write::People(PeopleWrite::SetRoles {
                 workspace_id: membership.workspace_id.clone(),

@@ -7,6 +7,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod authority;
+mod authority_props;
 mod browser;
 mod compat;
 mod console;
