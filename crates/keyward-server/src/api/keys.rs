@@ -146,7 +146,8 @@ impl CreateKeyRequest {
         (status = 201, description = "Created. `secret` is shown only in this response.", body = KeyWithSecret),
         (status = 400, description = "Invalid settings", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 403, description = "Missing keys:manage, or the workspace key limit is reached", body = ErrorBody),
+        (status = 403, description = "Missing keys:manage, the workspace key limit is reached, or the key would carry \
+            more than the caller holds (cannot_grant, naming the permission or restriction)", body = ErrorBody),
         (status = 409, description = "A live key already has this name", body = ErrorBody),
     ))]
 pub async fn create_key(
@@ -443,7 +444,8 @@ pub struct RevealedSecret {
     responses(
         (status = 200, body = RevealedSecret),
         (status = 401, description = "Not freshly re-authenticated (reauthentication_required)", body = ErrorBody),
-        (status = 403, description = "A key is calling (member_required), or keys:reveal is missing", body = ErrorBody),
+        (status = 403, description = "A key is calling (member_required), keys:reveal is missing, or the key grants \
+            more than the member holds (cannot_grant)", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Not recoverable (not_recoverable) or revoked", body = ErrorBody),
     ))]

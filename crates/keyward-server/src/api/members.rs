@@ -285,7 +285,8 @@ pub struct InvitationView {
         (status = 201, body = InvitationView),
         (status = 400, description = "Malformed email or name, unknown role", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, description = "Missing members:manage; only owners grant owner", body = ErrorBody),
+        (status = 403, description = "Missing members:manage; only owners grant owner; a key never invites, and \
+            nobody gives roles beyond their own (cannot_grant)", body = ErrorBody),
         (status = 409, description = "Already a member", body = ErrorBody),
     ))]
 pub async fn invite_member(
@@ -377,7 +378,8 @@ pub struct UpdateMemberRequest {
     responses(
         (status = 200, body = MemberView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, description = "Missing members:manage; only owners change the owner role", body = ErrorBody),
+        (status = 403, description = "Missing members:manage; only owners change the owner role; roles beyond the \
+            caller's own, or from a restricted key (cannot_grant)", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The last owner cannot be demoted (last_owner)", body = ErrorBody),
     ))]

@@ -309,8 +309,9 @@ pub async fn introspect(
 #[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
     request_body(content = TokenParamForm, content_type = "application/x-www-form-urlencoded"),
     description = "Token revocation (RFC 7009): a refresh token of the authenticated client (with every \
-        token of its grant) or one of its access tokens (refused on every node from then on). Unknown \
-        tokens get the same 200.",
+        token of its grant) or one of its access tokens (refused on every node from then on). A secret API \
+        key revokes the tokens it exchanged itself for (its key id as client_id, the key as client_secret). \
+        Unknown tokens get the same 200.",
     responses(
         (status = 200, description = "Revoked, or nothing to revoke"),
         (status = 400, body = OAuthErrorBody),

@@ -146,7 +146,8 @@ pub struct UploadPgpKeyRequest {
     responses(
         (status = 201, body = PgpKeyView),
         (status = 400, description = "invalid_contents, several_keys, private_mismatch, passphrase_required, \
-            invalid_passphrase, no_encryption_key, invalid_name, invalid_type, master_key_required", body = ErrorBody),
+            invalid_passphrase, no_encryption_key, invalid_name, invalid_type, master_key_required, \
+            too_many_subkeys, passphrase_too_costly", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "Missing pgp:manage", body = ErrorBody),
         (status = 409, description = "The name is taken (duplicate_name)", body = ErrorBody),
         (status = 413, description = "The body is over the limit (payload_too_large)", body = ErrorBody),

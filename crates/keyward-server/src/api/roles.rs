@@ -96,7 +96,9 @@ pub struct CreateRoleRequest {
     responses(
         (status = 201, body = RoleView),
         (status = 400, description = "Invalid name; unknown permission (unknown_permission)", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, description = "Missing roles:manage", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Missing roles:manage, or the role would grant what the caller does not hold \
+            (cannot_grant)", body = ErrorBody),
         (status = 409, description = "The name is taken (duplicate_role)", body = ErrorBody),
     ))]
 pub async fn create_role(
