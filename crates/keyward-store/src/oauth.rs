@@ -137,11 +137,17 @@ impl OAuthStatements {
             revoke_family: r("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL"),
             revoke_refresh: r("UPDATE refresh_tokens SET revoked_at = $3 \
                  WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL"),
-            // A family's current token is its one unused, unrevoked token.
-            trim_families: r("UPDATE refresh_tokens SET revoked_at = $3 \
-                 WHERE client_key_id = $1 AND revoked_at IS NULL AND family_id NOT IN \
+            // A family's current token is its one unused, unrevoked token:
+            // the families past the newest `keep` are revoked whole.
+            trim_families: r(&format!(
+                "UPDATE refresh_tokens SET revoked_at = $3 WHERE revoked_at IS NULL AND family_id IN \
                  (SELECT family_id FROM refresh_tokens WHERE client_key_id = $1 AND revoked_at IS NULL \
-                 AND used_at IS NULL ORDER BY created_at DESC, id DESC LIMIT $2)"),
+                 AND used_at IS NULL ORDER BY created_at DESC, id DESC {} OFFSET $2)",
+                match dialect {
+                    Dialect::Sqlite => "LIMIT -1",
+                    Dialect::Postgres => "LIMIT ALL",
+                }
+            )),
             revoke_member_all: r(
                 "UPDATE refresh_tokens SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL",
             ),

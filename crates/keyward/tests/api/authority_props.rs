@@ -267,7 +267,7 @@ impl Held {
 /// action (account ones only when a person gives), on untagged and tagged
 /// objects; then the restrictions, when the giver has any.
 fn escapes(custom: &[Role], by: &Held, given: &Held, limits_apply: bool) -> Option<String> {
-    let eu = vec!["eu".to_owned()];
+    let eu = ["eu".to_owned()];
     for tags in [None, Some(&eu[..])] {
         for r in RESOURCES {
             if by.person && !is_account_resource(r) {
