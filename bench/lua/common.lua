@@ -5,6 +5,7 @@
 -- Configuration comes from environment variables set by bench/run.py:
 --   KW_AUTH       value of the Authorization header sent to the server
 --   KW_TOKEN      one key (scenarios with one cached key)
+--   KW_IP         optional: an end-client address verify_one.lua names
 --   KW_KEYS_FILE  a file of keys, one per line (spread and bad-key scenarios)
 --   KW_RUN_ID     unique per run (names of created keys)
 

@@ -31,9 +31,9 @@ use ipnet::IpNet;
 
 use crate::Error;
 use crate::key::{ApiKey, KeyType};
-use crate::member::{Role, builtin_role};
+use crate::member::{Role, builtin_role, permission_scopes};
 use crate::origin::OriginPattern;
-use crate::scope::{Flags, Grants, Permission, Scope};
+use crate::scope::{Flags, Grants, Scope};
 
 /// Who holds an authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,22 +142,9 @@ pub fn held_roles(names: &[String], custom: &[Role]) -> Vec<HeldRole> {
                     (r.permissions.iter().map(String::as_str).collect(), !r.tags.is_empty())
                 }
             };
-            Some(HeldRole { name: name.clone(), scopes: patterns_to_scopes(&patterns), tagged })
+            Some(HeldRole { name: name.clone(), scopes: permission_scopes(patterns), tagged })
         })
         .collect()
-}
-
-fn patterns_to_scopes(patterns: &[&str]) -> Vec<Scope> {
-    let mut out: Vec<Scope> = Vec::with_capacity(patterns.len());
-    for p in patterns {
-        let scope = if *p == "*" { Some(Scope::Full) } else { Permission::parse_pattern(p).map(Scope::Permission) };
-        if let Some(s) = scope
-            && !out.contains(&s)
-        {
-            out.push(s);
-        }
-    }
-    out
 }
 
 impl Authority {
@@ -200,8 +187,8 @@ impl Authority {
 
     /// A role as it is (or would be).
     pub fn of_role(role: &Role) -> Self {
-        let patterns: Vec<&str> = role.permissions.iter().map(String::as_str).collect();
-        Authority { holder: Holder::Role, scopes: patterns_to_scopes(&patterns), ..Self::operator() }
+        let scopes = permission_scopes(role.permissions.iter().map(String::as_str));
+        Authority { holder: Holder::Role, scopes, ..Self::operator() }
     }
 
     /// A token standing for this key: with `scopes`, those alone (the

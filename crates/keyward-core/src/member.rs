@@ -85,20 +85,28 @@ pub fn builtin_role(name: &str) -> Option<&'static BuiltinRole> {
 /// What a list of roles (built-in, or the workspace's `custom` ones)
 /// grants together, tags aside: roles are cumulative.
 pub fn role_scopes(roles: &[String], custom: &[Role]) -> Vec<Scope> {
+    let patterns = roles.iter().flat_map(|name| -> Vec<&str> {
+        match builtin_role(name) {
+            Some(role) => role.permissions.to_vec(),
+            None => custom
+                .iter()
+                .find(|r| &r.name == name)
+                .map_or_else(Vec::new, |r| r.permissions.iter().map(String::as_str).collect()),
+        }
+    });
+    permission_scopes(patterns)
+}
+
+/// What a role's permission patterns grant (`*` is Full Access), without
+/// repeats, in order.
+pub fn permission_scopes<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Vec<Scope> {
     let mut scopes = Vec::new();
-    let mut add = |p: &str| {
+    for p in patterns {
         let scope = if p == "*" { Some(Scope::Full) } else { Permission::parse_pattern(p).map(Scope::Permission) };
         if let Some(scope) = scope
             && !scopes.contains(&scope)
         {
             scopes.push(scope);
-        }
-    };
-    for name in roles {
-        if let Some(role) = builtin_role(name) {
-            role.permissions.iter().for_each(|p| add(p));
-        } else if let Some(role) = custom.iter().find(|r| &r.name == name) {
-            role.permissions.iter().for_each(|p| add(p));
         }
     }
     scopes

@@ -263,13 +263,38 @@ pub fn decide(
     request: &Request<'_>,
     now: impl Fn() -> DateTime<Utc>,
 ) -> Decision {
-    let current = hasher.matches(&key.secret, token, parsed);
-    let in_grace =
-        !current && key.grace.as_ref().is_some_and(|g| now() < g.until && hasher.matches(&g.hash, token, parsed));
-    if !current && !in_grace {
+    if match_secret(key, token, parsed, hasher, &now) == SecretMatch::Neither {
         return Decision::fixed(VerifyCode::InvalidSecret, false);
     }
     decide_authenticated(key, None, request, now)
+}
+
+/// Which of a key's secrets a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    Current,
+    /// The secret before a roll, within its grace period.
+    Grace,
+    Neither,
+}
+
+/// Compares `token` with `key`'s secrets in constant time; `now` is read
+/// only for a key in a grace period whose current secret did not match.
+#[inline]
+pub fn match_secret(
+    key: &ApiKey,
+    token: &str,
+    parsed: Option<&ParsedToken<'_>>,
+    hasher: &SecretHasher,
+    now: impl Fn() -> DateTime<Utc>,
+) -> SecretMatch {
+    if hasher.matches(&key.secret, token, parsed) {
+        SecretMatch::Current
+    } else if key.grace.as_ref().is_some_and(|g| now() < g.until && hasher.matches(&g.hash, token, parsed)) {
+        SecretMatch::Grace
+    } else {
+        SecretMatch::Neither
+    }
 }
 
 /// Decides for a key whose holder has proven itself: by its secret, or by a

@@ -536,13 +536,13 @@ impl MemberService {
         who.require(MEMBERS_MANAGE)?;
         let email = validate_email(email)?;
         let name = validate_member_name(name)?;
-        let custom = self.custom_roles(who.workspace_id(), roles).await?;
+        // The workspace's roles: the caller's may be its own too.
+        let custom = self.verifier.roles(who.workspace_id()).await?;
         let roles = validate_roles(roles, &custom)?;
         require_owner_for(who, roles.iter().any(|r| r == OWNER))?;
         // An invitation makes a person: only a person (or the operator)
         // invites, with no more than they hold.
-        let all_roles = self.verifier.roles(who.workspace_id()).await?;
-        who.may_give(&all_roles, &Authority::person(&roles, &all_roles))?;
+        who.may_give(&custom, &Authority::person(&roles, &custom))?;
         if let Some(existing) = self.store.member_by_email(&email).await.map_err(store_error)?
             && self.store.membership(who.workspace_id(), &existing.id).await.map_err(store_error)?.is_some()
         {
@@ -684,12 +684,11 @@ impl MemberService {
             change.push(Write::People(PeopleWrite::UpdateMember(member.clone())));
         }
         if let Some(roles) = roles {
-            let custom = self.custom_roles(who.workspace_id(), roles).await?;
+            let custom = self.verifier.roles(who.workspace_id()).await?;
             let roles = validate_roles(roles, &custom)?;
             let touches_owner = membership.is_owner() != roles.iter().any(|r| r == OWNER);
             require_owner_for(who, touches_owner)?;
-            let all_roles = self.verifier.roles(who.workspace_id()).await?;
-            who.may_give(&all_roles, &Authority::member_roles(&roles, &all_roles))?;
+            who.may_give(&custom, &Authority::member_roles(&roles, &custom))?;
             let expected = std::mem::replace(&mut membership.roles, roles);
             change.push(Write::People(PeopleWrite::SetRoles {
                 workspace_id: membership.workspace_id.clone(),

@@ -165,7 +165,7 @@ impl UsageRecorder {
     /// Counts a token issued for `key` (an audit entry per key, action and
     /// minute: an entry per token would cost issuance a durable write).
     pub fn token_issued(&self, key: &ApiKey, action: &'static str) {
-        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
+        let minute = self.current_minute();
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = TokenBucket {
             workspace_id: key.workspace_id.clone(),
@@ -186,18 +186,15 @@ impl UsageRecorder {
     /// The token counts of minutes that have ended (all, when `all`), as
     /// audit entries.
     fn closed_tokens(&self, audit: &AuditLog, all: bool) -> Vec<keyward_store::Write> {
-        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let closed: Vec<TokenBucket> = tokens.keys().filter(|b| all || b.minute < minute).cloned().collect();
-        closed
+        let minute = self.current_minute();
+        take_ended(&self.tokens, |b| all || b.minute < minute)
             .into_iter()
-            .filter_map(|b| {
-                let count = tokens.remove(&b)?;
+            .map(|(b, count)| {
                 let (id, name) = match b.key_id.is_empty() {
                     true => (None, None),
                     false => (Some(b.key_id.to_string()), Some(b.name.clone())),
                 };
-                Some(audit.event(Event {
+                audit.event(Event {
                     workspace_id: b.workspace_id,
                     at: DateTime::from_timestamp(b.minute, 0).unwrap_or_else(Utc::now),
                     actor: Actor { kind: keyward_core::audit::ActorKind::Key, id: id.clone(), name: name.clone() },
@@ -207,7 +204,7 @@ impl UsageRecorder {
                     user_agent: None,
                     outcome: Outcome::Success,
                     changes: serde_json::json!({"count": count, "period": "1m"}).to_string(),
-                }))
+                })
             })
             .collect()
     }
@@ -296,15 +293,12 @@ impl UsageRecorder {
     /// The failure buckets of minutes that have ended (all, when `all`),
     /// as audit entries.
     fn closed_failures(&self, audit: &AuditLog, all: bool) -> Vec<keyward_store::Write> {
-        let minute = self.clock.now().timestamp().div_euclid(60) * 60;
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let closed: Vec<FailureBucket> = failures.keys().filter(|b| all || b.minute < minute).cloned().collect();
-        closed
+        let minute = self.current_minute();
+        take_ended(&self.failures, |b| all || b.minute < minute)
             .into_iter()
-            .filter_map(|bucket| {
-                let counts = failures.remove(&bucket)?;
+            .map(|(bucket, counts)| {
                 let attempts: u64 = counts.values().sum();
-                Some(audit.event(Event {
+                audit.event(Event {
                     workspace_id: bucket.workspace_id,
                     at: DateTime::from_timestamp(bucket.minute, 0).unwrap_or_else(Utc::now),
                     actor: Actor::system(),
@@ -314,9 +308,14 @@ impl UsageRecorder {
                     user_agent: None,
                     outcome: Outcome::Failure,
                     changes: serde_json::json!({"attempts": attempts, "codes": counts, "period": "1m"}).to_string(),
-                }))
+                })
             })
             .collect()
+    }
+
+    /// The start of the current minute, seconds since the epoch.
+    fn current_minute(&self) -> i64 {
+        self.clock.now().timestamp().div_euclid(60) * 60
     }
 
     /// Writes everything pending, one transaction per [`FLUSH_CHUNK`] keys
@@ -354,6 +353,12 @@ impl UsageRecorder {
         }
         Ok(written)
     }
+}
+
+/// Takes the buckets `ended` picks (minutes that are over) out of `map`.
+fn take_ended<K: Eq + std::hash::Hash, V>(map: &Mutex<HashMap<K, V>>, ended: impl Fn(&K) -> bool) -> Vec<(K, V)> {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.extract_if(|k, _| ended(k)).collect()
 }
 
 /// Flushes every `interval` until `shutdown` fires, then once more; drops

@@ -662,10 +662,6 @@ impl Verifier {
             roles: roles.as_deref().map_or(&[], |r| &r[..]),
             ..*request
         };
-        let token_scopes = match &proof {
-            Proof::Token { scopes: Some(scopes) } => Some(scopes.clone()),
-            _ => None,
-        };
         let mut decision = match &proof {
             Proof::Secret { token, parsed } => {
                 verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now)
@@ -705,12 +701,17 @@ impl Verifier {
             }
         }
         key.usage.record(&key, decision.code, decision.authenticated, now_us / 1000);
-        if let Proof::Secret { token, .. } = proof
-            && decision.authenticated
-            && key.secret.scheme == HashScheme::Sha256
-        {
-            self.upgrade_foreign_hash(&key, token);
-        }
+        // A narrowed token's scope goes with the answer (it is what the
+        // presenter holds).
+        let token_scopes = match proof {
+            Proof::Secret { token, .. } => {
+                if decision.authenticated && key.secret.scheme == HashScheme::Sha256 {
+                    self.upgrade_foreign_hash(&key, token);
+                }
+                None
+            }
+            Proof::Token { scopes } => scopes,
+        };
         let ratelimits = checks.iter().map(|c| c.limit.name.clone()).zip(spent.states).collect();
         let mut v = self.finish(started, decision, Some(key), purpose);
         v.workspace = workspace;

@@ -436,14 +436,12 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
         store.sealed_not_under("mk_new", 10).await.unwrap(),
         [(SealedKind::PgpKey, "pgp_a".to_owned(), sealed.clone())]
     );
-    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![4, 5] };
-    let rewrap = AccessWrite::RewrapSealed {
-        kind: SealedKind::PgpKey,
-        key_id: "pgp_a".into(),
-        from_master: "mk_old".into(),
-        sealed: rewrapped.clone(),
+    let rewrap = |kind, sealed| {
+        let write = AccessWrite::RewrapSealed { kind, key_id: "pgp_a".into(), from_master: "mk_old".into(), sealed };
+        store.commit(Change::of(Write::Access(write)))
     };
-    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![4, 5] };
+    rewrap(SealedKind::PgpKey, rewrapped.clone()).await.unwrap();
     assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped.clone()));
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
     // A key's sealed secret under the same id (an imported key may take
@@ -459,13 +457,7 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
         [(SealedKind::KeySecret, "pgp_a".to_owned(), secret)]
     );
     let again = SealedSecret { key_id: "mk_new".into(), blob: vec![8] };
-    let rewrap = AccessWrite::RewrapSealed {
-        kind: SealedKind::KeySecret,
-        key_id: "pgp_a".into(),
-        from_master: "mk_old".into(),
-        sealed: again.clone(),
-    };
-    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    rewrap(SealedKind::KeySecret, again.clone()).await.unwrap();
     assert_eq!(store.sealed_secret("pgp_a").await.unwrap(), Some(again));
     assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), Some(rewrapped));
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());

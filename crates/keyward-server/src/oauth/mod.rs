@@ -272,15 +272,16 @@ pub const TRIM_EVERY: u32 = 32;
 /// key: the current pair, or the pair before a roll while its grace period
 /// lasts (the old consumer key ends with the old secret).
 fn client_pairs(key: &ApiKey, client_id: &str, secret: &str, hasher: &SecretHasher, now: DateTime<Utc>) -> bool {
+    use keyward_core::verify::{SecretMatch, match_secret};
     if key.key_type != KeyType::Client {
         return false;
     }
-    let parsed = token::parse(secret).ok();
-    if hasher.matches(&key.secret, secret, parsed.as_ref()) {
-        return key.client_id.as_deref() == Some(client_id);
-    }
-    let in_grace = key.grace.is_some_and(|g| now < g.until && hasher.matches(&g.hash, secret, parsed.as_ref()));
-    in_grace && key.grace_client_id.as_deref() == Some(client_id)
+    let paired_id = match match_secret(key, secret, token::parse(secret).ok().as_ref(), hasher, || now) {
+        SecretMatch::Current => &key.client_id,
+        SecretMatch::Grace => &key.grace_client_id,
+        SecretMatch::Neither => return false,
+    };
+    paired_id.as_deref() == Some(client_id)
 }
 
 fn refresh_refusal(r: RefreshRefusal) -> OAuthError {

@@ -125,14 +125,8 @@ pub async fn invite_member(
     file: &FileConfig,
 ) -> anyhow::Result<ExitCode> {
     let services = open_services(storage, file).await?;
-    if !services
-        .workspaces
-        .list_all()
-        .await
-        .map_err(|e| anyhow::anyhow!(e.message))?
-        .iter()
-        .any(|(w, _)| w.id == workspace_id)
-    {
+    let known = services.store.get_workspace(workspace_id).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if known.is_none() {
         eprintln!("No workspace has that id (keyward workspace list shows them) (workspace_not_found)");
         return Ok(ExitCode::FAILURE);
     }

@@ -45,6 +45,13 @@ async fn form(app: &TestApp, path: &str, basic: Option<(&str, &str)>, fields: &[
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A client key with `read`: the key and its consumer key.
+async fn client(app: &TestApp, name: &str) -> (Key, String) {
+    let key = app.create_key(json!({"name": name, "type": "client", "scopes": ["read"]})).await;
+    let id = key.body["clientId"].as_str().unwrap().to_owned();
+    (key, id)
+}
+
 async fn exchange(app: &TestApp, subject: &str, scope: Option<&str>) -> (u16, Value) {
     let mut fields = vec![
         ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
@@ -165,8 +172,7 @@ async fn an_access_token_is_no_subject_token_and_exchanged_tokens_are_revocable(
 //    token as client_secret got tokens long after the grace period.
 async fn clients_authenticate_by_their_secret_alone() {
     let app = spawn_app().await;
-    let client = app.create_key(json!({"name": "client", "type": "client", "scopes": ["read"]})).await;
-    let old_id = client.body["clientId"].as_str().unwrap().to_owned();
+    let (client, old_id) = client(&app, "client").await;
     let grant = [("grant_type", "client_credentials")];
     let (status, body) = form(&app, "/oauth/token", Some((&old_id, &client.secret)), &grant).await;
     assert_eq!(status, 200, "{body}");
@@ -332,8 +338,7 @@ async fn publishable_keys_hold_only_public_permissions() {
 //    client_credentials call stored a 30-day refresh family with no bound.
 async fn token_issuance_is_audited_and_client_families_are_bounded() {
     let app = spawn_app().await;
-    let client = app.create_key(json!({"name": "batch client", "type": "client", "scopes": ["read"]})).await;
-    let id = client.body["clientId"].as_str().unwrap().to_owned();
+    let (client, id) = client(&app, "batch client").await;
     let grant = [("grant_type", "client_credentials")];
     let (status, first) = form(&app, "/oauth/token", Some((&id, &client.secret)), &grant).await;
     assert_eq!(status, 200, "{first}");
