@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""keyward load benchmark (issue 3): keyward against a no-work floor server
-and a peer (djangorestframework-api-key under gunicorn), over HTTP on
-loopback, driven by wrk with the Lua scripts in bench/lua/.
+"""keyward load benchmark (issue 3): keyward against a floor server (the
+same answer from a static buffer, no per-request allocation) and a peer
+(djangorestframework-api-key under gunicorn), over HTTP on loopback, driven
+by wrk with the Lua scripts in bench/lua/.
 
 Usage (from the repository root; Python 3.11, standard library only):
 
@@ -10,6 +11,7 @@ Usage (from the repository root; Python 3.11, standard library only):
                          [--no-peer] [--no-build] [--peer-max-keys 1000000]
                          [--database sqlite|postgres] [--postgres-url URL]
                          [--only a,b,d] [--workdir DIR] [--keep]
+                         [--min-floor-ratio 0.65]
 
 --database postgres puts keyward's databases on PostgreSQL (the server
 --postgres-url names, default $KEYWARD_TEST_POSTGRES_URL or
@@ -30,8 +32,9 @@ What it does:
     after verifying every one of the N keys once (warm.lua), divided by N;
  5. starts, on copies of the database, keyward (cache capacity above N; the
     keys of (b) put in its cache), keyward-miss (cache of min(1,000, N/100)
-    keys), keyward-write (d, e), the floor (keyward-bench floor) and the peer
-    (gunicorn, sync workers = cores); measures the usage flush on
+    keys), keyward-write (d, e), the floor (keyward-bench floor: axum
+    answering every request with the same bytes from a static buffer) and
+    the peer (gunicorn, sync workers = cores); measures the usage flush on
     keyward-write (writer busy time after 20,000 distinct keys verified);
     instances left flushing use counts by a run are drained before the next
     (README: "Draining");
@@ -63,10 +66,22 @@ and non-2xx answers, and for keyward the verification codes it counted
 (GET /metrics deltas), e.g. only VALID in (a) and (b), only MALFORMED and
 NOT_FOUND for the keys of (c).
 
---quick: N=1000, one round of ~2 s per scenario, the peer only if bench/.venv
-already has it; for CI, so the tooling cannot rot. Exit status is non-zero
-if a server failed to start or any scenario had errors, non-2xx answers or
-unexpected verification codes (in every mode).
+--quick: N=1000, one round of ~2 s per scenario but three for (a) and (f)
+(the gate's pair, interleaved), the peer only if bench/.venv already has it;
+for CI, so the tooling cannot rot (`python3 bench/run.py --quick --no-build`,
+about 45 s). Exit status is non-zero if a server failed to start or any
+scenario had errors, non-2xx answers or unexpected verification codes (in
+every mode).
+
+The floor gate, --min-floor-ratio X (default 0.65 with --quick, off
+otherwise; 0 turns it off): for each N, the median over rounds of (a)'s
+req/s over (f)'s in the same round must be at least X, else the exit status
+is non-zero. It prints one line per N, e.g.
+    ok: (a) cached verify is 0.78x the floor (CI requires >= 0.65x; N=1000, median of 3 round(s): 0.77, 0.78, 0.80)
+    FAIL: (a) cached verify is 0.58x the floor (CI requires >= 0.65x; N=1000, median of 3 round(s): ...)
+If (a) or (f) should have run but has no result, that is a FAIL too.
+(The SPEC target is 0.8x, informational; the gate is lower because CI
+machines are small and noisy.)
 """
 
 from __future__ import annotations
@@ -108,6 +123,8 @@ UNKNOWN_SEED = 10_000  # keys in the throwaway database (the unknown tokens)
 MISS_CACHE = 1_000  # cache capacity of the cache-miss keyward (at most N/100)
 CACHE_MARGIN = 1_000_000  # room above N for keys created by (d) and (e)
 WRITE_SET = 20_000  # keys the write instance verifies: (e) and the usage-flush measurement
+GATE_ROUNDS = 3  # --quick: rounds of (a) and (f), the floor gate's pair
+QUICK_MIN_FLOOR_RATIO = 0.65  # --quick's default --min-floor-ratio
 
 
 class BenchError(Exception):
@@ -865,9 +882,13 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     order = [s for s in ORDER if s in scen and (not args.only or s in args.only)]
     for sid in order:
         res["runs"][sid] = []
-    for rnd in range(args.rounds):
-        k = rnd % len(order)
-        for sid in order[k:] + order[:k]:
+    # Rounds per scenario: --rounds, more for the floor gate's pair with
+    # --quick; once only those are left, they alternate by themselves.
+    rounds = {sid: max(args.rounds, args.gate_rounds) if sid in ("a", "f") else args.rounds for sid in order}
+    for rnd in range(max(rounds.values(), default=0)):
+        active = [sid for sid in order if rounds[sid] > rnd]
+        k = rnd % len(active)
+        for sid in active[k:] + active[:k]:
             srv, script, env = scen[sid]
             if not srv.alive():
                 raise BenchError(f"{srv.name} died (exit {srv.proc.returncode}); stderr: "
@@ -987,7 +1008,9 @@ def summarize(sizes: list[dict]) -> list[dict]:
 def print_table(rows: list[dict], args, sizes: list[dict]) -> None:
     other = max((r["other_cpu_pct_max"] for r in rows), default=0)
     head = (f"keyward load benchmark: wrk -t{args.threads} -c{args.connections}, {args.duration:g}s per run, "
-            f"{args.rounds} round(s) interleaved (medians; peak RSS = max VmHWM), {args.database}, loopback, "
+            f"{args.rounds} round(s)"
+            + (f" ({max(args.rounds, args.gate_rounds)} for a and f)" if args.gate_rounds > args.rounds else "")
+            + f" interleaved (medians; peak RSS = max VmHWM), {args.database}, loopback, "
             f"{os.cpu_count()} cores shared by wrk and the server; other processes used up to "
             f"{other:.0f}% of a core during a run")
     cols = [("scenario", 46), ("target", 8), ("N", 8), ("req/s", 9), ("p50 ms", 7), ("p99 ms", 7),
@@ -1054,13 +1077,47 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
+def floor_gate(sizes: list[dict], minimum: float, only: list[str] | None) -> tuple[bool, list[str]]:
+    """For each N: the median over rounds of (a) req/s / (f) req/s, the two
+    runs of one round paired, against the minimum. Returns (passed, lines)."""
+    if not sizes:
+        return False, [f"FAIL: (a) cached verify against the floor not measured (CI requires >= {minimum:g}x)"]
+    ok, lines = True, []
+    for res in sizes:
+        runs = res["runs"]
+        if not runs.get("a") or not runs.get("f"):
+            if only and not ("a" in only and "f" in only):
+                lines.append(f"skipped: floor gate, --only leaves out (a) or (f) (N={res['N']})")
+            else:
+                ok = False
+                lines.append(f"FAIL: (a) cached verify against the floor not measured (N={res['N']}; "
+                             f"CI requires >= {minimum:g}x)")
+            continue
+        a = {r["round"]: r["rps"] for r in runs["a"]}
+        f = {r["round"]: r["rps"] for r in runs["f"]}
+        ratios = [a[i] / f[i] for i in sorted(a) if i in f and f[i] > 0]
+        if not ratios:
+            ok = False
+            lines.append(f"FAIL: (a) cached verify against the floor: no round of (f) completed (N={res['N']})")
+            continue
+        ratio = statistics.median(ratios)
+        passed = ratio >= minimum
+        ok = ok and passed
+        lines.append(f"{'ok' if passed else 'FAIL'}: (a) cached verify is {ratio:.2f}x the floor "
+                     f"(CI requires >= {minimum:g}x; N={res['N']}, median of {len(ratios)} round(s): "
+                     f"{', '.join(f'{x:.2f}' for x in ratios)})")
+    return ok, lines
+
+
 # --------------------------------------------------------------------------
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="CI smoke: N=1000, 1 round, 2 s per scenario")
+    p.add_argument("--quick", action="store_true",
+                   help=f"CI smoke: N=1000, 2 s per run, 1 round ({GATE_ROUNDS} for (a) and (f)), "
+                        f"--min-floor-ratio {QUICK_MIN_FLOOR_RATIO}")
     p.add_argument("--keys", default=None, help="comma-separated key counts N (default 10000,1000000)")
     p.add_argument("--duration", type=int, default=None, help="seconds per wrk run (default 10)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3)")
@@ -1080,13 +1137,22 @@ def main() -> int:
     p.add_argument("--redis-url", default=os.environ.get("KEYWARD_TEST_REDIS_URL") or "redis://127.0.0.1:6379",
                    help="Redis for (rl-redis) (default: KEYWARD_TEST_REDIS_URL or redis://127.0.0.1:6379)")
     p.add_argument("--only", default=None, help="comma-separated scenario ids to run (default: all)")
+    p.add_argument("--min-floor-ratio", type=float, default=None, metavar="X",
+                   help="exit non-zero if, for some N, the median over rounds of (a) req/s / (f) req/s is "
+                        f"under X (default {QUICK_MIN_FLOOR_RATIO} with --quick, off otherwise; 0: off)")
     args = p.parse_args()
     args.only = [x.strip() for x in args.only.split(",")] if args.only else None
+    args.gate_rounds = 0
     if args.quick:
         args.keys = args.keys or "1000"
         args.duration = args.duration or 2
         args.rounds = args.rounds or 1
+        args.gate_rounds = GATE_ROUNDS
         args.pause = min(args.pause, 0.3)
+        if args.min_floor_ratio is None:
+            args.min_floor_ratio = QUICK_MIN_FLOOR_RATIO
+    if args.min_floor_ratio is not None and args.min_floor_ratio <= 0:
+        args.min_floor_ratio = None
     args.keys = args.keys or "10000,1000000"
     args.duration = args.duration or 10
     args.rounds = args.rounds or 3
@@ -1170,6 +1236,12 @@ def main() -> int:
                     ok = False
                     msg = f"N={res['N']} {sid} round {r['round'] + 1}: {prob}"
                     result["errors"].append(msg)
+    if args.min_floor_ratio is not None:
+        passed, lines = floor_gate(result["sizes"], args.min_floor_ratio, args.only)
+        result["floor_gate"] = {"min_ratio": args.min_floor_ratio, "passed": passed, "lines": lines}
+        print()
+        print("\n".join(lines))
+        ok = ok and passed
     if result["errors"]:
         print("\nPROBLEMS:")
         for e in result["errors"]:

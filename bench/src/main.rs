@@ -1,8 +1,9 @@
 //! Tools for `bench/run.py`:
 //! - `seed`: a workspace with N keys, written through the store's bulk path
 //!   (not N HTTP calls), and their tokens in a file;
-//! - `floor`: the same framework answering the verify route with a fixed
-//!   body and no work, the ceiling keyward is measured against.
+//! - `floor`: the same framework answering the verify route with the same
+//!   answer from a static buffer (no per-request allocation, no work), the
+//!   ceiling keyward is measured against.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -37,7 +38,7 @@ enum Command {
         #[arg(long)]
         keys_out: std::path::PathBuf,
     },
-    /// Serve POST /v1/keys/verify (and any other request) with a constant answer and no work.
+    /// Serve POST /v1/keys/verify (and any other request) with a constant answer from a static buffer.
     Floor {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
@@ -94,28 +95,34 @@ async fn seed(database_url: &str, hash_key: &str, count: usize, keys_out: &std::
     Ok(())
 }
 
+/// The floor's answer: a valid verification's shape, compact JSON, the
+/// bytes the floor sent when it serialized a `json!` value per request
+/// (keys sorted: serde_json without `preserve_order`).
+const FLOOR_BODY: &str = concat!(
+    r#"{"code":"VALID","expiresAt":null,"keyId":"key_0000000000000000","message":"API key is valid","#,
+    r#""meta":{},"name":"floor","permissions":["read"],"roles":[],"type":"secret","valid":true,"#,
+    r#""workspaceId":"ws_0000000000000000"}"#
+);
+
+/// The same bytes for every request: a static body and a static header
+/// value, nothing allocated or serialized by the handler.
+async fn floor_answer() -> impl axum::response::IntoResponse {
+    use axum::http::{HeaderValue, header::CONTENT_TYPE};
+    ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], FLOOR_BODY)
+}
+
+/// The verify route reads the request body, as keyward's does.
+async fn floor_verify(_body: axum::body::Bytes) -> impl axum::response::IntoResponse {
+    floor_answer().await
+}
+
 async fn floor(listen: SocketAddr) -> anyhow::Result<()> {
     use axum::routing::post;
-    let body = serde_json::json!({
-        "valid": true, "code": "VALID", "message": "API key is valid", "keyId": "key_0000000000000000",
-        "workspaceId": "ws_0000000000000000", "name": "floor", "type": "secret", "permissions": ["read"],
-        "roles": [], "meta": {}, "expiresAt": null
-    });
-    let verify_body = body.clone();
     let app = axum::Router::new()
-        .route(
-            "/v1/keys/verify",
-            post(move |_body: axum::body::Bytes| {
-                let body = verify_body.clone();
-                async move { axum::Json(body) }
-            }),
-        )
+        .route("/v1/keys/verify", post(floor_verify))
         // Any other request gets the same answer: the floor doubles as the
         // upstream API behind a gateway.
-        .fallback(move || {
-            let body = body.clone();
-            async move { axum::Json(body) }
-        });
+        .fallback(floor_answer);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("floor listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

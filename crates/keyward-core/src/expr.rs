@@ -33,6 +33,10 @@ impl PermissionExpr {
         if text.len() > MAX_LEN {
             return Err(invalid());
         }
+        // One permission alone (the common case): no tokenising.
+        if !text.bytes().any(|b| b.is_ascii_whitespace() || b == b'(' || b == b')') {
+            return Permission::parse_required(text).map(PermissionExpr::One).ok_or_else(invalid);
+        }
         let spaced = text.replace('(', " ( ").replace(')', " ) ");
         let tokens: Vec<&str> = spaced.split_whitespace().collect();
         let mut parser = Parser { tokens: &tokens, at: 0, terms: 0 };

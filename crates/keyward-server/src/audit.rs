@@ -12,7 +12,9 @@ use keyward_core::audit::{
 };
 use keyward_core::hash::SecretHasher;
 use keyward_core::key::ApiKey;
-use keyward_store::{AuditFilter, AuditWrite, Change, Page, Store, Write};
+use keyward_store::{AuditFilter, AuditWrite, Page, Store, Write};
+
+use crate::work::Change;
 use serde_json::{Map, Value, json};
 
 use crate::clock::Clock;
@@ -24,6 +26,8 @@ pub const READ: &str = "audit:read";
 
 pub struct AuditLog {
     store: Arc<dyn Store>,
+    /// Where every change commits, with its entry.
+    work: Arc<crate::work::UnitOfWork>,
     key: Arc<AuditKey>,
     signer: CheckpointSigner,
     clock: Arc<dyn Clock>,
@@ -68,8 +72,15 @@ pub fn parse_period(s: &str) -> Option<Duration> {
 }
 
 impl AuditLog {
-    pub fn new(store: Arc<dyn Store>, hasher: &SecretHasher, clock: Arc<dyn Clock>, retention: Duration) -> Self {
+    pub fn new(
+        work: Arc<crate::work::UnitOfWork>,
+        store: Arc<dyn Store>,
+        hasher: &SecretHasher,
+        clock: Arc<dyn Clock>,
+        retention: Duration,
+    ) -> Self {
         AuditLog {
+            work,
             store,
             key: Arc::new(AuditKey::new(hasher.derive("audit entries"))),
             signer: CheckpointSigner::from_seed(hasher.derive("audit checkpoints")),
@@ -140,9 +151,14 @@ impl AuditLog {
     /// Records an entry on its own (a refused attempt: nothing else to
     /// commit). A failure to record is logged, never the caller's error.
     pub async fn record(&self, write: Write) {
-        if let Err(e) = self.store.commit(Change::of(write)).await {
+        if let Err(e) = self.work.commit(Change::of(write)).await {
             tracing::warn!(error = %e, "recording an audit entry failed");
         }
+    }
+
+    /// The unit of work every service commits through.
+    pub fn work(&self) -> &Arc<crate::work::UnitOfWork> {
+        &self.work
     }
 
     pub fn now(&self) -> DateTime<Utc> {

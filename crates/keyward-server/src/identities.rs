@@ -7,14 +7,15 @@ use keyward_core::identity::{Identity, validate_external_id};
 use keyward_core::key::KeyIdentity;
 use keyward_core::ratelimit::RateLimit;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, Page, Store, StoreError, Write};
+use keyward_store::{Page, Store, StoreError, Write};
+
+use crate::work::Change;
 use serde_json::Value;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 use crate::keys::{MANAGE, READ};
 use crate::principal::Principal;
-use crate::verifier::Verifier;
 use keyward_core::audit::Target;
 
 pub fn identity_not_found() -> Error {
@@ -35,7 +36,6 @@ fn store_error(e: StoreError) -> Error {
 
 pub struct IdentityService {
     store: Arc<dyn Store>,
-    verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
     audit: Arc<AuditLog>,
 }
@@ -51,8 +51,8 @@ fn identity_target(i: &Identity) -> Target {
 }
 
 impl IdentityService {
-    pub fn new(store: Arc<dyn Store>, verifier: Arc<Verifier>, clock: Arc<dyn Clock>, audit: Arc<AuditLog>) -> Self {
-        IdentityService { store, verifier, clock, audit }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, audit: Arc<AuditLog>) -> Self {
+        IdentityService { store, clock, audit }
     }
 
     pub async fn create(
@@ -67,7 +67,7 @@ impl IdentityService {
             Identity::new(ids::new_id("id"), who.workspace_id(), external_id, meta, ratelimits, self.clock.now())?;
         let mut change = Change::of(Write::InsertIdentity(identity.clone()));
         change.push(self.audit.write(who, "identity.created", identity_target(&identity), identity_summary(&identity)));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(identity)
     }
 
@@ -105,8 +105,7 @@ impl IdentityService {
             changes["meta"] = Value::from("changed");
         }
         change.push(self.audit.write(who, "identity.updated", identity_target(&identity), changes));
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.identity_changed(&identity.id, Some(&identity));
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(identity)
     }
 
@@ -117,8 +116,7 @@ impl IdentityService {
         let write = Write::DeleteIdentity { workspace_id: who.workspace_id().to_owned(), id: id.to_owned() };
         let mut change = Change::of(write);
         change.push(self.audit.write(who, "identity.deleted", identity_target(&identity), identity_summary(&identity)));
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.identity_changed(id, None);
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(())
     }
 

@@ -16,7 +16,9 @@ use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{AccessWrite, Change, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
+use keyward_store::{AccessWrite, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
+
+use crate::work::Change;
 
 use crate::audit::{AuditLog, key_summary, key_target};
 use crate::clock::Clock;
@@ -225,7 +227,7 @@ impl KeyService {
             // No secret leaves without its entry.
             Ok((secret, key)) => {
                 let entry = self.audit.write(who, "key.revealed", key_target(&key), serde_json::json!({}));
-                self.store.commit(Change::of(entry)).await.map_err(store_error)?;
+                self.audit.work().commit(Change::of(entry)).await.map_err(store_error)?;
                 Ok((secret, key))
             }
             // A key of another workspace (or none) is nothing to record.
@@ -288,7 +290,7 @@ impl KeyService {
             if batch.is_empty() {
                 return Ok(done);
             }
-            let mut change = Change::new();
+            let mut change = Change::unaudited("re-wrapping under a new master key changes no secret or setting");
             for (kind, key_id, sealed) in &batch {
                 let rewrapped = keyring.rewrap(sealed)?;
                 let from_master = sealed.key_id.clone();
@@ -299,7 +301,7 @@ impl KeyService {
                     sealed: rewrapped,
                 }));
             }
-            self.store.commit(change).await.map_err(store_error)?;
+            self.audit.work().commit(change).await.map_err(store_error)?;
             done += batch.len() as u64;
         }
     }
@@ -316,9 +318,8 @@ impl KeyService {
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey, with: Vec<Write>) -> Result<(), Error> {
         let mut change = Change::of(Self::insert_write(ws, key));
-        change.writes.extend(with);
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.cache().put(key);
+        change.extend(with);
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(())
     }
 
@@ -341,16 +342,15 @@ impl KeyService {
                 let (identity, insert) =
                     IdentityService::resolve(self.store.as_ref(), &ws.id, external_id, self.clock.now()).await?;
                 key.identity = Some(identity);
-                change.writes.extend(insert);
+                change.extend(insert);
             }
             change.push(Self::insert_write(ws, &key));
-            change.writes.extend(with);
+            change.extend(with);
             change.push(self.audit.key_write(who, action, &key));
-            match self.store.commit(change).await.map_err(store_error) {
+            match self.audit.work().commit(change).await.map_err(store_error) {
                 Err(e) if attempt == 0 && is_identity_race(&e) => attempt += 1,
                 Err(e) => return Err(e),
                 Ok(()) => {
-                    self.verifier.cache().put(&key);
                     return Ok((key, extra));
                 }
             }
@@ -443,8 +443,9 @@ impl KeyService {
             before.extend(after);
             let changes = crate::audit::diff(&was, &key_summary(&key));
             before.push(self.audit.write(who, action, key_target(&key), changes));
-            self.store.commit(Change { writes: before }).await.map_err(store_error)?;
-            self.verifier.cache().put(&key);
+            let mut change = Change::new();
+            change.extend(before);
+            self.audit.work().commit(change).await.map_err(store_error)?;
         }
         Ok(key)
     }
@@ -507,9 +508,8 @@ impl KeyService {
         let op_name = format!("{op:?}").to_lowercase();
         let changes = serde_json::json!({"op": op_name, "value": value, "before": key.credits.map(|c| c.remaining)});
         change.push(self.audit.write(who, "key.credits_changed", key_target(&key), changes));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         let key = self.load(who.workspace_id(), id).await?;
-        self.verifier.cache().put(&key);
         Ok(key)
     }
 
@@ -610,8 +610,7 @@ impl KeyService {
         };
         let mut change = Change::of(write);
         change.push(self.audit.key_write(who, "key.deleted", &key));
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.cache().remove(&key);
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(key)
     }
 
@@ -706,9 +705,6 @@ impl KeyService {
         let (key, ()) = self
             .insert_for(ws, external_id.as_deref(), who, "key.imported", || Ok((key.clone(), (), seal.clone())))
             .await?;
-        if key.lookup_prefix.is_some() {
-            self.verifier.refresh_import_prefixes().await?;
-        }
         Ok(key)
     }
 

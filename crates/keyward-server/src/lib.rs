@@ -6,13 +6,15 @@
 //! - [`verifier`]: the verification hot path over [`cache`] and [`usage`].
 //! - [`keys`], [`workspaces`]: management operations, interface-agnostic.
 //! - [`principal`]: who is calling and what they may do.
+//! - [`app`]: the one app context, the router mounting the API and the console.
 //! - [`api`]: axum handlers, extractors, error mapping, OpenAPI.
 //! - [`console`]: the web console, server-rendered pages over the same services.
 //! - [`telemetry`]: metrics recorder and logs.
 //!
-//! Only [`api`] and [`console`] know HTTP; nothing here knows SQL.
+//! Only [`app`], [`api`] and [`console`] know HTTP; nothing here knows SQL.
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod cache;
 pub mod clock;
@@ -31,6 +33,7 @@ pub mod telemetry;
 pub mod throttle;
 pub mod usage;
 pub mod verifier;
+pub mod work;
 pub mod workspaces;
 
 pub use startup::{Application, ServerConfig, Services, shutdown_signal};

@@ -19,7 +19,9 @@ use keyward_core::member::{
 };
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, OAuthWrite, PeopleWrite, Store, StoreError, Write};
+use keyward_store::{OAuthWrite, PeopleWrite, Store, StoreError, Write};
+
+use crate::work::Change;
 
 use crate::audit::{AuditLog, member_target};
 use crate::clock::Clock;
@@ -258,7 +260,7 @@ impl MemberService {
             Outcome::Success,
             changes,
         ));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         let jwt = want_token.then(|| self.jwt_for(&session)).transpose()?;
         Ok(SignedIn { member, membership, workspace, workspaces, session, cookie_token, jwt })
     }
@@ -394,7 +396,8 @@ impl MemberService {
         self.throttle.succeeded(&m.email, ip);
         let until = now + FRESH_FOR;
         let write = PeopleWrite::RefreshSession { id: m.session_id.clone(), until, at: now };
-        self.store.commit(Change::of(Write::People(write))).await.map_err(|e| match e {
+        let change = Change::unaudited("re-authenticating only refreshes the session").with(Write::People(write));
+        self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => session_ended(),
             other => store_error(other),
         })?;
@@ -453,7 +456,7 @@ impl MemberService {
             Outcome::Success,
             changes,
         ));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok((session, cookie_token))
     }
 
@@ -466,7 +469,7 @@ impl MemberService {
         let mut change = Change::of(Write::People(write));
         let target = member_target(&m.member_id, &m.email);
         change.push(self.audit.write(who, "member.signed_out", target, json!({"session": m.session_id})));
-        self.store.commit(change).await.map_err(store_error)
+        self.audit.work().commit(change).await.map_err(store_error)
     }
 
     /// Sets a member's password (the operator, for a person locked out);
@@ -501,7 +504,7 @@ impl MemberService {
                 json!({"sessionsEnded": true, "tokensRevoked": true}),
             ));
         }
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         self.throttle.succeeded(&email, None);
         Ok(password)
     }
@@ -567,7 +570,7 @@ impl MemberService {
         let target = Target::new("invitation", &invitation.id, Some(&invitation.email));
         let changes = json!({"email": invitation.email, "name": invitation.name, "roles": invitation.roles});
         change.push(self.audit.write(who, "member.invited", target, changes));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(NewInvitation { invitation, token })
     }
 
@@ -641,7 +644,7 @@ impl MemberService {
         let changes = json!({"invitation": invitation.id, "roles": membership.roles});
         let ws = &invitation.workspace_id;
         change.push(self.audit.member_entry(ws, &member, ip, user_agent, "member.joined", Outcome::Success, changes));
-        self.store.commit(change).await.map_err(|e| match e {
+        self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => invitation_used(),
             other => store_error(other),
         })?;
@@ -697,10 +700,10 @@ impl MemberService {
                 expected,
             }));
         }
-        if !change.writes.is_empty() {
+        if !change.is_empty() {
             let changes = crate::audit::diff(&was, &json!({"name": member.name, "roles": membership.roles}));
             change.push(self.audit.write(who, "member.changed", member_target(&member.id, &member.email), changes));
-            self.store.commit(change).await.map_err(|e| match e {
+            self.audit.work().commit(change).await.map_err(|e| match e {
                 StoreError::NotFound => Error::conflict(
                     "concurrent_modification",
                     "The member was changed by another request; read it again and retry",
@@ -732,7 +735,7 @@ impl MemberService {
         }));
         let changes = json!({"roles": membership.roles});
         change.push(self.audit.write(who, "member.removed", member_target(&member.id, &member.email), changes));
-        self.store.commit(change).await.map_err(|e| match e {
+        self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => member_not_found(),
             other => store_error(other),
         })

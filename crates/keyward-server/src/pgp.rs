@@ -10,7 +10,9 @@ use keyward_core::audit::Target;
 use keyward_core::pgp::{self, PgpKey};
 use keyward_core::sealed::Keyring;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, PgpWrite, Store, StoreError, Write};
+use keyward_store::{PgpWrite, Store, StoreError, Write};
+
+use crate::work::Change;
 
 use crate::clock::Clock;
 use crate::keys::{master_key_required, store_error};
@@ -195,7 +197,7 @@ impl PgpService {
         let public = pgp::read_public(&key.public_key)?;
         let entry =
             self.entry(who, "pgp_key.encrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
-        self.store.commit(Change::of(entry)).await.map_err(store_error)?;
+        self.audit.work().commit(Change::of(entry)).await.map_err(store_error)?;
         Ok(public)
     }
 
@@ -224,7 +226,7 @@ impl PgpService {
         let secret = self.costly(move || pgp::read_secret(&armored)).await??;
         let entry =
             self.entry(who, "pgp_key.decrypted", &key, serde_json::json!({"fingerprint": key.info.fingerprint}));
-        self.store.commit(Change::of(entry)).await.map_err(store_error)?;
+        self.audit.work().commit(Change::of(entry)).await.map_err(store_error)?;
         Ok(Decryptor { key: Box::new(secret), passphrase: private.passphrase })
     }
 
@@ -235,7 +237,7 @@ impl PgpService {
     async fn commit(&self, write: PgpWrite, entry: Write) -> Result<(), Error> {
         let mut change = Change::of(Write::Pgp(write));
         change.push(entry);
-        self.store.commit(change).await.map_err(|e| match e {
+        self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => pgp_key_not_found(),
             other => store_error(other),
         })

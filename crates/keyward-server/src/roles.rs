@@ -11,7 +11,9 @@ use keyward_core::member::{
 use keyward_core::scope::Permission;
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{AccessWrite, Change, Store, StoreError, Write};
+use keyward_store::{AccessWrite, Store, StoreError, Write};
+
+use crate::work::Change;
 
 use crate::clock::Clock;
 use crate::keys::store_error;
@@ -127,7 +129,7 @@ impl RoleService {
         check_tagged(&role)?;
         self.may_give(who, &role).await?;
         let entry = self.entry(who, "role.created", &role, role_summary(&role));
-        self.commit(AccessWrite::InsertRole(role.clone()), entry, &ws).await?;
+        self.commit(AccessWrite::InsertRole(role.clone()), entry).await?;
         Ok(role)
     }
 
@@ -163,7 +165,7 @@ impl RoleService {
         self.may_give(who, &role).await?;
         role.updated_at = self.clock.now();
         let entry = self.entry(who, "role.updated", &role, crate::audit::diff(&was, &role_summary(&role)));
-        self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, entry, &ws).await?;
+        self.commit(AccessWrite::UpdateRole { role: role.clone(), old_name }, entry).await?;
         Ok(role)
     }
 
@@ -172,8 +174,7 @@ impl RoleService {
         let ws = self.workspace(who).await?;
         let role = self.load(&ws.id, id).await?;
         let entry = self.entry(who, "role.deleted", &role, role_summary(&role));
-        self.commit(AccessWrite::DeleteRole { workspace_id: ws.id.clone(), id: role.id, name: role.name }, entry, &ws)
-            .await
+        self.commit(AccessWrite::DeleteRole { workspace_id: ws.id.clone(), id: role.id, name: role.name }, entry).await
     }
 
     /// The one authority check for a role as it would be: whoever writes
@@ -189,10 +190,10 @@ impl RoleService {
         self.audit.write(who, action, target, changes)
     }
 
-    async fn commit(&self, write: AccessWrite, entry: Write, ws: &Workspace) -> Result<(), Error> {
+    async fn commit(&self, write: AccessWrite, entry: Write) -> Result<(), Error> {
         let mut change = Change::of(Write::Access(write));
         change.push(entry);
-        self.store.commit(change).await.map_err(|e| match e {
+        self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => role_not_found(),
             StoreError::InUse => Error::conflict(
                 "role_in_use",
@@ -201,7 +202,6 @@ impl RoleService {
             other => store_error(other),
         })?;
         // Keys holding the role verify against its new definition.
-        self.verifier.roles_changed(&ws.id);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use keyward_store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::forward_auth::ForwardAuthConfig;
-use crate::api::{self, AppState};
+use crate::app::{self, AppState};
 use crate::cache::KeyCache;
 use crate::clock::{Clock, SystemClock};
 use crate::keys::KeyService;
@@ -127,7 +127,9 @@ impl Services {
         let clock = config.clock.clone();
         let usage = Arc::new(UsageRecorder::new(clock.clone()));
         let retention = chrono::Duration::days(i64::from(config.retention_days));
-        let audit = Arc::new(crate::audit::AuditLog::new(store.clone(), &hasher, clock.clone(), retention));
+        let work = Arc::new(crate::work::UnitOfWork::new(store.clone()));
+        let audit =
+            Arc::new(crate::audit::AuditLog::new(work.clone(), store.clone(), &hasher, clock.clone(), retention));
         let cache = KeyCache::new(
             config.cache_capacity,
             config.negative_cache_ttl,
@@ -140,6 +142,7 @@ impl Services {
             None => crate::ratelimit::Limiter::local(),
         };
         let signer = Arc::new(crate::oauth::Signer::new(
+            work.clone(),
             store.clone(),
             config.master_keys.clone(),
             clock.clone(),
@@ -159,6 +162,7 @@ impl Services {
             signer.clone(),
             config.master_keys.clone(),
         ));
+        work.attach(&verifier);
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         verifier.load_revoked_tokens().await.map_err(|e| anyhow::anyhow!("loading revoked tokens: {}", e.message))?;
         let keys = Arc::new(KeyService::new(
@@ -168,12 +172,7 @@ impl Services {
             config.master_keys.clone(),
             audit.clone(),
         ));
-        let identities = Arc::new(crate::identities::IdentityService::new(
-            store.clone(),
-            verifier.clone(),
-            clock.clone(),
-            audit.clone(),
-        ));
+        let identities = Arc::new(crate::identities::IdentityService::new(store.clone(), clock.clone(), audit.clone()));
         let members = Arc::new(
             crate::members::MemberService::new(
                 store.clone(),
@@ -194,14 +193,8 @@ impl Services {
             audit.clone(),
             config.oauth.clone(),
         ));
-        let workspaces = Arc::new(WorkspaceService::new(
-            store.clone(),
-            keys.clone(),
-            verifier.clone(),
-            members.clone(),
-            clock.clone(),
-            audit.clone(),
-        ));
+        let workspaces =
+            Arc::new(WorkspaceService::new(store.clone(), keys.clone(), members.clone(), clock.clone(), audit.clone()));
         let roles =
             Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
         let insights =
@@ -284,14 +277,14 @@ impl Application {
             let _ = rx.wait_for(|stop| *stop).await;
         };
         let side = self.forward_auth_listener.map(|listener| {
-            let app = api::forward_auth_router(state.clone(), self.config.max_body_bytes);
+            let app = app::forward_auth_router(&state, self.config.max_body_bytes);
             tokio::spawn(
                 axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                     .with_graceful_shutdown(stopped(stop_rx.clone()))
                     .into_future(),
             )
         });
-        let app = api::router(state, self.config.max_body_bytes);
+        let app = app::router(state, self.config.max_body_bytes);
         let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;

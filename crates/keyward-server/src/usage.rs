@@ -12,11 +12,13 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use keyward_core::audit::{Actor, Event, Outcome, Target};
 use keyward_core::key::ApiKey;
 use keyward_core::verify::VerifyCode;
-use keyward_store::{Change, Store, UsageDelta};
+use keyward_store::{Store, UsageDelta};
+
+use crate::work::Change;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
@@ -196,7 +198,7 @@ impl UsageRecorder {
                 };
                 audit.event(Event {
                     workspace_id: b.workspace_id,
-                    at: DateTime::from_timestamp(b.minute, 0).unwrap_or_else(Utc::now),
+                    at: DateTime::from_timestamp(b.minute, 0).unwrap_or_default(),
                     actor: Actor { kind: keyward_core::audit::ActorKind::Key, id: id.clone(), name: name.clone() },
                     action: b.action.to_owned(),
                     target: Target { kind: "api_key".to_owned(), id, name },
@@ -263,7 +265,7 @@ impl UsageRecorder {
                     (bucket, failed)
                 }));
                 let hour = i64::from(cell.slot_hour[slot].load(Ordering::Relaxed)) * HOUR_MS;
-                let hour = DateTime::from_timestamp_millis(hour).unwrap_or_else(Utc::now);
+                let hour = DateTime::from_timestamp_millis(hour).unwrap_or_default();
                 // "Last used" travels with one delta of the key.
                 let last_used_at =
                     last_used_at.filter(|_| deltas.last().is_none_or(|d: &UsageDelta| d.key_id != *key_id));
@@ -300,7 +302,7 @@ impl UsageRecorder {
                 let attempts: u64 = counts.values().sum();
                 audit.event(Event {
                     workspace_id: bucket.workspace_id,
-                    at: DateTime::from_timestamp(bucket.minute, 0).unwrap_or_else(Utc::now),
+                    at: DateTime::from_timestamp(bucket.minute, 0).unwrap_or_default(),
                     actor: Actor::system(),
                     action: "key.auth_failed".to_owned(),
                     target: bucket.target,
@@ -349,7 +351,9 @@ impl UsageRecorder {
         entries.extend(self.closed_tokens(audit, all));
         if !entries.is_empty() {
             // Lost if the store refuses: a record of attempts, not of state.
-            store.commit(Change { writes: entries }).await?;
+            let mut change = Change::new();
+            change.extend(entries);
+            audit.work().commit(change).await?;
         }
         Ok(written)
     }

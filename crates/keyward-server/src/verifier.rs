@@ -62,11 +62,11 @@ impl Verification {
     /// What the presenter may do, as reported (verify's `permissions`,
     /// forward-auth's `X-Keyward-Scopes`): a narrowed token's scope, else
     /// the key's scopes.
-    pub fn permissions(&self) -> Vec<String> {
+    pub fn permission_scopes(&self) -> &[keyward_core::scope::Scope] {
         match (&self.token_scopes, self.key.as_deref()) {
-            (Some(scopes), _) => scopes.iter().map(ToString::to_string).collect(),
-            (None, Some(key)) => key.scopes.iter().map(ToString::to_string).collect(),
-            (None, None) => Vec::new(),
+            (Some(scopes), _) => scopes,
+            (None, Some(key)) => &key.scopes,
+            (None, None) => &[],
         }
     }
 }
@@ -229,16 +229,6 @@ impl Verifier {
         Ok(found)
     }
 
-    /// Records an identity as it now stands in the store (`None`: deleted).
-    pub fn identity_changed(&self, id: &str, identity: Option<&Identity>) {
-        match identity {
-            Some(i) => self.identities.insert(id.to_owned(), Arc::new(i.clone())),
-            None => {
-                self.identities.remove(id);
-            }
-        }
-    }
-
     /// The workspace a key belongs to, from memory after the first read.
     pub async fn workspace(&self, id: &str) -> Result<Arc<Workspace>, Error> {
         if let Some(ws) = self.workspaces.get(id) {
@@ -250,11 +240,6 @@ impl Verifier {
         let ws = Arc::new(ws);
         self.workspaces.insert(id.to_owned(), ws.clone());
         Ok(ws)
-    }
-
-    /// Records a workspace as it now stands in the store (after a write).
-    pub fn workspace_changed(&self, ws: &Workspace) {
-        self.workspaces.insert(ws.id.clone(), Arc::new(ws.clone()));
     }
 
     /// The roles `key` verifies against: the workspace's own; a
@@ -277,11 +262,6 @@ impl Verifier {
         let roles = Arc::new(self.store.list_roles(workspace_id).await.map_err(crate::keys::store_error)?);
         self.roles.insert(workspace_id.to_owned(), roles.clone());
         Ok(roles)
-    }
-
-    /// Forgets a workspace's roles (after one changed).
-    pub fn roles_changed(&self, workspace_id: &str) {
-        self.roles.remove(workspace_id);
     }
 
     /// Applies what another node changed (pushed by the store).
@@ -372,9 +352,8 @@ impl Verifier {
     }
 
     async fn find_by_id(&self, token_id: &str, now_ms: i64) -> Result<Found, Error> {
-        let key_id = token::key_id_from_token_id(token_id);
         let load = async {
-            let found = self.store.find_key(&key_id).await?;
+            let found = self.store.find_key(&token::key_id_from_token_id(token_id)).await?;
             Ok(found.filter(|k| k.lookup_prefix.is_none()))
         };
         self.find(CacheKey::native(token_id), now_ms, load).await
@@ -761,7 +740,7 @@ impl Verifier {
                 self.store.count_failed_attempt(&key.id, window_start, now).await.map_err(crate::keys::store_error)?;
             if failures.is_some_and(|n| n >= i64::from(policy.threshold)) {
                 let mut lock =
-                    keyward_store::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
+                    crate::work::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
                 lock.push(self.audit.event(keyward_core::audit::Event {
                     workspace_id: key.workspace_id.clone(),
                     at: now,
@@ -773,15 +752,12 @@ impl Verifier {
                     outcome: keyward_core::audit::Outcome::Success,
                     changes: serde_json::json!({"failures": failures, "threshold": policy.threshold}).to_string(),
                 }));
-                match self.store.commit(lock).await {
+                match self.audit.work().commit(lock).await {
                     Ok(()) => {}
                     // Locked meanwhile by another request or node (or no
                     // longer active): nothing to do, nothing recorded.
                     Err(keyward_store::StoreError::NotFound) => return Ok(()),
                     Err(e) => return Err(crate::keys::store_error(e)),
-                }
-                if let Some(locked) = self.store.find_key(&key.id).await.map_err(crate::keys::store_error)? {
-                    self.cache.put(&locked);
                 }
                 tracing::warn!(key_id = %key.id, failures = ?failures, "key locked after too many wrong secrets");
             }
@@ -850,12 +826,14 @@ impl Verifier {
         if !self.lock(&self.upgrading).insert(key.id.clone()) {
             return; // already under way
         }
-        let (store, cache, upgrading) = (self.store.clone(), self.cache.clone(), self.upgrading.clone());
+        let (work, upgrading) = (self.audit.work().clone(), self.upgrading.clone());
         runtime.spawn(async move {
             let write = keyward_store::Write::UpdateKey { key: upgraded.clone(), expected_version: expected };
-            match store.commit(keyward_store::Change::of(write)).await {
+            let change =
+                crate::work::Change::unaudited("re-hashing an imported key's secret changes none of its settings")
+                    .with(write);
+            match work.commit(change).await {
                 Ok(()) => {
-                    cache.put(&upgraded);
                     tracing::info!(key_id = %upgraded.id, "re-hashed imported key to hmac-sha256-token-v1");
                 }
                 Err(e) => tracing::debug!(key_id = %upgraded.id, error = %e, "imported key re-hash skipped"),

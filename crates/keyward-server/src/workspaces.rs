@@ -11,7 +11,9 @@ use keyward_core::workspace::{
     validate_token_prefix, validate_workspace_name,
 };
 use keyward_core::{Error, ErrorKind};
-use keyward_store::{Change, Store, StoreError, Write};
+use keyward_store::{Store, StoreError, Write};
+
+use crate::work::Change;
 
 use crate::clock::Clock;
 use crate::keys::{KeyService, store_error};
@@ -72,7 +74,6 @@ pub struct WorkspacePatch {
 pub struct WorkspaceService {
     store: Arc<dyn Store>,
     keys: Arc<KeyService>,
-    verifier: Arc<crate::verifier::Verifier>,
     members: Arc<crate::members::MemberService>,
     clock: Arc<dyn Clock>,
     audit: Arc<crate::audit::AuditLog>,
@@ -84,20 +85,18 @@ impl WorkspaceService {
     pub fn new(
         store: Arc<dyn Store>,
         keys: Arc<KeyService>,
-        verifier: Arc<crate::verifier::Verifier>,
         members: Arc<crate::members::MemberService>,
         clock: Arc<dyn Clock>,
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        WorkspaceService { store, keys, verifier, members, clock, audit }
+        WorkspaceService { store, keys, members, clock, audit }
     }
 
     /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
     /// in one transaction.
     pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
         let (created, change) = self.prepare(name)?;
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.cache().put(&created.admin_key);
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(created)
     }
 
@@ -142,9 +141,8 @@ impl WorkspaceService {
             let (admin_key, secret) = self.keys.prepare(&workspace, draft)?;
             let mut change = Change::of(Write::InsertKey { key: admin_key.clone(), max_live_keys: None });
             change.push(self.audit.key_write(&Principal::system(&workspace.id), "key.created", &admin_key));
-            match self.store.commit(change).await {
+            match self.audit.work().commit(change).await {
                 Ok(()) => {
-                    self.verifier.cache().put(&admin_key);
                     return Ok(NewWorkspace { workspace, admin_key, secret, owner: None });
                 }
                 Err(StoreError::Conflict(keyward_store::Unique::KeyName)) => continue,
@@ -167,14 +165,11 @@ impl WorkspaceService {
         let generated = owner.password.is_none().then(|| keyward_core::ids::random_base62(20));
         let password = owner.password.as_deref().or(generated.as_deref()).unwrap_or_default();
         let (member, writes) = self.members.owner_writes(&created.workspace.id, &owner.email, password).await?;
-        change.writes.extend(writes);
+        change.extend(writes);
         created.owner = Some(NewOwner { member, generated_password: generated });
         change.push(Write::InsertMeta { name: "bootstrapped_workspace".into(), value: created.workspace.id.clone() });
-        match self.store.commit(change).await {
-            Ok(()) => {
-                self.verifier.cache().put(&created.admin_key);
-                Ok(Some(created))
-            }
+        match self.audit.work().commit(change).await {
+            Ok(()) => Ok(Some(created)),
             Err(StoreError::Conflict(_)) => Ok(None),
             Err(e) => Err(store_error(e)),
         }
@@ -257,8 +252,7 @@ impl WorkspaceService {
         let changes = crate::audit::diff(&was, &settings_summary(&ws));
         let target = keyward_core::audit::Target::new("workspace", &ws.id, Some(&ws.name));
         change.push(self.audit.write(who, "settings.changed", target, changes));
-        self.store.commit(change).await.map_err(store_error)?;
-        self.verifier.workspace_changed(&ws);
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(ws)
     }
 
@@ -293,10 +287,7 @@ impl WorkspaceService {
                 );
             }
             while let Some(done) = tasks.join_next().await {
-                if let Some(key) =
-                    done.map_err(|e| Error::new(ErrorKind::Internal, "internal_error", e.to_string()))??
-                {
-                    self.verifier.cache().put(&key);
+                if done.map_err(|e| Error::new(ErrorKind::Internal, "internal_error", e.to_string()))??.is_some() {
                     updated += 1;
                 }
             }
@@ -327,7 +318,7 @@ async fn enforce_expiry(
         let mut change = Change::of(Write::UpdateKey { key: key.clone(), expected_version: expected });
         let changes = crate::audit::diff(&was, &crate::audit::key_summary(&key));
         change.push(audit.write(who, "key.updated", crate::audit::key_target(&key), changes));
-        match store.commit(change).await {
+        match audit.work().commit(change).await {
             Ok(()) => return Ok(Some(key)),
             Err(StoreError::VersionMismatch) => {
                 match store.get_key(&key.workspace_id, &key.id).await.map_err(store_error)? {

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use keyward_core::hash::SecretHasher;
-use keyward_server::api::{AppState, router};
+use keyward_server::app::{AppState, router};
 use keyward_server::{ServerConfig, Services};
 use proptest::prelude::*;
 use serde_json::Value;

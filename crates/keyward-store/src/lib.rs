@@ -28,6 +28,9 @@ use keyward_core::workspace::Workspace;
 pub use oauth::{OAuth, OAuthWrite};
 pub use people::{People, PeopleWrite};
 pub use pgp::{Pgp, PgpWrite};
+/// What a write tells every node's caches (sent to the other nodes; the
+/// committing node applies it itself).
+pub use sql::invalidations;
 
 pub mod access;
 pub mod audit;

@@ -89,3 +89,59 @@ fn only_the_store_names_sqlx_and_only_the_server_names_axum() {
     }
     assert!(checked > 40, "looked at the crates' sources ({checked} checks)");
 }
+
+/// The lines of the crates' code (tests and benches aside) that contain
+/// `needle`, as `path:line`, leaving out the files in `except`.
+fn code_naming(needle: &str, except: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for krate in ["keyward-core", "keyward-store", "keyward-server", "keyward"] {
+        let mut files = Vec::new();
+        rust_files(&root().join("crates").join(krate).join("src"), &mut files);
+        for file in files {
+            let shown = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+            if except.iter().any(|e| shown.ends_with(e)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                if line.contains(needle) && !line.trim_start().starts_with("//") {
+                    found.push(format!("{shown}:{}", i + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// ARCHITECTURE.md: time comes from the `Clock` (tests move it), never from
+/// the system directly.
+#[test]
+fn only_the_clock_reads_the_wall_clock() {
+    for needle in ["Utc::now", "SystemTime::now", "Local::now"] {
+        let found = code_naming(needle, &["keyward-server/src/clock.rs"]);
+        assert!(found.is_empty(), "{needle} outside clock.rs: {found:?}");
+    }
+}
+
+/// ARCHITECTURE.md: every change commits through the one unit of work,
+/// which also updates this node's caches; nothing else does either.
+#[test]
+fn only_the_unit_of_work_commits_and_updates_caches() {
+    let work = "keyward-server/src/work.rs";
+    for needle in ["store.commit(", "cache().put(", "cache.put(", "_changed(", "access_token_revoked("] {
+        let found = code_naming(needle, &[work, "keyward-store/src/backend.rs", "keyward-server/src/verifier.rs"]);
+        assert!(found.is_empty(), "{needle} outside the unit of work: {found:?}");
+    }
+    let verifier = std::fs::read_to_string(root().join("crates/keyward-server/src/verifier.rs")).unwrap();
+    assert!(!verifier.contains("store.commit("), "the verifier commits through the unit of work");
+}
+
+/// ARCHITECTURE.md: the domain is synchronous and knows no runtime.
+#[test]
+fn the_domain_names_no_runtime() {
+    let manifest = std::fs::read_to_string(root().join("crates/keyward-core/Cargo.toml")).unwrap();
+    assert!(!manifest.contains("tokio"), "keyward-core depends on tokio");
+    let found: Vec<String> =
+        code_naming("tokio", &[]).into_iter().filter(|f| f.starts_with("crates/keyward-core/")).collect();
+    assert!(found.is_empty(), "keyward-core names tokio: {found:?}");
+}

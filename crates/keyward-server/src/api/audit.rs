@@ -13,8 +13,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
+use super::keys::page;
 use super::views::{time, time_opt};
-use super::{AppState, keys::page};
+use crate::app::AppState;
 use crate::audit::AuditQuery;
 use crate::principal::Principal;
 

@@ -12,10 +12,10 @@ use keyward_store::KeyFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::views::{time, time_opt};
+use crate::app::AppState;
 use crate::principal::Principal;
 
 /// A key in this contract's shape.

@@ -8,11 +8,11 @@ use keyward_core::credits::{CreditOp, Credits, Refill, RefillInterval};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use super::keys::with_etag;
 use super::views::KeyView;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 /// Uses a key may still make. Each valid verification spends its `cost`

@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use super::AppState;
 use super::error::ApiError;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 /// Replaces every double-quoted part of a message with `"…"`: serde quotes

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use keyward_core::verify::{Request, VerifyCode};
 
-use super::AppState;
 use super::error::ApiError;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 pub const PREFIX: &str = "/v1/authorize";
@@ -133,15 +133,20 @@ fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
     let Some(key) = v.key.as_deref() else {
         return out;
     };
-    let mut put = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::from_str(value)) {
-            out.insert(n, v);
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(name, v);
         }
     };
-    put("x-keyward-key-id", &key.id);
-    put("x-keyward-workspace", &key.workspace_id);
-    put("x-keyward-key-type", key.key_type.as_str());
-    put("x-keyward-scopes", &v.permissions().join(" "));
+    put(HeaderName::from_static("x-keyward-key-id"), &key.id);
+    put(HeaderName::from_static("x-keyward-workspace"), &key.workspace_id);
+    put(HeaderName::from_static("x-keyward-key-type"), key.key_type.as_str());
+    let mut scopes = String::with_capacity(64);
+    for (i, scope) in v.permission_scopes().iter().enumerate() {
+        use std::fmt::Write;
+        let _ = write!(scopes, "{}{scope}", if i == 0 { "" } else { " " });
+    }
+    put(HeaderName::from_static("x-keyward-scopes"), &scopes);
     if let Some(ws) = v.workspace.as_deref() {
         for field in &ws.identity_metadata {
             let value = match key.metadata.get(field) {
@@ -149,8 +154,10 @@ fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
                 Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
                 _ => continue,
             };
-            if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                put(&format!("x-keyward-meta-{}", field.to_ascii_lowercase()), &value);
+            if value.bytes().all(|b| (0x20..0x7f).contains(&b))
+                && let Ok(name) = HeaderName::try_from(format!("x-keyward-meta-{}", field.to_ascii_lowercase()))
+            {
+                put(name, &value);
             }
         }
     }

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson};
 use super::views::{KeyView, KeyWithSecret, double_option};
+use crate::app::AppState;
 use crate::keys::ImportDraft;
 use crate::principal::Principal;
 

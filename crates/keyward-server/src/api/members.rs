@@ -9,10 +9,10 @@ use keyward_core::member::{Member, Membership};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ClientIp, UserAgent};
 use super::workspace::WorkspaceView;
+use crate::app::AppState;
 use crate::members::SESSION_COOKIE;
 use crate::principal::Principal;
 

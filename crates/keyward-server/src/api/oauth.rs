@@ -15,9 +15,9 @@ use keyward_core::oauth::RefreshToken;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ClientIp};
+use crate::app::AppState;
 use crate::oauth::{ClientAuth, Introspection, OAuthError, TokenRequest, TokenResponse};
 use crate::principal::Principal;
 

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use crate::app::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Status {

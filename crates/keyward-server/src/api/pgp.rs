@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::views::double_option;
+use crate::app::AppState;
 use crate::pgp::{PgpPatch, Upload};
 use crate::principal::Principal;
 

@@ -8,11 +8,11 @@ use keyward_core::member::ACCOUNT_PERMISSIONS;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiPath};
 use super::views::double_option;
 use super::workspace::CatalogueSectionView;
+use crate::app::AppState;
 use crate::principal::Principal;
 use crate::roles::{RoleEntry, RolePatch};
 

@@ -5,6 +5,7 @@ use crate::throttle::Seen;
 use std::net::IpAddr;
 
 use axum::extract::State;
+use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use keyward_core::expr::PermissionExpr;
 use keyward_core::key::is_valid_resource_id;
@@ -14,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,8 +93,8 @@ pub struct VerifyLimit {
 /// How a rate limit stands after this verification.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LimitView {
-    pub name: String,
+pub struct LimitView<'a> {
+    pub name: &'a str,
     pub limit: i64,
     /// Units left in the current window.
     pub remaining: i64,
@@ -106,16 +107,18 @@ pub struct LimitView {
 /// The identity the key belongs to.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct IdentityRef {
-    pub id: String,
-    pub external_id: String,
+pub struct IdentityRef<'a> {
+    pub id: &'a str,
+    pub external_id: &'a str,
     #[schema(value_type = Object)]
-    pub meta: Value,
+    pub meta: &'a Value,
 }
 
+// The answer borrows from the verification and the cached record:
+// building it copies nothing.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct VerifyResponse {
+pub struct VerifyResponse<'a> {
     pub valid: bool,
     /// VALID, MALFORMED, NOT_FOUND, INVALID_SECRET, EXPIRED, INACTIVE, REVOKED,
     /// FORBIDDEN_RESOURCE, FORBIDDEN_ORIGIN, FORBIDDEN_IP, INSUFFICIENT_PERMISSIONS
@@ -123,22 +126,23 @@ pub struct VerifyResponse {
     #[schema(example = "VALID")]
     pub code: &'static str,
     /// Why, in words.
-    pub message: String,
-    pub key_id: Option<String>,
-    pub workspace_id: Option<String>,
-    pub name: Option<String>,
+    pub message: &'a str,
+    pub key_id: Option<&'a str>,
+    pub workspace_id: Option<&'a str>,
+    pub name: Option<&'a str>,
     #[serde(rename = "type")]
     pub key_type: Option<&'static str>,
     /// The key's scopes.
-    pub permissions: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub permissions: ScopeList<'a>,
     /// Roles held by the key.
-    pub roles: Vec<String>,
+    pub roles: &'a [String],
     /// With `objectType` and a valid key: what it may do to such objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<AccessView>,
     /// The key's metadata.
     #[schema(value_type = Option<Object>)]
-    pub meta: Option<Value>,
+    pub meta: Option<&'a Value>,
     #[serde(serialize_with = "super::views::time_opt::serialize")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -147,9 +151,32 @@ pub struct VerifyResponse {
     pub credits: Option<i64>,
     /// The rate limits checked (the key's and its identity's).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub ratelimits: Vec<LimitView>,
+    pub ratelimits: Vec<LimitView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<IdentityRef>,
+    pub identity: Option<IdentityRef<'a>>,
+}
+
+/// Scopes written as their strings, straight into the answer.
+#[derive(Debug)]
+pub struct ScopeList<'a>(pub &'a [keyward_core::scope::Scope]);
+
+impl Serialize for ScopeList<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for scope in self.0 {
+            seq.serialize_element(&DisplayStr(scope))?;
+        }
+        seq.end()
+    }
+}
+
+struct DisplayStr<'a, T>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for DisplayStr<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self.0)
+    }
 }
 
 fn is_method(m: &str) -> bool {
@@ -171,7 +198,7 @@ pub async fn verify_key(
     State(state): State<AppState>,
     principal: Principal,
     ApiJson(body): ApiJson<VerifyRequest>,
-) -> ApiResult<axum::Json<VerifyResponse>> {
+) -> ApiResult<axum::response::Response> {
     let permission = body.permission.as_deref().map(PermissionExpr::parse).transpose()?;
     if let Some(r) = &body.resource
         && !is_valid_resource_id(r)
@@ -251,36 +278,32 @@ pub async fn verify_key(
         }
         _ => None,
     };
-    let permissions = v.permissions();
     Ok(axum::Json(VerifyResponse {
         valid: v.decision.is_valid(),
         code: v.decision.code.as_str(),
-        message: v.decision.message.into_owned(),
-        key_id: key.map(|k| k.id.to_string()),
-        workspace_id: key.map(|k| k.workspace_id.clone()),
-        name: key.map(|k| k.name.clone()),
+        message: &v.decision.message,
+        key_id: key.map(|k| &*k.id),
+        workspace_id: key.map(|k| k.workspace_id.as_str()),
+        name: key.map(|k| k.name.as_str()),
         key_type: key.map(|k| k.key_type.as_str()),
-        permissions,
-        roles: key.map(|k| k.roles.clone()).unwrap_or_default(),
+        permissions: ScopeList(v.permission_scopes()),
+        roles: key.map_or(&[], |k| &k.roles[..]),
         access,
-        meta: key.map(|k| k.metadata.clone()),
+        meta: key.map(|k| &k.metadata),
         expires_at: key.and_then(|k| k.expires_at),
         credits: v.credits,
         ratelimits: v
             .ratelimits
             .iter()
             .map(|(name, s)| LimitView {
-                name: name.clone(),
+                name,
                 limit: s.limit,
                 remaining: s.remaining,
                 reset: s.reset_ms,
                 exceeded: s.exceeded,
             })
             .collect(),
-        identity: v.identity.as_deref().map(|i| IdentityRef {
-            id: i.id.clone(),
-            external_id: i.external_id.clone(),
-            meta: i.meta.clone(),
-        }),
-    }))
+        identity: v.identity.as_deref().map(|i| IdentityRef { id: &i.id, external_id: &i.external_id, meta: &i.meta }),
+    })
+    .into_response())
 }

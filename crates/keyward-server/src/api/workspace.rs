@@ -6,10 +6,10 @@ use keyward_core::workspace::Workspace;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::ApiJson;
 use super::views::double_option;
+use crate::app::AppState;
 use crate::principal::Principal;
 use crate::workspaces::WorkspacePatch;
 

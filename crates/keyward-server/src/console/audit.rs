@@ -11,7 +11,7 @@ use keyward_store::Page;
 use super::form::{Params, encode};
 use super::view::{Shell, inert, when};
 use super::{Member, error_page, render, render_status};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::audit::AuditQuery;
 use crate::principal::Principal;
 

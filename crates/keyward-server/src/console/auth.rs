@@ -9,8 +9,8 @@ use serde::Deserialize;
 use super::form::FormData;
 use super::view::{Errors, FormError};
 use super::{Member, render, render_status, safe_next, see};
-use crate::api::AppState;
 use crate::api::extract::{ClientIp, UserAgent};
+use crate::app::AppState;
 
 #[derive(Template)]
 #[template(path = "sign_in.html")]

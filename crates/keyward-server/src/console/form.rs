@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
 
-use crate::api::AppState;
+use crate::app::AppState;
 
 /// The fields of a submitted form, in order.
 #[derive(Debug, Default, Clone)]

@@ -15,11 +15,11 @@ use serde_json::{Map, Value};
 use super::form::{FormData, Params, encode};
 use super::view::{Errors, FormError, Shell, inert, when, when_opt};
 use super::{Member, error_page, render_status, respond, see};
-use crate::api::AppState;
 use crate::api::credits::CreditsBody;
 use crate::api::extract::ClientIp;
 use crate::api::identities::RateLimitBody;
 use crate::api::keys::{CreateKeyRequest, UpdateKeyRequest};
+use crate::app::AppState;
 use crate::principal::Principal;
 
 const PAGE_SIZE: u32 = 25;

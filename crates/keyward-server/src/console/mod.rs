@@ -21,7 +21,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use keyward_core::{Error, ErrorKind};
 
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 mod audit;

@@ -11,7 +11,7 @@ use super::form::{FormData, Params};
 use super::keys::{PermSection, permission_sections};
 use super::view::{Errors, FormError, Shell, inert, when};
 use super::{Member, error_page, render, render_status, respond, see};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::principal::Principal;
 use crate::roles::RolePatch;
 

@@ -11,7 +11,7 @@ use keyward_core::Error;
 use super::form::{FormData, Params};
 use super::view::{Errors, FormError, Shell, inert, when_opt};
 use super::{Member, error_page, render_status, respond, see};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::pgp::{PGP_MANAGE, Upload};
 use crate::principal::Principal;
 

@@ -10,7 +10,7 @@ use keyward_core::workspace::Workspace;
 use super::form::{FormData, Params};
 use super::view::{Errors, FormError, Shell};
 use super::{Member, error_page, render_status, respond, see};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::principal::Principal;
 use crate::workspaces::WorkspacePatch;
 

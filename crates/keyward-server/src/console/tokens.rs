@@ -10,7 +10,7 @@ use keyward_core::Error;
 use super::form::{FormData, Params};
 use super::view::{Errors, FormError, Shell, inert, when, when_opt};
 use super::{Member, error_page, render_status, respond, see};
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 pub struct TokenRow {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use keyward_core::Error;
 
-use crate::api::AppState;
+use crate::app::AppState;
 use crate::principal::Principal;
 
 /// The frame of a signed-in page.

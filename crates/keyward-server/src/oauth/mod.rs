@@ -28,7 +28,9 @@ use keyward_core::scope::Scope;
 use keyward_core::token::{self, Secret};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, OAuthWrite, Store, StoreError, Write};
+use keyward_store::{OAuthWrite, Store, StoreError, Write};
+
+use crate::work::Change;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLog;
@@ -550,7 +552,9 @@ impl OAuthService {
             revoked_at: None,
             last_used_at: None,
         };
-        let mut change = Change::of(Write::OAuth(OAuthWrite::InsertRefreshToken(record)));
+        // Issuance is audited per key a minute (token.issued, by the usage recorder).
+        let mut change = Change::unaudited("counted in the minute's token.issued entry")
+            .with(Write::OAuth(OAuthWrite::InsertRefreshToken(record)));
         // A client keeps its newest families; older ones end (checked
         // every few grants: the check reads the client's newest families).
         let counter = self.started.get_or_insert_with(&client.id, || Ok::<_, ()>(Arc::default())).unwrap_or_default();
@@ -561,7 +565,7 @@ impl OAuthService {
                 at: now,
             }));
         }
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(token.expose().to_owned())
     }
 
@@ -578,7 +582,7 @@ impl OAuthService {
         let mut change =
             Change::of(Write::OAuth(OAuthWrite::RevokeRefreshFamily { family_id: token.family_id.clone(), at: now }));
         change.push(self.system_entry(token, "token.reuse_detected", Outcome::Failure));
-        self.store.commit(change).await.map_err(store_error)
+        self.audit.work().commit(change).await.map_err(store_error)
     }
 
     fn system_entry(&self, token: &RefreshToken, action: &str, outcome: Outcome) -> Write {
@@ -663,9 +667,10 @@ impl OAuthService {
         let ws = self.verifier.workspace(&stored.workspace_id).await?;
         let (id, token_hash, masked, token) = self.new_refresh(&ws.token_prefix);
         let next = stored.successor(id, token_hash, masked, now);
-        let mut change = Change::of(Write::OAuth(OAuthWrite::UseRefreshToken { id: stored.id.clone(), at: now }));
-        change.push(Write::OAuth(OAuthWrite::InsertRefreshToken(next)));
-        match self.store.commit(change).await {
+        let change = Change::unaudited("counted in the minute's token.refreshed entry")
+            .with(Write::OAuth(OAuthWrite::UseRefreshToken { id: stored.id.clone(), at: now }))
+            .with(Write::OAuth(OAuthWrite::InsertRefreshToken(next)));
+        match self.audit.work().commit(change).await {
             Ok(()) => {}
             // Used by a concurrent request meanwhile: a reuse.
             Err(StoreError::NotFound) => {
@@ -705,7 +710,7 @@ impl OAuthService {
         let now = self.clock.now();
         let mut change = Change::of(Write::OAuth(OAuthWrite::TouchRefreshToken { id: stored.id.clone(), at: now }));
         change.push(self.system_entry(&stored, "token.refreshed", Outcome::Success));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         let mut lifetime = self.config.access_token_lifetime;
         if let Some(expires) = stored.expires_at {
             lifetime = lifetime.min(expires - now);
@@ -857,8 +862,7 @@ impl OAuthService {
             let mut change =
                 Change::of(Write::OAuth(OAuthWrite::RevokeAccessToken { jti: claims.jti.clone(), expires_at }));
             change.push(self.client_entry(&client, Target::new("access_token", claims.jti.clone(), None)));
-            self.store.commit(change).await.map_err(store_error)?;
-            self.verifier.access_token_revoked(&claims.jti, expires_at);
+            self.audit.work().commit(change).await.map_err(store_error)?;
             return Ok(());
         }
         let Some(stored) = self.find_refresh(token).await? else { return Ok(()) };
@@ -868,7 +872,7 @@ impl OAuthService {
         let mut change =
             Change::of(Write::OAuth(OAuthWrite::RevokeRefreshFamily { family_id: stored.family_id.clone(), at: now }));
         change.push(self.client_entry(&client, Target::new("refresh_token", stored.id.clone(), None)));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(())
     }
 
@@ -923,7 +927,7 @@ impl OAuthService {
             target,
             serde_json::json!({"expiresAt": record.expires_at}),
         ));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(NewMemberToken { record, token })
     }
 
@@ -945,7 +949,7 @@ impl OAuthService {
         }));
         let target = Target::new("refresh_token", stored.id.clone(), stored.name.as_deref());
         change.push(self.audit.write(who, "token.revoked", target, serde_json::json!({})));
-        match self.store.commit(change).await {
+        match self.audit.work().commit(change).await {
             Err(StoreError::NotFound) => return Err(not_found()),
             other => other.map_err(store_error)?,
         }

@@ -14,7 +14,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use keyward_core::oauth::{SigningAlgorithm, SigningKey, current_signing_key};
 use keyward_core::sealed::Keyring;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{Change, OAuthWrite, Store, Write};
+use keyward_store::{OAuthWrite, Store, Write};
+
+use crate::work::Change;
 
 use crate::clock::Clock;
 use crate::keys::store_error;
@@ -48,6 +50,7 @@ pub struct Signer {
     keys: RwLock<Arc<KeySet>>,
     /// Serialises loading and rotating on this node.
     changing: tokio::sync::Mutex<()>,
+    work: Arc<crate::work::UnitOfWork>,
     /// When an unknown `kid` last made this node reload (ms): at most once
     /// a second, so made-up key ids cost no database reads.
     last_miss_reload_ms: AtomicI64,
@@ -121,6 +124,7 @@ fn public_jwk(algorithm: SigningAlgorithm, der: &[u8], kid: &str) -> Result<Jwk,
 
 impl Signer {
     pub fn new(
+        work: Arc<crate::work::UnitOfWork>,
         store: Arc<dyn Store>,
         keyring: Option<Arc<Keyring>>,
         clock: Arc<dyn Clock>,
@@ -129,6 +133,7 @@ impl Signer {
         token_lifetime: Duration,
     ) -> Self {
         Signer {
+            work,
             store,
             keyring,
             clock,
@@ -213,12 +218,15 @@ impl Signer {
             retired_at: None,
             drop_after: None,
         };
-        let mut change = Change::of(Write::OAuth(OAuthWrite::InsertSigningKey(record)));
+        // Signing keys belong to no workspace, and the audit log is a
+        // workspace's: the rotation is logged (below), not audited.
+        let mut change = Change::unaudited("signing keys belong to no workspace")
+            .with(Write::OAuth(OAuthWrite::InsertSigningKey(record)));
         // A token signed just before the rotation lives this long yet.
         let drop_after = now + self.token_lifetime + Duration::minutes(1);
         change.push(Write::OAuth(OAuthWrite::RetireSigningKeys { keep: kid.clone(), at: now, drop_after }));
         change.push(Write::OAuth(OAuthWrite::DropSigningKeys { before: now }));
-        self.store.commit(change).await.map_err(store_error)?;
+        self.work.commit(change).await.map_err(store_error)?;
         tracing::info!(%kid, algorithm = self.algorithm.as_str(), "signing key rotated");
         self.load_locked().await?;
         Ok(kid)

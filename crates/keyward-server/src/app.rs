@@ -1,0 +1,224 @@
+//! The application: one context every request reaches, the router that
+//! mounts the API and the console side by side, and the layers around both
+//! (body limit, request log, panic guard, JSON 404/405).
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use keyward_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api::error::ApiError;
+use crate::api::forward_auth::{self, ForwardAuthConfig};
+use crate::keys::KeyService;
+use crate::verifier::Verifier;
+use crate::workspaces::WorkspaceService;
+
+/// What every handler can reach, built once at start.
+pub struct AppContext {
+    pub keys: Arc<KeyService>,
+    pub workspaces: Arc<WorkspaceService>,
+    pub identities: Arc<crate::identities::IdentityService>,
+    pub members: Arc<crate::members::MemberService>,
+    pub roles: Arc<crate::roles::RoleService>,
+    pub audit: Arc<crate::audit::AuditLog>,
+    pub insights: Arc<crate::insights::Insights>,
+    pub oauth: Arc<crate::oauth::OAuthService>,
+    pub pgp: Arc<crate::pgp::PgpService>,
+    /// The configured public URL (the OAuth issuer), without a trailing slash.
+    pub public_url: Option<String>,
+    /// The configured public URL's origin (`scheme://host[:port]`), which
+    /// cookie-authenticated requests may also name as their `Origin`.
+    pub public_origin: Option<String>,
+    pub verifier: Arc<Verifier>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Option<PrometheusHandle>,
+    pub forward_auth: ForwardAuthConfig,
+    /// Set on the dedicated forward-auth listener, whose callers are
+    /// trusted gateways: no verifier key needed, keys of every workspace.
+    pub trusted_listener: bool,
+}
+
+/// The router's state: one `Arc`, so that handing it to a request is one
+/// atomic increment and no allocation.
+#[derive(Clone)]
+pub struct AppState(Arc<AppContext>);
+
+impl Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(services: &crate::startup::Services, config: &crate::startup::ServerConfig) -> Self {
+        AppState(Arc::new(AppContext {
+            keys: services.keys.clone(),
+            workspaces: services.workspaces.clone(),
+            identities: services.identities.clone(),
+            members: services.members.clone(),
+            roles: services.roles.clone(),
+            audit: services.audit.clone(),
+            insights: services.insights.clone(),
+            oauth: services.oauth.clone(),
+            pgp: services.pgp.clone(),
+            public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
+            public_origin: config.public_url.as_deref().map(origin_of),
+            verifier: services.verifier.clone(),
+            store: services.store.clone(),
+            metrics: crate::telemetry::prometheus(),
+            forward_auth: config.forward_auth.clone(),
+            trusted_listener: false,
+        }))
+    }
+
+    /// The same context for the trusted forward-auth listener.
+    fn trusted(&self) -> Self {
+        let c = &self.0;
+        AppState(Arc::new(AppContext {
+            keys: c.keys.clone(),
+            workspaces: c.workspaces.clone(),
+            identities: c.identities.clone(),
+            members: c.members.clone(),
+            roles: c.roles.clone(),
+            audit: c.audit.clone(),
+            insights: c.insights.clone(),
+            oauth: c.oauth.clone(),
+            pgp: c.pgp.clone(),
+            public_url: c.public_url.clone(),
+            public_origin: c.public_origin.clone(),
+            verifier: c.verifier.clone(),
+            store: c.store.clone(),
+            metrics: c.metrics.clone(),
+            forward_auth: c.forward_auth.clone(),
+            trusted_listener: true,
+        }))
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", rest.split(['/', '?', '#']).next().unwrap_or_default()),
+        None => url.trim_end_matches('/').to_owned(),
+    }
+}
+
+fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
+    let handler = axum::routing::any(forward_auth::authorize);
+    router
+        .route(forward_auth::PREFIX, handler.clone())
+        .route(&format!("{}/", forward_auth::PREFIX), handler.clone())
+        .route(&format!("{}/{{*rest}}", forward_auth::PREFIX), handler)
+}
+
+/// The complete application: the API, forward-auth, the console and the docs.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (router, api) = crate::api::api_router().split_for_parts();
+    finish(
+        with_forward_auth(router).merge(crate::console::routes()).merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", api)
+                // No request off the server: Swagger UI's default validator badge
+                // calls a public service.
+                .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none")),
+        ),
+        state,
+        max_body_bytes,
+    )
+}
+
+/// The dedicated forward-auth listener: `/v1/authorize` and `/healthz` only.
+pub fn forward_auth_router(state: &AppState, max_body_bytes: usize) -> Router {
+    let router = with_forward_auth(Router::new()).route("/healthz", axum::routing::get(crate::api::ops::healthz));
+    finish(router, state.trusted(), max_body_bytes)
+}
+
+fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> Router {
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(edge))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// Endpoints that read a query string (each refuses parameters it does not
+/// know); every other API endpoint refuses any query string, as it would an
+/// unknown body field. Gateways' forward-auth, the docs and the operations
+/// endpoints are left alone.
+const QUERY_ENDPOINTS: &[(&str, &str)] = &[
+    ("GET", "/v1/keys"),
+    ("GET", "/v1/identities"),
+    ("DELETE", "/api/api-keys"),
+    ("GET", "/v1/keys/{id}/usage"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/export"),
+    ("GET", "/api/activity-log"),
+    ("POST", "/v1/pgp-keys/{id}/encrypt"),
+];
+
+/// What every request passes through (one layer: each layer boxes the
+/// request's future): a query string only where the endpoint reads one,
+/// then the request log.
+async fn edge(req: Request, next: Next) -> Response {
+    if let Some(refused) = unexpected_query(&req) {
+        return refused;
+    }
+    log_request(req, next).await
+}
+
+fn unexpected_query(req: &Request) -> Option<Response> {
+    let has_query = req.uri().query().is_some_and(|q| !q.is_empty());
+    if has_query && let Some(route) = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+        let api = route.starts_with("/v1/") || route.starts_with("/api/");
+        let exempt = route.starts_with(forward_auth::PREFIX)
+            || QUERY_ENDPOINTS.iter().any(|(m, r)| *r == route && req.method().as_str() == *m);
+        if api && !exempt {
+            let refusal = ApiError::bad_request("unknown_query_parameter", "This endpoint takes no query parameters");
+            return Some(refusal.into_response());
+        }
+    }
+    None
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this endpoint")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error").into_response()
+}
+
+/// Logs method, route pattern (never the raw URI, which may carry a key),
+/// status and duration. The route is the router's own shared string: no
+/// copy per request.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    let route = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    if status >= 500 {
+        let micros = started.elapsed().as_micros() as u64;
+        tracing::warn!(%method, route, status, micros, "request failed");
+    } else {
+        tracing::debug!(%method, route, status, micros = started.elapsed().as_micros() as u64, "request");
+    }
+    response
+}
