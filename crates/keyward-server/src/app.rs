@@ -22,6 +22,7 @@ use crate::verifier::Verifier;
 use crate::workspaces::WorkspaceService;
 
 /// What every handler can reach, built once at start.
+#[derive(Clone)]
 pub struct AppContext {
     pub keys: Arc<KeyService>,
     pub workspaces: Arc<WorkspaceService>,
@@ -82,25 +83,7 @@ impl AppState {
 
     /// The same context for the trusted forward-auth listener.
     fn trusted(&self) -> Self {
-        let c = &self.0;
-        AppState(Arc::new(AppContext {
-            keys: c.keys.clone(),
-            workspaces: c.workspaces.clone(),
-            identities: c.identities.clone(),
-            members: c.members.clone(),
-            roles: c.roles.clone(),
-            audit: c.audit.clone(),
-            insights: c.insights.clone(),
-            oauth: c.oauth.clone(),
-            pgp: c.pgp.clone(),
-            public_url: c.public_url.clone(),
-            public_origin: c.public_origin.clone(),
-            verifier: c.verifier.clone(),
-            store: c.store.clone(),
-            metrics: c.metrics.clone(),
-            forward_auth: c.forward_auth.clone(),
-            trusted_listener: true,
-        }))
+        AppState(Arc::new(AppContext { trusted_listener: true, ..(*self.0).clone() }))
     }
 }
 

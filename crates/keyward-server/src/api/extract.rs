@@ -38,6 +38,11 @@ pub fn redact_quoted(message: &str) -> String {
 fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
+            // Most bodies are good: parse once without tracking the path,
+            // and again with it only to describe a failure.
+            if let Ok(value) = serde_json::from_slice(bytes) {
+                return Ok(value);
+            }
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let value: T = serde_path_to_error::deserialize(&mut de)
                 .map_err(|e| describe_body_error(&e.path().to_string(), e.inner()))?;
@@ -145,9 +150,12 @@ fn strip_quoted(message: &str) -> String {
 
 async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let ct = ct.to_str().unwrap_or_default();
         let essence = ct.split(';').next().unwrap_or_default().trim();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
+        let json_suffix = essence.len() >= 5 && essence.is_char_boundary(essence.len() - 5) && {
+            essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+        };
+        if !(essence.eq_ignore_ascii_case("application/json") || json_suffix) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",

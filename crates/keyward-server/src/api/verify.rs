@@ -278,7 +278,7 @@ pub async fn verify_key(
         }
         _ => None,
     };
-    Ok(axum::Json(VerifyResponse {
+    Ok(json_answer(&VerifyResponse {
         valid: v.decision.is_valid(),
         code: v.decision.code.as_str(),
         message: &v.decision.message,
@@ -304,6 +304,18 @@ pub async fn verify_key(
             })
             .collect(),
         identity: v.identity.as_deref().map(|i| IdentityRef { id: &i.id, external_id: &i.external_id, meta: &i.meta }),
-    })
-    .into_response())
+    }))
+}
+
+/// The answer as JSON, written once into a buffer sized for it (an answer
+/// is a few hundred bytes; growing a small one copies it).
+fn json_answer(answer: &VerifyResponse<'_>) -> axum::response::Response {
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, answer) {
+        Ok(()) => {
+            ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], body)
+                .into_response()
+        }
+        Err(_) => ApiError::from(keyward_core::Error::internal("writing the answer")).into_response(),
+    }
 }
