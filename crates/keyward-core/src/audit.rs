@@ -10,6 +10,8 @@
 //! head hash signed with Ed25519) kept elsewhere also catches entries
 //! removed from the end.
 
+use crate::Code;
+
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
@@ -364,7 +366,7 @@ impl Checkpoint {
     /// Checks the signature against `public_key` (the server's, not the one
     /// the file names) and returns the signed head hash.
     pub fn verify(&self, public_key: &[u8; 32]) -> Result<[u8; 32], Error> {
-        let bad = |what: &str| Error::invalid("invalid_checkpoint", format!("The checkpoint {what}"));
+        let bad = |what: &str| Error::invalid(Code::InvalidCheckpoint, format!("The checkpoint {what}"));
         let key = VerifyingKey::from_bytes(public_key).map_err(|_| bad("key is not an Ed25519 key"))?;
         let sig = parse_hex::<64>(&self.signature).ok_or_else(|| bad("signature is not 64 bytes of hex"))?;
         key.verify(self.message().as_bytes(), &Signature::from_bytes(&sig))
@@ -450,7 +452,7 @@ mod tests {
         assert_eq!(cp.verify(&signer.public_key()).unwrap(), [9; 32]);
         let mut forged = cp.clone();
         forged.seq = 3;
-        assert_eq!(forged.verify(&signer.public_key()).unwrap_err().code, "invalid_checkpoint");
+        assert_eq!(forged.verify(&signer.public_key()).unwrap_err().code, Code::InvalidCheckpoint);
         let other = CheckpointSigner::from_seed([4; 32]);
         assert!(cp.verify(&other.public_key()).is_err());
     }

@@ -26,6 +26,8 @@
 //!   holders do), so none are asked of them; a member holds roles given to
 //!   them without any, so a restricted key cannot give a member roles.
 
+use crate::Code;
+
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
@@ -125,7 +127,7 @@ impl Refusal {
                 .to_owned(),
             Refusal::Operator => "You cannot give the operator's access".to_owned(),
         };
-        Error::forbidden("cannot_grant", message)
+        Error::forbidden(Code::CannotGrant, message)
     }
 }
 
@@ -461,6 +463,6 @@ mod tests {
         assert_eq!(refused(&publishable, &other_publishable), None);
         assert_eq!(refused(&key(&["*"]), &Authority::operator()), Some(Refusal::Operator));
         let err = Refusal::Person.into_error();
-        assert_eq!((err.kind, err.code), (crate::ErrorKind::Forbidden, "cannot_grant"));
+        assert_eq!((err.kind, err.code.as_str()), (crate::ErrorKind::Forbidden, "cannot_grant"));
     }
 }

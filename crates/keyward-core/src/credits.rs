@@ -5,6 +5,8 @@
 //! Spending happens in the store, atomically (exact across nodes); this
 //! module holds the rules and the schedule.
 
+use crate::Code;
+
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
 use crate::Error;
@@ -75,7 +77,7 @@ impl CreditOp {
 fn check_amount(field: &str, v: i64, min: i64) -> Result<i64, Error> {
     if !(min..=MAX_CREDITS).contains(&v) {
         return Err(Error::invalid(
-            "invalid_credits",
+            Code::InvalidCredits,
             format!("{field} must be a whole number from {min} to {MAX_CREDITS}"),
         ));
     }
@@ -92,12 +94,12 @@ impl Credits {
             match (r.interval, r.refill_day) {
                 (RefillInterval::Daily, Some(_)) => {
                     return Err(Error::invalid(
-                        "invalid_credits",
+                        Code::InvalidCredits,
                         "credits.refill.refillDay is only for a monthly refill",
                     ));
                 }
                 (RefillInterval::Monthly, Some(d)) if !(1..=31).contains(&d) => {
-                    return Err(Error::invalid("invalid_credits", "credits.refill.refillDay must be from 1 to 31"));
+                    return Err(Error::invalid(Code::InvalidCredits, "credits.refill.refillDay must be from 1 to 31"));
                 }
                 _ => {}
             }

@@ -1,6 +1,8 @@
 //! The domain error: a kind (which the server maps to an HTTP status), a
 //! stable machine `code` and a human message that never contains a secret.
 
+use crate::Code;
+
 use std::fmt;
 
 /// What sort of failure this is; decides the HTTP status at the edge.
@@ -27,37 +29,37 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub kind: ErrorKind,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 impl Error {
-    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, code: Code, message: impl Into<String>) -> Self {
         Self { kind, code, message: message.into() }
     }
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: Code, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Invalid, code, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, code, message)
     }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: Code, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Forbidden, code, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Internal, "internal_error", message)
+        Self::new(ErrorKind::Internal, Code::InternalError, message)
     }
     pub fn key_not_found() -> Self {
-        Self::new(ErrorKind::NotFound, "key_not_found", "API key not found")
+        Self::new(ErrorKind::NotFound, Code::KeyNotFound, "API key not found")
     }
     pub fn key_limit_reached() -> Self {
-        Self::forbidden("key_limit_reached", "API key limit reached. Upgrade to create more keys.")
+        Self::forbidden(Code::KeyLimitReached, "API key limit reached. Upgrade to create more keys.")
     }
     pub fn invalid_api_key() -> Self {
-        Self::new(ErrorKind::Unauthenticated, "invalid_api_key", "Invalid API key")
+        Self::new(ErrorKind::Unauthenticated, Code::InvalidApiKey, "Invalid API key")
     }
     pub fn expired_api_key() -> Self {
-        Self::new(ErrorKind::Unauthenticated, "api_key_expired", "API key has expired")
+        Self::new(ErrorKind::Unauthenticated, Code::ApiKeyExpired, "API key has expired")
     }
 }
 

@@ -3,6 +3,8 @@
 //! (`sources:view AND (channels:edit OR channels:publish)`). `AND` binds
 //! tighter than `OR`; the keywords are case-insensitive.
 
+use crate::Code;
+
 use crate::Error;
 use crate::scope::{Grants, Permission};
 
@@ -22,7 +24,7 @@ pub enum PermissionExpr {
 
 fn invalid() -> Error {
     Error::invalid(
-        "invalid_permission",
+        Code::InvalidPermission,
         "permission must look like resource:action, or be such permissions joined by AND / OR \
          (with parentheses; at most 32 permissions, 8 levels deep)",
     )
@@ -167,7 +169,7 @@ mod tests {
         for bad in ["", "a:b AND", "AND a:b", "(a:b", "a:b)", "a:b c:d", "a:b OR OR c:d", "nocolon", "()", &deep, &many]
         {
             let e = PermissionExpr::parse(bad).unwrap_err();
-            assert_eq!(e.code, "invalid_permission", "{bad}");
+            assert_eq!(e.code, Code::InvalidPermission, "{bad}");
         }
         assert!(PermissionExpr::parse(&format!("{}a:b{}", "(".repeat(8), ")".repeat(8))).is_ok());
     }

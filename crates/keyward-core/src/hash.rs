@@ -6,6 +6,8 @@
 //! The scheme travels with every stored hash so it can change without
 //! breaking existing keys.
 
+use crate::Code;
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -78,7 +80,7 @@ impl SecretHasher {
     pub fn new(key: &[u8]) -> Result<Self, crate::Error> {
         if key.len() < MIN_KEY_LEN {
             return Err(crate::Error::invalid(
-                "hash_key_too_short",
+                Code::HashKeyTooShort,
                 format!("the hash key must be at least {MIN_KEY_LEN} bytes"),
             ));
         }

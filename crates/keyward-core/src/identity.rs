@@ -1,6 +1,8 @@
 //! Identities: one customer of the workspace (named by the caller's own
 //! `externalId`), whose keys share its rate limits.
 
+use crate::Code;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -78,13 +80,13 @@ pub fn validate_external_id(s: &str) -> Result<String, Error> {
     let n = s.chars().count();
     if n == 0 || n > MAX_EXTERNAL_ID_LEN {
         return Err(Error::invalid(
-            "invalid_external_id",
+            Code::InvalidExternalId,
             format!("externalId must be 1 to {MAX_EXTERNAL_ID_LEN} characters"),
         ));
     }
     if s.chars().any(|c| c.is_control() || is_invisible_format(c)) {
         return Err(Error::invalid(
-            "invalid_external_id",
+            Code::InvalidExternalId,
             "externalId must not contain control, zero-width or bidirectional characters",
         ));
     }

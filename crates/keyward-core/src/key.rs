@@ -1,5 +1,7 @@
 //! The key record and every rule about what may be set on it.
 
+use crate::Code;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -180,20 +182,20 @@ impl ApiKey {
 
     pub fn ensure_editable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be edited"));
+            return Err(Error::conflict(Code::LegacyKey, "Legacy API keys cannot be edited"));
         }
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict("key_revoked", "A revoked API key cannot be changed"));
+            return Err(Error::conflict(Code::KeyRevoked, "A revoked API key cannot be changed"));
         }
         Ok(())
     }
 
     pub fn ensure_deletable(&self) -> Result<(), Error> {
         if self.legacy {
-            return Err(Error::conflict("legacy_key", "Legacy API keys cannot be deleted"));
+            return Err(Error::conflict(Code::LegacyKey, "Legacy API keys cannot be deleted"));
         }
         if self.state == KeyState::Active {
-            return Err(Error::conflict("key_active", "API key is active. Deactivate it before deleting it."));
+            return Err(Error::conflict(Code::KeyActive, "API key is active. Deactivate it before deleting it."));
         }
         Ok(())
     }
@@ -201,7 +203,7 @@ impl ApiKey {
     /// Returns whether anything changed (deactivating twice is not an error).
     pub fn deactivate(&mut self, now: DateTime<Utc>) -> Result<bool, Error> {
         match self.state {
-            KeyState::Revoked => Err(Error::conflict("key_revoked", "API key has been revoked")),
+            KeyState::Revoked => Err(Error::conflict(Code::KeyRevoked, "API key has been revoked")),
             KeyState::Inactive => Ok(false),
             KeyState::Active | KeyState::Locked => {
                 self.state = KeyState::Inactive;
@@ -214,7 +216,7 @@ impl ApiKey {
     pub fn activate(&mut self, now: DateTime<Utc>) -> Result<bool, Error> {
         match self.state {
             KeyState::Revoked => {
-                Err(Error::conflict("key_revoked", "API key has been revoked and cannot be activated"))
+                Err(Error::conflict(Code::KeyRevoked, "API key has been revoked and cannot be activated"))
             }
             KeyState::Active => Ok(false),
             KeyState::Inactive | KeyState::Locked => {
@@ -239,11 +241,11 @@ impl ApiKey {
     /// Replaces the secret; the old one keeps verifying for `grace_seconds`.
     pub fn roll(&mut self, new_secret: SecretHash, grace_seconds: u32, now: DateTime<Utc>) -> Result<(), Error> {
         if self.state == KeyState::Revoked {
-            return Err(Error::conflict("key_revoked", "A revoked API key cannot be rolled"));
+            return Err(Error::conflict(Code::KeyRevoked, "A revoked API key cannot be rolled"));
         }
         if self.lookup_prefix.is_some() {
             return Err(Error::conflict(
-                "imported_key",
+                Code::ImportedKey,
                 "Imported keys in a foreign format cannot be rolled; clone them instead",
             ));
         }
@@ -523,7 +525,7 @@ pub fn validate_role_names(roles: Vec<String>) -> Result<Vec<String>, Error> {
     for role in roles {
         if !crate::member::is_role_name(&role) {
             return Err(Error::invalid(
-                "invalid_roles",
+                Code::InvalidRoles,
                 "roles: each role name is 1 to 64 letters, digits, '_', '-', '.' or ':'",
             ));
         }
@@ -532,7 +534,7 @@ pub fn validate_role_names(roles: Vec<String>) -> Result<Vec<String>, Error> {
         }
     }
     if out.len() > MAX_KEY_ROLES {
-        return Err(Error::invalid("invalid_roles", format!("roles: at most {MAX_KEY_ROLES} roles")));
+        return Err(Error::invalid(Code::InvalidRoles, format!("roles: at most {MAX_KEY_ROLES} roles")));
     }
     Ok(out)
 }
@@ -557,20 +559,20 @@ pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
     let name = normalize_name(name.unwrap_or_default());
     let name = name.as_str();
     if name.is_empty() {
-        return Err(Error::invalid("name_required", "API key name is required"));
+        return Err(Error::invalid(Code::NameRequired, "API key name is required"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(Error::invalid(
-            "name_too_long",
+            Code::NameTooLong,
             format!("API key name must be at most {MAX_NAME_CHARS} characters"),
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid("invalid_name", "API key name must not contain control characters"));
+        return Err(Error::invalid(Code::InvalidName, "API key name must not contain control characters"));
     }
     if name.chars().any(is_invisible_format) {
         return Err(Error::invalid(
-            "invalid_name",
+            Code::InvalidName,
             "API key name must not contain zero-width or bidirectional control characters",
         ));
     }
@@ -580,11 +582,11 @@ pub fn validate_name(name: Option<&str>) -> Result<String, Error> {
 pub fn validate_description(description: Option<String>) -> Result<Option<String>, Error> {
     match description {
         Some(d) if d.chars().count() > MAX_DESCRIPTION_CHARS => Err(Error::invalid(
-            "description_too_long",
+            Code::DescriptionTooLong,
             format!("Description must be at most {MAX_DESCRIPTION_CHARS} characters"),
         )),
         Some(d) if d.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => Err(Error::invalid(
-            "invalid_description",
+            Code::InvalidDescription,
             "Description must not contain control characters other than line breaks and tabs",
         )),
         Some(d) if d.trim().is_empty() => Ok(None),
@@ -598,11 +600,11 @@ pub fn validate_metadata(metadata: Value) -> Result<Value, Error> {
         Value::Object(_) => {
             let size = serde_json::to_vec(&metadata).map(|v| v.len()).unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
-                return Err(Error::invalid("metadata_too_large", "metadata must be at most 8 KiB of JSON"));
+                return Err(Error::invalid(Code::MetadataTooLarge, "metadata must be at most 8 KiB of JSON"));
             }
             Ok(metadata)
         }
-        _ => Err(Error::invalid("invalid_metadata", "metadata must be a JSON object")),
+        _ => Err(Error::invalid(Code::InvalidMetadata, "metadata must be a JSON object")),
     }
 }
 
@@ -615,7 +617,7 @@ pub fn is_valid_resource_id(r: &str) -> bool {
 pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> {
     if resources.len() > MAX_RESOURCES {
         return Err(Error::invalid(
-            "too_many_resources",
+            Code::TooManyResources,
             format!("A key may be limited to at most {MAX_RESOURCES} resources"),
         ));
     }
@@ -623,7 +625,7 @@ pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> 
     for r in resources {
         if !is_valid_resource_id(&r) {
             return Err(Error::invalid(
-                "invalid_resource",
+                Code::InvalidResource,
                 "Resource ids are 1 to 128 letters, digits, '_', '-', '.' or ':'",
             ));
         }
@@ -636,7 +638,7 @@ pub fn validate_resources(resources: Vec<String>) -> Result<Vec<String>, Error> 
 
 pub fn validate_origins(origins: &[String]) -> Result<Vec<OriginPattern>, Error> {
     if origins.len() > MAX_ALLOWLIST {
-        return Err(Error::invalid("too_many_origins", format!("A key may list at most {MAX_ALLOWLIST} origins")));
+        return Err(Error::invalid(Code::TooManyOrigins, format!("A key may list at most {MAX_ALLOWLIST} origins")));
     }
     let mut out: Vec<OriginPattern> = Vec::with_capacity(origins.len());
     for o in origins {
@@ -650,7 +652,7 @@ pub fn validate_origins(origins: &[String]) -> Result<Vec<OriginPattern>, Error>
 
 pub fn validate_ips(ranges: &[String]) -> Result<Vec<IpNet>, Error> {
     if ranges.len() > MAX_ALLOWLIST {
-        return Err(Error::invalid("too_many_ip_ranges", format!("A key may list at most {MAX_ALLOWLIST} IP ranges")));
+        return Err(Error::invalid(Code::TooManyIpRanges, format!("A key may list at most {MAX_ALLOWLIST} IP ranges")));
     }
     let mut out: Vec<IpNet> = Vec::with_capacity(ranges.len());
     for r in ranges {
@@ -678,19 +680,19 @@ fn check_publishable(
         let public = matches!(scope, Scope::Permission(p) if workspace.public_permissions.contains(p));
         if !public {
             return Err(Error::invalid(
-                "not_public",
+                Code::NotPublic,
                 format!("Publishable keys may hold only the workspace's public permissions; {scope} is not public"),
             ));
         }
     }
     if flags != Flags::default() {
         return Err(Error::invalid(
-            "not_public",
+            Code::NotPublic,
             "Publishable keys cannot be read-only, administrator or account administrator",
         ));
     }
     if origins.is_empty() {
-        return Err(Error::invalid("origins_required", "Publishable keys need at least one allowed origin"));
+        return Err(Error::invalid(Code::OriginsRequired, "Publishable keys need at least one allowed origin"));
     }
     Ok(())
 }
@@ -705,7 +707,7 @@ pub fn check_public_roles(key: &ApiKey, custom: &[crate::member::Role], workspac
         let public = |s: &Scope| matches!(s, Scope::Permission(p) if workspace.public_permissions.contains(p));
         if !role.scopes.iter().all(public) {
             return Err(Error::invalid(
-                "not_public",
+                Code::NotPublic,
                 format!(
                     "Publishable keys may hold only the workspace's public permissions; the role {} grants others",
                     role.name
@@ -719,7 +721,7 @@ pub fn check_public_roles(key: &ApiKey, custom: &[crate::member::Role], workspac
 pub fn validate_grace(grace_seconds: u32) -> Result<(), Error> {
     if grace_seconds > MAX_GRACE_SECONDS {
         return Err(Error::invalid(
-            "invalid_grace_period",
+            Code::InvalidGracePeriod,
             format!("gracePeriodSeconds must be at most {MAX_GRACE_SECONDS} (30 days)"),
         ));
     }
@@ -735,12 +737,12 @@ pub fn resolve_expiry(
 ) -> Result<Option<DateTime<Utc>>, Error> {
     let expiry = match (expires_at, expires_in_days) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid("invalid_expiry", "Give either expiresAt or expiresIn, not both"));
+            return Err(Error::invalid(Code::InvalidExpiry, "Give either expiresAt or expiresIn, not both"));
         }
         (None, Some(days)) => {
             if !(1..=i64::from(MAX_LIFETIME_DAYS)).contains(&days) {
                 return Err(Error::invalid(
-                    "invalid_expiry",
+                    Code::InvalidExpiry,
                     format!("expiresIn must be between 1 and {MAX_LIFETIME_DAYS} days"),
                 ));
             }
@@ -757,23 +759,23 @@ fn check_expiry(expiry: Option<DateTime<Utc>>, policy: &KeyPolicy, now: DateTime
     if let Some(at) = expiry
         && at <= now
     {
-        return Err(Error::invalid("invalid_expiry", "expiresAt must be in the future"));
+        return Err(Error::invalid(Code::InvalidExpiry, "expiresAt must be in the future"));
     }
     if policy.require_expiry && expiry.is_none() {
-        return Err(Error::invalid("expiry_required", "This workspace requires every key to expire"));
+        return Err(Error::invalid(Code::ExpiryRequired, "This workspace requires every key to expire"));
     }
     if let Some(max) = policy.max_key_lifetime_days {
         let limit = now + Duration::days(i64::from(max));
         match expiry {
             None => {
                 return Err(Error::invalid(
-                    "expiry_required",
+                    Code::ExpiryRequired,
                     format!("This workspace requires every key to expire within {max} days"),
                 ));
             }
             Some(at) if at > limit => {
                 return Err(Error::invalid(
-                    "expiry_too_late",
+                    Code::ExpiryTooLate,
                     format!("Key lifetime exceeds the workspace maximum of {max} days"),
                 ));
             }
@@ -797,7 +799,7 @@ fn shorten_expiry(
     };
     if !shortens {
         return Err(Error::invalid(
-            "expiry_extension",
+            Code::ExpiryExtension,
             "An API key's expiry can only be brought forward; create a new key for a longer lifetime",
         ));
     }
@@ -828,17 +830,20 @@ mod tests {
             ..Default::default()
         };
         assert!(draft(&["events:create"], &["https://shop.example.com"]).validate(&ws, now()).is_ok());
-        assert_eq!(draft(&["read"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code, "not_public");
-        assert_eq!(draft(&["events:delete"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code, "not_public");
-        assert_eq!(draft(&["events:create"], &[]).validate(&ws, now()).unwrap_err().code, "origins_required");
-        assert_eq!(draft(&[], &["not an origin"]).validate(&ws, now()).unwrap_err().code, "invalid_origin");
+        assert_eq!(draft(&["read"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code, Code::NotPublic);
+        assert_eq!(
+            draft(&["events:delete"], &["https://a.com"]).validate(&ws, now()).unwrap_err().code,
+            Code::NotPublic
+        );
+        assert_eq!(draft(&["events:create"], &[]).validate(&ws, now()).unwrap_err().code, Code::OriginsRequired);
+        assert_eq!(draft(&[], &["not an origin"]).validate(&ws, now()).unwrap_err().code, Code::InvalidOrigin);
     }
 
     #[test]
     fn names() {
         assert_eq!(validate_name(None).unwrap_err().message, "API key name is required");
         assert_eq!(validate_name(Some("  ")).unwrap_err().message, "API key name is required");
-        assert_eq!(validate_name(Some(&"x".repeat(101))).unwrap_err().code, "name_too_long");
+        assert_eq!(validate_name(Some(&"x".repeat(101))).unwrap_err().code, Code::NameTooLong);
         assert_eq!(validate_name(Some(" ok ")).unwrap(), "ok");
         assert_eq!(validate_name(Some(&"é".repeat(100))).unwrap().chars().count(), 100);
     }
@@ -853,9 +858,9 @@ mod tests {
         assert!(resolve_expiry(Some(now() + Duration::days(1)), Some(1), &p, now()).is_err());
         let strict = KeyPolicy { default_key_lifetime_days: Some(365), max_key_lifetime_days: Some(400), ..p };
         assert_eq!(resolve_expiry(None, None, &strict, now()).unwrap(), Some(now() + Duration::days(365)));
-        assert_eq!(resolve_expiry(None, Some(401), &strict, now()).unwrap_err().code, "expiry_too_late");
+        assert_eq!(resolve_expiry(None, Some(401), &strict, now()).unwrap_err().code, Code::ExpiryTooLate);
         let no_default = KeyPolicy { max_key_lifetime_days: Some(10), ..p };
-        assert_eq!(resolve_expiry(None, None, &no_default, now()).unwrap_err().code, "expiry_required");
+        assert_eq!(resolve_expiry(None, None, &no_default, now()).unwrap_err().code, Code::ExpiryRequired);
     }
 
     #[test]
@@ -874,7 +879,7 @@ mod tests {
         assert!(validate_metadata(serde_json::json!({"email": "a@b.c"})).is_ok());
         assert!(validate_metadata(serde_json::json!([1])).is_err());
         let big = serde_json::json!({"x": "y".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(validate_metadata(big).unwrap_err().code, "metadata_too_large");
+        assert_eq!(validate_metadata(big).unwrap_err().code, Code::MetadataTooLarge);
         assert_eq!(validate_resources(vec!["site_a".into(), "site_a".into()]).unwrap().len(), 1);
         assert!(validate_resources(vec!["bad site".into()]).is_err());
     }

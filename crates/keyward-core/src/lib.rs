@@ -26,6 +26,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod code;
 pub mod credits;
 pub mod error;
 pub mod expr;
@@ -45,4 +46,5 @@ pub mod token;
 pub mod verify;
 pub mod workspace;
 
+pub use code::Code;
 pub use error::{Error, ErrorKind};

@@ -6,6 +6,8 @@
 //! module holds the rules: what an email, a name, a password and a role
 //! list may be, and what each built-in role grants.
 
+use crate::Code;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::Error;
@@ -228,7 +230,7 @@ pub fn validate_email(email: &str) -> Result<String, Error> {
     let email = email.trim().to_lowercase();
     let bad = || {
         Error::invalid(
-            "invalid_email",
+            Code::InvalidEmail,
             format!("email must be an address such as name@example.com (at most {MAX_EMAIL_LEN} characters)"),
         )
     };
@@ -249,7 +251,7 @@ pub fn validate_member_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "invalid_name",
+            Code::InvalidName,
             format!("name must be 1 to {MAX_NAME_LEN} characters, without control characters"),
         ));
     }
@@ -262,15 +264,18 @@ pub fn validate_password(password: &str, email: &str) -> Result<(), Error> {
     let len = password.chars().count();
     if len < MIN_PASSWORD_LEN {
         return Err(Error::invalid(
-            "weak_password",
+            Code::WeakPassword,
             format!("password must be at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
     if password.len() > MAX_PASSWORD_LEN {
-        return Err(Error::invalid("invalid_password", format!("password must be at most {MAX_PASSWORD_LEN} bytes")));
+        return Err(Error::invalid(
+            Code::InvalidPassword,
+            format!("password must be at most {MAX_PASSWORD_LEN} bytes"),
+        ));
     }
     if password.trim().eq_ignore_ascii_case(email.trim()) {
-        return Err(Error::invalid("weak_password", "password must not be the email address"));
+        return Err(Error::invalid(Code::WeakPassword, "password must not be the email address"));
     }
     Ok(())
 }
@@ -284,7 +289,7 @@ pub fn validate_tags(tags: Vec<String>, field: &str) -> Result<Vec<String>, Erro
     for tag in tags {
         if !is_role_name(&tag) {
             return Err(Error::invalid(
-                "invalid_tags",
+                Code::InvalidTags,
                 format!("{field}: each tag is 1 to 64 letters, digits, '_', '-', '.' or ':'"),
             ));
         }
@@ -293,7 +298,7 @@ pub fn validate_tags(tags: Vec<String>, field: &str) -> Result<Vec<String>, Erro
         }
     }
     if out.len() > MAX_ROLE_TAGS {
-        return Err(Error::invalid("invalid_tags", format!("{field}: at most {MAX_ROLE_TAGS} tags")));
+        return Err(Error::invalid(Code::InvalidTags, format!("{field}: at most {MAX_ROLE_TAGS} tags")));
     }
     Ok(out)
 }
@@ -309,14 +314,14 @@ pub fn is_role_name(name: &str) -> bool {
 /// `custom` ones), without repeats.
 pub fn validate_roles(roles: &[String], custom: &[Role]) -> Result<Vec<String>, Error> {
     if roles.is_empty() {
-        return Err(Error::invalid("invalid_roles", "roles must name at least one role"));
+        return Err(Error::invalid(Code::InvalidRoles, "roles must name at least one role"));
     }
     let mut out: Vec<String> = Vec::with_capacity(roles.len());
     for role in roles {
         if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
             let known: Vec<&str> = BUILTIN_ROLES.iter().map(|r| r.name).collect();
             return Err(Error::invalid(
-                "unknown_role",
+                Code::UnknownRole,
                 format!(
                     "roles: unknown role; the built-in roles are {}, besides the workspace's own",
                     known.join(", ")
@@ -339,15 +344,15 @@ mod tests {
         assert_eq!(validate_email(" Ann@Example.COM ").unwrap(), "ann@example.com");
         assert_eq!(validate_email("owner@localhost").unwrap(), "owner@localhost");
         for bad in ["", "ann", "@x", "ann@", "a b@x", "a@b@c", "a@.x"] {
-            assert_eq!(validate_email(bad).unwrap_err().code, "invalid_email", "{bad}");
+            assert_eq!(validate_email(bad).unwrap_err().code, Code::InvalidEmail, "{bad}");
         }
     }
 
     #[test]
     fn passwords_need_length_and_must_not_be_the_email() {
-        assert_eq!(validate_password("short", "a@b").unwrap_err().code, "weak_password");
-        assert_eq!(validate_password("ann@example.com", "ann@example.com").unwrap_err().code, "weak_password");
-        assert_eq!(validate_password(&"x".repeat(2000), "a@b").unwrap_err().code, "invalid_password");
+        assert_eq!(validate_password("short", "a@b").unwrap_err().code, Code::WeakPassword);
+        assert_eq!(validate_password("ann@example.com", "ann@example.com").unwrap_err().code, Code::WeakPassword);
+        assert_eq!(validate_password(&"x".repeat(2000), "a@b").unwrap_err().code, Code::InvalidPassword);
         validate_password("correct horse battery", "ann@example.com").unwrap();
     }
 
@@ -357,8 +362,8 @@ mod tests {
         assert!(dev.contains(&Scope::Permission(Permission::new("keys", "manage"))));
         assert_eq!(dev.len(), 5, "repeats are dropped");
         assert_eq!(role_scopes(&["owner".into()], &[]), vec![Scope::Full]);
-        assert_eq!(validate_roles(&["boss".into()], &[]).unwrap_err().code, "unknown_role");
-        assert_eq!(validate_roles(&[], &[]).unwrap_err().code, "invalid_roles");
+        assert_eq!(validate_roles(&["boss".into()], &[]).unwrap_err().code, Code::UnknownRole);
+        assert_eq!(validate_roles(&[], &[]).unwrap_err().code, Code::InvalidRoles);
         assert_eq!(validate_roles(&["viewer".into(), "viewer".into()], &[]).unwrap(), vec!["viewer".to_owned()]);
     }
 }

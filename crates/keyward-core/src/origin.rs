@@ -1,5 +1,7 @@
 //! Browser origins and network ranges a key may be limited to.
 
+use crate::Code;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -45,7 +47,7 @@ impl OriginPattern {
     pub fn parse(s: &str) -> Result<Self, Error> {
         let invalid = || {
             Error::invalid(
-                "invalid_origin",
+                Code::InvalidOrigin,
                 "Invalid origin in allowedOrigins: use https://host[:port], http://localhost[:port] or https://*.example.com",
             )
         };
@@ -124,7 +126,7 @@ pub fn parse_ip_range(s: &str) -> Result<IpNet, Error> {
     let s = s.trim();
     s.parse::<IpNet>().or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map(|n| n.trunc()).map_err(|_| {
         Error::invalid(
-            "invalid_ip_range",
+            Code::InvalidIpRange,
             "Invalid IP range in allowedIps: use an address or CIDR such as 10.0.0.0/8 or 2001:db8::/32",
         )
     })

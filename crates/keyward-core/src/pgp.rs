@@ -4,6 +4,8 @@
 //! one stream to another (the caller brings the reader and the writer; no
 //! IO of its own). Built on rPGP (`pgp`).
 
+use crate::Code;
+
 use std::io::{BufRead, Cursor, Read, Write};
 
 use chrono::{DateTime, Utc};
@@ -75,7 +77,7 @@ pub fn validate_name(name: &str) -> Result<String, Error> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "invalid_name",
+            Code::InvalidName,
             format!("name must be 1 to {MAX_NAME_LEN} characters, without control characters"),
         ));
     }
@@ -87,7 +89,7 @@ pub fn validate_description(d: Option<String>) -> Result<Option<String>, Error> 
     match d {
         Some(d) if d.chars().count() > MAX_DESCRIPTION_LEN || d.chars().any(|c| c.is_control() && c != '\n') => {
             Err(Error::invalid(
-                "invalid_description",
+                Code::InvalidDescription,
                 format!("description must be at most {MAX_DESCRIPTION_LEN} characters, without control characters"),
             ))
         }
@@ -176,15 +178,16 @@ pub fn decrypt<'a, R: BufRead + std::fmt::Debug + Send + 'a>(
     passphrase: Option<&str>,
     input: R,
 ) -> Result<impl Read + 'a, Error> {
-    let not_openpgp = || Error::invalid("not_openpgp", "the body is not an OpenPGP message (binary or ASCII-armored)");
+    let not_openpgp =
+        || Error::invalid(Code::NotOpenpgp, "the body is not an OpenPGP message (binary or ASCII-armored)");
     let (message, _) = Message::from_reader(input).map_err(|_| not_openpgp())?;
     if !message.is_encrypted() {
-        return Err(Error::invalid("not_encrypted", "the OpenPGP message in the body is not encrypted"));
+        return Err(Error::invalid(Code::NotEncrypted, "the OpenPGP message in the body is not encrypted"));
     }
     let password = Password::from(passphrase.unwrap_or_default());
     let message = message.decrypt(&password, key).map_err(|_| {
         Error::invalid(
-            "wrong_key",
+            Code::WrongKey,
             "the message is not encrypted to this key (or its session key cannot be decrypted with it)",
         )
     })?;
@@ -199,7 +202,7 @@ pub fn decrypt<'a, R: BufRead + std::fmt::Debug + Send + 'a>(
 /// private key, and that it has a key that can encrypt.
 pub fn inspect(contents: &str, private: bool, passphrase: Option<&str>) -> Result<(KeyInfo, Parsed), Error> {
     if contents.len() > MAX_CONTENTS_LEN {
-        return Err(Error::invalid("invalid_contents", "contents must be at most 256 KiB"));
+        return Err(Error::invalid(Code::InvalidContents, "contents must be at most 256 KiB"));
     }
     let parsed = parse_one(contents)?;
     check_costs(&parsed)?;
@@ -207,19 +210,19 @@ pub fn inspect(contents: &str, private: bool, passphrase: Option<&str>) -> Resul
         Parsed::Public(k) => {
             if private {
                 return Err(Error::invalid(
-                    "private_mismatch",
+                    Code::PrivateMismatch,
                     "private is true, but contents hold a public key without its private part",
                 ));
             }
             if passphrase.is_some_and(|p| !p.is_empty()) {
-                return Err(Error::invalid("invalid_passphrase", "passphrase is only for a private key"));
+                return Err(Error::invalid(Code::InvalidPassphrase, "passphrase is only for a private key"));
             }
             k.as_ref().clone()
         }
         Parsed::Secret(k) => {
             if !private {
                 return Err(Error::invalid(
-                    "private_mismatch",
+                    Code::PrivateMismatch,
                     "contents hold a private key; set private to true to upload it",
                 ));
             }
@@ -234,7 +237,7 @@ pub fn inspect(contents: &str, private: bool, passphrase: Option<&str>) -> Resul
 
 fn malformed(why: &str) -> Error {
     Error::invalid(
-        "invalid_contents",
+        Code::InvalidContents,
         format!("contents must be one OpenPGP key, ASCII-armored or base64 of its binary form: {why}"),
     )
 }
@@ -242,7 +245,7 @@ fn malformed(why: &str) -> Error {
 fn parse_one(contents: &str) -> Result<Parsed, Error> {
     let trimmed = contents.trim();
     if trimmed.matches("-----BEGIN PGP").count() > 1 {
-        return Err(Error::invalid("several_keys", "contents hold several keys; upload one at a time"));
+        return Err(Error::invalid(Code::SeveralKeys, "contents hold several keys; upload one at a time"));
     }
     let binary: Vec<u8> = if trimmed.starts_with("-----BEGIN PGP") {
         trimmed.as_bytes().to_vec()
@@ -259,7 +262,7 @@ fn parse_one(contents: &str) -> Result<Parsed, Error> {
     for key in keys {
         let key = key.map_err(|_| malformed("it cannot be read"))?;
         if found.is_some() {
-            return Err(Error::invalid("several_keys", "contents hold several keys; upload one at a time"));
+            return Err(Error::invalid(Code::SeveralKeys, "contents hold several keys; upload one at a time"));
         }
         found = Some(key);
     }
@@ -282,7 +285,7 @@ fn check_costs(parsed: &Parsed) -> Result<(), Error> {
     };
     if subkeys > MAX_SUBKEYS {
         return Err(Error::invalid(
-            "too_many_subkeys",
+            Code::TooManySubkeys,
             format!("contents hold a key with more than {MAX_SUBKEYS} subkeys; export only the ones you need"),
         ));
     }
@@ -299,7 +302,7 @@ fn check_costs(parsed: &Parsed) -> Result<(), Error> {
             && (*m_enc > MAX_ARGON2_M_ENC || *t > MAX_ARGON2_PASSES)
         {
             return Err(Error::invalid(
-                "passphrase_too_costly",
+                Code::PassphraseTooCostly,
                 "the key's passphrase protection is too costly to open (Argon2 above 256 MiB or 8 passes); \
                  export it protected with cheaper settings",
             ));
@@ -318,11 +321,11 @@ fn unlock_all(key: &SignedSecretKey, passphrase: Option<&str>) -> Result<(), Err
     }
     let Some(pass) = passphrase.filter(|p| !p.is_empty()) else {
         return Err(Error::invalid(
-            "passphrase_required",
+            Code::PassphraseRequired,
             "this private key is protected; give the passphrase that unlocks it",
         ));
     };
-    let wrong = || Error::invalid("invalid_passphrase", "the passphrase does not unlock this private key");
+    let wrong = || Error::invalid(Code::InvalidPassphrase, "the passphrase does not unlock this private key");
     let pw = Password::from(pass);
     key.primary_key.unlock(&pw, |_, _| Ok(())).map_err(|_| wrong())?.map_err(|_| wrong())?;
     for sub in &key.secret_subkeys {
@@ -367,7 +370,7 @@ fn describe(public: &SignedPublicKey, parsed: &Parsed) -> Result<KeyInfo, Error>
         }
         None => {
             return Err(Error::invalid(
-                "no_encryption_key",
+                Code::NoEncryptionKey,
                 "the key has no subkey that may encrypt (its key flags allow only signing)",
             ));
         }
@@ -429,7 +432,7 @@ mod tests {
 
     #[track_caller]
     fn code(r: Result<(KeyInfo, Parsed), Error>) -> &'static str {
-        r.err().expect("refused").code
+        r.err().expect("refused").code.as_str()
     }
 
     #[test]
@@ -525,7 +528,7 @@ mod tests {
         let mut sealed = Vec::new();
         encrypt(&public, &b"x"[..], &mut sealed, false).unwrap();
         let Parsed::Secret(rsa) = inspect(RSA_SEC, true, None).unwrap().1 else { panic!("secret") };
-        let code = |r: Result<(), Error>| r.expect_err("refused").code;
+        let code = |r: Result<(), Error>| r.expect_err("refused").code.as_str();
         assert_eq!(code(decrypt(&rsa, None, sealed.as_slice()).map(|_| ())), "wrong_key");
         assert_eq!(
             code(decrypt(&secret, Some("hunter22"), &b"plain text, not a message"[..]).map(|_| ())),

@@ -13,6 +13,8 @@
 //! The same arithmetic runs in memory (one node) and in Redis' script
 //! (every node alike); this module is the reference for both.
 
+use crate::Code;
+
 use std::collections::VecDeque;
 
 use crate::Error;
@@ -54,7 +56,7 @@ fn is_name(s: &str) -> bool {
 }
 
 fn invalid(message: String) -> Error {
-    Error::invalid("invalid_ratelimits", message)
+    Error::invalid(Code::InvalidRatelimits, message)
 }
 
 /// Checks the limits a caller set on a key or an identity (`field` names

@@ -7,6 +7,8 @@
 //! are normalised first (`.`/`..` resolved, empty segments dropped) so that
 //! `/public/../admin` cannot pass as `/public/…`.
 
+use crate::Code;
+
 use crate::Error;
 use crate::scope::Permission;
 
@@ -35,11 +37,11 @@ impl RouteScope {
         let method = method.trim().to_ascii_uppercase();
         if method != "*" && !METHODS.contains(&method.as_str()) {
             return Err(Error::invalid(
-                "invalid_route",
+                Code::InvalidRoute,
                 "Invalid route method: use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS or *",
             ));
         }
-        let invalid = |why: &str| Error::invalid("invalid_route", format!("Invalid route path: {why}"));
+        let invalid = |why: &str| Error::invalid(Code::InvalidRoute, format!("Invalid route path: {why}"));
         if !path.starts_with('/') || path.len() > 512 {
             return Err(invalid("it must start with / and be at most 512 characters"));
         }
@@ -57,7 +59,7 @@ impl RouteScope {
             });
         }
         let permission = Permission::parse_required(permission)
-            .ok_or_else(|| Error::invalid("invalid_route", "Invalid route permission: use resource:action"))?;
+            .ok_or_else(|| Error::invalid(Code::InvalidRoute, "Invalid route permission: use resource:action"))?;
         Ok(RouteScope { method, path: path.to_owned(), permission, segments })
     }
 

@@ -16,6 +16,8 @@
 //! through `admin`, `*`, `accountAdministrator`, `readOnly` (reads) or an
 //! explicit permission naming them.
 
+use crate::Code;
+
 use std::fmt;
 
 /// The message of the `/api/api-keys` contract, which offers only the tiers.
@@ -143,13 +145,13 @@ impl Scope {
         let mut out: Vec<Scope> = Vec::with_capacity(items.len());
         for item in items {
             let scope = Scope::parse(item.as_ref().trim())
-                .ok_or_else(|| crate::Error::invalid("invalid_scope", SCOPE_RULE_MESSAGE))?;
+                .ok_or_else(|| crate::Error::invalid(Code::InvalidScope, SCOPE_RULE_MESSAGE))?;
             if !out.contains(&scope) {
                 out.push(scope);
             }
         }
         if out.len() > 256 {
-            return Err(crate::Error::invalid("too_many_scopes", "A key may hold at most 256 scopes"));
+            return Err(crate::Error::invalid(Code::TooManyScopes, "A key may hold at most 256 scopes"));
         }
         Ok(out)
     }

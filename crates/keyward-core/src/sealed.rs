@@ -10,6 +10,8 @@
 //! The keyring holds the current master key first, then older ones still
 //! needed to read data not yet re-wrapped.
 
+use crate::Code;
+
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
@@ -65,14 +67,14 @@ impl Keyring {
         for part in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()) {
             let bytes = crate::hash::parse_hex32(part).ok_or_else(|| {
                 Error::invalid(
-                    "invalid_master_key",
+                    Code::InvalidMasterKey,
                     "a master key must be exactly 64 hexadecimal characters (32 bytes)",
                 )
             })?;
             keys.push(MasterKey::new(&bytes));
         }
         if keys.is_empty() {
-            return Err(Error::invalid("invalid_master_key", "no master key given"));
+            return Err(Error::invalid(Code::InvalidMasterKey, "no master key given"));
         }
         Ok(Keyring { keys })
     }
@@ -205,7 +207,7 @@ mod tests {
     #[test]
     fn master_keys_must_be_32_bytes_of_hex() {
         for bad in ["", "abcd", &A[..62], &format!("{A}00"), &A.replace('0', "g")] {
-            assert_eq!(Keyring::parse(bad).unwrap_err().code, "invalid_master_key", "{bad:?}");
+            assert_eq!(Keyring::parse(bad).unwrap_err().code, Code::InvalidMasterKey, "{bad:?}");
         }
         assert_ne!(Keyring::parse(A).unwrap().current_id(), Keyring::parse(B).unwrap().current_id());
     }

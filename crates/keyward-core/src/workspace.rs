@@ -1,5 +1,7 @@
 //! The tenant: a workspace and its key policy.
 
+use crate::Code;
+
 use chrono::{DateTime, Utc};
 
 use crate::key::KeyType;
@@ -53,7 +55,7 @@ impl KeyPolicy {
                 && !(1..=MAX_LIFETIME_DAYS).contains(&d)
             {
                 return Err(Error::invalid(
-                    "invalid_policy",
+                    Code::InvalidPolicy,
                     format!("{name} must be between 1 and {MAX_LIFETIME_DAYS} days"),
                 ));
             }
@@ -61,18 +63,18 @@ impl KeyPolicy {
         if let Some(m) = self.max_keys
             && m > 1_000_000_000
         {
-            return Err(Error::invalid("invalid_policy", "maxKeys must be at most 1000000000"));
+            return Err(Error::invalid(Code::InvalidPolicy, "maxKeys must be at most 1000000000"));
         }
         if self.require_expiry && self.default_key_lifetime_days.is_none() && self.max_key_lifetime_days.is_none() {
             return Err(Error::invalid(
-                "invalid_policy",
+                Code::InvalidPolicy,
                 "requireExpiry needs defaultKeyLifetimeDays or maxKeyLifetimeDays (the date keys get)",
             ));
         }
         if let (Some(d), Some(m)) = (self.default_key_lifetime_days, self.max_key_lifetime_days)
             && d > m
         {
-            return Err(Error::invalid("invalid_policy", "defaultKeyLifetimeDays cannot exceed maxKeyLifetimeDays"));
+            return Err(Error::invalid(Code::InvalidPolicy, "defaultKeyLifetimeDays cannot exceed maxKeyLifetimeDays"));
         }
         Ok(())
     }
@@ -96,10 +98,10 @@ impl Default for LockoutPolicy {
 impl LockoutPolicy {
     pub fn validate(self) -> Result<Self, Error> {
         if !(1..=1000).contains(&self.threshold) {
-            return Err(Error::invalid("invalid_lockout", "lockout.threshold must be from 1 to 1000"));
+            return Err(Error::invalid(Code::InvalidLockout, "lockout.threshold must be from 1 to 1000"));
         }
         if !(1..=1440).contains(&self.window_minutes) {
-            return Err(Error::invalid("invalid_lockout", "lockout.windowMinutes must be from 1 to 1440 (a day)"));
+            return Err(Error::invalid(Code::InvalidLockout, "lockout.windowMinutes must be from 1 to 1440 (a day)"));
         }
         Ok(self)
     }
@@ -144,24 +146,24 @@ pub const MAX_SECTION_ACTIONS: usize = 50;
 /// account resource.
 pub fn validate_catalogue(sections: Vec<CatalogueSection>) -> Result<Vec<CatalogueSection>, Error> {
     if sections.len() > MAX_CATALOGUE_SECTIONS {
-        return Err(Error::invalid("invalid_catalogue", format!("at most {MAX_CATALOGUE_SECTIONS} sections")));
+        return Err(Error::invalid(Code::InvalidCatalogue, format!("at most {MAX_CATALOGUE_SECTIONS} sections")));
     }
     let mut seen = std::collections::HashSet::new();
     for section in &sections {
         let ok_name = |n: &str| Permission::parse_required(&format!("{n}:x")).is_some();
         if !ok_name(&section.name) || crate::scope::is_account_resource(&section.name) {
             return Err(Error::invalid(
-                "invalid_catalogue",
+                Code::InvalidCatalogue,
                 "sections[].name must be 1-64 lowercase letters, digits, '_', '-' or '.', and not an account \
                  resource (keys, members, roles, settings, …)",
             ));
         }
         if !seen.insert(section.name.clone()) {
-            return Err(Error::invalid("invalid_catalogue", "each section is named once"));
+            return Err(Error::invalid(Code::InvalidCatalogue, "each section is named once"));
         }
         if section.actions.is_empty() || section.actions.len() > MAX_SECTION_ACTIONS {
             return Err(Error::invalid(
-                "invalid_catalogue",
+                Code::InvalidCatalogue,
                 format!("sections[].actions must list 1 to {MAX_SECTION_ACTIONS} actions"),
             ));
         }
@@ -169,7 +171,7 @@ pub fn validate_catalogue(sections: Vec<CatalogueSection>) -> Result<Vec<Catalog
         for a in &section.actions {
             if Permission::parse_required(&format!("x:{a}")).is_none() || !actions.insert(a) {
                 return Err(Error::invalid(
-                    "invalid_catalogue",
+                    Code::InvalidCatalogue,
                     "sections[].actions are distinct names of 1-64 lowercase letters, digits, '_', '-' or '.'",
                 ));
             }
@@ -219,7 +221,7 @@ pub fn validate_workspace_name(name: &str) -> Result<String, Error> {
         || name.chars().any(|c| c.is_control() || crate::key::is_invisible_format(c))
     {
         return Err(Error::invalid(
-            "invalid_workspace_name",
+            Code::InvalidWorkspaceName,
             "Workspace name must be 1 to 100 printable characters, without zero-width or bidirectional controls",
         ));
     }
@@ -244,7 +246,7 @@ pub const MAX_WORKSPACE_PREFIX_LEN: usize = token::MAX_PREFIX_LEN - 2;
 pub fn validate_token_prefix(prefix: &str) -> Result<String, Error> {
     if !token::is_valid_prefix(prefix) || prefix.len() > MAX_WORKSPACE_PREFIX_LEN {
         return Err(Error::invalid(
-            "invalid_token_prefix",
+            Code::InvalidTokenPrefix,
             "tokenPrefix must be 1 to 14 lowercase letters or digits, starting with a letter",
         ));
     }
@@ -254,7 +256,7 @@ pub fn validate_token_prefix(prefix: &str) -> Result<String, Error> {
 pub fn validate_routes(routes: Vec<RouteScope>) -> Result<Vec<RouteScope>, Error> {
     if routes.len() > crate::route::MAX_ROUTES {
         return Err(Error::invalid(
-            "too_many_routes",
+            Code::TooManyRoutes,
             format!("A workspace may map at most {} routes", crate::route::MAX_ROUTES),
         ));
     }
@@ -266,7 +268,7 @@ pub fn validate_public_permissions(items: &[String]) -> Result<Vec<Permission>, 
         .iter()
         .map(|p| {
             Permission::parse_required(p).ok_or_else(|| {
-                Error::invalid("invalid_permission", "Invalid permission in publicPermissions: use resource:action")
+                Error::invalid(Code::InvalidPermission, "Invalid permission in publicPermissions: use resource:action")
             })
         })
         .collect()
@@ -276,7 +278,7 @@ pub fn validate_identity_metadata(fields: Vec<String>) -> Result<Vec<String>, Er
     for f in &fields {
         if f.is_empty() || f.len() > 64 || !f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Error::invalid(
-                "invalid_identity_metadata",
+                Code::InvalidIdentityMetadata,
                 "Invalid field in identityMetadata: use 1 to 64 letters, digits, '-' or '_'",
             ));
         }

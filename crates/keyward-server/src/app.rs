@@ -2,6 +2,8 @@
 //! mounts the API and the console side by side, and the layers around both
 //! (body limit, request log, panic guard, JSON 404/405).
 
+use keyward_core::Code;
+
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;
@@ -167,7 +169,7 @@ fn unexpected_query(req: &Request) -> Option<Response> {
         let exempt = route.starts_with(forward_auth::PREFIX)
             || QUERY_ENDPOINTS.iter().any(|(m, r)| *r == route && req.method().as_str() == *m);
         if api && !exempt {
-            let refusal = ApiError::bad_request("unknown_query_parameter", "This endpoint takes no query parameters");
+            let refusal = ApiError::bad_request(Code::UnknownQueryParameter, "This endpoint takes no query parameters");
             return Some(refusal.into_response());
         }
     }
@@ -175,16 +177,16 @@ fn unexpected_query(req: &Request) -> Option<Response> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint")
+    ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, "No such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed on this endpoint")
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed, "Method not allowed on this endpoint")
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error").into_response()
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::InternalError, "Internal server error").into_response()
 }
 
 /// Logs method, route pattern (never the raw URI, which may carry a key),

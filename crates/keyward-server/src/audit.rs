@@ -2,6 +2,8 @@
 //! with its action ([`AuditLog::write`]), failures recorded on their own,
 //! reading with filters, signed checkpoints and the chain check.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -170,7 +172,7 @@ impl AuditLog {
         fn known(v: Option<String>, allowed: &[&str], name: &'static str) -> Result<Option<String>, Error> {
             match v {
                 Some(v) if !allowed.contains(&v.as_str()) => {
-                    Err(Error::invalid("invalid_parameter", format!("{name}: not one of {}", allowed.join(", "))))
+                    Err(Error::invalid(Code::InvalidParameter, format!("{name}: not one of {}", allowed.join(", "))))
                 }
                 v => Ok(v),
             }
@@ -179,14 +181,15 @@ impl AuditLog {
             None => None,
             Some(o) => Some(
                 Outcome::parse(o)
-                    .ok_or_else(|| Error::invalid("invalid_parameter", "outcome: not one of success, failure"))?,
+                    .ok_or_else(|| Error::invalid(Code::InvalidParameter, "outcome: not one of success, failure"))?,
             ),
         };
         let (from, to) = self.window(q.period.as_deref(), q.from, q.to)?;
         let short = |v: Option<String>, name: &'static str| match v {
-            Some(v) if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) => {
-                Err(Error::invalid("invalid_parameter", format!("{name}: 1 to 128 characters, no control characters")))
-            }
+            Some(v) if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) => Err(Error::invalid(
+                Code::InvalidParameter,
+                format!("{name}: 1 to 128 characters, no control characters"),
+            )),
             v => Ok(v),
         };
         Ok(AuditFilter {
@@ -210,21 +213,21 @@ impl AuditLog {
         let days = self.retention.num_days();
         match (period, from, to) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                Err(Error::invalid("invalid_parameter", "period: give either period or from/to, not both"))
+                Err(Error::invalid(Code::InvalidParameter, "period: give either period or from/to, not both"))
             }
             (Some(p), None, None) => {
                 let d = parse_period(p).ok_or_else(|| {
-                    Error::invalid("invalid_parameter", "period: a number and a unit: m, h, d or w (such as 7d)")
+                    Error::invalid(Code::InvalidParameter, "period: a number and a unit: m, h, d or w (such as 7d)")
                 })?;
                 if d > self.retention {
                     return Err(Error::invalid(
-                        "invalid_parameter",
+                        Code::InvalidParameter,
                         format!("period: longer than the {days} days of history kept"),
                     ));
                 }
                 Ok((Some(self.clock.now() - d), None))
             }
-            (None, Some(f), Some(t)) if f > t => Err(Error::invalid("invalid_parameter", "from: after to")),
+            (None, Some(f), Some(t)) if f > t => Err(Error::invalid(Code::InvalidParameter, "from: after to")),
             (None, from, to) => Ok((from, to)),
         }
     }
@@ -272,7 +275,7 @@ impl AuditLog {
     ) -> Result<Result<i64, Break>, Error> {
         let signed = match checkpoint {
             Some(c) if c.workspace != workspace_id => {
-                return Err(Error::invalid("invalid_checkpoint", "The checkpoint is of another workspace"));
+                return Err(Error::invalid(Code::InvalidCheckpoint, "The checkpoint is of another workspace"));
             }
             Some(c) => Some((c.seq, c.verify(&self.public_key())?)),
             None => None,

@@ -1,6 +1,8 @@
 //! Identities: customers whose keys share rate limits. Managed with the
 //! keys' permissions (`keys:read`, `keys:manage`).
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use keyward_core::identity::{Identity, validate_external_id};
@@ -19,7 +21,7 @@ use crate::principal::Principal;
 use keyward_core::audit::Target;
 
 pub fn identity_not_found() -> Error {
-    Error::new(ErrorKind::NotFound, "identity_not_found", "Identity not found")
+    Error::new(ErrorKind::NotFound, Code::IdentityNotFound, "Identity not found")
 }
 
 /// Store errors in an identity's words (the rest as for keys).
@@ -27,7 +29,7 @@ fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => identity_not_found(),
         StoreError::VersionMismatch => Error::conflict(
-            "concurrent_modification",
+            Code::ConcurrentModification,
             "The identity was changed by another request; read it again and retry",
         ),
         other => crate::keys::store_error(other),
@@ -141,5 +143,5 @@ impl IdentityService {
 /// Whether an error is the race of two requests creating one identity
 /// (worth resolving again).
 pub fn is_identity_race(e: &Error) -> bool {
-    e.code == "duplicate_external_id"
+    e.code == Code::DuplicateExternalId
 }

@@ -3,6 +3,8 @@
 //! the CLI). Each mutation is read → change in the domain → conditional
 //! write → cache update, so a concurrent change is detected, never lost.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
@@ -30,49 +32,50 @@ pub fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::NotFound => Error::key_not_found(),
         StoreError::Conflict(Unique::KeyName) => {
-            Error::conflict("duplicate_name", "An API key with this name already exists")
+            Error::conflict(Code::DuplicateName, "An API key with this name already exists")
         }
         StoreError::Conflict(Unique::KeyId) => {
-            Error::conflict("duplicate_id", "An API key with this id already exists")
+            Error::conflict(Code::DuplicateId, "An API key with this id already exists")
         }
         StoreError::Conflict(Unique::ImportedSecret) => {
-            Error::conflict("duplicate_key", "This key has already been imported")
+            Error::conflict(Code::DuplicateKey, "This key has already been imported")
         }
         StoreError::Conflict(Unique::IdentityExternalId) => {
-            Error::conflict("duplicate_external_id", "An identity with this externalId already exists")
+            Error::conflict(Code::DuplicateExternalId, "An identity with this externalId already exists")
         }
         StoreError::Conflict(Unique::MemberEmail) => {
-            Error::conflict("duplicate_email", "A member with this email already exists")
+            Error::conflict(Code::DuplicateEmail, "A member with this email already exists")
         }
         StoreError::Conflict(Unique::Membership) => {
-            Error::conflict("already_member", "This person is already a member of the workspace")
+            Error::conflict(Code::AlreadyMember, "This person is already a member of the workspace")
         }
         StoreError::Conflict(Unique::RoleName) => {
-            Error::conflict("duplicate_role", "The workspace already has a role with this name")
+            Error::conflict(Code::DuplicateRole, "The workspace already has a role with this name")
         }
         StoreError::Conflict(Unique::PgpKeyName) => {
-            Error::conflict("duplicate_name", "The workspace already has a PGP key with this name")
+            Error::conflict(Code::DuplicateName, "The workspace already has a PGP key with this name")
         }
-        StoreError::Conflict(Unique::Other) => Error::conflict("conflict", "The object already exists"),
-        StoreError::LastOwner => {
-            Error::conflict("last_owner", "The workspace must keep at least one owner: make another member owner first")
-        }
+        StoreError::Conflict(Unique::Other) => Error::conflict(Code::Conflict, "The object already exists"),
+        StoreError::LastOwner => Error::conflict(
+            Code::LastOwner,
+            "The workspace must keep at least one owner: make another member owner first",
+        ),
         StoreError::InUse => Error::conflict(
-            "identity_in_use",
+            Code::IdentityInUse,
             "Live keys belong to this identity; revoke or delete them (or move them) first",
         ),
         StoreError::VersionMismatch => Error::conflict(
-            "concurrent_modification",
+            Code::ConcurrentModification,
             "The API key was changed by another request; read it again and retry",
         ),
         StoreError::LimitReached => Error::key_limit_reached(),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
-            Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
+            Error::new(ErrorKind::Internal, Code::StorageUnavailable, "Storage is unavailable; retry later")
         }
         StoreError::Unavailable(msg) | StoreError::Contention(msg) => {
             tracing::warn!(error = %msg, "storage unavailable");
-            Error::new(ErrorKind::Internal, "storage_unavailable", "Storage is unavailable; retry later")
+            Error::new(ErrorKind::Internal, Code::StorageUnavailable, "Storage is unavailable; retry later")
         }
     }
 }
@@ -130,7 +133,7 @@ fn check_if_match(key: &ApiKey, if_match: Option<i64>) -> Result<(), Error> {
     match if_match {
         Some(v) if v != key.version => Err(Error::new(
             ErrorKind::PreconditionFailed,
-            "precondition_failed",
+            Code::PreconditionFailed,
             "The API key has changed since it was read (If-Match does not match its ETag)",
         )),
         _ => Ok(()),
@@ -164,7 +167,7 @@ fn may_hold(who: &Principal, ws: &Workspace, key: &ApiKey, custom: &[Role]) -> R
 
 pub fn master_key_required() -> Error {
     Error::invalid(
-        "master_key_required",
+        Code::MasterKeyRequired,
         "Recoverable keys need a master key: start keyward with --master-key-file or KEYWARD_MASTER_KEY",
     )
 }
@@ -193,7 +196,7 @@ impl KeyService {
         }
         if new && !ws.allow_recoverable {
             return Err(Error::invalid(
-                "recoverable_not_allowed",
+                Code::RecoverableNotAllowed,
                 "This workspace does not allow recoverable keys (settings: allowRecoverable)",
             ));
         }
@@ -211,7 +214,7 @@ impl KeyService {
         for role in roles {
             if builtin_role(role).is_none() && !custom.iter().any(|r| &r.name == role) {
                 return Err(Error::invalid(
-                    "unknown_role",
+                    Code::UnknownRole,
                     "roles: a role the workspace does not define (GET /v1/roles lists them)",
                 ));
             }
@@ -246,7 +249,7 @@ impl KeyService {
             crate::principal::Caller::Member(m) => m,
             _ => {
                 return Err(Error::forbidden(
-                    "member_required",
+                    Code::MemberRequired,
                     "Only a signed-in member can reveal a key, never a key or token of a program",
                 ));
             }
@@ -255,7 +258,7 @@ impl KeyService {
         if !member.fresh {
             return Err(Error::new(
                 ErrorKind::Unauthenticated,
-                "reauthentication_required",
+                Code::ReauthenticationRequired,
                 "Confirm your password first (POST /v1/auth/reauth); it stays confirmed for 5 minutes",
             ));
         }
@@ -264,12 +267,12 @@ impl KeyService {
         let custom = self.verifier.roles(who.workspace_id()).await?;
         who.may_give(&custom, &Authority::of_key(&key, &custom))?;
         let not_recoverable =
-            || Error::conflict("not_recoverable", "This key is not recoverable: its secret was never kept");
+            || Error::conflict(Code::NotRecoverable, "This key is not recoverable: its secret was never kept");
         if !key.recoverable {
             return Err(not_recoverable());
         }
         if key.state == keyward_core::key::KeyState::Revoked {
-            return Err(Error::conflict("key_revoked", "A revoked key's secret is no longer kept"));
+            return Err(Error::conflict(Code::KeyRevoked, "A revoked key's secret is no longer kept"));
         }
         let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
         let sealed = self.store.sealed_secret(&key.id).await.map_err(store_error)?.ok_or_else(not_recoverable)?;
@@ -313,7 +316,7 @@ impl KeyService {
             .get_workspace(who.workspace_id())
             .await
             .map_err(store_error)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, Code::WorkspaceNotFound, "Workspace not found"))
     }
 
     async fn insert(&self, ws: &Workspace, key: &ApiKey, with: Vec<Write>) -> Result<(), Error> {
@@ -500,7 +503,10 @@ impl KeyService {
         let value = keyward_core::credits::Credits::check_change(value)?;
         let key = self.load(who.workspace_id(), id).await?;
         if key.credits.is_none() {
-            return Err(Error::conflict("no_credits", "This key has unlimited uses; give it credits with PATCH first"));
+            return Err(Error::conflict(
+                Code::NoCredits,
+                "This key has unlimited uses; give it credits with PATCH first",
+            ));
         }
         let write =
             Write::ChangeCredits { workspace_id: key.workspace_id.clone(), key_id: key.id.to_string(), op, value };
@@ -547,7 +553,7 @@ impl KeyService {
                 let token_id =
                     token::token_id_of_key_id(&k.id).filter(|_| k.lookup_prefix.is_none()).ok_or_else(|| {
                         Error::conflict(
-                            "imported_key",
+                            Code::ImportedKey,
                             "Imported keys in a foreign format cannot be rolled; clone them instead",
                         )
                     })?;
@@ -591,11 +597,11 @@ impl KeyService {
             changes["source"] = serde_json::Value::from(source.id.to_string());
             with.push(self.audit.write(who, "key.cloned", key_target(&key), changes));
             match self.insert(ws, &key, with).await {
-                Err(e) if given.is_none() && e.code == "duplicate_name" => continue,
+                Err(e) if given.is_none() && e.code == Code::DuplicateName => continue,
                 done => return done.map(|()| (key, secret)),
             }
         }
-        Err(Error::conflict("duplicate_name", "Every clone name of this key is taken; name the clone"))
+        Err(Error::conflict(Code::DuplicateName, "Every clone name of this key is taken; name the clone"))
     }
 
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
@@ -622,19 +628,19 @@ impl KeyService {
         let custom = self.check_roles(ws, &valid.roles).await?;
         if valid.recoverable && import.plaintext.is_none() {
             return Err(Error::invalid(
-                "recoverable_needs_plaintext",
+                Code::RecoverableNeedsPlaintext,
                 "Only a key imported as plaintext (key) can be recoverable",
             ));
         }
         if let Some(id) = &import.id
             && !is_valid_import_id(id)
         {
-            return Err(Error::invalid("invalid_id", "id must be 1 to 64 letters, digits, '_' or '-'"));
+            return Err(Error::invalid(Code::InvalidId, "id must be 1 to 64 letters, digits, '_' or '-'"));
         }
         if let Some(p) = &import.prefix
             && !is_valid_import_prefix(p)
         {
-            return Err(Error::invalid("invalid_prefix", "prefix must be 2 to 64 letters, digits, '_' or '-'"));
+            return Err(Error::invalid(Code::InvalidPrefix, "prefix must be 2 to 64 letters, digits, '_' or '-'"));
         }
         let hasher = self.verifier.hasher();
         let (id, secret, masked, lookup_prefix) = match (&import.plaintext, &import.sha256) {
@@ -644,7 +650,7 @@ impl KeyService {
                     // A keyward token from another deployment keeps its id.
                     if import.id.as_ref().is_some_and(|id| *id != parsed.key_id()) {
                         return Err(Error::invalid(
-                            "invalid_id",
+                            Code::InvalidId,
                             "A keyward key keeps the id written in it; omit id or give that one",
                         ));
                     }
@@ -653,7 +659,7 @@ impl KeyService {
                     if plain.len() < 16 || plain.len() > token::MAX_TOKEN_LEN || plain.chars().any(char::is_whitespace)
                     {
                         return Err(Error::invalid(
-                            "invalid_import_key",
+                            Code::InvalidImportKey,
                             "An imported key must be 16 to 512 characters without spaces",
                         ));
                     }
@@ -661,14 +667,14 @@ impl KeyService {
                         Some(p) if plain.starts_with(p.as_str()) => p.clone(),
                         Some(_) => {
                             return Err(Error::invalid(
-                                "invalid_prefix",
+                                Code::InvalidPrefix,
                                 "The key does not start with the given prefix",
                             ));
                         }
                         None => token::display_prefix(plain)
                             .filter(|p| is_valid_import_prefix(p) && p.len() < plain.len())
                             .ok_or_else(|| {
-                                Error::invalid("prefix_required", "Give the prefix shared by this system's keys")
+                                Error::invalid(Code::PrefixRequired, "Give the prefix shared by this system's keys")
                             })?
                             .to_owned(),
                     };
@@ -678,18 +684,18 @@ impl KeyService {
             }
             (None, Some(hex)) => {
                 let digest = parse_hex32(&hex.to_ascii_lowercase())
-                    .ok_or_else(|| Error::invalid("invalid_sha256", "sha256 must be 64 hexadecimal characters"))?;
+                    .ok_or_else(|| Error::invalid(Code::InvalidSha256, "sha256 must be 64 hexadecimal characters"))?;
                 let prefix = import
                     .prefix
                     .clone()
-                    .ok_or_else(|| Error::invalid("prefix_required", "prefix is required to import a hashed key"))?;
+                    .ok_or_else(|| Error::invalid(Code::PrefixRequired, "prefix is required to import a hashed key"))?;
                 let id = import.id.clone().unwrap_or_else(|| ids::new_id("key"));
                 let masked = format!("{prefix}…");
                 (id, SecretHash { scheme: HashScheme::Sha256, digest }, masked, Some(prefix))
             }
             _ => {
                 return Err(Error::invalid(
-                    "import_source_required",
+                    Code::ImportSourceRequired,
                     "Give exactly one of key (the plaintext) or sha256 (its hash)",
                 ));
             }
@@ -721,7 +727,7 @@ impl KeyService {
         let hourly = match granularity.unwrap_or("day") {
             "day" => false,
             "hour" => true,
-            _ => return Err(Error::invalid("invalid_parameter", "granularity: one of day, hour")),
+            _ => return Err(Error::invalid(Code::InvalidParameter, "granularity: one of day, hour")),
         };
         let default = self.audit.default_period(30);
         let (since, _) = self.audit.window(Some(period.unwrap_or(&default)), None, None)?;

@@ -6,6 +6,8 @@
 //! costs what a wrong password costs; failures are throttled per account
 //! and per client address.
 
+use keyward_core::Code;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -43,11 +45,11 @@ const ADDRESS_FAILURES: u32 = 50;
 const THROTTLE_WINDOW: Duration = Duration::minutes(15);
 
 pub fn member_not_found() -> Error {
-    Error::new(ErrorKind::NotFound, "member_not_found", "Member not found")
+    Error::new(ErrorKind::NotFound, Code::MemberNotFound, "Member not found")
 }
 
 fn invalid_credentials() -> Error {
-    Error::new(ErrorKind::Unauthenticated, "invalid_credentials", "Email or password is incorrect")
+    Error::new(ErrorKind::Unauthenticated, Code::InvalidCredentials, "Email or password is incorrect")
 }
 
 /// A successful sign-in.
@@ -220,10 +222,10 @@ impl MemberService {
         let memberships = self.store.memberships_of(&member.id).await.map_err(store_error)?;
         let membership = match workspace_id {
             Some(id) => memberships.iter().find(|m| m.workspace_id == id).cloned().ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, "workspace_not_found", "You are not a member of that workspace")
+                Error::new(ErrorKind::NotFound, Code::WorkspaceNotFound, "You are not a member of that workspace")
             })?,
             None => memberships.first().cloned().ok_or_else(|| {
-                Error::forbidden("no_workspace", "You belong to no workspace; ask an owner for an invitation")
+                Error::forbidden(Code::NoWorkspace, "You belong to no workspace; ask an owner for an invitation")
             })?,
         };
         let mut workspaces = Vec::with_capacity(memberships.len());
@@ -308,7 +310,7 @@ impl MemberService {
         if claims.exp <= self.clock.now().timestamp() {
             return Err(Error::new(
                 ErrorKind::Unauthenticated,
-                "token_expired",
+                Code::TokenExpired,
                 "The token has expired; sign in again",
             ));
         }
@@ -385,13 +387,13 @@ impl MemberService {
     /// for [`FRESH_FOR`] (reveal needs it). Throttled like sign-in.
     pub async fn reauth(&self, who: &Principal, password: &str, ip: Option<IpAddr>) -> Result<DateTime<Utc>, Error> {
         let m = who.member().ok_or_else(|| {
-            Error::forbidden("member_session_required", "Only a signed-in member can re-authenticate")
+            Error::forbidden(Code::MemberSessionRequired, "Only a signed-in member can re-authenticate")
         })?;
         let now = self.clock.now();
         self.throttle.begin(&m.email, ip, now)?;
         let member = self.store.get_member(&m.member_id).await.map_err(store_error)?.ok_or_else(session_ended)?;
         if !self.check(&member.password_hash, password).await {
-            return Err(Error::new(ErrorKind::Unauthenticated, "invalid_credentials", "The password is incorrect"));
+            return Err(Error::new(ErrorKind::Unauthenticated, Code::InvalidCredentials, "The password is incorrect"));
         }
         self.throttle.succeeded(&m.email, ip);
         let until = now + FRESH_FOR;
@@ -429,7 +431,7 @@ impl MemberService {
         if self.store.membership(workspace_id, &m.member_id).await.map_err(store_error)?.is_none() {
             return Err(Error::new(
                 ErrorKind::NotFound,
-                "workspace_not_found",
+                Code::WorkspaceNotFound,
                 "You are not a member of that workspace",
             ));
         }
@@ -464,7 +466,7 @@ impl MemberService {
     pub async fn logout(&self, who: &Principal) -> Result<(), Error> {
         let m = who
             .member()
-            .ok_or_else(|| Error::forbidden("member_session_required", "Only a signed-in member can sign out"))?;
+            .ok_or_else(|| Error::forbidden(Code::MemberSessionRequired, "Only a signed-in member can sign out"))?;
         let write = PeopleWrite::RevokeSession { id: m.session_id.clone(), at: self.clock.now() };
         let mut change = Change::of(Write::People(write));
         let target = member_target(&m.member_id, &m.email);
@@ -477,7 +479,7 @@ impl MemberService {
     /// and returned.
     pub async fn set_password(&self, who: &Principal, email: &str, password: Option<String>) -> Result<String, Error> {
         if !matches!(who.caller, crate::principal::Caller::System { .. }) {
-            return Err(Error::forbidden("operator_required", "Only the operator sets a member's password"));
+            return Err(Error::forbidden(Code::OperatorRequired, "Only the operator sets a member's password"));
         }
         let email = validate_email(email)?;
         let mut member = self.store.member_by_email(&email).await.map_err(store_error)?.ok_or_else(member_not_found)?;
@@ -587,7 +589,7 @@ impl MemberService {
         let not_found = || {
             Error::new(
                 ErrorKind::NotFound,
-                "invitation_not_found",
+                Code::InvitationNotFound,
                 "No such invitation: check the token you were given",
             )
         };
@@ -601,7 +603,7 @@ impl MemberService {
         }
         if !invitation.is_open(now) {
             return Err(Error::invalid(
-                "invitation_expired",
+                Code::InvitationExpired,
                 "This invitation has expired (invitations last 7 days); ask for a new one",
             ));
         }
@@ -612,7 +614,7 @@ impl MemberService {
                 if !self.check(&member.password_hash, password).await {
                     return Err(Error::new(
                         ErrorKind::Unauthenticated,
-                        "invalid_credentials",
+                        Code::InvalidCredentials,
                         "You already have an account: give its password to join",
                     ));
                 }
@@ -678,7 +680,7 @@ impl MemberService {
         if let Some(name) = name {
             if !themself && self.store.memberships_of(&member.id).await.map_err(store_error)?.len() > 1 {
                 return Err(Error::conflict(
-                    "name_is_personal",
+                    Code::NameIsPersonal,
                     "This person belongs to other workspaces too: only they can change their name",
                 ));
             }
@@ -705,7 +707,7 @@ impl MemberService {
             change.push(self.audit.write(who, "member.changed", member_target(&member.id, &member.email), changes));
             self.audit.work().commit(change).await.map_err(|e| match e {
                 StoreError::NotFound => Error::conflict(
-                    "concurrent_modification",
+                    Code::ConcurrentModification,
                     "The member was changed by another request; read it again and retry",
                 ),
                 other => store_error(other),
@@ -750,17 +752,17 @@ fn require_owner_for(who: &Principal, touches_owner: bool) -> Result<(), Error> 
         crate::principal::Caller::ApiKey(..) => false,
     };
     if touches_owner && !allowed {
-        return Err(Error::forbidden("owner_required", "Only an owner can grant or take away the owner role"));
+        return Err(Error::forbidden(Code::OwnerRequired, "Only an owner can grant or take away the owner role"));
     }
     Ok(())
 }
 
 fn session_ended() -> Error {
-    Error::new(ErrorKind::Unauthenticated, "session_expired", "Your session has ended; sign in again")
+    Error::new(ErrorKind::Unauthenticated, Code::SessionExpired, "Your session has ended; sign in again")
 }
 
 fn invitation_used() -> Error {
-    Error::conflict("invitation_used", "This invitation has already been used")
+    Error::conflict(Code::InvitationUsed, "This invitation has already been used")
 }
 
 /// An argon2id PHC string for `password`, computed on the blocking pool.
@@ -810,7 +812,7 @@ impl SignInThrottle {
                 let wait = (*start + THROTTLE_WINDOW - now).num_seconds().max(1) as u64;
                 return Err(Error::new(
                     ErrorKind::TooManyRequests { retry_after_secs: wait },
-                    "too_many_sign_in_attempts",
+                    Code::TooManySignInAttempts,
                     format!("Too many failed sign-in attempts; try again in {wait} seconds"),
                 ));
             }

@@ -4,6 +4,8 @@
 //! never leave this service but to decrypt. Every upload, edit, delete and
 //! use is audited.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use keyward_core::audit::Target;
@@ -23,7 +25,7 @@ pub const PGP_MANAGE: &str = "pgp:manage";
 pub const PGP_USE: &str = "pgp:use";
 
 pub fn pgp_key_not_found() -> Error {
-    Error::new(ErrorKind::NotFound, "pgp_key_not_found", "PGP key not found")
+    Error::new(ErrorKind::NotFound, Code::PgpKeyNotFound, "PGP key not found")
 }
 
 /// What an upload names.
@@ -118,7 +120,7 @@ impl PgpService {
         let name = pgp::validate_name(&upload.name)?;
         let description = pgp::validate_description(upload.description)?;
         if !matches!(upload.key_type.to_ascii_lowercase().as_str(), "pgp" | "gpg") {
-            return Err(Error::invalid("invalid_type", "type must be pgp (OpenPGP keys, as GnuPG makes them)"));
+            return Err(Error::invalid(Code::InvalidType, "type must be pgp (OpenPGP keys, as GnuPG makes them)"));
         }
         let passphrase = upload.passphrase.filter(|p| !p.is_empty());
         let (contents, private, pass) = (upload.contents, upload.private, passphrase.clone());
@@ -129,7 +131,7 @@ impl PgpService {
             Some(armored) => {
                 let keyring = self.keyring.as_ref().ok_or_else(|| {
                     Error::invalid(
-                        "master_key_required",
+                        Code::MasterKeyRequired,
                         "Private keys are stored sealed under the master key: start keyward with \
                          --master-key-file or KEYWARD_MASTER_KEY",
                     )
@@ -189,10 +191,10 @@ impl PgpService {
         who.require(PGP_USE)?;
         let key = self.load(who, id).await?;
         if key.info.revoked {
-            return Err(Error::invalid("key_revoked", "This PGP key was revoked by its owner: it cannot encrypt"));
+            return Err(Error::invalid(Code::KeyRevoked, "This PGP key was revoked by its owner: it cannot encrypt"));
         }
         if !key.info.usable(self.clock.now()) {
-            return Err(Error::invalid("key_expired", "This PGP key has expired: it cannot encrypt"));
+            return Err(Error::invalid(Code::KeyExpired, "This PGP key has expired: it cannot encrypt"));
         }
         let public = pgp::read_public(&key.public_key)?;
         let entry =
@@ -208,7 +210,7 @@ impl PgpService {
         let key = self.load(who, id).await?;
         if !key.info.private {
             return Err(Error::invalid(
-                "no_private_key",
+                Code::NoPrivateKey,
                 "This PGP key was uploaded without its private part: it can encrypt, not decrypt",
             ));
         }

@@ -2,6 +2,8 @@
 //! cookie or bearer JWT), or the operator. Handlers only ask "which
 //! workspace?" and "may it do X?"; services answer the second.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use keyward_core::audit::{Actor, ActorKind};
@@ -149,7 +151,11 @@ impl Principal {
                 if grants.allows(&required) {
                     Ok(())
                 } else {
-                    Err(Error::new(ErrorKind::Forbidden, "insufficient_permissions", grants.refusal(Some(&required))))
+                    Err(Error::new(
+                        ErrorKind::Forbidden,
+                        Code::InsufficientPermissions,
+                        grants.refusal(Some(&required)),
+                    ))
                 }
             }
             Caller::Member(m) => {
@@ -159,7 +165,7 @@ impl Principal {
                 } else {
                     Err(Error::new(
                         ErrorKind::Forbidden,
-                        "insufficient_permissions",
+                        Code::InsufficientPermissions,
                         format!("Insufficient permissions. Your roles lack the {required} permission."),
                     ))
                 }

@@ -2,6 +2,8 @@
 //! and keys. A role's permissions name account permissions or the
 //! workspace's permission catalogue; its tags limit it to tagged objects.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use keyward_core::authority::Authority;
@@ -26,11 +28,11 @@ pub const ROLES_MANAGE: &str = "roles:manage";
 pub const ROLES_READ: &str = "keys:read";
 
 pub fn role_not_found() -> Error {
-    Error::new(ErrorKind::NotFound, "role_not_found", "Role not found")
+    Error::new(ErrorKind::NotFound, Code::RoleNotFound, "Role not found")
 }
 
 fn builtin_refused() -> Error {
-    Error::conflict("builtin_role", "Built-in roles (owner, admin, developer, viewer) cannot be changed or deleted")
+    Error::conflict(Code::BuiltinRole, "Built-in roles (owner, admin, developer, viewer) cannot be changed or deleted")
 }
 
 /// A role as listed: built-in roles have their name as id.
@@ -71,7 +73,7 @@ impl RoleService {
             .get_workspace(who.workspace_id())
             .await
             .map_err(store_error)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, Code::WorkspaceNotFound, "Workspace not found"))
     }
 
     /// Built-in roles first, then the workspace's own by name.
@@ -196,7 +198,7 @@ impl RoleService {
         self.audit.work().commit(change).await.map_err(|e| match e {
             StoreError::NotFound => role_not_found(),
             StoreError::InUse => Error::conflict(
-                "role_in_use",
+                Code::RoleInUse,
                 "Members or live keys hold this role: take it from them before renaming or deleting it",
             ),
             other => store_error(other),
@@ -211,7 +213,7 @@ impl RoleService {
 fn check_tagged(role: &Role) -> Result<(), Error> {
     if !role.tags.is_empty() && role.permissions.iter().any(|p| ACCOUNT_PERMISSIONS.contains(&p.as_str())) {
         return Err(Error::invalid(
-            "tagged_account_permission",
+            Code::TaggedAccountPermission,
             "A role with tags grants only on tagged objects of your API: give account permissions \
              (keys:read, members:manage, …) in a role without tags",
         ));
@@ -221,10 +223,10 @@ fn check_tagged(role: &Role) -> Result<(), Error> {
 
 fn validate_role_name(name: &str) -> Result<String, Error> {
     if !is_role_name(name) {
-        return Err(Error::invalid("invalid_name", "name must be 1 to 64 letters, digits, '_', '-', '.' or ':'"));
+        return Err(Error::invalid(Code::InvalidName, "name must be 1 to 64 letters, digits, '_', '-', '.' or ':'"));
     }
     if builtin_role(&name.to_ascii_lowercase()).is_some() {
-        return Err(Error::conflict("duplicate_role", "That name belongs to a built-in role"));
+        return Err(Error::conflict(Code::DuplicateRole, "That name belongs to a built-in role"));
     }
     Ok(name.to_owned())
 }
@@ -232,7 +234,7 @@ fn validate_role_name(name: &str) -> Result<String, Error> {
 fn validate_description(d: Option<String>) -> Result<Option<String>, Error> {
     match d {
         Some(d) if d.chars().count() > MAX_ROLE_DESCRIPTION || d.chars().any(char::is_control) => Err(Error::invalid(
-            "invalid_description",
+            Code::InvalidDescription,
             format!("description must be at most {MAX_ROLE_DESCRIPTION} characters, without control characters"),
         )),
         Some(d) if d.trim().is_empty() => Ok(None),
@@ -244,13 +246,13 @@ fn validate_description(d: Option<String>) -> Result<Option<String>, Error> {
 /// workspace's catalogue (`section:action` or `section:*`).
 fn validate_permissions(ws: &Workspace, permissions: Vec<String>) -> Result<Vec<String>, Error> {
     if permissions.is_empty() {
-        return Err(Error::invalid("invalid_permissions", "permissions must name at least one permission"));
+        return Err(Error::invalid(Code::InvalidPermissions, "permissions must name at least one permission"));
     }
     let mut out: Vec<String> = Vec::with_capacity(permissions.len());
     for p in permissions {
         if Permission::parse_pattern(&p).is_none() || !ws.knows_permission(&p) {
             return Err(Error::invalid(
-                "unknown_permission",
+                Code::UnknownPermission,
                 "permissions: each must be an account permission (keys:read, keys:manage, …) or a section:action \
                  of the workspace's permission catalogue (GET /v1/permissions)",
             ));

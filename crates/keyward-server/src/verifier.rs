@@ -12,6 +12,8 @@
 //!    back: a refused request spends nothing.
 //! 5. Count the use in the key's in-memory cell ([`crate::usage`]).
 
+use keyward_core::Code;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -235,7 +237,7 @@ impl Verifier {
             return Ok(ws);
         }
         let ws = self.store.get_workspace(id).await.map_err(crate::keys::store_error)?.ok_or_else(|| {
-            Error::new(keyward_core::ErrorKind::NotFound, "workspace_not_found", "Workspace not found")
+            Error::new(keyward_core::ErrorKind::NotFound, keyward_core::Code::WorkspaceNotFound, "Workspace not found")
         })?;
         let ws = Arc::new(ws);
         self.workspaces.insert(id.to_owned(), ws.clone());
@@ -858,7 +860,7 @@ fn limit_checks<'a>(
     for (i, r) in requested.iter().enumerate() {
         if !key.ratelimits.iter().chain(identity_limits).any(|l| l.name == r.name) {
             return Err(Error::invalid(
-                "unknown_ratelimit",
+                Code::UnknownRatelimit,
                 format!("ratelimits[{i}].name names no rate limit of this key or its identity"),
             ));
         }

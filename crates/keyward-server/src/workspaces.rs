@@ -1,6 +1,8 @@
 //! Workspaces: creation with a first admin key (bootstrap), and the
 //! workspace's key policy.
 
+use keyward_core::Code;
+
 use std::sync::Arc;
 
 use keyward_core::key::{ApiKey, KeyDraft};
@@ -149,7 +151,7 @@ impl WorkspaceService {
                 Err(e) => return Err(store_error(e)),
             }
         }
-        Err(Error::conflict("duplicate_name", "Every admin key name is taken; revoke some admin keys first"))
+        Err(Error::conflict(Code::DuplicateName, "Every admin key name is taken; revoke some admin keys first"))
     }
 
     /// Creates the first workspace of an empty deployment, with its admin
@@ -191,7 +193,7 @@ impl WorkspaceService {
             .get_workspace(id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "workspace_not_found", "Workspace not found"))
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, Code::WorkspaceNotFound, "Workspace not found"))
     }
 
     /// Changes the caller's workspace (`settings:manage`).
@@ -266,7 +268,7 @@ impl WorkspaceService {
         let ws = self.load(who.workspace_id()).await?;
         if ws.policy.policy_expiry(self.clock.now()).is_none() {
             return Err(Error::conflict(
-                "no_expiry_policy",
+                Code::NoExpiryPolicy,
                 "Set defaultKeyLifetimeDays or maxKeyLifetimeDays first: they give keys their date",
             ));
         }
@@ -287,7 +289,7 @@ impl WorkspaceService {
                 );
             }
             while let Some(done) = tasks.join_next().await {
-                if done.map_err(|e| Error::new(ErrorKind::Internal, "internal_error", e.to_string()))??.is_some() {
+                if done.map_err(|e| Error::new(ErrorKind::Internal, Code::InternalError, e.to_string()))??.is_some() {
                     updated += 1;
                 }
             }

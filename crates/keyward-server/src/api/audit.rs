@@ -1,6 +1,8 @@
 //! `/v1/audit` (query, export, checkpoint public key), `/v1/insights/keys`
 //! and the seed-001 activity log `/api/activity-log`.
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -55,7 +57,7 @@ fn parse_time(v: Option<&str>, name: &'static str) -> Result<Option<DateTime<Utc
     v.map(|t| {
         DateTime::parse_from_rfc3339(t)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| ApiError::bad_request("invalid_parameter", format!("{name}: not an RFC 3339 time")))
+            .map_err(|_| ApiError::bad_request(Code::InvalidParameter, format!("{name}: not an RFC 3339 time")))
     })
     .transpose()
 }
@@ -157,7 +159,7 @@ pub async fn list_audit(
     ApiQuery(q): ApiQuery<AuditListQuery>,
 ) -> ApiResult<axum::Json<AuditList>> {
     if q.format.is_some() {
-        return Err(ApiError::bad_request("invalid_parameter", "format: only for /v1/audit/export"));
+        return Err(ApiError::bad_request(Code::InvalidParameter, "format: only for /v1/audit/export"));
     }
     let filter = q.filter(&state)?;
     let page = page(q.limit, q.cursor.as_deref())?;
@@ -236,10 +238,10 @@ pub async fn export_audit(
     let csv = match q.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => false,
         "csv" => true,
-        _ => return Err(ApiError::bad_request("invalid_parameter", "format: one of jsonl, csv")),
+        _ => return Err(ApiError::bad_request(Code::InvalidParameter, "format: one of jsonl, csv")),
     };
     if q.limit.is_some() || q.cursor.is_some() {
-        return Err(ApiError::bad_request("invalid_parameter", "limit: an export holds every matching entry"));
+        return Err(ApiError::bad_request(Code::InvalidParameter, "limit: an export holds every matching entry"));
     }
     let filter = q.filter(&state)?;
     // The first page now, so a refusal (403) is an error, not a cut stream.
@@ -416,7 +418,7 @@ pub async fn activity_log(
     ApiQuery(q): ApiQuery<ActivityQuery>,
 ) -> ApiResult<axum::Json<ActivityLog>> {
     if q.kind.as_deref().is_some_and(|t| t != "api_key") {
-        return Err(ApiError::bad_request("invalid_parameter", "type: must be api_key"));
+        return Err(ApiError::bad_request(Code::InvalidParameter, "type: must be api_key"));
     }
     let default = state.audit.default_period(7);
     let (since, _) = state.audit.window(Some(q.period.as_deref().unwrap_or(&default)), None, None)?;

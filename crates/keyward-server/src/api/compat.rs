@@ -3,6 +3,8 @@
 //! but for the host. Field names, bodies and error messages are that
 //! contract's; DELETE revokes at once, as it documents.
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -110,7 +112,7 @@ pub async fn create_api_key(
     keyward_core::key::validate_name(body.name.as_deref())?;
     let scope = body.scope.as_deref().map(str::trim).and_then(Scope::parse);
     if !matches!(scope, Some(Scope::Tier(Tier::Read | Tier::Write | Tier::Admin))) {
-        return Err(ApiError::bad_request("invalid_scope", INVALID_SCOPE_MESSAGE));
+        return Err(ApiError::bad_request(Code::InvalidScope, INVALID_SCOPE_MESSAGE));
     }
     let draft = KeyDraft {
         name: body.name,
@@ -153,7 +155,8 @@ pub async fn delete_api_key(
     ApiQuery(q): ApiQuery<CompatDeleteQuery>,
 ) -> ApiResult<axum::Json<CompatDeleted>> {
     let id =
-        q.id.filter(|i| !i.is_empty()).ok_or_else(|| ApiError::bad_request("id_required", "API key ID is required"))?;
+        q.id.filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::bad_request(Code::IdRequired, "API key ID is required"))?;
     let key = state.keys.get(&principal, &id).await?;
     if !key.is_live() {
         return Err(keyward_core::Error::key_not_found().into());

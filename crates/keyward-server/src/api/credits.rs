@@ -1,6 +1,8 @@
 //! Credits in the API: the `credits` object of a key (create, edit, view)
 //! and `POST /v1/keys/{id}/credits`.
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -45,7 +47,7 @@ impl CreditsBody {
             .refill
             .map(|r| {
                 let interval = RefillInterval::parse(&r.interval).ok_or_else(|| {
-                    ApiError::bad_request("invalid_credits", "credits.refill.interval must be: daily or monthly")
+                    ApiError::bad_request(Code::InvalidCredits, "credits.refill.interval must be: daily or monthly")
                 })?;
                 Ok::<_, ApiError>(Refill { interval, amount: r.amount, refill_day: r.refill_day })
             })
@@ -92,7 +94,7 @@ pub async fn change_credits(
     ApiJson(body): ApiJson<CreditChange>,
 ) -> ApiResult<Response> {
     let op = CreditOp::parse(&body.op)
-        .ok_or_else(|| ApiError::bad_request("invalid_op", "op must be: set, increment or decrement"))?;
+        .ok_or_else(|| ApiError::bad_request(Code::InvalidOp, "op must be: set, increment or decrement"))?;
     let key = state.keys.change_credits(&principal, &id, op, body.value).await?;
     Ok(with_etag(StatusCode::OK, &key, KeyView::from(&key)))
 }

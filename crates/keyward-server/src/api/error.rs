@@ -1,6 +1,8 @@
 //! The one error response: `{"error": "<message>", "code": "<code>"}` with
 //! the matching status. Internal failures get an opaque message.
 
+use keyward_core::Code;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyward_core::{Error, ErrorKind};
@@ -13,15 +15,14 @@ pub struct ErrorBody {
     /// A human-readable message. Never contains a secret.
     #[schema(example = "API key not found")]
     pub error: String,
-    /// A stable machine-readable code.
-    #[schema(example = "key_not_found")]
-    pub code: String,
+    #[schema(schema_with = code_schema)]
+    pub code: Code,
 }
 
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     /// Seconds after which trying again may succeed (`Retry-After`).
     pub retry_after: Option<u64>,
@@ -30,7 +31,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), retry_after: None, headers: Vec::new() }
     }
 
@@ -43,7 +44,7 @@ impl ApiError {
     pub fn too_many_failures(retry_after: u64) -> Self {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures",
+            Code::TooManyFailures,
             "Too many failed authentications from this address; retry later",
         )
         .retry_after(retry_after)
@@ -53,7 +54,7 @@ impl ApiError {
         self.retry_after = Some(seconds);
         self
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 }
@@ -70,7 +71,7 @@ impl From<Error> for ApiError {
             ErrorKind::TooManyRequests { retry_after_secs } => {
                 return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code, e.message).retry_after(retry_after_secs);
             }
-            ErrorKind::Internal if e.code == "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal if e.code == Code::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError { status, code: e.code, message: e.message, retry_after: None, headers: Vec::new() }
@@ -84,8 +85,7 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        let mut response =
-            (self.status, axum::Json(ErrorBody { error: message, code: self.code.to_owned() })).into_response();
+        let mut response = (self.status, axum::Json(ErrorBody { error: message, code: self.code })).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
@@ -102,3 +102,13 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The `code` of an error: one of [`Code::ALL`].
+fn code_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some("A stable machine-readable code."))
+        .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
+        .examples([serde_json::json!("key_not_found")])
+        .build()
+}

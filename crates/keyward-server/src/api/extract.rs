@@ -1,6 +1,8 @@
 //! Extractors whose rejections use our error shape, and which never echo a
 //! value from the request (it might be a secret) in an error message.
 
+use keyward_core::Code;
+
 use crate::throttle::Seen;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -50,10 +52,10 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Ok(value)
         }
         Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-            Err(ApiError::bad_request("invalid_body", "Invalid request body: expected a JSON object"))
+            Err(ApiError::bad_request(Code::InvalidBody, "Invalid request body: expected a JSON object"))
         }
         _ => Err(serde_json::from_slice::<serde_json::Value>(bytes).err().map_or_else(
-            || ApiError::bad_request("invalid_body", "Invalid request body: expected a JSON object"),
+            || ApiError::bad_request(Code::InvalidBody, "Invalid request body: expected a JSON object"),
             body_error,
         )),
     }
@@ -70,7 +72,7 @@ fn describe_body_error(path: &str, e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     if !matches!(e.classify(), Category::Data) {
         return ApiError::bad_request(
-            "malformed_json",
+            Code::MalformedJson,
             format!("Request body is not valid JSON (line {}, column {})", e.line(), e.column()),
         );
     }
@@ -106,7 +108,7 @@ fn describe_body_error(path: &str, e: &serde_json::Error) -> ApiError {
         // quoted part all the same.
         format!("{field} is invalid: {}", strip_quoted(message))
     };
-    ApiError::bad_request("invalid_body", described)
+    ApiError::bad_request(Code::InvalidBody, described)
 }
 
 /// serde's name of an expected type, as a client would say it.
@@ -135,12 +137,12 @@ fn describe_query_error(text: &str) -> ApiError {
     if message.contains("unknown field") {
         let allowed = message.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
         return ApiError::bad_request(
-            "unknown_query_parameter",
+            Code::UnknownQueryParameter,
             format!("Unknown query parameter; allowed: {}", allowed.unwrap_or_else(|| "none".into())),
         );
     }
     let message = message.strip_prefix("Failed to deserialize query string: ").unwrap_or(&message);
-    ApiError::bad_request("invalid_query", format!("Invalid query string: {}", strip_quoted(message)))
+    ApiError::bad_request(Code::InvalidQuery, format!("Invalid query string: {}", strip_quoted(message)))
 }
 
 /// Drops every part of a message between backticks.
@@ -158,16 +160,16 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
         if !(essence.eq_ignore_ascii_case("application/json") || json_suffix) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "Send the request body as application/json",
             ));
         }
     }
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Request body is too large")
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "Request body is too large")
         } else {
-            ApiError::bad_request("unreadable_body", "The request body could not be read")
+            ApiError::bad_request(Code::UnreadableBody, "The request body could not be read")
         }
     })
 }
@@ -182,7 +184,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("body_required", "A JSON request body is required"));
+            return Err(ApiError::bad_request(Code::BodyRequired, "A JSON request body is required"));
         }
         parse_object(&bytes).map(ApiJson)
     }
@@ -227,7 +229,7 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiPath<T> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
-            .map_err(|e| ApiError::bad_request("invalid_path", redact_quoted(&e.body_text())))
+            .map_err(|e| ApiError::bad_request(Code::InvalidPath, redact_quoted(&e.body_text())))
     }
 }
 
@@ -308,7 +310,7 @@ impl FromRequestParts<AppState> for Principal {
                 if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
                     return Err(ApiError::new(
                         StatusCode::FORBIDDEN,
-                        "cross_origin_request",
+                        Code::CrossOriginRequest,
                         "A request signed in by cookie that changes anything must come from this server's own \
                          pages (its Origin header must name this server)",
                     ));
@@ -318,7 +320,7 @@ impl FromRequestParts<AppState> for Principal {
             (None, None) => {
                 return Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
-                    "authentication_required",
+                    Code::AuthenticationRequired,
                     "Authentication required: send Authorization: Bearer <API key or token>, or sign in",
                 ));
             }

@@ -11,6 +11,8 @@
 //! workspace is the one verified against), or by calling the dedicated
 //! forward-auth listener, which trusts its callers.
 
+use keyward_core::Code;
+
 use crate::throttle::Seen;
 use std::net::{IpAddr, SocketAddr};
 
@@ -53,7 +55,7 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
-fn bad_request(code: &'static str, message: &str) -> ApiError {
+fn bad_request(code: Code, message: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, code, message)
 }
 
@@ -71,7 +73,7 @@ fn original_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
         })
         .ok_or_else(|| {
             bad_request(
-                "missing_original_uri",
+                Code::MissingOriginalUri,
                 "The original request URI is missing: send X-Original-URI (nginx) or X-Forwarded-Uri (Traefik), \
                  or append the path to /v1/authorize (Envoy)",
             )
@@ -80,7 +82,7 @@ fn original_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
         || original_uri.len() > MAX_URI
         || original_uri.chars().any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(bad_request("invalid_original_uri", "The original request URI is not an absolute path"));
+        return Err(bad_request(Code::InvalidOriginalUri, "The original request URI is not an absolute path"));
     }
     let original_method = header_str(headers, "x-original-method")
         .or_else(|| header_str(headers, "x-forwarded-method"))
@@ -89,7 +91,7 @@ fn original_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(
         || original_method.len() > 16
         || !original_method.bytes().all(|b| b.is_ascii_alphabetic())
     {
-        return Err(bad_request("invalid_original_method", "The original request method is not an HTTP method"));
+        return Err(bad_request(Code::InvalidOriginalMethod, "The original request method is not an HTTP method"));
     }
     Ok((original_method.to_ascii_uppercase(), original_uri))
 }
@@ -167,14 +169,14 @@ fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
 fn refusal(code: VerifyCode, message: &str) -> ApiError {
     match code {
         VerifyCode::Expired => keyward_core::Error::expired_api_key().into(),
-        VerifyCode::ForbiddenResource => ApiError::new(StatusCode::FORBIDDEN, "forbidden_resource", message),
-        VerifyCode::ForbiddenOrigin => ApiError::new(StatusCode::FORBIDDEN, "forbidden_origin", message),
-        VerifyCode::ForbiddenIp => ApiError::new(StatusCode::FORBIDDEN, "forbidden_ip", message),
+        VerifyCode::ForbiddenResource => ApiError::new(StatusCode::FORBIDDEN, Code::ForbiddenResource, message),
+        VerifyCode::ForbiddenOrigin => ApiError::new(StatusCode::FORBIDDEN, Code::ForbiddenOrigin, message),
+        VerifyCode::ForbiddenIp => ApiError::new(StatusCode::FORBIDDEN, Code::ForbiddenIp, message),
         VerifyCode::InsufficientPermissions => {
-            ApiError::new(StatusCode::FORBIDDEN, "insufficient_permissions", message)
+            ApiError::new(StatusCode::FORBIDDEN, Code::InsufficientPermissions, message)
         }
-        VerifyCode::UsageExceeded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "usage_exceeded", message),
-        VerifyCode::RateLimited => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
+        VerifyCode::UsageExceeded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, Code::UsageExceeded, message),
+        VerifyCode::RateLimited => ApiError::new(StatusCode::TOO_MANY_REQUESTS, Code::RateLimited, message),
         _ => keyward_core::Error::invalid_api_key().into(),
     }
 }
@@ -224,7 +226,7 @@ pub async fn authorize(
     match decide_forward_auth(&state, peer, &method, &uri, &headers).await {
         Ok(identity) => (StatusCode::OK, identity).into_response(),
         Err(e) => {
-            let code = HeaderValue::from_static(e.code);
+            let code = HeaderValue::from_static(e.code.as_str());
             let mut e = e;
             // nginx's auth_request passes on only 401 and 403 (anything else
             // becomes a 500): to nginx, a 429 is a 403 that keeps its code
@@ -267,7 +269,7 @@ async fn decide_forward_auth(
         let verifier_key = header_str(headers, VERIFIER_KEY_HEADER).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "verifier_key_required",
+                Code::VerifierKeyRequired,
                 "Forward-auth needs the gateway's key in X-Keyward-Verifier-Key (or use the forward-auth listener)",
             )
         })?;
@@ -279,7 +281,7 @@ async fn decide_forward_auth(
         None => (original_uri.as_str(), None),
     };
     let Some(token) = presented_key(headers, query, &state.forward_auth) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "authentication_required", "API key required"));
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, Code::AuthenticationRequired, "API key required"));
     };
     let origin = header_str(headers, "origin").or_else(|| header_str(headers, header::REFERER.as_str()));
     let client = client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies);
@@ -386,9 +388,9 @@ mod tests {
             original_request(&Method::DELETE, &envoy, &HeaderMap::new()).unwrap(),
             ("DELETE".into(), "/api/x?y=1".into())
         );
-        assert_eq!(original_request(&Method::GET, &uri, &HeaderMap::new()).unwrap_err().code, "missing_original_uri");
+        assert_eq!(original_request(&Method::GET, &uri, &HeaderMap::new()).unwrap_err().code, Code::MissingOriginalUri);
         let mut bad = HeaderMap::new();
         bad.insert("x-forwarded-uri", HeaderValue::from_static("http://evil/x"));
-        assert_eq!(original_request(&Method::GET, &uri, &bad).unwrap_err().code, "invalid_original_uri");
+        assert_eq!(original_request(&Method::GET, &uri, &bad).unwrap_err().code, Code::InvalidOriginalUri);
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! [`KeyService`]: crate::keys::KeyService
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,13 +27,13 @@ use crate::principal::Principal;
 const TYPE_MESSAGE: &str = "type must be: secret, publishable or client";
 
 fn parse_type(t: Option<&str>) -> Result<Option<KeyType>, ApiError> {
-    t.map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE))).transpose()
+    t.map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request(Code::InvalidType, TYPE_MESSAGE))).transpose()
 }
 
 fn parse_environment(e: Option<&str>) -> Result<Option<Environment>, ApiError> {
     e.map(|e| {
         Environment::parse(e)
-            .ok_or_else(|| ApiError::bad_request("invalid_environment", "environment must be: live or test"))
+            .ok_or_else(|| ApiError::bad_request(Code::InvalidEnvironment, "environment must be: live or test"))
     })
     .transpose()
 }
@@ -204,14 +206,14 @@ pub async fn list_keys(
             .as_deref()
             .map(|s| {
                 KeyState::parse(s).ok_or_else(|| {
-                    ApiError::bad_request("invalid_state", "state must be: active, inactive, locked or revoked")
+                    ApiError::bad_request(Code::InvalidState, "state must be: active, inactive, locked or revoked")
                 })
             })
             .transpose()?,
         key_type: q
             .key_type
             .as_deref()
-            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request("invalid_type", TYPE_MESSAGE)))
+            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request(Code::InvalidType, TYPE_MESSAGE)))
             .transpose()?,
         name_contains: q.name.map(|n| keyward_core::key::normalize_name(&n)).filter(|n| !n.is_empty()),
     };
@@ -228,14 +230,14 @@ pub async fn list_keys(
 pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<Page, ApiError> {
     let limit = limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", "limit must be between 1 and 200"));
+        return Err(ApiError::bad_request(Code::InvalidLimit, "limit must be between 1 and 200"));
     }
     let after = cursor
         .map(|c| {
             c.parse::<i64>()
                 .ok()
                 .filter(|v| *v > 0)
-                .ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not valid"))
+                .ok_or_else(|| ApiError::bad_request(Code::InvalidCursor, "cursor is not valid"))
         })
         .transpose()?;
     Ok(Page { after, limit })
@@ -329,7 +331,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .trim_matches('"')
         .parse::<i64>()
         .map(Some)
-        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag returned by this API"))
+        .map_err(|_| ApiError::bad_request(Code::InvalidIfMatch, "If-Match must be an ETag returned by this API"))
 }
 
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKeyRequest,

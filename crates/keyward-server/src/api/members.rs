@@ -1,6 +1,8 @@
 //! `/v1/auth` (sign-in, re-authentication, sign-out), `/v1/members` and
 //! `/v1/invitations/accept`.
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -213,7 +215,7 @@ pub struct SessionMember {
     ))]
 pub async fn get_session(State(state): State<AppState>, principal: Principal) -> ApiResult<axum::Json<SessionView>> {
     let m = principal.member().ok_or_else(|| {
-        keyward_core::Error::forbidden("member_session_required", "Only a signed-in member has a session")
+        keyward_core::Error::forbidden(Code::MemberSessionRequired, "Only a signed-in member has a session")
     })?;
     let ws = state.workspaces.name_of(&m.workspace_id).await?;
     Ok(axum::Json(SessionView {

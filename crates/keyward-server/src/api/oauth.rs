@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::oauth::RefreshToken;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -105,13 +106,16 @@ impl IntoResponse for OAuthFailure {
     fn into_response(self) -> Response {
         let e = self.0;
         let status = match e.error {
-            "invalid_client" => StatusCode::UNAUTHORIZED,
-            "temporarily_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::InvalidClient => StatusCode::UNAUTHORIZED,
+            Code::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
-        let body =
-            OAuthErrorBody { error: e.error.to_owned(), error_description: e.description, code: e.error.to_owned() };
+        let body = OAuthErrorBody {
+            error: e.error.as_str().to_owned(),
+            error_description: e.description,
+            code: e.error.as_str().to_owned(),
+        };
         let mut response = (status, no_store(), axum::Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response
@@ -232,14 +236,14 @@ async fn throttled<T>(
     let throttle = state.verifier.throttle();
     if ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)).is_some() {
         return Err(OAuthError::new(
-            "invalid_client",
+            Code::InvalidClient,
             "Too many failed authentications from this address; retry later",
         )
         .into());
     }
     let result = work.await;
     if let (Err(e), Some(ip)) = (&result, ip)
-        && e.error == "invalid_client"
+        && e.error == Code::InvalidClient
     {
         throttle.failed(Seen::Api, ip);
     }

@@ -1,5 +1,7 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics.
 
+use keyward_core::Code;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +32,7 @@ pub async fn healthz() -> axum::Json<Status> {
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Readiness>, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness check failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Storage is not reachable")
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Code::NotReady, "Storage is not reachable")
     })?;
     let limiter = state.verifier.limiter();
     let redis = limiter.redis_reachable().await.map(|ok| if ok { "reachable" } else { "unreachable" });

@@ -3,6 +3,8 @@
 //! arrives and the answer written as it is made, so memory stays bounded
 //! whatever the size).
 
+use keyward_core::Code;
+
 use std::io::{BufReader, Read, Write};
 use std::pin::Pin;
 
@@ -333,7 +335,7 @@ pub async fn decrypt(
     match ready.await {
         Ok(Ok(())) => Ok(([(header::CONTENT_TYPE, "application/octet-stream")], answer).into_response()),
         Ok(Err(e)) => Err(e.into()),
-        Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Decryption failed")),
+        Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::InternalError, "Decryption failed")),
     }
 }
 

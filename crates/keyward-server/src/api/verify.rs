@@ -1,6 +1,8 @@
 //! `POST /v1/keys/verify`: the verification API for services that ask
 //! keyward whether a presented key is good for a request.
 
+use keyward_core::Code;
+
 use crate::throttle::Seen;
 use std::net::IpAddr;
 
@@ -204,19 +206,19 @@ pub async fn verify_key(
         && !is_valid_resource_id(r)
     {
         return Err(ApiError::bad_request(
-            "invalid_resource",
+            Code::InvalidResource,
             "resource must be 1 to 128 letters, digits, '_', '-', '.' or ':'",
         ));
     }
     if let Some(m) = &body.method
         && !is_method(m)
     {
-        return Err(ApiError::bad_request("invalid_method", "method must be an HTTP method such as GET"));
+        return Err(ApiError::bad_request(Code::InvalidMethod, "method must be an HTTP method such as GET"));
     }
     if let Some(p) = &body.path
         && !(p.starts_with('/') && p.len() <= 2048)
     {
-        return Err(ApiError::bad_request("invalid_path", "path must start with / (at most 2048 characters)"));
+        return Err(ApiError::bad_request(Code::InvalidPath, "path must start with / (at most 2048 characters)"));
     }
     let ip = body
         .ip
@@ -224,7 +226,7 @@ pub async fn verify_key(
         .map(|ip| {
             ip.trim()
                 .parse::<IpAddr>()
-                .map_err(|_| ApiError::bad_request("invalid_ip", "ip must be an IPv4 or IPv6 address"))
+                .map_err(|_| ApiError::bad_request(Code::InvalidIp, "ip must be an IPv4 or IPv6 address"))
         })
         .transpose()?;
     // The end client's address, when given, is limited in failures too.
@@ -247,7 +249,7 @@ pub async fn verify_key(
         && keyward_core::scope::Permission::parse_required(&format!("{t}:view")).is_none()
     {
         return Err(ApiError::bad_request(
-            "invalid_object_type",
+            Code::InvalidObjectType,
             "objectType must be 1 to 64 lowercase letters, digits, '_', '-' or '.' (a catalogue section)",
         ));
     }

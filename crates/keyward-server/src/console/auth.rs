@@ -1,5 +1,7 @@
 //! Signing in and out, switching workspace, and joining by invitation.
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -31,7 +33,8 @@ pub async fn sign_in_page(Query(q): Query<NextQuery>) -> Response {
     render(&SignInPage { shell: None, email: String::new(), next, errors: Errors::default() })
 }
 
-const SIGN_IN_FIELDS: &[(&str, &[&str])] = &[("email", &["invalid_email"]), ("password", &["invalid_credentials"])];
+const SIGN_IN_FIELDS: &[(&str, &[Code])] =
+    &[("email", &[Code::InvalidEmail]), ("password", &[Code::InvalidCredentials])];
 
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -114,8 +117,8 @@ pub async fn join(
             render(&JoinPage { shell: None, token: String::new(), errors: Errors::default(), joined })
         }
         Err(e) => {
-            let fields: &[(&str, &[&str])] =
-                &[("password", &["weak_password", "invalid_password", "invalid_credentials"])];
+            let fields: &[(&str, &[Code])] =
+                &[("password", &[Code::WeakPassword, Code::InvalidPassword, Code::InvalidCredentials])];
             let error = FormError::from_error(&e, fields);
             render_status(error.status, &JoinPage { shell: None, token, errors: Errors(Some(error)), joined: None })
         }

@@ -2,6 +2,8 @@
 //! menu), the Create New Key panel, a key's detail and edit pages, and the
 //! confirmations of destructive actions.
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -416,21 +418,30 @@ async fn new_panel(state: AppState, who: Principal, filters: Filters) -> Respons
 }
 
 /// Where each API error of a key form is shown.
-const KEY_FIELDS: &[(&str, &[&str])] = &[
-    ("name", &["invalid_name", "duplicate_name", "name_required"]),
-    ("description", &["invalid_description"]),
-    ("type", &["invalid_type"]),
-    ("expires", &["invalid_expiry", "expiry_required"]),
-    ("permission", &["invalid_scope", "too_many_scopes", "invalid_permission", "invalid_permissions", "cannot_grant"]),
-    ("role", &["invalid_roles", "role_not_found"]),
-    ("resources", &["invalid_resource", "invalid_resources", "too_many_resources"]),
-    ("allowed_origins", &["too_many_origins", "origins_required", "invalid_origin"]),
-    ("allowed_ips", &["too_many_ip_ranges", "invalid_ip", "invalid_ip_range"]),
-    ("metadata", &["invalid_metadata", "metadata_too_large"]),
-    ("credits", &["invalid_credits"]),
-    ("rate_limit", &["invalid_ratelimits"]),
-    ("external_id", &["invalid_external_id", "identity_not_found"]),
-    ("recoverable", &["master_key_required", "recoverable_not_allowed"]),
+const KEY_FIELDS: &[(&str, &[Code])] = &[
+    ("name", &[Code::InvalidName, Code::DuplicateName, Code::NameRequired]),
+    ("description", &[Code::InvalidDescription]),
+    ("type", &[Code::InvalidType]),
+    ("expires", &[Code::InvalidExpiry, Code::ExpiryRequired]),
+    (
+        "permission",
+        &[
+            Code::InvalidScope,
+            Code::TooManyScopes,
+            Code::InvalidPermission,
+            Code::InvalidPermissions,
+            Code::CannotGrant,
+        ],
+    ),
+    ("role", &[Code::InvalidRoles, Code::RoleNotFound]),
+    ("resources", &[Code::InvalidResource, Code::InvalidResources, Code::TooManyResources]),
+    ("allowed_origins", &[Code::TooManyOrigins, Code::OriginsRequired, Code::InvalidOrigin]),
+    ("allowed_ips", &[Code::TooManyIpRanges, Code::InvalidIp, Code::InvalidIpRange]),
+    ("metadata", &[Code::InvalidMetadata, Code::MetadataTooLarge]),
+    ("credits", &[Code::InvalidCredits]),
+    ("rate_limit", &[Code::InvalidRatelimits]),
+    ("external_id", &[Code::InvalidExternalId, Code::IdentityNotFound]),
+    ("recoverable", &[Code::MasterKeyRequired, Code::RecoverableNotAllowed]),
 ];
 
 fn whole(v: &FormData, field: &'static str, label: &str) -> Result<Option<i64>, FormError> {
@@ -681,7 +692,7 @@ async fn edit_view(
 ) -> Result<EditPage, Error> {
     let key = state.keys.get(who, id).await?;
     if key.legacy {
-        return Err(Error::conflict("legacy_key", "Legacy keys cannot be edited"));
+        return Err(Error::conflict(Code::LegacyKey, "Legacy keys cannot be edited"));
     }
     who.require(crate::keys::MANAGE)?;
     let v = values.unwrap_or_else(|| values_of(&key));
@@ -707,7 +718,7 @@ pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): 
                     ErrorKind::PreconditionFailed => FormError {
                         status: StatusCode::CONFLICT,
                         ..FormError::of(
-                            "key_changed",
+                            Code::KeyChanged,
                             "The key was changed since this page was opened: open Edit again to see the change",
                             &[],
                         )
@@ -931,7 +942,7 @@ pub async fn act(
                 None => Ok(0),
                 Some(Ok(g)) => Ok(g),
                 Some(Err(_)) => {
-                    Err(Error::invalid("invalid_grace_period", "Grace period must be a whole number of seconds"))
+                    Err(Error::invalid(Code::InvalidGracePeriod, "Grace period must be a whole number of seconds"))
                 }
             };
             match grace {
@@ -1002,7 +1013,7 @@ pub async fn show(
                 let page = list_page(&state, &who, filters, Some((id, secret.expose().to_owned())), None, None).await;
                 return respond(&state, &who, page).await;
             }
-            Err(e) if e.code == "reauthentication_required" => {}
+            Err(e) if e.code == Code::ReauthenticationRequired => {}
             Err(e) => return error_page(&state, &who, &e).await,
         }
     }

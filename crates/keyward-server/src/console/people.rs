@@ -1,6 +1,8 @@
 //! The Members page (invite with a one-time link, change roles, remove)
 //! and the Roles pages (create and edit with the permission panel).
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -37,10 +39,10 @@ struct MembersPage {
     notice: Option<&'static str>,
 }
 
-const MEMBER_FIELDS: &[(&str, &[&str])] = &[
-    ("email", &["invalid_email", "duplicate_email", "already_member"]),
-    ("name", &["invalid_name", "name_required", "name_is_personal"]),
-    ("role", &["invalid_roles", "role_not_found", "owner_required", "cannot_grant", "last_owner"]),
+const MEMBER_FIELDS: &[(&str, &[Code])] = &[
+    ("email", &[Code::InvalidEmail, Code::DuplicateEmail, Code::AlreadyMember]),
+    ("name", &[Code::InvalidName, Code::NameRequired, Code::NameIsPersonal]),
+    ("role", &[Code::InvalidRoles, Code::RoleNotFound, Code::OwnerRequired, Code::CannotGrant, Code::LastOwner]),
 ];
 
 async fn members_page(
@@ -196,11 +198,11 @@ struct RolesPage {
     notice: Option<&'static str>,
 }
 
-const ROLE_FIELDS: &[(&str, &[&str])] = &[
-    ("name", &["invalid_name", "duplicate_role", "builtin_role", "role_in_use", "name_required"]),
-    ("description", &["invalid_description"]),
-    ("permission", &["invalid_permissions", "unknown_permission", "invalid_permission", "cannot_grant"]),
-    ("tags", &["invalid_tags", "tagged_account_permission"]),
+const ROLE_FIELDS: &[(&str, &[Code])] = &[
+    ("name", &[Code::InvalidName, Code::DuplicateRole, Code::BuiltinRole, Code::RoleInUse, Code::NameRequired]),
+    ("description", &[Code::InvalidDescription]),
+    ("permission", &[Code::InvalidPermissions, Code::UnknownPermission, Code::InvalidPermission, Code::CannotGrant]),
+    ("tags", &[Code::InvalidTags, Code::TaggedAccountPermission]),
 ];
 
 async fn roles_page(

@@ -3,6 +3,8 @@
 //! upload panel (contents pasted or a file chosen; the passphrase field
 //! shows while `Private key` is on); delete with a confirmation.
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -43,13 +45,13 @@ struct PgpPage {
 }
 
 /// Where each API error of the upload form is shown.
-const FIELDS: &[(&str, &[&str])] = &[
-    ("name", &["invalid_name", "duplicate_name"]),
-    ("description", &["invalid_description"]),
-    ("type", &["invalid_type"]),
-    ("contents", &["invalid_contents", "several_keys", "no_encryption_key"]),
-    ("private", &["private_mismatch"]),
-    ("passphrase", &["passphrase_required", "invalid_passphrase"]),
+const FIELDS: &[(&str, &[Code])] = &[
+    ("name", &[Code::InvalidName, Code::DuplicateName]),
+    ("description", &[Code::InvalidDescription]),
+    ("type", &[Code::InvalidType]),
+    ("contents", &[Code::InvalidContents, Code::SeveralKeys, Code::NoEncryptionKey]),
+    ("private", &[Code::PrivateMismatch]),
+    ("passphrase", &[Code::PassphraseRequired, Code::InvalidPassphrase]),
 ];
 
 async fn pgp_page(

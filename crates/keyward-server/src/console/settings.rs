@@ -1,6 +1,8 @@
 //! The Settings page: key limit, default and maximum lifetime, expiry
 //! policy, lockout, recoverable keys, route scopes and the key prefix.
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
@@ -63,14 +65,14 @@ pub async fn page(State(state): State<AppState>, Member(who): Member, Params(p):
     respond(&state, &who, settings_page(&state, &who, None, None, notice).await).await
 }
 
-const SETTINGS_FIELDS: &[(&str, &[&str])] = &[
-    ("name", &["invalid_name", "name_required"]),
-    ("max_keys", &["invalid_max_keys"]),
-    ("default_lifetime", &["invalid_policy"]),
-    ("lockout_threshold", &["invalid_lockout"]),
-    ("allow_recoverable", &["master_key_required"]),
-    ("token_prefix", &["invalid_prefix", "prefix_required"]),
-    ("routes", &["invalid_route"]),
+const SETTINGS_FIELDS: &[(&str, &[Code])] = &[
+    ("name", &[Code::InvalidName, Code::NameRequired]),
+    ("max_keys", &[Code::InvalidMaxKeys]),
+    ("default_lifetime", &[Code::InvalidPolicy]),
+    ("lockout_threshold", &[Code::InvalidLockout]),
+    ("allow_recoverable", &[Code::MasterKeyRequired]),
+    ("token_prefix", &[Code::InvalidPrefix, Code::PrefixRequired]),
+    ("routes", &[Code::InvalidRoute]),
 ];
 
 /// A number field; blank clears the setting.

@@ -1,6 +1,8 @@
 //! The Tokens page: members' refresh tokens for the REST API (create,
 //! shown once; list masked; revoke with a confirmation).
 
+use keyward_core::Code;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,7 +37,7 @@ struct TokensPage {
     notice: Option<&'static str>,
 }
 
-const TOKEN_FIELDS: &[(&str, &[&str])] = &[("name", &["invalid_name"]), ("expires_in_days", &["invalid_expiry"])];
+const TOKEN_FIELDS: &[(&str, &[Code])] = &[("name", &[Code::InvalidName]), ("expires_in_days", &[Code::InvalidExpiry])];
 
 async fn tokens_page(
     state: &AppState,

@@ -1,6 +1,8 @@
 //! What every page shows around its content (the member, the workspace,
 //! the navigation they may use), and how values read on a page.
 
+use keyward_core::Code;
+
 use chrono::{DateTime, Utc};
 use keyward_core::Error;
 
@@ -58,7 +60,7 @@ impl Can {
 
 impl Shell {
     pub async fn load(state: &AppState, who: &Principal, section: &'static str) -> Result<Shell, Error> {
-        let m = who.member().ok_or_else(|| Error::forbidden("member_required", "Sign in to use the console"))?;
+        let m = who.member().ok_or_else(|| Error::forbidden(Code::MemberRequired, "Sign in to use the console"))?;
         let workspaces = state.members.workspaces(who).await?;
         let workspace_name = workspaces
             .iter()
@@ -104,13 +106,13 @@ pub struct FormError {
 
 impl FormError {
     /// Places an error of the API beside the field it names, by its code.
-    pub fn of(code: &str, message: &str, fields: &[(&'static str, &[&str])]) -> Self {
+    pub fn of(code: Code, message: &str, fields: &[(&'static str, &[Code])]) -> Self {
         let field = fields.iter().find(|(_, codes)| codes.contains(&code)).map_or("", |(f, _)| f);
         FormError { field, message: message.to_owned(), status: axum::http::StatusCode::BAD_REQUEST }
     }
 
     /// A service's refusal, beside its field, with the API's status.
-    pub fn from_error(e: &Error, fields: &[(&'static str, &[&str])]) -> Self {
+    pub fn from_error(e: &Error, fields: &[(&'static str, &[Code])]) -> Self {
         let status = super::status_of(e);
         FormError { status, ..Self::of(e.code, &e.message, fields) }
     }

@@ -13,6 +13,8 @@
 //! - Introspection (RFC 7662), revocation (RFC 7009), and members' refresh
 //!   tokens for the REST API (`/v1/tokens`).
 
+use keyward_core::Code;
+
 pub mod check;
 pub mod signing;
 
@@ -119,41 +121,41 @@ impl AccessClaims {
 /// An RFC 6749 §5.2 error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OAuthError {
-    pub error: &'static str,
+    pub error: Code,
     pub description: String,
 }
 
 impl OAuthError {
-    pub fn new(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(error: Code, description: impl Into<String>) -> Self {
         OAuthError { error, description: description.into() }
     }
     pub fn invalid_request(description: impl Into<String>) -> Self {
-        Self::new("invalid_request", description)
+        Self::new(Code::InvalidRequest, description)
     }
     pub fn invalid_client() -> Self {
-        Self::new("invalid_client", "Client authentication failed")
+        Self::new(Code::InvalidClient, "Client authentication failed")
     }
     pub fn invalid_grant(description: impl Into<String>) -> Self {
-        Self::new("invalid_grant", description)
+        Self::new(Code::InvalidGrant, description)
     }
     pub fn invalid_scope(description: impl Into<String>) -> Self {
-        Self::new("invalid_scope", description)
+        Self::new(Code::InvalidScope, description)
     }
     pub fn unsupported_grant_type() -> Self {
         Self::new(
-            "unsupported_grant_type",
+            Code::UnsupportedGrantType,
             "grant_type must be client_credentials, refresh_token or urn:ietf:params:oauth:grant-type:token-exchange",
         )
     }
     fn server(e: Error) -> Self {
         match e.kind {
-            _ if e.code == "storage_unavailable" || e.code == "master_key_required" => {
-                Self::new("temporarily_unavailable", e.message)
+            _ if e.code == Code::StorageUnavailable || e.code == Code::MasterKeyRequired => {
+                Self::new(Code::TemporarilyUnavailable, e.message)
             }
-            ErrorKind::Invalid | ErrorKind::Conflict => Self::new("invalid_request", e.message),
+            ErrorKind::Invalid | ErrorKind::Conflict => Self::new(Code::InvalidRequest, e.message),
             _ => {
-                tracing::warn!(code = e.code, error = %e.message, "token request failed");
-                Self::new("server_error", "The server could not answer; try again")
+                tracing::warn!(code = e.code.as_str(), error = %e.message, "token request failed");
+                Self::new(Code::ServerError, "The server could not answer; try again")
             }
         }
     }
@@ -890,15 +892,15 @@ impl OAuthService {
     ) -> Result<NewMemberToken, Error> {
         who.require(TOKENS_MANAGE)?;
         let member = who.member().ok_or_else(|| {
-            Error::forbidden("member_required", "Only a signed-in member can create a token for the REST API")
+            Error::forbidden(Code::MemberRequired, "Only a signed-in member can create a token for the REST API")
         })?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > rules::MAX_TOKEN_NAME_CHARS || name.chars().any(char::is_control) {
-            return Err(Error::invalid("invalid_name", "name must be 1–100 characters, without control characters"));
+            return Err(Error::invalid(Code::InvalidName, "name must be 1–100 characters, without control characters"));
         }
         let days = expires_in_days.map(i64::from);
         if days.is_some_and(|d| !(1..=3650).contains(&d)) {
-            return Err(Error::invalid("invalid_expiry", "expiresInDays must be between 1 and 3650"));
+            return Err(Error::invalid(Code::InvalidExpiry, "expiresInDays must be between 1 and 3650"));
         }
         let ws = self.verifier.workspace(who.workspace_id()).await?;
         let now = self.clock.now();
@@ -938,7 +940,7 @@ impl OAuthService {
 
     pub async fn revoke_member_token(&self, who: &Principal, id: &str) -> Result<RefreshToken, Error> {
         who.require(TOKENS_MANAGE)?;
-        let not_found = || Error::new(ErrorKind::NotFound, "token_not_found", "Token not found");
+        let not_found = || Error::new(ErrorKind::NotFound, Code::TokenNotFound, "Token not found");
         let stored = self.store.get_refresh_token(who.workspace_id(), id).await.map_err(store_error)?;
         let stored = stored.filter(|t| t.member_id.is_some() && t.revoked_at.is_none()).ok_or_else(not_found)?;
         let now = self.clock.now();

@@ -4,6 +4,8 @@
 //! retired key stays in the JWKS (and verifies) until every token it signed
 //! has expired.
 
+use keyward_core::Code;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -69,7 +71,7 @@ fn context(kid: &str) -> Vec<u8> {
 fn unavailable() -> Error {
     Error::new(
         ErrorKind::Conflict,
-        "master_key_required",
+        Code::MasterKeyRequired,
         "Issuing tokens needs a master key to keep signing keys (start keyward with --master-key-file)",
     )
 }
