@@ -10,14 +10,13 @@
 //! head hash signed with Ed25519) kept elsewhere also catches entries
 //! removed from the end.
 
-use crate::Code;
-
 use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::Code;
 use crate::Error;
 use crate::hash::{hex, parse_hex, parse_hex32};
 

@@ -26,11 +26,10 @@
 //!   holders do), so none are asked of them; a member holds roles given to
 //!   them without any, so a restricted key cannot give a member roles.
 
-use crate::Code;
-
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
+use crate::Code;
 use crate::Error;
 use crate::key::{ApiKey, KeyType};
 use crate::member::{Role, builtin_role, permission_scopes};

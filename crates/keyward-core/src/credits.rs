@@ -5,10 +5,9 @@
 //! Spending happens in the store, atomically (exact across nodes); this
 //! module holds the rules and the schedule.
 
-use crate::Code;
-
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 
+use crate::Code;
 use crate::Error;
 
 /// The most credits a key may hold.

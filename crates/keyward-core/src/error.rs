@@ -2,7 +2,6 @@
 //! stable machine `code` and a human message that never contains a secret.
 
 use crate::Code;
-
 use std::fmt;
 
 /// What sort of failure this is; decides the HTTP status at the edge.

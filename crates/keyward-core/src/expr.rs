@@ -4,7 +4,6 @@
 //! tighter than `OR`; the keywords are case-insensitive.
 
 use crate::Code;
-
 use crate::Error;
 use crate::scope::{Grants, Permission};
 

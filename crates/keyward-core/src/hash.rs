@@ -6,12 +6,11 @@
 //! The scheme travels with every stored hash so it can change without
 //! breaking existing keys.
 
-use crate::Code;
-
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::Code;
 use crate::token::ParsedToken;
 
 type HmacSha256 = Hmac<Sha256>;

@@ -1,11 +1,10 @@
 //! Identities: one customer of the workspace (named by the caller's own
 //! `externalId`), whose keys share its rate limits.
 
-use crate::Code;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::Code;
 use crate::Error;
 use crate::key::{KeyIdentity, is_invisible_format, validate_metadata};
 use crate::ratelimit::{self, RateLimit};

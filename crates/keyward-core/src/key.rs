@@ -1,7 +1,5 @@
 //! The key record and every rule about what may be set on it.
 
-use crate::Code;
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -9,6 +7,7 @@ use serde_json::Value;
 
 use ipnet::IpNet;
 
+use crate::Code;
 use crate::Error;
 use crate::hash::SecretHash;
 use crate::origin::{OriginPattern, parse_ip_range};
@@ -47,6 +46,11 @@ impl KeyType {
             KeyType::Client => "client",
         }
     }
+    /// A key type a client named, or why it is none.
+    pub fn parse_required(s: &str) -> Result<Self, Error> {
+        Self::parse(s).ok_or_else(|| Error::invalid(Code::InvalidType, "type must be: secret, publishable or client"))
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "secret" => Some(KeyType::Secret),

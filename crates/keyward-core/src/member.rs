@@ -6,10 +6,9 @@
 //! module holds the rules: what an email, a name, a password and a role
 //! list may be, and what each built-in role grants.
 
-use crate::Code;
-
 use chrono::{DateTime, Duration, Utc};
 
+use crate::Code;
 use crate::Error;
 use crate::scope::{Permission, Scope};
 

@@ -1,11 +1,10 @@
 //! Browser origins and network ranges a key may be limited to.
 
-use crate::Code;
-
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::Code;
 use crate::Error;
 
 /// An allowed origin: exact (`https://app.example.com[:port]`) or a

@@ -4,8 +4,6 @@
 //! one stream to another (the caller brings the reader and the writer; no
 //! IO of its own). Built on rPGP (`pgp`).
 
-use crate::Code;
-
 use std::io::{BufRead, Cursor, Read, Write};
 
 use chrono::{DateTime, Utc};
@@ -14,6 +12,7 @@ use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::Signature;
 use pgp::types::{KeyDetails, Password, PublicParams};
 
+use crate::Code;
 use crate::error::Error;
 
 pub use pgp::composed::{SignedPublicKey, SignedSecretKey};

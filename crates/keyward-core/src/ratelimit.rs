@@ -13,10 +13,9 @@
 //! The same arithmetic runs in memory (one node) and in Redis' script
 //! (every node alike); this module is the reference for both.
 
-use crate::Code;
-
 use std::collections::VecDeque;
 
+use crate::Code;
 use crate::Error;
 
 /// Named limits per key or identity.

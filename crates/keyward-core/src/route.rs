@@ -8,7 +8,6 @@
 //! `/public/../admin` cannot pass as `/public/…`.
 
 use crate::Code;
-
 use crate::Error;
 use crate::scope::Permission;
 

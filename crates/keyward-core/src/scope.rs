@@ -17,7 +17,6 @@
 //! explicit permission naming them.
 
 use crate::Code;
-
 use std::fmt;
 
 /// The message of the `/api/api-keys` contract, which offers only the tiers.

@@ -10,13 +10,12 @@
 //! The keyring holds the current master key first, then older ones still
 //! needed to read data not yet re-wrapped.
 
-use crate::Code;
-
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::Code;
 use crate::Error;
 use crate::hash::hex;
 use crate::ids::random_bytes;

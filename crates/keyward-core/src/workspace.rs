@@ -1,9 +1,8 @@
 //! The tenant: a workspace and its key policy.
 
-use crate::Code;
-
 use chrono::{DateTime, Utc};
 
+use crate::Code;
 use crate::key::KeyType;
 use crate::route::RouteScope;
 use crate::scope::Permission;

@@ -3,7 +3,6 @@
 //! (body limit, request log, panic guard, JSON 404/405).
 
 use keyward_core::Code;
-
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Instant;

@@ -2,11 +2,10 @@
 //! with its action ([`AuditLog::write`]), failures recorded on their own,
 //! reading with filters, signed checkpoints and the chain check.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use keyward_core::Code;
 use keyward_core::Error;
 use keyward_core::audit::{
     ACTIONS, Actor, AuditKey, Break, ChainCheck, Checkpoint, CheckpointSigner, Entry, Event, Outcome, TARGET_TYPES,

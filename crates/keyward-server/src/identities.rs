@@ -1,10 +1,9 @@
 //! Identities: customers whose keys share rate limits. Managed with the
 //! keys' permissions (`keys:read`, `keys:manage`).
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
+use keyward_core::Code;
 use keyward_core::identity::{Identity, validate_external_id};
 use keyward_core::key::KeyIdentity;
 use keyward_core::ratelimit::RateLimit;

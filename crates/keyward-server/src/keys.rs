@@ -3,11 +3,10 @@
 //! the CLI). Each mutation is read → change in the domain → conditional
 //! write → cache update, so a concurrent change is detected, never lost.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
 use chrono::{Duration, DurationRound, Utc};
+use keyward_core::Code;
 use keyward_core::audit::{Outcome, Target};
 use keyward_core::authority::Authority;
 use keyward_core::credits::CreditOp;

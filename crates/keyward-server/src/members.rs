@@ -6,13 +6,12 @@
 //! costs what a wrong password costs; failures are throttled per account
 //! and per client address.
 
-use keyward_core::Code;
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
+use keyward_core::Code;
 use keyward_core::authority::Authority;
 use keyward_core::hash::SecretHasher;
 use keyward_core::member::{

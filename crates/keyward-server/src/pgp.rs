@@ -4,10 +4,9 @@
 //! never leave this service but to decrypt. Every upload, edit, delete and
 //! use is audited.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
+use keyward_core::Code;
 use keyward_core::audit::Target;
 use keyward_core::pgp::{self, PgpKey};
 use keyward_core::sealed::Keyring;

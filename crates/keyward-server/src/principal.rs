@@ -2,10 +2,9 @@
 //! cookie or bearer JWT), or the operator. Handlers only ask "which
 //! workspace?" and "may it do X?"; services answer the second.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
+use keyward_core::Code;
 use keyward_core::audit::{Actor, ActorKind};
 use keyward_core::authority::{Authority, Refusal};
 use keyward_core::member::Role;

@@ -2,10 +2,9 @@
 //! and keys. A role's permissions name account permissions or the
 //! workspace's permission catalogue; its tags limit it to tagged objects.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
+use keyward_core::Code;
 use keyward_core::authority::Authority;
 use keyward_core::member::{
     ACCOUNT_PERMISSIONS, BUILTIN_ROLES, MAX_ROLE_DESCRIPTION, Role, builtin_role, is_role_name, validate_tags,

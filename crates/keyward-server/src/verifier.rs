@@ -12,14 +12,13 @@
 //!    back: a refused request spends nothing.
 //! 5. Count the use in the key's in-memory cell ([`crate::usage`]).
 
-use keyward_core::Code;
-
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::Error;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
 use keyward_core::identity::Identity;

@@ -1,10 +1,9 @@
 //! Workspaces: creation with a first admin key (bootstrap), and the
 //! workspace's key policy.
 
-use keyward_core::Code;
-
 use std::sync::Arc;
 
+use keyward_core::Code;
 use keyward_core::key::{ApiKey, KeyDraft};
 use keyward_core::route::RouteScope;
 use keyward_core::token::Secret;

@@ -1,12 +1,11 @@
 //! `/v1/audit` (query, export, checkpoint public key), `/v1/insights/keys`
 //! and the seed-001 activity log `/api/activity-log`.
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::audit::Entry;
 use keyward_store::{AuditFilter, Page};
 use serde::{Deserialize, Serialize};

@@ -3,11 +3,10 @@
 //! but for the host. Field names, bodies and error messages are that
 //! contract's; DELETE revokes at once, as it documents.
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::key::{ApiKey, KeyDraft};
 use keyward_core::scope::{INVALID_SCOPE_MESSAGE, Scope, Tier};
 use keyward_store::KeyFilter;

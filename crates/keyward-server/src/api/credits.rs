@@ -1,11 +1,10 @@
 //! Credits in the API: the `credits` object of a key (create, edit, view)
 //! and `POST /v1/keys/{id}/credits`.
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyward_core::Code;
 use keyward_core::credits::{CreditOp, Credits, Refill, RefillInterval};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

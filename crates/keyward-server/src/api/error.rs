@@ -1,10 +1,9 @@
 //! The one error response: `{"error": "<message>", "code": "<code>"}` with
 //! the matching status. Internal failures get an opaque message.
 
-use keyward_core::Code;
-
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyward_core::Code;
 use keyward_core::{Error, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;

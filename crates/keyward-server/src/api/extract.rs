@@ -1,13 +1,12 @@
 //! Extractors whose rejections use our error shape, and which never echo a
 //! value from the request (it might be a secret) in an error message.
 
-use keyward_core::Code;
-
 use crate::throttle::Seen;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use keyward_core::Code;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;

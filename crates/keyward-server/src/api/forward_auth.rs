@@ -11,8 +11,6 @@
 //! workspace is the one verified against), or by calling the dedicated
 //! forward-auth listener, which trusts its callers.
 
-use keyward_core::Code;
-
 use crate::throttle::Seen;
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,6 +18,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
+use keyward_core::Code;
 use keyward_core::verify::{Request, VerifyCode};
 
 use super::error::ApiError;

@@ -3,12 +3,11 @@
 //!
 //! [`KeyService`]: crate::keys::KeyService
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, KeyState, KeyType};
 use keyward_core::scope::Flags;
 use keyward_core::token::{Environment, Secret};
@@ -24,10 +23,8 @@ use crate::app::AppState;
 use crate::keys::ImportDraft;
 use crate::principal::Principal;
 
-const TYPE_MESSAGE: &str = "type must be: secret, publishable or client";
-
 fn parse_type(t: Option<&str>) -> Result<Option<KeyType>, ApiError> {
-    t.map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request(Code::InvalidType, TYPE_MESSAGE))).transpose()
+    Ok(t.map(KeyType::parse_required).transpose()?)
 }
 
 fn parse_environment(e: Option<&str>) -> Result<Option<Environment>, ApiError> {
@@ -210,11 +207,7 @@ pub async fn list_keys(
                 })
             })
             .transpose()?,
-        key_type: q
-            .key_type
-            .as_deref()
-            .map(|t| KeyType::parse(t).ok_or_else(|| ApiError::bad_request(Code::InvalidType, TYPE_MESSAGE)))
-            .transpose()?,
+        key_type: parse_type(q.key_type.as_deref())?,
         name_contains: q.name.map(|n| keyward_core::key::normalize_name(&n)).filter(|n| !n.is_empty()),
     };
     let page = page(q.limit, q.cursor.as_deref())?;

@@ -1,12 +1,11 @@
 //! `/v1/auth` (sign-in, re-authentication, sign-out), `/v1/members` and
 //! `/v1/invitations/accept`.
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::member::{Member, Membership};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

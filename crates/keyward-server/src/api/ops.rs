@@ -1,10 +1,9 @@
 //! Operations endpoints: liveness, readiness and Prometheus metrics.
 
-use keyward_core::Code;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use keyward_core::Code;
 use serde::Serialize;
 use utoipa::ToSchema;
 

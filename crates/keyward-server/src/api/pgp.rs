@@ -3,8 +3,6 @@
 //! arrives and the answer written as it is made, so memory stays bounded
 //! whatever the size).
 
-use keyward_core::Code;
-
 use std::io::{BufReader, Read, Write};
 use std::pin::Pin;
 
@@ -14,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
+use keyward_core::Code;
 use keyward_core::pgp::PgpKey;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};

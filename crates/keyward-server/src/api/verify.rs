@@ -1,14 +1,13 @@
 //! `POST /v1/keys/verify`: the verification API for services that ask
 //! keyward whether a presented key is good for a request.
 
-use keyward_core::Code;
-
 use crate::throttle::Seen;
 use std::net::IpAddr;
 
 use axum::extract::State;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::expr::PermissionExpr;
 use keyward_core::key::is_valid_resource_id;
 use keyward_core::ratelimit::LimitRequest;

@@ -1,11 +1,10 @@
 //! Signing in and out, switching workspace, and joining by invitation.
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::Response;
+use keyward_core::Code;
 use serde::Deserialize;
 
 use super::form::FormData;

@@ -2,14 +2,16 @@
 //! menu), the Create New Key panel, a key's detail and edit pages, and the
 //! confirmations of destructive actions.
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use keyward_core::key::{ApiKey, KeyState, KeyType};
+use keyward_core::Code;
+use keyward_core::credits::Credits;
+use keyward_core::key::{ApiKey, KeyDraft, KeyPatch, KeyState, KeyType};
+use keyward_core::ratelimit::RateLimit;
+use keyward_core::scope::Flags;
 use keyward_core::{Error, ErrorKind};
 use keyward_store::{KeyFilter, Page};
 use serde_json::{Map, Value};
@@ -17,10 +19,7 @@ use serde_json::{Map, Value};
 use super::form::{FormData, Params, encode};
 use super::view::{Errors, FormError, Shell, inert, when, when_opt};
 use super::{Member, error_page, render_status, respond, see};
-use crate::api::credits::CreditsBody;
 use crate::api::extract::ClientIp;
-use crate::api::identities::RateLimitBody;
-use crate::api::keys::{CreateKeyRequest, UpdateKeyRequest};
 use crate::app::AppState;
 use crate::principal::Principal;
 
@@ -473,12 +472,12 @@ fn metadata(v: &FormData, mut base: Map<String, Value>) -> Option<Value> {
     (!base.is_empty()).then_some(Value::Object(base))
 }
 
-fn rate_limit(v: &FormData) -> Result<Option<Vec<RateLimitBody>>, FormError> {
+fn rate_limit(v: &FormData) -> Result<Option<Vec<RateLimit>>, FormError> {
     let limit = whole(v, "rate_limit", "Rate limit")?;
     let window = whole(v, "rate_window", "Rate limit window")?;
     Ok(match (limit, window) {
         (None, None) => None,
-        (Some(limit), window) => Some(vec![RateLimitBody {
+        (Some(limit), window) => Some(vec![RateLimit {
             name: "requests".into(),
             limit,
             duration_ms: window.unwrap_or(60).saturating_mul(1000),
@@ -488,27 +487,35 @@ fn rate_limit(v: &FormData) -> Result<Option<Vec<RateLimitBody>>, FormError> {
     })
 }
 
-fn create_request(v: &FormData, now: DateTime<Utc>) -> Result<CreateKeyRequest, FormError> {
-    Ok(CreateKeyRequest {
+/// The form's settings as the domain's draft of a key (checked by the
+/// service, as the API's are).
+fn create_draft(v: &FormData, now: DateTime<Utc>) -> Result<KeyDraft, FormError> {
+    let invalid = |e: Error| FormError::of(e.code, &e.message, KEY_FIELDS);
+    Ok(KeyDraft {
         name: v.text("name"),
         description: v.text("description"),
-        key_type: v.text("type"),
+        key_type: v.text("type").as_deref().map(KeyType::parse_required).transpose().map_err(invalid)?,
         environment: None,
-        scopes: Some(v.all("permission")),
-        read_only: Some(v.checked("read_only")),
-        administrator: Some(v.checked("administrator")),
-        account_administrator: Some(v.checked("account_administrator")),
-        resources: Some(v.lines("resources")),
-        allowed_origins: Some(v.lines("allowed_origins")),
-        allowed_ips: Some(v.lines("allowed_ips")),
+        scopes: v.all("permission"),
+        flags: Flags {
+            read_only: v.checked("read_only"),
+            administrator: v.checked("administrator"),
+            account_administrator: v.checked("account_administrator"),
+        },
+        resources: v.lines("resources"),
+        allowed_origins: v.lines("allowed_origins"),
+        allowed_ips: v.lines("allowed_ips"),
         expires_at: expiry(v, now)?,
-        expires_in: None,
+        expires_in_days: None,
         metadata: metadata(v, Map::new()),
-        credits: whole(v, "credits", "Credits")?.map(|remaining| CreditsBody { remaining, refill: None }),
-        ratelimits: rate_limit(v)?,
+        credits: whole(v, "credits", "Credits")?
+            .map(|remaining| Credits::validate(remaining, None))
+            .transpose()
+            .map_err(invalid)?,
+        ratelimits: rate_limit(v)?.unwrap_or_default(),
         external_id: v.text("external_id"),
-        roles: Some(v.all("role")),
-        recoverable: Some(v.checked("recoverable")),
+        roles: v.all("role"),
+        recoverable: v.checked("recoverable"),
     })
 }
 
@@ -547,12 +554,8 @@ async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, k
 }
 
 pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {
-    let request = create_request(&v, state.audit.now());
-    let result = match request {
-        Ok(r) => match r.into_draft() {
-            Ok(draft) => state.keys.create(&who, draft).await.map_err(|e| form_error_of(&e)),
-            Err(e) => Err(FormError::of(e.code, &e.message, KEY_FIELDS)),
-        },
+    let result = match create_draft(&v, state.audit.now()) {
+        Ok(draft) => state.keys.create(&who, draft).await.map_err(|e| form_error_of(&e)),
         Err(e) => Err(e),
     };
     match result {
@@ -624,7 +627,9 @@ fn values_of(k: &ApiKey) -> FormData {
     v
 }
 
-fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<UpdateKeyRequest, FormError> {
+/// The fields the form changed, as the domain's patch of a key.
+fn update_patch(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<KeyPatch, FormError> {
+    let invalid = |e: Error| FormError::of(e.code, &e.message, KEY_FIELDS);
     let before = values_of(k);
     let was = |f: &str| v.raw(&format!("was_{f}")).unwrap_or_else(|| before.val(f)).trim().to_owned();
     let changed = |f: &str| v.val(f).trim() != was(f);
@@ -644,18 +649,17 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
         (false, _) => None,
         (true, None) => Some(None),
         (true, Some(remaining)) => {
-            Some(Some(CreditsBody { remaining, refill: k.credits.as_ref().and_then(|c| CreditsBody::of(c).refill) }))
+            Some(Some(Credits::validate(remaining, k.credits.and_then(|c| c.refill)).map_err(invalid)?))
         }
     };
     let limits_changed = changed("rate_limit") || changed("rate_window");
     let mut ratelimits = None;
     if limits_changed {
-        let mut others: Vec<RateLimitBody> =
-            k.ratelimits.iter().filter(|l| l.name != "requests").map(RateLimitBody::of).collect();
+        let mut others: Vec<RateLimit> = k.ratelimits.iter().filter(|l| l.name != "requests").cloned().collect();
         others.extend(rate_limit(v)?.unwrap_or_default());
         ratelimits = Some(others);
     }
-    Ok(UpdateKeyRequest {
+    Ok(KeyPatch {
         name: v.text("name"),
         description: Some(v.text("description")),
         scopes: Some(v.all("permission")),
@@ -669,6 +673,7 @@ fn update_request(v: &FormData, k: &ApiKey, now: DateTime<Utc>) -> Result<Update
         expires_at: if changed("expires") { Some(expiry(v, now)?) } else { None },
         credits,
         ratelimits,
+        identity: None,
         external_id: changed("external_id").then(|| v.text("external_id")),
         roles: Some(v.all("role")),
     })
@@ -710,24 +715,21 @@ pub async fn edit(State(state): State<AppState>, Member(who): Member, Path(id): 
         Ok(k) => k,
         Err(e) => return error_page(&state, &who, &e).await,
     };
-    let result = match update_request(&v, &key, state.audit.now()) {
-        Ok(r) => match r.into_patch() {
-            Ok(patch) => {
-                let version = v.text("version").and_then(|x| x.parse().ok()).unwrap_or(key.version);
-                state.keys.update(&who, &id, patch, Some(version)).await.map_err(|e| match e.kind {
-                    ErrorKind::PreconditionFailed => FormError {
-                        status: StatusCode::CONFLICT,
-                        ..FormError::of(
-                            Code::KeyChanged,
-                            "The key was changed since this page was opened: open Edit again to see the change",
-                            &[],
-                        )
-                    },
-                    _ => form_error_of(&e),
-                })
-            }
-            Err(e) => Err(FormError::of(e.code, &e.message, KEY_FIELDS)),
-        },
+    let result = match update_patch(&v, &key, state.audit.now()) {
+        Ok(patch) => {
+            let version = v.text("version").and_then(|x| x.parse().ok()).unwrap_or(key.version);
+            state.keys.update(&who, &id, patch, Some(version)).await.map_err(|e| match e.kind {
+                ErrorKind::PreconditionFailed => FormError {
+                    status: StatusCode::CONFLICT,
+                    ..FormError::of(
+                        Code::KeyChanged,
+                        "The key was changed since this page was opened: open Edit again to see the change",
+                        &[],
+                    )
+                },
+                _ => form_error_of(&e),
+            })
+        }
         Err(e) => Err(e),
     };
     match result {

@@ -1,12 +1,11 @@
 //! The Members page (invite with a one-time link, change roles, remove)
 //! and the Roles pages (create and edit with the permission panel).
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyward_core::Code;
 use keyward_core::Error;
 
 use super::form::{FormData, Params};

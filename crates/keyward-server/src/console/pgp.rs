@@ -3,11 +3,10 @@
 //! upload panel (contents pasted or a file chosen; the passphrase field
 //! shows while `Private key` is on); delete with a confirmation.
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
+use keyward_core::Code;
 use keyward_core::Error;
 
 use super::form::{FormData, Params};

@@ -1,11 +1,10 @@
 //! The Settings page: key limit, default and maximum lifetime, expiry
 //! policy, lockout, recoverable keys, route scopes and the key prefix.
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
+use keyward_core::Code;
 use keyward_core::Error;
 use keyward_core::workspace::Workspace;
 

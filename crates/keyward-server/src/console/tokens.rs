@@ -1,12 +1,11 @@
 //! The Tokens page: members' refresh tokens for the REST API (create,
 //! shown once; list masked; revoke with a confirmation).
 
-use keyward_core::Code;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyward_core::Code;
 use keyward_core::Error;
 
 use super::form::{FormData, Params};

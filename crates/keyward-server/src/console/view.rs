@@ -1,9 +1,8 @@
 //! What every page shows around its content (the member, the workspace,
 //! the navigation they may use), and how values read on a page.
 
-use keyward_core::Code;
-
 use chrono::{DateTime, Utc};
+use keyward_core::Code;
 use keyward_core::Error;
 
 use crate::app::AppState;

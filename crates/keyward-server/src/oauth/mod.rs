@@ -13,14 +13,13 @@
 //! - Introspection (RFC 7662), revocation (RFC 7009), and members' refresh
 //!   tokens for the REST API (`/v1/tokens`).
 
-use keyward_core::Code;
-
 pub mod check;
 pub mod signing;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use keyward_core::Code;
 use keyward_core::audit::{Outcome, Target};
 use keyward_core::authority::Authority;
 use keyward_core::hash::SecretHasher;

@@ -4,8 +4,6 @@
 //! retired key stays in the JWKS (and verifies) until every token it signed
 //! has expired.
 
-use keyward_core::Code;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -13,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use chrono::Duration;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use keyward_core::Code;
 use keyward_core::oauth::{SigningAlgorithm, SigningKey, current_signing_key};
 use keyward_core::sealed::Keyring;
 use keyward_core::{Error, ErrorKind, ids};
