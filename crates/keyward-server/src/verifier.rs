@@ -33,7 +33,7 @@ use metrics::{Counter, Histogram};
 use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 use crate::clock::Clock;
 use crate::ratelimit::{Check, Limiter};
-use crate::throttle::IpThrottle;
+use crate::throttle::{IpThrottle, Seen};
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
@@ -464,6 +464,36 @@ impl Verifier {
         self.verify(token, request, Some(who.workspace_id())).await
     }
 
+    /// A verification answering for a client at `client` (when known):
+    /// refused while that address has failed too often in `seen`'s view,
+    /// and a failure to authenticate counts against it there. `who` (a
+    /// gateway or a caller of the API) needs `keys:verify` and verifies
+    /// keys of its own workspace; without it (the trusted forward-auth
+    /// listener), keys of every workspace. The one path of
+    /// `/v1/keys/verify` and forward-auth.
+    pub async fn verify_client(
+        &self,
+        who: Option<&crate::principal::Principal>,
+        seen: Seen<'_>,
+        client: Option<std::net::IpAddr>,
+        token: &str,
+        request: &Request<'_>,
+    ) -> Result<Verification, Error> {
+        if let Some(wait) = client.and_then(|ip| self.throttle.retry_after(seen, ip)) {
+            return Err(too_many_failures(wait));
+        }
+        let v = match who {
+            Some(who) => self.verify_as(who, token, request).await?,
+            None => self.verify(token, request, None).await?,
+        };
+        if let Some(ip) = client
+            && is_authentication_failure(v.decision.code)
+        {
+            self.throttle.failed(seen, ip);
+        }
+        Ok(v)
+    }
+
     /// Checks the key a caller of the API authenticates with (counted apart,
     /// in `keyward_caller_authentications_total`).
     /// `ip`: the caller's address, when known (a key limited to addresses
@@ -842,6 +872,21 @@ impl Verifier {
             upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&upgraded.id);
         });
     }
+}
+
+/// Codes that count as a failed authentication of the client's address:
+/// the key is not one, or not the right one.
+fn is_authentication_failure(code: VerifyCode) -> bool {
+    matches!(code, VerifyCode::Malformed | VerifyCode::NotFound | VerifyCode::InvalidSecret | VerifyCode::Locked)
+}
+
+/// The refusal of an address over its failed-authentication limit.
+pub fn too_many_failures(retry_after_secs: u64) -> Error {
+    Error::new(
+        keyward_core::ErrorKind::TooManyRequests { retry_after_secs },
+        keyward_core::Code::TooManyFailures,
+        "Too many failed authentications from this address; retry later",
+    )
 }
 
 /// The limits a valid verification spends: the key's and its identity's

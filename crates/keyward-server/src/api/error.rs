@@ -41,12 +41,7 @@ impl ApiError {
 
     /// The answer to an address over its failed-authentication limit.
     pub fn too_many_failures(retry_after: u64) -> Self {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Code::TooManyFailures,
-            "Too many failed authentications from this address; retry later",
-        )
-        .retry_after(retry_after)
+        crate::verifier::too_many_failures(retry_after).into()
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {

@@ -245,12 +245,6 @@ pub async fn authorize(
     }
 }
 
-/// Codes that count as a failed authentication of the client's address:
-/// the key is not one, or not the right one.
-pub(crate) fn is_authentication_failure(code: VerifyCode) -> bool {
-    matches!(code, VerifyCode::Malformed | VerifyCode::NotFound | VerifyCode::InvalidSecret | VerifyCode::Locked)
-}
-
 /// The header naming a denial's code (`invalid_api_key`, …).
 pub const ERROR_HEADER: &str = "x-keyward-error";
 
@@ -284,25 +278,15 @@ async fn decide_forward_auth(
     };
     let origin = header_str(headers, "origin").or_else(|| header_str(headers, header::REFERER.as_str()));
     let client = client_ip(peer.ip(), headers, &state.forward_auth.trusted_proxies);
-    let throttle = state.verifier.throttle();
     // The client's failures count in its gateway's view only.
     let seen = match &gateway {
         Some(gateway) => Seen::ByWorkspace(gateway.workspace_id()),
         None => Seen::ByGateway,
     };
-    if let Some(wait) = throttle.retry_after(seen, client) {
-        return Err(ApiError::too_many_failures(wait));
-    }
     let request =
         Request { method: Some(&original_method), path: Some(path), origin, ip: Some(client), ..Request::default() };
     // The trusted listener's gateways verify keys of every workspace.
-    let v = match &gateway {
-        Some(gateway) => state.verifier.verify_as(gateway, &token, &request).await?,
-        None => state.verifier.verify(&token, &request, None).await?,
-    };
-    if is_authentication_failure(v.decision.code) {
-        throttle.failed(seen, client);
-    }
+    let v = state.verifier.verify_client(gateway.as_ref(), seen, Some(client), &token, &request).await?;
     let now = state.verifier.clock().now();
     let now_ms = now.timestamp_millis();
     if !v.decision.is_valid() {

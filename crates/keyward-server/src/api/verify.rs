@@ -228,14 +228,6 @@ pub async fn verify_key(
                 .map_err(|_| ApiError::bad_request(Code::InvalidIp, "ip must be an IPv4 or IPv6 address"))
         })
         .transpose()?;
-    // The end client's address, when given, is limited in failures too.
-    let throttle = state.verifier.throttle();
-    // Counted in this workspace's view of the address only: naming an
-    // address harms nobody else.
-    let seen = Seen::ByWorkspace(principal.workspace_id());
-    if let Some(wait) = ip.and_then(|ip| throttle.retry_after(seen, ip)) {
-        return Err(ApiError::too_many_failures(wait));
-    }
     let limits: Vec<LimitRequest> = body
         .ratelimits
         .unwrap_or_default()
@@ -265,12 +257,11 @@ pub async fn verify_key(
         tags: tags.as_deref(),
         roles: &[],
     };
-    let v = state.verifier.verify_as(&principal, &body.key, &request).await?;
-    if let Some(ip) = ip
-        && super::forward_auth::is_authentication_failure(v.decision.code)
-    {
-        throttle.failed(seen, ip);
-    }
+    // The end client's address, when given, is limited in failures too,
+    // in this workspace's view of it only: naming an address harms nobody
+    // else.
+    let seen = Seen::ByWorkspace(principal.workspace_id());
+    let v = state.verifier.verify_client(Some(&principal), seen, ip, &body.key, &request).await?;
     let key = v.key.as_deref();
     let access = match (key, &body.object_type) {
         (Some(k), Some(t)) if v.decision.is_valid() => {
