@@ -31,7 +31,7 @@ use ipnet::IpNet;
 
 use crate::Code;
 use crate::Error;
-use crate::key::{ApiKey, KeyType};
+use crate::key::{KeyGrant, KeyType};
 use crate::member::{Role, builtin_role, permission_scopes};
 use crate::origin::OriginPattern;
 use crate::scope::{Flags, Grants, Scope};
@@ -171,17 +171,17 @@ impl Authority {
 
     /// A key as it is (or would be): its scopes, flags, roles and
     /// restrictions.
-    pub fn of_key(key: &ApiKey, custom: &[Role]) -> Self {
+    pub fn of_key(key: &(impl KeyGrant + ?Sized), custom: &[Role]) -> Self {
         Authority {
-            holder: Holder::Key(key.key_type),
-            scopes: key.scopes.clone(),
-            flags: key.flags,
-            roles: held_roles(&key.roles, custom),
+            holder: Holder::Key(key.key_type()),
+            scopes: key.scopes().to_vec(),
+            flags: key.flags(),
+            roles: held_roles(key.roles(), custom),
             restrictions: Restrictions {
-                resources: key.resources.clone(),
-                expires_at: key.expires_at,
-                allowed_ips: key.allowed_ips.clone(),
-                allowed_origins: key.allowed_origins.clone(),
+                resources: key.resources().to_vec(),
+                expires_at: key.expires_at(),
+                allowed_ips: key.allowed_ips().to_vec(),
+                allowed_origins: key.allowed_origins().to_vec(),
             },
         }
     }

@@ -158,6 +158,51 @@ pub struct ApiKey {
     pub grace_client_id: Option<String>,
 }
 
+/// What a key holds and where it may be used: read from a stored
+/// [`ApiKey`] or from a verifier's compact record alike.
+pub trait KeyGrant {
+    fn key_type(&self) -> KeyType;
+    fn scopes(&self) -> &[Scope];
+    fn flags(&self) -> Flags;
+    /// Roles of the workspace the key holds.
+    fn roles(&self) -> &[String];
+    fn resources(&self) -> &[String];
+    fn expires_at(&self) -> Option<DateTime<Utc>>;
+    fn allowed_ips(&self) -> &[IpNet];
+    fn allowed_origins(&self) -> &[OriginPattern];
+
+    fn grants(&self) -> Grants<'_> {
+        Grants { scopes: self.scopes(), flags: self.flags() }
+    }
+}
+
+impl KeyGrant for ApiKey {
+    fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+    fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+    fn flags(&self) -> Flags {
+        self.flags
+    }
+    fn roles(&self) -> &[String] {
+        &self.roles
+    }
+    fn resources(&self) -> &[String] {
+        &self.resources
+    }
+    fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
+    }
+    fn allowed_ips(&self) -> &[IpNet] {
+        &self.allowed_ips
+    }
+    fn allowed_origins(&self) -> &[OriginPattern] {
+        &self.allowed_origins
+    }
+}
+
 /// The identity a key belongs to: its id and the caller's external id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIdentity {
@@ -166,10 +211,6 @@ pub struct KeyIdentity {
 }
 
 impl ApiKey {
-    pub fn grants(&self) -> Grants<'_> {
-        Grants { scopes: &self.scopes, flags: self.flags }
-    }
-
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
     }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::ids::random_base62;
-use crate::key::ApiKey;
+use crate::key::KeyGrant;
 use crate::scope::Scope;
 use crate::sealed::SealedSecret;
 
@@ -73,7 +73,10 @@ pub struct ScopeRefusal(pub String);
 /// The scopes a token asks for (`scope`, space-separated), each within
 /// what `client` holds. `None`: no narrowing, the token carries the
 /// client's own permissions.
-pub fn requested_scope(requested: Option<&str>, client: &ApiKey) -> Result<Option<Vec<Scope>>, ScopeRefusal> {
+pub fn requested_scope(
+    requested: Option<&str>,
+    client: &(impl KeyGrant + ?Sized),
+) -> Result<Option<Vec<Scope>>, ScopeRefusal> {
     let Some(requested) = requested.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -98,7 +101,7 @@ pub fn requested_scope(requested: Option<&str>, client: &ApiKey) -> Result<Optio
 
 /// Whether `client` holds everything `scope` names (the one rule of
 /// [`crate::scope::Grants::covers_scope`]).
-fn within(client: &ApiKey, scope: &Scope) -> bool {
+fn within(client: &(impl KeyGrant + ?Sized), scope: &Scope) -> bool {
     client.grants().covers_scope(scope, true)
 }
 
@@ -271,7 +274,7 @@ pub fn check_signed_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyDraft;
+    use crate::key::{ApiKey, KeyDraft};
     use crate::workspace::Workspace;
 
     /// A fixed instant: the rules take the time as a parameter.

@@ -12,8 +12,9 @@ use keyward_core::hash::SecretHasher;
 use keyward_core::key::KeyDraft;
 use keyward_core::scope::Permission;
 use keyward_core::token;
-use keyward_core::verify::{Request, decide};
+use keyward_core::verify::Request;
 use keyward_server::{ServerConfig, Services};
+use keyward_verifier::decide::decide;
 
 /// Polls a future that completes without waiting (a cache hit) once.
 fn now_or_never<F: Future>(f: F) -> F::Output {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use keyward_core::Error;
-use keyward_core::key::{ApiKey, KeyState};
+use keyward_core::key::{ApiKey, KeyGrant, KeyState};
 use keyward_store::{KeyFilter, Store};
 
 use crate::clock::Clock;

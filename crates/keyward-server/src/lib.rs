@@ -16,7 +16,6 @@
 pub mod api;
 pub mod app;
 pub mod audit;
-pub mod cache;
 pub mod clock;
 pub mod console;
 pub mod identities;

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use keyward_core::Code;
 use keyward_core::audit::{Actor, ActorKind};
 use keyward_core::authority::{Authority, Refusal};
+use keyward_core::key::KeyGrant;
 use keyward_core::member::Role;
 use keyward_core::scope::{Flags, Grants, Permission, Scope};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind};
 
-use crate::cache::CachedKey;
 use crate::verifier::Verifier;
+use keyward_verifier::cache::CachedKey;
 
 /// Who is calling, and from where (recorded in the audit log).
 #[derive(Debug, Clone)]
@@ -90,21 +91,16 @@ impl Principal {
             // Both the key and the token's scope must allow: the scopes the
             // key grants that the token names.
             let roles = verifier.roles_for(&key).await?;
-            let held = keyward_core::verify::scopes_with_roles(&key, &roles, None);
+            let held = keyward_verifier::decide::scopes_with_roles(&key, &roles, None);
             let grants = Grants { scopes: &held, flags: key.flags };
             let narrowed: Vec<Scope> = scopes.into_iter().filter(|s| grants.covers_scope(s, true)).collect();
-            let mut limited = key.key.clone();
-            limited.scopes = narrowed;
-            limited.flags = Flags::default();
-            limited.roles.clear();
-            let limited = CachedKey { key: limited, usage: key.usage.clone(), loaded_ms: key.loaded_ms };
-            return Ok(Caller::ApiKey(Arc::new(limited), None).into());
+            return Ok(Caller::ApiKey(Arc::new(key.narrowed(narrowed)), None).into());
         }
-        let with_roles = match key.roles.is_empty() {
+        let with_roles = match key.roles().is_empty() {
             true => None,
             false => {
                 let roles = verifier.roles_for(&key).await?;
-                Some(Arc::new(keyward_core::verify::scopes_with_roles(&key, &roles, None)))
+                Some(Arc::new(keyward_verifier::decide::scopes_with_roles(&key, &roles, None)))
             }
         };
         Ok(Caller::ApiKey(key, with_roles).into())
@@ -132,7 +128,7 @@ impl Principal {
     pub fn actor(&self) -> Actor {
         match &self.caller {
             Caller::ApiKey(k, _) => {
-                Actor { kind: ActorKind::Key, id: Some(k.id.to_string()), name: Some(k.name.clone()) }
+                Actor { kind: ActorKind::Key, id: Some(k.id.to_string()), name: Some(k.name.to_string()) }
             }
             Caller::Member(m) => {
                 Actor { kind: ActorKind::Member, id: Some(m.member_id.clone()), name: Some(m.email.clone()) }
@@ -177,7 +173,7 @@ impl Principal {
     /// workspace's own roles).
     pub fn authority(&self, custom: &[Role]) -> Authority {
         match &self.caller {
-            Caller::ApiKey(k, _) => Authority::of_key(k, custom),
+            Caller::ApiKey(k, _) => Authority::of_key(&k.record, custom),
             Caller::Member(m) => Authority::person(&m.roles, custom),
             Caller::System { .. } => Authority::operator(),
         }

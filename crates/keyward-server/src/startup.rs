@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 
 use crate::api::forward_auth::ForwardAuthConfig;
 use crate::app::{self, AppState};
-use crate::cache::KeyCache;
 use crate::clock::{Clock, SystemClock};
 use crate::keys::KeyService;
 use crate::usage::{UsageRecorder, run_flusher};
 use crate::verifier::Verifier;
 use crate::workspaces::WorkspaceService;
+use keyward_verifier::cache::KeyCache;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -134,8 +134,7 @@ impl Services {
             config.cache_capacity,
             config.negative_cache_ttl,
             config.cache_max_age,
-            usage.clone(),
-            clock.clone(),
+            usage.cells().clone(),
         );
         let limiter = match &config.redis_url {
             Some(url) => crate::ratelimit::Limiter::with_redis(url).await.map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -155,6 +154,7 @@ impl Services {
             store.clone(),
             hasher.clone(),
             cache,
+            usage.clone(),
             clock.clone(),
             config.ip_failure_limit,
             limiter,

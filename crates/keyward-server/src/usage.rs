@@ -1,137 +1,33 @@
 //! Usage counting off the verify path.
 //!
-//! Each key seen by this node has a [`UsageCell`] of atomics, reached from
-//! its cache entry, so counting a use is two relaxed atomic operations: no
-//! lock, no allocation, no write. A background task drains the cells into
+//! Each key seen by this node has a [`keyward_verifier::usage::UsageCell`]
+//! of atomics, reached from its cache entry, so counting a use is two
+//! relaxed atomic operations: no lock, no allocation, no write. A background task drains the cells into
 //! the hourly rollups (one transaction per interval, and once more at
 //! shutdown), and records failed authentication in the audit log,
 //! aggregated per key (or, for unknown keys, per address) per minute.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::DateTime;
 use keyward_core::audit::{Actor, Event, Outcome, Target};
-use keyward_core::key::ApiKey;
 use keyward_core::verify::VerifyCode;
 use keyward_store::{Store, UsageDelta};
+use keyward_verifier::KeyRecord;
+use keyward_verifier::usage::{Cells, HOUR_MS, is_auth_failure};
 
 use crate::work::Change;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 
-const CODES: usize = VerifyCode::ALL.len();
-
-const HOUR_MS: i64 = 3_600_000;
-
-/// Verifications of one key since the last flush, in two slots by the
-/// parity of the hour (so counts on either side of an hour's end stay
-/// apart; a flush runs far more often than hourly). Valid ones are counted
-/// in the cell itself; refusals, by code, in a block allocated on a key's
-/// first refusal, so the cell of a key that is only ever used well stays
-/// small (memory per cached key).
-#[derive(Debug, Default)]
-pub struct UsageCell {
-    valid: [AtomicU32; 2],
-    /// The hour (since the epoch) each slot counts.
-    slot_hour: [AtomicI32; 2],
-    /// Milliseconds since the epoch of the latest authenticated use.
-    last_ms: AtomicI64,
-    refused: OnceLock<Box<Refused>>,
-}
-
-/// A key's refusals since the last flush, by code and hour slot.
-#[derive(Debug)]
-struct Refused {
-    counts: [[AtomicU32; CODES]; 2],
-    /// Milliseconds since the epoch of the latest failed authentication.
-    failed_ms: AtomicI64,
-    /// For the `key.auth_failed` entries.
-    workspace_id: String,
-    name: String,
-}
-
-impl UsageCell {
-    /// Counts one verification of `key` with `code` at `at_ms`
-    /// (milliseconds since the epoch); `authenticated` ones move "last used".
-    pub fn record(&self, key: &ApiKey, code: VerifyCode, authenticated: bool, at_ms: i64) {
-        let hour = at_ms.div_euclid(HOUR_MS) as i32;
-        let slot = (hour & 1) as usize;
-        if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
-            self.slot_hour[slot].store(hour, Ordering::Relaxed);
-        }
-        if authenticated {
-            self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
-        }
-        if code == VerifyCode::Valid {
-            self.valid[slot].fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let refused = self.refused.get_or_init(|| {
-            Box::new(Refused {
-                counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
-                failed_ms: AtomicI64::new(0),
-                workspace_id: key.workspace_id.clone(),
-                name: key.name.clone(),
-            })
-        });
-        refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
-        if is_auth_failure(code) {
-            refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
-        }
-    }
-
-    /// The slot's counts by code, zeroed.
-    fn drain(&self, slot: usize) -> Vec<(&'static str, u64)> {
-        let mut counts = Vec::new();
-        let valid = self.valid[slot].swap(0, Ordering::Relaxed);
-        if valid > 0 {
-            counts.push((VerifyCode::Valid.as_str(), u64::from(valid)));
-        }
-        if let Some(r) = self.refused.get() {
-            for c in VerifyCode::ALL {
-                let n = r.counts[slot][c.index()].swap(0, Ordering::Relaxed);
-                if n > 0 {
-                    counts.push((c.as_str(), u64::from(n)));
-                }
-            }
-        }
-        counts
-    }
-
-    /// Puts drained counts back (a flush that failed).
-    fn undrain(&self, slot: usize, code: &str, n: u64) {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        if code == VerifyCode::Valid.as_str() {
-            self.valid[slot].fetch_add(n, Ordering::Relaxed);
-        } else if let (Some(r), Some(c)) = (self.refused.get(), VerifyCode::ALL.iter().find(|c| c.as_str() == code)) {
-            r.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Keys per usage-flush transaction.
 pub const FLUSH_CHUNK: usize = 500;
 /// Failure buckets held at most (per key or address per minute); beyond,
 /// unknown-key failures of a workspace share one bucket.
 const MAX_FAILURE_BUCKETS: usize = 10_000;
-
-/// Whether a refused verification is a failed authentication (the key is
-/// unknown, or its secret, state or expiry refused it).
-pub fn is_auth_failure(code: VerifyCode) -> bool {
-    matches!(
-        code,
-        VerifyCode::NotFound
-            | VerifyCode::InvalidSecret
-            | VerifyCode::Expired
-            | VerifyCode::Revoked
-            | VerifyCode::Inactive
-            | VerifyCode::Locked
-    )
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FailureBucket {
@@ -153,7 +49,7 @@ struct TokenBucket {
 }
 
 pub struct UsageRecorder {
-    cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
+    cells: Arc<Cells>,
     failures: Mutex<HashMap<FailureBucket, BTreeMap<&'static str, u64>>>,
     tokens: Mutex<HashMap<TokenBucket, u64>>,
     clock: Arc<dyn Clock>,
@@ -161,18 +57,18 @@ pub struct UsageRecorder {
 
 impl UsageRecorder {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        UsageRecorder { cells: Mutex::default(), failures: Mutex::default(), tokens: Mutex::default(), clock }
+        UsageRecorder { cells: Arc::default(), failures: Mutex::default(), tokens: Mutex::default(), clock }
     }
 
     /// Counts a token issued for `key` (an audit entry per key, action and
     /// minute: an entry per token would cost issuance a durable write).
-    pub fn token_issued(&self, key: &ApiKey, action: &'static str) {
+    pub fn token_issued(&self, key: &KeyRecord, action: &'static str) {
         let minute = self.current_minute();
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = TokenBucket {
-            workspace_id: key.workspace_id.clone(),
+            workspace_id: key.workspace_id.to_string(),
             key_id: key.id.clone(),
-            name: key.name.clone(),
+            name: key.name.to_string(),
             action,
             minute,
         };
@@ -211,11 +107,9 @@ impl UsageRecorder {
             .collect()
     }
 
-    /// The cell of a key, created on first sight. Called when a key enters
-    /// the cache, not per verification.
-    pub fn cell(&self, key: &ApiKey) -> Arc<UsageCell> {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        cells.entry(key.id.clone()).or_default().clone()
+    /// Every key's cell (the key cache creates them).
+    pub fn cells(&self) -> &Arc<Cells> {
+        &self.cells
     }
 
     /// Counts a failed authentication with a key id nobody knows, from
@@ -236,13 +130,13 @@ impl UsageRecorder {
     /// delta is written, so a failed flush counts nothing twice).
     #[allow(clippy::type_complexity)]
     fn take(&self) -> (Vec<UsageDelta>, Vec<Option<(FailureBucket, BTreeMap<&'static str, u64>)>>) {
-        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cells = self.cells.lock();
         let mut deltas = Vec::new();
         let mut fails = Vec::new();
         // Cells no cache entry holds any more, and with nothing to flush, go.
         cells.retain(|key_id, cell| {
             let mut any = false;
-            let last = cell.last_ms.swap(0, Ordering::Relaxed);
+            let last = cell.take_last_used();
             let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
             for slot in 0..2 {
                 let counts = cell.drain(slot);
@@ -255,16 +149,16 @@ impl UsageRecorder {
                     .filter(|c| is_auth_failure(**c))
                     .filter_map(|c| counts.iter().find(|(code, _)| *code == c.as_str()).copied())
                     .collect();
-                let refused = cell.refused.get().filter(|_| !failed.is_empty());
-                fails.push(refused.map(|r| {
+                let refused = cell.refusals().filter(|_| !failed.is_empty());
+                fails.push(refused.map(|(workspace_id, name, failed_ms)| {
                     let bucket = FailureBucket {
-                        workspace_id: r.workspace_id.clone(),
-                        target: Target::new("api_key", key_id.to_string(), Some(&r.name)),
-                        minute: r.failed_ms.load(Ordering::Relaxed).div_euclid(60_000) * 60,
+                        workspace_id: workspace_id.to_owned(),
+                        target: Target::new("api_key", key_id.to_string(), Some(name)),
+                        minute: failed_ms.div_euclid(60_000) * 60,
                     };
                     (bucket, failed)
                 }));
-                let hour = i64::from(cell.slot_hour[slot].load(Ordering::Relaxed)) * HOUR_MS;
+                let hour = i64::from(cell.slot_hour(slot)) * HOUR_MS;
                 let hour = DateTime::from_timestamp_millis(hour).unwrap_or_default();
                 // "Last used" travels with one delta of the key.
                 let last_used_at =
@@ -277,17 +171,17 @@ impl UsageRecorder {
     }
 
     fn restore(&self, deltas: Vec<UsageDelta>) {
-        let cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let cells = self.cells.lock();
         for d in deltas {
             let Some(cell) = cells.get(&d.key_id) else { continue };
             let hour = d.hour.timestamp_millis().div_euclid(HOUR_MS) as i32;
             let slot = (hour & 1) as usize;
-            cell.slot_hour[slot].store(hour, Ordering::Relaxed);
+            cell.set_slot_hour(slot, hour);
             for (code, n) in d.counts {
                 cell.undrain(slot, code, n);
             }
             if let Some(last) = d.last_used_at {
-                cell.last_ms.fetch_max(last.timestamp_millis(), Ordering::Relaxed);
+                cell.restore_last_used(last.timestamp_millis());
             }
         }
     }

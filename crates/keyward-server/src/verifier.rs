@@ -4,7 +4,7 @@
 //!    starts with a known import prefix is `MALFORMED` at once.
 //! 2. Find the record: cache hit (no IO), known-absent (no IO), or one store
 //!    read whose result is cached.
-//! 3. Decide ([`keyward_core::verify::decide`]).
+//! 3. Decide ([`keyward_verifier::decide`]).
 //! 4. A valid answer spends the rate limits it is subject to (the key's and
 //!    its identity's; [`crate::ratelimit`]), all or none; then, for a key
 //!    with credits, its credits in the store (the one write here: credits
@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use keyward_core::Code;
 use keyward_core::Error;
+use keyward_core::audit::Target;
 use keyward_core::hash::{HashScheme, SecretHasher, sha256};
 use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
@@ -28,12 +29,14 @@ use keyward_core::token::{self, ParsedToken};
 use keyward_core::verify::{self, Decision, Request, VerifyCode};
 use keyward_core::workspace::Workspace;
 use keyward_store::{CreditSpend, Store};
+use keyward_verifier::KeyRecord;
+use keyward_verifier::decide;
 use metrics::{Counter, Histogram};
 
-use crate::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 use crate::clock::Clock;
 use crate::ratelimit::{Check, Limiter};
 use crate::throttle::{IpThrottle, Seen};
+use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
@@ -116,6 +119,7 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     hasher: SecretHasher,
     cache: Arc<KeyCache>,
+    usage: Arc<crate::usage::UsageRecorder>,
     /// Workspaces whose route scopes verification has needed, by id
     /// (bounded: [`WORKSPACE_CACHE_CAPACITY`]).
     workspaces: quick_cache::sync::Cache<String, Arc<Workspace>>,
@@ -169,6 +173,7 @@ impl Verifier {
         store: Arc<dyn Store>,
         hasher: SecretHasher,
         cache: KeyCache,
+        usage: Arc<crate::usage::UsageRecorder>,
         clock: Arc<dyn Clock>,
         ip_failure_limit: u32,
         limiter: Limiter,
@@ -189,6 +194,7 @@ impl Verifier {
             store,
             hasher,
             cache: Arc::new(cache),
+            usage,
             upgrading: Arc::default(),
             workspaces: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
             roles: quick_cache::sync::Cache::new(WORKSPACE_CACHE_CAPACITY),
@@ -212,6 +218,11 @@ impl Verifier {
 
     pub fn cache(&self) -> &KeyCache {
         &self.cache
+    }
+
+    /// Where this node counts verifications and tokens.
+    pub fn usage(&self) -> &crate::usage::UsageRecorder {
+        &self.usage
     }
 
     pub fn limiter(&self) -> &Limiter {
@@ -246,7 +257,7 @@ impl Verifier {
     /// The roles `key` verifies against: the workspace's own; a
     /// publishable key's grant only the workspace's public permissions
     /// (whatever a role came to hold after it was given).
-    pub async fn roles_for(&self, key: &ApiKey) -> Result<Arc<Vec<keyward_core::member::Role>>, Error> {
+    pub async fn roles_for(&self, key: &KeyRecord) -> Result<Arc<Vec<keyward_core::member::Role>>, Error> {
         let roles = self.roles(&key.workspace_id).await?;
         if key.key_type != keyward_core::key::KeyType::Publishable {
             return Ok(roles);
@@ -285,7 +296,7 @@ impl Verifier {
             }
             Invalidation::SigningKeys => self.reload_signing_keys().await,
             Invalidation::Resync => {
-                self.cache.distrust_all();
+                self.cache.distrust_all(self.clock.now_ms());
                 self.workspaces.clear();
                 self.roles.clear();
                 self.identities.clear();
@@ -333,7 +344,7 @@ impl Verifier {
         let now_ms = self.clock.now().timestamp_millis();
         match self.find_key_by_id(&key.id, now_ms).await? {
             Found::Key(k) => Ok(k),
-            Found::Missing => Ok(self.cache.entry(key.clone())),
+            Found::Missing => Ok(self.cache.entry(key, now_ms)),
         }
     }
 
@@ -526,7 +537,7 @@ impl Verifier {
             }
         };
         let key = match found {
-            Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+            Found::Key(k) if workspace.is_none_or(|w| *w == *k.workspace_id) => k,
             _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
         };
         self.conclude(key, Proof::Secret { token, parsed }, request, purpose, started, now_us).await
@@ -541,7 +552,7 @@ impl Verifier {
         now_us: i64,
     ) -> Verification {
         if let (Some(ws), Purpose::Answer) = (workspace, purpose) {
-            self.cache.usage().unknown_key(ws, request.ip, now_us / 1000);
+            self.usage.unknown_key(ws, request.ip, now_us / 1000);
         }
         self.finish(started, verify::without_key(VerifyCode::NotFound), None, purpose)
     }
@@ -581,7 +592,7 @@ impl Verifier {
                 }
                 let found = self.find_key_by_id(&claims.sub, now_us / 1000).await?;
                 let key = match found {
-                    Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+                    Found::Key(k) if workspace.is_none_or(|w| *w == *k.workspace_id) => k,
                     _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
                 };
                 if !check::still_issued_to(&key, &claims, now) {
@@ -593,14 +604,14 @@ impl Verifier {
             Presented::SignedRequest { kid } => {
                 let found = self.find_key_by_id(&kid, now_us / 1000).await?;
                 let key = match found {
-                    Found::Key(k) if workspace.is_none_or(|w| w == k.workspace_id) => k,
+                    Found::Key(k) if workspace.is_none_or(|w| *w == *k.workspace_id) => k,
                     _ => return Ok(self.not_found(started, request, workspace, purpose, now_us)),
                 };
                 if !key.recoverable {
                     let why = "Signed requests need a recoverable key: keyward keeps only a hash of this key's secret";
                     return refuse(check::invalid(why), Some(key));
                 }
-                let secret = match self.sealed_secret(&key).await? {
+                let secret = match self.sealed_secret(&key.id).await? {
                     Some(s) => s,
                     None => {
                         return refuse(check::invalid("The key's secret cannot be opened on this server"), Some(key));
@@ -638,11 +649,11 @@ impl Verifier {
     }
 
     /// A recoverable key's secret, opened with the master key.
-    pub async fn sealed_secret(&self, key: &ApiKey) -> Result<Option<keyward_core::token::Secret>, Error> {
+    pub async fn sealed_secret(&self, key_id: &str) -> Result<Option<keyward_core::token::Secret>, Error> {
         let Some(ring) = &self.keyring else { return Ok(None) };
-        let sealed = self.store.sealed_secret(&key.id).await.map_err(crate::keys::store_error)?;
+        let sealed = self.store.sealed_secret(key_id).await.map_err(crate::keys::store_error)?;
         let Some(sealed) = sealed else { return Ok(None) };
-        let plain = ring.open(&sealed, key.id.as_bytes())?;
+        let plain = ring.open(&sealed, key_id.as_bytes())?;
         Ok(String::from_utf8(plain).ok().map(keyward_core::token::Secret::new))
     }
 
@@ -663,7 +674,7 @@ impl Verifier {
         };
         // Keys holding roles verify against the workspace's roles (read once,
         // then from memory).
-        let roles = match key.roles.is_empty() {
+        let roles = match key.roles().is_empty() {
             true => None,
             false => Some(self.roles_for(&key).await?),
         };
@@ -674,14 +685,14 @@ impl Verifier {
         };
         let mut decision = match &proof {
             Proof::Secret { token, parsed } => {
-                verify::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now)
+                decide::decide(&key, token, parsed.as_ref(), &self.hasher, &request, now)
             }
-            Proof::Token { scopes } => verify::decide_authenticated(&key, scopes.as_deref(), &request, now),
+            Proof::Token { scopes } => decide::decide_authenticated(&key, scopes.as_deref(), &request, now),
         };
         if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
             self.count_wrong_secret(&key, now()).await;
         }
-        let identity = match (&key.identity, purpose) {
+        let identity = match (key.identity(), purpose) {
             (Some(i), Purpose::Answer) => self.identity(&i.id).await?,
             _ => None,
         };
@@ -697,7 +708,7 @@ impl Verifier {
         }
         // Credits are spent in the store, atomically: exact across nodes.
         let mut credits = None;
-        if let (Some(c), true, Purpose::Answer) = (key.credits, decision.is_valid(), purpose) {
+        if let (Some(c), true, Purpose::Answer) = (key.credits(), decision.is_valid(), purpose) {
             let cost = i64::from(request.cost.unwrap_or(1));
             let refill = c.refill.map(|r| (r.amount, r.period_start(now())));
             match self.store.spend_credits(&key.id, cost, refill).await.map_err(crate::keys::store_error)? {
@@ -773,11 +784,11 @@ impl Verifier {
                 let mut lock =
                     crate::work::Change::of(keyward_store::Write::LockKey { key_id: key.id.to_string(), at: now });
                 lock.push(self.audit.event(keyward_core::audit::Event {
-                    workspace_id: key.workspace_id.clone(),
+                    workspace_id: key.workspace_id.to_string(),
                     at: now,
                     actor: keyward_core::audit::Actor::system(),
                     action: "key.locked".to_owned(),
-                    target: crate::audit::key_target(key),
+                    target: Target::new("api_key", key.id.to_string(), Some(&key.name)),
                     ip: None,
                     user_agent: None,
                     outcome: keyward_core::audit::Outcome::Success,
@@ -826,7 +837,7 @@ impl Verifier {
             (Err(keyward_store::StoreError::Unavailable(_)), Some(stale)) => return Ok(Found::Key(stale)),
             (Err(e), _) => return Err(crate::keys::store_error(e)),
         };
-        let key = loaded.map(|k| self.cache.entry(k));
+        let key = loaded.map(|k| self.cache.entry(&k, now_ms));
         self.cache.finish_load(ck, ticket, key.clone());
         Ok(key.map_or(Found::Missing, Found::Key))
     }
@@ -847,29 +858,33 @@ impl Verifier {
     /// scheme, now that its plaintext has been seen. In the background: the
     /// verify path never waits on a write.
     fn upgrade_foreign_hash(&self, key: &CachedKey, token: &str) {
-        let mut upgraded = key.key.clone();
-        upgraded.secret = self.hasher.whole_token(token);
-        upgraded.version += 1;
-        let expected = key.version;
+        let secret = self.hasher.whole_token(token);
+        let (id, expected) = (key.id.clone(), key.version);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !self.lock(&self.upgrading).insert(key.id.clone()) {
+        if !self.lock(&self.upgrading).insert(id.clone()) {
             return; // already under way
         }
-        let (work, upgrading) = (self.audit.work().clone(), self.upgrading.clone());
+        let (work, store, upgrading) = (self.audit.work().clone(), self.store.clone(), self.upgrading.clone());
         runtime.spawn(async move {
-            let write = keyward_store::Write::UpdateKey { key: upgraded.clone(), expected_version: expected };
-            let change =
-                crate::work::Change::unaudited("re-hashing an imported key's secret changes none of its settings")
-                    .with(write);
-            match work.commit(change).await {
-                Ok(()) => {
-                    tracing::info!(key_id = %upgraded.id, "re-hashed imported key to hmac-sha256-token-v1");
+            // The whole record, as the cache holds only what verifying needs.
+            let result = match store.find_key(&id).await {
+                Ok(Some(mut upgraded)) if upgraded.version == expected => {
+                    upgraded.secret = secret;
+                    upgraded.version += 1;
+                    let write = keyward_store::Write::UpdateKey { key: upgraded, expected_version: expected };
+                    let why = "re-hashing an imported key's secret changes none of its settings";
+                    work.commit(crate::work::Change::unaudited(why).with(write)).await
                 }
-                Err(e) => tracing::debug!(key_id = %upgraded.id, error = %e, "imported key re-hash skipped"),
+                Ok(_) => Err(keyward_store::StoreError::NotFound),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => tracing::info!(key_id = %id, "re-hashed imported key to hmac-sha256-token-v1"),
+                Err(e) => tracing::debug!(key_id = %id, error = %e, "imported key re-hash skipped"),
             }
-            upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&upgraded.id);
+            upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
 }
@@ -893,23 +908,23 @@ pub fn too_many_failures(retry_after_secs: u64) -> Error {
 /// auto-applied limits (1 unit each) and those the request names (their
 /// cost). A name that neither has is refused, naming the field.
 fn limit_checks<'a>(
-    key: &'a ApiKey,
+    key: &'a KeyRecord,
     identity: Option<&'a Identity>,
     requested: &[LimitRequest],
 ) -> Result<Vec<Check<'a>>, Error> {
     let identity_limits = identity.map_or(&[][..], |i| &i.ratelimits[..]);
-    if key.ratelimits.is_empty() && identity_limits.is_empty() && requested.is_empty() {
+    if key.ratelimits().is_empty() && identity_limits.is_empty() && requested.is_empty() {
         return Ok(Vec::new());
     }
     for (i, r) in requested.iter().enumerate() {
-        if !key.ratelimits.iter().chain(identity_limits).any(|l| l.name == r.name) {
+        if !key.ratelimits().iter().chain(identity_limits).any(|l| l.name == r.name) {
             return Err(Error::invalid(
                 Code::UnknownRatelimit,
                 format!("ratelimits[{i}].name names no rate limit of this key or its identity"),
             ));
         }
     }
-    let owners = [('k', &*key.id, &key.ratelimits[..])];
+    let owners = [('k', &*key.id, key.ratelimits())];
     let identity_owner = identity.map(|i| ('i', i.id.as_str(), identity_limits));
     let mut checks = Vec::new();
     for (owner, owner_id, limits) in owners.into_iter().chain(identity_owner) {

@@ -146,7 +146,7 @@ fn cache_miss_stays_within_its_allocation_budget() {
         per_request(&router, vec![verify_request(&f.caller, &f.keys[0])], StatusCode::OK).await;
         // Every record is due to be read again; the caller's key is read once
         // more in the warm-up.
-        f.services.verifier.cache().distrust_all();
+        f.services.verifier.cache().distrust_all(f.services.verifier.clock().now_ms());
         per_request(&router, vec![verify_request(&f.caller, &f.keys[0])], StatusCode::OK).await;
         let requests = f.keys[1..].iter().map(|k| verify_request(&f.caller, k)).collect();
         let allocations = per_request(&router, requests, StatusCode::OK).await;

@@ -6,8 +6,8 @@ use keyward_core::hash::SecretHasher;
 use keyward_core::key::KeyDraft;
 use keyward_core::token::{self, Environment};
 use keyward_core::verify::{Request, VerifyCode};
-use keyward_server::cache::{CacheKey, Lookup};
 use keyward_server::{ServerConfig, Services};
+use keyward_verifier::cache::{CacheKey, Lookup};
 
 #[tokio::test]
 async fn unknown_key_flood_stays_bounded_and_keeps_real_keys_cached() {

@@ -149,8 +149,14 @@ fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
     }
     put(HeaderName::from_static("x-keyward-scopes"), &scopes);
     if let Some(ws) = v.workspace.as_deref() {
+        // Read only for workspaces that name fields: the record holds the
+        // metadata as text.
+        let metadata: serde_json::Map<String, serde_json::Value> = match ws.identity_metadata.is_empty() {
+            true => serde_json::Map::new(),
+            false => serde_json::from_str(key.metadata().get()).unwrap_or_default(),
+        };
         for field in &ws.identity_metadata {
-            let value = match key.metadata.get(field) {
+            let value = match metadata.get(field) {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v.to_string(),
                 _ => continue,
@@ -291,7 +297,7 @@ async fn decide_forward_auth(
     let now_ms = now.timestamp_millis();
     if !v.decision.is_valid() {
         let refused = refusal(v.decision.code, &v.decision.message);
-        let refill = v.key.as_deref().and_then(|k| k.credits).and_then(|c| c.refill);
+        let refill = v.key.as_deref().and_then(|k| k.credits()).and_then(|c| c.refill);
         return Err(match (v.decision.code, refill) {
             // Out of credits: try again after the next refill, if there is one.
             (VerifyCode::UsageExceeded, Some(r)) => {

@@ -143,7 +143,7 @@ pub struct VerifyResponse<'a> {
     pub access: Option<AccessView>,
     /// The key's metadata.
     #[schema(value_type = Option<Object>)]
-    pub meta: Option<&'a Value>,
+    pub meta: Option<&'a serde_json::value::RawValue>,
     #[serde(serialize_with = "super::views::time_opt::serialize")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -265,7 +265,7 @@ pub async fn verify_key(
     let key = v.key.as_deref();
     let access = match (key, &body.object_type) {
         (Some(k), Some(t)) if v.decision.is_valid() => {
-            let a = keyward_core::verify::access(k, v.roles.as_deref().map_or(&[], |r| &r[..]), t);
+            let a = keyward_verifier::decide::access(k, v.roles.as_deref().map_or(&[], |r| &r[..]), t);
             Some(AccessView { view: a.view, edit: a.edit, tags: a.tags, edit_tags: a.edit_tags })
         }
         _ => None,
@@ -275,13 +275,13 @@ pub async fn verify_key(
         code: v.decision.code.as_str(),
         message: &v.decision.message,
         key_id: key.map(|k| &*k.id),
-        workspace_id: key.map(|k| k.workspace_id.as_str()),
-        name: key.map(|k| k.name.as_str()),
+        workspace_id: key.map(|k| &*k.workspace_id),
+        name: key.map(|k| &*k.name),
         key_type: key.map(|k| k.key_type.as_str()),
         permissions: ScopeList(v.permission_scopes()),
-        roles: key.map_or(&[], |k| &k.roles[..]),
+        roles: key.map_or(&[], |k| k.roles()),
         access,
-        meta: key.map(|k| &k.metadata),
+        meta: key.map(|k| k.metadata()),
         expires_at: key.and_then(|k| k.expires_at),
         credits: v.credits,
         ratelimits: v

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::AccessClaims;
-use crate::cache::CachedKey;
+use keyward_verifier::cache::CachedKey;
 
 /// What a presented JWT claims to be, from its header.
 #[derive(Debug)]
@@ -158,15 +158,14 @@ pub fn usable(key: &CachedKey, now: DateTime<Utc>) -> bool {
 /// names the client's consumer key (or, in a grace period, the one
 /// before), so regenerating the secret ends the tokens of the old pair.
 pub fn still_issued_to(key: &CachedKey, claims: &AccessClaims, now: DateTime<Utc>) -> bool {
-    if *key.id != *claims.sub || key.workspace_id != claims.workspace {
+    if *key.id != *claims.sub || *key.workspace_id != *claims.workspace {
         return false;
     }
-    match key.client_id.as_deref() {
+    match key.client_id() {
         None => claims.client_id == *key.id,
         Some(current) if current == claims.client_id => true,
         Some(_) => {
-            key.grace_client_id.as_deref() == Some(claims.client_id.as_str())
-                && key.grace.is_some_and(|g| now < g.until)
+            key.grace_client_id() == Some(claims.client_id.as_str()) && key.grace().is_some_and(|g| now < g.until)
         }
     }
 }

@@ -23,23 +23,24 @@ use keyward_core::Code;
 use keyward_core::audit::{Outcome, Target};
 use keyward_core::authority::Authority;
 use keyward_core::hash::SecretHasher;
-use keyward_core::key::{ApiKey, KeyState, KeyType};
+use keyward_core::key::{KeyState, KeyType};
 use keyward_core::oauth::{self as rules, RefreshRefusal, RefreshToken};
 use keyward_core::scope::Scope;
 use keyward_core::token::{self, Secret};
 use keyward_core::verify::VerifyCode;
 use keyward_core::{Error, ErrorKind, ids};
 use keyward_store::{OAuthWrite, Store, StoreError, Write};
+use keyward_verifier::KeyRecord;
 
 use crate::work::Change;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditLog;
-use crate::cache::CachedKey;
 use crate::clock::Clock;
 use crate::keys::store_error;
 use crate::principal::Principal;
 use crate::verifier::Verifier;
+use keyward_verifier::cache::CachedKey;
 
 pub use signing::Signer;
 
@@ -274,17 +275,17 @@ pub const TRIM_EVERY: u32 = 32;
 /// Whether `secret` is `key`'s consumer secret presented with its consumer
 /// key: the current pair, or the pair before a roll while its grace period
 /// lasts (the old consumer key ends with the old secret).
-fn client_pairs(key: &ApiKey, client_id: &str, secret: &str, hasher: &SecretHasher, now: DateTime<Utc>) -> bool {
-    use keyward_core::verify::{SecretMatch, match_secret};
+fn client_pairs(key: &KeyRecord, client_id: &str, secret: &str, hasher: &SecretHasher, now: DateTime<Utc>) -> bool {
+    use keyward_verifier::decide::{SecretMatch, match_secret};
     if key.key_type != KeyType::Client {
         return false;
     }
     let paired_id = match match_secret(key, secret, token::parse(secret).ok().as_ref(), hasher, || now) {
-        SecretMatch::Current => &key.client_id,
-        SecretMatch::Grace => &key.grace_client_id,
+        SecretMatch::Current => key.client_id(),
+        SecretMatch::Grace => key.grace_client_id(),
         SecretMatch::Neither => return false,
     };
-    paired_id.as_deref() == Some(client_id)
+    paired_id == Some(client_id)
 }
 
 fn refresh_refusal(r: RefreshRefusal) -> OAuthError {
@@ -406,7 +407,7 @@ impl OAuthService {
             Some(k) if k.client_id.as_deref() == Some(issuer.as_str()) && k.recoverable => k,
             _ => return Err(refused()),
         };
-        let secret = self.verifier.sealed_secret(&key).await?.ok_or_else(refused)?;
+        let secret = self.verifier.sealed_secret(&key.id).await?.ok_or_else(refused)?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.validate_exp = false;
         validation.validate_aud = false;
@@ -453,7 +454,7 @@ impl OAuthService {
         match request.grant_type.as_str() {
             GRANT_CLIENT_CREDENTIALS => {
                 let client = self.authenticate_client(&auth, endpoint).await?;
-                let scopes = rules::requested_scope(request.scope.as_deref(), &client)
+                let scopes = rules::requested_scope(request.scope.as_deref(), &client.record)
                     .map_err(|r| OAuthError::invalid_scope(r.0))?;
                 self.may_issue(&client, scopes.as_deref()).await?;
                 let (access, expires_in, scope) =
@@ -464,7 +465,7 @@ impl OAuthService {
                 };
                 // One entry per client a minute: an entry per token would
                 // cost issuance a tenth of its throughput.
-                self.verifier.cache().usage().token_issued(&client, "token.issued");
+                self.verifier.usage().token_issued(&client, "token.issued");
                 Ok(TokenResponse {
                     access_token: access,
                     token_type: "Bearer",
@@ -486,7 +487,7 @@ impl OAuthService {
     /// within what the key presenting it holds.
     async fn may_issue(&self, key: &Arc<CachedKey>, scopes: Option<&[Scope]>) -> Result<(), OAuthError> {
         let custom = self.verifier.roles(&key.workspace_id).await?;
-        let token = Authority::of_key(key, &custom).narrowed(scopes);
+        let token = Authority::of_key(&key.record, &custom).narrowed(scopes);
         let who = Principal::from(crate::principal::Caller::ApiKey(key.clone(), None));
         who.may_give(&custom, &token).map_err(|e| OAuthError::invalid_scope(e.message))
     }
@@ -495,7 +496,7 @@ impl OAuthService {
     /// exchanged), living at most `cap`: (token, expires_in, scope).
     async fn access_token_for_key(
         &self,
-        key: &ApiKey,
+        key: &KeyRecord,
         scopes: Option<&[Scope]>,
         issuer: &str,
         cap: Option<Duration>,
@@ -514,8 +515,8 @@ impl OAuthService {
             iat: now.timestamp(),
             jti: ids::new_id("at"),
             scope: scope.clone(),
-            client_id: key.client_id.clone().unwrap_or_else(|| key.id.to_string()),
-            workspace: key.workspace_id.clone(),
+            client_id: key.client_id().map_or_else(|| key.id.to_string(), str::to_owned),
+            workspace: key.workspace_id.to_string(),
             scope_limited: scopes.is_some(),
         };
         let token = self.signer.sign(&claims).await?;
@@ -530,7 +531,7 @@ impl OAuthService {
 
     async fn start_family(
         &self,
-        client: &ApiKey,
+        client: &KeyRecord,
         scopes: Option<&[Scope]>,
         lifetime: Duration,
     ) -> Result<String, OAuthError> {
@@ -539,7 +540,7 @@ impl OAuthService {
         let (id, token_hash, masked, token) = self.new_refresh(&ws.token_prefix);
         let record = RefreshToken {
             id,
-            workspace_id: client.workspace_id.clone(),
+            workspace_id: client.workspace_id.to_string(),
             family_id: ids::new_id("rtf"),
             token_hash,
             client_key_id: Some(client.id.to_string()),
@@ -654,7 +655,7 @@ impl OAuthService {
         issuer: &str,
     ) -> Result<TokenResponse, OAuthError> {
         let granted = stored.scope.as_deref().map(|s| s.split(' ').filter_map(Scope::parse).collect::<Vec<_>>());
-        let mut scopes = rules::requested_scope(scope, client).map_err(|r| OAuthError::invalid_scope(r.0))?;
+        let mut scopes = rules::requested_scope(scope, &client.record).map_err(|r| OAuthError::invalid_scope(r.0))?;
         if let (Some(asked), Some(granted)) = (&scopes, &granted)
             && let Some(extra) = asked.iter().find(|s| !granted.contains(s))
         {
@@ -681,7 +682,7 @@ impl OAuthService {
             Err(e) => return Err(store_error(e).into()),
         }
         let (access, expires_in, scope) = self.access_token_for_key(client, scopes.as_deref(), issuer, None).await?;
-        self.verifier.cache().usage().token_issued(client, "token.refreshed");
+        self.verifier.usage().token_issued(client, "token.refreshed");
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
@@ -783,12 +784,12 @@ impl OAuthService {
             }
             _ => return Err(OAuthError::invalid_request("subject_token is not a valid API key")),
         };
-        let scopes =
-            rules::requested_scope(request.scope.as_deref(), &key).map_err(|r| OAuthError::invalid_scope(r.0))?;
+        let scopes = rules::requested_scope(request.scope.as_deref(), &key.record)
+            .map_err(|r| OAuthError::invalid_scope(r.0))?;
         self.may_issue(&key, scopes.as_deref()).await?;
         let (access, expires_in, scope) =
             self.access_token_for_key(&key, scopes.as_deref(), issuer, Some(self.config.exchange_lifetime)).await?;
-        self.verifier.cache().usage().token_issued(&key, "token.exchanged");
+        self.verifier.usage().token_issued(&key, "token.exchanged");
         Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
@@ -806,7 +807,7 @@ impl OAuthService {
         let now = self.clock.now();
         if rules::looks_like_jwt(token) {
             let Some(claims) = self.verifier.access_token(token).await? else { return Ok(Introspection::default()) };
-            if claims.workspace != client.workspace_id {
+            if *claims.workspace != *client.workspace_id {
                 return Ok(Introspection::default());
             }
             return Ok(Introspection {
@@ -824,7 +825,7 @@ impl OAuthService {
             });
         }
         let Some(stored) = self.find_refresh(token).await? else { return Ok(Introspection::default()) };
-        if stored.workspace_id != client.workspace_id || stored.check(now).is_err() {
+        if *stored.workspace_id != *client.workspace_id || stored.check(now).is_err() {
             return Ok(Introspection::default());
         }
         let owner = match &stored.client_key_id {

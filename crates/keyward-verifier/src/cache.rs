@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use keyward_core::key::ApiKey;
 use keyward_core::token::{ID_LEN, token_id_of_key_id};
 
-use crate::clock::Clock;
-use crate::usage::{UsageCell, UsageRecorder};
+use crate::record::{Interner, KeyRecord};
+use crate::usage::{Cells, UsageCell};
 
 /// A key as held in memory: its record and its usage counters.
 #[derive(Debug)]
 pub struct CachedKey {
-    pub key: ApiKey,
+    pub record: KeyRecord,
     pub usage: Arc<UsageCell>,
     /// When the record was read or written (ms since the epoch): a record
     /// older than the cache's maximum age is read again.
@@ -31,9 +31,17 @@ pub struct CachedKey {
 }
 
 impl std::ops::Deref for CachedKey {
-    type Target = ApiKey;
-    fn deref(&self) -> &ApiKey {
-        &self.key
+    type Target = KeyRecord;
+    fn deref(&self) -> &KeyRecord {
+        &self.record
+    }
+}
+
+impl CachedKey {
+    /// The same key holding only `scopes` (see [`KeyRecord::narrowed`]),
+    /// its use counted in the same cell.
+    pub fn narrowed(&self, scopes: Vec<keyward_core::scope::Scope>) -> Self {
+        CachedKey { record: self.record.narrowed(scopes), usage: self.usage.clone(), loaded_ms: self.loaded_ms }
     }
 }
 
@@ -92,27 +100,17 @@ pub struct KeyCache {
     max_age_ms: i64,
     /// Records loaded before this (ms since the epoch) are due to be read again.
     stale_before_ms: AtomicI64,
-    usage: Arc<UsageRecorder>,
-    clock: Arc<dyn Clock>,
+    cells: Arc<Cells>,
+    workspaces: Interner,
 }
 
 impl KeyCache {
-    /// Where this node counts verifications.
-    pub fn usage(&self) -> &UsageRecorder {
-        &self.usage
-    }
-
-    pub fn new(
-        capacity: usize,
-        negative_ttl: Duration,
-        max_age: Duration,
-        usage: Arc<UsageRecorder>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    /// `cells`: where each key's use is counted (drained by the embedder).
+    pub fn new(capacity: usize, negative_ttl: Duration, max_age: Duration, cells: Arc<Cells>) -> Self {
         let capacity = capacity.max(16);
         KeyCache {
-            usage,
-            clock,
+            cells,
+            workspaces: Interner::default(),
             native: quick_cache::sync::Cache::new(capacity),
             foreign: quick_cache::sync::Cache::new((capacity / 8).max(16)),
             absent: quick_cache::sync::Cache::new(capacity),
@@ -145,10 +143,10 @@ impl KeyCache {
         }
     }
 
-    /// Wraps a record read from the store for caching.
-    pub fn entry(&self, key: ApiKey) -> Arc<CachedKey> {
-        let usage = self.usage.cell(&key);
-        Arc::new(CachedKey { key, usage, loaded_ms: self.clock.now_ms() })
+    /// The record of a key read from the store at `now_ms`, for caching.
+    pub fn entry(&self, key: &ApiKey, now_ms: i64) -> Arc<CachedKey> {
+        let usage = self.cells.cell(&key.id);
+        Arc::new(CachedKey { record: KeyRecord::new(key, &self.workspaces), usage, loaded_ms: now_ms })
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
@@ -191,19 +189,20 @@ impl KeyCache {
     /// Distrusts everything held (the invalidation channel lost notices):
     /// each record is read again on its next use, and kept only to answer
     /// while the store cannot; remembered absences are forgotten.
-    pub fn distrust_all(&self) {
+    /// `now_ms`: the time of the resynchronisation.
+    pub fn distrust_all(&self, now_ms: i64) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.stale_before_ms.store(self.clock.now_ms() + 1, Ordering::Relaxed);
+        self.stale_before_ms.store(now_ms + 1, Ordering::Relaxed);
         self.absent.clear();
     }
 
-    /// Records a key as it now stands in the store (after a write).
-    pub fn put(&self, key: &ApiKey) {
+    /// Records a key as it stands in the store after a write at `now_ms`.
+    pub fn put(&self, key: &ApiKey, now_ms: i64) {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match CacheKey::of_native_key(key) {
-            Some(ck) => self.set_present(ck, self.entry(key.clone())),
+            Some(ck) => self.set_present(ck, self.entry(key, now_ms)),
             None => self.forget_foreign(&key.id),
         }
     }

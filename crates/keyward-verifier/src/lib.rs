@@ -1,0 +1,14 @@
+//! keyward's verification hot path, apart from the server: a presented
+//! key's compact record ([`record`]), the records held in memory
+//! ([`cache`]) with each key's use counted beside them ([`usage`]), and
+//! the decision ([`decide`]). No IO and no async runtime: the server feeds
+//! it from its store and invalidations; an embedded verifier can feed it
+//! from a replication stream.
+
+pub mod cache;
+pub mod decide;
+pub mod record;
+pub mod usage;
+
+pub use cache::{CacheKey, CachedKey, KeyCache, Lookup};
+pub use record::{Interner, KeyRecord};

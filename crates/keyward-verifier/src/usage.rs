@@ -1,0 +1,162 @@
+//! Each key's use, counted beside its record: counting a verification is
+//! two relaxed atomic operations (no lock, no allocation, no write). Whoever
+//! embeds the verifier drains the cells ([`Cells`]) into its rollups.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use keyward_core::verify::VerifyCode;
+
+use crate::record::KeyRecord;
+
+const CODES: usize = VerifyCode::ALL.len();
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// Verifications of one key since the last drain, in two slots by the
+/// parity of the hour (so counts on either side of an hour's end stay
+/// apart; a drain runs far more often than hourly). Valid ones are counted
+/// in the cell itself; refusals, by code, in a block allocated on a key's
+/// first refusal, so the cell of a key that is only ever used well stays
+/// small (memory per cached key).
+#[derive(Debug, Default)]
+pub struct UsageCell {
+    valid: [AtomicU32; 2],
+    /// The hour (since the epoch) each slot counts.
+    slot_hour: [AtomicI32; 2],
+    /// Milliseconds since the epoch of the latest authenticated use.
+    last_ms: AtomicI64,
+    refused: OnceLock<Box<Refused>>,
+}
+
+/// A key's refusals since the last drain, by code and hour slot.
+#[derive(Debug)]
+struct Refused {
+    counts: [[AtomicU32; CODES]; 2],
+    /// Milliseconds since the epoch of the latest failed authentication.
+    failed_ms: AtomicI64,
+    /// For the entries that report failed authentications.
+    workspace_id: Arc<str>,
+    name: Box<str>,
+}
+
+/// Whether a refused verification is a failed authentication (the key is
+/// unknown, or its secret, state or expiry refused it).
+pub fn is_auth_failure(code: VerifyCode) -> bool {
+    matches!(
+        code,
+        VerifyCode::NotFound
+            | VerifyCode::InvalidSecret
+            | VerifyCode::Expired
+            | VerifyCode::Revoked
+            | VerifyCode::Inactive
+            | VerifyCode::Locked
+    )
+}
+
+impl UsageCell {
+    /// Counts one verification of `key` with `code` at `at_ms`
+    /// (milliseconds since the epoch); `authenticated` ones move "last used".
+    pub fn record(&self, key: &KeyRecord, code: VerifyCode, authenticated: bool, at_ms: i64) {
+        let hour = at_ms.div_euclid(HOUR_MS) as i32;
+        let slot = (hour & 1) as usize;
+        if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
+            self.slot_hour[slot].store(hour, Ordering::Relaxed);
+        }
+        if authenticated {
+            self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
+        if code == VerifyCode::Valid {
+            self.valid[slot].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let refused = self.refused.get_or_init(|| {
+            Box::new(Refused {
+                counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
+                failed_ms: AtomicI64::new(0),
+                workspace_id: key.workspace_id.clone(),
+                name: key.name.clone(),
+            })
+        });
+        refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
+        if is_auth_failure(code) {
+            refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The slot's counts by code, zeroed.
+    pub fn drain(&self, slot: usize) -> Vec<(&'static str, u64)> {
+        let mut counts = Vec::new();
+        let valid = self.valid[slot].swap(0, Ordering::Relaxed);
+        if valid > 0 {
+            counts.push((VerifyCode::Valid.as_str(), u64::from(valid)));
+        }
+        if let Some(r) = self.refused.get() {
+            for c in VerifyCode::ALL {
+                let n = r.counts[slot][c.index()].swap(0, Ordering::Relaxed);
+                if n > 0 {
+                    counts.push((c.as_str(), u64::from(n)));
+                }
+            }
+        }
+        counts
+    }
+
+    /// Puts drained counts back (a flush that failed).
+    pub fn undrain(&self, slot: usize, code: &str, n: u64) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        if code == VerifyCode::Valid.as_str() {
+            self.valid[slot].fetch_add(n, Ordering::Relaxed);
+        } else if let (Some(r), Some(c)) = (self.refused.get(), VerifyCode::ALL.iter().find(|c| c.as_str() == code)) {
+            r.counts[slot][c.index()].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The hour (since the epoch) slot `slot` counts.
+    pub fn slot_hour(&self, slot: usize) -> i32 {
+        self.slot_hour[slot].load(Ordering::Relaxed)
+    }
+
+    pub fn set_slot_hour(&self, slot: usize, hour: i32) {
+        self.slot_hour[slot].store(hour, Ordering::Relaxed);
+    }
+
+    /// The latest authenticated use (ms since the epoch; 0: none since
+    /// the last call), zeroed.
+    pub fn take_last_used(&self) -> i64 {
+        self.last_ms.swap(0, Ordering::Relaxed)
+    }
+
+    /// Puts a taken "last used" back.
+    pub fn restore_last_used(&self, at_ms: i64) {
+        self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// For a key refused at least once: its workspace, its name and the
+    /// latest failed authentication (ms since the epoch).
+    pub fn refusals(&self) -> Option<(&str, &str, i64)> {
+        let r = self.refused.get()?;
+        Some((&r.workspace_id, &r.name, r.failed_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Every key's cell, by key id. A cell outlives its key's cache entry
+/// until its counts are drained.
+#[derive(Debug, Default)]
+pub struct Cells {
+    cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
+}
+
+impl Cells {
+    /// The cell of key `id`, created on first sight. Called when a key
+    /// enters the cache, not per verification.
+    pub fn cell(&self, id: &Arc<str>) -> Arc<UsageCell> {
+        self.lock().entry(id.clone()).or_default().clone()
+    }
+
+    /// All cells, for a drain.
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<UsageCell>>> {
+        self.cells.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
