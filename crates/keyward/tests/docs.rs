@@ -60,6 +60,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The workspace's crates, in the order they depend on each other.
+const CRATES: [&str; 5] = ["keyward-core", "keyward-verifier", "keyward-store", "keyward-server", "keyward"];
+
 /// ARCHITECTURE.md: only keyward-store speaks SQL (names sqlx); only
 /// keyward-server speaks HTTP as a server (names axum); the domain names
 /// neither. Checked in each crate's code and its [dependencies].
@@ -67,7 +70,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn only_the_store_names_sqlx_and_only_the_server_names_axum() {
     let allowed = [("sqlx", "keyward-store"), ("axum", "keyward-server")];
     let mut checked = 0;
-    for krate in ["keyward-core", "keyward-store", "keyward-server", "keyward"] {
+    for krate in CRATES {
         let dir = root().join("crates").join(krate);
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
@@ -94,7 +97,7 @@ fn only_the_store_names_sqlx_and_only_the_server_names_axum() {
 /// `needle`, as `path:line`, leaving out the files in `except`.
 fn code_naming(needle: &str, except: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
-    for krate in ["keyward-core", "keyward-store", "keyward-server", "keyward"] {
+    for krate in CRATES {
         let mut files = Vec::new();
         rust_files(&root().join("crates").join(krate).join("src"), &mut files);
         for file in files {
@@ -139,12 +142,29 @@ fn only_the_unit_of_work_commits_and_updates_caches() {
     assert!(!verifier.contains("store.commit("), "the verifier commits through the unit of work");
 }
 
-/// ARCHITECTURE.md: the domain is synchronous and knows no runtime.
+/// ARCHITECTURE.md: the domain and the verifier are synchronous and know
+/// no runtime.
 #[test]
-fn the_domain_names_no_runtime() {
-    let manifest = std::fs::read_to_string(root().join("crates/keyward-core/Cargo.toml")).unwrap();
-    assert!(!manifest.contains("tokio"), "keyward-core depends on tokio");
-    let found: Vec<String> =
-        code_naming("tokio", &[]).into_iter().filter(|f| f.starts_with("crates/keyward-core/")).collect();
-    assert!(found.is_empty(), "keyward-core names tokio: {found:?}");
+fn the_domain_and_the_verifier_name_no_runtime() {
+    for krate in ["keyward-core", "keyward-verifier"] {
+        let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
+        assert!(!manifest.contains("tokio"), "{krate} depends on tokio");
+        let found: Vec<String> =
+            code_naming("tokio", &[]).into_iter().filter(|f| f.starts_with(&format!("crates/{krate}/"))).collect();
+        assert!(found.is_empty(), "{krate} names tokio: {found:?}");
+    }
+}
+
+/// ARCHITECTURE.md: the hot path depends on the domain alone, so an
+/// embedded verifier can take it without the store or the server.
+#[test]
+fn the_verifier_depends_on_the_domain_alone() {
+    let manifest = std::fs::read_to_string(root().join("crates/keyward-verifier/Cargo.toml")).unwrap();
+    let deps = manifest.split("[dependencies]").nth(1).unwrap_or_default();
+    let deps = deps.split("\n[").next().unwrap_or_default();
+    let ours: Vec<&str> = deps.lines().filter(|l| l.starts_with("keyward")).collect();
+    assert_eq!(ours, ["keyward-core.workspace = true"], "keyward-verifier's keyward dependencies");
+    let found = code_naming("keyward_s", &[]);
+    let found: Vec<&String> = found.iter().filter(|f| f.starts_with("crates/keyward-verifier/")).collect();
+    assert!(found.is_empty(), "keyward-verifier names the store or the server: {found:?}");
 }
