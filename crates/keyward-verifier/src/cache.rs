@@ -89,8 +89,8 @@ pub struct LoadTicket(u64);
 /// (cached under a hash of their token) live apart too, so that dropping
 /// one by id scans only them.
 pub struct KeyCache {
-    native: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
-    foreign: quick_cache::sync::Cache<CacheKey, Arc<CachedKey>>,
+    native: quick_cache::sync::Cache<[u8; ID_LEN], Arc<CachedKey>>,
+    foreign: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
     absent: quick_cache::sync::Cache<CacheKey, Instant>,
     epoch: AtomicU64,
     lock: Mutex<()>,
@@ -122,17 +122,32 @@ impl KeyCache {
         }
     }
 
-    fn records(&self, key: &CacheKey) -> &quick_cache::sync::Cache<CacheKey, Arc<CachedKey>> {
+    // Each map keyed by its own kind of key alone: a smaller entry.
+    fn record(&self, key: &CacheKey) -> Option<Arc<CachedKey>> {
         match key {
-            CacheKey::Native(_) => &self.native,
-            CacheKey::Foreign(_) => &self.foreign,
+            CacheKey::Native(id) => self.native.get(id),
+            CacheKey::Foreign(hmac) => self.foreign.get(hmac),
+        }
+    }
+
+    fn insert_record(&self, key: CacheKey, record: Arc<CachedKey>) {
+        match key {
+            CacheKey::Native(id) => self.native.insert(id, record),
+            CacheKey::Foreign(hmac) => self.foreign.insert(hmac, record),
+        }
+    }
+
+    fn remove_record(&self, key: &CacheKey) {
+        match key {
+            CacheKey::Native(id) => drop(self.native.remove(id)),
+            CacheKey::Foreign(hmac) => drop(self.foreign.remove(hmac)),
         }
     }
 
     /// Looks `key` up at `now_ms` (the caller's clock reading).
     pub fn get(&self, key: &CacheKey, now_ms: i64) -> Lookup {
         let ticket = LoadTicket(self.epoch.load(Ordering::Acquire));
-        if let Some(k) = self.records(key).get(key) {
+        if let Some(k) = self.record(key) {
             let fresh = now_ms.saturating_sub(k.loaded_ms) < self.max_age_ms
                 && k.loaded_ms >= self.stale_before_ms.load(Ordering::Relaxed);
             return if fresh { Lookup::Hit(k) } else { Lookup::Miss(ticket, Some(k)) };
@@ -164,12 +179,12 @@ impl KeyCache {
     // Orders chosen so a concurrent `get` sees the new state or a miss
     // (which reads the store, already written), never the old state.
     fn set_present(&self, key: CacheKey, record: Arc<CachedKey>) {
-        self.records(&key).insert(key, record);
+        self.insert_record(key, record);
         self.absent.remove(&key);
     }
 
     fn set_absent(&self, key: CacheKey) {
-        self.records(&key).remove(&key);
+        self.remove_record(&key);
         self.absent.insert(key, Instant::now());
     }
 
@@ -180,7 +195,7 @@ impl KeyCache {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some(token_id) = token_id_of_key_id(id) {
             let ck = CacheKey::native(token_id);
-            self.native.remove(&ck);
+            self.remove_record(&ck);
             self.absent.remove(&ck);
         }
         self.forget_foreign(id);

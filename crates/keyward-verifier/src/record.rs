@@ -7,10 +7,12 @@
 //! inline, its metadata as JSON text, and everything most keys do not have
 //! (roles, limits, credits, allowlists, a grace secret, an identity, a
 //! client id) behind one optional box: a plain key costs one pointer for
-//! all of it. Workspace ids are shared between the records of a workspace
-//! ([`Interner`]).
+//! all of it. Workspace ids and scope lists are shared between the records
+//! that have the same ([`Interner`]): keys of a workspace mostly hold a few
+//! distinct sets of scopes.
 
 use std::collections::HashSet;
+use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -39,15 +41,15 @@ pub struct KeyRecord {
     pub secret: SecretHash,
     pub expires_at: Option<DateTime<Utc>>,
     pub version: i64,
-    pub scopes: Box<[Scope]>,
-    /// The metadata object as JSON text; `None` when it is empty.
-    metadata: Option<Box<RawValue>>,
+    pub scopes: Arc<[Scope]>,
     rare: Option<Box<Rare>>,
 }
 
 /// What few keys have.
 #[derive(Debug, Clone, Default)]
 struct Rare {
+    /// The metadata object as JSON text; `None` when it is empty.
+    metadata: Option<Box<RawValue>>,
     grace: Option<GraceSecret>,
     resources: Box<[String]>,
     allowed_origins: Box<[OriginPattern]>,
@@ -67,7 +69,12 @@ static EMPTY_OBJECT: LazyLock<Box<RawValue>> =
 impl KeyRecord {
     /// The record of `key`, its workspace id shared through `interner`.
     pub fn new(key: &ApiKey, interner: &Interner) -> Self {
+        let metadata = match &key.metadata {
+            serde_json::Value::Object(m) if m.is_empty() => None,
+            v => serde_json::value::to_raw_value(v).ok(),
+        };
         let rare = Rare {
+            metadata,
             grace: key.grace,
             resources: key.resources.clone().into_boxed_slice(),
             allowed_origins: key.allowed_origins.clone().into_boxed_slice(),
@@ -80,7 +87,8 @@ impl KeyRecord {
             client_id: key.client_id.as_deref().map(Box::from),
             grace_client_id: key.grace_client_id.as_deref().map(Box::from),
         };
-        let is_plain = rare.grace.is_none()
+        let is_plain = rare.metadata.is_none()
+            && rare.grace.is_none()
             && rare.resources.is_empty()
             && rare.allowed_origins.is_empty()
             && rare.allowed_ips.is_empty()
@@ -91,13 +99,9 @@ impl KeyRecord {
             && rare.lookup_prefix.is_none()
             && rare.client_id.is_none()
             && rare.grace_client_id.is_none();
-        let metadata = match &key.metadata {
-            serde_json::Value::Object(m) if m.is_empty() => None,
-            v => serde_json::value::to_raw_value(v).ok(),
-        };
         KeyRecord {
             id: key.id.clone(),
-            workspace_id: interner.intern(&key.workspace_id),
+            workspace_id: interner.workspaces.share(&key.workspace_id),
             name: key.name.as_str().into(),
             key_type: key.key_type,
             environment: key.environment,
@@ -108,8 +112,7 @@ impl KeyRecord {
             secret: key.secret,
             expires_at: key.expires_at,
             version: key.version,
-            scopes: key.scopes.clone().into_boxed_slice(),
-            metadata,
+            scopes: interner.scopes.share(&key.scopes),
             rare: (!is_plain).then(|| Box::new(rare)),
         }
     }
@@ -125,7 +128,7 @@ impl KeyRecord {
 
     /// The key's metadata object, as JSON text (`{}` when empty).
     pub fn metadata(&self) -> &RawValue {
-        self.metadata.as_deref().unwrap_or(&EMPTY_OBJECT)
+        self.rare().and_then(|r| r.metadata.as_deref()).unwrap_or(&EMPTY_OBJECT)
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
@@ -186,7 +189,7 @@ impl KeyRecord {
     /// access token narrowed to fewer permissions grants).
     pub fn narrowed(&self, scopes: Vec<Scope>) -> Self {
         let mut limited = self.clone();
-        limited.scopes = scopes.into_boxed_slice();
+        limited.scopes = scopes.into();
         limited.flags = Flags::default();
         if let Some(rare) = &mut limited.rare {
             rare.roles = Box::default();
@@ -222,21 +225,46 @@ impl KeyGrant for KeyRecord {
     }
 }
 
-/// One shared copy of each workspace id. Workspaces are few beside keys;
-/// an id stays once seen.
+/// One shared copy of each workspace id and each scope list.
 #[derive(Debug, Default)]
 pub struct Interner {
-    ids: Mutex<HashSet<Arc<str>>>,
+    workspaces: Shared<str>,
+    scopes: Shared<[Scope]>,
 }
 
-impl Interner {
-    pub fn intern(&self, id: &str) -> Arc<str> {
-        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(shared) = ids.get(id) {
+/// Values shared by whoever holds an equal one. Bounded: when full, values
+/// no record holds any more are dropped, and past that new values are not
+/// shared (each record then holds its own copy).
+#[derive(Debug)]
+struct Shared<T: ?Sized> {
+    values: Mutex<HashSet<Arc<T>>>,
+}
+
+impl<T: ?Sized> Default for Shared<T> {
+    fn default() -> Self {
+        Shared { values: Mutex::default() }
+    }
+}
+
+/// Distinct values held at most (workspaces, or scope lists).
+const MAX_SHARED: usize = 4096;
+
+impl<T: ?Sized + Hash + Eq> Shared<T>
+where
+    Arc<T>: for<'a> From<&'a T>,
+{
+    fn share(&self, value: &T) -> Arc<T> {
+        let mut values = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(shared) = values.get(value) {
             return shared.clone();
         }
-        let shared: Arc<str> = Arc::from(id);
-        ids.insert(shared.clone());
+        let shared: Arc<T> = Arc::from(value);
+        if values.len() >= MAX_SHARED {
+            values.retain(|v| Arc::strong_count(v) > 1);
+        }
+        if values.len() < MAX_SHARED {
+            values.insert(shared.clone());
+        }
         shared
     }
 }
