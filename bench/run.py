@@ -66,8 +66,9 @@ and non-2xx answers, and for keyward the verification codes it counted
 (GET /metrics deltas), e.g. only VALID in (a) and (b), only MALFORMED and
 NOT_FOUND for the keys of (c).
 
---quick: N=1000, one round of ~2 s per scenario but three for (a) and (f)
-(the gate's pair, interleaved), the peer only if bench/.venv already has it;
+--quick: N=1000, one round of ~2 s per scenario but five of 4 s for (a)
+and (f) (the gate's pair, interleaved, after an untimed second of each to
+warm them up; two-second rounds on two shared cores vary by ±20 %), the peer only if bench/.venv already has it;
 for CI, so the tooling cannot rot (`python3 bench/run.py --quick --no-build`,
 about 45 s). Exit status is non-zero if a server failed to start or any
 scenario had errors, non-2xx answers or unexpected verification codes (in
@@ -123,7 +124,8 @@ UNKNOWN_SEED = 10_000  # keys in the throwaway database (the unknown tokens)
 MISS_CACHE = 1_000  # cache capacity of the cache-miss keyward (at most N/100)
 CACHE_MARGIN = 1_000_000  # room above N for keys created by (d) and (e)
 WRITE_SET = 20_000  # keys the write instance verifies: (e) and the usage-flush measurement
-GATE_ROUNDS = 3  # --quick: rounds of (a) and (f), the floor gate's pair
+GATE_ROUNDS = 5  # --quick: rounds of (a) and (f), the floor gate's pair
+GATE_SECONDS = 4  # --quick: seconds per run of the gate's pair
 QUICK_MIN_FLOOR_RATIO = 0.65  # --quick's default --min-floor-ratio
 
 
@@ -885,6 +887,13 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     # Rounds per scenario: --rounds, more for the floor gate's pair with
     # --quick; once only those are left, they alternate by themselves.
     rounds = {sid: max(args.rounds, args.gate_rounds) if sid in ("a", "f") else args.rounds for sid in order}
+    if args.gate_rounds:
+        # The gate's pair warms up first (connections, caches, allocator),
+        # untimed: the gate compares steady states.
+        for sid in ("a", "f"):
+            if sid in order:
+                srv, script, env = scen[sid]
+                run_wrk(args, script, srv.url, {**env, "KW_RUN_ID": "warm-up"}, 1)
     for rnd in range(max(rounds.values(), default=0)):
         active = [sid for sid in order if rounds[sid] > rnd]
         k = rnd % len(active)
@@ -907,8 +916,9 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
             srv.reset_peak()
             pids = srv.pids()
             busy0, srv0, wrk0, t0 = cpu_busy_ticks(), proc_cpu_ticks(pids), children_cpu_s(), time.monotonic()
-            r = run_wrk(args, script, srv.url, {**env, "KW_RUN_ID": run_id}, args.duration,
-                        CONNECTIONS.get(sid))
+            # The gate's pair runs longer with --quick: steadier ratios.
+            duration = max(args.duration, GATE_SECONDS) if args.gate_rounds and sid in ("a", "f") else args.duration
+            r = run_wrk(args, script, srv.url, {**env, "KW_RUN_ID": run_id}, duration, CONNECTIONS.get(sid))
             busy1, srv1, wrk1, t1 = cpu_busy_ticks(), proc_cpu_ticks(pids), children_cpu_s(), time.monotonic()
             r["peak_rss_kb"] = srv.peak_kb()
             r["connections"] = CONNECTIONS.get(sid) or args.connections
