@@ -84,10 +84,19 @@ fn describe_body_error(path: &str, e: &serde_json::Error) -> ApiError {
     // The last "expected": a quoted value before it may contain the word.
     let after_expected = || message.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
     let described = if message.starts_with("unknown field") {
+        let named = unknown_name(message).map_or_else(String::new, |n| format!(" {n}"));
         match after_expected() {
-            Some(allowed) => format!("Unknown field in the request body; allowed: {allowed}"),
-            None => "The request body takes no fields".to_owned(),
+            Some(allowed) => {
+                format!("Unknown field{named} in the request body; allowed: {}", allowed.trim_start_matches("one of "))
+            }
+            None => format!("The request body takes no fields (unknown field{named})"),
         }
+    } else if CHRONO_MESSAGES.contains(&message) {
+        let or_days = match path.rsplit('.').next() {
+            Some("expiresAt") => " (or give expiresIn, a number of days)",
+            _ => "",
+        };
+        format!("{field} must be a date and time in RFC 3339, e.g. 2027-01-31T12:00:00Z{or_days}")
     } else if let Some(rest) = message.strip_prefix("missing field `") {
         let name = rest.split('`').next().unwrap_or_default();
         match path {
@@ -108,6 +117,28 @@ fn describe_body_error(path: &str, e: &serde_json::Error) -> ApiError {
         format!("{field} is invalid: {}", strip_quoted(message))
     };
     ApiError::bad_request(Code::InvalidBody, described)
+}
+
+/// What chrono says of a date it cannot read (none names the input).
+const CHRONO_MESSAGES: [&str; 7] = [
+    "input is out of range",
+    "no possible date and time matching input",
+    "input is not enough for unique date and time",
+    "input contains invalid characters",
+    "premature end of input",
+    "trailing input",
+    "bad or unsupported format string",
+];
+
+/// The name of an unknown field or parameter in serde's message, when it
+/// looks like a name (at most 64 letters, digits, `_`, `-`, `.`): a name
+/// is not a submitted value, but anything else is not shown.
+fn unknown_name(message: &str) -> Option<&str> {
+    let name = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let plausible = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    plausible.then_some(name)
 }
 
 /// serde's name of an expected type, as a client would say it.
@@ -131,17 +162,35 @@ fn expected_in_words(expected: &str) -> String {
 
 /// A query string the endpoint cannot take: unknown parameters are refused
 /// like unknown body fields, naming what is allowed, never what was sent.
-fn describe_query_error(text: &str) -> ApiError {
-    let message = redact_quoted(text);
-    if message.contains("unknown field") {
-        let allowed = message.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
+fn describe_query_error(path: &str, text: &str) -> ApiError {
+    if text.starts_with("unknown field") {
+        let named = unknown_name(text).map_or_else(String::new, |n| format!(" {n}"));
+        let allowed = text.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
+        let allowed = allowed.as_deref().map_or("none", |a| a.trim_start_matches("one of "));
         return ApiError::bad_request(
             Code::UnknownQueryParameter,
-            format!("Unknown query parameter; allowed: {}", allowed.unwrap_or_else(|| "none".into())),
+            format!("Unknown query parameter{named}; allowed: {allowed}"),
         );
     }
-    let message = message.strip_prefix("Failed to deserialize query string: ").unwrap_or(&message);
-    ApiError::bad_request(Code::InvalidQuery, format!("Invalid query string: {}", strip_quoted(message)))
+    let parameter = match path {
+        "" | "." => "A query parameter".to_owned(),
+        p => format!("Query parameter {p}"),
+    };
+    // The standard library's words for a number it cannot read.
+    let whole_number = ["invalid digit", "cannot parse integer", "number too large", "number too small"];
+    let described = if whole_number.iter().any(|w| text.contains(w)) {
+        format!("{parameter} must be a whole number")
+    } else if text.starts_with("unknown variant") {
+        let allowed = text.rsplit_once("expected ").map(|(_, e)| e.replace('`', ""));
+        format!("{parameter} must be one of: {}", allowed.unwrap_or_default())
+    } else if text.contains("provided string was not `true` or `false`") {
+        format!("{parameter} must be true or false")
+    } else if CHRONO_MESSAGES.contains(&text) {
+        format!("{parameter} must be a date and time in RFC 3339, e.g. 2027-01-31T12:00:00Z")
+    } else {
+        format!("{parameter} is invalid: {}", strip_quoted(&redact_quoted(text)))
+    };
+    ApiError::bad_request(Code::InvalidQuery, described)
 }
 
 /// Drops every part of a message between backticks.
@@ -212,9 +261,12 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e| describe_query_error(&e.body_text()))
+        // Parsed with the path tracked, so a refusal names the parameter.
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| describe_query_error(&e.path().to_string(), &e.inner().to_string()))
     }
 }
 

@@ -85,8 +85,18 @@ async fn errors_never_echo_submitted_values() {
         ("/v1/keys", json!({"name": "a", "resources": [1]}), "Field resources[0] must be a string"),
         (
             "/v1/keys/verify",
-            json!({"key": "kw_live_x", "secretive-field": 1}),
-            "Unknown field in the request body; allowed:",
+            json!({"key": "kw_live_x", "tenant-id": 1}),
+            "Unknown field tenant-id in the request body; allowed: key, ",
+        ),
+        (
+            "/v1/keys/verify",
+            json!({"key": "kw_live_x", "kw_live_not a name: it is not shown": 1}),
+            "Unknown field in the request body; allowed: key, ",
+        ),
+        (
+            "/v1/keys",
+            json!({"name": "a", "expiresAt": "tomorrow"}),
+            "Field expiresAt must be a date and time in RFC 3339, e.g. 2027-01-31T12:00:00Z (or give expiresIn, a number of days)",
         ),
         (
             "/v1/keys/import",
@@ -98,7 +108,7 @@ async fn errors_never_echo_submitted_values() {
         let r = app.post(path, body.clone()).await;
         assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_body"), "{body}: {}", r.body);
         assert!(r.error().starts_with(message), "{body}: {}", r.error());
-        assert!(!r.error().contains("secretive-field") && !r.error().contains('`'), "{}", r.error());
+        assert!(!r.error().contains("kw_live_") && !r.error().contains('`'), "{}", r.error());
     }
     let r = app.patch("/v1/workspace", json!({"maxKeys": 4.24e19})).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_body"));
@@ -121,10 +131,16 @@ async fn errors_never_echo_submitted_values() {
     let r = app.post("/v1/keys", json!({"name": "a", "allowedIps": ["10.0.0.0/99"]})).await;
     assert!(r.error().contains("allowedIps") && !r.error().contains("/99"), "{}", r.error());
 
-    // Unknown query parameters are refused like unknown fields.
+    // Unknown query parameters are refused like unknown fields, named
+    // when they look like a name; bad values in keyward's words.
     let r = app.get("/v1/keys?limit=5&secretive=1").await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "unknown_query_parameter"));
-    assert!(r.error().contains("allowed:") && !r.error().contains("secretive"), "{}", r.error());
+    assert!(r.error().starts_with("Unknown query parameter secretive; allowed:"), "{}", r.error());
+    let r = app.get("/v1/keys?limit=5&kw%20live=1").await;
+    assert!(r.error().starts_with("Unknown query parameter; allowed:"), "{}", r.error());
+    let r = app.get("/v1/keys?limit=abc").await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "invalid_query"));
+    assert_eq!(r.error(), "Query parameter limit must be a whole number");
     let r = app.get(&format!("/v1/keys/{}?expand=1", key.id)).await;
     r.assert_error(400, "This endpoint takes no query parameters");
     assert_eq!(app.get("/v1/keys?limit=5&state=active").await.status, 200);
