@@ -71,6 +71,11 @@ pub struct Database {
 }
 
 impl Database {
+    /// Whether the data lives in SQLite (a single node: no change notices).
+    pub fn is_sqlite(&self) -> bool {
+        self.url.starts_with("sqlite:")
+    }
+
     pub fn resolve(args: &StorageArgs, file: &FileConfig) -> anyhow::Result<Self> {
         let url = match args.database_url.clone().or_else(|| file.database_url.clone()) {
             Some(url) => url,

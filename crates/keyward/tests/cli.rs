@@ -755,6 +755,12 @@ fn master_key_is_generated_checked_and_rotated() {
     let (ok, stderr) = server.terminate();
     assert!(ok);
     assert!(!stderr.contains(&secret) && !stderr.contains(&new), "no secret in the logs");
+
+    // A signing-key rotation tells the operator when a SQLite node follows.
+    let rotated = keyward(&["signing-key", "rotate", "--data-dir", data, "--master-key", &new]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let said = stdout(&rotated);
+    assert!(said.contains("now signs access tokens") && said.contains("within a minute"), "{said}");
 }
 
 /// Fixtures made by GnuPG (crates/keyward-core/testdata/pgp).

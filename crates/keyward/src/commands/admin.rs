@@ -260,6 +260,12 @@ pub async fn rotate_signing_key(
         "Signing key {kid} ({}) now signs access tokens; older keys stay published until their tokens expire.",
         config.oauth.algorithm.as_str()
     );
+    if resolved.database.is_sqlite() {
+        outln!(
+            "A keyward serving this SQLite database accepts the new key's tokens at once and signs with it within a \
+             minute (SQLite sends no notices); on PostgreSQL every node switches at once."
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -459,6 +459,18 @@ async fn console_pages_are_locked_down() {
         "no inline script or style"
     );
 
+    // A wrong password: the page says so beside the field, and nothing
+    // about saving (signing in saves nothing).
+    let r = plain
+        .post(app.url("/sign-in"))
+        .form(&[("email", OWNER_EMAIL), ("password", "not the password"), ("next", "/keys")])
+        .send()
+        .await
+        .unwrap();
+    assert!(!r.headers().contains_key("set-cookie"));
+    let html = r.text().await.unwrap();
+    assert!(html.contains("field-error") && !html.contains("Nothing was saved"), "{html}");
+
     // `next` never leads off the server.
     for next in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
         let r = plain
