@@ -145,7 +145,11 @@ impl Storage {
         let key = match (&args.hash_key, args.hash_key_file.as_ref().or(file.hash_key_file.as_ref())) {
             (Some(hex_key), _) => decode_key(hex_key).context("KEYWARD_HASH_KEY / --hash-key")?,
             (None, Some(path)) => read_key_file(path)?,
-            (None, None) => read_or_create_key_file(&data_dir.join("hash.key"))?,
+            (None, None) => {
+                let path = data_dir.join("hash.key");
+                let (text, _) = read_or_create_secret_file(&path, "hash key")?;
+                decode_key(&text).with_context(|| format!("hash key file {}", path.display()))?
+            }
         };
         let hasher = SecretHasher::new(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
         let master_keys = match (&args.master_key, args.master_key_file.as_ref().or(file.master_key_file.as_ref())) {
@@ -155,7 +159,22 @@ impl Storage {
                     .with_context(|| format!("reading master key file {}", path.display()))?;
                 Some(parse_master_keys(&text).with_context(|| format!("master key file {}", path.display()))?)
             }
-            (None, None) => None,
+            // Like the hash key: generated into the data directory on first
+            // use, so recoverable keys, OAuth and PGP private keys work at once.
+            (None, None) => {
+                create_private_dir(&data_dir)?;
+                let path = data_dir.join("master.key");
+                let (text, created) = read_or_create_secret_file(&path, "master key")?;
+                if created {
+                    eprintln!(
+                        "Generated a master key at {} (mode 0600): it seals recoverable secrets, signing keys and \
+                         PGP private keys. Keep it apart from backups of the database; --master-key-file holds it \
+                         elsewhere.",
+                        path.display()
+                    );
+                }
+                Some(parse_master_keys(&text).with_context(|| format!("master key file {}", path.display()))?)
+            }
         };
         Ok(Storage { database, hasher, master_keys })
     }
@@ -191,11 +210,13 @@ fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     decode_key(&text).with_context(|| format!("hash key file {}", path.display()))
 }
 
-/// Reads the key file, or creates it (mode 0600, never overwriting) with
-/// 32 bytes from the OS CSPRNG.
-fn read_or_create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// Reads a key file's text, or creates the file (mode 0600, never
+/// overwriting) with 32 bytes from the OS CSPRNG as hex; also says whether
+/// it was created now.
+fn read_or_create_secret_file(path: &Path, what: &str) -> anyhow::Result<(String, bool)> {
+    let read = || std::fs::read_to_string(path).with_context(|| format!("reading {what} file {}", path.display()));
     if path.exists() {
-        return read_key_file(path);
+        return Ok((read()?, false));
     }
     let key = keyward_core::ids::random_bytes::<32>();
     let mut options = std::fs::OpenOptions::new();
@@ -205,13 +226,14 @@ fn read_or_create_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     match options.open(path) {
         Ok(mut f) => {
             use std::io::Write;
-            writeln!(f, "{}", hex(&key)).with_context(|| format!("writing {}", path.display()))?;
+            let text = hex(&key);
+            writeln!(f, "{text}").with_context(|| format!("writing {}", path.display()))?;
             f.sync_all()?;
-            Ok(key.to_vec())
+            Ok((text, true))
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
-        Err(e) => Err(e).with_context(|| format!("creating hash key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((read()?, false)),
+        Err(e) => Err(e).with_context(|| format!("creating {what} file {}", path.display())),
     }
 }
 

@@ -763,6 +763,49 @@ fn master_key_is_generated_checked_and_rotated() {
     assert!(said.contains("now signs access tokens") && said.contains("within a minute"), "{said}");
 }
 
+/// The first `serve` generates a master key beside the hash key (0600, its
+/// path printed), so OAuth works at once; later starts reuse it silently.
+#[test]
+fn the_first_serve_generates_a_master_key_and_oauth_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().expect("the first serve prints the admin key");
+    let path = dir.path().join("master.key");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.trim().len(), 64, "32 bytes as hex");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let client = http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "app", "type": "client"}"#));
+    let (id, secret) = (client["clientId"].as_str().unwrap(), client["clientSecret"].as_str().unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, body) = runtime.block_on(async {
+        let r = reqwest::Client::new()
+            .post(server.url("/oauth/token"))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "{body}");
+    let (ok, stderr) = server.terminate();
+    assert!(ok);
+    assert!(stderr.contains(&format!("Generated a master key at {}", path.display())), "{stderr}");
+    assert!(!stderr.contains(text.trim()), "the master key itself is never printed");
+
+    let server = serve(dir.path(), &[]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "the same key on the next start");
+    // Stopped right after it said it listens: a clean stop all the same.
+    let (ok, stderr) = server.terminate();
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("Generated a master key"), "{stderr}");
+}
+
 /// Fixtures made by GnuPG (crates/keyward-core/testdata/pgp).
 const RSA_SEC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../keyward-core/testdata/pgp/rsa3072.sec.asc");
 const ED_PUB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../keyward-core/testdata/pgp/ed25519.pub.asc");

@@ -26,7 +26,8 @@ use crate::principal::Principal;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OAuthErrorBody {
     /// `invalid_request`, `invalid_client`, `invalid_grant`, `invalid_scope`,
-    /// `unsupported_grant_type`, `temporarily_unavailable` or `server_error`.
+    /// `unsupported_grant_type`, `master_key_required`,
+    /// `temporarily_unavailable` or `server_error`.
     #[schema(example = "invalid_grant")]
     pub error: String,
     pub error_description: String,
@@ -93,7 +94,8 @@ const FIELDS: &[&str] = &[
 ];
 
 /// An OAuth error as an HTTP answer: 401 with `WWW-Authenticate` for
-/// `invalid_client`, 503 or 500 for the server's own trouble, else 400.
+/// `invalid_client`, 409 `master_key_required` when keyward runs without
+/// a master key, 503 or 500 for the server's own trouble, else 400.
 pub struct OAuthFailure(pub OAuthError);
 
 impl From<OAuthError> for OAuthFailure {
@@ -107,6 +109,7 @@ impl IntoResponse for OAuthFailure {
         let e = self.0;
         let status = match e.error {
             Code::InvalidClient => StatusCode::UNAUTHORIZED,
+            Code::MasterKeyRequired => StatusCode::CONFLICT,
             Code::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -263,7 +266,8 @@ async fn throttled<T>(
         (status = 200, body = TokenResponse),
         (status = 400, description = "invalid_request, invalid_grant, invalid_scope, unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client (with WWW-Authenticate)", body = OAuthErrorBody),
-        (status = 503, description = "No master key to keep signing keys", body = OAuthErrorBody),
+        (status = 409, description = "master_key_required: this node has no master key to keep signing keys", body = OAuthErrorBody),
+        (status = 503, description = "temporarily_unavailable: storage does not answer", body = OAuthErrorBody),
     ))]
 pub async fn token(
     State(state): State<AppState>,

@@ -149,9 +149,9 @@ impl OAuthError {
     }
     fn server(e: Error) -> Self {
         match e.kind {
-            _ if e.code == Code::StorageUnavailable || e.code == Code::MasterKeyRequired => {
-                Self::new(Code::TemporarilyUnavailable, e.message)
-            }
+            // A setting, not an outage: said as what it is (409).
+            _ if e.code == Code::MasterKeyRequired => Self::new(Code::MasterKeyRequired, e.message),
+            _ if e.code == Code::StorageUnavailable => Self::new(Code::TemporarilyUnavailable, e.message),
             ErrorKind::Invalid | ErrorKind::Conflict => Self::new(Code::InvalidRequest, e.message),
             _ => {
                 tracing::warn!(code = e.code.as_str(), error = %e.message, "token request failed");

@@ -17,6 +17,9 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
         // Printed on stdout, never logged: logs must not carry secrets.
         say(&describe_new_workspace(&created, false));
     }
+    // Listening for SIGINT/SIGTERM before saying so: a stop sent right
+    // after the address is printed drains and flushes like any other.
+    let stop = shutdown_signal();
     let addr = app.local_addr();
     if let Some(fa) = app.forward_auth_addr() {
         say(&format!("keyward forward-auth listening on http://{fa}"));
@@ -31,7 +34,7 @@ pub async fn run(args: ServeArgs, file: &FileConfig) -> anyhow::Result<ExitCode>
     }
     .as_str());
     say("Press Ctrl-C (or send SIGTERM) to stop; pending use counts are written first.");
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(stop).await?;
     tracing::info!("keyward stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Key, OWNER_EMAIL, OWNER_PASSWORD, TestApp, spawn_app};
+use crate::helpers::{Key, OWNER_EMAIL, OWNER_PASSWORD, TestApp, spawn_app, spawn_app_with};
 
 backend_tests!(
     client_credentials_by_basic_and_post,
@@ -28,6 +28,7 @@ backend_tests!(
     signing_keys_rotate_and_stay_published_until_their_tokens_expire,
     member_refresh_tokens_reach_the_rest_api,
     legacy_clients_authenticate_but_stay_as_imported,
+    without_a_master_key_tokens_are_a_setting_not_an_outage,
 );
 
 /// A form POST to an OAuth endpoint, with optional Basic credentials.
@@ -105,6 +106,21 @@ fn wrong_secret(secret: &str) -> String {
 
 fn b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// A server built without a master key (`keyward serve` always has one: it
+/// generates it on first start) names the missing setting: 409
+/// `master_key_required`, never a 503 outage.
+async fn without_a_master_key_tokens_are_a_setting_not_an_outage() {
+    let app = spawn_app_with(|c| c.master_keys = None).await;
+    let (key, id) = client(&app, json!({"scopes": ["read"]})).await;
+    let (status, headers, body) =
+        form(&app, "/oauth/token", Some((&id, &key.secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("master_key_required")), "{body}");
+    assert_eq!(body["code"], "master_key_required");
+    assert!(body["error_description"].as_str().unwrap().contains("master key"), "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    app.stop().await;
 }
 
 async fn client_credentials_by_basic_and_post() {
