@@ -130,9 +130,14 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> R
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn(edge))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        // One stack, applied once: each `Router::layer` call wraps every
+        // route in another boxed service, and a request clones every box.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+                .layer(middleware::from_fn(edge))
+                .layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
         .with_state(state)
 }
 
