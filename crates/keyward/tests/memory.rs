@@ -47,11 +47,13 @@ fn wrk_available() -> bool {
 
 #[tokio::test]
 async fn rss_stops_growing_under_verify_load_without_a_scraper() {
+    use keyward_store::testing::run::{Piece, ran, skipped};
+    const TEST: &str = "rss_stops_growing_under_verify_load_without_a_scraper";
     if !wrk_available() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "wrk is required in CI (.ci/run installs it)");
-        eprintln!("SKIPPED rss_stops_growing_under_verify_load_without_a_scraper: wrk is not installed");
+        skipped(Piece::Wrk, TEST, "wrk is not installed");
         return;
     }
+    ran(Piece::Wrk, TEST, "wrk");
     let dir = tempfile::tempdir().unwrap();
     let node = support::serve(&["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"]);
     let pid = node.child.id();

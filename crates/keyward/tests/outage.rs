@@ -6,8 +6,6 @@
 //! themselves. Skips without PostgreSQL's server binaries (fails under
 //! CI=true instead).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,82 +16,31 @@ mod support;
 
 use support::call;
 
-fn postgres_bin_dir() -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
-        .collect();
-    dirs.sort();
-    dirs.pop()
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// A PostgreSQL cluster in a temporary directory, run as the `postgres`
-/// user when the tests run as root (initdb refuses root).
+/// A throwaway cluster of the test's own, stopped when dropped.
 struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-    as_postgres: bool,
+    inner: keyward_store::testing::run::Cluster,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn command(&self, tool: &str) -> Command {
-        let exe = self.bin.join(tool);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        }
-    }
-
-    fn create(bin: PathBuf) -> Cluster {
+    fn create(bin: std::path::PathBuf) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let as_postgres = is_root();
-        if as_postgres {
-            assert!(Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().unwrap().success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Cluster { bin, data: dir.path().join("data"), port, as_postgres, _dir: dir };
-        let out = cluster
-            .command("initdb")
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-D"])
-            .arg(&cluster.data)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        cluster
+        let inner = keyward_store::testing::run::Cluster::create(bin, dir.path().join("pg")).unwrap();
+        Cluster { inner, _dir: dir }
     }
 
     fn pg_ctl(&self, args: &[&str]) {
-        let socket_dir = self.data.parent().unwrap();
-        let options =
-            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, socket_dir.display());
-        let log = self.data.parent().unwrap().join("postgres.log");
-        let out = self
-            .command("pg_ctl")
-            .args(["-D", self.data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        self.inner.pg_ctl(args).unwrap();
     }
 
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.inner.url()
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.command("pg_ctl").args(["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"]).output();
+        let _ = self.inner.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }
 
@@ -124,12 +71,13 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_rides_out_a_database_outage() {
-    let Some(bin) = postgres_bin_dir() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "PostgreSQL's server binaries are required in CI");
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "SKIPPED outage::a_node_rides_out_a_database_outage: no initdb/pg_ctl");
+    use keyward_store::testing::run::{Piece, ran, skipped};
+    const TEST: &str = "a_node_rides_out_a_database_outage";
+    let Some(bin) = keyward_store::testing::run::Cluster::installed() else {
+        skipped(Piece::Postgres, TEST, "PostgreSQL's initdb and pg_ctl are not installed");
         return;
     };
+    ran(Piece::Postgres, TEST, "a cluster of its own");
     let cluster = Cluster::create(bin);
     cluster.pg_ctl(&["start"]);
     let data = tempfile::tempdir().unwrap();

@@ -66,6 +66,8 @@ pub struct Key {
 tokio::task_local! {
     static BACKEND: Backend;
     static REDIS: String;
+    /// The running test's name, for the test run's accounting.
+    static TEST: &'static str;
 }
 
 /// Generates one test per backend for each named `async fn` of the module.
@@ -111,9 +113,9 @@ macro_rules! limit_tests {
 
 /// Runs `test` with [`spawn_app`] on SQLite and Redis; skips (with a printed
 /// reason) where no test Redis is configured.
-pub async fn with_redis(name: &str, test: impl std::future::Future<Output = ()>) {
+pub async fn with_redis(name: &'static str, test: impl std::future::Future<Output = ()>) {
     let Some(url) = keyward_store::testing::redis_url(name) else { return };
-    REDIS.scope(url, BACKEND.scope(Backend::Sqlite, test)).await
+    TEST.scope(name, REDIS.scope(url, BACKEND.scope(Backend::Sqlite, test))).await
 }
 
 /// Whether the running test shares its limits through Redis.
@@ -123,11 +125,11 @@ pub fn uses_redis() -> bool {
 
 /// Runs `test` with [`spawn_app`] on `backend`; PostgreSQL tests skip (with
 /// a printed reason) where no test database is configured.
-pub async fn on_backend(backend: Backend, name: &str, test: impl std::future::Future<Output = ()>) {
+pub async fn on_backend(backend: Backend, name: &'static str, test: impl std::future::Future<Output = ()>) {
     if backend == Backend::Postgres && postgres_base_url(name).is_none() {
         return;
     }
-    BACKEND.scope(backend, test).await
+    TEST.scope(name, BACKEND.scope(backend, test)).await
 }
 
 /// The backend of the running test.
@@ -154,7 +156,8 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
 /// [`spawn_app_with`] under a hash key the test knows (to run the CLI on
 /// the same database).
 pub async fn spawn_app_with_hash_key(key: &[u8; 32], adjust: impl FnOnce(&mut ServerConfig)) -> TestApp {
-    let db = TestDb::new(backend(), "spawn_app").await.expect("the backend is available");
+    let test = TEST.try_with(|t| *t).unwrap_or("spawn_app");
+    let db = TestDb::new(backend(), test).await.expect("the backend is available");
     let hasher = SecretHasher::new(key).unwrap();
     start(db.url.clone(), hasher, Arc::new(ManualClock::new()), adjust, Some(db)).await
 }

@@ -3,10 +3,14 @@
 //! SQLite: a file in a temporary directory. PostgreSQL: a schema of its own
 //! in the database `KEYWARD_TEST_POSTGRES_URL` names (dropped afterwards),
 //! selected through the URL (`options[search_path]=…`, and the schema as
-//! `application_name`), so the server under test needs nothing special. Without that variable a PostgreSQL test
-//! skips with a printed reason, except under `CI=true`, where it fails.
+//! `application_name`), so the server under test needs nothing special.
+//! Without that variable the test run starts a throwaway cluster of its own
+//! ([`run`]); where PostgreSQL is not installed a PostgreSQL test skips,
+//! counted in the run's last line, except under `CI=true`, where it fails.
 
 use sqlx::Connection;
+
+pub mod run;
 
 /// The backends the conformance suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,35 +55,33 @@ impl TestDb {
     }
 }
 
-/// The base PostgreSQL URL for tests, or `None` after printing why not.
+/// The base PostgreSQL URL for tests: `KEYWARD_TEST_POSTGRES_URL`, or the
+/// test run's throwaway cluster (see [`run`]); `None` after recording why
+/// not (a failure under `CI=true`).
 pub fn postgres_base_url(test: &str) -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{POSTGRES_URL_VAR} must be set in CI (.ci/run sets it)"
-            );
-            // Written to the stream itself, past the test harness's capture,
-            // so that `cargo test` shows it.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test} (postgres): {POSTGRES_URL_VAR} is not set");
-            None
-        }
-    }
+    provided(run::Piece::Postgres, test, POSTGRES_URL_VAR, run::postgres)
 }
 
-/// The Redis for tests (`KEYWARD_TEST_REDIS_URL`); like
-/// [`postgres_base_url`], a skip with a printed reason where unset, a
-/// failure under `CI=true`.
+/// The Redis for tests: `KEYWARD_TEST_REDIS_URL`, or the test run's
+/// throwaway `redis-server`; like [`postgres_base_url`] otherwise.
 pub fn redis_url(test: &str) -> Option<String> {
-    const VAR: &str = "KEYWARD_TEST_REDIS_URL";
-    match std::env::var(VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{VAR} must be set in CI (.ci/run sets it)");
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED {test} (redis): {VAR} is not set");
+    provided(run::Piece::Redis, test, "KEYWARD_TEST_REDIS_URL", run::redis)
+}
+
+fn provided(piece: run::Piece, test: &str, var: &str, provision: fn() -> Result<String, String>) -> Option<String> {
+    if let Ok(url) = std::env::var(var)
+        && !url.is_empty()
+    {
+        run::ran(piece, test, var);
+        return Some(url);
+    }
+    match provision() {
+        Ok(url) => {
+            run::ran(piece, test, "a throwaway server");
+            Some(url)
+        }
+        Err(why) => {
+            run::skipped(piece, test, &format!("{var} is unset and {why}"));
             None
         }
     }
