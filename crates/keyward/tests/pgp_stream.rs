@@ -1,7 +1,10 @@
 //! 1 GiB encrypted and decrypted through `keyward serve` (the real
 //! binary), streamed both ways: the server's peak RSS may grow by less than
 //! 64 MiB, and what comes back is the file, byte for byte. Prints the
-//! throughput of each direction and of GnuPG on the same data.
+//! throughput of each direction and of GnuPG on the same data. Then
+//! 256 MiB each way with Python's requests, which sends the whole body
+//! before it reads the answer (the server keeps reading meanwhile, its
+//! answer waiting in a temporary file), in the same memory bound.
 //!
 //! Needs `gpg` (`.ci/run` installs it): skips with a message without it,
 //! fails instead under CI=true.
@@ -15,6 +18,8 @@ use serde_json::json;
 
 #[path = "api/gnupg.rs"]
 mod gnupg;
+#[path = "support/python.rs"]
+mod python;
 mod support;
 
 const SIZE: u64 = 1 << 30;
@@ -161,6 +166,43 @@ async fn one_gib_streams_through_encrypt_and_decrypt_in_bounded_memory() {
         mb_per_s(gpg_encrypt_s),
         mb_per_s(gpg_decrypt_s)
     );
+}
+
+#[tokio::test]
+async fn clients_that_send_the_whole_body_first_get_their_answer() {
+    const TEST: &str = "clients_that_send_the_whole_body_first_get_their_answer";
+    let Some(gpg) = gnupg::Gpg::new(TEST) else { return };
+    let Some(python) = python::python(TEST) else { return };
+    let fpr = gpg.generate("Half <half@example.com>", gnupg::Kind::Ed25519, "", "never");
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+    let node = support::serve(&["--data-dir", dir.path().to_str().unwrap(), "--log-level", "warn"]);
+    let (base, admin) = (node.base.clone(), node.admin.clone().expect("the first start printed the admin key"));
+    let http = reqwest::Client::new();
+    let body = json!({"name": "half", "type": "pgp", "contents": gpg.export_secret(&fpr, ""), "private": true});
+    let (status, key) = support::call(&http, reqwest::Method::POST, format!("{base}/v1/pgp-keys"), &admin, &body).await;
+    assert_eq!(status, 201, "{key}");
+    let pid = node.child.id();
+    let before = status_kib(pid, "VmRSS:");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pgp/half_duplex.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("KEYWARD_URL", &base)
+        .env("KEYWARD_KEY", &admin)
+        .env("PGP_ID", key["id"].as_str().unwrap())
+        .env("SIZE", (256u64 << 20).to_string())
+        .env("DIR", dir.path())
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let growth = status_kib(pid, "VmHWM:") - before;
+    println!("python requests, 256 MiB:\n{stdout}server peak RSS growth {growth} KiB (limit {MAX_GROWTH_KIB})");
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(growth < MAX_GROWTH_KIB, "the server's peak RSS grew by {growth} KiB");
 }
 
 fn gpg_home(gpg: &gnupg::Gpg) -> std::path::PathBuf {

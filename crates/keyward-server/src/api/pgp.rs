@@ -1,10 +1,15 @@
 //! `/v1/pgp-keys`: OpenPGP keys for file encryption, and encrypting to or
 //! decrypting with one of them, streamed both ways (the body is read as it
 //! arrives and the answer written as it is made, so memory stays bounded
-//! whatever the size).
+//! whatever the size; an answer the client does not read yet waits in a
+//! temporary file).
 
+use std::collections::VecDeque;
 use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt as _;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -15,7 +20,7 @@ use futures_util::{Stream, StreamExt};
 use keyward_core::Code;
 use keyward_core::pgp::PgpKey;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
@@ -25,7 +30,7 @@ use crate::app::AppState;
 use crate::pgp::{PgpPatch, Upload};
 use crate::principal::Principal;
 
-/// Bytes per chunk of a streamed answer, and chunks in flight.
+/// Bytes per chunk of a streamed answer, and chunks kept in memory.
 const CHUNK: usize = 64 * 1024;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
@@ -363,19 +368,19 @@ impl Read for BodyReader {
     }
 }
 
-/// A blocking writer whose chunks become the response body; it waits while
-/// the client is behind (a few chunks in flight), and fails once the
-/// client has gone.
+/// A blocking writer whose chunks become the response body through a
+/// [`Spool`]: it never waits on the client, and fails once the client has
+/// gone.
 struct ChunkWriter {
     buf: Vec<u8>,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    spool: Arc<Spool>,
 }
 
 impl ChunkWriter {
     fn new() -> (Self, Body) {
-        let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-        let body = Body::from_stream(tokio_stream_of(rx));
-        (ChunkWriter { buf: Vec::with_capacity(CHUNK), tx }, body)
+        let spool = Arc::new(Spool::default());
+        let body = Body::from_stream(SpoolReader(spool.clone()));
+        (ChunkWriter { buf: Vec::with_capacity(CHUNK), spool }, body)
     }
 
     fn send(&mut self) -> std::io::Result<()> {
@@ -383,17 +388,19 @@ impl ChunkWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        self.spool.push(chunk)
     }
 
     fn finish(&mut self) -> std::io::Result<()> {
-        self.send()
+        self.send()?;
+        self.spool.end(Ok(()));
+        Ok(())
     }
 
     /// Ends the body with an error: the client sees the answer cut short.
     fn fail(&mut self, e: std::io::Error) {
         tracing::warn!(error = %e, "a streamed PGP answer stopped early");
-        let _ = self.tx.blocking_send(Err(e));
+        self.spool.end(Err(e));
     }
 }
 
@@ -411,8 +418,117 @@ impl Write for ChunkWriter {
     }
 }
 
-fn tokio_stream_of(
-    mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// The answer between the thread that makes it and the client: up to
+/// [`IN_MEMORY`] bytes in memory, the rest in an unlinked temporary file
+/// (gone with the request), read back in order. So the request body is read
+/// on whether or not the client reads the answer yet: clients that send
+/// the whole body before reading (Python's requests, urllib, http.client)
+/// would otherwise wait on the server while it waits on them.
+#[derive(Default)]
+struct Spool(Mutex<SpoolState>);
+
+/// Bytes of the answer kept in memory before the rest goes to disk.
+const IN_MEMORY: usize = CHUNK * CHUNKS_IN_FLIGHT;
+
+#[derive(Default)]
+struct SpoolState {
+    memory: VecDeque<Bytes>,
+    in_memory: usize,
+    file: Option<std::fs::File>,
+    /// Bytes of the file written, and sent: while `sent < written`, every
+    /// new chunk goes behind them, to the file.
+    written: u64,
+    sent: u64,
+    end: Option<std::io::Result<()>>,
+    ended: bool,
+    /// The client went away.
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+impl Spool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpoolState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, chunk: Bytes) -> std::io::Result<()> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        if st.sent < st.written || st.in_memory + chunk.len() > IN_MEMORY {
+            if st.file.is_none() {
+                st.file = Some(tempfile::tempfile()?);
+            }
+            let at = st.written;
+            st.file.as_ref().expect("made above").write_all_at(&chunk, at)?;
+            st.written += chunk.len() as u64;
+        } else {
+            st.in_memory += chunk.len();
+            st.memory.push_back(chunk);
+        }
+        if let Some(waker) = st.waker.take() {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn end(&self, outcome: std::io::Result<()>) {
+        let mut st = self.lock();
+        st.end = Some(outcome);
+        if let Some(waker) = st.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The response body's side of a [`Spool`]; dropping it (the client went
+/// away) stops the writer.
+struct SpoolReader(Arc<Spool>);
+
+impl Stream for SpoolReader {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = self.0.lock();
+        if let Some(chunk) = st.memory.pop_front() {
+            st.in_memory -= chunk.len();
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if st.sent < st.written {
+            // From the page cache as a rule: a short read, done in place.
+            let len = (st.written - st.sent).min(CHUNK as u64) as usize;
+            let mut buf = vec![0; len];
+            let read = st.file.as_ref().expect("written to").read_exact_at(&mut buf, st.sent);
+            if let Err(e) = read {
+                st.closed = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            st.sent += len as u64;
+            if st.sent == st.written {
+                // All sent: the file is written from its start again.
+                (st.sent, st.written) = (0, 0);
+            }
+            return Poll::Ready(Some(Ok(Bytes::from(buf))));
+        }
+        if st.ended {
+            return Poll::Ready(None);
+        }
+        match st.end.take() {
+            Some(outcome) => {
+                st.ended = true;
+                Poll::Ready(outcome.err().map(Err))
+            }
+            None => {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for SpoolReader {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+    }
 }

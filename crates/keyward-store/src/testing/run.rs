@@ -29,6 +29,8 @@ pub enum Piece {
     Nginx,
     Wrk,
     Python,
+    /// bash, curl, jq and gpg, which the README's examples use.
+    Shell,
 }
 
 impl Piece {
@@ -42,6 +44,7 @@ impl Piece {
             Piece::Nginx => "nginx",
             Piece::Wrk => "wrk",
             Piece::Python => "Python authlib/PyJWT",
+            Piece::Shell => "the README's shell tools",
         }
     }
 
@@ -55,6 +58,7 @@ impl Piece {
             Piece::Nginx => "nginx-light",
             Piece::Wrk => "wrk",
             Piece::Python => "python3-venv",
+            Piece::Shell => "curl jq gnupg",
         }
     }
 }

@@ -24,6 +24,8 @@ mod oauth;
 mod oauth_clients;
 mod ops;
 mod pgp;
+#[path = "../support/python.rs"]
+mod python;
 mod ratelimits;
 mod reveal;
 mod roles;

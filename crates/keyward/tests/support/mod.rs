@@ -34,7 +34,13 @@ impl Drop for Node {
 /// Starts `keyward serve --listen 127.0.0.1:0 ARGS` and waits until it
 /// prints its address.
 pub fn serve(args: &[&str]) -> Node {
+    serve_in(&std::env::current_dir().expect("a working directory"), args)
+}
+
+/// [`serve`], started in the directory `cwd`.
+pub fn serve_in(cwd: &std::path::Path, args: &[&str]) -> Node {
     let mut child = Command::new(bin())
+        .current_dir(cwd)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .stdout(Stdio::piped())
