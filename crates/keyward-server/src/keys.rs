@@ -171,6 +171,14 @@ pub fn master_key_required() -> Error {
     )
 }
 
+/// How long a new secret may wait for the console page that shows it.
+pub const DISPLAY_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+fn display_context(who: &Principal, key_id: &str) -> Option<String> {
+    let member = who.member()?;
+    Some(format!("console-display:{}:{key_id}", member.session_id))
+}
+
 impl KeyService {
     pub fn new(
         store: Arc<dyn Store>,
@@ -185,6 +193,33 @@ impl KeyService {
     /// Whether recoverable keys can be made (a master key is configured).
     pub fn can_seal(&self) -> bool {
         self.keyring.is_some()
+    }
+
+    /// Seals `text` (a secret just made, and the page's heading) for the
+    /// console page that shows it once, after a redirect: it travels in a
+    /// cookie that opens only for this session and this key, for
+    /// [`DISPLAY_WINDOW_MS`]. `None` without a master key or a member.
+    pub fn seal_for_display(&self, who: &Principal, key_id: &str, text: &str) -> Option<String> {
+        use base64::Engine as _;
+        let keyring = self.keyring.as_ref()?;
+        let context = display_context(who, key_id)?;
+        let until = self.clock.now_ms() + DISPLAY_WINDOW_MS;
+        let sealed = keyring.seal(format!("{until}\n{text}").as_bytes(), context.as_bytes());
+        Some(format!("{}.{}", sealed.key_id, base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed.blob)))
+    }
+
+    /// What [`seal_for_display`](Self::seal_for_display) sealed, while it is
+    /// still due; `None` for anything else.
+    pub fn open_for_display(&self, who: &Principal, key_id: &str, sealed: &str) -> Option<String> {
+        use base64::Engine as _;
+        let keyring = self.keyring.as_ref()?;
+        let context = display_context(who, key_id)?;
+        let (master_key_id, blob) = sealed.split_once('.')?;
+        let blob = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(blob).ok()?;
+        let sealed = keyward_core::sealed::SealedSecret { key_id: master_key_id.to_owned(), blob };
+        let text = String::from_utf8(keyring.open(&sealed, context.as_bytes()).ok()?).ok()?;
+        let (until, text) = text.split_once('\n')?;
+        (until.parse::<i64>().ok()? >= self.clock.now_ms()).then(|| text.to_owned())
     }
 
     /// The write that keeps a recoverable key's secret sealed (none for

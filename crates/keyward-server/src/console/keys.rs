@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use keyward_core::Code;
@@ -536,10 +536,44 @@ struct SecretPage {
     client_id: Option<String>,
 }
 
+/// The headings of the page that shows a new secret.
+const SECRET_HEADINGS: [&str; 4] = ["Key created", "Key cloned", "Key rolled", "Secret regenerated"];
+/// The cookie that carries a new secret, sealed, across the redirect to the
+/// page that shows it once.
+const NEW_SECRET_COOKIE: &str = "keyward_new_secret";
+
+/// After a form made a secret: 303 to the page that shows it once, the
+/// secret sealed in a cookie for that page alone, so a reload never posts
+/// the form again. (Without a master key to seal it, the page at once.)
 async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, key: &ApiKey, secret: &str) -> Response {
-    match Shell::load(state, who, "keys").await {
+    let path = format!("/keys/{}/secret", key.id);
+    let Some(sealed) = state.keys.seal_for_display(who, &key.id, &format!("{heading}\n{secret}")) else {
+        return show_secret(state, who, heading, key, secret, StatusCode::CREATED).await;
+    };
+    let mut response = see(&path);
+    let max_age = crate::keys::DISPLAY_WINDOW_MS / 1000;
+    response.headers_mut().insert(header::SET_COOKIE, new_secret_cookie(&path, &sealed, max_age));
+    response
+}
+
+fn new_secret_cookie(path: &str, value: &str, max_age: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{NEW_SECRET_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path={path}; Max-Age={max_age}"
+    ))
+    .expect("cookie values are ASCII")
+}
+
+async fn show_secret(
+    state: &AppState,
+    who: &Principal,
+    heading: &'static str,
+    key: &ApiKey,
+    secret: &str,
+    status: StatusCode,
+) -> Response {
+    let mut response = match Shell::load(state, who, "keys").await {
         Ok(shell) => render_status(
-            StatusCode::CREATED,
+            status,
             &SecretPage {
                 shell: Some(shell),
                 heading,
@@ -550,7 +584,47 @@ async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, k
             },
         ),
         Err(e) => error_page(state, who, &e).await,
-    }
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /keys/{id}/secret`: the new secret, once (the cookie is cleared as
+/// it is shown); afterwards, or from anyone else, 410 and a page saying so.
+pub async fn new_secret(
+    State(state): State<AppState>,
+    Member(who): Member,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/keys/{id}/secret");
+    let opened = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == NEW_SECRET_COOKIE)
+        .and_then(|(_, value)| state.keys.open_for_display(&who, &id, value.trim()));
+    let shown = opened.as_deref().and_then(|text| text.split_once('\n'));
+    let mut response = match shown {
+        Some((heading, secret)) => match state.keys.get(&who, &id).await {
+            Ok(key) => {
+                let heading = SECRET_HEADINGS.into_iter().find(|h| *h == heading).unwrap_or(SECRET_HEADINGS[0]);
+                show_secret(&state, &who, heading, &key, secret, StatusCode::OK).await
+            }
+            Err(e) => error_page(&state, &who, &e).await,
+        },
+        None => {
+            let shell = Shell::load(&state, &who, "keys").await.ok();
+            let message = "This secret was shown once and is not kept here. Roll the key for a new one.";
+            let page = super::MessagePage { shell, heading: "Secret no longer shown", message };
+            render_status(StatusCode::GONE, &page)
+        }
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().append(header::SET_COOKIE, new_secret_cookie(&path, "", 0));
+    response
 }
 
 pub async fn create(State(state): State<AppState>, Member(who): Member, v: FormData) -> Response {

@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/keys/{id}/edit", get(keys::edit_page).post(keys::edit))
         .route("/keys/{id}/confirm/{action}", get(keys::confirm_page))
         .route("/keys/{id}/show", post(keys::show))
+        .route("/keys/{id}/secret", get(keys::new_secret))
         .route("/keys/{id}/{action}", post(keys::act))
         .route("/members", get(people::members).post(people::invite))
         .route("/members/{id}", post(people::update_member))

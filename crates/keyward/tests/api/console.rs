@@ -22,6 +22,7 @@ backend_tests!(
     console_forms_refuse_bad_input_and_change_nothing,
     console_oauth_clients_and_tokens_in_chromium,
     console_pgp_keys_in_chromium,
+    console_new_secret_is_shown_once_after_a_redirect,
 );
 
 fn test_name(name: &str) -> String {
@@ -62,6 +63,7 @@ async fn console_keys_walk_in_chromium() {
     b.go("button", "Create New Key").await;
     b.find("field", "Name").await;
     b.check_page("create-panel").await;
+    assert_eq!(hidden_under_the_actions(&b).await, Vec::<String>::new(), "nothing hides under Generate");
     b.fill("Name", "Reporting").await;
     b.fill("Description", "Nightly exports").await;
     b.fill("Jump to", "Access tiers").await;
@@ -89,7 +91,18 @@ async fn console_keys_walk_in_chromium() {
     let denied = app.verify(&secret, json!({"permission": "campaigns:write"})).await;
     assert_eq!(denied["code"], "INSUFFICIENT_PERMISSIONS");
 
-    b.go("link", "Back to the keys").await;
+    // The page came after a redirect: a reload posts nothing and shows the
+    // secret no more.
+    assert!(b.path().await.ends_with("/secret"), "{}", b.path().await);
+    let keys = app.key_count().await;
+    b.client.refresh().await.unwrap();
+    b.refused(410).await;
+    assert!(b.text().await.contains("Secret no longer shown"), "{}", b.text().await);
+    assert!(!b.text().await.contains(&secret));
+    assert_eq!(app.key_count().await, keys);
+
+    b.open("/keys").await;
+    assert_eq!(keys_wrapped(&b).await, Vec::<String>::new(), "no key wraps");
     let row = b.row_text("Reporting").await;
     assert!(row.contains("Active") && row.contains("read"), "{row}");
     assert!(!row.contains(&secret), "the list shows the key masked");
@@ -406,9 +419,11 @@ async fn console_viewer_and_narrow_window_in_chromium() {
     b.open("/keys").await;
     sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
     b.check_page("narrow-keys").await;
+    assert_eq!(keys_wrapped(&b).await, Vec::<String>::new(), "no key wraps on a phone");
     b.go("button", "Create New Key").await;
     b.fill("Name", "From a phone").await;
     b.check_page("narrow-panel").await;
+    assert_eq!(hidden_under_the_actions(&b).await, Vec::<String>::new(), "nothing hides under Generate");
     b.go("button", "Generate").await;
     let secret = b.new_secret().await;
     assert_eq!(app.verify_code(&secret).await, "VALID");
@@ -434,6 +449,113 @@ async fn console_client(app: &TestApp) -> (reqwest::Client, String) {
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     (client, cookie)
+}
+
+/// The keys of the list (masked keys, consumer keys) that take more than
+/// one line: a key is one token, never broken.
+async fn keys_wrapped(b: &Browser) -> Vec<String> {
+    let script = r#"
+        const codes = [...document.querySelectorAll('td.key code.masked')];
+        if (codes.length === 0) return ['no key on the page'];
+        return codes.filter(c => {
+            const line = parseFloat(getComputedStyle(c).fontSize) * 1.6;
+            return c.getBoundingClientRect().height > line || c.title !== c.textContent;
+        }).map(c => c.textContent);
+    "#;
+    serde_json::from_value(b.client.execute(script, vec![]).await.unwrap()).unwrap()
+}
+
+/// What the open side panel shows under its sticky actions (the
+/// `Generate` bar), scrolled to its end and to each field in turn (as
+/// focus moves there): the texts of the hints, labels and fields it covers.
+async fn hidden_under_the_actions(b: &Browser) -> Vec<String> {
+    let script = r#"
+        const panel = document.querySelector('.side-panel');
+        const bar = panel.querySelector('.form-actions');
+        const covered = new Set();
+        const look = () => {
+            const top = bar.getBoundingClientRect().top;
+            for (const e of panel.querySelectorAll('form p, form label, form input, form textarea, form select')) {
+                if (bar.contains(e) || e.type === 'hidden') continue;
+                const r = e.getBoundingClientRect();
+                const shown = r.height > 0 && r.bottom > panel.getBoundingClientRect().top;
+                if (shown && r.bottom > top + 1 && r.top < top) covered.add((e.textContent || e.name || e.id).trim().slice(0, 60));
+            }
+        };
+        panel.scrollTop = panel.scrollHeight;
+        look();
+        for (const field of panel.querySelectorAll('form input:not([type=hidden]), form textarea')) {
+            field.focus();
+            const hint = document.getElementById(field.id + '-hint');
+            if (hint) hint.scrollIntoView({block: 'nearest'});
+            field.scrollIntoView({block: 'nearest'});
+            if (hint) {
+                const r = hint.getBoundingClientRect(), top = bar.getBoundingClientRect().top;
+                if (r.bottom > top + 1) covered.add(hint.textContent.trim().slice(0, 60));
+            }
+        }
+        document.activeElement.blur();
+        panel.scrollTop = 0;
+        return [...covered];
+    "#;
+    let found = b.client.execute(script, vec![]).await.unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// A created key's secret comes after a redirect (POST → 303 → a no-store
+/// page that shows it once), so a reload never posts the form again; the
+/// sealed cookie that carries it opens for that session and key alone.
+async fn console_new_secret_is_shown_once_after_a_redirect() {
+    let app = spawn_app().await;
+    let (client, cookie) = console_client(&app).await;
+    let before = app.key_count().await;
+    let r = client
+        .post(app.url("/keys/new"))
+        .header("Cookie", &cookie)
+        .header("Origin", app.url(""))
+        .form(&[("name", "Once")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/keys/key_") && location.ends_with("/secret"), "{location}");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.contains("HttpOnly") && set.contains(&format!("Path={location};")), "{set}");
+    let handoff = set.split(';').next().unwrap().to_owned();
+    assert!(!handoff.contains("kw_live_") && !r.text().await.unwrap().contains("kw_live_"), "the secret is sealed");
+    assert_eq!(app.key_count().await, before + 1);
+
+    let get = |path: String, extra: Option<String>| {
+        let cookies = match extra {
+            Some(more) => format!("{cookie}; {more}"),
+            None => cookie.clone(),
+        };
+        let (client, url) = (client.clone(), app.url(&path));
+        async move { client.get(url).header("Cookie", cookies).send().await.unwrap() }
+    };
+    // Another key's page does not open it.
+    let other = app.create_key(json!({"name": "Other"})).await;
+    let r = get(format!("/keys/{}/secret", other.id), Some(handoff.clone())).await;
+    assert_eq!(r.status(), 410);
+    assert!(!r.text().await.unwrap().contains("kw_live_"));
+    // Its own page shows it, not to be stored, and clears the cookie.
+    let r = get(location.clone(), Some(handoff.clone())).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("keyward_new_secret=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Key created") && html.contains("will not be shown again"), "{html}");
+    let secret = html.split_once("kw_live_").map(|(_, rest)| format!("kw_live_{}", rest.split('<').next().unwrap()));
+    assert_eq!(app.verify_code(&secret.expect("the secret on the page")).await, "VALID");
+    // A reload, the cookie gone: no secret, no second key.
+    let r = get(location.clone(), None).await;
+    assert_eq!(r.status(), 410);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Secret no longer shown") && !html.contains("kw_live_"), "{html}");
+    assert_eq!(app.key_count().await, before + 2);
 }
 
 /// Headers of every page; no page without a session; forms refused from
