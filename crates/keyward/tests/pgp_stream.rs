@@ -1,8 +1,9 @@
-//! 1 GiB encrypted and decrypted through `keyward serve` (the real
+//! 1 GiB (at full size: CI, or `KEYWARD_TEST_FULL=1`; 256 MiB otherwise)
+//! encrypted and decrypted through `keyward serve` (the real
 //! binary), streamed both ways: the server's peak RSS may grow by less than
 //! 64 MiB, and what comes back is the file, byte for byte. Prints the
 //! throughput of each direction and of GnuPG on the same data. Then
-//! 256 MiB each way with Python's requests, which sends the whole body
+//! 256 MiB (64 MiB) each way with Python's requests, which sends the whole body
 //! before it reads the answer (the server keeps reading meanwhile, its
 //! answer waiting in a temporary file), in the same memory bound.
 //!
@@ -14,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use keyward_store::testing::run::full_size;
 use serde_json::json;
 
 #[path = "api/gnupg.rs"]
@@ -22,7 +24,10 @@ mod gnupg;
 mod python;
 mod support;
 
-const SIZE: u64 = 1 << 30;
+/// The file's size: 1 GiB at full size (CI), 256 MiB otherwise.
+fn size() -> u64 {
+    if full_size() { 1 << 30 } else { 256 << 20 }
+}
 const CHUNK: usize = 1 << 20;
 const MAX_GROWTH_KIB: i64 = 64 * 1024;
 const MASTER_KEY: &str = "1f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -42,7 +47,7 @@ fn chunk(i: u64) -> Vec<u8> {
 }
 
 fn file_stream() -> impl futures_util::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
-    futures_util::stream::iter((0..SIZE / CHUNK as u64).map(|i| Ok(chunk(i))))
+    futures_util::stream::iter((0..size() / CHUNK as u64).map(|i| Ok(chunk(i))))
 }
 
 fn status_kib(pid: u32, field: &str) -> i64 {
@@ -52,7 +57,7 @@ fn status_kib(pid: u32, field: &str) -> i64 {
 }
 
 fn mb_per_s(seconds: f64) -> f64 {
-    SIZE as f64 / 1e6 / seconds
+    size() as f64 / 1e6 / seconds
 }
 
 #[tokio::test]
@@ -100,7 +105,7 @@ async fn one_gib_streams_through_encrypt_and_decrypt_in_bounded_memory() {
     drop(out);
     let encrypt_s = started.elapsed().as_secs_f64();
     let sealed_len = std::fs::metadata(&sealed_path).unwrap().len();
-    assert!(sealed_len > SIZE, "a message of {sealed_len} bytes holds the whole file");
+    assert!(sealed_len > size(), "a message of {sealed_len} bytes holds the whole file");
 
     // Decrypt: the message in, compared with the file as it comes back.
     let started = Instant::now();
@@ -125,12 +130,13 @@ async fn one_gib_streams_through_encrypt_and_decrypt_in_bounded_memory() {
             seen += CHUNK as u64;
         }
     }
-    assert!(pending.is_empty() && seen == SIZE, "{seen} bytes came back, {} left over", pending.len());
+    assert!(pending.is_empty() && seen == size(), "{seen} bytes came back, {} left over", pending.len());
     let decrypt_s = started.elapsed().as_secs_f64();
     let growth = status_kib(pid, "VmHWM:") - before;
     println!(
-        "pgp stream, 1 GiB: encrypt {:.0} MB/s ({encrypt_s:.1} s), decrypt {:.0} MB/s ({decrypt_s:.1} s), \
+        "pgp stream, {} MiB: encrypt {:.0} MB/s ({encrypt_s:.1} s), decrypt {:.0} MB/s ({decrypt_s:.1} s), \
          server peak RSS growth {} KiB (limit {MAX_GROWTH_KIB})",
+        size() >> 20,
         mb_per_s(encrypt_s),
         mb_per_s(decrypt_s),
         growth
@@ -147,7 +153,7 @@ async fn one_gib_streams_through_encrypt_and_decrypt_in_bounded_memory() {
         .spawn()
         .unwrap();
     let mut stdin = enc.stdin.take().unwrap();
-    for i in 0..SIZE / CHUNK as u64 {
+    for i in 0..size() / CHUNK as u64 {
         stdin.write_all(&chunk(i)).unwrap();
     }
     drop(stdin);
@@ -184,19 +190,23 @@ async fn clients_that_send_the_whole_body_first_get_their_answer() {
     let pid = node.child.id();
     let before = status_kib(pid, "VmRSS:");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pgp/half_duplex.py");
+    let python_size: u64 = if full_size() { 256 << 20 } else { 64 << 20 };
     let out = tokio::process::Command::new(python)
         .arg(script)
         .env("KEYWARD_URL", &base)
         .env("KEYWARD_KEY", &admin)
         .env("PGP_ID", key["id"].as_str().unwrap())
-        .env("SIZE", (256u64 << 20).to_string())
+        .env("SIZE", python_size.to_string())
         .env("DIR", dir.path())
         .output()
         .await
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let growth = status_kib(pid, "VmHWM:") - before;
-    println!("python requests, 256 MiB:\n{stdout}server peak RSS growth {growth} KiB (limit {MAX_GROWTH_KIB})");
+    println!(
+        "python requests, {} MiB:\n{stdout}server peak RSS growth {growth} KiB (limit {MAX_GROWTH_KIB})",
+        python_size >> 20
+    );
     assert!(
         out.status.success() && stdout.contains("all checks passed"),
         "{stdout}\n{}",

@@ -63,6 +63,12 @@ impl Piece {
     }
 }
 
+/// Whether heavy tests run at full size: under `CI=true`, or with
+/// `KEYWARD_TEST_FULL=1`; smaller otherwise, so that a local run stays quick.
+pub fn full_size() -> bool {
+    std::env::var("CI").as_deref() == Ok("true") || std::env::var("KEYWARD_TEST_FULL").as_deref() == Ok("1")
+}
+
 /// Records that `test` ran with `piece`, got from `source` (a variable's
 /// name or "a throwaway …"). A test recorded twice counts once.
 pub fn ran(piece: Piece, test: &str, source: &str) {
