@@ -3,14 +3,17 @@
 //! (body limit, request log, panic guard, JSON 404/405).
 
 use keyward_core::Code;
+use std::convert::Infallible;
+use std::future::Future;
 use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -46,6 +49,8 @@ pub struct AppContext {
     /// Set on the dedicated forward-auth listener, whose callers are
     /// trusted gateways: no verifier key needed, keys of every workspace.
     pub trusted_listener: bool,
+    /// The largest request body a JSON endpoint reads (the router's limit).
+    pub max_body_bytes: usize,
 }
 
 /// The router's state: one `Arc`, so that handing it to a request is one
@@ -79,6 +84,7 @@ impl AppState {
             metrics: crate::telemetry::prometheus(),
             forward_auth: config.forward_auth.clone(),
             trusted_listener: false,
+            max_body_bytes: config.max_body_bytes,
         }))
     }
 
@@ -127,6 +133,10 @@ pub fn forward_auth_router(state: &AppState, max_body_bytes: usize) -> Router {
 }
 
 fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> Router {
+    let state = match state.max_body_bytes == max_body_bytes {
+        true => state,
+        false => AppState(Arc::new(AppContext { max_body_bytes, ..(*state.0).clone() })),
+    };
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -135,7 +145,7 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> R
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-                .layer(middleware::from_fn(edge))
+                .layer(EdgeLayer)
                 .layer(DefaultBodyLimit::max(max_body_bytes)),
         )
         .with_state(state)
@@ -156,14 +166,71 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/v1/pgp-keys/{id}/encrypt"),
 ];
 
-/// What every request passes through (one layer: each layer boxes the
-/// request's future): a query string only where the endpoint reads one,
-/// then the request log.
-async fn edge(req: Request, next: Next) -> Response {
-    if let Some(refused) = unexpected_query(&req) {
-        return refused;
+/// What every request passes through: a query string only where the
+/// endpoint reads one, then the request log. A tower service of its own:
+/// `middleware::from_fn` clones and boxes the inner service and boxes its
+/// future on every request.
+#[derive(Clone, Copy)]
+struct EdgeLayer;
+
+impl<S> tower::Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge { inner }
     }
-    log_request(req, next).await
+}
+
+#[derive(Clone)]
+struct Edge<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Edge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if let Some(refused) = unexpected_query(&req) {
+            return EdgeFuture::Refused { response: Some(refused) };
+        }
+        let method = req.method().clone();
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        EdgeFuture::Running { inner: self.inner.call(req), method, route, started: Instant::now() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = EdgeProjection]
+    enum EdgeFuture<F> {
+        Refused { response: Option<Response> },
+        Running { #[pin] inner: F, method: Method, route: Option<MatchedPath>, started: Instant },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for EdgeFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EdgeProjection::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after it was ready")))
+            }
+            EdgeProjection::Running { inner, method, route, started } => {
+                let Ok(response) = std::task::ready!(inner.poll(cx));
+                log_request(method, route.as_ref(), *started, response.status());
+                Poll::Ready(Ok(response))
+            }
+        }
+    }
 }
 
 fn unexpected_query(req: &Request) -> Option<Response> {
@@ -196,18 +263,13 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Logs method, route pattern (never the raw URI, which may carry a key),
 /// status and duration. The route is the router's own shared string: no
 /// copy per request.
-async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let status = response.status().as_u16();
-    let route = route.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+fn log_request(method: &Method, route: Option<&MatchedPath>, started: Instant, status: StatusCode) {
+    let status = status.as_u16();
+    let route = route.map_or("<unmatched>", MatchedPath::as_str);
     if status >= 500 {
         let micros = started.elapsed().as_micros() as u64;
         tracing::warn!(%method, route, status, micros, "request failed");
     } else {
         tracing::debug!(%method, route, status, micros = started.elapsed().as_micros() as u64, "request");
     }
-    response
 }

@@ -53,11 +53,20 @@ pub struct IpThrottle {
     counters: quick_cache::sync::Cache<(View, IpAddr), Arc<Counter>>,
     views: std::collections::hash_map::RandomState,
     clock: Arc<dyn Clock>,
+    /// The last minute any failure was counted in: in any other minute no
+    /// address is over the limit, and a request asks no table.
+    last_failure_minute: AtomicI64,
 }
 
 impl IpThrottle {
     pub fn new(limit: u32, clock: Arc<dyn Clock>) -> Self {
-        IpThrottle { limit, counters: quick_cache::sync::Cache::new(MAX_ADDRESSES), views: Default::default(), clock }
+        IpThrottle {
+            limit,
+            counters: quick_cache::sync::Cache::new(MAX_ADDRESSES),
+            views: Default::default(),
+            clock,
+            last_failure_minute: AtomicI64::new(i64::MIN),
+        }
     }
 
     fn view(&self, seen: Seen<'_>) -> View {
@@ -75,6 +84,9 @@ impl IpThrottle {
             return None;
         }
         let now_ms = self.clock.now_ms();
+        if self.last_failure_minute.load(Ordering::Relaxed) != now_ms.div_euclid(60_000) {
+            return None;
+        }
         let counter = self.counters.get(&(self.view(seen), ip))?;
         let current = counter.minute.load(Ordering::Relaxed) == now_ms.div_euclid(60_000);
         (current && counter.failures.load(Ordering::Relaxed) >= self.limit)
@@ -87,6 +99,7 @@ impl IpThrottle {
             return;
         }
         let minute = self.clock.now_ms().div_euclid(60_000);
+        self.last_failure_minute.store(minute, Ordering::Relaxed);
         let key = (self.view(seen), ip);
         let counter = self.counters.get_or_insert_with(&key, || Ok::<_, ()>(Arc::default())).unwrap_or_default();
         if counter.minute.swap(minute, Ordering::Relaxed) != minute {

@@ -213,13 +213,16 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
             ));
         }
     }
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "Request body is too large")
-        } else {
-            ApiError::bad_request(Code::UnreadableBody, "The request body could not be read")
+    // Read under the router's limit directly: `Bytes::from_request` boxes
+    // the body to limit it, once per request.
+    let limited = http_body_util::Limited::new(req.into_body(), state.max_body_bytes);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "Request body is too large"))
         }
-    })
+        Err(_) => Err(ApiError::bad_request(Code::UnreadableBody, "The request body could not be read")),
+    }
 }
 
 /// A JSON body. Missing bodies, syntax errors, wrong types and unknown
@@ -348,7 +351,10 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(wait) = ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)) {
             return Err(ApiError::too_many_failures(wait));
         }
-        let principal = match (bearer_token(parts), super::members::session_cookie_value(&parts.headers)) {
+        // The cookie is looked for only without a bearer token.
+        let bearer = bearer_token(parts);
+        let cookie = || super::members::session_cookie_value(&parts.headers);
+        let principal = match (bearer, bearer.is_none().then(cookie).flatten()) {
             (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
                 state.members.from_jwt(token).await
             }
