@@ -84,8 +84,14 @@ pub struct WorkspaceRef {
 }
 
 pub fn session_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
+    cookie(SESSION_COOKIE, value, "/", max_age_secs)
+}
+
+/// A `Set-Cookie` value for a cookie of keyward's own (HttpOnly, Secure,
+/// SameSite=Strict), sent back for `path` only.
+pub fn cookie(name: &str, value: &str, path: &str, max_age_secs: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age_secs}"
+        "{name}={value}; HttpOnly; Secure; SameSite=Strict; Path={path}; Max-Age={max_age_secs}"
     ))
     .expect("cookie values are ASCII")
 }
@@ -413,13 +419,18 @@ pub async fn remove_member(
 
 /// The session cookie's value, if the request carries one.
 pub fn session_cookie_value(headers: &HeaderMap) -> Option<&str> {
+    cookie_value(headers, SESSION_COOKIE)
+}
+
+/// The value of the cookie `name`, if the request carries it (not empty).
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim())
         .filter(|v| !v.is_empty())
 }

@@ -557,10 +557,7 @@ async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, k
 }
 
 fn new_secret_cookie(path: &str, value: &str, max_age: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{NEW_SECRET_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path={path}; Max-Age={max_age}"
-    ))
-    .expect("cookie values are ASCII")
+    crate::api::members::cookie(NEW_SECRET_COOKIE, value, path, max_age)
 }
 
 async fn show_secret(
@@ -598,14 +595,8 @@ pub async fn new_secret(
     headers: HeaderMap,
 ) -> Response {
     let path = format!("/keys/{id}/secret");
-    let opened = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == NEW_SECRET_COOKIE)
-        .and_then(|(_, value)| state.keys.open_for_display(&who, &id, value.trim()));
+    let opened = crate::api::members::cookie_value(&headers, NEW_SECRET_COOKIE)
+        .and_then(|value| state.keys.open_for_display(&who, &id, value));
     let shown = opened.as_deref().and_then(|text| text.split_once('\n'));
     let mut response = match shown {
         Some((heading, secret)) => match state.keys.get(&who, &id).await {
