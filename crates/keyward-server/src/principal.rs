@@ -22,7 +22,9 @@ pub struct Principal {
     pub caller: Caller,
     /// The client's address (behind a trusted proxy, the one it names).
     pub ip: Option<std::net::IpAddr>,
-    pub user_agent: Option<String>,
+    /// The client's `User-Agent` as sent (sharing the request's buffer: no
+    /// copy per request); [`Principal::user_agent`] gives it as recorded.
+    pub user_agent_header: Option<axum::http::HeaderValue>,
 }
 
 #[derive(Debug, Clone)]
@@ -112,8 +114,14 @@ impl Principal {
     }
 
     /// The same caller, as of a request from `ip` with `user_agent`.
-    pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
-        Principal { ip, user_agent: user_agent.map(clean_user_agent), ..self }
+    pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<axum::http::HeaderValue>) -> Self {
+        Principal { ip, user_agent_header: user_agent, ..self }
+    }
+
+    /// The client's `User-Agent`, as the audit log records it (see
+    /// [`clean_user_agent`]); none when it is not visible ASCII.
+    pub fn user_agent(&self) -> Option<String> {
+        self.user_agent_header.as_ref().and_then(|v| v.to_str().ok()).map(clean_user_agent)
     }
 
     pub fn workspace_id(&self) -> &str {
@@ -140,22 +148,24 @@ impl Principal {
     /// Refuses with 403 unless the principal holds `permission` (`resource:action`).
     pub fn require(&self, permission: &str) -> Result<(), Error> {
         let required = Permission::parse_required(permission).expect("handlers name valid permissions");
+        self.require_parsed(&required)
+    }
+
+    /// [`Principal::require`] with the permission parsed once (the hot
+    /// paths' own permissions, read on every request).
+    pub fn require_parsed(&self, required: &Permission) -> Result<(), Error> {
         match &self.caller {
             Caller::ApiKey(k, with_roles) => {
                 let grants = key_grants(k, with_roles);
-                if grants.allows(&required) {
+                if grants.allows(required) {
                     Ok(())
                 } else {
-                    Err(Error::new(
-                        ErrorKind::Forbidden,
-                        Code::InsufficientPermissions,
-                        grants.refusal(Some(&required)),
-                    ))
+                    Err(Error::new(ErrorKind::Forbidden, Code::InsufficientPermissions, grants.refusal(Some(required))))
                 }
             }
             Caller::Member(m) => {
                 let grants = Grants { scopes: &m.scopes, flags: Flags::default() };
-                if grants.allows(&required) {
+                if grants.allows(required) {
                     Ok(())
                 } else {
                     Err(Error::new(
@@ -204,6 +214,6 @@ pub fn clean_user_agent(ua: &str) -> String {
 
 impl From<Caller> for Principal {
     fn from(caller: Caller) -> Self {
-        Principal { caller, ip: None, user_agent: None }
+        Principal { caller, ip: None, user_agent_header: None }
     }
 }

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use crate::clock::Clock;
 
+/// `last_failure_minute` when no minute with a failure is current.
+const NO_FAILURE: i64 = i64::MIN;
+
 /// Addresses remembered at most.
 pub const MAX_ADDRESSES: usize = 100_000;
 
@@ -53,8 +56,9 @@ pub struct IpThrottle {
     counters: quick_cache::sync::Cache<(View, IpAddr), Arc<Counter>>,
     views: std::collections::hash_map::RandomState,
     clock: Arc<dyn Clock>,
-    /// The last minute any failure was counted in: in any other minute no
-    /// address is over the limit, and a request asks no table.
+    /// The last minute any failure was counted in (or [`NO_FAILURE`]): in
+    /// any other minute no address is over the limit, and a request asks
+    /// no table.
     last_failure_minute: AtomicI64,
 }
 
@@ -65,7 +69,7 @@ impl IpThrottle {
             counters: quick_cache::sync::Cache::new(MAX_ADDRESSES),
             views: Default::default(),
             clock,
-            last_failure_minute: AtomicI64::new(i64::MIN),
+            last_failure_minute: AtomicI64::new(NO_FAILURE),
         }
     }
 
@@ -83,8 +87,16 @@ impl IpThrottle {
         if self.limit == 0 {
             return None;
         }
+        // No failure since the last minute that had one: not even the
+        // clock is read.
+        let last = self.last_failure_minute.load(Ordering::Relaxed);
+        if last == NO_FAILURE {
+            return None;
+        }
         let now_ms = self.clock.now_ms();
-        if self.last_failure_minute.load(Ordering::Relaxed) != now_ms.div_euclid(60_000) {
+        if last != now_ms.div_euclid(60_000) {
+            // That minute is over; a failure counted meanwhile stays.
+            let _ = self.last_failure_minute.compare_exchange(last, NO_FAILURE, Ordering::Relaxed, Ordering::Relaxed);
             return None;
         }
         let counter = self.counters.get(&(self.view(seen), ip))?;

@@ -31,7 +31,9 @@ use keyward_core::workspace::Workspace;
 use keyward_store::{CreditSpend, Store};
 use keyward_verifier::KeyRecord;
 use keyward_verifier::decide;
-use metrics::{Counter, Histogram};
+use metrics::Histogram;
+
+use crate::telemetry::ShardedCounters;
 
 use crate::clock::Clock;
 use crate::ratelimit::{Check, Limiter};
@@ -42,6 +44,10 @@ use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, Lookup};
 /// in the caller's workspace, its record.
 /// The permission asking for a verification needs.
 pub const VERIFY: &str = "keys:verify";
+
+/// [`VERIFY`], parsed once.
+static VERIFY_PERMISSION: std::sync::LazyLock<keyward_core::scope::Permission> =
+    std::sync::LazyLock::new(|| keyward_core::scope::Permission::parse_required(VERIFY).expect("a valid permission"));
 
 #[derive(Debug, Clone)]
 pub struct Verification {
@@ -83,30 +89,34 @@ enum Purpose {
     Caller,
 }
 
-/// Metric handles resolved once, so the hot path does no registry lookups.
+/// Metric handles resolved once, so the hot path does no registry lookups;
+/// the counters counted per thread (see [`ShardedCounters`]).
 struct VerifyMetrics {
-    by_code: Vec<Counter>,
-    /// Caller authentications: `[accepted, refused]`.
-    callers: [Counter; 2],
+    /// By index: each [`VerifyCode`], then [`CALLER_ACCEPTED`],
+    /// [`CALLER_REFUSED`], [`CACHE_HIT`] and [`CACHE_MISS`].
+    counts: ShardedCounters<COUNTERS>,
     latency: Histogram,
-    cache_hits: Counter,
-    cache_misses: Counter,
 }
+
+const CODES: usize = VerifyCode::ALL.len();
+const CALLER_ACCEPTED: usize = CODES;
+const CALLER_REFUSED: usize = CODES + 1;
+const CACHE_HIT: usize = CODES + 2;
+const CACHE_MISS: usize = CODES + 3;
+const COUNTERS: usize = CODES + 4;
 
 impl VerifyMetrics {
     fn new() -> Self {
+        let counter = |i: usize| match i {
+            i if i < CODES => metrics::counter!("keyward_verifications_total", "code" => VerifyCode::ALL[i].as_str()),
+            CALLER_ACCEPTED => metrics::counter!("keyward_caller_authentications_total", "result" => "accepted"),
+            CALLER_REFUSED => metrics::counter!("keyward_caller_authentications_total", "result" => "refused"),
+            CACHE_HIT => metrics::counter!("keyward_cache_hits_total"),
+            _ => metrics::counter!("keyward_cache_misses_total"),
+        };
         VerifyMetrics {
-            by_code: VerifyCode::ALL
-                .iter()
-                .map(|c| metrics::counter!("keyward_verifications_total", "code" => c.as_str()))
-                .collect(),
-            callers: [
-                metrics::counter!("keyward_caller_authentications_total", "result" => "accepted"),
-                metrics::counter!("keyward_caller_authentications_total", "result" => "refused"),
-            ],
+            counts: ShardedCounters::new(std::array::from_fn(counter)),
             latency: metrics::histogram!("keyward_verify_duration_seconds"),
-            cache_hits: metrics::counter!("keyward_cache_hits_total"),
-            cache_misses: metrics::counter!("keyward_cache_misses_total"),
         }
     }
 }
@@ -205,6 +215,12 @@ impl Verifier {
 
     pub fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    /// Hands the counts kept per thread to the metrics recorder (before it
+    /// renders).
+    pub fn flush_metrics(&self) {
+        self.metrics.counts.flush();
     }
 
     /// Failed authentication per client address.
@@ -471,7 +487,7 @@ impl Verifier {
         token: &str,
         request: &Request<'_>,
     ) -> Result<Verification, Error> {
-        who.require(VERIFY)?;
+        who.require_parsed(&VERIFY_PERMISSION)?;
         self.verify(token, request, Some(who.workspace_id())).await
     }
 
@@ -753,11 +769,13 @@ impl Verifier {
     ) -> Verification {
         match purpose {
             Purpose::Answer => {
-                self.metrics.by_code[decision.code.index()].increment(1);
+                self.metrics.counts.increment(decision.code.index());
                 let elapsed = started.elapsed().unwrap_or_default();
                 self.metrics.latency.record(elapsed.as_secs_f64());
             }
-            Purpose::Caller => self.metrics.callers[usize::from(!decision.is_valid())].increment(1),
+            Purpose::Caller => {
+                self.metrics.counts.increment(if decision.is_valid() { CALLER_ACCEPTED } else { CALLER_REFUSED })
+            }
         }
         Verification {
             decision,
@@ -820,16 +838,16 @@ impl Verifier {
     ) -> Result<Found, Error> {
         let (ticket, stale) = match self.cache.get(&ck, now_ms) {
             Lookup::Hit(k) => {
-                self.metrics.cache_hits.increment(1);
+                self.metrics.counts.increment(CACHE_HIT);
                 return Ok(Found::Key(k));
             }
             Lookup::KnownAbsent => {
-                self.metrics.cache_hits.increment(1);
+                self.metrics.counts.increment(CACHE_HIT);
                 return Ok(Found::Missing);
             }
             Lookup::Miss(ticket, stale) => (ticket, stale),
         };
-        self.metrics.cache_misses.increment(1);
+        self.metrics.counts.increment(CACHE_MISS);
         let loaded = match (load.await, stale) {
             (Ok(found), _) => found,
             // The store cannot answer: a key this node knew keeps verifying

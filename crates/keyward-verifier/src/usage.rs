@@ -64,7 +64,9 @@ impl UsageCell {
         if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
             self.slot_hour[slot].store(hour, Ordering::Relaxed);
         }
-        if authenticated {
+        // Read first: a key verified many times a millisecond on several
+        // cores writes its line once per millisecond, not once per request.
+        if authenticated && self.last_ms.load(Ordering::Relaxed) < at_ms {
             self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
         }
         if code == VerifyCode::Valid {

@@ -214,15 +214,33 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
         }
     }
     // Read under the router's limit directly: `Bytes::from_request` boxes
-    // the body to limit it, once per request.
-    let limited = http_body_util::Limited::new(req.into_body(), state.max_body_bytes);
-    match http_body_util::BodyExt::collect(limited).await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "Request body is too large"))
-        }
-        Err(_) => Err(ApiError::bad_request(Code::UnreadableBody, "The request body could not be read")),
+    // the body to limit it, once per request; and a body that comes in one
+    // frame (most do) is that frame's bytes, not a copy.
+    use http_body_util::BodyExt;
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "Request body is too large");
+    let unreadable = || ApiError::bad_request(Code::UnreadableBody, "The request body could not be read");
+    let limit = state.max_body_bytes;
+    let mut body = req.into_body();
+    if axum::body::HttpBody::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
     }
+    let mut whole: Option<Bytes> = None;
+    let mut more = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| unreadable())?.into_data() else { continue };
+        let read = whole.as_ref().map_or(0, Bytes::len) + more.len() + data.len();
+        if read > limit {
+            return Err(too_large());
+        }
+        match whole.take() {
+            None if more.is_empty() => whole = Some(data),
+            first => {
+                more.extend_from_slice(&first.unwrap_or_default());
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(whole.unwrap_or_else(|| Bytes::from(more)))
 }
 
 /// A JSON body. Missing bodies, syntax errors, wrong types and unknown
@@ -387,7 +405,7 @@ impl FromRequestParts<AppState> for Principal {
         {
             throttle.failed(Seen::Api, ip);
         }
-        Ok(principal?.from_client(ip, user_agent(parts).as_deref()))
+        Ok(principal?.from_client(ip, parts.headers.get(header::USER_AGENT).cloned()))
     }
 }
 

@@ -50,7 +50,7 @@ impl Default for ForwardAuthConfig {
     }
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header_str<'h>(headers: &'h HeaderMap, name: impl axum::http::header::AsHeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
@@ -120,14 +120,18 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) ->
     if !is_trusted(&peer) {
         return peer;
     }
-    if let Some(xff) = header_str(headers, "x-forwarded-for") {
+    if let Some(xff) = header_str(headers, &X_FORWARDED_FOR) {
         let hops: Vec<IpAddr> = xff.split(',').filter_map(|h| h.trim().parse().ok()).collect();
         if let Some(ip) = hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()) {
             return *ip;
         }
     }
-    header_str(headers, "x-real-ip").and_then(|v| v.parse().ok()).unwrap_or(peer)
+    header_str(headers, &X_REAL_IP).and_then(|v| v.parse().ok()).unwrap_or(peer)
 }
+
+// Named once: a lookup by `&str` parses the name on every request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 fn identity_headers(v: &crate::verifier::Verification) -> HeaderMap {
     let mut out = HeaderMap::new();

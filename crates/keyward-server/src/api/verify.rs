@@ -305,8 +305,11 @@ fn json_answer(answer: &VerifyResponse<'_>) -> axum::response::Response {
     let mut body = Vec::with_capacity(512);
     match serde_json::to_writer(&mut body, answer) {
         Ok(()) => {
-            ([(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"))], body)
-                .into_response()
+            let mut response = axum::response::Response::new(axum::body::Body::from(body));
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            response
         }
         Err(_) => ApiError::from(keyward_core::Error::internal("writing the answer")).into_response(),
     }
