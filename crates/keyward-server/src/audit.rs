@@ -108,7 +108,7 @@ impl AuditLog {
             action: action.to_owned(),
             target,
             ip: who.ip.map(|ip| ip.to_string()),
-            user_agent: who.user_agent(),
+            user_agent: who.user_agent.clone(),
             outcome,
             changes: changes.to_string(),
         })

@@ -452,7 +452,7 @@ impl MemberService {
             workspace_id,
             &member,
             who.ip,
-            who.user_agent().as_deref(),
+            who.user_agent.as_deref(),
             "member.signed_in",
             Outcome::Success,
             changes,

@@ -22,9 +22,7 @@ pub struct Principal {
     pub caller: Caller,
     /// The client's address (behind a trusted proxy, the one it names).
     pub ip: Option<std::net::IpAddr>,
-    /// The client's `User-Agent` as sent (sharing the request's buffer: no
-    /// copy per request); [`Principal::user_agent`] gives it as recorded.
-    pub user_agent_header: Option<axum::http::HeaderValue>,
+    pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,14 +112,8 @@ impl Principal {
     }
 
     /// The same caller, as of a request from `ip` with `user_agent`.
-    pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<axum::http::HeaderValue>) -> Self {
-        Principal { ip, user_agent_header: user_agent, ..self }
-    }
-
-    /// The client's `User-Agent`, as the audit log records it (see
-    /// [`clean_user_agent`]); none when it is not visible ASCII.
-    pub fn user_agent(&self) -> Option<String> {
-        self.user_agent_header.as_ref().and_then(|v| v.to_str().ok()).map(clean_user_agent)
+    pub fn from_client(self, ip: Option<std::net::IpAddr>, user_agent: Option<&str>) -> Self {
+        Principal { ip, user_agent: user_agent.map(clean_user_agent), ..self }
     }
 
     pub fn workspace_id(&self) -> &str {
@@ -214,6 +206,6 @@ pub fn clean_user_agent(ua: &str) -> String {
 
 impl From<Caller> for Principal {
     fn from(caller: Caller) -> Self {
-        Principal { caller, ip: None, user_agent_header: None }
+        Principal { caller, ip: None, user_agent: None }
     }
 }

@@ -405,7 +405,9 @@ impl FromRequestParts<AppState> for Principal {
         {
             throttle.failed(Seen::Api, ip);
         }
-        Ok(principal?.from_client(ip, parts.headers.get(header::USER_AGENT).cloned()))
+        // The header as sent, copied once (cleaned) into the principal.
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+        Ok(principal?.from_client(ip, user_agent))
     }
 }
 
