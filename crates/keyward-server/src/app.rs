@@ -12,7 +12,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_store::Store;
@@ -145,8 +145,11 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> R
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-                .layer(EdgeLayer)
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
+                // No `DefaultBodyLimit` here: it would insert an extension
+                // into every request. The API's extractors read under the
+                // limit themselves; the others are given it
+                // (`api::extract::with_body_limit`).
+                .layer(EdgeLayer),
         )
         .with_state(state)
 }

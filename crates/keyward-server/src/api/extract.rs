@@ -243,6 +243,34 @@ async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     Ok(whole.unwrap_or_else(|| Bytes::from(more)))
 }
 
+/// `req` with the router's body limit marked on it, for an axum extractor
+/// that reads the body (`Bytes`, `Multipart`). The router marks no request
+/// itself (`DefaultBodyLimit` as a layer would insert an extension into
+/// every request, the hot paths' too); the API's own extractors read under
+/// the limit directly.
+pub async fn with_body_limit(req: Request, limit: usize) -> Request {
+    use tower::{Layer, ServiceExt};
+    let mark = axum::extract::DefaultBodyLimit::max(limit)
+        .layer(tower::service_fn(|req: Request| async move { Ok::<_, std::convert::Infallible>(req) }));
+    match mark.oneshot(req).await {
+        Ok(req) => req,
+        Err(never) => match never {},
+    }
+}
+
+/// The body as bytes under the router's limit: what axum's `Bytes`
+/// extractor gives (its rejection included).
+pub struct LimitedBytes(pub Result<Bytes, axum::extract::rejection::BytesRejection>);
+
+impl FromRequest<AppState> for LimitedBytes {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let req = with_body_limit(req, state.max_body_bytes).await;
+        Ok(LimitedBytes(Bytes::from_request(req, state).await))
+    }
+}
+
 /// A JSON body. Missing bodies, syntax errors, wrong types and unknown
 /// fields are 400; bodies over the limit 413; other media types 415.
 pub struct ApiJson<T>(pub T);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiResult, ErrorBody};
-use super::extract::{ApiJson, ApiPath, ClientIp};
+use super::extract::{ApiJson, ApiPath, ClientIp, LimitedBytes};
 use crate::app::AppState;
 use crate::oauth::{ClientAuth, Introspection, OAuthError, TokenRequest, TokenResponse};
 use crate::principal::Principal;
@@ -273,7 +273,7 @@ pub async fn token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, OAuthFailure> {
     let form = Form::parse(&headers, body)?;
     let auth = client_auth(&headers, &form)?;
@@ -304,7 +304,7 @@ pub async fn introspect(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, OAuthFailure> {
     let form = Form::parse(&headers, body)?;
     let auth = client_auth(&headers, &form)?;
@@ -329,7 +329,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    LimitedBytes(body): LimitedBytes,
 ) -> Result<Response, OAuthFailure> {
     let form = Form::parse(&headers, body)?;
     let auth = client_auth(&headers, &form)?;

@@ -70,6 +70,7 @@ impl FromRequest<AppState> for FormData {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let req = crate::api::extract::with_body_limit(req, state.max_body_bytes).await;
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)
