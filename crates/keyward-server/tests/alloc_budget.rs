@@ -24,11 +24,11 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// A cached `POST /v1/keys/verify`: the caller's key and the presented key
 /// both from memory, the answer's JSON.
-const VERIFY_BUDGET: usize = 30;
+const VERIFY_BUDGET: usize = 23;
 /// A cached `GET /v1/authorize` on the forward-auth listener.
-const AUTHORIZE_BUDGET: usize = 34;
+const AUTHORIZE_BUDGET: usize = 31;
 /// A verification whose key is read from the store (SQLite).
-const MISS_BUDGET: usize = 124;
+const MISS_BUDGET: usize = 116;
 
 const ROUNDS: usize = 200;
 
