@@ -123,8 +123,8 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong);
     }
-    let mut parts = token.splitn(3, '_');
-    let (Some(prefix), Some(env), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+    let Some((prefix, (env, body))) = token.split_once('_').and_then(|(p, rest)| Some((p, rest.split_once('_')?)))
+    else {
         return Err(TokenError::Shape);
     };
     if !is_valid_prefix(prefix) {

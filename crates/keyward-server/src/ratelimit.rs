@@ -194,7 +194,9 @@ impl Limiter {
         if let Some(r) = &self.redis
             && r.worth_trying()
         {
-            match r.spend(checks, now_ms).await {
+            // Boxed: the Redis round trip's future would otherwise make
+            // every verification's future (and its moves) that much larger.
+            match Box::pin(r.spend(checks, now_ms)).await {
                 Ok(outcome) => {
                     r.answered();
                     return outcome;
@@ -213,7 +215,7 @@ impl Limiter {
         if let Some(r) = &self.redis
             && !r.down.load(Ordering::Relaxed)
         {
-            match r.refund(checks, &outcome.slots).await {
+            match Box::pin(r.refund(checks, &outcome.slots)).await {
                 Ok(()) => return,
                 Err(e) => r.failed(&e),
             }

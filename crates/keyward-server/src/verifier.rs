@@ -543,10 +543,12 @@ impl Verifier {
         let found = match &parsed {
             Some(p) => self.find_native(p, now_us / 1000).await?,
             None if token.len() <= token::MAX_TOKEN_LEN && self.has_import_prefix(token) => {
-                self.find_foreign(token, now_us / 1000).await?
+                Box::pin(self.find_foreign(token, now_us / 1000)).await?
             }
             None if keyward_core::oauth::looks_like_jwt(token) => {
-                return self.check_jwt(token, request, workspace, purpose, started, now_us).await;
+                // Boxed, as the other rare paths: each would make every
+                // verification's future larger.
+                return Box::pin(self.check_jwt(token, request, workspace, purpose, started, now_us)).await;
             }
             None => {
                 return Ok(self.finish(started, verify::without_key(VerifyCode::Malformed), None, purpose));
@@ -649,7 +651,7 @@ impl Verifier {
                     }
                     Err(SignedRefusal::Signature) => {
                         if key.state == KeyState::Active {
-                            self.count_wrong_secret(&key, now).await;
+                            Box::pin(self.count_wrong_secret(&key, now)).await;
                         }
                         let decision = verify::token_refused(
                             VerifyCode::InvalidSecret,
@@ -706,7 +708,7 @@ impl Verifier {
             Proof::Token { scopes } => decide::decide_authenticated(&key, scopes.as_deref(), &request, now),
         };
         if decision.code == VerifyCode::InvalidSecret && key.state == KeyState::Active {
-            self.count_wrong_secret(&key, now()).await;
+            Box::pin(self.count_wrong_secret(&key, now())).await;
         }
         let identity = match (key.identity(), purpose) {
             (Some(i), Purpose::Answer) => self.identity(&i.id).await?,

@@ -402,11 +402,14 @@ impl FromRequestParts<AppState> for Principal {
         let cookie = || super::members::session_cookie_value(&parts.headers);
         let principal = match (bearer, bearer.is_none().then(cookie).flatten()) {
             (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
-                state.members.from_jwt(token).await
+                // Boxed: only the API key path is a hot one.
+                Box::pin(state.members.from_jwt(token)).await
             }
             // An access token (keyward-signed; signed requests are for
             // verification, not the API).
-            (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => state.oauth.principal(token).await,
+            (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => {
+                Box::pin(state.oauth.principal(token)).await
+            }
             (Some(token), _) => Principal::authenticate(&state.verifier, token, ip).await,
             (None, Some(cookie)) => {
                 let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
@@ -418,7 +421,7 @@ impl FromRequestParts<AppState> for Principal {
                          pages (its Origin header must name this server)",
                     ));
                 }
-                state.members.from_cookie(cookie).await
+                Box::pin(state.members.from_cookie(cookie)).await
             }
             (None, None) => {
                 return Err(ApiError::new(
