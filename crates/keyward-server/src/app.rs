@@ -1,10 +1,11 @@
 //! The application: one context every request reaches, the router that
 //! mounts the API and the console side by side, and the layers around both
-//! (body limit, request log, panic guard, JSON 404/405).
+//! (request log, panic guard, JSON 404/405).
 
 use keyward_core::Code;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_store::Store;
@@ -111,7 +112,7 @@ fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
 }
 
 /// The complete application: the API, forward-auth, the console and the docs.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize) -> App {
     let (router, api) = crate::api::api_router().split_for_parts();
     finish(
         with_forward_auth(router).merge(crate::console::routes()).merge(
@@ -123,35 +124,196 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         ),
         state,
         max_body_bytes,
+        true,
     )
 }
 
 /// The dedicated forward-auth listener: `/v1/authorize` and `/healthz` only.
-pub fn forward_auth_router(state: &AppState, max_body_bytes: usize) -> Router {
+pub fn forward_auth_router(state: &AppState, max_body_bytes: usize) -> App {
     let router = with_forward_auth(Router::new()).route("/healthz", axum::routing::get(crate::api::ops::healthz));
-    finish(router, state.trusted(), max_body_bytes)
+    finish(router, state.trusted(), max_body_bytes, false)
 }
 
-fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize) -> Router {
+fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize, verify: bool) -> App {
     let state = match state.max_body_bytes == max_body_bytes {
         true => state,
         false => AppState(Arc::new(AppContext { max_body_bytes, ..(*state.0).clone() })),
     };
-    router
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // One stack, applied once: each `Router::layer` call wraps every
+        // One layer, applied once: each `Router::layer` call wraps every
         // route in another boxed service, and a request clones every box.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-                // No `DefaultBodyLimit` here: it would insert an extension
-                // into every request. The API's extractors read under the
-                // limit themselves; the others are given it
-                // (`api::extract::with_body_limit`).
-                .layer(EdgeLayer),
-        )
-        .with_state(state)
+        // No `DefaultBodyLimit`: it would insert an extension into every
+        // request. The API's extractors read under the limit themselves;
+        // the others are given it (`api::extract::with_body_limit`). The
+        // panic guard is `App`'s.
+        .layer(EdgeLayer)
+        .with_state(state.clone());
+    App { router, state, verify, peer: None }
+}
+
+/// The application as served: its router, with the requests keyward exists
+/// to answer taken before it: `POST /v1/keys/verify` and forward-auth's
+/// `/v1/authorize…`. They run the same extractors and handlers, edge (query
+/// refusal, request log) and panic guard as a routed request, without the
+/// router's cost per request: the route lookup, the matched-path,
+/// parameter and peer-address extensions, a cloned boxed route and a boxed
+/// handler future.
+///
+/// `axum::serve` makes one copy per connection, which knows its peer.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    state: AppState,
+    /// Whether `POST /v1/keys/verify` is served here (the forward-auth
+    /// listener serves only forward-auth).
+    verify: bool,
+    /// The connection's peer (`None` before `axum::serve` made a
+    /// connection's copy: the request may carry it as `ConnectInfo`).
+    peer: Option<SocketAddr>,
+}
+
+/// A request the app answers without its router, and the route pattern
+/// it logs.
+#[derive(Clone, Copy)]
+enum Direct {
+    Verify,
+    Authorize(&'static str),
+}
+
+impl App {
+    fn direct(&self, req: &Request) -> Option<Direct> {
+        let path = req.uri().path();
+        if self.verify && path == "/v1/keys/verify" && req.method() == Method::POST {
+            return Some(Direct::Verify);
+        }
+        // The router's three forward-auth routes, every method but CONNECT.
+        let rest = path.strip_prefix(forward_auth::PREFIX)?;
+        let pattern = match rest {
+            "" => forward_auth::PREFIX,
+            "/" => FORWARD_AUTH_SLASH,
+            _ if rest.starts_with('/') => FORWARD_AUTH_REST,
+            _ => return None,
+        };
+        (req.method() != Method::CONNECT).then_some(Direct::Authorize(pattern))
+    }
+}
+
+const FORWARD_AUTH_SLASH: &str = "/v1/authorize/";
+const FORWARD_AUTH_REST: &str = "/v1/authorize/{*rest}";
+
+impl<'a> tower::Service<axum::serve::IncomingStream<'a, tokio::net::TcpListener>> for App {
+    type Response = App;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<App, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: axum::serve::IncomingStream<'a, tokio::net::TcpListener>) -> Self::Future {
+        std::future::ready(Ok(App { peer: Some(*stream.remote_addr()), ..self.clone() }))
+    }
+}
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Guarded;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Guarded {
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let peer = self.peer.or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+            match (self.direct(&req), peer) {
+                (Some(Direct::Verify), _) => {
+                    Answer::Direct { answer: Box::pin(verify_directly(self.state.clone(), peer, req)) }
+                }
+                (Some(Direct::Authorize(route)), Some(peer)) => {
+                    Answer::Direct { answer: Box::pin(authorize_directly(self.state.clone(), peer, route, req)) }
+                }
+                _ => {
+                    if let Some(peer) = self.peer {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                    }
+                    Answer::Routed { answer: tower::Service::call(&mut self.router, req) }
+                }
+            }
+        }));
+        Guarded { answer: called.unwrap_or_else(|_| Answer::Ready { response: Some(panic_response()) }) }
+    }
+}
+
+async fn verify_directly(state: AppState, peer: Option<SocketAddr>, req: Request) -> Response {
+    if has_query(&req) {
+        return query_refusal();
+    }
+    let method = Method::POST;
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let response = match crate::api::extract::principal(&parts, &state, peer).await {
+        Err(refused) => refused.into_response(),
+        Ok(principal) => {
+            use axum::extract::FromRequest;
+            match crate::api::extract::ApiJson::from_request(Request::from_parts(parts, body), &state).await {
+                Err(refused) => refused.into_response(),
+                Ok(body) => {
+                    crate::api::verify::verify_key(axum::extract::State(state), principal, body).await.into_response()
+                }
+            }
+        }
+    };
+    log_request(&method, Some("/v1/keys/verify"), started, response.status());
+    response
+}
+
+async fn authorize_directly(state: AppState, peer: SocketAddr, route: &'static str, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, _) = req.into_parts();
+    let method = parts.method.clone();
+    let response = forward_auth::answer(&state, peer, parts).await;
+    log_request(&method, Some(route), started, response.status());
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// An answer, with a panic in its handler answered as a 500.
+    pub struct Guarded {
+        #[pin]
+        answer: Answer,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = AnswerProjection]
+    enum Answer {
+        Direct { answer: Pin<Box<dyn Future<Output = Response> + Send>> },
+        Routed { #[pin] answer: axum::routing::future::RouteFuture<Infallible> },
+        Ready { response: Option<Response> },
+    }
+}
+
+impl Future for Guarded {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let answer = self.project().answer;
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match answer.project() {
+            AnswerProjection::Direct { answer } => answer.as_mut().poll(cx),
+            AnswerProjection::Routed { answer } => answer.poll(cx).map(|Ok(response)| response),
+            AnswerProjection::Ready { response } => Poll::Ready(response.take().expect("polled after it was ready")),
+        }));
+        Poll::Ready(Ok(match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(response)) => response,
+            Err(_) => panic_response(),
+        }))
+    }
 }
 
 /// Endpoints that read a query string (each refuses parameters it does not
@@ -229,7 +391,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EdgeFuture<F> 
             }
             EdgeProjection::Running { inner, method, route, started } => {
                 let Ok(response) = std::task::ready!(inner.poll(cx));
-                log_request(method, route.as_ref(), *started, response.status());
+                log_request(method, route.as_ref().map(MatchedPath::as_str), *started, response.status());
                 Poll::Ready(Ok(response))
             }
         }
@@ -237,17 +399,25 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EdgeFuture<F> 
 }
 
 fn unexpected_query(req: &Request) -> Option<Response> {
-    let has_query = req.uri().query().is_some_and(|q| !q.is_empty());
-    if has_query && let Some(route) = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+    if has_query(req)
+        && let Some(route) = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str)
+    {
         let api = route.starts_with("/v1/") || route.starts_with("/api/");
         let exempt = route.starts_with(forward_auth::PREFIX)
             || QUERY_ENDPOINTS.iter().any(|(m, r)| *r == route && req.method().as_str() == *m);
         if api && !exempt {
-            let refusal = ApiError::bad_request(Code::UnknownQueryParameter, "This endpoint takes no query parameters");
-            return Some(refusal.into_response());
+            return Some(query_refusal());
         }
     }
     None
+}
+
+fn has_query(req: &Request) -> bool {
+    req.uri().query().is_some_and(|q| !q.is_empty())
+}
+
+fn query_refusal() -> Response {
+    ApiError::bad_request(Code::UnknownQueryParameter, "This endpoint takes no query parameters").into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -258,7 +428,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Code::MethodNotAllowed, "Method not allowed on this endpoint")
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panic_response() -> Response {
     tracing::error!("a request handler panicked");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::InternalError, "Internal server error").into_response()
 }
@@ -266,9 +436,9 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// Logs method, route pattern (never the raw URI, which may carry a key),
 /// status and duration. The route is the router's own shared string: no
 /// copy per request.
-fn log_request(method: &Method, route: Option<&MatchedPath>, started: Instant, status: StatusCode) {
+fn log_request(method: &Method, route: Option<&str>, started: Instant, status: StatusCode) {
     let status = status.as_u16();
-    let route = route.map_or("<unmatched>", MatchedPath::as_str);
+    let route = route.unwrap_or("<unmatched>");
     if status >= 500 {
         let micros = started.elapsed().as_micros() as u64;
         tracing::warn!(%method, route, status, micros, "request failed");

@@ -278,16 +278,10 @@ impl Application {
         };
         let side = self.forward_auth_listener.map(|listener| {
             let app = app::forward_auth_router(&state, self.config.max_body_bytes);
-            tokio::spawn(
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(stopped(stop_rx.clone()))
-                    .into_future(),
-            )
+            tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
         });
         let app = app::router(state, self.config.max_body_bytes);
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         if let Some(side) = side {
             side.await.context("forward-auth listener")?.context("serving forward-auth")?;

@@ -24,11 +24,11 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 /// A cached `POST /v1/keys/verify`: the caller's key and the presented key
 /// both from memory, the answer's JSON.
-const VERIFY_BUDGET: usize = 23;
+const VERIFY_BUDGET: usize = 12;
 /// A cached `GET /v1/authorize` on the forward-auth listener.
-const AUTHORIZE_BUDGET: usize = 31;
+const AUTHORIZE_BUDGET: usize = 14;
 /// A verification whose key is read from the store (SQLite).
-const MISS_BUDGET: usize = 116;
+const MISS_BUDGET: usize = 105;
 
 const ROUNDS: usize = 200;
 
@@ -95,7 +95,7 @@ fn authorize_request(key: &str) -> Request<Body> {
 
 /// Allocations per request of `requests` sent through `router`; building
 /// the requests is not counted.
-async fn per_request(router: &axum::Router, requests: Vec<Request<Body>>, expect: StatusCode) -> usize {
+async fn per_request(router: &app::App, requests: Vec<Request<Body>>, expect: StatusCode) -> usize {
     let n = requests.len();
     let region = Region::new(GLOBAL);
     for req in requests {

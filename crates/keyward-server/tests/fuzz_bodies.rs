@@ -7,12 +7,11 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use keyward_core::hash::SecretHasher;
-use keyward_server::app::{AppState, router};
+use keyward_server::app::{App, AppState, router};
 use keyward_server::{ServerConfig, Services};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -20,7 +19,7 @@ use tower::ServiceExt;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    router: Router,
+    router: App,
     admin: String,
     key_id: String,
     _dir: tempfile::TempDir,

@@ -352,10 +352,16 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 fn client_ip(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| super::forward_auth::client_ip(c.0.ip(), &parts.headers, &state.forward_auth.trusted_proxies))
+    client_ip_of(peer_of(parts), parts, state)
+}
+
+/// The connection's peer, as the server marked it on the request.
+pub(crate) fn peer_of(parts: &Parts) -> Option<std::net::SocketAddr> {
+    parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0)
+}
+
+fn client_ip_of(peer: Option<std::net::SocketAddr>, parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
+    peer.map(|peer| super::forward_auth::client_ip(peer.ip(), &parts.headers, &state.forward_auth.trusted_proxies))
 }
 
 /// The client's `User-Agent`, as recorded in the audit log.
@@ -392,54 +398,62 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ip = client_ip(parts, state);
-        let throttle = state.verifier.throttle();
-        if let Some(wait) = ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)) {
-            return Err(ApiError::too_many_failures(wait));
+        principal(parts, state, peer_of(parts)).await
+    }
+}
+
+/// Who sends the request, from a connection whose peer is `peer` (the
+/// extractor's work, for the routes the app answers before its router).
+pub(crate) async fn principal(
+    parts: &Parts,
+    state: &AppState,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Principal, ApiError> {
+    let ip = client_ip_of(peer, parts, state);
+    let throttle = state.verifier.throttle();
+    if let Some(wait) = ip.and_then(|ip| throttle.retry_after(Seen::Api, ip)) {
+        return Err(ApiError::too_many_failures(wait));
+    }
+    // The cookie is looked for only without a bearer token.
+    let bearer = bearer_token(parts);
+    let cookie = || super::members::session_cookie_value(&parts.headers);
+    let principal = match (bearer, bearer.is_none().then(cookie).flatten()) {
+        (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
+            // Boxed: only the API key path is a hot one.
+            Box::pin(state.members.from_jwt(token)).await
         }
-        // The cookie is looked for only without a bearer token.
-        let bearer = bearer_token(parts);
-        let cookie = || super::members::session_cookie_value(&parts.headers);
-        let principal = match (bearer, bearer.is_none().then(cookie).flatten()) {
-            (Some(token), _) if crate::members::MemberService::is_session_jwt(token) => {
-                // Boxed: only the API key path is a hot one.
-                Box::pin(state.members.from_jwt(token)).await
-            }
-            // An access token (keyward-signed; signed requests are for
-            // verification, not the API).
-            (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => {
-                Box::pin(state.oauth.principal(token)).await
-            }
-            (Some(token), _) => Principal::authenticate(&state.verifier, token, ip).await,
-            (None, Some(cookie)) => {
-                let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
-                if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        Code::CrossOriginRequest,
-                        "A request signed in by cookie that changes anything must come from this server's own \
-                         pages (its Origin header must name this server)",
-                    ));
-                }
-                Box::pin(state.members.from_cookie(cookie)).await
-            }
-            (None, None) => {
+        // An access token (keyward-signed; signed requests are for
+        // verification, not the API).
+        (Some(token), _) if keyward_core::oauth::looks_like_jwt(token) => Box::pin(state.oauth.principal(token)).await,
+        (Some(token), _) => Principal::authenticate(&state.verifier, token, ip).await,
+        (None, Some(cookie)) => {
+            let unsafe_method = !matches!(parts.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+            if unsafe_method && !same_origin(parts, state.public_origin.as_deref()) {
                 return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    Code::AuthenticationRequired,
-                    "Authentication required: send Authorization: Bearer <API key or token>, or sign in",
+                    StatusCode::FORBIDDEN,
+                    Code::CrossOriginRequest,
+                    "A request signed in by cookie that changes anything must come from this server's own \
+                     pages (its Origin header must name this server)",
                 ));
             }
-        };
-        if let (Err(e), Some(ip)) = (&principal, ip)
-            && e.kind == keyward_core::ErrorKind::Unauthenticated
-        {
-            throttle.failed(Seen::Api, ip);
+            Box::pin(state.members.from_cookie(cookie)).await
         }
-        // The header as sent, copied once (cleaned) into the principal.
-        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-        Ok(principal?.from_client(ip, user_agent))
+        (None, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Code::AuthenticationRequired,
+                "Authentication required: send Authorization: Bearer <API key or token>, or sign in",
+            ));
+        }
+    };
+    if let (Err(e), Some(ip)) = (&principal, ip)
+        && e.kind == keyward_core::ErrorKind::Unauthenticated
+    {
+        throttle.failed(Seen::Api, ip);
     }
+    // The header as sent, copied once (cleaned) into the principal.
+    let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    Ok(principal?.from_client(ip, user_agent))
 }
 
 #[cfg(test)]

@@ -222,17 +222,22 @@ fn refusal(code: VerifyCode, message: &str) -> ApiError {
 pub async fn authorize(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Response {
+    answer(&state, peer, request.into_parts().0).await
+}
+
+/// The forward-auth answer to a request (its head: the body, if any, is
+/// never read) from `peer`.
+pub(crate) async fn answer(state: &AppState, peer: SocketAddr, request: axum::http::request::Parts) -> Response {
+    let axum::http::request::Parts { method, uri, headers, .. } = request;
     // nginx never reads the body of an auth_request answer, and a body left
     // unread costs it the connection (a new one per request, sockets piling
     // up in TIME_WAIT). So every answer to nginx (it sends X-Original-URI)
     // is headers only; other gateways get the JSON of a denial, which
     // Traefik passes on to the client. The code is in X-Keyward-Error.
     let headers_only = headers.contains_key("x-original-uri");
-    match decide_forward_auth(&state, peer, &method, &uri, &headers).await {
+    match decide_forward_auth(state, peer, &method, &uri, &headers).await {
         Ok(identity) => (StatusCode::OK, identity).into_response(),
         Err(e) => {
             let code = HeaderValue::from_static(e.code.as_str());

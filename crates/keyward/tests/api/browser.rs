@@ -55,7 +55,11 @@ async fn offsite_recorder() -> (u16, Arc<Mutex<Vec<String>>>) {
                 let mut buf = vec![0u8; 4096];
                 let n = socket.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
-                record.lock().unwrap().push(head.lines().next().unwrap_or_default().to_owned());
+                // A socket opened and closed with nothing asked (Chromium
+                // preconnects to its proxy) is no request off the server.
+                if let Some(line) = head.lines().next().filter(|l| !l.is_empty()) {
+                    record.lock().unwrap().push(line.to_owned());
+                }
                 let _ =
                     socket.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
             });
