@@ -31,7 +31,6 @@ use keyward_core::workspace::Workspace;
 use keyward_store::{CreditSpend, Store};
 use keyward_verifier::KeyRecord;
 use keyward_verifier::decide;
-use metrics::Histogram;
 
 use crate::telemetry::ShardedCounters;
 
@@ -95,7 +94,6 @@ struct VerifyMetrics {
     /// By index: each [`VerifyCode`], then [`CALLER_ACCEPTED`],
     /// [`CALLER_REFUSED`], [`CACHE_HIT`] and [`CACHE_MISS`].
     counts: ShardedCounters<COUNTERS>,
-    latency: Histogram,
 }
 
 const CODES: usize = VerifyCode::ALL.len();
@@ -114,10 +112,7 @@ impl VerifyMetrics {
             CACHE_HIT => metrics::counter!("keyward_cache_hits_total"),
             _ => metrics::counter!("keyward_cache_misses_total"),
         };
-        VerifyMetrics {
-            counts: ShardedCounters::new(std::array::from_fn(counter)),
-            latency: metrics::histogram!("keyward_verify_duration_seconds"),
-        }
+        VerifyMetrics { counts: ShardedCounters::new(std::array::from_fn(counter)) }
     }
 }
 
@@ -773,7 +768,7 @@ impl Verifier {
             Purpose::Answer => {
                 self.metrics.counts.increment(decision.code.index());
                 let elapsed = started.elapsed().unwrap_or_default();
-                self.metrics.latency.record(elapsed.as_secs_f64());
+                crate::telemetry::VERIFY_LATENCY.record(elapsed);
             }
             Purpose::Caller => {
                 self.metrics.counts.increment(if decision.is_valid() { CALLER_ACCEPTED } else { CALLER_REFUSED })

@@ -55,6 +55,7 @@ pub struct Readiness {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.verifier.flush_metrics();
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    crate::telemetry::VERIFY_LATENCY.render(&mut body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
