@@ -725,7 +725,10 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     bad = write_lines(d / "bad-keys.txt", bad_keys(unknown, rng))
     write_set = write_lines(d / "keys-write-set.txt", read_lines(tokens_sample)[:WRITE_SET])
     mem_db, miss_db, write_db = d / "keyward-mem.db", d / "keyward-miss.db", d / "keyward-write.db"
-    for copy in (mem_db, miss_db, write_db):
+    # Every copy before any server opens the seeded database: PostgreSQL
+    # copies a database only while no one is connected to it.
+    redis_db = d / "keyward-redis.db"
+    for copy in (mem_db, miss_db, write_db, redis_db):
         DBS.copy(kw_db, copy)
 
     # --- servers
@@ -805,8 +808,6 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
 
     kw_redis = None
     if wanted("rl-redis") and redis_answers(args.redis_url):
-        redis_db = d / "keyward-redis.db"
-        DBS.copy(kw_db, redis_db)
         kw_redis = keyward("keyward-redis", redis_db, n + CACHE_MARGIN, ["--redis-url", args.redis_url])
     elif wanted("rl-redis"):
         msg = f"(rl-redis) skipped: no Redis answers at {args.redis_url}"
