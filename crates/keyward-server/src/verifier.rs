@@ -37,7 +37,7 @@ use crate::telemetry::ShardedCounters;
 use crate::clock::Clock;
 use crate::ratelimit::{Check, Limiter};
 use crate::throttle::{IpThrottle, Seen};
-use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, Lookup};
+use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, LoadTicket, Lookup};
 
 /// The result of a verification: the decision and, when the key was found
 /// in the caller's workspace, its record.
@@ -838,6 +838,11 @@ impl Verifier {
                 self.metrics.counts.increment(CACHE_HIT);
                 return Ok(Found::Key(k));
             }
+            Lookup::Refresh(k, ticket) => {
+                self.metrics.counts.increment(CACHE_HIT);
+                self.refresh_ahead(ck, &k, ticket, now_ms);
+                return Ok(Found::Key(k));
+            }
             Lookup::KnownAbsent => {
                 self.metrics.counts.increment(CACHE_HIT);
                 return Ok(Found::Missing);
@@ -867,6 +872,28 @@ impl Verifier {
         // The SHA-256 (for keys imported as hashes) only on a miss.
         let load = async move { self.store.find_key_by_lookup_hash(&[hmac, sha256(token)]).await };
         self.find(CacheKey::Foreign(hmac), now_ms, load).await
+    }
+
+    /// Reads a key's record again in the background, ahead of its maximum
+    /// age, so that a key in use never waits for its periodic read. As
+    /// read at `now_ms` (the maximum age counts from before the read).
+    /// Imported keys are found by their token, which this does not keep:
+    /// they are read when due.
+    fn refresh_ahead(&self, ck: CacheKey, key: &CachedKey, ticket: LoadTicket, now_ms: i64) {
+        let (CacheKey::Native(_), Ok(runtime)) = (ck, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let (id, store, cache) = (key.id.clone(), self.store.clone(), self.cache.clone());
+        runtime.spawn(async move {
+            match store.find_key(&id).await {
+                Ok(found) => {
+                    let found = found.filter(|k| k.lookup_prefix.is_none()).map(|k| cache.entry(&k, now_ms));
+                    cache.finish_load(ck, ticket, found);
+                }
+                // Read when due, as without a read ahead.
+                Err(e) => tracing::debug!(key_id = %id, error = %e, "reading a key ahead of its maximum age failed"),
+            }
+        });
     }
 
     /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed

@@ -26,9 +26,14 @@ pub struct CachedKey {
     pub record: KeyRecord,
     pub usage: Arc<UsageCell>,
     /// When the record was read or written (ms since the epoch): a record
-    /// older than the cache's maximum age is read again.
-    pub loaded_ms: i64,
+    /// older than the cache's maximum age is read again. And, in the
+    /// [`REFRESHING`] bit, whether a use past half that age has claimed
+    /// reading it again ahead of time.
+    loaded: AtomicI64,
 }
+
+/// The bit of [`CachedKey::loaded`] that marks a claimed read-ahead.
+const REFRESHING: i64 = 1 << 62;
 
 impl std::ops::Deref for CachedKey {
     type Target = KeyRecord;
@@ -41,7 +46,22 @@ impl CachedKey {
     /// The same key holding only `scopes` (see [`KeyRecord::narrowed`]),
     /// its use counted in the same cell.
     pub fn narrowed(&self, scopes: Vec<keyward_core::scope::Scope>) -> Self {
-        CachedKey { record: self.record.narrowed(scopes), usage: self.usage.clone(), loaded_ms: self.loaded_ms }
+        CachedKey {
+            record: self.record.narrowed(scopes),
+            usage: self.usage.clone(),
+            loaded: AtomicI64::new(self.loaded_ms()),
+        }
+    }
+
+    /// When the record was read or written (ms since the epoch).
+    pub fn loaded_ms(&self) -> i64 {
+        self.loaded.load(Ordering::Relaxed) & !REFRESHING
+    }
+
+    /// Claims reading the record again ahead of its maximum age: true for
+    /// the first caller alone.
+    fn claim_refresh(&self) -> bool {
+        self.loaded.fetch_or(REFRESHING, Ordering::Relaxed) & REFRESHING == 0
     }
 }
 
@@ -73,6 +93,11 @@ impl CacheKey {
 
 pub enum Lookup {
     Hit(Arc<CachedKey>),
+    /// Held and fresh, but past half the maximum age: it answers, and this
+    /// caller alone reads it again meanwhile (`finish_load` with the
+    /// ticket), so that a key in use never waits on the store for its
+    /// periodic read.
+    Refresh(Arc<CachedKey>, LoadTicket),
     KnownAbsent,
     /// Not held, or held but due to be read again (older than the maximum
     /// age, or from before a resynchronisation): the stale record, if any,
@@ -148,9 +173,14 @@ impl KeyCache {
     pub fn get(&self, key: &CacheKey, now_ms: i64) -> Lookup {
         let ticket = LoadTicket(self.epoch.load(Ordering::Acquire));
         if let Some(k) = self.record(key) {
-            let fresh = now_ms.saturating_sub(k.loaded_ms) < self.max_age_ms
-                && k.loaded_ms >= self.stale_before_ms.load(Ordering::Relaxed);
-            return if fresh { Lookup::Hit(k) } else { Lookup::Miss(ticket, Some(k)) };
+            let loaded_ms = k.loaded_ms();
+            let age = now_ms.saturating_sub(loaded_ms);
+            let fresh = age < self.max_age_ms && loaded_ms >= self.stale_before_ms.load(Ordering::Relaxed);
+            return match fresh {
+                false => Lookup::Miss(ticket, Some(k)),
+                true if age >= self.max_age_ms / 2 && k.claim_refresh() => Lookup::Refresh(k, ticket),
+                true => Lookup::Hit(k),
+            };
         }
         match self.absent.get(key) {
             Some(at) if at.elapsed() < self.negative_ttl => Lookup::KnownAbsent,
@@ -161,7 +191,7 @@ impl KeyCache {
     /// The record of a key read from the store at `now_ms`, for caching.
     pub fn entry(&self, key: &ApiKey, now_ms: i64) -> Arc<CachedKey> {
         let usage = self.cells.cell(&key.id);
-        Arc::new(CachedKey { record: KeyRecord::new(key, &self.workspaces), usage, loaded_ms: now_ms })
+        Arc::new(CachedKey { record: KeyRecord::new(key, &self.workspaces), usage, loaded: AtomicI64::new(now_ms) })
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
