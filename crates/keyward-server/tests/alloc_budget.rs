@@ -1,7 +1,8 @@
-//! Allocations per request on the hot paths, counted through the whole
-//! router (no socket: `tower::ServiceExt::oneshot`) under a counting global
-//! allocator. A change that adds allocations per verification fails here,
-//! however small its cost looks in a benchmark: small costs add up.
+//! Allocations per request on the hot paths, counted through the whole app
+//! as served (`app::App`; no socket: `tower::ServiceExt::oneshot`) under a
+//! counting global allocator. A change that adds allocations per
+//! verification fails here, however small its cost looks in a benchmark:
+//! small costs add up.
 //!
 //! The budgets are the figures reached, plus a little; each test prints
 //! its figure. Lower a budget when a change lowers the figure.

@@ -158,6 +158,17 @@ async fn unknown_routes_ids_and_methods() {
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
     let r = app.call(Method::PUT, "/v1/keys", Some(&app.admin_key), Some(json!({}))).await;
     assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
+    // Verification and forward-auth, answered before the router, keep the
+    // router's edges.
+    let verify = |method, path: &'static str| app.call(method, path, Some(&app.admin_key), Some(json!({"key": "x"})));
+    verify(Method::POST, "/v1/keys/verify?key=x").await.assert_error(400, "This endpoint takes no query parameters");
+    let r = verify(Method::GET, "/v1/keys/verify").await;
+    assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
+    let r = verify(Method::POST, "/v1/keys/verify/").await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
+    assert_eq!(verify(Method::POST, "/v1/keys/verify").await.body["code"], "MALFORMED");
+    let r = app.get("/v1/authorizex").await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
     for action in ["clone", "roll", "deactivate", "activate", "revoke", "usage"] {
         let method = if action == "usage" { Method::GET } else { Method::POST };
         let r = app.call(method, &format!("/v1/keys/key_nope/{action}"), Some(&app.admin_key), None).await;
