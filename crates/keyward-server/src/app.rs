@@ -253,7 +253,6 @@ async fn verify_directly(state: AppState, peer: Option<SocketAddr>, req: Request
     if has_query(&req) {
         return query_refusal();
     }
-    let method = Method::POST;
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let response = match crate::api::extract::principal(&parts, &state, peer).await {
@@ -268,7 +267,7 @@ async fn verify_directly(state: AppState, peer: Option<SocketAddr>, req: Request
             }
         }
     };
-    log_request(&method, Some("/v1/keys/verify"), started, response.status());
+    log_request(&Method::POST, Some("/v1/keys/verify"), started, response.status());
     response
 }
 

@@ -7,45 +7,37 @@ use std::time::Duration;
 use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Shards of [`ShardedCounters`]: more than the cores of a usual node, so
-/// worker threads rarely share one.
+/// Shards of [`PerThread`]: more than the cores of a usual node, so worker
+/// threads rarely share one.
 const SHARDS: usize = 8;
 
-/// Counters counted on every request, kept per thread and handed to the
-/// recorder's counters by [`ShardedCounters::flush`] (before `/metrics`
-/// renders, so a scrape sees every count). The recorder's own counters are
-/// shared by every core: each increment moved their cache line between
-/// cores, several times per verification. Here an increment is one add to
-/// a line its thread alone writes.
-pub struct ShardedCounters<const N: usize> {
-    shards: Box<[Shard<N>; SHARDS]>,
-    counters: [Counter; N],
-}
+/// `N` sums that every request adds to, kept per thread: an add is one
+/// add to a cache line its thread alone writes. Shared counters moved
+/// their lines between the cores, several times per verification.
+struct PerThread<const N: usize>(Box<[Shard<N>; SHARDS]>);
 
-/// One thread's counts, on cache lines of their own.
+/// One thread's sums, on cache lines of their own.
 #[repr(align(128))]
 struct Shard<const N: usize>([AtomicU64; N]);
 
-impl<const N: usize> ShardedCounters<N> {
-    pub fn new(counters: [Counter; N]) -> Self {
-        let shards = Box::new(std::array::from_fn(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0)))));
-        ShardedCounters { shards, counters }
+impl<const N: usize> PerThread<N> {
+    fn new() -> Self {
+        PerThread(Box::new(std::array::from_fn(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))))
     }
 
-    /// Adds one to counter `i`.
     #[inline]
-    pub fn increment(&self, i: usize) {
-        self.shards[shard()].0[i].fetch_add(1, Ordering::Relaxed);
+    fn add(&self, i: usize, n: u64) {
+        self.0[shard()].0[i].fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Adds what each thread counted to the recorder's counters.
-    pub fn flush(&self) {
-        for (i, counter) in self.counters.iter().enumerate() {
-            let n: u64 = self.shards.iter().map(|s| s.0[i].swap(0, Ordering::Relaxed)).sum();
-            if n > 0 {
-                counter.increment(n);
-            }
-        }
+    /// Sum `i` over every thread.
+    fn total(&self, i: usize) -> u64 {
+        self.0.iter().map(|s| s.0[i].load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sum `i` over every thread, set back to zero.
+    fn take(&self, i: usize) -> u64 {
+        self.0.iter().map(|s| s.0[i].swap(0, Ordering::Relaxed)).sum()
     }
 }
 
@@ -58,70 +50,100 @@ fn shard() -> usize {
     SHARD.with(|s| *s)
 }
 
-/// Bucket bounds of `keyward_verify_duration_seconds`, in seconds.
-const LATENCY_BOUNDS: [f64; 16] = [
-    0.000_001, 0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
-    0.01, 0.025, 0.05, 0.1,
-];
-
-/// `keyward_verify_duration_seconds`, process-wide like the recorder: each
-/// thread counts a sample into its own shard (the bucket's count and the
-/// sum in nanoseconds, two adds to lines it alone writes), and `/metrics`
-/// renders the totals. The recorder's histogram queued every sample in a
-/// buffer that every core pushed to.
-pub static VERIFY_LATENCY: LazyLock<LatencyHistogram> = LazyLock::new(LatencyHistogram::new);
-
-pub struct LatencyHistogram {
-    shards: Box<[LatencyShard; SHARDS]>,
-    bounds_ns: [u64; LATENCY_BOUNDS.len()],
+/// Counters counted on every request, kept per thread and handed to the
+/// recorder's counters by [`ShardedCounters::flush`] (before `/metrics`
+/// renders, so a scrape sees every count).
+pub struct ShardedCounters<const N: usize> {
+    counts: PerThread<N>,
+    counters: [Counter; N],
 }
 
-/// One thread's samples: a count per bucket (the last one past every
-/// bound) and their sum.
-#[repr(align(128))]
-struct LatencyShard {
-    counts: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    sum_ns: AtomicU64,
+impl<const N: usize> ShardedCounters<N> {
+    pub fn new(counters: [Counter; N]) -> Self {
+        ShardedCounters { counts: PerThread::new(), counters }
+    }
+
+    /// Adds one to counter `i`.
+    #[inline]
+    pub fn increment(&self, i: usize) {
+        self.counts.add(i, 1);
+    }
+
+    /// Adds what each thread counted to the recorder's counters.
+    pub fn flush(&self) {
+        for (i, counter) in self.counters.iter().enumerate() {
+            let n = self.counts.take(i);
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+    }
+}
+
+/// Bucket bounds of `keyward_verify_duration_seconds`, in nanoseconds.
+const LATENCY_BOUNDS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+];
+/// The latency's sums: a count per bucket (the last one past every
+/// bound), then the samples' sum in nanoseconds.
+const LATENCY_SUMS: usize = LATENCY_BOUNDS_NS.len() + 2;
+const LATENCY_SUM_NS: usize = LATENCY_SUMS - 1;
+
+/// `keyward_verify_duration_seconds`, process-wide like the recorder, its
+/// counts kept per thread; `/metrics` renders the totals. The recorder's
+/// histogram queued every sample in a buffer that every core pushed to.
+pub static VERIFY_LATENCY: LazyLock<LatencyHistogram> = LazyLock::new(LatencyHistogram::default);
+
+pub struct LatencyHistogram(PerThread<LATENCY_SUMS>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(PerThread::new())
+    }
 }
 
 impl LatencyHistogram {
-    fn new() -> Self {
-        let shard = || LatencyShard { counts: std::array::from_fn(|_| AtomicU64::new(0)), sum_ns: AtomicU64::new(0) };
-        LatencyHistogram {
-            shards: Box::new(std::array::from_fn(|_| shard())),
-            bounds_ns: LATENCY_BOUNDS.map(|s| (s * 1e9).round() as u64),
-        }
-    }
-
     /// Counts one sample.
     #[inline]
     pub fn record(&self, elapsed: Duration) {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = self.bounds_ns.iter().position(|&bound| ns <= bound).unwrap_or(LATENCY_BOUNDS.len());
-        let shard = &self.shards[shard()];
-        shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        shard.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let bucket = LATENCY_BOUNDS_NS.iter().position(|&bound| ns <= bound).unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.0.add(bucket, 1);
+        self.0.add(LATENCY_SUM_NS, ns);
     }
 
     /// Appends the histogram in Prometheus' text format.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         const NAME: &str = "keyward_verify_duration_seconds";
-        let total = |i: usize| -> u64 { self.shards.iter().map(|s| s.counts[i].load(Ordering::Relaxed)).sum() };
-        let sum_ns: u64 = self.shards.iter().map(|s| s.sum_ns.load(Ordering::Relaxed)).sum();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
         let _ = writeln!(out, "# HELP {NAME} Time to verify a key, from parse to decision");
         let _ = writeln!(out, "# TYPE {NAME} histogram");
         let mut cumulative = 0;
-        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-            cumulative += total(i);
-            let _ = writeln!(out, "{NAME}_bucket{{le=\"{bound}\"}} {cumulative}");
+        for (i, bound) in LATENCY_BOUNDS_NS.iter().enumerate() {
+            cumulative += self.0.total(i);
+            let _ = writeln!(out, "{NAME}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e9);
         }
-        cumulative += total(LATENCY_BOUNDS.len());
+        cumulative += self.0.total(LATENCY_BOUNDS_NS.len());
         let _ = writeln!(out, "{NAME}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{NAME}_sum {}", sum_ns as f64 / 1e9);
+        let _ = writeln!(out, "{NAME}_sum {}", self.0.total(LATENCY_SUM_NS) as f64 / 1e9);
         let _ = writeln!(out, "{NAME}_count {cumulative}");
     }
 }
@@ -217,7 +239,7 @@ mod tests {
     /// buckets are cumulative, and count and sum cover every sample.
     #[test]
     fn latency_renders_cumulative_buckets() {
-        let histogram = LatencyHistogram::new();
+        let histogram = LatencyHistogram::default();
         for ns in [500, 1_000, 1_500, 3_000_000, 2_000_000_000] {
             histogram.record(Duration::from_nanos(ns));
         }

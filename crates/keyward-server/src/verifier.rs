@@ -375,10 +375,8 @@ impl Verifier {
     }
 
     async fn find_by_id(&self, token_id: &str, now_ms: i64) -> Result<Found, Error> {
-        let load = async {
-            let found = self.store.find_key(&token::key_id_from_token_id(token_id)).await?;
-            Ok(found.filter(|k| k.lookup_prefix.is_none()))
-        };
+        // The id is made only on a miss.
+        let load = async { find_native_key(self.store.as_ref(), &token::key_id_from_token_id(token_id)).await };
         self.find(CacheKey::native(token_id), now_ms, load).await
     }
 
@@ -885,11 +883,8 @@ impl Verifier {
         };
         let (id, store, cache) = (key.id.clone(), self.store.clone(), self.cache.clone());
         runtime.spawn(async move {
-            match store.find_key(&id).await {
-                Ok(found) => {
-                    let found = found.filter(|k| k.lookup_prefix.is_none()).map(|k| cache.entry(&k, now_ms));
-                    cache.finish_load(ck, ticket, found);
-                }
+            match find_native_key(store.as_ref(), &id).await {
+                Ok(found) => cache.finish_load(ck, ticket, found.map(|k| cache.entry(&k, now_ms))),
                 // Read when due, as without a read ahead.
                 Err(e) => tracing::debug!(key_id = %id, error = %e, "reading a key ahead of its maximum age failed"),
             }
@@ -929,6 +924,12 @@ impl Verifier {
             upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });
     }
+}
+
+/// The key with id `key_id` if it is a native one (an imported key's id may
+/// look native; it is found by its token).
+async fn find_native_key(store: &dyn Store, key_id: &str) -> Result<Option<ApiKey>, keyward_store::StoreError> {
+    Ok(store.find_key(key_id).await?.filter(|k| k.lookup_prefix.is_none()))
 }
 
 /// Codes that count as a failed authentication of the client's address:
