@@ -457,11 +457,24 @@ macro_rules! store_impl {
                 let p = &self.pools;
                 for chunk in keys.chunks(10_000) {
                     let mut tx = p.writer.begin_with(p.sql.begin_write).await.map_err(p.classify)?;
-                    for key in chunk {
-                        let v = KeyValues::of(key);
-                        let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
-                        let q = bind_key!(sqlx::query(&p.sql.insert_key), key, &v).bind(remaining).bind(refill).bind(at);
-                        q.execute(&mut *tx).await.map_err(p.classify)?;
+                    // Many rows a statement: a statement is a round trip.
+                    for rows in chunk.chunks($crate::sql::BULK_ROWS) {
+                        let values: Vec<KeyValues> = rows.iter().map(KeyValues::of).collect();
+                        let full = rows.len() == $crate::sql::BULK_ROWS;
+                        let mut q = sqlx::query(&p.sql.insert_keys_bulk);
+                        for (key, v) in rows.iter().zip(&values) {
+                            let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
+                            match full {
+                                true => q = bind_key!(q, key, v).bind(remaining).bind(refill).bind(at),
+                                false => {
+                                    let one = bind_key!(sqlx::query(&p.sql.insert_key), key, v);
+                                    one.bind(remaining).bind(refill).bind(at).execute(&mut *tx).await.map_err(p.classify)?;
+                                }
+                            }
+                        }
+                        if full {
+                            q.execute(&mut *tx).await.map_err(p.classify)?;
+                        }
                     }
                     tx.commit().await.map_err(p.classify)?;
                 }

@@ -72,6 +72,10 @@ fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Keys per statement of a bulk insert (rows × columns stays under both
+/// backends' limits on parameters).
+pub const BULK_ROWS: usize = 200;
+
 /// The statements, rendered once per store for its dialect.
 pub struct Statements {
     /// Opens a write transaction. On SQLite `BEGIN IMMEDIATE` takes the
@@ -81,6 +85,8 @@ pub struct Statements {
     /// with `database is locked`, whatever the timeout.
     pub begin_write: &'static str,
     pub insert_key: String,
+    /// [`BULK_ROWS`] keys at once.
+    pub insert_keys_bulk: String,
     pub insert_key_within_limit: String,
     /// Serialises key inserts of one workspace across nodes (PostgreSQL).
     pub lock_workspace: Option<String>,
@@ -144,6 +150,18 @@ impl Statements {
                 "INSERT INTO api_keys ({KEY_COLUMNS}, {CREDIT_COLUMNS}) VALUES ({})",
                 placeholders(1, n + 3)
             )),
+            // On SQLite, anonymous parameters: the driver looks each
+            // numbered one up by name, in time that grows with their number.
+            insert_keys_bulk: format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}, {CREDIT_COLUMNS}) VALUES {}",
+                (0..BULK_ROWS)
+                    .map(|i| match dialect {
+                        Dialect::Sqlite => format!("({})", vec!["?"; n + 3].join(", ")),
+                        Dialect::Postgres => format!("({})", placeholders(1 + i * (n + 3), n + 3)),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             // The count and the insert are one statement; on PostgreSQL the
             // workspace row lock taken first orders concurrent inserts.
             insert_key_within_limit: r(&format!(

@@ -31,9 +31,12 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // A connection to a file does not go stale: no ping before each
+        // use (a round trip to the connection's thread, as long as the query).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .map_err(classify)?;
@@ -43,6 +46,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(settings.pool_size.max(1))
+                .test_before_acquire(false)
                 .connect_with(options.read_only(true))
                 .await
                 .map_err(classify)?
