@@ -134,7 +134,7 @@ impl Services {
             config.cache_capacity,
             config.negative_cache_ttl,
             config.cache_max_age,
-            usage.cells().clone(),
+            usage.pending().clone(),
         );
         let limiter = match &config.redis_url {
             Some(url) => crate::ratelimit::Limiter::with_redis(url).await.map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -1,11 +1,13 @@
 //! Usage counting off the verify path.
 //!
 //! Each key seen by this node has a [`keyward_verifier::usage::UsageCell`]
-//! of atomics, reached from its cache entry, so counting a use is two
-//! relaxed atomic operations: no lock, no allocation, no write. A background task drains the cells into
-//! the hourly rollups (one transaction per interval, and once more at
-//! shutdown), and records failed authentication in the audit log,
-//! aggregated per key (or, for unknown keys, per address) per minute.
+//! of atomics in its cache entry, so counting a use is two relaxed atomic
+//! operations: no lock, no allocation, no write; a key's first use since
+//! the last drain queues it ([`Pending`]). A background task drains the
+//! queued keys into the hourly rollups (a transaction per chunk of keys, every
+//! interval and once more at shutdown), and records failed authentication
+//! in the audit log, aggregated per key (or, for unknown keys, per
+//! address) per minute.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -16,14 +18,16 @@ use keyward_core::audit::{Actor, Event, Outcome, Target};
 use keyward_core::verify::VerifyCode;
 use keyward_store::{Store, UsageDelta};
 use keyward_verifier::KeyRecord;
-use keyward_verifier::usage::{Cells, HOUR_MS, is_auth_failure};
+use keyward_verifier::cache::CachedKey;
+use keyward_verifier::usage::{HOUR_MS, Pending, is_auth_failure};
 
 use crate::work::Change;
 
 use crate::audit::AuditLog;
 use crate::clock::Clock;
 
-/// Keys per usage-flush transaction.
+/// Keys per usage-flush transaction (and drained at a time, so that a
+/// flush after a million keys were used holds a chunk's deltas, not all).
 pub const FLUSH_CHUNK: usize = 500;
 /// Failure buckets held at most (per key or address per minute); beyond,
 /// unknown-key failures of a workspace share one bucket.
@@ -49,7 +53,7 @@ struct TokenBucket {
 }
 
 pub struct UsageRecorder {
-    cells: Arc<Cells>,
+    pending: Arc<Pending>,
     failures: Mutex<HashMap<FailureBucket, BTreeMap<&'static str, u64>>>,
     tokens: Mutex<HashMap<TokenBucket, u64>>,
     clock: Arc<dyn Clock>,
@@ -57,7 +61,7 @@ pub struct UsageRecorder {
 
 impl UsageRecorder {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        UsageRecorder { cells: Arc::default(), failures: Mutex::default(), tokens: Mutex::default(), clock }
+        UsageRecorder { pending: Arc::default(), failures: Mutex::default(), tokens: Mutex::default(), clock }
     }
 
     /// Counts a token issued for `key` (an audit entry per key, action and
@@ -67,7 +71,7 @@ impl UsageRecorder {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = TokenBucket {
             workspace_id: key.workspace_id.to_string(),
-            key_id: key.id.clone(),
+            key_id: Arc::from(key.id.as_str()),
             name: key.name.to_string(),
             action,
             minute,
@@ -107,9 +111,9 @@ impl UsageRecorder {
             .collect()
     }
 
-    /// Every key's cell (the key cache creates them).
-    pub fn cells(&self) -> &Arc<Cells> {
-        &self.cells
+    /// The keys used since their last drain (the key cache queues them).
+    pub fn pending(&self) -> &Arc<Pending> {
+        &self.pending
     }
 
     /// Counts a failed authentication with a key id nobody knows, from
@@ -125,35 +129,35 @@ impl UsageRecorder {
         *failures.entry(bucket).or_default().entry(VerifyCode::NotFound.as_str()).or_default() += 1;
     }
 
-    /// Drains the cells: the deltas to write and, beside each, the failed
-    /// authentications it holds (added to the minute buckets only once the
-    /// delta is written, so a failed flush counts nothing twice).
+    /// Drains `keys`' cells: the deltas to write, the key each is of and,
+    /// beside each, the failed authentications it holds (added to the
+    /// minute buckets only once the delta is written, so a failed flush
+    /// counts nothing twice).
     #[allow(clippy::type_complexity)]
-    fn take(&self) -> (Vec<UsageDelta>, Vec<Option<(FailureBucket, BTreeMap<&'static str, u64>)>>) {
-        let mut cells = self.cells.lock();
-        let mut deltas = Vec::new();
-        let mut fails = Vec::new();
-        // Cells no cache entry holds any more, and with nothing to flush, go.
-        cells.retain(|key_id, cell| {
-            let mut any = false;
+    fn drain(
+        keys: &[Arc<CachedKey>],
+    ) -> (Vec<UsageDelta>, Vec<&Arc<CachedKey>>, Vec<Option<(FailureBucket, BTreeMap<&'static str, u64>)>>) {
+        let (mut deltas, mut owners, mut fails) = (Vec::new(), Vec::new(), Vec::new());
+        for key in keys {
+            let cell = &key.usage;
+            cell.clean();
             let last = cell.take_last_used();
-            let last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
+            let mut last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
             for slot in 0..2 {
                 let counts = cell.drain(slot);
                 if counts.is_empty() {
                     continue;
                 }
-                any = true;
                 let failed: BTreeMap<&'static str, u64> = VerifyCode::ALL
                     .iter()
                     .filter(|c| is_auth_failure(**c))
                     .filter_map(|c| counts.iter().find(|(code, _)| *code == c.as_str()).copied())
                     .collect();
-                let refused = cell.refusals().filter(|_| !failed.is_empty());
-                fails.push(refused.map(|(workspace_id, name, failed_ms)| {
+                let failed_ms = cell.failed_ms().filter(|_| !failed.is_empty());
+                fails.push(failed_ms.map(|failed_ms| {
                     let bucket = FailureBucket {
-                        workspace_id: workspace_id.to_owned(),
-                        target: Target::new("api_key", key_id.to_string(), Some(name)),
+                        workspace_id: key.workspace_id.to_string(),
+                        target: Target::new("api_key", key.id.to_string(), Some(&key.name)),
                         minute: failed_ms.div_euclid(60_000) * 60,
                     };
                     (bucket, failed)
@@ -161,19 +165,34 @@ impl UsageRecorder {
                 let hour = i64::from(cell.slot_hour(slot)) * HOUR_MS;
                 let hour = DateTime::from_timestamp_millis(hour).unwrap_or_default();
                 // "Last used" travels with one delta of the key.
-                let last_used_at =
-                    last_used_at.filter(|_| deltas.last().is_none_or(|d: &UsageDelta| d.key_id != *key_id));
-                deltas.push(UsageDelta { key_id: key_id.clone(), hour, counts, last_used_at });
+                deltas.push(UsageDelta {
+                    key_id: Arc::from(key.id.as_str()),
+                    hour,
+                    counts,
+                    last_used_at: last_used_at.take(),
+                });
+                owners.push(key);
             }
-            any || Arc::strong_count(cell) > 1
-        });
-        (deltas, fails)
+            // A use counted between the drain of its time and of its count
+            // (drained before): its time alone.
+            if let Some(at) = last_used_at {
+                deltas.push(UsageDelta {
+                    key_id: Arc::from(key.id.as_str()),
+                    hour: at,
+                    counts: Vec::new(),
+                    last_used_at: Some(at),
+                });
+                owners.push(key);
+            }
+        }
+        (deltas, owners, fails)
     }
 
-    fn restore(&self, deltas: Vec<UsageDelta>) {
-        let cells = self.cells.lock();
-        for d in deltas {
-            let Some(cell) = cells.get(&d.key_id) else { continue };
+    /// Puts the counts of unwritten `deltas` back into their keys' cells,
+    /// and queues those keys again.
+    fn restore(&self, deltas: Vec<UsageDelta>, owners: &[&Arc<CachedKey>]) {
+        for (d, key) in deltas.into_iter().zip(owners) {
+            let cell = &key.usage;
             let hour = d.hour.timestamp_millis().div_euclid(HOUR_MS) as i32;
             let slot = (hour & 1) as usize;
             cell.set_slot_hour(slot, hour);
@@ -183,6 +202,7 @@ impl UsageRecorder {
             if let Some(last) = d.last_used_at {
                 cell.restore_last_used(last.timestamp_millis());
             }
+            self.pending.requeue(key);
         }
     }
 
@@ -225,17 +245,25 @@ impl UsageRecorder {
         audit: &AuditLog,
         all: bool,
     ) -> Result<usize, keyward_store::StoreError> {
-        let (deltas, fails) = self.take();
+        // The keys queued now: keys used again meanwhile wait for the
+        // next flush, so that a steady load cannot keep this one going.
+        let mut left = self.pending.len();
         let mut written = 0;
-        for (chunk, failed) in deltas.chunks(FLUSH_CHUNK).zip(fails.chunks(FLUSH_CHUNK)) {
-            if let Err(e) = store.record_usage(chunk).await {
-                self.restore(deltas[written..].to_vec());
+        while left > 0 {
+            let keys = self.pending.take(left.min(FLUSH_CHUNK));
+            if keys.is_empty() {
+                break;
+            }
+            left -= keys.len();
+            let (deltas, owners, failed) = Self::drain(&keys);
+            if let Err(e) = store.record_usage(&deltas).await {
+                self.restore(deltas, &owners);
                 return Err(e);
             }
-            written += chunk.len();
+            written += keys.len();
             let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            for (bucket, counts) in failed.iter().flatten() {
-                let into = failures.entry(bucket.clone()).or_default();
+            for (bucket, counts) in failed.into_iter().flatten() {
+                let into = failures.entry(bucket).or_default();
                 for (code, n) in counts {
                     *into.entry(code).or_default() += n;
                 }

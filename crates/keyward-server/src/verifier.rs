@@ -37,6 +37,7 @@ use crate::telemetry::ShardedCounters;
 use crate::clock::Clock;
 use crate::ratelimit::{Check, Limiter};
 use crate::throttle::{IpThrottle, Seen};
+use compact_str::CompactString;
 use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, LoadTicket, Lookup};
 
 /// The result of a verification: the decision and, when the key was found
@@ -135,7 +136,7 @@ pub struct Verifier {
     identities: quick_cache::sync::Cache<String, Arc<Identity>>,
     limiter: Limiter,
     /// Imported keys whose hash upgrade is in flight.
-    upgrading: Arc<Mutex<HashSet<Arc<str>>>>,
+    upgrading: Arc<Mutex<HashSet<CompactString>>>,
     /// Prefixes of imported foreign-format keys (`zta_live_`), longest first.
     import_prefixes: RwLock<Arc<Vec<String>>>,
     metrics: VerifyMetrics,
@@ -650,7 +651,7 @@ impl Verifier {
                             VerifyCode::InvalidSecret,
                             "The signed request's signature is not valid",
                         );
-                        key.usage.record(&key, decision.code, false, now_us / 1000);
+                        self.cache.count(&key, decision.code, false, now_us / 1000);
                         refuse(decision, Some(key))
                     }
                     Err(SignedRefusal::Other(d)) => refuse(d, Some(key)),
@@ -732,7 +733,7 @@ impl Verifier {
                 CreditSpend::Unlimited => {}
             }
         }
-        key.usage.record(&key, decision.code, decision.authenticated, now_us / 1000);
+        self.cache.count(&key, decision.code, decision.authenticated, now_us / 1000);
         // A narrowed token's scope goes with the answer (it is what the
         // presenter holds).
         let token_scopes = match proof {

@@ -18,13 +18,14 @@ use keyward_core::key::ApiKey;
 use keyward_core::token::{ID_LEN, token_id_of_key_id};
 
 use crate::record::{Interner, KeyRecord};
-use crate::usage::{Cells, UsageCell};
+use crate::usage::{Pending, UsageCell};
 
 /// A key as held in memory: its record and its usage counters.
 #[derive(Debug)]
 pub struct CachedKey {
     pub record: KeyRecord,
-    pub usage: Arc<UsageCell>,
+    /// Counted through [`Pending::count`].
+    pub usage: UsageCell,
     /// When the record was read or written (ms since the epoch): a record
     /// older than the cache's maximum age is read again. And, in the
     /// [`REFRESHING`] bit, whether a use past half that age has claimed
@@ -44,11 +45,11 @@ impl std::ops::Deref for CachedKey {
 
 impl CachedKey {
     /// The same key holding only `scopes` (see [`KeyRecord::narrowed`]),
-    /// its use counted in the same cell.
+    /// to act with, not to count: its cell is its own.
     pub fn narrowed(&self, scopes: Vec<keyward_core::scope::Scope>) -> Self {
         CachedKey {
             record: self.record.narrowed(scopes),
-            usage: self.usage.clone(),
+            usage: UsageCell::default(),
             loaded: AtomicI64::new(self.loaded_ms()),
         }
     }
@@ -125,16 +126,17 @@ pub struct KeyCache {
     max_age_ms: i64,
     /// Records loaded before this (ms since the epoch) are due to be read again.
     stale_before_ms: AtomicI64,
-    cells: Arc<Cells>,
+    pending: Arc<Pending>,
     workspaces: Interner,
 }
 
 impl KeyCache {
-    /// `cells`: where each key's use is counted (drained by the embedder).
-    pub fn new(capacity: usize, negative_ttl: Duration, max_age: Duration, cells: Arc<Cells>) -> Self {
+    /// `pending`: where keys counted since their last drain are queued
+    /// (drained by the embedder).
+    pub fn new(capacity: usize, negative_ttl: Duration, max_age: Duration, pending: Arc<Pending>) -> Self {
         let capacity = capacity.max(16);
         KeyCache {
-            cells,
+            pending,
             workspaces: Interner::default(),
             native: quick_cache::sync::Cache::new(capacity),
             foreign: quick_cache::sync::Cache::new((capacity / 8).max(16)),
@@ -190,8 +192,8 @@ impl KeyCache {
 
     /// The record of a key read from the store at `now_ms`, for caching.
     pub fn entry(&self, key: &ApiKey, now_ms: i64) -> Arc<CachedKey> {
-        let usage = self.cells.cell(&key.id);
-        Arc::new(CachedKey { record: KeyRecord::new(key, &self.workspaces), usage, loaded: AtomicI64::new(now_ms) })
+        let record = KeyRecord::new(key, &self.workspaces);
+        Arc::new(CachedKey { record, usage: UsageCell::default(), loaded: AtomicI64::new(now_ms) })
     }
 
     /// Stores what a load found, unless a mutation happened since the load began.
@@ -268,6 +270,11 @@ impl KeyCache {
         self.foreign.retain(|_, v| &*v.id != id);
         // A negative entry for the token may exist from before an import.
         self.absent.retain(|k, _| !matches!(k, CacheKey::Foreign(_)));
+    }
+
+    /// Counts one verification of `key` (see [`Pending::count`]).
+    pub fn count(&self, key: &Arc<CachedKey>, code: keyward_core::verify::VerifyCode, authenticated: bool, at_ms: i64) {
+        self.pending.count(key, code, authenticated, at_ms);
     }
 
     /// Absences remembered (bounded like the records).

@@ -16,6 +16,7 @@ use std::hash::Hash;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use ipnet::IpNet;
 use keyward_core::credits::Credits;
 use keyward_core::hash::SecretHash;
@@ -29,9 +30,11 @@ use serde_json::value::RawValue;
 /// A key as a verifier holds it.
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
-    pub id: Arc<str>,
+    /// Inline (no allocation) up to 24 bytes, as keyward's key ids are.
+    pub id: CompactString,
     pub workspace_id: Arc<str>,
-    pub name: Box<str>,
+    /// Inline up to 24 bytes.
+    pub name: CompactString,
     pub key_type: KeyType,
     pub environment: Environment,
     pub state: KeyState,
@@ -100,9 +103,9 @@ impl KeyRecord {
             && rare.client_id.is_none()
             && rare.grace_client_id.is_none();
         KeyRecord {
-            id: key.id.clone(),
+            id: CompactString::new(&key.id),
             workspace_id: interner.workspaces.share(&key.workspace_id),
-            name: key.name.as_str().into(),
+            name: CompactString::new(&key.name),
             key_type: key.key_type,
             environment: key.environment,
             state: key.state,

@@ -1,14 +1,16 @@
-//! Each key's use, counted beside its record: counting a verification is
-//! two relaxed atomic operations (no lock, no allocation, no write). Whoever
-//! embeds the verifier drains the cells ([`Cells`]) into its rollups.
+//! Each key's use, counted in its record's cache entry: counting a
+//! verification is two relaxed atomic operations (no lock, no allocation,
+//! no write). A key's first count since its last drain also queues its
+//! entry ([`Pending`]), so whoever embeds the verifier drains the keys that
+//! were used, not every key it holds.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use keyward_core::verify::VerifyCode;
 
-use crate::record::KeyRecord;
+use crate::cache::CachedKey;
 
 const CODES: usize = VerifyCode::ALL.len();
 
@@ -22,6 +24,8 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// small (memory per cached key).
 #[derive(Debug, Default)]
 pub struct UsageCell {
+    /// Counted since the last drain, and queued for the next ([`Pending`]).
+    dirty: AtomicBool,
     valid: [AtomicU32; 2],
     /// The hour (since the epoch) each slot counts.
     slot_hour: [AtomicI32; 2],
@@ -36,9 +40,6 @@ struct Refused {
     counts: [[AtomicU32; CODES]; 2],
     /// Milliseconds since the epoch of the latest failed authentication.
     failed_ms: AtomicI64,
-    /// For the entries that report failed authentications.
-    workspace_id: Arc<str>,
-    name: Box<str>,
 }
 
 /// Whether a refused verification is a failed authentication (the key is
@@ -56,9 +57,10 @@ pub fn is_auth_failure(code: VerifyCode) -> bool {
 }
 
 impl UsageCell {
-    /// Counts one verification of `key` with `code` at `at_ms`
-    /// (milliseconds since the epoch); `authenticated` ones move "last used".
-    pub fn record(&self, key: &KeyRecord, code: VerifyCode, authenticated: bool, at_ms: i64) {
+    /// Counts one verification with `code` at `at_ms` (milliseconds since
+    /// the epoch); `authenticated` ones move "last used". True when this
+    /// count is the first since the last drain: the caller queues the key.
+    fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64) -> bool {
         let hour = at_ms.div_euclid(HOUR_MS) as i32;
         let slot = (hour & 1) as usize;
         if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
@@ -71,20 +73,33 @@ impl UsageCell {
         }
         if code == VerifyCode::Valid {
             self.valid[slot].fetch_add(1, Ordering::Relaxed);
-            return;
+        } else {
+            let refused = self.refused.get_or_init(|| {
+                Box::new(Refused {
+                    counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
+                    failed_ms: AtomicI64::new(0),
+                })
+            });
+            refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
+            if is_auth_failure(code) {
+                refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
+            }
         }
-        let refused = self.refused.get_or_init(|| {
-            Box::new(Refused {
-                counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
-                failed_ms: AtomicI64::new(0),
-                workspace_id: key.workspace_id.clone(),
-                name: key.name.clone(),
-            })
-        });
-        refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
-        if is_auth_failure(code) {
-            refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
-        }
+        // After the count: a drain clears the mark before it reads the
+        // counts, so a count it misses finds the mark cleared and queues
+        // the key again. Read first: once queued, a key's later counts
+        // write nothing more.
+        !self.dirty.load(Ordering::SeqCst) && self.mark()
+    }
+
+    /// Marks the cell queued: true when it was not.
+    fn mark(&self) -> bool {
+        !self.dirty.swap(true, Ordering::SeqCst)
+    }
+
+    /// Clears the queued mark, before a drain reads the counts.
+    pub fn clean(&self) {
+        self.dirty.store(false, Ordering::SeqCst);
     }
 
     /// The slot's counts by code, zeroed.
@@ -135,30 +150,58 @@ impl UsageCell {
         self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
     }
 
-    /// For a key refused at least once: its workspace, its name and the
-    /// latest failed authentication (ms since the epoch).
-    pub fn refusals(&self) -> Option<(&str, &str, i64)> {
-        let r = self.refused.get()?;
-        Some((&r.workspace_id, &r.name, r.failed_ms.load(Ordering::Relaxed)))
+    /// For a key refused at least once: the latest failed authentication
+    /// (ms since the epoch).
+    pub fn failed_ms(&self) -> Option<i64> {
+        Some(self.refused.get()?.failed_ms.load(Ordering::Relaxed))
     }
 }
 
-/// Every key's cell, by key id. A cell outlives its key's cache entry
-/// until its counts are drained.
+/// The keys counted since their last drain, in the order they were first
+/// counted. A queued entry outlives its place in the cache until drained.
 #[derive(Debug, Default)]
-pub struct Cells {
-    cells: Mutex<HashMap<Arc<str>, Arc<UsageCell>>>,
+pub struct Pending {
+    keys: Mutex<VecDeque<Arc<CachedKey>>>,
 }
 
-impl Cells {
-    /// The cell of key `id`, created on first sight. Called when a key
-    /// enters the cache, not per verification.
-    pub fn cell(&self, id: &Arc<str>) -> Arc<UsageCell> {
-        self.lock().entry(id.clone()).or_default().clone()
+impl Pending {
+    /// Counts one verification of `key` (see [`UsageCell`]), queueing the
+    /// key on its first count since its last drain.
+    pub fn count(&self, key: &Arc<CachedKey>, code: VerifyCode, authenticated: bool, at_ms: i64) {
+        if key.usage.record(code, authenticated, at_ms) {
+            self.push(key.clone());
+        }
     }
 
-    /// All cells, for a drain.
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<UsageCell>>> {
-        self.cells.lock().unwrap_or_else(|p| p.into_inner())
+    /// Queues `key` again, unless it is queued (its drained counts were
+    /// put back).
+    pub fn requeue(&self, key: &Arc<CachedKey>) {
+        if key.usage.mark() {
+            self.push(key.clone());
+        }
+    }
+
+    fn push(&self, key: Arc<CachedKey>) {
+        self.lock().push_back(key);
+    }
+
+    /// Keys queued now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes up to `max` of the longest-queued keys, for a drain.
+    pub fn take(&self, max: usize) -> Vec<Arc<CachedKey>> {
+        let mut keys = self.lock();
+        let n = max.min(keys.len());
+        keys.drain(..n).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<CachedKey>>> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

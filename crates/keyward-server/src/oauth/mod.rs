@@ -264,7 +264,7 @@ pub struct OAuthService {
     /// Families each client started on this node since its last trim: the
     /// trim (a query over the client's newest families) runs every
     /// [`TRIM_EVERY`] of them, not on every grant.
-    started: quick_cache::sync::Cache<Arc<str>, Arc<std::sync::atomic::AtomicU32>>,
+    started: quick_cache::sync::Cache<compact_str::CompactString, Arc<std::sync::atomic::AtomicU32>>,
 }
 
 /// A client's families are trimmed to `max_refresh_families` every this
