@@ -43,6 +43,7 @@ conformance!(
     identities_hold_their_keys_limits_and_unique_external_ids,
     audit_chains_stay_whole_under_concurrent_appends_from_two_nodes,
     pgp_keys_keep_their_sealed_part_and_unique_names,
+    bulk_inserted_keys_read_back_as_written,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -468,4 +469,42 @@ async fn pgp_keys_keep_their_sealed_part_and_unique_names(ctx: Ctx) {
     assert!(matches!(store.commit(delete()).await, Err(StoreError::NotFound)));
     assert_eq!(store.pgp_sealed(&ws.id, "pgp_a").await.unwrap(), None);
     assert_eq!(store.master_keys_in_use().await.unwrap(), Vec::<String>::new());
+}
+
+/// Bulk inserts write many keys a statement and the rest one by one: 450
+/// keys (two full statements and 50 single rows), of varied shapes, read
+/// back as they were written.
+async fn bulk_inserted_keys_read_back_as_written(ctx: Ctx) {
+    let ws = workspace(&*ctx.store, None).await;
+    let keys: Vec<ApiKey> = (0..450)
+        .map(|i| {
+            let draft = KeyDraft {
+                name: Some(format!("bulk {i}")),
+                description: (i % 5 == 0).then(|| format!("described {i}")),
+                scopes: if i % 7 == 0 { vec!["read".into(), format!("s{i}:write")] } else { Vec::new() },
+                metadata: (i % 3 == 0).then(|| serde_json::json!({"n": i})),
+                credits: (i % 11 == 0).then(|| keyward_core::credits::Credits { remaining: i, refill: None }),
+                expires_at: (i % 13 == 0).then(|| Utc::now() + Duration::days(i + 1)),
+                ..Default::default()
+            };
+            let valid = draft.validate(&ws, Utc::now()).unwrap();
+            let secret = token::generate(&ws.token_prefix, Environment::Live);
+            let parsed = token::parse(secret.expose()).unwrap();
+            valid.into_key(parsed.key_id(), &ws.id, token::mask(secret.expose()), hasher().native(&parsed), Utc::now())
+        })
+        .collect();
+    ctx.store.insert_keys_bulk(&keys).await.unwrap();
+    for (i, want) in keys.iter().enumerate() {
+        let got = ctx.store.find_key(&want.id).await.unwrap().unwrap_or_else(|| panic!("key {i} is stored"));
+        assert_eq!(got.name, want.name, "key {i}");
+        assert_eq!(got.description, want.description, "key {i}");
+        assert_eq!(got.scopes, want.scopes, "key {i}");
+        assert_eq!(got.metadata, want.metadata, "key {i}");
+        assert_eq!(got.credits.map(|c| c.remaining), want.credits.map(|c| c.remaining), "key {i}");
+        assert_eq!(got.expires_at.map(|t| t.timestamp_millis()), want.expires_at.map(|t| t.timestamp_millis()));
+        assert_eq!(got.secret.digest, want.secret.digest, "key {i}");
+        assert_eq!(got.workspace_id, ws.id);
+    }
+    let page = ctx.store.list_keys(&ws.id, &KeyFilter::default(), Page { limit: 500, after: None }).await.unwrap();
+    assert_eq!(page.keys.len(), 450);
 }
