@@ -212,6 +212,15 @@ async fn usage_of_deleted_keys_is_dropped_and_counts_add_up(ctx: Ctx) {
     // last_used_at only moves forward.
     let stored = ctx.store.find_key(&live.id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at.map(|t| t.timestamp_millis()), Some(now.timestamp_millis()));
+    // One flush naming a key twice (a key whose cache entry was replaced
+    // while its counts waited): the counts add up, the later use stands.
+    let (later, earlier) = (now + Duration::seconds(2), now + Duration::seconds(1));
+    ctx.store.record_usage(&[delta(&live, 2, later), delta(&live, 5, earlier)]).await.unwrap();
+    let rollups = ctx.store.key_rollups(&live.id, since).await.unwrap();
+    let got: Vec<_> = rollups.iter().map(|r| (r.hour.timestamp(), r.code.as_str(), r.count)).collect();
+    assert_eq!(got, vec![(at(now), "INVALID_SECRET", 3), (at(now), "VALID", 10)]);
+    let stored = ctx.store.find_key(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()));
 }
 
 async fn pages_are_newest_first_with_cursors_and_filters(ctx: Ctx) {
