@@ -492,7 +492,7 @@ async fn bulk_inserted_keys_read_back_as_written(ctx: Ctx) {
                 description: (i % 5 == 0).then(|| format!("described {i}")),
                 scopes: if i % 7 == 0 { vec!["read".into(), format!("s{i}:write")] } else { Vec::new() },
                 metadata: (i % 3 == 0).then(|| serde_json::json!({"n": i})),
-                credits: (i % 11 == 0).then(|| keyward_core::credits::Credits { remaining: i, refill: None }),
+                credits: (i % 11 == 0).then_some(keyward_core::credits::Credits { remaining: i, refill: None }),
                 expires_at: (i % 13 == 0).then(|| Utc::now() + Duration::days(i + 1)),
                 ..Default::default()
             };
