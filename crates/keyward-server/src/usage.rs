@@ -141,6 +141,7 @@ impl UsageRecorder {
         for key in keys {
             let cell = &key.usage;
             cell.clean();
+            let key_id: Arc<str> = Arc::from(key.id.as_str());
             let last = cell.take_last_used();
             let mut last_used_at = (last > 0).then(|| DateTime::from_timestamp_millis(last)).flatten();
             for slot in 0..2 {
@@ -157,7 +158,7 @@ impl UsageRecorder {
                 fails.push(failed_ms.map(|failed_ms| {
                     let bucket = FailureBucket {
                         workspace_id: key.workspace_id.to_string(),
-                        target: Target::new("api_key", key.id.to_string(), Some(&key.name)),
+                        target: Target::new("api_key", key_id.to_string(), Some(&key.name)),
                         minute: failed_ms.div_euclid(60_000) * 60,
                     };
                     (bucket, failed)
@@ -165,19 +166,14 @@ impl UsageRecorder {
                 let hour = i64::from(cell.slot_hour(slot)) * HOUR_MS;
                 let hour = DateTime::from_timestamp_millis(hour).unwrap_or_default();
                 // "Last used" travels with one delta of the key.
-                deltas.push(UsageDelta {
-                    key_id: Arc::from(key.id.as_str()),
-                    hour,
-                    counts,
-                    last_used_at: last_used_at.take(),
-                });
+                deltas.push(UsageDelta { key_id: key_id.clone(), hour, counts, last_used_at: last_used_at.take() });
                 owners.push(key);
             }
             // A use counted between the drain of its time and of its count
             // (drained before): its time alone.
             if let Some(at) = last_used_at {
                 deltas.push(UsageDelta {
-                    key_id: Arc::from(key.id.as_str()),
+                    key_id: key_id.clone(),
                     hour: at,
                     counts: Vec::new(),
                     last_used_at: Some(at),

@@ -458,21 +458,19 @@ macro_rules! store_impl {
                 for chunk in keys.chunks(10_000) {
                     let mut tx = p.writer.begin_with(p.sql.begin_write).await.map_err(p.classify)?;
                     // Many rows a statement: a statement is a round trip.
+                    // A last, shorter run of rows goes one by one.
                     for rows in chunk.chunks($crate::sql::BULK_ROWS) {
                         let values: Vec<KeyValues> = rows.iter().map(KeyValues::of).collect();
-                        let full = rows.len() == $crate::sql::BULK_ROWS;
-                        let mut q = sqlx::query(&p.sql.insert_keys_bulk);
-                        for (key, v) in rows.iter().zip(&values) {
-                            let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
-                            match full {
-                                true => q = bind_key!(q, key, v).bind(remaining).bind(refill).bind(at),
-                                false => {
-                                    let one = bind_key!(sqlx::query(&p.sql.insert_key), key, v);
-                                    one.bind(remaining).bind(refill).bind(at).execute(&mut *tx).await.map_err(p.classify)?;
-                                }
+                        let (sql, per) = match rows.len() == $crate::sql::BULK_ROWS {
+                            true => (&p.sql.insert_keys_bulk, rows.len()),
+                            false => (&p.sql.insert_key, 1),
+                        };
+                        for (rows, values) in rows.chunks(per).zip(values.chunks(per)) {
+                            let mut q = sqlx::query(sql);
+                            for (key, v) in rows.iter().zip(values) {
+                                let (remaining, refill, at) = $crate::sql::credit_values(key.credits.as_ref(), key.created_at);
+                                q = bind_key!(q, key, v).bind(remaining).bind(refill).bind(at);
                             }
-                        }
-                        if full {
                             q.execute(&mut *tx).await.map_err(p.classify)?;
                         }
                     }
