@@ -104,6 +104,8 @@ pub const TARGET_TYPES: &[&str] = &[
     "access_token",
     "pgp_key",
     "identity",
+    "integrations",
+    "ftp",
 ];
 
 /// Every action keyward records, `noun.past_verb`.
@@ -147,6 +149,13 @@ pub const ACTIONS: &[&str] = &[
     "pgp_key.deleted",
     "pgp_key.encrypted",
     "pgp_key.decrypted",
+    "integrations.created",
+    "ftp.password_rotated",
+    "ftp.password_revealed",
+    "ftp.enabled",
+    "ftp.disabled",
+    "ftp.locked",
+    "ftp.auth_failed",
 ];
 
 /// One recorded action, before it is placed in the chain.

@@ -15,6 +15,8 @@
 //! - [`key`]: the key record and the validation of everything a caller may set
 //!   on it (name, scopes, expiry, metadata…).
 //! - [`workspace`]: the tenant and its key policy (limit, lifetimes).
+//! - [`integrations`]: a workspace's JavaScript key, default REST key and
+//!   FTP access (site id, generated password).
 //! - [`verify`]: the verification decision, a pure function of a key, a
 //!   request and the time.
 //! - [`oauth`]: client ids, requested scopes, refresh-token rotation,
@@ -33,6 +35,7 @@ pub mod expr;
 pub mod hash;
 pub mod identity;
 pub mod ids;
+pub mod integrations;
 pub mod key;
 pub mod member;
 pub mod oauth;

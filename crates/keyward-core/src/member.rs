@@ -44,6 +44,9 @@ pub const ACCOUNT_PERMISSIONS: &[&str] = &[
     "pgp:use",
     "oauth:manage",
     "tokens:manage",
+    "integrations:read",
+    "integrations:manage",
+    "ftp:authenticate",
 ];
 
 /// A built-in role: present in every workspace, not deletable.

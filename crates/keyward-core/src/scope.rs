@@ -27,7 +27,7 @@ pub const SCOPE_RULE_MESSAGE: &str =
 
 /// Resources that only admin-level grants reach.
 pub const ACCOUNT_RESOURCES: &[&str] =
-    &["keys", "members", "roles", "workspace", "settings", "audit", "tokens", "pgp", "webhooks"];
+    &["keys", "members", "roles", "workspace", "settings", "audit", "tokens", "pgp", "webhooks", "integrations", "ftp"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {

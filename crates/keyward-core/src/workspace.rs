@@ -127,6 +127,16 @@ pub struct Workspace {
     pub catalogue: Vec<CatalogueSection>,
     /// Keys may be created recoverable (needs a master key).
     pub allow_recoverable: bool,
+    /// The site id (unique; the FTP username). `None`: the workspace id
+    /// stands for it.
+    pub site_id: Option<String>,
+}
+
+impl Workspace {
+    /// The site id, else the workspace id: the FTP username.
+    pub fn site_id(&self) -> &str {
+        self.site_id.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// One section of the permission catalogue: `campaigns` with `get`,
@@ -209,6 +219,7 @@ impl Workspace {
             lockout: LockoutPolicy::default(),
             catalogue: Vec::new(),
             allow_recoverable: false,
+            site_id: None,
         })
     }
 }

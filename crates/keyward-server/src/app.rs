@@ -38,6 +38,7 @@ pub struct AppContext {
     pub insights: Arc<crate::insights::Insights>,
     pub oauth: Arc<crate::oauth::OAuthService>,
     pub pgp: Arc<crate::pgp::PgpService>,
+    pub integrations: Arc<crate::integrations::IntegrationsService>,
     /// The configured public URL (the OAuth issuer), without a trailing slash.
     pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
@@ -78,6 +79,7 @@ impl AppState {
             insights: services.insights.clone(),
             oauth: services.oauth.clone(),
             pgp: services.pgp.clone(),
+            integrations: services.integrations.clone(),
             public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),

@@ -17,7 +17,7 @@ use keyward_core::sealed::Keyring;
 use keyward_core::token::{self, Secret};
 use keyward_core::workspace::Workspace;
 use keyward_core::{Error, ErrorKind, ids};
-use keyward_store::{AccessWrite, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
+use keyward_store::{AccessWrite, IntegrationsWrite, KeyFilter, KeyPage, Page, Store, StoreError, Unique, Write};
 
 use crate::work::Change;
 
@@ -53,6 +53,12 @@ pub fn store_error(e: StoreError) -> Error {
         }
         StoreError::Conflict(Unique::PgpKeyName) => {
             Error::conflict(Code::DuplicateName, "The workspace already has a PGP key with this name")
+        }
+        StoreError::Conflict(Unique::SiteId) => {
+            Error::conflict(Code::DuplicateSiteId, "Another workspace has this siteId")
+        }
+        StoreError::Conflict(Unique::Integrations) => {
+            Error::conflict(Code::Conflict, "The workspace's integrations were made meanwhile; try again")
         }
         StoreError::Conflict(Unique::Other) => Error::conflict(Code::Conflict, "The object already exists"),
         StoreError::LastOwner => Error::conflict(
@@ -419,7 +425,18 @@ impl KeyService {
         (key, secret)
     }
 
-    pub async fn create(&self, who: &Principal, mut draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
+    pub async fn create(&self, who: &Principal, draft: KeyDraft) -> Result<(ApiKey, Secret), Error> {
+        self.create_with(who, draft, |_| None).await
+    }
+
+    /// [`create`](Self::create), committing `with(&key)`'s write in the
+    /// same change.
+    pub async fn create_with(
+        &self,
+        who: &Principal,
+        mut draft: KeyDraft,
+        with: impl Fn(&ApiKey) -> Option<Write>,
+    ) -> Result<(ApiKey, Secret), Error> {
         let ws = self.workspace_of(who, MANAGE).await?;
         let external_id = draft.external_id.take();
         let valid = draft.validate(&ws, self.clock.now())?;
@@ -427,10 +444,21 @@ impl KeyService {
         self.insert_for(&ws, external_id.as_deref(), who, "key.created", || {
             let (key, secret) = self.new_native(&ws, valid.clone());
             may_hold(who, &ws, &key, &custom)?;
-            let seal = self.seal_writes(&ws, &key, &secret, true)?;
-            Ok((key, secret, seal))
+            let mut writes = self.seal_writes(&ws, &key, &secret, true)?;
+            writes.extend(with(&key));
+            Ok((key, secret, writes))
         })
         .await
+    }
+
+    /// A key keyward makes itself for `ws` (no caller: no authority or
+    /// limit applies), with the writes that store it and its audit entry.
+    pub fn system_key(&self, ws: &Workspace, draft: KeyDraft) -> Result<(ApiKey, Secret, Vec<Write>), Error> {
+        let (key, secret) = self.prepare(ws, draft)?;
+        let mut writes = vec![Write::InsertKey { key: key.clone(), max_live_keys: None }];
+        writes.extend(self.seal_writes(ws, &key, &secret, true)?);
+        writes.push(self.audit.key_write(&Principal::system(&ws.id), "key.created", &key));
+        Ok((key, secret, writes))
     }
 
     pub async fn get(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
@@ -595,7 +623,13 @@ impl KeyService {
                 let parsed = token::parse(secret.expose()).expect("generated tokens parse");
                 k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
-                let seal = self.seal_writes(ws, k, &secret, false)?;
+                let mut seal = self.seal_writes(ws, k, &secret, false)?;
+                if k.key_type == keyward_core::key::KeyType::Publishable {
+                    // A workspace's JavaScript key shows its value.
+                    let token = secret.expose().to_owned();
+                    let rolled = IntegrationsWrite::JavascriptRolled { key_id: k.id.to_string(), token };
+                    seal.push(Write::Integrations(rolled));
+                }
                 fresh = Some(secret);
                 Ok(Edit::Changed { before: Vec::new(), after: seal })
             })

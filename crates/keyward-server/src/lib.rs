@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`startup`]: wiring ([`Services`], [`Application`]) and shutdown.
 //! - [`verifier`]: the verification hot path over [`cache`] and [`usage`].
-//! - [`keys`], [`workspaces`]: management operations, interface-agnostic.
+//! - [`keys`], [`workspaces`], [`integrations`]: management operations,
+//!   interface-agnostic.
 //! - [`principal`]: who is calling and what they may do.
 //! - [`app`]: the one app context, the router mounting the API and the console.
 //! - [`api`]: axum handlers, extractors, error mapping, OpenAPI.
@@ -20,6 +21,7 @@ pub mod clock;
 pub mod console;
 pub mod identities;
 pub mod insights;
+pub mod integrations;
 pub mod keys;
 pub mod members;
 pub mod oauth;

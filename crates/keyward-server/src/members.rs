@@ -132,6 +132,20 @@ impl MemberService {
         hash_password(password.to_owned()).await
     }
 
+    /// An argon2id hash of a secret other than a member's password (FTP
+    /// access), in its turn like a password's.
+    pub async fn hash_secret(&self, secret: &str) -> Result<String, Error> {
+        self.hash(secret).await
+    }
+
+    /// Whether `secret` matches `hash`; with no hash, the time of a check
+    /// against a generated one (so an unknown name costs what a wrong
+    /// secret does) and `false`.
+    pub async fn check_secret(&self, hash: Option<&str>, secret: &str) -> bool {
+        let good = self.check(hash.unwrap_or(&self.dummy_hash), secret).await;
+        good && hash.is_some()
+    }
+
     async fn check(&self, hash: &str, password: &str) -> bool {
         let Ok(_permit) = self.hashing.acquire().await else { return false };
         let (hash, password) = (hash.to_owned(), password.to_owned());

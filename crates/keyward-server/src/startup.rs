@@ -56,6 +56,8 @@ pub struct ServerConfig {
     pub rotation_days: u32,
     /// Access tokens, refresh tokens and signing keys.
     pub oauth: crate::oauth::OAuthConfig,
+    /// The FTP server's host name, shown beside a workspace's FTP username.
+    pub ftp_host: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +79,7 @@ impl Default for ServerConfig {
             retention_days: 90,
             rotation_days: 90,
             oauth: crate::oauth::OAuthConfig::default(),
+            ftp_host: None,
         }
     }
 }
@@ -96,6 +99,7 @@ pub struct Services {
     pub insights: Arc<crate::insights::Insights>,
     pub oauth: Arc<crate::oauth::OAuthService>,
     pub pgp: Arc<crate::pgp::PgpService>,
+    pub integrations: Arc<crate::integrations::IntegrationsService>,
 }
 
 impl Services {
@@ -193,8 +197,25 @@ impl Services {
             audit.clone(),
             config.oauth.clone(),
         ));
-        let workspaces =
-            Arc::new(WorkspaceService::new(store.clone(), keys.clone(), members.clone(), clock.clone(), audit.clone()));
+        let integrations = Arc::new(crate::integrations::IntegrationsService::new(
+            store.clone(),
+            keys.clone(),
+            members.clone(),
+            clock.clone(),
+            config.master_keys.clone(),
+            audit.clone(),
+            usage.clone(),
+            verifier.clone(),
+            config.ftp_host.clone(),
+        ));
+        let workspaces = Arc::new(WorkspaceService::new(
+            store.clone(),
+            keys.clone(),
+            members.clone(),
+            integrations.clone(),
+            clock.clone(),
+            audit.clone(),
+        ));
         let roles =
             Arc::new(crate::roles::RoleService::new(store.clone(), verifier.clone(), clock.clone(), audit.clone()));
         let insights =
@@ -218,6 +239,7 @@ impl Services {
             insights,
             oauth,
             pgp,
+            integrations,
         })
     }
 }

@@ -36,6 +36,8 @@ const MAX_FAILURE_BUCKETS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FailureBucket {
     workspace_id: String,
+    /// `key.auth_failed` or `ftp.auth_failed`.
+    action: &'static str,
     target: Target,
     /// Start of the minute, seconds since the epoch.
     minute: i64,
@@ -123,10 +125,27 @@ impl UsageRecorder {
         let address = if failures.len() < MAX_FAILURE_BUCKETS { ip.map(|ip| ip.to_string()) } else { None };
         let bucket = FailureBucket {
             workspace_id: workspace_id.to_owned(),
+            action: "key.auth_failed",
             target: Target { kind: "address".to_owned(), id: address, name: None },
             minute: at_ms.div_euclid(60_000) * 60,
         };
         *failures.entry(bucket).or_default().entry(VerifyCode::NotFound.as_str()).or_default() += 1;
+    }
+
+    /// Counts a refused FTP login of `workspace_id`'s FTP user `username`
+    /// (`reason`: `invalid_credentials`, `disabled` or `locked`), recorded
+    /// as `ftp.auth_failed` per minute.
+    pub fn ftp_failed(&self, workspace_id: &str, username: &str, reason: &'static str, at_ms: i64) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = FailureBucket {
+            workspace_id: workspace_id.to_owned(),
+            action: "ftp.auth_failed",
+            target: Target::new("ftp", username, None),
+            minute: at_ms.div_euclid(60_000) * 60,
+        };
+        if failures.len() < MAX_FAILURE_BUCKETS || failures.contains_key(&bucket) {
+            *failures.entry(bucket).or_default().entry(reason).or_default() += 1;
+        }
     }
 
     /// Drains `keys`' cells: the deltas to write, the key each is of and,
@@ -158,6 +177,7 @@ impl UsageRecorder {
                 fails.push(failed_ms.map(|failed_ms| {
                     let bucket = FailureBucket {
                         workspace_id: key.workspace_id.to_string(),
+                        action: "key.auth_failed",
                         target: Target::new("api_key", key_id.to_string(), Some(&key.name)),
                         minute: failed_ms.div_euclid(60_000) * 60,
                     };
@@ -214,7 +234,7 @@ impl UsageRecorder {
                     workspace_id: bucket.workspace_id,
                     at: DateTime::from_timestamp(bucket.minute, 0).unwrap_or_default(),
                     actor: Actor::system(),
-                    action: "key.auth_failed".to_owned(),
+                    action: bucket.action.to_owned(),
                     target: bucket.target,
                     ip: None,
                     user_agent: None,

@@ -28,6 +28,9 @@ pub struct NewWorkspace {
     pub secret: Secret,
     /// Its owner, when one was created with it (bootstrap).
     pub owner: Option<NewOwner>,
+    /// Its integration credentials and FTP password (shown once), when
+    /// made with it.
+    pub integrations: Option<crate::integrations::NewIntegrations>,
 }
 
 /// Who owns a bootstrapped deployment's first workspace.
@@ -70,12 +73,15 @@ pub struct WorkspacePatch {
     pub require_expiry: Option<bool>,
     pub allow_recoverable: Option<bool>,
     pub catalogue: Option<Vec<keyward_core::workspace::CatalogueSection>>,
+    /// `Some(None)` clears it (the workspace id stands for it again).
+    pub site_id: Option<Option<String>>,
 }
 
 pub struct WorkspaceService {
     store: Arc<dyn Store>,
     keys: Arc<KeyService>,
     members: Arc<crate::members::MemberService>,
+    integrations: Arc<crate::integrations::IntegrationsService>,
     clock: Arc<dyn Clock>,
     audit: Arc<crate::audit::AuditLog>,
 }
@@ -87,21 +93,22 @@ impl WorkspaceService {
         store: Arc<dyn Store>,
         keys: Arc<KeyService>,
         members: Arc<crate::members::MemberService>,
+        integrations: Arc<crate::integrations::IntegrationsService>,
         clock: Arc<dyn Clock>,
         audit: Arc<crate::audit::AuditLog>,
     ) -> Self {
-        WorkspaceService { store, keys, members, clock, audit }
+        WorkspaceService { store, keys, members, integrations, clock, audit }
     }
 
-    /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`],
-    /// in one transaction.
+    /// Creates a workspace with an admin-tier key named [`ADMIN_KEY_NAME`]
+    /// and its integration credentials, in one transaction.
     pub async fn create_with_admin_key(&self, name: &str) -> Result<NewWorkspace, Error> {
-        let (created, change) = self.prepare(name)?;
+        let (created, change) = self.prepare(name).await?;
         self.audit.work().commit(change).await.map_err(store_error)?;
         Ok(created)
     }
 
-    fn prepare(&self, name: &str) -> Result<(NewWorkspace, Change), Error> {
+    async fn prepare(&self, name: &str) -> Result<(NewWorkspace, Change), Error> {
         let workspace = Workspace::new(name, self.clock.now())?;
         let draft = KeyDraft {
             name: Some(ADMIN_KEY_NAME.to_owned()),
@@ -113,7 +120,10 @@ impl WorkspaceService {
         let mut change = Change::of(Write::InsertWorkspace(workspace.clone()));
         change.push(KeyService::insert_write(&workspace, &admin_key));
         change.push(self.audit.key_write(&Principal::system(&workspace.id), "key.created", &admin_key));
-        Ok((NewWorkspace { workspace, admin_key, secret, owner: None }, change))
+        let (integrations, writes) = self.integrations.prepare(&workspace, 1).await?;
+        change.extend(writes);
+        let integrations = Some(integrations);
+        Ok((NewWorkspace { workspace, admin_key, secret, owner: None, integrations }, change))
     }
 
     /// Every workspace with its number of live keys (operator commands).
@@ -144,7 +154,7 @@ impl WorkspaceService {
             change.push(self.audit.key_write(&Principal::system(&workspace.id), "key.created", &admin_key));
             match self.audit.work().commit(change).await {
                 Ok(()) => {
-                    return Ok(NewWorkspace { workspace, admin_key, secret, owner: None });
+                    return Ok(NewWorkspace { workspace, admin_key, secret, owner: None, integrations: None });
                 }
                 Err(StoreError::Conflict(keyward_store::Unique::KeyName)) => continue,
                 Err(e) => return Err(store_error(e)),
@@ -162,7 +172,7 @@ impl WorkspaceService {
         }
         // The marker makes bootstrap happen once when several nodes start
         // on one empty database at the same moment.
-        let (mut created, mut change) = self.prepare(name)?;
+        let (mut created, mut change) = self.prepare(name).await?;
         let generated = owner.password.is_none().then(|| keyward_core::ids::random_base62(20));
         let password = owner.password.as_deref().or(generated.as_deref()).unwrap_or_default();
         let (member, writes) = self.members.owner_writes(&created.workspace.id, &owner.email, password).await?;
@@ -223,6 +233,9 @@ impl WorkspaceService {
                 return Err(crate::keys::master_key_required());
             }
             ws.allow_recoverable = v;
+        }
+        if let Some(site_id) = patch.site_id {
+            ws.site_id = site_id.as_deref().map(keyward_core::integrations::validate_site_id).transpose()?;
         }
         if let Some(sections) = patch.catalogue {
             ws.catalogue = keyward_core::workspace::validate_catalogue(sections)?;
@@ -348,5 +361,6 @@ fn settings_summary(ws: &Workspace) -> serde_json::Value {
         "lockout": {"threshold": ws.lockout.threshold, "windowMinutes": ws.lockout.window_minutes},
         "permissionCatalogue": ws.catalogue.iter().map(|c| serde_json::json!({"name": c.name, "actions": c.actions})).collect::<Vec<_>>(),
         "allowRecoverable": ws.allow_recoverable,
+        "siteId": ws.site_id,
     })
 }

@@ -51,6 +51,8 @@ pub enum SealedKind {
     KeySecret,
     /// A PGP key's private part (`pgp_keys`, by PGP key id).
     PgpKey,
+    /// A workspace's FTP password (`integrations`, by workspace id).
+    FtpPassword,
 }
 
 #[async_trait::async_trait]
@@ -82,6 +84,7 @@ pub struct AccessStatements {
     pub drop_sealed: String,
     pub rewrap: String,
     pub rewrap_pgp: String,
+    pub rewrap_ftp: String,
     pub sealed: String,
     pub masters: String,
     pub not_under: String,
@@ -117,12 +120,17 @@ impl AccessStatements {
             sealed: r("SELECT master_key_id, sealed FROM sealed_secrets WHERE key_id = $1"),
             // Signing keys and PGP private keys are sealed under a master key too.
             masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys \
-                 UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL"
+                 UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL \
+                 UNION SELECT ftp_master_key_id FROM integrations WHERE ftp_master_key_id IS NOT NULL"
                 .to_owned(),
             rewrap_pgp: r("UPDATE pgp_keys SET master_key_id = $3, sealed = $4 WHERE id = $1 AND master_key_id = $2"),
+            rewrap_ftp: r("UPDATE integrations SET ftp_master_key_id = $3, ftp_sealed = $4 \
+                 WHERE workspace_id = $1 AND ftp_master_key_id = $2"),
             not_under: r("SELECT 'key' AS kind, key_id, master_key_id, sealed FROM sealed_secrets \
                  WHERE master_key_id <> $1 \
                  UNION ALL SELECT 'pgp', id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
+                 UNION ALL SELECT 'ftp', workspace_id, ftp_master_key_id, ftp_sealed FROM integrations \
+                 WHERE ftp_master_key_id <> $1 \
                  ORDER BY 1, 2 LIMIT $2"),
         }
     }
@@ -231,6 +239,19 @@ macro_rules! access_impl {
                             .bind(&sealed.blob);
                         (q.execute(&mut *conn).await, None)
                     }
+                    AccessWrite::RewrapSealed {
+                        kind: $crate::SealedKind::FtpPassword,
+                        key_id,
+                        from_master,
+                        sealed,
+                    } => {
+                        let q = sqlx::query(&sql.rewrap_ftp)
+                            .bind(key_id)
+                            .bind(from_master)
+                            .bind(&sealed.key_id)
+                            .bind(&sealed.blob);
+                        (q.execute(&mut *conn).await, None)
+                    }
                     AccessWrite::RewrapSealed { kind: $crate::SealedKind::KeySecret, key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap)
                             .bind(key_id)
@@ -315,6 +336,7 @@ macro_rules! access_impl {
                     .map(|(kind, id, master, blob)| {
                         let kind = match kind.as_str() {
                             "pgp" => $crate::SealedKind::PgpKey,
+                            "ftp" => $crate::SealedKind::FtpPassword,
                             _ => $crate::SealedKind::KeySecret,
                         };
                         (kind, id, keyward_core::sealed::SealedSecret { key_id: master, blob })

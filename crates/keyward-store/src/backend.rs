@@ -204,6 +204,7 @@ macro_rules! store_impl {
                     Write::Audit(w) => return self.apply_audit(conn, w).await,
                     Write::OAuth(w) => return self.apply_oauth(conn, w).await,
                     Write::Pgp(w) => return self.apply_pgp(conn, w).await,
+                    Write::Integrations(w) => return self.apply_integrations(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }

@@ -21,6 +21,7 @@ pub use access::{Access, AccessWrite, SealedKind};
 use async_trait::async_trait;
 pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use chrono::{DateTime, Utc};
+pub use integrations::{Integrations, IntegrationsWrite};
 use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;
 use keyward_core::key::{ApiKey, KeyState};
@@ -36,6 +37,7 @@ pub mod access;
 pub mod audit;
 mod backend;
 mod group;
+pub mod integrations;
 pub mod oauth;
 pub mod people;
 pub mod pgp;
@@ -62,6 +64,10 @@ pub enum Unique {
     RoleName,
     /// The workspace has a PGP key of this name.
     PgpKeyName,
+    /// Another workspace has this site id.
+    SiteId,
+    /// The workspace's integration credentials exist already.
+    Integrations,
     Other,
 }
 
@@ -191,6 +197,8 @@ pub enum Write {
     OAuth(oauth::OAuthWrite),
     /// OpenPGP keys for file encryption.
     Pgp(pgp::PgpWrite),
+    /// A workspace's integration credentials.
+    Integrations(integrations::IntegrationsWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -263,7 +271,15 @@ pub struct UsageDelta {
 
 #[async_trait]
 pub trait Store:
-    people::People + access::Access + audit::Audit + oauth::OAuth + pgp::Pgp + Send + Sync + 'static
+    people::People
+    + access::Access
+    + audit::Audit
+    + oauth::OAuth
+    + pgp::Pgp
+    + integrations::Integrations
+    + Send
+    + Sync
+    + 'static
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;

@@ -66,7 +66,7 @@ const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits,
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout, \
-     require_expiry, permission_catalogue, allow_recoverable";
+     require_expiry, permission_catalogue, allow_recoverable, site_id";
 
 fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -132,6 +132,7 @@ pub struct Statements {
     pub audit: crate::audit::AuditStatements,
     pub oauth: crate::oauth::OAuthStatements,
     pub pgp: crate::pgp::PgpStatements,
+    pub integrations: crate::integrations::IntegrationsStatements,
 }
 
 impl Statements {
@@ -182,12 +183,13 @@ impl Statements {
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
             insert_workspace: r(&format!(
                 "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-                placeholders(1, 15)
+                placeholders(1, 16)
             )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
                  routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12, \
-                 require_expiry = $13, permission_catalogue = $14, allow_recoverable = $15 WHERE id = $1"),
+                 require_expiry = $13, permission_catalogue = $14, allow_recoverable = $15, site_id = $16 \
+                 WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
             get_key: r(&format!("SELECT {SELECT_KEY} FROM api_keys WHERE id = $1 AND workspace_id = $2")),
@@ -263,6 +265,7 @@ impl Statements {
             audit: crate::audit::AuditStatements::new(dialect),
             oauth: crate::oauth::OAuthStatements::new(dialect),
             pgp: crate::pgp::PgpStatements::new(dialect),
+            integrations: crate::integrations::IntegrationsStatements::new(dialect),
         }
     }
 }
@@ -356,6 +359,8 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         Write::OAuth(_) => Vec::new(),
         // PGP keys are read from the database on every use.
         Write::Pgp(_) => Vec::new(),
+        // Integration credentials are read from the database on every use.
+        Write::Integrations(_) => Vec::new(),
     }
 }
 
@@ -376,6 +381,8 @@ pub fn unique_by_constraint(name: &str) -> Unique {
         "memberships_pk" => Unique::Membership,
         "roles_name" => Unique::RoleName,
         "pgp_keys_name" => Unique::PgpKeyName,
+        "workspaces_site_id" => Unique::SiteId,
+        "integrations_pkey" => Unique::Integrations,
         _ => Unique::Other,
     }
 }
@@ -636,6 +643,7 @@ pub struct WorkspaceRow {
     require_expiry: bool,
     permission_catalogue: String,
     allow_recoverable: bool,
+    site_id: Option<String>,
 }
 
 /// A lockout policy as stored: `{"threshold", "windowMinutes"}`.
@@ -680,6 +688,7 @@ impl WorkspaceRow {
             },
             catalogue: serde_json::from_str(&self.permission_catalogue).map_err(|_| corrupt("permission catalogue"))?,
             allow_recoverable: self.allow_recoverable,
+            site_id: self.site_id,
         })
     }
 }
@@ -839,6 +848,7 @@ macro_rules! bind_workspace {
             .bind(ws.policy.require_expiry)
             .bind(&v.catalogue)
             .bind(ws.allow_recoverable)
+            .bind(&ws.site_id)
     }};
 }
 pub(crate) use bind_workspace;

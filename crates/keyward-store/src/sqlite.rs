@@ -129,6 +129,10 @@ fn classify(e: sqlx::Error) -> StoreError {
                 "members_email_unique"
             } else if msg.contains("memberships.workspace_id, memberships.member_id") {
                 "memberships_pk"
+            } else if msg.contains("workspaces.site_id") {
+                "workspaces_site_id"
+            } else if msg.contains("integrations.workspace_id") {
+                "integrations_pkey"
             } else if msg.contains("api_keys.lookup_hash") {
                 "api_keys_lookup_hash"
             } else if msg.contains("api_keys.id") {
@@ -150,6 +154,7 @@ crate::access::access_impl!(SqliteStore, Sqlite);
 crate::audit::audit_impl!(SqliteStore, Sqlite);
 crate::oauth::oauth_impl!(SqliteStore, Sqlite);
 crate::pgp::pgp_impl!(SqliteStore, Sqlite);
+crate::integrations::integrations_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

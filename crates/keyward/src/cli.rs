@@ -44,6 +44,16 @@ pub enum Command {
     /// with them, through a running keyward server.
     #[command(subcommand)]
     Pgp(PgpCommand),
+    /// The workspace's JavaScript API key, default REST API key and FTP
+    /// access, through a running keyward server.
+    #[command(subcommand)]
+    Integrations(IntegrationsCommand),
+    /// External authentication for pure-ftpd (`pure-authd -r`): reads
+    /// AUTHD_ACCOUNT, AUTHD_PASSWORD and AUTHD_REMOTE_IP, asks keyward
+    /// (`POST /v1/ftp/authenticate`) and prints `auth_ok:1` with `uid:`,
+    /// `gid:`, `dir:` and `end`; `auth_ok:0` when refused, `auth_ok:-1`
+    /// when keyward cannot answer. Always exits 0.
+    FtpAuth(FtpAuthArgs),
     /// The master key that seals recoverable keys' secrets.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
@@ -101,7 +111,7 @@ pub struct StorageArgs {
     /// database_pool_size, data_dir, hash_key_file, master_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
-    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url,
+    /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url, ftp_host,
     /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -211,6 +221,10 @@ pub struct ServeArgs {
     /// Also the OAuth issuer (else the URL a request names).
     #[arg(long, env = "KEYWARD_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// The host name of the FTP server that asks keyward (`keyward
+    /// ftp-auth`), shown beside each workspace's FTP username.
+    #[arg(long, env = "KEYWARD_FTP_HOST", value_name = "HOST")]
+    pub ftp_host: Option<String>,
     /// Seconds an OAuth access token lives (60–86400). Default: 3600
     #[arg(long, env = "KEYWARD_ACCESS_TOKEN_LIFETIME", value_name = "SECONDS")]
     pub access_token_lifetime: Option<u32>,
@@ -544,6 +558,45 @@ pub enum IdentitiesCommand {
         client: ClientArgs,
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationsCommand {
+    /// Show the JavaScript API key, the default REST API key and the FTP
+    /// username (needs integrations:read).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Give FTP access a new generated password and print it, once (needs
+    /// integrations:manage). The old password stops working at once.
+    FtpRotate {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// What `keyward ftp-auth` answers pure-ftpd with.
+#[derive(Debug, Args)]
+pub struct FtpAuthArgs {
+    /// Base URL of the keyward server.
+    #[arg(long, env = "KEYWARD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The FTP server's own API key, holding ftp:authenticate.
+    #[arg(long, env = "KEYWARD_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Directory holding each site's home (`dir:` is ROOT/<site id>).
+    #[arg(long, env = "KEYWARD_FTP_ROOT", value_name = "DIR", default_value = "/srv/ftp")]
+    pub root: PathBuf,
+    /// The system user id FTP sessions run as.
+    #[arg(long, env = "KEYWARD_FTP_UID", default_value_t = 65534)]
+    pub uid: u32,
+    /// The system group id FTP sessions run as.
+    #[arg(long, env = "KEYWARD_FTP_GID", default_value_t = 65534)]
+    pub gid: u32,
+    /// Milliseconds to wait for keyward before answering `auth_ok:-1`.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub forward_auth_key_query: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub public_url: Option<String>,
+    pub ftp_host: Option<String>,
     pub access_token_lifetime: Option<u32>,
     pub refresh_token_lifetime_days: Option<u32>,
     pub token_algorithm: Option<crate::cli::TokenAlgorithmArg>,
@@ -303,6 +304,7 @@ impl ServeSettings {
             redis_url: args.redis_url.clone().or_else(|| file.redis_url.clone()),
             public_url: public_url(args.public_url.clone().or_else(|| file.public_url.clone()))?,
             master_keys: None,
+            ftp_host: args.ftp_host.clone().or_else(|| file.ftp_host.clone()),
             oauth: oauth_config(&args.signing, args.access_token_lifetime, args.refresh_token_lifetime_days, file)?,
         };
         let storage = Storage::resolve(&args.storage, file)?;

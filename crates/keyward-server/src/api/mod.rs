@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod forward_auth;
 pub mod identities;
+pub mod integrations;
 pub mod keys;
 pub mod members;
 pub mod oauth;
@@ -45,6 +46,7 @@ pub mod workspace;
         (name = "audit", description = "The audit log (hash-chained, signed checkpoints), its export, and the key hygiene report"),
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "pgp", description = "OpenPGP keys for file encryption: upload, and encrypt or decrypt files with them, streamed, as GnuPG reads and writes"),
+        (name = "integrations", description = "The workspace's JavaScript API key, default REST API key and FTP access, and the FTP servers' login check"),
         (name = "oauth", description = "OAuth 2.0 for machine clients: tokens, introspection, revocation, metadata, JWKS, and members' refresh tokens"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -107,6 +109,13 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(pgp::encrypt))
         .routes(routes!(pgp::decrypt))
         .routes(routes!(keys::reveal_key))
+        .routes(routes!(integrations::get_integrations))
+        .routes(routes!(integrations::create_rest_key))
+        .routes(routes!(integrations::rotate_ftp))
+        .routes(routes!(integrations::reveal_ftp))
+        .routes(routes!(integrations::disable_ftp))
+        .routes(routes!(integrations::enable_ftp))
+        .routes(routes!(integrations::authenticate_ftp))
         .routes(routes!(verify::verify_key))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))

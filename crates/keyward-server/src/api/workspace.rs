@@ -43,6 +43,9 @@ pub struct WorkspaceView {
     /// The protected API's permissions by section; roles may name these
     /// (and the account permissions) only.
     pub permission_catalogue: Vec<CatalogueSectionView>,
+    /// The site id: the workspace's FTP username (null: the workspace id is).
+    #[schema(example = "site_abc123")]
+    pub site_id: Option<String>,
     #[serde(serialize_with = "super::views::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -82,6 +85,7 @@ impl From<Workspace> for WorkspaceView {
                 .into_iter()
                 .map(|s| CatalogueSectionView { name: s.name, actions: s.actions })
                 .collect(),
+            site_id: w.site_id,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -146,6 +150,12 @@ pub struct UpdateWorkspaceRequest {
     /// Replaces the permission catalogue: up to 200 sections of up to 50
     /// actions each.
     pub permission_catalogue: Option<Vec<CatalogueSectionView>>,
+    /// The site id, unique among workspaces: 1–64 letters, digits, `.`,
+    /// `_` or `-`, not beginning with `ws_`. It is the FTP username; `null`
+    /// makes the workspace id the username again.
+    #[serde(default, deserialize_with = "super::views::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub site_id: Option<Option<String>>,
 }
 
 /// Wrong secrets for one key that lock it: `threshold` (1–1000) within
@@ -177,6 +187,7 @@ pub async fn get_workspace(
     responses(
         (status = 200, body = WorkspaceView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "Another workspace has the siteId (duplicate_site_id)", body = ErrorBody),
     ))]
 pub async fn update_workspace(
     State(state): State<AppState>,
@@ -200,6 +211,7 @@ pub async fn update_workspace(
                 .map(|s| keyward_core::workspace::CatalogueSection { name: s.name, actions: s.actions })
                 .collect()
         }),
+        site_id: body.site_id,
     };
     Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
 }

@@ -29,6 +29,8 @@ pub enum Piece {
     Nginx,
     Wrk,
     Python,
+    /// pure-ftpd and pure-authd.
+    PureFtpd,
     /// bash, curl, jq and gpg, which the README's examples use.
     Shell,
 }
@@ -44,6 +46,7 @@ impl Piece {
             Piece::Nginx => "nginx",
             Piece::Wrk => "wrk",
             Piece::Python => "Python authlib/PyJWT",
+            Piece::PureFtpd => "pure-ftpd",
             Piece::Shell => "the README's shell tools",
         }
     }
@@ -58,6 +61,7 @@ impl Piece {
             Piece::Nginx => "nginx-light",
             Piece::Wrk => "wrk",
             Piece::Python => "python3-venv",
+            Piece::PureFtpd => "pure-ftpd",
             Piece::Shell => "curl jq gnupg",
         }
     }

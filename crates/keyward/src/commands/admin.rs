@@ -30,6 +30,10 @@ pub fn describe_new_workspace(created: &NewWorkspace, json: bool) -> String {
             "workspaceId": created.workspace.id,
             "adminKey": created.secret.expose(),
         });
+        if let Some(i) = &created.integrations {
+            out["ftpUsername"] = created.workspace.site_id().into();
+            out["ftpPassword"] = i.ftp_password.clone().into();
+        }
         if let Some(owner) = &created.owner {
             out["ownerEmail"] = owner.member.email.clone().into();
             if let Some(password) = &owner.generated_password {
@@ -52,6 +56,13 @@ pub fn describe_new_workspace(created: &NewWorkspace, json: bool) -> String {
                 Some(password) => text.push_str(&format!(" with this password, shown only now:\n\n    {password}\n")),
                 None => text.push_str(" with the password given.\n"),
             }
+        }
+        if let Some(i) = &created.integrations {
+            text.push_str(&format!(
+                "\nFTP access: username {}, with this password, shown only now:\n\n    {}\n",
+                created.workspace.site_id(),
+                i.ftp_password
+            ));
         }
         text
     }

@@ -10,6 +10,7 @@ use crate::cli::{
 use crate::settings::FileConfig;
 
 mod admin;
+mod integrations;
 mod keys;
 mod pgp;
 mod serve;
@@ -43,6 +44,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Identities(cmd) => keys::identities(cmd).await,
         Command::Pgp(cmd) => pgp::run(cmd).await,
+        Command::Integrations(cmd) => integrations::run(cmd).await,
+        Command::FtpAuth(args) => Ok(integrations::ftp_auth(args).await),
         Command::MasterKey(MasterKeyCommand::Generate) => {
             outln!("{}", keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>()));
             Ok(ExitCode::SUCCESS)

@@ -56,7 +56,8 @@ fn find_with<'a>(all: &'a [Value], action: &str, target: &str, outcome: &str) ->
 
 async fn every_action_leaves_an_entry_naming_actor_target_and_outcome() {
     let app = spawn_app().await;
-    let admin_id = app.get("/v1/keys?limit=1").await.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let keys = app.get("/v1/keys?name=Admin%20key").await;
+    let admin_id = keys.body["data"][0]["id"].as_str().unwrap().to_owned();
     // Members: a failed and a good sign-in, settings, an invitation, a
     // join, a change, a removal, roles, a sign-out.
     let bad = app.login(OWNER_EMAIL, "not the password at all", json!({})).await.0;
@@ -228,7 +229,8 @@ async fn queries_filter_page_and_refuse_bad_parameters() {
     let failures = app.get("/v1/audit?outcome=failure").await;
     assert!(failures.body["data"].as_array().unwrap().is_empty());
     let by_actor = app.get("/v1/audit?actor=system&action=key.created").await;
-    assert_eq!(by_actor.body["data"].as_array().unwrap().len(), 1, "the bootstrap admin key");
+    let made = by_actor.body["data"].as_array().unwrap().len();
+    assert_eq!(made, 3, "the bootstrap admin key, and the JavaScript and default REST keys");
     let later = app.in_secs(3600);
     let none = app.get(&format!("/v1/audit?from={}", later.replace('+', "%2B"))).await;
     assert!(none.body["data"].as_array().unwrap().is_empty(), "{}", none.body);
@@ -368,12 +370,12 @@ async fn audit_verify_names_edited_removed_inserted_and_truncated_entries() {
     let ws = app.workspace_id.clone();
     let (code, out) = audit_cli(&app, &["verify"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("{ws}: 6 entries, chain intact")), "{out}");
+    assert!(out.contains(&format!("{ws}: 9 entries, chain intact")), "{out}");
     let (code, checkpoint) = audit_cli(&app, &["checkpoint", "--workspace", &ws]);
     assert_eq!(code, 0, "{checkpoint}");
     let checkpoint = checkpoint.split("\n\n").next().unwrap().trim().to_owned();
     let cp: Value = serde_json::from_str(&checkpoint).unwrap_or_else(|e| panic!("{e}: {checkpoint}"));
-    assert_eq!(cp["seq"], 6);
+    assert_eq!(cp["seq"], 9, "four entries of the bootstrap, five keys");
     let dir = tempfile::tempdir().unwrap();
     let cp_file = dir.path().join("checkpoint.json");
     std::fs::write(&cp_file, &checkpoint).unwrap();
@@ -402,13 +404,13 @@ async fn audit_verify_names_edited_removed_inserted_and_truncated_entries() {
     // The newest entry removed, and the head moved back to cover it: only
     // the checkpoint kept elsewhere tells.
     tamper(&app.url, &[
-        &sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 6"),
-        &sql("UPDATE audit_heads SET seq = 5, hash = (SELECT hash FROM audit_log WHERE workspace_id = 'WS' AND seq = 5) WHERE workspace_id = 'WS'"),
+        &sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 9"),
+        &sql("UPDATE audit_heads SET seq = 8, hash = (SELECT hash FROM audit_log WHERE workspace_id = 'WS' AND seq = 8) WHERE workspace_id = 'WS'"),
     ]).await;
     assert_eq!(audit_cli(&app, &["verify"]).0, 0);
     let (code, out) = audit_cli(&app, &["verify", "--checkpoint", cp_path]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("entries after 5 were removed from the end"), "{out}");
+    assert!(out.contains("entries after 8 were removed from the end"), "{out}");
 
     // An entry removed from the middle.
     tamper(&app.url, &[&sql("DELETE FROM audit_log WHERE workspace_id = 'WS' AND seq = 2")]).await;

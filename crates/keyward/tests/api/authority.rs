@@ -338,6 +338,12 @@ async fn publishable_keys_hold_only_public_permissions() {
 //    client_credentials call stored a 30-day refresh family with no bound.
 async fn token_issuance_is_audited_and_client_families_are_bounded() {
     let app = spawn_app().await;
+    // Issued within one minute of the clock: start at a minute's beginning.
+    {
+        use keyward_server::clock::Clock;
+        let into_minute = app.clock.now().timestamp().rem_euclid(60) as u64;
+        app.clock.advance(Duration::from_secs(60 - into_minute));
+    }
     let (client, id) = client(&app, "batch client").await;
     let grant = [("grant_type", "client_credentials")];
     let (status, first) = form(&app, "/oauth/token", Some((&id, &client.secret)), &grant).await;

@@ -43,7 +43,7 @@ async fn documented_examples_work_as_written() {
     .await;
     let list = app.get("/api/api-keys").await;
     let keys = list.body["apiKeys"].as_array().unwrap();
-    assert_eq!(keys.len(), 5, "four created plus the admin key");
+    assert_eq!(keys.len(), 7, "four created plus the workspace's admin, JavaScript and REST keys");
     for k in keys {
         for field in ["id", "name", "key", "scope", "lastUsed", "createdAt", "expiresAt"] {
             assert!(k.get(field).is_some(), "{field} missing in {k}");

@@ -693,8 +693,8 @@ async fn console_lists_page_filter_and_switch_workspace() {
     let next = first.split_once("href=\"/keys?cursor=").map(|(_, r)| r.split('"').next().unwrap().to_owned());
     let next = next.expect("a Next page link");
     let second = page(format!("/keys?cursor={next}")).await;
-    // 30 bulk keys, Gone and the admin key.
-    assert_eq!(rows(&second), 32 - 25, "{second}");
+    // 30 bulk keys, Gone and the workspace's admin, JavaScript and REST keys.
+    assert_eq!(rows(&second), 34 - 25, "{second}");
     let named_next = page(format!("/keys?name=bulk&cursor={next}")).await;
     assert!(named_next.contains("href=\"/keys?name=bulk\">First page"), "the first page keeps the filter");
     assert!(second.contains("First page"));
@@ -727,7 +727,7 @@ async fn console_lists_page_filter_and_switch_workspace() {
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let csv = r.text().await.unwrap();
     let created = csv.lines().filter(|l| l.contains(",\"key.created\",")).count();
-    assert_eq!(created, 35, "the admin key, 30 bulk, Gone, 3 short");
+    assert_eq!(created, 37, "the workspace's 3 keys, 30 bulk, Gone, 3 short");
     assert!(csv.lines().all(|l| !l.contains(",\"key.revoked\",") || l.contains("\"Gone\"")));
 
     // The owner joins a second workspace; the header switches between them.
@@ -750,7 +750,7 @@ async fn console_lists_page_filter_and_switch_workspace() {
     let switched = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     let other_keys =
         client.get(app.url("/keys")).header("Cookie", &switched).send().await.unwrap().text().await.unwrap();
-    assert_eq!(rows(&other_keys), 1, "the other workspace has its admin key only");
+    assert_eq!(rows(&other_keys), 3, "the other workspace has its admin, JavaScript and REST keys only");
     assert!(!other_keys.contains("bulk 00"));
     // The old session ended with the switch.
     let old = client.get(app.url("/keys")).header("Cookie", &cookie).send().await.unwrap();

@@ -137,6 +137,10 @@ pub fn backend() -> Backend {
     BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
 }
 
+/// Keys a new workspace has: its admin key, its JavaScript key and its
+/// default REST key.
+pub const BOOTSTRAP_KEYS: usize = 3;
+
 /// The bootstrapped workspace's owner.
 pub const OWNER_EMAIL: &str = "owner@example.com";
 pub const OWNER_PASSWORD: &str = "correct horse battery staple";

@@ -49,9 +49,9 @@ async fn list_paginates_and_filters() {
         seen.extend(page.body["data"].as_array().unwrap().iter().map(|k| k["id"].clone()));
         cursor = page.body["nextCursor"].as_str().map(str::to_owned);
     }
-    assert_eq!(seen.len(), 6, "5 keys plus the admin key, each once");
+    assert_eq!(seen.len(), 8, "5 keys plus the workspace's 3, each once");
     seen.dedup();
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.len(), 8);
 
     let by_name = app.get("/v1/keys?name=BATCH%203").await;
     assert_eq!(by_name.body["data"].as_array().unwrap().len(), 1);
@@ -60,7 +60,8 @@ async fn list_paginates_and_filters() {
     let inactive = app.get("/v1/keys?state=inactive").await;
     assert_eq!(inactive.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(inactive.body["data"][0]["id"], k.as_str());
-    assert_eq!(app.get("/v1/keys?type=secret").await.body["data"].as_array().unwrap().len(), 6);
+    // The JavaScript key is publishable.
+    assert_eq!(app.get("/v1/keys?type=secret").await.body["data"].as_array().unwrap().len(), 7);
     // Filters that are not filters.
     app.get("/v1/keys?state=sleeping").await.assert_error(400, "state must be: active, inactive, locked or revoked");
     app.get("/v1/keys?limit=0").await.assert_error(400, "limit must be between 1 and 200");
@@ -241,9 +242,9 @@ async fn workspace_key_limit_and_expiry_policy() {
     let app = spawn_app().await;
     let r = app.get("/v1/workspace").await;
     assert_eq!(r.body["maxKeys"], serde_json::Value::Null);
-    let r = app.patch("/v1/workspace", json!({"maxKeys": 2})).await;
-    assert_eq!(r.body["maxKeys"], 2);
-    let one = app.create_key(json!({})).await; // with the admin key: 2 live keys
+    let r = app.patch("/v1/workspace", json!({"maxKeys": 4})).await;
+    assert_eq!(r.body["maxKeys"], 4);
+    let one = app.create_key(json!({})).await; // with the workspace's 3: 4 live keys
     let before = app.key_count().await;
     app.post("/v1/keys", json!({"name": "third"}))
         .await
@@ -313,8 +314,9 @@ async fn required_expiry_applies_to_new_keys_and_then_to_every_live_key() {
     app.patch("/v1/workspace", json!({"maxKeyLifetimeDays": 365})).await;
     let r = app.post_empty("/v1/workspace/apply-expiry-policy").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    // The admin key and "forever" had none, "long" outlived the maximum.
-    assert_eq!(r.body["updated"], 3, "{}", r.body);
+    // The workspace's own 3 keys and "forever" had none, "long" outlived
+    // the maximum.
+    assert_eq!(r.body["updated"], 5, "{}", r.body);
     assert_eq!(days(&app.get(&format!("/v1/keys/{}", forever.id)).await.body), 90);
     assert_eq!(days(&app.get(&format!("/v1/keys/{}", long.id)).await.body), 365);
     assert_eq!(days(&app.get(&format!("/v1/keys/{}", short.id)).await.body), 10, "already within the policy");
