@@ -44,6 +44,7 @@ conformance!(
     audit_chains_stay_whole_under_concurrent_appends_from_two_nodes,
     pgp_keys_keep_their_sealed_part_and_unique_names,
     bulk_inserted_keys_read_back_as_written,
+    integrations_are_made_once_found_by_site_id_and_lock,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -516,4 +517,108 @@ async fn bulk_inserted_keys_read_back_as_written(ctx: Ctx) {
     }
     let page = ctx.store.list_keys(&ws.id, &KeyFilter::default(), Page { limit: 500, after: None }).await.unwrap();
     assert_eq!(page.keys.len(), 450);
+}
+
+async fn integrations_are_made_once_found_by_site_id_and_lock(ctx: Ctx) {
+    use keyward_core::integrations::{FtpAccess, Integrations as Stored};
+    use keyward_core::sealed::SealedSecret;
+    use keyward_store::{AccessWrite, Integrations as _, IntegrationsWrite as W, SealedKind};
+    let store = ctx.store.as_ref();
+    let mut ws = workspace(store, None).await;
+    // Stored to the millisecond.
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let made = Stored {
+        workspace_id: ws.id.clone(),
+        javascript_key_id: "key_js".into(),
+        javascript_key: "kwpk_live_value".into(),
+        rest_key_id: Some("key_rest".into()),
+        ftp: FtpAccess {
+            password_hash: "$argon2id$one".into(),
+            enabled: true,
+            password_set_at: now,
+            locked: false,
+            sealed: false,
+        },
+        created_at: now,
+    };
+    let sealed = SealedSecret { key_id: "mk_old".into(), blob: vec![1, 2, 3] };
+    let insert = |sealed: Option<SealedSecret>| {
+        Change::of(Write::Integrations(W::Insert { integrations: made.clone(), sealed }))
+    };
+    store.commit(insert(Some(sealed.clone()))).await.unwrap();
+    // Once: a second node's insert loses.
+    let again = store.commit(insert(None)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(Unique::Integrations))), "{again:?}");
+    let read = |s: &Stored| Stored { ftp: FtpAccess { sealed: true, ..s.ftp.clone() }, ..s.clone() };
+    assert_eq!(store.get_integrations(&ws.id).await.unwrap(), Some(read(&made)));
+    // Found by the workspace id while it has no site id, then by the site id alone.
+    assert_eq!(store.ftp_login(&ws.id).await.unwrap().map(|i| i.workspace_id), Some(ws.id.clone()));
+    ws.site_id = Some("site_one".into());
+    store.commit(Change::of(Write::UpdateWorkspace(ws.clone()))).await.unwrap();
+    assert!(store.ftp_login(&ws.id).await.unwrap().is_none());
+    assert_eq!(store.ftp_login("site_one").await.unwrap().map(|i| i.workspace_id), Some(ws.id.clone()));
+    assert!(store.ftp_login("site_two").await.unwrap().is_none());
+    let mut other = workspace(store, None).await;
+    other.site_id = Some("site_one".into());
+    let taken = store.commit(Change::of(Write::UpdateWorkspace(other))).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(Unique::SiteId))), "{taken:?}");
+    // Wrong passwords count within their window, then lock (once).
+    let window = now - Duration::minutes(15);
+    for n in 1..=3 {
+        assert_eq!(store.count_ftp_failure(&ws.id, window, now).await.unwrap(), Some(n));
+    }
+    let later = now + Duration::minutes(20);
+    assert_eq!(store.count_ftp_failure(&ws.id, later - Duration::minutes(15), later).await.unwrap(), Some(1));
+    assert_eq!(store.count_ftp_failure("ws_none", window, now).await.unwrap(), None);
+    let lock = || Change::of(Write::Integrations(W::LockFtp { workspace_id: ws.id.clone(), at: now }));
+    store.commit(lock()).await.unwrap();
+    assert!(matches!(store.commit(lock()).await, Err(StoreError::NotFound)), "locked already");
+    assert!(store.get_integrations(&ws.id).await.unwrap().unwrap().ftp.locked);
+    // A new password lifts the lock; without a sealed copy, none is kept.
+    let set = W::SetFtpPassword { workspace_id: ws.id.clone(), hash: "$argon2id$two".into(), sealed: None, at: later };
+    store.commit(Change::of(Write::Integrations(set))).await.unwrap();
+    let now_stored = store.get_integrations(&ws.id).await.unwrap().unwrap();
+    assert_eq!((now_stored.ftp.locked, now_stored.ftp.sealed), (false, false));
+    assert_eq!(now_stored.ftp.password_hash, "$argon2id$two");
+    assert_eq!(store.ftp_sealed(&ws.id).await.unwrap(), None);
+    // A sealed copy is re-wrapped with the other sealed secrets.
+    let set = W::SetFtpPassword {
+        workspace_id: ws.id.clone(),
+        hash: "$argon2id$3".into(),
+        sealed: Some(sealed.clone()),
+        at: later,
+    };
+    store.commit(Change::of(Write::Integrations(set))).await.unwrap();
+    assert!(store.master_keys_in_use().await.unwrap().contains(&"mk_old".to_owned()));
+    assert_eq!(store.sealed_not_under("mk_new", 10).await.unwrap(), [(SealedKind::FtpPassword, ws.id.clone(), sealed)]);
+    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![9] };
+    let rewrap = AccessWrite::RewrapSealed {
+        kind: SealedKind::FtpPassword,
+        key_id: ws.id.clone(),
+        from_master: "mk_old".into(),
+        sealed: rewrapped.clone(),
+    };
+    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    assert_eq!(store.ftp_sealed(&ws.id).await.unwrap(), Some(rewrapped));
+    assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
+    // Disabled and enabled; the REST key follows only from the one it was.
+    let enable = |enabled| Change::of(Write::Integrations(W::SetFtpEnabled { workspace_id: ws.id.clone(), enabled }));
+    store.commit(enable(false)).await.unwrap();
+    assert!(!store.get_integrations(&ws.id).await.unwrap().unwrap().ftp.enabled);
+    store.commit(enable(true)).await.unwrap();
+    let rest = |was: Option<&str>, key_id: &str| {
+        let w = W::SetRestKey { workspace_id: ws.id.clone(), was: was.map(str::to_owned), key_id: key_id.into() };
+        Change::of(Write::Integrations(w))
+    };
+    assert!(matches!(store.commit(rest(Some("key_other"), "key_new")).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.commit(rest(None, "key_new")).await, Err(StoreError::NotFound)));
+    store.commit(rest(Some("key_rest"), "key_new")).await.unwrap();
+    assert_eq!(store.get_integrations(&ws.id).await.unwrap().unwrap().rest_key_id.as_deref(), Some("key_new"));
+    // A rolled JavaScript key's value; any other key's roll changes nothing.
+    let rolled = |key_id: &str| {
+        Change::of(Write::Integrations(W::JavascriptRolled { key_id: key_id.into(), token: "kwpk_live_new".into() }))
+    };
+    store.commit(rolled("key_unrelated")).await.unwrap();
+    store.commit(rolled("key_js")).await.unwrap();
+    assert_eq!(store.get_integrations(&ws.id).await.unwrap().unwrap().javascript_key, "kwpk_live_new");
 }

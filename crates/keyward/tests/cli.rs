@@ -234,7 +234,7 @@ fn readme_serve_command_runs_keyward() {
     let admin = server.admin_key.clone().expect("the admin key is printed once");
     let health = http("GET", &server.url("/healthz"), "", None);
     assert_eq!(health["status"], "ok");
-    let list = http("GET", &server.url("/v1/keys"), &admin, None);
+    let list = http("GET", &server.url("/v1/keys?name=Admin"), &admin, None);
     assert_eq!(list["data"][0]["name"], "Admin key");
     assert!(dir.path().join("keyward.db").exists(), "SQLite file in the data dir");
     let (ok, _) = server.terminate();
@@ -294,10 +294,10 @@ fn a_lost_admin_key_is_replaced_and_every_command_says_where_the_data_is() {
     assert!(relative.status.success(), "{}", String::from_utf8_lossy(&relative.stderr));
     let err = String::from_utf8_lossy(&relative.stderr).into_owned();
     assert!(err.contains(&format!("data directory {data_arg};")), "the path is absolute: {err}");
-    assert!(err.contains("existing: 1 workspace and 1 key"), "{err}");
+    assert!(err.contains("existing: 1 workspace and 3 keys"), "the admin, JavaScript and REST keys: {err}");
     let list: Value = serde_json::from_slice(&relative.stdout).unwrap();
     assert_eq!(list[0]["id"], ws_id);
-    assert_eq!(list[0]["liveKeys"], 1);
+    assert_eq!(list[0]["liveKeys"], 3);
 
     let minted = keyward(&["workspace", "admin-key", ws_id, "--data-dir", data_arg, "--json"]);
     assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
@@ -310,7 +310,7 @@ fn a_lost_admin_key_is_replaced_and_every_command_says_where_the_data_is() {
 
     // The new key manages the workspace through a running server.
     let server = serve(&data, &[]);
-    let keys = http("GET", &server.url("/v1/keys"), new_admin, None);
+    let keys = http("GET", &server.url("/v1/keys?name=admin"), new_admin, None);
     let names: Vec<&str> = keys["data"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["Admin key 2", "Admin key"]);
     let (ok, _) = server.terminate();
@@ -394,7 +394,7 @@ fn a_clean_stop_leaves_everything_in_the_database_file() {
     std::fs::copy(dir.path().join("hash.key"), copy.path().join("hash.key")).unwrap();
     let list = keyward(&["workspace", "list", "--json", "--data-dir", copy.path().to_str().unwrap()]);
     let list: Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(list[0]["liveKeys"], 2, "admin key and the created key");
+    assert_eq!(list[0]["liveKeys"], 4, "the workspace's admin, JavaScript and REST keys, and the created key");
 }
 
 #[test]
@@ -492,7 +492,7 @@ fn every_key_operation_is_a_cli_command() {
     let (code, out, _) = client(&server, &admin, &["keys", "verify", "-"], "zz_0123456789abcdef0123");
     assert_eq!((code, out.starts_with("VALID")), (0, true), "{out}");
     let listed = json(&["keys", "list", "--state", "active"]);
-    assert_eq!(listed.as_array().unwrap().len(), 3, "admin, clone, import: {listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 5, "admin, JavaScript, REST, clone, import: {listed}");
     let (code, table, _) = client(&server, &admin, &["keys", "list", "--name", "legacy"], "");
     assert_eq!(code, 0);
     assert!(table.starts_with("ID") && table.contains("legacy"), "{table}");
@@ -880,4 +880,53 @@ fn pgp_keys_and_files_through_the_cli() {
     assert_eq!(json(&["pgp", "delete", &public_id])["deleted"], public_id.as_str());
     assert_eq!(json(&["pgp", "list"]).as_array().unwrap().len(), 1);
     assert!(server.terminate().0);
+}
+
+/// `keyward ftp-auth` as pure-authd runs it: the login in the environment.
+fn ftp_auth(url: &str, key: &str, account: &str, password: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["ftp-auth", "--url", url, "--root", "/srv/ftp", "--uid", "2000", "--gid", "2001"])
+        .env("KEYWARD_API_KEY", key)
+        .env("AUTHD_ACCOUNT", account)
+        .env("AUTHD_PASSWORD", password)
+        .env("AUTHD_REMOTE_IP", "198.51.100.9")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn integrations_and_ftp_auth_from_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &["--ftp-host", "ftp.example.com"]);
+    let admin = server.admin_key.clone().expect("bootstrapped");
+    let (code, out, err) = client(&server, &admin, &["integrations", "show"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("JavaScript API key   kwpk_live_") && out.contains("Default REST API key"), "{out}");
+    assert!(out.contains("on ftp.example.com  (enabled)"), "{out}");
+    let (code, out, err) = client(&server, &admin, &["integrations", "show", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    let user = shown["ftp"]["username"].as_str().unwrap().to_owned();
+    let (code, out, err) = client(&server, &admin, &["integrations", "ftp-rotate", "--json"], "");
+    assert_eq!(code, 0, "{err}");
+    let rotated: Value = serde_json::from_str(&out).unwrap();
+    let password = rotated["password"].as_str().unwrap().to_owned();
+    assert_eq!(rotated["username"], user.as_str());
+
+    let url = format!("http://{}", server.addr);
+    let ftp_key =
+        http("POST", &server.url("/v1/keys"), &admin, Some(r#"{"name": "ftpd", "scopes": ["ftp:authenticate"]}"#));
+    let ftp_key = ftp_key["secret"].as_str().unwrap().to_owned();
+    assert_eq!(
+        ftp_auth(&url, &ftp_key, &user, &password),
+        (0, format!("auth_ok:1\nuid:2000\ngid:2001\ndir:/srv/ftp/{user}\nend\n"))
+    );
+    assert_eq!(ftp_auth(&url, &ftp_key, &user, "wrong"), (0, "auth_ok:0\nend\n".to_owned()));
+    assert_eq!(ftp_auth(&url, &ftp_key, "site_nobody", &password), (0, "auth_ok:0\nend\n".to_owned()));
+    // A refused program key, or no keyward at all: -1, never a crash.
+    assert_eq!(ftp_auth(&url, "kw_live_notakey", &user, &password), (0, "auth_ok:-1\nend\n".to_owned()));
+    let (status, _) = server.terminate();
+    assert!(status);
+    assert_eq!(ftp_auth(&url, &ftp_key, &user, &password), (0, "auth_ok:-1\nend\n".to_owned()));
 }

@@ -1,5 +1,5 @@
 //! The README runs as pasted: every `sh` block of its Quick start, OAuth
-//! 2.0, PGP keys and CLI sections, in order, in one bash session against a
+//! 2.0, PGP keys, Integrations and CLI sections, in order, in one bash session against a
 //! fresh `keyward serve` started where the text starts it (its admin key in
 //! `KEY`, as the text asks; its address for `127.0.0.1:8080`). A command
 //! that fails, or a `curl` answered with an HTTP error, fails the block;
@@ -14,7 +14,7 @@ use keyward_store::testing::run::{Piece, ran, skipped};
 
 mod support;
 
-const SECTIONS: &[&str] = &["Quick start", "OAuth 2.0", "PGP keys", "CLI"];
+const SECTIONS: &[&str] = &["Quick start", "OAuth 2.0", "PGP keys", "Integrations", "CLI"];
 const TEST: &str = "readme_examples_run_as_pasted";
 
 /// The `sh` blocks of the README's section `title`, in order.

@@ -1,8 +1,9 @@
 //! The authority rule as a property: random principals (members with
 //! random roles, keys with random scopes and restrictions, narrowed
 //! tokens) ask random operations of the real services (create, import,
-//! edit, clone, roll and reveal keys; create and edit roles; invite people
-//! and change their roles; exchange keys for tokens), on SQLite and
+//! edit, clone, roll and reveal keys; make the default REST key; create and
+//! edit roles; invite people and change their roles; exchange keys for
+//! tokens), on SQLite and
 //! PostgreSQL. Whatever succeeds must carry nothing the caller does not
 //! hold, judged by what the grants *allow* over a universe of requests
 //! (not by the rule under test), and a key must never make a person.
@@ -44,6 +45,7 @@ const SCOPES: &[&str] = &[
     "roles:manage",
     "settings:manage",
     "tokens:manage",
+    "integrations:manage",
     "campaigns:read",
     "campaigns:write",
     "campaigns:*",
@@ -82,13 +84,28 @@ const RESOURCES: &[&str] = &[
     "tokens",
     "pgp",
     "webhooks",
+    "integrations",
+    "ftp",
     "campaigns",
     "tags",
     "sources",
     "zz_unknown",
 ];
-const ACTIONS: &[&str] =
-    &["read", "get", "list", "write", "post", "delete", "manage", "reveal", "verify", "publish", "edit", "admin"];
+const ACTIONS: &[&str] = &[
+    "read",
+    "get",
+    "list",
+    "write",
+    "post",
+    "delete",
+    "manage",
+    "reveal",
+    "verify",
+    "publish",
+    "edit",
+    "admin",
+    "authenticate",
+];
 const PROBE_SITES: &[&str] = &["site_a", "site_b", "site_c", "site_x"];
 const PROBE_IPS: &[&str] = &["10.1.2.3", "10.1.9.9", "10.200.0.1", "192.0.2.1"];
 
@@ -119,6 +136,9 @@ enum Op {
     CloneKey(usize),
     RollKey(usize),
     RevealKey(usize),
+    /// The default REST key (Full Access), made anew after the operator
+    /// deleted the current one.
+    CreateRestKey,
     CreateRole(Vec<&'static str>, bool),
     EditRole(usize, Vec<&'static str>),
     Invite(Vec<&'static str>),
@@ -179,6 +199,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..TARGETS).prop_map(Op::CloneKey),
         1 => (0..TARGETS).prop_map(Op::RollKey),
         2 => (0..TARGETS).prop_map(Op::RevealKey),
+        1 => Just(Op::CreateRestKey),
         1 => (pick(ROLE_PERMISSIONS, 3), any::<bool>()).prop_map(|(p, tagged)| Op::CreateRole(p, tagged)),
         1 => (0..CUSTOM.len(), pick(ROLE_PERMISSIONS, 3)).prop_map(|(r, p)| Op::EditRole(r, p)),
         2 => pick(ROLES, 2).prop_map(Op::Invite),
@@ -472,6 +493,14 @@ async fn run(
                 return Err("a key or token revealed a secret".into());
             }
             revealed
+        }
+        Op::CreateRestKey => {
+            if let Some(current) = s.integrations.get(&world.operator).await.unwrap().rest_key {
+                let id = current.id.to_string();
+                s.keys.deactivate(&world.operator, &id).await.unwrap();
+                s.keys.delete(&world.operator, &id).await.unwrap();
+            }
+            s.integrations.create_rest_key(who).await.map(|(k, _)| Held::of_key(&k))
         }
         Op::CreateRole(permissions, tagged) => {
             let tags = if *tagged { vec!["eu".to_owned()] } else { Vec::new() };

@@ -1,6 +1,6 @@
 //! A real FTP server asks keyward: Debian's pure-ftpd with its external
-//! authentication (`pure-authd` running `keyward ftp-auth`, as the README's
-//! recipe sets it up), and Python's ftplib as the FTP client. Skips with a
+//! authentication (`pure-authd` running `keyward ftp-auth` through
+//! docs/recipes/keyward-ftp-auth), and Python's ftplib as the FTP client. Skips with a
 //! message when pure-ftpd is absent; fails instead under CI=true.
 
 use std::path::Path;
@@ -81,8 +81,6 @@ async fn pure_ftpd_logs_in_with_the_workspace_ftp_credentials() {
     let (user, before) = (rotated.str("username"), rotated.str("password"));
     assert_eq!(user, "site_ftp1");
 
-    // The README's recipe: pure-authd runs a script that runs `keyward
-    // ftp-auth` with the FTP server's key.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ftp");
     std::fs::create_dir(&root).unwrap();
@@ -91,18 +89,18 @@ async fn pure_ftpd_logs_in_with_the_workspace_ftp_credentials() {
     for path in [dir.path(), root.as_path()] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // The recipe pure-authd runs, as docs/recipes/keyward-ftp-auth gives it.
+    let recipe =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/recipes/keyward-ftp-auth")).unwrap();
+    let script_text = recipe
+        .replace("http://127.0.0.1:8080", &format!("http://{}", app.addr))
+        .replace("kw_live_REPLACE_WITH_A_KEY_HOLDING_FTP_AUTHENTICATE", &server_key)
+        .replace("/usr/local/bin/keyward ", &format!("{} ", env!("CARGO_BIN_EXE_keyward")))
+        .replace("--root /srv/ftp", &format!("--root {}", root.display()));
+    assert!(!script_text.contains("REPLACE") && !script_text.contains("/srv/ftp "), "{script_text}");
     let script = dir.path().join("keyward-ftp-auth");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nKEYWARD_URL=http://{} KEYWARD_API_KEY={server_key} exec {} ftp-auth --root {} --uid 65534 --gid 65534\n",
-            app.addr,
-            env!("CARGO_BIN_EXE_keyward"),
-            root.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&script, script_text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
     let socket = dir.path().join("authd.sock");
     let _authd = Daemon(
         Command::new(authd).arg("-s").arg(&socket).arg("-r").arg(&script).stdout(Stdio::null()).spawn().unwrap(),
