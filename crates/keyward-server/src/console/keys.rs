@@ -545,7 +545,13 @@ const NEW_SECRET_COOKIE: &str = "keyward_new_secret";
 /// After a form made a secret: 303 to the page that shows it once, the
 /// secret sealed in a cookie for that page alone, so a reload never posts
 /// the form again. (Without a master key to seal it, the page at once.)
-async fn secret_page(state: &AppState, who: &Principal, heading: &'static str, key: &ApiKey, secret: &str) -> Response {
+pub(super) async fn secret_page(
+    state: &AppState,
+    who: &Principal,
+    heading: &'static str,
+    key: &ApiKey,
+    secret: &str,
+) -> Response {
     let path = format!("/keys/{}/secret", key.id);
     let Some(sealed) = state.keys.seal_for_display(who, &key.id, &format!("{heading}\n{secret}")) else {
         return show_secret(state, who, heading, key, secret, StatusCode::CREATED).await;

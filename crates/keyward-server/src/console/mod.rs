@@ -27,6 +27,7 @@ use crate::principal::Principal;
 mod audit;
 mod auth;
 mod form;
+mod integrations;
 mod keys;
 mod people;
 mod pgp;
@@ -63,6 +64,13 @@ pub fn routes() -> Router<AppState> {
         .route("/roles", get(people::roles).post(people::create_role))
         .route("/roles/{id}", get(people::role_page).post(people::update_role))
         .route("/roles/{id}/delete", get(people::confirm_delete_role).post(people::delete_role))
+        .route("/integrations", get(integrations::page))
+        .route("/integrations/rest-key", post(integrations::create_rest_key))
+        .route("/integrations/rest-key/show", post(integrations::show_rest_key))
+        .route("/integrations/ftp/rotate", get(integrations::confirm_rotate).post(integrations::rotate))
+        .route("/integrations/ftp/show", post(integrations::show_ftp))
+        .route("/integrations/ftp/disable", post(integrations::disable))
+        .route("/integrations/ftp/enable", post(integrations::enable))
         .route("/pgp-keys", get(pgp::page).post(pgp::create))
         .route("/pgp-keys/new", get(pgp::new_page))
         .route("/pgp-keys/{id}/delete", get(pgp::confirm_delete).post(pgp::delete))

@@ -36,6 +36,7 @@ pub struct Can {
     pub audit_read: bool,
     pub tokens_manage: bool,
     pub pgp_read: bool,
+    pub integrations_read: bool,
 }
 
 impl Can {
@@ -53,6 +54,7 @@ impl Can {
             audit_read: may(crate::audit::READ),
             tokens_manage: may(crate::oauth::TOKENS_MANAGE),
             pgp_read: may(crate::pgp::PGP_READ),
+            integrations_read: may(crate::integrations::INTEGRATIONS_READ),
         }
     }
 }

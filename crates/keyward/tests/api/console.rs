@@ -23,6 +23,7 @@ backend_tests!(
     console_oauth_clients_and_tokens_in_chromium,
     console_pgp_keys_in_chromium,
     console_new_secret_is_shown_once_after_a_redirect,
+    console_integrations_in_chromium,
 );
 
 fn test_name(name: &str) -> String {
@@ -1039,6 +1040,91 @@ async fn console_pgp_keys_in_chromium() {
         .map(|k| k["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["Archive"]);
+    b.close().await;
+    app.stop().await;
+}
+
+/// Whether the FTP server (here: the API it asks) accepts this login.
+async fn ftp_accepts(app: &TestApp, username: &str, password: &str) -> bool {
+    let body = json!({"username": username, "password": password});
+    app.post("/v1/ftp/authenticate", body).await.status == 200
+}
+
+/// Settings › Integrations › Keys: the three credentials with Copy, the
+/// FTP password rotated after a confirmation and shown once, shown again
+/// when kept, and the default REST key made again after it was removed.
+async fn console_integrations_in_chromium() {
+    let app = spawn_app().await;
+    let Some(mut b) = browser(&app, "console_integrations").await else { return };
+    let api = app.get("/v1/integrations").await.body;
+    let (js, user) = (api["javascriptKey"]["key"].as_str().unwrap(), api["ftp"]["username"].as_str().unwrap());
+    b.open("/").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    b.go("link", "Integrations").await;
+    assert_eq!(b.path().await, "/integrations");
+    let text = b.text().await;
+    for part in [
+        "File Encryption",
+        "API/FTP",
+        "JavaScript API key",
+        "Default REST API key",
+        "FTP",
+        "Manage Tokens",
+        "REST API keys",
+        user,
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert!(b.has("link", "PGP keys").await && b.has("link", "Manage Tokens").await);
+    assert!(!b.has("button", "Show Default REST API key").await, "not recoverable");
+    b.check_page("integrations").await;
+    b.click("button", "Copy JavaScript API key").await;
+    assert_eq!(b.clipboard().await, js);
+    b.click("button", "Copy FTP username").await;
+    assert_eq!(b.clipboard().await, user);
+
+    // Rotate password, after a confirmation: the new one, shown once.
+    b.go("link", "Rotate password").await;
+    assert!(b.text().await.contains("Rotate the FTP password?"));
+    b.check_page("integrations-rotate").await;
+    b.go("button", "Confirm").await;
+    let shown = b.client.find(fantoccini::Locator::Css("code[aria-label='FTP password']")).await.unwrap();
+    let password = shown.text().await.unwrap();
+    b.click("button", "Copy FTP password").await;
+    assert_eq!(b.clipboard().await, password);
+    assert!(ftp_accepts(&app, user, &password).await, "the password shown works");
+    b.check_page("integrations-rotated").await;
+    b.open("/integrations").await;
+    assert!(!b.text().await.contains(&password), "shown once");
+    assert!(!b.has("button", "Show FTP password").await, "not kept");
+
+    // Kept (recoverable secrets allowed): Show brings it back.
+    assert_eq!(app.patch("/v1/workspace", json!({"allowRecoverable": true})).await.status, 200);
+    let kept = app.post_empty("/v1/integrations/ftp/rotate").await.str("password");
+    b.open("/integrations").await;
+    b.go("button", "Show FTP password").await;
+    let shown = b.client.find(fantoccini::Locator::Css("code[aria-label='FTP password']")).await.unwrap();
+    assert_eq!(shown.text().await.unwrap(), kept);
+
+    // Disable and enable.
+    b.go("button", "Disable FTP").await;
+    assert!(b.text().await.contains("FTP access is disabled"));
+    assert!(!ftp_accepts(&app, user, &kept).await);
+    b.go("button", "Enable FTP").await;
+    assert!(ftp_accepts(&app, user, &kept).await);
+
+    // The default REST key removed: Create makes one, its secret shown once.
+    let rest_id = api["restKey"]["id"].as_str().unwrap();
+    assert_eq!(app.post_empty(&format!("/v1/keys/{rest_id}/deactivate")).await.status, 200);
+    assert!(app.delete(&format!("/v1/keys/{rest_id}")).await.status.is_success());
+    b.open("/integrations").await;
+    assert!(b.text().await.contains("None: it was removed."));
+    b.check_page("integrations-removed").await;
+    b.go("button", "Create Default REST API key").await;
+    let secret = b.new_secret().await;
+    assert_eq!(app.verify(&secret, json!({})).await["valid"], true);
+    let made = app.get("/v1/integrations").await.body["restKey"].clone();
+    assert_eq!((made["name"].clone(), made["scopes"].clone()), (json!("Default REST API key"), json!(["*"])));
     b.close().await;
     app.stop().await;
 }
