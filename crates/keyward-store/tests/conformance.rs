@@ -522,7 +522,7 @@ async fn bulk_inserted_keys_read_back_as_written(ctx: Ctx) {
 async fn integrations_are_made_once_found_by_site_id_and_lock(ctx: Ctx) {
     use keyward_core::integrations::{FtpAccess, Integrations as Stored};
     use keyward_core::sealed::SealedSecret;
-    use keyward_store::{AccessWrite, Integrations as _, IntegrationsWrite as W, SealedKind};
+    use keyward_store::{AccessWrite, IntegrationsWrite as W, SealedKind};
     let store = ctx.store.as_ref();
     let mut ws = workspace(store, None).await;
     // Stored to the millisecond.

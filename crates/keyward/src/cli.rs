@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (API, docs, metrics). On an empty database it
     /// first creates a workspace and prints its admin key, once.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the first workspace, its admin key and its owner on an empty
     /// database, print them, and exit. Refuses (exit 1) when already bootstrapped.
     Bootstrap(BootstrapArgs),

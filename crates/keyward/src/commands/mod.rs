@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let file = config(&args.storage)?;
-            serve::run(args, &file).await
+            serve::run(*args, &file).await
         }
         Command::Bootstrap(args) => {
             let file = config(&args.storage)?;

@@ -286,7 +286,7 @@ async fn a_kept_ftp_password_is_shown_to_a_fresh_member_only() {
         |token: String| async move { app.call(Method::POST, "/v1/integrations/ftp/reveal", Some(&token), None).await };
     assert_eq!(reveal(owner.clone()).await.code(), "not_recoverable");
     assert_eq!(app.patch("/v1/workspace", json!({"allowRecoverable": true})).await.status, 200);
-    let password = rotate(&app).await;
+    let password = rotate(app).await;
     assert_eq!(app.get("/v1/integrations").await.body["ftp"]["recoverable"], true);
     let r = reveal(owner).await;
     assert_eq!(r.status, 200, "{}", r.body);
