@@ -29,7 +29,7 @@ use crate::keys::{KeyService, master_key_required, store_error};
 use crate::members::MemberService;
 use crate::principal::Principal;
 use crate::throttle::{IpThrottle, Seen};
-use crate::usage::UsageRecorder;
+use crate::usage::{FtpTarget, UsageRecorder};
 use crate::work::Change;
 
 pub const INTEGRATIONS_READ: &str = "integrations:read";
@@ -348,6 +348,8 @@ impl IntegrationsService {
             if let Some(ip) = ip {
                 self.throttle().failed(seen, ip);
             }
+            // Recorded by address (a mistyped name may be a password).
+            self.usage.ftp_failed(who.workspace_id(), FtpTarget::Address(ip), "unknown_username", self.clock.now_ms());
             return Err(invalid_credentials());
         };
         let refusal = match (good, integrations.ftp.enabled, integrations.ftp.locked) {
@@ -366,7 +368,7 @@ impl IntegrationsService {
         if let Some(ip) = ip {
             self.throttle().failed(seen, ip);
         }
-        self.usage.ftp_failed(&integrations.workspace_id, username, reason, self.clock.now_ms());
+        self.usage.ftp_failed(&integrations.workspace_id, FtpTarget::User(username), reason, self.clock.now_ms());
         if reason == "invalid_credentials" {
             // Counted after the answer: a known username costs the caller
             // what an unknown one does.

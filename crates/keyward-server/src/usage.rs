@@ -54,6 +54,13 @@ struct TokenBucket {
     minute: i64,
 }
 
+/// Whose FTP login was refused: a workspace's FTP user, or (an unknown
+/// username) the address it came from.
+pub enum FtpTarget<'a> {
+    User(&'a str),
+    Address(Option<std::net::IpAddr>),
+}
+
 pub struct UsageRecorder {
     pending: Arc<Pending>,
     failures: Mutex<HashMap<FailureBucket, BTreeMap<&'static str, u64>>>,
@@ -132,15 +139,22 @@ impl UsageRecorder {
         *failures.entry(bucket).or_default().entry(VerifyCode::NotFound.as_str()).or_default() += 1;
     }
 
-    /// Counts a refused FTP login of `workspace_id`'s FTP user `username`
-    /// (`reason`: `invalid_credentials`, `disabled` or `locked`), recorded
-    /// as `ftp.auth_failed` per minute.
-    pub fn ftp_failed(&self, workspace_id: &str, username: &str, reason: &'static str, at_ms: i64) {
+    /// Counts a refused FTP login in `workspace_id` (`reason`:
+    /// `invalid_credentials`, `disabled`, `locked` or, for a username
+    /// nobody has, `unknown_username`), recorded as `ftp.auth_failed` per
+    /// minute.
+    pub fn ftp_failed(&self, workspace_id: &str, target: FtpTarget<'_>, reason: &'static str, at_ms: i64) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let target = match target {
+            FtpTarget::User(username) => Target::new("ftp", username, None),
+            FtpTarget::Address(ip) => {
+                Target { kind: "address".to_owned(), id: ip.map(|ip| ip.to_string()), name: None }
+            }
+        };
         let bucket = FailureBucket {
             workspace_id: workspace_id.to_owned(),
             action: "ftp.auth_failed",
-            target: Target::new("ftp", username, None),
+            target,
             minute: at_ms.div_euclid(60_000) * 60,
         };
         if failures.len() < MAX_FAILURE_BUCKETS || failures.contains_key(&bucket) {

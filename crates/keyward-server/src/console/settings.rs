@@ -29,6 +29,7 @@ fn values_of(ws: &Workspace) -> FormData {
     let mut v = FormData::default();
     let num = |n: Option<u32>| n.map(|n| n.to_string()).unwrap_or_default();
     v.set("name", ws.name.clone());
+    v.set("site_id", ws.site_id.clone().unwrap_or_default());
     v.set("max_keys", num(ws.policy.max_keys));
     v.set("default_lifetime", num(ws.policy.default_key_lifetime_days));
     v.set("max_lifetime", num(ws.policy.max_key_lifetime_days));
@@ -66,6 +67,7 @@ pub async fn page(State(state): State<AppState>, Member(who): Member, Params(p):
 
 const SETTINGS_FIELDS: &[(&str, &[Code])] = &[
     ("name", &[Code::InvalidName, Code::NameRequired]),
+    ("site_id", &[Code::InvalidSiteId, Code::DuplicateSiteId]),
     ("max_keys", &[Code::InvalidMaxKeys]),
     ("default_lifetime", &[Code::InvalidPolicy]),
     ("lockout_threshold", &[Code::InvalidLockout]),
@@ -96,6 +98,8 @@ fn patch_of(v: &FormData, can_seal: bool) -> Result<WorkspacePatch, FormError> {
     let window = count(v, "lockout_window", "Lockout window")?;
     Ok(WorkspacePatch {
         name: v.text("name"),
+        // Blank: the workspace id is the FTP username again.
+        site_id: Some(v.text("site_id")),
         token_prefix: v.text("token_prefix"),
         max_keys: Some(count(v, "max_keys", "Key limit")?),
         default_key_lifetime_days: Some(count(v, "default_lifetime", "Default lifetime")?),

@@ -1113,6 +1113,18 @@ async fn console_integrations_in_chromium() {
     b.go("button", "Enable FTP").await;
     assert!(ftp_accepts(&app, user, &kept).await);
 
+    // The site id, set in Settings, is the FTP username.
+    b.go("link", "Settings").await;
+    b.fill("Site ID", "ws_mine").await;
+    b.go("button", "Save settings").await;
+    b.refused(400).await;
+    assert!(b.text().await.contains("siteId must be"), "{}", b.text().await);
+    b.fill("Site ID", "site_console").await;
+    b.go("button", "Save settings").await;
+    b.go("link", "Integrations").await;
+    assert!(b.text().await.contains("Username site_console"), "{}", b.text().await);
+    assert!(ftp_accepts(&app, "site_console", &kept).await);
+
     // The default REST key removed: Create makes one, its secret shown once.
     let rest_id = api["restKey"]["id"].as_str().unwrap();
     assert_eq!(app.post_empty(&format!("/v1/keys/{rest_id}/deactivate")).await.status, 200);

@@ -248,22 +248,24 @@ async fn wrong_ftp_passwords_lock_and_are_audited_per_minute() {
     assert_eq!(app.get("/v1/integrations").await.body["ftp"]["locked"], false);
     assert_eq!(ftp_login(&app, &server, &ws, &fresh).await.status, 200);
 
+    // An unknown username is recorded by the address it came from.
+    assert_eq!(ftp_login(&app, &server, "site_nobody", &fresh).await.status, 401);
     // Refusals are recorded once the minute is over, one entry a minute.
     app.clock.advance(Duration::from_secs(61));
-    eventually(|| async {
-        !app.get("/v1/audit?action=ftp.auth_failed").await.body["data"].as_array().unwrap().is_empty()
-    })
-    .await;
-    let entries = app.get("/v1/audit?action=ftp.auth_failed").await.body["data"].as_array().unwrap().clone();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let changes = &entries[0]["changes"];
-    assert_eq!(changes["attempts"], 4, "{}", entries[0]);
-    assert_eq!(
-        (changes["codes"]["invalid_credentials"].clone(), changes["codes"]["locked"].clone()),
-        (json!(3), json!(1))
-    );
-    assert_eq!(entries[0]["target"]["id"], ws.as_str(), "{}", entries[0]);
-    let text = entries[0].to_string();
+    let failed =
+        || async { app.get("/v1/audit?action=ftp.auth_failed").await.body["data"].as_array().unwrap().clone() };
+    eventually(|| async { failed().await.len() == 2 }).await;
+    let entries = failed().await;
+    let of = |kind: &str| entries.iter().find(|e| e["target"]["type"] == kind).unwrap_or_else(|| panic!("{entries:?}"));
+    let user = of("ftp");
+    let changes = &user["changes"];
+    assert_eq!(changes["attempts"], 4, "{user}");
+    assert_eq!(changes["codes"], json!({"invalid_credentials": 3, "locked": 1}), "{user}");
+    assert_eq!(user["target"]["id"], ws.as_str(), "{user}");
+    let address = of("address");
+    assert_eq!(address["target"]["id"], "198.51.100.7", "{address}");
+    assert_eq!(address["changes"]["codes"], json!({"unknown_username": 1}), "{address}");
+    let text = Value::from(entries.clone()).to_string();
     assert!(!text.contains(&password) && !text.contains("not the password"), "no secret in the log");
 
     // Per address: past the limit, the address is refused (429).
