@@ -106,6 +106,7 @@ pub const TARGET_TYPES: &[&str] = &[
     "identity",
     "integrations",
     "ftp",
+    "webhook",
 ];
 
 /// Every action keyward records, `noun.past_verb`.
@@ -156,6 +157,14 @@ pub const ACTIONS: &[&str] = &[
     "ftp.disabled",
     "ftp.locked",
     "ftp.auth_failed",
+    "key.leaked",
+    "webhook.created",
+    "webhook.updated",
+    "webhook.deleted",
+    "webhook.secret_rotated",
+    "webhook.disabled",
+    "webhook.resent",
+    "webhook.tested",
 ];
 
 /// One recorded action, before it is placed in the chain.

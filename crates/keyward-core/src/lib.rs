@@ -47,6 +47,7 @@ pub mod scope;
 pub mod sealed;
 pub mod token;
 pub mod verify;
+pub mod webhook;
 pub mod workspace;
 
 pub use code::Code;

@@ -47,6 +47,7 @@ pub const ACCOUNT_PERMISSIONS: &[&str] = &[
     "integrations:read",
     "integrations:manage",
     "ftp:authenticate",
+    "webhooks:manage",
 ];
 
 /// A built-in role: present in every workspace, not deletable.

@@ -39,6 +39,7 @@ pub struct AppContext {
     pub oauth: Arc<crate::oauth::OAuthService>,
     pub pgp: Arc<crate::pgp::PgpService>,
     pub integrations: Arc<crate::integrations::IntegrationsService>,
+    pub webhooks: Arc<crate::webhooks::WebhookService>,
     /// The configured public URL (the OAuth issuer), without a trailing slash.
     pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
@@ -80,6 +81,7 @@ impl AppState {
             oauth: services.oauth.clone(),
             pgp: services.pgp.clone(),
             integrations: services.integrations.clone(),
+            webhooks: services.webhooks.clone(),
             public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),

@@ -34,6 +34,7 @@ pub mod telemetry;
 pub mod throttle;
 pub mod usage;
 pub mod verifier;
+pub mod webhooks;
 pub mod work;
 pub mod workspaces;
 

@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub oauth: crate::oauth::OAuthConfig,
     /// The FTP server's host name, shown beside a workspace's FTP username.
     pub ftp_host: Option<String>,
+    /// Where webhooks may go (hosts allowed plain HTTP and private addresses).
+    pub webhook_urls: crate::webhooks::UrlPolicy,
+    /// How this node sends webhooks.
+    pub webhook_delivery: crate::webhooks::deliver::DeliveryConfig,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,8 @@ impl Default for ServerConfig {
             rotation_days: 90,
             oauth: crate::oauth::OAuthConfig::default(),
             ftp_host: None,
+            webhook_urls: crate::webhooks::UrlPolicy::default(),
+            webhook_delivery: crate::webhooks::deliver::DeliveryConfig::default(),
         }
     }
 }
@@ -100,6 +106,8 @@ pub struct Services {
     pub oauth: Arc<crate::oauth::OAuthService>,
     pub pgp: Arc<crate::pgp::PgpService>,
     pub integrations: Arc<crate::integrations::IntegrationsService>,
+    pub webhooks: Arc<crate::webhooks::WebhookService>,
+    pub deliverer: Arc<crate::webhooks::deliver::Deliverer>,
 }
 
 impl Services {
@@ -226,6 +234,20 @@ impl Services {
             config.master_keys.clone(),
             audit.clone(),
         ));
+        let webhooks = Arc::new(crate::webhooks::WebhookService::new(
+            store.clone(),
+            clock.clone(),
+            config.master_keys.clone(),
+            audit.clone(),
+            config.webhook_urls.clone(),
+        ));
+        let deliverer = Arc::new(crate::webhooks::deliver::Deliverer::new(
+            store.clone(),
+            clock.clone(),
+            webhooks.clone(),
+            audit.clone(),
+            config.webhook_delivery.clone(),
+        )?);
         Ok(Services {
             store,
             verifier,
@@ -240,6 +262,8 @@ impl Services {
             oauth,
             pgp,
             integrations,
+            webhooks,
+            deliverer,
         })
     }
 }
@@ -282,7 +306,7 @@ impl Application {
     /// flushes pending usage counts.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = AppState::new(&self.services, &self.config);
-        let Services { store, usage, audit, .. } = self.services;
+        let Services { store, usage, audit, deliverer, .. } = self.services;
         // Other nodes' changes reach this node's caches (PostgreSQL).
         let watcher = store.watch().await.map(|mut notices| {
             let verifier = state.verifier.clone();
@@ -295,6 +319,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let flusher =
             tokio::spawn(run_flusher(usage, store.clone(), audit, self.config.usage_flush_interval, stop_rx.clone()));
+        let sender = tokio::spawn(deliverer.run(stop_rx.clone()));
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -309,6 +334,7 @@ impl Application {
             side.await.context("forward-auth listener")?.context("serving forward-auth")?;
         }
         flusher.await.context("usage flusher")?;
+        sender.await.context("webhook deliverer")?;
         // After the last write: the database file alone holds everything.
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint at shutdown failed");

@@ -90,11 +90,18 @@ pub struct UnitOfWork {
     /// The verifier's caches, attached once it exists (it commits through
     /// here too).
     caches: OnceLock<Weak<Verifier>>,
+    /// Told when a change wrote to the webhook outbox (the deliverer wakes).
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl UnitOfWork {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        UnitOfWork { store, caches: OnceLock::new() }
+        UnitOfWork { store, caches: OnceLock::new(), outbox: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Notified after every commit that wrote to the webhook outbox.
+    pub fn outbox(&self) -> &Arc<tokio::sync::Notify> {
+        &self.outbox
     }
 
     /// Applies committed changes to `verifier`'s caches from now on.
@@ -112,8 +119,15 @@ impl UnitOfWork {
             writes.len()
         );
         let local: Vec<Local> = writes.iter().flat_map(local_of).collect();
+        // The events this change sends commit with it (the outbox).
+        let events = crate::webhooks::events::of_change(&writes, &entries);
         writes.extend(entries);
+        writes.extend(events);
+        let outbox = writes.iter().any(|w| matches!(w, Write::Webhooks(_)));
         self.store.commit(keyward_store::Change { writes }).await?;
+        if outbox {
+            self.outbox.notify_one();
+        }
         if let Some(verifier) = self.caches.get().and_then(Weak::upgrade) {
             for l in local {
                 match l {

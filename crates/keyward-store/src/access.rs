@@ -53,6 +53,8 @@ pub enum SealedKind {
     PgpKey,
     /// A workspace's FTP password (`integrations`, by workspace id).
     FtpPassword,
+    /// A webhook endpoint's signing secret (`webhook_secrets`, by its id).
+    WebhookSecret,
 }
 
 #[async_trait::async_trait]
@@ -85,6 +87,7 @@ pub struct AccessStatements {
     pub rewrap: String,
     pub rewrap_pgp: String,
     pub rewrap_ftp: String,
+    pub rewrap_webhook: String,
     pub sealed: String,
     pub masters: String,
     pub not_under: String,
@@ -121,16 +124,20 @@ impl AccessStatements {
             // Signing keys and PGP private keys are sealed under a master key too.
             masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys \
                  UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL \
-                 UNION SELECT ftp_master_key_id FROM integrations WHERE ftp_master_key_id IS NOT NULL"
+                 UNION SELECT ftp_master_key_id FROM integrations WHERE ftp_master_key_id IS NOT NULL \
+                 UNION SELECT master_key_id FROM webhook_secrets"
                 .to_owned(),
             rewrap_pgp: r("UPDATE pgp_keys SET master_key_id = $3, sealed = $4 WHERE id = $1 AND master_key_id = $2"),
             rewrap_ftp: r("UPDATE integrations SET ftp_master_key_id = $3, ftp_sealed = $4 \
                  WHERE workspace_id = $1 AND ftp_master_key_id = $2"),
+            rewrap_webhook: r("UPDATE webhook_secrets SET master_key_id = $3, sealed = $4 \
+                 WHERE id = $1 AND master_key_id = $2"),
             not_under: r("SELECT 'key' AS kind, key_id, master_key_id, sealed FROM sealed_secrets \
                  WHERE master_key_id <> $1 \
                  UNION ALL SELECT 'pgp', id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
                  UNION ALL SELECT 'ftp', workspace_id, ftp_master_key_id, ftp_sealed FROM integrations \
                  WHERE ftp_master_key_id <> $1 \
+                 UNION ALL SELECT 'webhook', id, master_key_id, sealed FROM webhook_secrets WHERE master_key_id <> $1 \
                  ORDER BY 1, 2 LIMIT $2"),
         }
     }
@@ -252,6 +259,19 @@ macro_rules! access_impl {
                             .bind(&sealed.blob);
                         (q.execute(&mut *conn).await, None)
                     }
+                    AccessWrite::RewrapSealed {
+                        kind: $crate::SealedKind::WebhookSecret,
+                        key_id,
+                        from_master,
+                        sealed,
+                    } => {
+                        let q = sqlx::query(&sql.rewrap_webhook)
+                            .bind(key_id)
+                            .bind(from_master)
+                            .bind(&sealed.key_id)
+                            .bind(&sealed.blob);
+                        (q.execute(&mut *conn).await, None)
+                    }
                     AccessWrite::RewrapSealed { kind: $crate::SealedKind::KeySecret, key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap)
                             .bind(key_id)
@@ -337,6 +357,7 @@ macro_rules! access_impl {
                         let kind = match kind.as_str() {
                             "pgp" => $crate::SealedKind::PgpKey,
                             "ftp" => $crate::SealedKind::FtpPassword,
+                            "webhook" => $crate::SealedKind::WebhookSecret,
                             _ => $crate::SealedKind::KeySecret,
                         };
                         (kind, id, keyward_core::sealed::SealedSecret { key_id: master, blob })

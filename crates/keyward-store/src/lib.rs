@@ -29,6 +29,7 @@ use keyward_core::workspace::Workspace;
 pub use oauth::{OAuth, OAuthWrite};
 pub use people::{People, PeopleWrite};
 pub use pgp::{Pgp, PgpWrite};
+pub use webhooks::{Webhooks, WebhooksWrite};
 /// What a write tells every node's caches (sent to the other nodes; the
 /// committing node applies it itself).
 pub use sql::invalidations;
@@ -45,6 +46,7 @@ pub mod postgres;
 mod sql;
 pub mod sqlite;
 pub mod testing;
+pub mod webhooks;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unique {
@@ -199,6 +201,8 @@ pub enum Write {
     Pgp(pgp::PgpWrite),
     /// A workspace's integration credentials.
     Integrations(integrations::IntegrationsWrite),
+    /// Webhook endpoints, their secrets, and the outbox.
+    Webhooks(webhooks::WebhooksWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -277,6 +281,7 @@ pub trait Store:
     + oauth::OAuth
     + pgp::Pgp
     + integrations::Integrations
+    + webhooks::Webhooks
     + Send
     + Sync
     + 'static

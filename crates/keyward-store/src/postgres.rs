@@ -148,6 +148,7 @@ crate::audit::audit_impl!(PostgresStore, Postgres);
 crate::oauth::oauth_impl!(PostgresStore, Postgres);
 crate::pgp::pgp_impl!(PostgresStore, Postgres);
 crate::integrations::integrations_impl!(PostgresStore, Postgres);
+crate::webhooks::webhooks_impl!(PostgresStore, Postgres);
 
 store_impl!(PostgresStore, Postgres, {
     async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {

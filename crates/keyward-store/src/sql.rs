@@ -133,6 +133,7 @@ pub struct Statements {
     pub oauth: crate::oauth::OAuthStatements,
     pub pgp: crate::pgp::PgpStatements,
     pub integrations: crate::integrations::IntegrationsStatements,
+    pub webhooks: crate::webhooks::WebhooksStatements,
 }
 
 impl Statements {
@@ -266,6 +267,7 @@ impl Statements {
             oauth: crate::oauth::OAuthStatements::new(dialect),
             pgp: crate::pgp::PgpStatements::new(dialect),
             integrations: crate::integrations::IntegrationsStatements::new(dialect),
+            webhooks: crate::webhooks::WebhooksStatements::new(dialect),
         }
     }
 }
@@ -361,6 +363,8 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         Write::Pgp(_) => Vec::new(),
         // Integration credentials are read from the database on every use.
         Write::Integrations(_) => Vec::new(),
+        // Endpoints are read from the database by every delivery.
+        Write::Webhooks(_) => Vec::new(),
     }
 }
 

@@ -155,6 +155,7 @@ crate::audit::audit_impl!(SqliteStore, Sqlite);
 crate::oauth::oauth_impl!(SqliteStore, Sqlite);
 crate::pgp::pgp_impl!(SqliteStore, Sqlite);
 crate::integrations::integrations_impl!(SqliteStore, Sqlite);
+crate::webhooks::webhooks_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

@@ -112,6 +112,7 @@ pub struct StorageArgs {
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url, ftp_host,
+    /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days,
     /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -225,6 +226,20 @@ pub struct ServeArgs {
     /// ftp-auth`), shown beside each workspace's FTP username.
     #[arg(long, env = "KEYWARD_FTP_HOST", value_name = "HOST")]
     pub ftp_host: Option<String>,
+    /// Comma-separated hosts webhooks may reach over plain HTTP and at
+    /// loopback, private or link-local addresses (e.g. 127.0.0.1,hooks.internal).
+    #[arg(long, env = "KEYWARD_WEBHOOK_ALLOW_HOSTS", value_name = "HOSTS", value_delimiter = ',')]
+    pub webhook_allow_hosts: Option<Vec<String>>,
+    /// Webhook deliveries this node sends at once (0: it sends none and
+    /// leaves the outbox to other nodes). Default: 16
+    #[arg(long, env = "KEYWARD_WEBHOOK_CONCURRENCY", value_name = "N")]
+    pub webhook_concurrency: Option<usize>,
+    /// Seconds one webhook attempt may take (1–60). Default: 10
+    #[arg(long, env = "KEYWARD_WEBHOOK_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    pub webhook_timeout_seconds: Option<u64>,
+    /// Days delivered and failed webhook deliveries are kept (1–400). Default: 30
+    #[arg(long, env = "KEYWARD_WEBHOOK_RETENTION_DAYS", value_name = "DAYS")]
+    pub webhook_retention_days: Option<u32>,
     /// Seconds an OAuth access token lives (60–86400). Default: 3600
     #[arg(long, env = "KEYWARD_ACCESS_TOKEN_LIFETIME", value_name = "SECONDS")]
     pub access_token_lifetime: Option<u32>,

@@ -44,6 +44,10 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     pub public_url: Option<String>,
     pub ftp_host: Option<String>,
+    pub webhook_allow_hosts: Option<Vec<String>>,
+    pub webhook_concurrency: Option<usize>,
+    pub webhook_timeout_seconds: Option<u64>,
+    pub webhook_retention_days: Option<u32>,
     pub access_token_lifetime: Option<u32>,
     pub refresh_token_lifetime_days: Option<u32>,
     pub token_algorithm: Option<crate::cli::TokenAlgorithmArg>,
@@ -257,6 +261,31 @@ fn forward_auth(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<ForwardAu
     Ok(config)
 }
 
+fn webhook_delivery(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<keyward_server::webhooks::deliver::DeliveryConfig> {
+    let defaults = keyward_server::webhooks::deliver::DeliveryConfig::default();
+    let concurrency = args.webhook_concurrency.or(file.webhook_concurrency).unwrap_or(defaults.concurrency);
+    if concurrency > 256 {
+        bail!("the webhook concurrency must be between 0 and 256");
+    }
+    let timeout = args.webhook_timeout_seconds.or(file.webhook_timeout_seconds).unwrap_or(10);
+    if !(1..=60).contains(&timeout) {
+        bail!("the webhook timeout must be between 1 and 60 seconds");
+    }
+    let retention = args.webhook_retention_days.or(file.webhook_retention_days).unwrap_or(30);
+    if !(1..=400).contains(&retention) {
+        bail!("the webhook retention must be between 1 and 400 days");
+    }
+    Ok(keyward_server::webhooks::deliver::DeliveryConfig {
+        concurrency,
+        timeout: Duration::from_secs(timeout),
+        retention: chrono::Duration::days(i64::from(retention)),
+        ..defaults
+    })
+}
+
 /// Everything `serve` needs.
 pub struct ServeSettings {
     pub server: ServerConfig,
@@ -284,7 +313,13 @@ impl ServeSettings {
         if !(1..=3650).contains(&rotation_days) {
             bail!("the rotation period must be between 1 and 3650 days");
         }
+        let webhook_delivery = webhook_delivery(args, file)?;
+        let allow_hosts = args.webhook_allow_hosts.clone().or_else(|| file.webhook_allow_hosts.clone()).unwrap_or_default();
+        let allow_hosts: Vec<String> =
+            allow_hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
         let server = ServerConfig {
+            webhook_urls: keyward_server::webhooks::UrlPolicy { allow_hosts },
+            webhook_delivery,
             retention_days,
             rotation_days,
             cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),

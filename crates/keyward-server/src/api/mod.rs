@@ -24,6 +24,7 @@ pub mod pgp;
 pub mod roles;
 pub mod verify;
 pub mod views;
+pub mod webhooks;
 pub mod workspace;
 
 #[derive(OpenApi)]
@@ -47,6 +48,7 @@ pub mod workspace;
         (name = "workspace", description = "The caller's workspace and its key policy"),
         (name = "pgp", description = "OpenPGP keys for file encryption: upload, and encrypt or decrypt files with them, streamed, as GnuPG reads and writes"),
         (name = "integrations", description = "The workspace's JavaScript API key, default REST API key and FTP access, and the FTP servers' login check"),
+        (name = "webhooks", description = "Signed webhooks for key and member events, from a durable outbox: endpoints, secrets, the delivery log, resends and test events"),
         (name = "oauth", description = "OAuth 2.0 for machine clients: tokens, introspection, revocation, metadata, JWKS, and members' refresh tokens"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -116,6 +118,13 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(integrations::disable_ftp))
         .routes(routes!(integrations::enable_ftp))
         .routes(routes!(integrations::authenticate_ftp))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::get_delivery))
+        .routes(routes!(webhooks::resend_delivery))
+        .routes(routes!(webhooks::test_webhook))
         .routes(routes!(verify::verify_key))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))

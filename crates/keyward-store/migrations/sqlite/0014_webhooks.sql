@@ -1,0 +1,62 @@
+-- Webhooks: a workspace's endpoints (events: '*' or ',name,name,'), their
+-- signing secrets sealed under the master key (an older one keeps signing
+-- until expires_at after a rotation), the outbox of deliveries (one row
+-- per event and endpoint, written in the transaction of the change it
+-- tells of; workers claim due rows until claimed_until), and the notices
+-- already sent (a time-driven event is sent once, whichever node sends it).
+CREATE TABLE webhook_endpoints (
+    id              TEXT NOT NULL,
+    workspace_id    TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    url             TEXT NOT NULL,
+    description     TEXT,
+    events          TEXT NOT NULL,
+    enabled         INTEGER NOT NULL,
+    disabled_reason TEXT,
+    failing_since   INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id)
+);
+CREATE INDEX webhook_endpoints_workspace ON webhook_endpoints (workspace_id);
+
+CREATE TABLE webhook_secrets (
+    id            TEXT NOT NULL,
+    endpoint_id   TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    master_key_id TEXT NOT NULL,
+    sealed        BLOB NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    CONSTRAINT webhook_secrets_pkey PRIMARY KEY (id)
+);
+CREATE INDEX webhook_secrets_endpoint ON webhook_secrets (endpoint_id);
+CREATE INDEX webhook_secrets_master ON webhook_secrets (master_key_id);
+
+CREATE TABLE webhook_deliveries (
+    endpoint_id     TEXT NOT NULL REFERENCES webhook_endpoints(id) ON DELETE CASCADE,
+    event_id        TEXT NOT NULL,
+    workspace_id    TEXT NOT NULL,
+    event_type      TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    claimed_until   INTEGER,
+    last_attempt_at INTEGER,
+    response_status INTEGER,
+    latency_ms      INTEGER,
+    response_body   TEXT,
+    error           TEXT,
+    CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (endpoint_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_recent ON webhook_deliveries (endpoint_id, created_at);
+CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_at);
+
+CREATE TABLE webhook_notices (
+    subject TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    mark    TEXT NOT NULL,
+    at      INTEGER NOT NULL,
+    CONSTRAINT webhook_notices_pkey PRIMARY KEY (subject, kind, mark)
+);
