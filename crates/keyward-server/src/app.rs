@@ -332,6 +332,7 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/audit/export"),
     ("GET", "/api/activity-log"),
     ("POST", "/v1/pgp-keys/{id}/encrypt"),
+    ("GET", "/v1/webhooks/{id}/deliveries"),
 ];
 
 /// What every request passes through: a query string only where the

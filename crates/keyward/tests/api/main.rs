@@ -33,3 +33,4 @@ mod reveal;
 mod roles;
 mod validation;
 mod verify;
+mod webhooks;

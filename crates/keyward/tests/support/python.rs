@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use keyward_store::testing::run::{Piece, ran, skipped};
 
-/// The Python with authlib, PyJWT and requests: `KEYWARD_TEST_PYTHON`, or
+/// The Python with authlib, PyJWT, requests and standardwebhooks: `KEYWARD_TEST_PYTHON`, or
 /// `target/oauth-venv`, made here as `.ci/run` makes it when missing; or,
 /// after recording why not, `None`.
 pub fn python(test: &str) -> Option<PathBuf> {
@@ -34,7 +34,7 @@ fn venv(dir: &Path) -> Result<PathBuf, String> {
     let lock = std::fs::File::create(dir.with_extension("lock")).map_err(|e| format!("the venv's lock: {e}"))?;
     lock.lock().map_err(|e| format!("the venv's lock: {e}"))?;
     let ready = || {
-        let check = Command::new(&python).args(["-c", "import authlib, jwt, requests"]).stderr(Stdio::null()).status();
+        let check = Command::new(&python).args(["-c", "import authlib, jwt, requests, standardwebhooks"]).stderr(Stdio::null()).status();
         check.is_ok_and(|s| s.success())
     };
     if ready() {
@@ -52,7 +52,7 @@ fn venv(dir: &Path) -> Result<PathBuf, String> {
         .arg(requirements)
         .output();
     if !pip.is_ok_and(|o| o.status.success()) || !ready() {
-        return Err("pip cannot install authlib, PyJWT and requests into target/oauth-venv".into());
+        return Err("pip cannot install authlib, PyJWT, requests and standardwebhooks into target/oauth-venv".into());
     }
     Ok(python)
 }
