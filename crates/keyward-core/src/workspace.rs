@@ -130,6 +130,80 @@ pub struct Workspace {
     /// The site id (unique; the FTP username). `None`: the workspace id
     /// stands for it.
     pub site_id: Option<String>,
+    /// What a leaked key's report does, and when time-driven events are sent.
+    pub notices: Notices,
+}
+
+/// What a leaked key's report does (a code host's alert, a member's
+/// report, anyone holding the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeakPolicy {
+    /// The key stops working at once.
+    #[default]
+    Revoke,
+    /// A new secret replaces it at once (sealed for reveal when the key is
+    /// recoverable); the leaked one stops.
+    Roll,
+    /// Nothing but the `key.leaked` event, the audit entry and the banner.
+    Notify,
+}
+
+impl LeakPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakPolicy::Revoke => "revoke",
+            LeakPolicy::Roll => "roll",
+            LeakPolicy::Notify => "notify",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        match s {
+            "revoke" => Ok(LeakPolicy::Revoke),
+            "roll" => Ok(LeakPolicy::Roll),
+            "notify" => Ok(LeakPolicy::Notify),
+            _ => Err(Error::invalid(Code::InvalidLeakPolicy, "leakPolicy: one of revoke, roll, notify")),
+        }
+    }
+}
+
+/// When time-driven events are sent, and what a leak report does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notices {
+    pub leak_policy: LeakPolicy,
+    /// `key.expiring` this many days before a key expires (each once).
+    pub expiry_notice_days: Vec<u32>,
+    /// `key.credits_low` when a key's remaining credits fall to this many
+    /// or fewer; `None`: never (a key's own `creditsLowThreshold` metadata wins).
+    pub credits_low_threshold: Option<i64>,
+    /// `key.unused` after this many days without a use; 0: never.
+    pub unused_days: u32,
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Notices { leak_policy: LeakPolicy::Revoke, expiry_notice_days: vec![14, 1], credits_low_threshold: Some(10), unused_days: 90 }
+    }
+}
+
+impl Notices {
+    pub fn validate(mut self) -> Result<Self, Error> {
+        if self.expiry_notice_days.len() > 5 || self.expiry_notice_days.iter().any(|d| !(1..=365).contains(d)) {
+            return Err(Error::invalid(
+                Code::InvalidNotices,
+                "expiryNoticeDays: at most 5 numbers of days, each from 1 to 365",
+            ));
+        }
+        self.expiry_notice_days.sort_unstable_by(|a, b| b.cmp(a));
+        self.expiry_notice_days.dedup();
+        if self.credits_low_threshold.is_some_and(|t| !(0..=1_000_000_000_000).contains(&t)) {
+            return Err(Error::invalid(Code::InvalidNotices, "creditsLowThreshold: from 0 to 1000000000000, or null"));
+        }
+        if self.unused_days > 3650 {
+            return Err(Error::invalid(Code::InvalidNotices, "unusedDays: from 0 (never) to 3650"));
+        }
+        Ok(self)
+    }
 }
 
 impl Workspace {
@@ -220,6 +294,7 @@ impl Workspace {
             catalogue: Vec::new(),
             allow_recoverable: false,
             site_id: None,
+            notices: Notices::default(),
         })
     }
 }

@@ -40,6 +40,7 @@ pub struct AppContext {
     pub pgp: Arc<crate::pgp::PgpService>,
     pub integrations: Arc<crate::integrations::IntegrationsService>,
     pub webhooks: Arc<crate::webhooks::WebhookService>,
+    pub leaks: Arc<crate::leaks::LeakService>,
     /// The configured public URL (the OAuth issuer), without a trailing slash.
     pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
@@ -82,6 +83,7 @@ impl AppState {
             pgp: services.pgp.clone(),
             integrations: services.integrations.clone(),
             webhooks: services.webhooks.clone(),
+            leaks: services.leaks.clone(),
             public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),

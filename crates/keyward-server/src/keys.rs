@@ -466,6 +466,11 @@ impl KeyService {
         self.load(who.workspace_id(), id).await
     }
 
+    /// A key of the workspace, as stored (the caller has checked the permission).
+    pub(crate) async fn load_key(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
+        self.load(workspace_id, id).await
+    }
+
     async fn load(&self, workspace_id: &str, id: &str) -> Result<ApiKey, Error> {
         self.store.get_key(workspace_id, id).await.map_err(store_error)?.ok_or_else(Error::key_not_found)
     }
@@ -593,18 +598,47 @@ impl KeyService {
 
     pub async fn revoke(&self, who: &Principal, id: &str) -> Result<ApiKey, Error> {
         who.require(MANAGE)?;
-        self.mutate(who, id, None, "key.revoked", |k| {
-            if !k.revoke(self.clock.now()) {
-                return Ok(Edit::Unchanged);
-            }
-            // A revoked key's secret is of no more use: it is not kept.
-            let drop = k.recoverable.then(|| Write::Access(AccessWrite::DropSealed { key_id: k.id.to_string() }));
-            Ok(Edit::Changed { before: Vec::new(), after: drop.into_iter().collect() })
-        })
-        .await
+        self.revoke_with(who, id, |_| Vec::new()).await.map(|(key, _)| key)
+    }
+
+    /// Revokes the key with the writes `with` makes of it (committed
+    /// together); whether it changed (a revoked key stays as it is).
+    /// The caller has checked the permission.
+    pub(crate) async fn revoke_with(
+        &self,
+        who: &Principal,
+        id: &str,
+        with: impl FnOnce(&ApiKey) -> Vec<Write>,
+    ) -> Result<(ApiKey, bool), Error> {
+        let mut changed = false;
+        let key = self
+            .mutate(who, id, None, "key.revoked", |k| {
+                if !k.revoke(self.clock.now()) {
+                    return Ok(Edit::Unchanged);
+                }
+                changed = true;
+                // A revoked key's secret is of no more use: it is not kept.
+                let drop = k.recoverable.then(|| Write::Access(AccessWrite::DropSealed { key_id: k.id.to_string() }));
+                let mut after: Vec<Write> = drop.into_iter().collect();
+                after.extend(with(k));
+                Ok(Edit::Changed { before: Vec::new(), after })
+            })
+            .await?;
+        Ok((key, changed))
     }
 
     pub async fn roll(&self, who: &Principal, id: &str, grace_seconds: u32) -> Result<(ApiKey, Secret), Error> {
+        self.roll_with(who, id, grace_seconds, |_| Vec::new()).await
+    }
+
+    /// Rolls the key with the writes `with` makes of it (committed together).
+    pub(crate) async fn roll_with(
+        &self,
+        who: &Principal,
+        id: &str,
+        grace_seconds: u32,
+        with: impl FnOnce(&ApiKey) -> Vec<Write>,
+    ) -> Result<(ApiKey, Secret), Error> {
         let ws = &self.workspace_of(who, MANAGE).await?;
         let mut fresh = None;
         let custom = self.check_roles(ws, &[]).await?;
@@ -630,6 +664,7 @@ impl KeyService {
                     let rolled = IntegrationsWrite::JavascriptRolled { key_id: k.id.to_string(), token };
                     seal.push(Write::Integrations(rolled));
                 }
+                seal.extend(with(k));
                 fresh = Some(secret);
                 Ok(Edit::Changed { before: Vec::new(), after: seal })
             })

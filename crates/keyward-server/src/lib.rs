@@ -23,6 +23,7 @@ pub mod identities;
 pub mod insights;
 pub mod integrations;
 pub mod keys;
+pub mod leaks;
 pub mod members;
 pub mod oauth;
 pub mod pgp;

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub webhook_urls: crate::webhooks::UrlPolicy,
     /// How this node sends webhooks.
     pub webhook_delivery: crate::webhooks::deliver::DeliveryConfig,
+    /// The public keys code hosts sign leak alerts with (a JSON file, read
+    /// again when it changes).
+    pub leak_public_keys: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +89,7 @@ impl Default for ServerConfig {
             ftp_host: None,
             webhook_urls: crate::webhooks::UrlPolicy::default(),
             webhook_delivery: crate::webhooks::deliver::DeliveryConfig::default(),
+            leak_public_keys: None,
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct Services {
     pub integrations: Arc<crate::integrations::IntegrationsService>,
     pub webhooks: Arc<crate::webhooks::WebhookService>,
     pub deliverer: Arc<crate::webhooks::deliver::Deliverer>,
+    pub leaks: Arc<crate::leaks::LeakService>,
 }
 
 impl Services {
@@ -248,6 +253,16 @@ impl Services {
             audit.clone(),
             config.webhook_delivery.clone(),
         )?);
+        let alert_keys = crate::leaks::AlertKeys::new(config.leak_public_keys.clone());
+        alert_keys.check().context("reading the leak alert public keys (--leak-public-keys)")?;
+        let leaks = Arc::new(crate::leaks::LeakService::new(
+            store.clone(),
+            keys.clone(),
+            verifier.clone(),
+            audit.clone(),
+            clock.clone(),
+            alert_keys,
+        ));
         Ok(Services {
             store,
             verifier,
@@ -264,6 +279,7 @@ impl Services {
             integrations,
             webhooks,
             deliverer,
+            leaks,
         })
     }
 }
@@ -307,6 +323,7 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let state = AppState::new(&self.services, &self.config);
         let Services { store, usage, audit, deliverer, .. } = self.services;
+        let work = audit.work().clone();
         // Other nodes' changes reach this node's caches (PostgreSQL).
         let watcher = store.watch().await.map(|mut notices| {
             let verifier = state.verifier.clone();
@@ -320,6 +337,13 @@ impl Application {
         let flusher =
             tokio::spawn(run_flusher(usage, store.clone(), audit, self.config.usage_flush_interval, stop_rx.clone()));
         let sender = tokio::spawn(deliverer.run(stop_rx.clone()));
+        let scheduler = Arc::new(crate::webhooks::notices::Scheduler::new(
+            store.clone(),
+            self.config.clock.clone(),
+            work,
+            self.config.webhook_delivery.notice_interval,
+        ));
+        let notices = tokio::spawn(scheduler.run(stop_rx.clone()));
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
@@ -335,6 +359,7 @@ impl Application {
         }
         flusher.await.context("usage flusher")?;
         sender.await.context("webhook deliverer")?;
+        notices.await.context("notice scheduler")?;
         // After the last write: the database file alone holds everything.
         if let Err(e) = store.checkpoint().await {
             tracing::warn!(error = %e, "checkpoint at shutdown failed");

@@ -660,6 +660,55 @@ impl Verifier {
         }
     }
 
+    /// Sends `key.credits_low` (once per refill period) when this spend
+    /// took the key's credits down to its workspace's threshold.
+    async fn credits_spent(&self, key: &CachedKey, remaining: i64, cost: i64, period: Option<DateTime<Utc>>) {
+        let Ok(ws) = self.workspace(&key.workspace_id).await else { return };
+        let Some(threshold) = ws.notices.credits_low_threshold else { return };
+        if remaining > threshold || remaining.saturating_add(cost) <= threshold {
+            return;
+        }
+        let Ok(Some(stored)) = self.store.find_key(&key.id).await else { return };
+        let now = self.clock.now();
+        let data = crate::webhooks::events::key_data(&stored);
+        let data = match data {
+            serde_json::Value::Object(mut d) => {
+                d.insert("remaining".into(), remaining.into());
+                d.insert("threshold".into(), threshold.into());
+                serde_json::Value::Object(d)
+            }
+            other => other,
+        };
+        let mark = format!("{}:{}", period.map_or(0, |p| p.timestamp_millis()), stored.version);
+        let write =
+            crate::webhooks::notices::notice(&key.id, "credits_low", mark, &ws.id, "key.credits_low", now, data);
+        let work = self.audit.work().clone();
+        tokio::spawn(async move {
+            let change = crate::work::Change::unaudited("a notice records no action: it tells of credits running low");
+            if let Err(e) = work.commit(change.with(write)).await {
+                tracing::warn!(error = %e, "sending a credits-low notice failed");
+            }
+        });
+    }
+
+    /// The key `token` is the secret of (its current one, or the one
+    /// before a roll within its grace period), whatever its state; `None`
+    /// when it is no key's. Counts nothing: a leak report is not a use.
+    pub async fn holder_of(&self, token: &str) -> Result<Option<Arc<CachedKey>>, Error> {
+        let now_ms = self.clock.now_ms();
+        let parsed = token::parse(token).ok();
+        let found = match &parsed {
+            Some(p) => self.find_native(p, now_ms).await?,
+            None if token.len() <= token::MAX_TOKEN_LEN && self.has_import_prefix(token) => {
+                Box::pin(self.find_foreign(token, now_ms)).await?
+            }
+            None => return Ok(None),
+        };
+        let Found::Key(key) = found else { return Ok(None) };
+        let matched = decide::match_secret(&key, token, parsed.as_ref(), &self.hasher, || self.clock.now());
+        Ok((matched != decide::SecretMatch::Neither).then_some(key))
+    }
+
     /// A recoverable key's secret, opened with the master key.
     pub async fn sealed_secret(&self, key_id: &str) -> Result<Option<keyward_core::token::Secret>, Error> {
         let Some(ring) = &self.keyring else { return Ok(None) };
@@ -724,7 +773,10 @@ impl Verifier {
             let cost = i64::from(request.cost.unwrap_or(1));
             let refill = c.refill.map(|r| (r.amount, r.period_start(now())));
             match self.store.spend_credits(&key.id, cost, refill).await.map_err(crate::keys::store_error)? {
-                CreditSpend::Spent { remaining } => credits = Some(remaining),
+                CreditSpend::Spent { remaining } => {
+                    credits = Some(remaining);
+                    self.credits_spent(&key, remaining, cost, refill.map(|r| r.1)).await;
+                }
                 CreditSpend::Exhausted { remaining } => {
                     credits = Some(remaining);
                     decision = verify::usage_exceeded();

@@ -75,6 +75,10 @@ pub struct WorkspacePatch {
     pub catalogue: Option<Vec<keyward_core::workspace::CatalogueSection>>,
     /// `Some(None)` clears it (the workspace id stands for it again).
     pub site_id: Option<Option<String>>,
+    pub leak_policy: Option<String>,
+    pub expiry_notice_days: Option<Vec<u32>>,
+    pub credits_low_threshold: Option<Option<i64>>,
+    pub unused_days: Option<u32>,
 }
 
 pub struct WorkspaceService {
@@ -237,6 +241,19 @@ impl WorkspaceService {
         if let Some(site_id) = patch.site_id {
             ws.site_id = site_id.as_deref().map(keyward_core::integrations::validate_site_id).transpose()?;
         }
+        if let Some(p) = patch.leak_policy {
+            ws.notices.leak_policy = keyward_core::workspace::LeakPolicy::parse(&p)?;
+        }
+        if let Some(days) = patch.expiry_notice_days {
+            ws.notices.expiry_notice_days = days;
+        }
+        if let Some(t) = patch.credits_low_threshold {
+            ws.notices.credits_low_threshold = t;
+        }
+        if let Some(d) = patch.unused_days {
+            ws.notices.unused_days = d;
+        }
+        ws.notices = ws.notices.clone().validate()?;
         if let Some(sections) = patch.catalogue {
             ws.catalogue = keyward_core::workspace::validate_catalogue(sections)?;
         }
@@ -362,5 +379,9 @@ fn settings_summary(ws: &Workspace) -> serde_json::Value {
         "permissionCatalogue": ws.catalogue.iter().map(|c| serde_json::json!({"name": c.name, "actions": c.actions})).collect::<Vec<_>>(),
         "allowRecoverable": ws.allow_recoverable,
         "siteId": ws.site_id,
+        "leakPolicy": ws.notices.leak_policy.as_str(),
+        "expiryNoticeDays": ws.notices.expiry_notice_days,
+        "creditsLowThreshold": ws.notices.credits_low_threshold,
+        "unusedDays": ws.notices.unused_days,
     })
 }

@@ -55,7 +55,7 @@ pub const KEY_COLUMN_COUNT: usize = 37;
 /// (an edit of other settings never overwrites a concurrent spend).
 const CREDIT_COLUMNS: &str = "credits_remaining, credits_refill, credits_refilled_at";
 /// What a key is read with.
-const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, environment, masked, scopes, \
+pub(crate) const SELECT_KEY: &str = "seq, id, workspace_id, name, description, key_type, environment, masked, scopes, \
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
@@ -66,7 +66,7 @@ const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits,
 
 const WORKSPACE_COLUMNS: &str = "id, name, token_prefix, max_keys, default_key_lifetime_days, \
      max_key_lifetime_days, created_at, updated_at, routes, public_permissions, identity_metadata, lockout, \
-     require_expiry, permission_catalogue, allow_recoverable, site_id";
+     require_expiry, permission_catalogue, allow_recoverable, site_id, notices";
 
 fn placeholders(from: usize, count: usize) -> String {
     (from..from + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -184,12 +184,12 @@ impl Statements {
             delete_key: r("DELETE FROM api_keys WHERE id = $1 AND workspace_id = $2 AND version = $3"),
             insert_workspace: r(&format!(
                 "INSERT INTO workspaces ({WORKSPACE_COLUMNS}) VALUES ({})",
-                placeholders(1, 16)
+                placeholders(1, 17)
             )),
             update_workspace: r("UPDATE workspaces SET name = $2, token_prefix = $3, max_keys = $4, \
                  default_key_lifetime_days = $5, max_key_lifetime_days = $6, created_at = $7, updated_at = $8, \
                  routes = $9, public_permissions = $10, identity_metadata = $11, lockout = $12, \
-                 require_expiry = $13, permission_catalogue = $14, allow_recoverable = $15, site_id = $16 \
+                 require_expiry = $13, permission_catalogue = $14, allow_recoverable = $15, site_id = $16, notices = $17 \
                  WHERE id = $1"),
             get_workspace: r(&format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = $1")),
             list_workspaces: format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces ORDER BY created_at, id"),
@@ -648,6 +648,27 @@ pub struct WorkspaceRow {
     permission_catalogue: String,
     allow_recoverable: bool,
     site_id: Option<String>,
+    notices: Option<String>,
+}
+
+/// Notices as stored: `{"leakPolicy", "expiryNoticeDays", "creditsLowThreshold", "unusedDays"}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StoredNotices {
+    leak_policy: String,
+    expiry_notice_days: Vec<u32>,
+    credits_low_threshold: Option<i64>,
+    unused_days: u32,
+}
+
+pub(crate) fn notices_json(n: &keyward_core::workspace::Notices) -> String {
+    serde_json::to_string(&StoredNotices {
+        leak_policy: n.leak_policy.as_str().to_owned(),
+        expiry_notice_days: n.expiry_notice_days.clone(),
+        credits_low_threshold: n.credits_low_threshold,
+        unused_days: n.unused_days,
+    })
+    .expect("notices serialize")
 }
 
 /// A lockout policy as stored: `{"threshold", "windowMinutes"}`.
@@ -693,6 +714,19 @@ impl WorkspaceRow {
             catalogue: serde_json::from_str(&self.permission_catalogue).map_err(|_| corrupt("permission catalogue"))?,
             allow_recoverable: self.allow_recoverable,
             site_id: self.site_id,
+            notices: match self.notices {
+                None => keyward_core::workspace::Notices::default(),
+                Some(text) => {
+                    let n: StoredNotices = serde_json::from_str(&text).map_err(|_| corrupt("notices"))?;
+                    keyward_core::workspace::Notices {
+                        leak_policy: keyward_core::workspace::LeakPolicy::parse(&n.leak_policy)
+                            .map_err(|_| corrupt("leak policy"))?,
+                        expiry_notice_days: n.expiry_notice_days,
+                        credits_low_threshold: n.credits_low_threshold,
+                        unused_days: n.unused_days,
+                    }
+                }
+            },
         })
     }
 }
@@ -853,6 +887,7 @@ macro_rules! bind_workspace {
             .bind(&v.catalogue)
             .bind(ws.allow_recoverable)
             .bind(&ws.site_id)
+            .bind($crate::sql::notices_json(&ws.notices))
     }};
 }
 pub(crate) use bind_workspace;

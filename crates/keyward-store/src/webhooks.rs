@@ -97,6 +97,31 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// The latest report that a key leaked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLeak {
+    pub key_id: String,
+    pub workspace_id: String,
+    pub reported_at: DateTime<Utc>,
+    /// `github`, `gitlab`, `member` or `self` (its holder).
+    pub source: String,
+    /// Where it was found, when the report says.
+    pub url: Option<String>,
+    /// What the workspace's policy did: `revoked`, `rolled` or `notified`.
+    pub action: String,
+}
+
+/// Keys a time-driven notice is due for, that no notice of `kind` has
+/// been sent for yet (with the same mark: the expiry, or the last use).
+#[derive(Debug, Clone, Copy)]
+pub enum NoticeDue<'a> {
+    /// Not revoked, expiring after `after` and by `until` (mark: the expiry).
+    Expiring { kind: &'a str, after: DateTime<Utc>, until: DateTime<Utc> },
+    /// Active, not used (or made, if never used) since `before` (mark:
+    /// that time).
+    Unused { kind: &'a str, before: DateTime<Utc> },
+}
+
 #[derive(Debug, Clone)]
 pub enum WebhooksWrite {
     InsertEndpoint { endpoint: Endpoint, secret: StoredSecret },
@@ -119,6 +144,8 @@ pub enum WebhooksWrite {
     /// Sends a delivery again, from now ([`crate::StoreError::NotFound`]
     /// when there is none).
     Resend { workspace_id: String, endpoint_id: String, event_id: String, at: DateTime<Utc> },
+    /// A key was reported leaked (replacing an earlier report of it).
+    RecordLeak(KeyLeak),
 }
 
 #[async_trait::async_trait]
@@ -155,6 +182,15 @@ pub trait Webhooks: Send + Sync {
     async fn prune_webhooks(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Pending deliveries, across workspaces (for metrics and tests).
     async fn pending_deliveries(&self) -> Result<i64>;
+    /// Up to `limit` keys of the workspace a notice is due for.
+    async fn keys_for_notice(
+        &self,
+        workspace_id: &str,
+        due: NoticeDue<'_>,
+        limit: u32,
+    ) -> Result<Vec<keyward_core::key::ApiKey>>;
+    /// The latest leak report of a key.
+    async fn key_leak(&self, workspace_id: &str, key_id: &str) -> Result<Option<KeyLeak>>;
 }
 
 const ENDPOINT_COLUMNS: &str =
@@ -185,6 +221,10 @@ pub struct WebhooksStatements {
     pub prune_deliveries: String,
     pub prune_secrets: String,
     pub pending: String,
+    pub record_leak: String,
+    pub keys_expiring: String,
+    pub keys_unused: String,
+    pub key_leak: String,
 }
 
 impl WebhooksStatements {
@@ -261,6 +301,26 @@ impl WebhooksStatements {
             prune_deliveries: r("DELETE FROM webhook_deliveries WHERE created_at < $1 AND status <> 'pending'"),
             prune_secrets: r("DELETE FROM webhook_secrets WHERE expires_at < $1"),
             pending: r("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'"),
+            keys_expiring: r(&format!(
+                "SELECT {select} FROM api_keys k WHERE k.workspace_id = $1 AND k.state <> 'revoked' \
+                 AND k.expires_at > $3 AND k.expires_at <= $4 AND NOT EXISTS (SELECT 1 FROM webhook_notices n \
+                 WHERE n.subject = k.id AND n.kind = $2 AND n.mark = CAST(k.expires_at AS TEXT)) \
+                 ORDER BY k.expires_at LIMIT $5",
+                select = crate::sql::SELECT_KEY
+            )),
+            keys_unused: r(&format!(
+                "SELECT {select} FROM api_keys k WHERE k.workspace_id = $1 AND k.state = 'active' \
+                 AND COALESCE(k.last_used_at, k.created_at) < $3 AND NOT EXISTS (SELECT 1 FROM webhook_notices n \
+                 WHERE n.subject = k.id AND n.kind = $2 \
+                 AND n.mark = CAST(COALESCE(k.last_used_at, k.created_at) AS TEXT)) LIMIT $4",
+                select = crate::sql::SELECT_KEY
+            )),
+            record_leak: r("INSERT INTO key_leaks (key_id, workspace_id, reported_at, source, url, action) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id) DO UPDATE SET \
+                 reported_at = excluded.reported_at, source = excluded.source, url = excluded.url, \
+                 action = excluded.action"),
+            key_leak: r("SELECT key_id, workspace_id, reported_at, source, url, action FROM key_leaks \
+                 WHERE workspace_id = $1 AND key_id = $2"),
         }
     }
 }
@@ -269,6 +329,29 @@ impl WebhooksStatements {
 pub fn match_binds(event_type: &str) -> (String, String) {
     let noun = event_type.split('.').next().unwrap_or(event_type);
     (format!(",{event_type},"), format!(",{noun}.*,"))
+}
+
+#[derive(sqlx::FromRow)]
+pub struct LeakRow {
+    key_id: String,
+    workspace_id: String,
+    reported_at: i64,
+    source: String,
+    url: Option<String>,
+    action: String,
+}
+
+impl LeakRow {
+    pub fn into_leak(self) -> Result<KeyLeak> {
+        Ok(KeyLeak {
+            key_id: self.key_id,
+            workspace_id: self.workspace_id,
+            reported_at: from_ms(self.reported_at)?,
+            source: self.source,
+            url: self.url,
+            action: self.action,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -466,6 +549,17 @@ macro_rules! webhooks_impl {
                             self.emit_event(conn, event).await?;
                         }
                         return Ok(());
+                    }
+                    WebhooksWrite::RecordLeak(l) => {
+                        sqlx::query(&sql.record_leak)
+                            .bind(&l.key_id)
+                            .bind(&l.workspace_id)
+                            .bind(ms(l.reported_at))
+                            .bind(&l.source)
+                            .bind(&l.url)
+                            .bind(&l.action)
+                            .execute(&mut *conn)
+                            .await
                     }
                     WebhooksWrite::Resend { workspace_id, endpoint_id, event_id, at } => {
                         sqlx::query(&sql.resend)
@@ -679,6 +773,58 @@ macro_rules! webhooks_impl {
                     Ok(n)
                 })
                 .await
+            }
+
+            async fn keys_for_notice(
+                &self,
+                workspace_id: &str,
+                due: $crate::webhooks::NoticeDue<'_>,
+                limit: u32,
+            ) -> $crate::Result<Vec<keyward_core::key::ApiKey>> {
+                use $crate::sql::ms;
+                use $crate::webhooks::NoticeDue;
+                let p = &self.pools;
+                let sql = &p.sql.webhooks;
+                let limit = i64::from(limit);
+                match due {
+                    NoticeDue::Expiring { kind, after, until } => $crate::backend::all_rows!(
+                        p,
+                        &sql.keys_expiring,
+                        $crate::sql::KeyRow::into_key,
+                        workspace_id,
+                        kind,
+                        ms(after),
+                        ms(until),
+                        limit
+                    ),
+                    NoticeDue::Unused { kind, before } => $crate::backend::all_rows!(
+                        p,
+                        &sql.keys_unused,
+                        $crate::sql::KeyRow::into_key,
+                        workspace_id,
+                        kind,
+                        ms(before),
+                        limit
+                    ),
+                }
+            }
+
+            async fn key_leak(
+                &self,
+                workspace_id: &str,
+                key_id: &str,
+            ) -> $crate::Result<Option<$crate::webhooks::KeyLeak>> {
+                if $crate::sql::unstorable(key_id) {
+                    return Ok(None);
+                }
+                let p = &self.pools;
+                $crate::backend::optional_row!(
+                    p,
+                    &p.sql.webhooks.key_leak,
+                    $crate::webhooks::LeakRow::into_leak,
+                    workspace_id,
+                    key_id
+                )
             }
 
             async fn pending_deliveries(&self) -> $crate::Result<i64> {

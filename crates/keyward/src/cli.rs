@@ -112,7 +112,7 @@ pub struct StorageArgs {
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url, ftp_host,
-    /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days,
+    /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days, leak_public_keys,
     /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -240,6 +240,11 @@ pub struct ServeArgs {
     /// Days delivered and failed webhook deliveries are kept (1–400). Default: 30
     #[arg(long, env = "KEYWARD_WEBHOOK_RETENTION_DAYS", value_name = "DAYS")]
     pub webhook_retention_days: Option<u32>,
+    /// The public keys code hosts sign leak alerts with: a JSON file shaped
+    /// as GitHub's secret-scanning keys document ({"public_keys":
+    /// [{"key_identifier", "key", "is_current"}]}), read again when it changes.
+    #[arg(long, env = "KEYWARD_LEAK_PUBLIC_KEYS", value_name = "FILE")]
+    pub leak_public_keys: Option<PathBuf>,
     /// Seconds an OAuth access token lives (60–86400). Default: 3600
     #[arg(long, env = "KEYWARD_ACCESS_TOKEN_LIFETIME", value_name = "SECONDS")]
     pub access_token_lifetime: Option<u32>,

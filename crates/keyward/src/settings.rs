@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub webhook_concurrency: Option<usize>,
     pub webhook_timeout_seconds: Option<u64>,
     pub webhook_retention_days: Option<u32>,
+    pub leak_public_keys: Option<PathBuf>,
     pub access_token_lifetime: Option<u32>,
     pub refresh_token_lifetime_days: Option<u32>,
     pub token_algorithm: Option<crate::cli::TokenAlgorithmArg>,
@@ -320,6 +321,7 @@ impl ServeSettings {
         let server = ServerConfig {
             webhook_urls: keyward_server::webhooks::UrlPolicy { allow_hosts },
             webhook_delivery,
+            leak_public_keys: args.leak_public_keys.clone().or_else(|| file.leak_public_keys.clone()),
             retention_days,
             rotation_days,
             cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),

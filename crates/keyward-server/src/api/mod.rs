@@ -17,6 +17,7 @@ pub mod forward_auth;
 pub mod identities;
 pub mod integrations;
 pub mod keys;
+pub mod leaks;
 pub mod members;
 pub mod oauth;
 pub mod ops;
@@ -49,6 +50,7 @@ pub mod workspace;
         (name = "pgp", description = "OpenPGP keys for file encryption: upload, and encrypt or decrypt files with them, streamed, as GnuPG reads and writes"),
         (name = "integrations", description = "The workspace's JavaScript API key, default REST API key and FTP access, and the FTP servers' login check"),
         (name = "webhooks", description = "Signed webhooks for key and member events, from a durable outbox: endpoints, secrets, the delivery log, resends and test events"),
+        (name = "leaks", description = "Leaked keys stop themselves: code hosts' secret-scanning alerts, a member's report, revocation by whoever holds the key"),
         (name = "oauth", description = "OAuth 2.0 for machine clients: tokens, introspection, revocation, metadata, JWKS, and members' refresh tokens"),
         (name = "compatibility", description = "The `/api/api-keys` contract of a popular analytics API"),
         (name = "operations", description = "Health, readiness and metrics"),
@@ -85,6 +87,10 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::deactivate_key))
         .routes(routes!(keys::activate_key))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(leaks::self_revoke))
+        .routes(routes!(leaks::report_leak))
+        .routes(routes!(leaks::github_alert))
+        .routes(routes!(leaks::gitlab_alert))
         .routes(routes!(keys::import_key))
         .routes(routes!(keys::key_usage))
         .routes(routes!(audit::list_audit))

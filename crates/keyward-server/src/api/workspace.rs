@@ -46,6 +46,19 @@ pub struct WorkspaceView {
     /// The site id: the workspace's FTP username (null: the workspace id is).
     #[schema(example = "site_abc123")]
     pub site_id: Option<String>,
+    /// What a leaked key's report does: `revoke` (default), `roll` or `notify`.
+    #[schema(example = "revoke")]
+    pub leak_policy: &'static str,
+    /// Days before a key expires that `key.expiring` is sent (each once).
+    #[schema(example = json!([14, 1]))]
+    pub expiry_notice_days: Vec<u32>,
+    /// `key.credits_low` when a key's remaining credits fall to this many
+    /// or fewer (null: never).
+    #[schema(example = 10)]
+    pub credits_low_threshold: Option<i64>,
+    /// `key.unused` after this many days without a use (0: never).
+    #[schema(example = 90)]
+    pub unused_days: u32,
     #[serde(serialize_with = "super::views::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -86,6 +99,10 @@ impl From<Workspace> for WorkspaceView {
                 .map(|s| CatalogueSectionView { name: s.name, actions: s.actions })
                 .collect(),
             site_id: w.site_id,
+            leak_policy: w.notices.leak_policy.as_str(),
+            expiry_notice_days: w.notices.expiry_notice_days.clone(),
+            credits_low_threshold: w.notices.credits_low_threshold,
+            unused_days: w.notices.unused_days,
             created_at: w.created_at,
             updated_at: w.updated_at,
         }
@@ -156,6 +173,17 @@ pub struct UpdateWorkspaceRequest {
     #[serde(default, deserialize_with = "super::views::double_option")]
     #[schema(value_type = Option<String>)]
     pub site_id: Option<Option<String>>,
+    /// What a leaked key's report does: `revoke`, `roll` (a new secret at
+    /// once, sealed for reveal when the key is recoverable) or `notify`.
+    pub leak_policy: Option<String>,
+    /// Up to 5 numbers of days (1–365) before expiry to send `key.expiring`.
+    pub expiry_notice_days: Option<Vec<u32>>,
+    /// Remaining credits at or below which `key.credits_low` is sent; null: never.
+    #[serde(default, deserialize_with = "super::views::double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub credits_low_threshold: Option<Option<i64>>,
+    /// Days without a use before `key.unused` (0–3650; 0: never).
+    pub unused_days: Option<u32>,
 }
 
 /// Wrong secrets for one key that lock it: `threshold` (1–1000) within
@@ -212,6 +240,10 @@ pub async fn update_workspace(
                 .collect()
         }),
         site_id: body.site_id,
+        leak_policy: body.leak_policy,
+        expiry_notice_days: body.expiry_notice_days,
+        credits_low_threshold: body.credits_low_threshold,
+        unused_days: body.unused_days,
     };
     Ok(axum::Json(state.workspaces.update(&principal, patch).await?.into()))
 }

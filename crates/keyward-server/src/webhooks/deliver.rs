@@ -33,6 +33,8 @@ pub struct DeliveryConfig {
     pub retention: chrono::Duration,
     /// How often the outbox is read when nothing wakes the worker.
     pub poll: Duration,
+    /// How often time-driven notices (expiring, unused) are looked for.
+    pub notice_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -42,6 +44,7 @@ impl Default for DeliveryConfig {
             timeout: Duration::from_secs(10),
             retention: chrono::Duration::days(30),
             poll: Duration::from_secs(1),
+            notice_interval: Duration::from_secs(60),
         }
     }
 }

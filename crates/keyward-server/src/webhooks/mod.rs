@@ -23,6 +23,7 @@ use crate::work::Change;
 
 pub mod deliver;
 pub mod events;
+pub mod notices;
 
 pub const MANAGE: &str = "webhooks:manage";
 

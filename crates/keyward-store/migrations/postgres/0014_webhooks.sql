@@ -60,3 +60,21 @@ CREATE TABLE webhook_notices (
     at      BIGINT NOT NULL,
     CONSTRAINT webhook_notices_pkey PRIMARY KEY (subject, kind, mark)
 );
+
+-- A workspace's notice settings (JSON: leakPolicy, expiryNoticeDays,
+-- creditsLowThreshold, unusedDays); null: the defaults.
+ALTER TABLE workspaces ADD COLUMN notices TEXT;
+
+-- Keys reported leaked (by a code host's alert, a member, or anyone
+-- holding the key): the latest report of each, for the console's banner.
+CREATE TABLE key_leaks (
+    key_id       TEXT NOT NULL,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,
+    reported_at  BIGINT NOT NULL,
+    source       TEXT NOT NULL,
+    url          TEXT,
+    action       TEXT NOT NULL,
+    CONSTRAINT key_leaks_pkey PRIMARY KEY (key_id)
+);
+CREATE INDEX key_leaks_workspace ON key_leaks (workspace_id);
+CREATE INDEX api_keys_expires ON api_keys (expires_at) WHERE expires_at IS NOT NULL;
