@@ -18,6 +18,7 @@ mod gnupg;
 mod guards;
 mod import;
 mod integrations;
+mod leaked;
 mod lifecycle;
 mod lockout;
 mod members;
