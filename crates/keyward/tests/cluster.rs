@@ -12,6 +12,10 @@ use keyward_store::testing::{Backend, TestDb};
 use serde_json::{Value, json};
 
 mod support;
+#[path = "support/python.rs"]
+mod python;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use support::{Node, call, serve};
 
@@ -463,4 +467,53 @@ async fn access_tokens_and_signing_keys_reach_other_nodes() {
     wait_for(|| published(a.base.clone()), "2").await;
     wait_for(|| published(b.base.clone()), "2").await;
     drop((a, b));
+}
+
+/// 1,000 events made on two nodes (500 each, 8 clients at once) reach the
+/// receiver exactly once each, signed: both nodes send from one outbox
+/// (`FOR UPDATE SKIP LOCKED`). Prints how long delivery took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_send_each_webhook_once() {
+    const EVENTS: usize = 1000;
+    let test = "cluster::two_nodes_send_each_webhook_once";
+    let Some(receiver) = receiver::Receiver::start(test).await else { return };
+    // Nodes share the master key the signing secret is sealed under.
+    let master = keyward_core::hash::hex(&keyward_core::ids::random_bytes::<32>());
+    let extra = ["--webhook-allow-hosts", "127.0.0.1", "--master-key", &master];
+    let Some(Pair { a, b, admin, _dirs, _db, _turn, .. }) = two_nodes_with(test, None, &extra).await else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let post = reqwest::Method::POST;
+    let body = json!({"url": receiver.url, "events": ["key.created"]});
+    let (status, made) = call(&http, post.clone(), format!("{}/v1/webhooks", a.base), &admin, &body).await;
+    assert_eq!(status, 201, "{made}");
+    receiver.secrets(&[made["secret"].as_str().unwrap()]).await;
+
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (http, admin) = (http.clone(), admin.clone());
+        let base = if c % 2 == 0 { a.base.clone() } else { b.base.clone() };
+        clients.push(tokio::spawn(async move {
+            for i in 0..EVENTS / 8 {
+                let body = json!({"name": format!("c{c}-{i}")});
+                let (status, r) = call(&http, reqwest::Method::POST, format!("{base}/v1/keys"), &admin, &body).await;
+                assert_eq!(status, 201, "{r}");
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let made = started.elapsed();
+    let events = receiver.wait_for_within(EVENTS, Duration::from_secs(30)).await;
+    let delivered = started.elapsed();
+    println!("{EVENTS} keys made on two nodes in {made:?}; their {EVENTS} events delivered by {delivered:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = if receiver.count().await > events.len() { receiver.events().await } else { events };
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((events.len(), ids.len()), (EVENTS, EVENTS), "each event exactly once");
+    assert!(events.iter().all(|e| e["verifiedWith"] == json!([0])), "every delivery signed");
+    assert!(delivered < Duration::from_secs(10), "1,000 events delivered in {delivered:?} (bound: 10 s)");
 }

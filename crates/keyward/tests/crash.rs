@@ -10,6 +10,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 mod support;
+#[path = "support/python.rs"]
+mod python;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use support::Node;
 
@@ -139,4 +143,41 @@ async fn acknowledged_writes_survive_kill_9() {
     check(&server.base, &key, &acked).await;
     let mut server = server;
     kill9(&mut server);
+}
+
+/// Events committed by a node that sends none (`--webhook-concurrency 0`:
+/// between commit and send), which is then killed with SIGKILL, are sent
+/// by the next start: each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_committed_before_kill_9_are_sent_after_restart() {
+    let Some(receiver) = receiver::Receiver::start("crash::webhooks_committed_before_kill_9").await else { return };
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let quiet = ["--data-dir", dir, "--log-level", "warn", "--webhook-allow-hosts", "127.0.0.1"];
+    let mut args = quiet.to_vec();
+    args.extend(["--webhook-concurrency", "0"]);
+    let mut node = support::serve(&args);
+    let admin = node.admin.clone().unwrap();
+    let http = reqwest::Client::new();
+    let body = json!({"url": receiver.url, "events": ["key.created", "key.revoked"]});
+    let (status, made) = support::call(&http, reqwest::Method::POST, format!("{}/v1/webhooks", node.base), &admin, &body).await;
+    assert_eq!(status, 201, "{made}");
+    receiver.secrets(&[made["secret"].as_str().unwrap()]).await;
+    for i in 0..25 {
+        let url = format!("{}/v1/keys", node.base);
+        let (status, k) = support::call(&http, reqwest::Method::POST, url, &admin, &json!({"name": format!("k{i}")})).await;
+        assert_eq!(status, 201);
+        let url = format!("{}/v1/keys/{}/revoke", node.base, k["id"].as_str().unwrap());
+        assert_eq!(support::call(&http, reqwest::Method::POST, url, &admin, &json!({})).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.count().await, 0, "this node sends nothing");
+    kill9(&mut node);
+    let _node = support::serve(&quiet);
+    let events = receiver.wait_for(50).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events = if receiver.count().await > events.len() { receiver.events().await } else { events };
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!((events.len(), ids.len()), (50, 50), "each once");
+    assert!(events.iter().all(|e| e["verifiedWith"] == json!([0])));
 }

@@ -30,6 +30,8 @@ mod pgp;
 #[path = "../support/python.rs"]
 mod python;
 mod ratelimits;
+#[path = "../support/receiver.rs"]
+mod receiver;
 mod reveal;
 mod roles;
 mod validation;

@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually, spawn_app_with};
+pub use crate::receiver::Receiver;
 
 backend_tests!(
     every_event_arrives_once_signed_by_the_standard,
@@ -21,67 +22,6 @@ backend_tests!(
     the_log_resends_and_test_events,
     bad_webhook_requests_are_refused_and_change_nothing,
 );
-
-/// The receiver (`tests/webhooks/receiver.py`), killed when dropped.
-pub struct Receiver {
-    child: tokio::process::Child,
-    pub url: String,
-    client: reqwest::Client,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-impl Receiver {
-    pub async fn start(test: &str) -> Option<Receiver> {
-        use tokio::io::AsyncBufReadExt;
-        let python = crate::python::python(test)?;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhooks/receiver.py");
-        let mut child = tokio::process::Command::new(python)
-            .arg(script)
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the receiver starts");
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = lines.next_line().await.unwrap().expect("the receiver prints its port");
-        Some(Receiver { child, url: format!("http://127.0.0.1:{port}/hook"), client: reqwest::Client::new() })
-    }
-
-    fn control(&self, path: &str) -> String {
-        self.url.replace("/hook", path)
-    }
-
-    pub async fn secrets(&self, secrets: &[&str]) {
-        let r = self.client.post(self.control("/_secrets")).json(&json!({"secrets": secrets})).send().await.unwrap();
-        assert!(r.status().is_success());
-    }
-
-    pub async fn answer(&self, status: u16) {
-        let r = self.client.post(self.control("/_status")).json(&json!({"status": status})).send().await.unwrap();
-        assert!(r.status().is_success());
-    }
-
-    pub async fn events(&self) -> Vec<Value> {
-        let r = self.client.get(self.control("/_events")).send().await.unwrap();
-        r.json::<Vec<Value>>().await.unwrap()
-    }
-
-    /// Waits until `n` deliveries arrived (at most 10 s); all of them.
-    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
-        for _ in 0..200 {
-            let events = self.events().await;
-            if events.len() >= n {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{n} deliveries did not arrive within 10 s: {:?}", self.events().await);
-    }
-}
 
 fn allow_loopback(c: &mut ServerConfig) {
     c.webhook_urls.allow_hosts = vec!["127.0.0.1".into()];

@@ -7,6 +7,7 @@ Control endpoints (JSON):
   POST /_secrets  {"secrets": ["whsec_…", …]}  the secrets to check with
   POST /_status   {"status": 500}               what deliveries are answered
   GET  /_events                                 what arrived, in order
+  GET  /_count                                  how many arrived
 Each delivery is recorded with the index of every secret it verified with
 (the library's `verify`, or, when keyward's manual test clock puts the
 timestamp outside the library's 5-minute tolerance, the library's `sign`
@@ -63,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         with LOCK:
+            if self.path == "/_count":
+                return self.answer(200, {"count": len(STATE["events"])})
             self.answer(200, STATE["events"])
 
     def do_POST(self):
@@ -90,8 +93,14 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(status, {"received": True, "padding": "x" * 2000})
 
 
+class Server(ThreadingHTTPServer):
+    # Several nodes send at once: a short listen backlog would refuse some.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 def main():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = Server(("127.0.0.1", 0), Handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 
