@@ -168,3 +168,57 @@ fn the_verifier_depends_on_the_domain_alone() {
     let found: Vec<&String> = found.iter().filter(|f| f.starts_with("crates/keyward-verifier/")).collect();
     assert!(found.is_empty(), "keyward-verifier names the store or the server: {found:?}");
 }
+
+/// `docs/secret-scanning/keyward-scan` (the gitleaks rules, then the
+/// checksum) finds planted keys, secret and publishable, and ignores
+/// look-alikes whose checksum is wrong; it reports hashes, never keys.
+#[test]
+fn the_secret_scanner_finds_keys_and_ignores_look_alikes() {
+    use keyward_core::token::{Environment, generate};
+    let dir = tempfile::tempdir().unwrap();
+    let live = generate("kw", Environment::Live).expose().to_owned();
+    let test = generate("kw", Environment::Test).expose().to_owned();
+    let publishable = generate("kwpk", Environment::Live).expose().to_owned();
+    // One character of the secret changed: the checksum no longer fits.
+    let mut look_alike = generate("kw", Environment::Live).expose().to_owned();
+    let at = look_alike.len() - 10;
+    let swapped = if &look_alike[at..=at] == "A" { "B" } else { "A" };
+    look_alike.replace_range(at..=at, swapped);
+    std::fs::write(dir.path().join("config.env"), format!("API_KEY={live}\nOTHER=1\n")).unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("src/app.js"),
+        format!("const a = \"{test}\";\nconst b = '{publishable}';\n// example: {look_alike}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README"), "kw_live_ is the prefix; kw_live_short is not a key\n").unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(root().join("docs/secret-scanning/keyward-scan"))
+        .arg(dir.path())
+        .output()
+        .expect("python3 runs the scanner");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "keys found: exit 1\n{stdout}");
+    let found: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sha = |t: &str| -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut hashes: Vec<String> = found.iter().map(|f| f["token_hash"].as_str().unwrap().to_owned()).collect();
+    hashes.sort();
+    let mut expected = vec![sha(&live), sha(&test), sha(&publishable)];
+    expected.sort();
+    assert_eq!(hashes, expected, "{stdout}");
+    assert!(!stdout.contains(&live) && !stdout.contains(&look_alike));
+    let rules: Vec<&str> = found.iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules.iter().filter(|r| **r == "keyward-publishable-key").count(), 1);
+    // Nothing found: exit 0.
+    let clean = tempfile::tempdir().unwrap();
+    std::fs::write(clean.path().join("x"), format!("{look_alike}\n")).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(root().join("docs/secret-scanning/keyward-scan"))
+        .arg(clean.path())
+        .output()
+        .unwrap();
+    assert_eq!((out.status.code(), out.stdout.is_empty()), (Some(0), true));
+}
