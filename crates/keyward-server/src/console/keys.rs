@@ -211,6 +211,7 @@ fn notice(done: &str) -> Option<&'static str> {
         "revoke" => "The key was revoked.",
         "delete" => "The key was deleted.",
         "edit" => "The key was saved.",
+        "leaked" => "The leak was reported: the workspace's leak policy was applied.",
         _ => return None,
     })
 }
@@ -834,6 +835,8 @@ struct DetailPage {
     peak: u64,
     chart_label: String,
     entries: Option<Vec<super::audit::EntryRow>>,
+    /// The banner of a key reported leaked.
+    leak: Option<String>,
     notice: Option<&'static str>,
 }
 
@@ -920,11 +923,30 @@ pub async fn detail(
             peak,
             chart_label,
             entries,
+            leak: state.leaks.leak_of(&who, &id).await?.map(|l| leak_banner(&l)),
             notice: p.text("done").and_then(|d| notice(&d)),
         })
     }
     .await;
     respond(&state, &who, result).await
+}
+
+/// What the key's banner says of its latest leak report.
+fn leak_banner(l: &keyward_store::webhooks::KeyLeak) -> String {
+    let by = match l.source.as_str() {
+        "github" => "GitHub secret scanning",
+        "gitlab" => "GitLab secret detection",
+        "member" => "a member",
+        "self" => "whoever held it",
+        _ => "a report",
+    };
+    let did = match l.action.as_str() {
+        "revoked" => "it was revoked",
+        "rolled" => "its secret was replaced",
+        _ => "nothing was changed (the leak policy is Notify only)",
+    };
+    let at = l.url.as_deref().map(|u| format!(" at {}", inert(u))).unwrap_or_default();
+    format!("Reported leaked by {by}{at} on {}: {did}.", when(&l.reported_at))
 }
 
 fn list_or<T: ToString>(items: &[T], none: &str) -> String {
@@ -955,6 +977,12 @@ fn confirmation(action: &str) -> Option<(&'static str, &'static str, &'static st
         "roll" => {
             ("roll", "Roll", "The key gets a new secret. The current secret stops working when the grace period ends.")
         }
+        "leaked" => (
+            "leaked",
+            "Report leaked",
+            "The workspace's leak policy applies at once (Settings › Leaked keys: revoke, roll or notify), and a \
+             key.leaked webhook is sent.",
+        ),
         _ => return None,
     })
 }
@@ -1033,6 +1061,7 @@ pub async fn act(
         "activate" => state.keys.activate(&who, &id).await.map(drop),
         "revoke" => state.keys.revoke(&who, &id).await.map(drop),
         "delete" => state.keys.delete(&who, &id).await.map(drop),
+        "leaked" => state.leaks.member_report(&who, &id).await.map(drop),
         _ => return super::message_page(StatusCode::NOT_FOUND, "Not found", "No such action"),
     };
     match result {

@@ -42,6 +42,11 @@ fn values_of(ws: &Workspace) -> FormData {
         v.set("allow_recoverable", "on");
     }
     v.set("token_prefix", ws.token_prefix.clone());
+    v.set("leak_policy", ws.notices.leak_policy.as_str());
+    let days: Vec<String> = ws.notices.expiry_notice_days.iter().map(ToString::to_string).collect();
+    v.set("expiry_notice_days", days.join(", "));
+    v.set("credits_low_threshold", ws.notices.credits_low_threshold.map(|t| t.to_string()).unwrap_or_default());
+    v.set("unused_days", ws.notices.unused_days.to_string());
     let routes: Vec<String> = ws.routes.iter().map(|r| format!("{} {} {}", r.method, r.path, r.permission)).collect();
     v.set("routes", routes.join("\n"));
     v
@@ -74,6 +79,8 @@ const SETTINGS_FIELDS: &[(&str, &[Code])] = &[
     ("allow_recoverable", &[Code::MasterKeyRequired]),
     ("token_prefix", &[Code::InvalidPrefix, Code::PrefixRequired]),
     ("routes", &[Code::InvalidRoute]),
+    ("leak_policy", &[Code::InvalidLeakPolicy]),
+    ("expiry_notice_days", &[Code::InvalidNotices]),
 ];
 
 /// A number field; blank clears the setting.
@@ -94,6 +101,17 @@ fn patch_of(v: &FormData, can_seal: bool) -> Result<WorkspacePatch, FormError> {
         };
         routes.push((method.to_owned(), path.to_owned(), permission.to_owned()));
     }
+    let mut days = Vec::new();
+    for d in v.val("expiry_notice_days").split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        days.push(d.parse::<u32>().map_err(|_| {
+            FormError::field("expiry_notice_days", "Expiry notices: whole numbers of days, comma-separated")
+        })?);
+    }
+    let low = v
+        .text("credits_low_threshold")
+        .map(|t| t.parse::<i64>())
+        .transpose()
+        .map_err(|_| FormError::field("credits_low_threshold", "Low credits threshold must be a whole number"))?;
     let threshold = count(v, "lockout_threshold", "Lockout threshold")?;
     let window = count(v, "lockout_window", "Lockout window")?;
     Ok(WorkspacePatch {
@@ -108,6 +126,10 @@ fn patch_of(v: &FormData, can_seal: bool) -> Result<WorkspacePatch, FormError> {
         lockout: Some((threshold, window)),
         require_expiry: Some(v.checked("require_expiry")),
         allow_recoverable: can_seal.then(|| v.checked("allow_recoverable")),
+        leak_policy: v.text("leak_policy"),
+        expiry_notice_days: Some(days),
+        credits_low_threshold: Some(low),
+        unused_days: count(v, "unused_days", "Unused after")?,
         ..Default::default()
     })
 }
