@@ -34,6 +34,7 @@ mod pgp;
 mod settings;
 mod tokens;
 mod view;
+mod webhooks;
 
 pub use form::FormData;
 pub use view::Shell;
@@ -74,6 +75,14 @@ pub fn routes() -> Router<AppState> {
         .route("/pgp-keys", get(pgp::page).post(pgp::create))
         .route("/pgp-keys/new", get(pgp::new_page))
         .route("/pgp-keys/{id}/delete", get(pgp::confirm_delete).post(pgp::delete))
+        .route("/webhooks", get(webhooks::page).post(webhooks::create))
+        .route("/webhooks/new", get(webhooks::new_page))
+        .route("/webhooks/{id}", get(webhooks::detail))
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/webhooks/{id}/state/{what}", post(webhooks::set_enabled))
+        .route("/webhooks/{id}/delete", get(webhooks::confirm_delete).post(webhooks::delete))
+        .route("/webhooks/{id}/deliveries/{event_id}/resend", post(webhooks::resend))
         .route("/settings", get(settings::page).post(settings::save))
         .route("/audit", get(audit::page))
         .route("/assets/console.css", get(stylesheet))

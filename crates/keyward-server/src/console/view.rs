@@ -37,6 +37,7 @@ pub struct Can {
     pub tokens_manage: bool,
     pub pgp_read: bool,
     pub integrations_read: bool,
+    pub webhooks_manage: bool,
 }
 
 impl Can {
@@ -55,6 +56,7 @@ impl Can {
             tokens_manage: may(crate::oauth::TOKENS_MANAGE),
             pgp_read: may(crate::pgp::PGP_READ),
             integrations_read: may(crate::integrations::INTEGRATIONS_READ),
+            webhooks_manage: may(crate::webhooks::MANAGE),
         }
     }
 }

@@ -24,6 +24,7 @@ backend_tests!(
     console_pgp_keys_in_chromium,
     console_new_secret_is_shown_once_after_a_redirect,
     console_integrations_in_chromium,
+    console_webhooks_and_leaks_in_chromium,
 );
 
 fn test_name(name: &str) -> String {
@@ -1139,4 +1140,107 @@ async fn console_integrations_in_chromium() {
     assert_eq!((made["name"].clone(), made["scopes"].clone()), (json!("Default REST API key"), json!(["*"])));
     b.close().await;
     app.stop().await;
+}
+
+/// Webhooks in the console: Add Endpoint (URL, events), the signing secret
+/// shown once (it verifies deliveries), the deliveries with Send test
+/// event and Resend, Rotate secret, Disable and a disabled endpoint's
+/// notice; the leak policy in Settings and a reported key's banner.
+async fn console_webhooks_and_leaks_in_chromium() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.webhook_urls.allow_hosts = vec!["127.0.0.1".into()];
+        c.webhook_delivery.poll = Duration::from_millis(50);
+    })
+    .await;
+    let Some(receiver) = crate::receiver::Receiver::start("console_webhooks_and_leaks_in_chromium").await else {
+        return;
+    };
+    let Some(mut b) = browser(&app, "console_webhooks").await else { return };
+    b.open("/").await;
+    sign_in(&mut b, OWNER_EMAIL, OWNER_PASSWORD).await;
+    b.go("link", "Webhooks").await;
+    assert_eq!(b.path().await, "/webhooks");
+    assert!(b.text().await.contains("No endpoints yet."));
+    b.check_page("webhooks-empty").await;
+    b.go("button", "Add Endpoint").await;
+    b.check_page("webhooks-add").await;
+    // A URL keyward may not send to: refused beside the field.
+    b.fill("Endpoint URL", "https://10.0.0.1/hook").await;
+    b.go("button", "Add endpoint").await;
+    b.refused(400).await;
+    assert!(b.text().await.contains("url:"), "{}", b.text().await);
+    b.fill("Endpoint URL", &receiver.url).await;
+    b.check("All events", false).await;
+    b.check("key.created", true).await;
+    b.check("key.leaked", true).await;
+    b.go("button", "Add endpoint").await;
+    let secret = b.new_secret().await;
+    assert!(secret.starts_with("whsec_"));
+    b.click("button", "Copy signing secret").await;
+    assert_eq!(b.clipboard().await, secret);
+    b.check_page("webhooks-secret").await;
+    receiver.secrets(&[&secret]).await;
+
+    app.create_key(json!({"name": "hooked"})).await;
+    receiver.wait_for(1).await;
+    b.open("/webhooks").await;
+    assert!(b.table_text().await.contains("key.created, key.leaked"), "{}", b.table_text().await);
+    b.go("link", &format!("Deliveries of {}", receiver.url)).await;
+    b.go("button", "Send test event").await;
+    assert!(b.text().await.contains("A test event was sent"));
+    let events = receiver.wait_for(2).await;
+    assert_eq!(events[1]["body"]["type"], "webhook.test");
+    assert_eq!(events[1]["verifiedWith"], json!([0]), "the secret the console showed signs");
+    b.open(&b.path().await.clone()).await;
+    let table = b.table_text().await;
+    assert!(table.contains("webhook.test") && table.contains("delivered") && table.contains("200"), "{table}");
+    b.check_page("webhooks-deliveries").await;
+    let test_id = events[1]["id"].as_str().unwrap().to_owned();
+    b.click("button", &format!("Resend webhook.test {test_id}")).await;
+    let events = receiver.wait_for(3).await;
+    assert_eq!(events[2]["id"], test_id.as_str());
+
+    // Rotate: the new secret shown once; both sign for a day.
+    b.go("button", "Rotate secret").await;
+    let rotated = b.new_secret().await;
+    assert_ne!(rotated, secret);
+    assert!(b.text().await.contains("The previous secret goes on signing"));
+    receiver.secrets(&[&secret, &rotated]).await;
+
+    // The leak policy in Settings; a member's report on the key's page.
+    b.go("link", "Settings").await;
+    let policy = b.find("field", "When a key is reported leaked").await;
+    policy.select_by_value("notify").await.unwrap();
+    b.go("button", "Save settings").await;
+    assert_eq!(app.get("/v1/workspace").await.body["leakPolicy"], "notify");
+    let key = app.create_key(json!({"name": "spilled"})).await;
+    b.open(&format!("/keys/{}", key.id)).await;
+    b.go("link", "Report leaked").await;
+    assert!(b.text().await.contains("leak policy applies at once"));
+    b.go("button", "Confirm").await;
+    let text = b.text().await;
+    assert!(text.contains("Leaked.") && text.contains("Reported leaked by a member"), "{text}");
+    b.check_page("key-leaked").await;
+    assert_eq!(app.verify_code(&key.secret).await, "VALID", "notify only");
+    let events = receiver.wait_for(5).await;
+    let leaked = events.iter().find(|e| e["body"]["type"] == "key.leaked").unwrap();
+    assert_eq!(leaked["verifiedWith"], json!([0, 1]));
+
+    // Disabled by keyward: the notice says why.
+    receiver.answer(410).await;
+    app.create_key(json!({"name": "gone"})).await;
+    let id = app.get("/v1/webhooks").await.body["data"][0]["id"].as_str().unwrap().to_owned();
+    crate::helpers::eventually(|| async { app.get(&format!("/v1/webhooks/{id}")).await.body["enabled"] == false }).await;
+    b.open("/webhooks").await;
+    assert!(b.text().await.contains("Endpoint disabled."), "{}", b.text().await);
+    assert!(b.text().await.contains("410 Gone"));
+    b.check_page("webhooks-disabled").await;
+    b.go("link", "enable it again").await;
+    b.go("button", "Enable").await;
+    assert!(b.text().await.contains("The endpoint is enabled."));
+    b.go("link", "Delete").await;
+    b.go("button", "Confirm").await;
+    assert!(b.text().await.contains("The endpoint was deleted."));
+    assert_eq!(app.get("/v1/webhooks").await.body["data"], json!([]));
+    b.close().await;
 }
