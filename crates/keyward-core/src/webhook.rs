@@ -80,7 +80,8 @@ impl Subscription {
         let mut names: Vec<String> = Vec::with_capacity(events.len());
         for e in events {
             let known = EVENT_TYPES.contains(&e.as_str())
-                || e.strip_suffix(".*").is_some_and(|noun| EVENT_TYPES.iter().any(|t| t.split('.').next() == Some(noun)));
+                || e.strip_suffix(".*")
+                    .is_some_and(|noun| EVENT_TYPES.iter().any(|t| t.split('.').next() == Some(noun)));
             if !known {
                 // The name is echoed only when it is a plain identifier.
                 let shown = if e.len() <= 40 && e.bytes().all(|b| b.is_ascii_alphanumeric() || b"._*".contains(&b)) {
@@ -90,7 +91,10 @@ impl Subscription {
                 };
                 return Err(Error::invalid(
                     Code::InvalidEvents,
-                    format!("events: {shown}; allowed: \"*\", key.*, member.*, pgp_key.* or {}", EVENT_TYPES.join(", ")),
+                    format!(
+                        "events: {shown}; allowed: \"*\", key.*, member.*, pgp_key.* or {}",
+                        EVENT_TYPES.join(", ")
+                    ),
                 ));
             }
             if !names.contains(e) {
@@ -126,8 +130,7 @@ impl Subscription {
         match self {
             Subscription::All => true,
             Subscription::Some(names) => names.iter().any(|n| {
-                n == event_type
-                    || n.strip_suffix(".*").is_some_and(|noun| event_type.split('.').next() == Some(noun))
+                n == event_type || n.strip_suffix(".*").is_some_and(|noun| event_type.split('.').next() == Some(noun))
             }),
         }
     }

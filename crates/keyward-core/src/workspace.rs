@@ -182,7 +182,12 @@ pub struct Notices {
 
 impl Default for Notices {
     fn default() -> Self {
-        Notices { leak_policy: LeakPolicy::Revoke, expiry_notice_days: vec![14, 1], credits_low_threshold: Some(10), unused_days: 90 }
+        Notices {
+            leak_policy: LeakPolicy::Revoke,
+            expiry_notice_days: vec![14, 1],
+            credits_low_threshold: Some(10),
+            unused_days: 90,
+        }
     }
 }
 

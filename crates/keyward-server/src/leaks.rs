@@ -79,8 +79,12 @@ pub struct Feedback {
 /// [{"key_identifier", "key", "is_current"}]}`), read again when it changes.
 pub struct AlertKeys {
     path: Option<PathBuf>,
-    loaded: Mutex<Option<(SystemTime, Arc<Vec<(String, VerifyingKey)>>)>>,
+    /// The keys as read, and the file's modification time then.
+    loaded: Mutex<Option<(SystemTime, Keys)>>,
 }
+
+/// Public keys by their identifier.
+type Keys = Arc<Vec<(String, VerifyingKey)>>;
 
 #[derive(Deserialize)]
 struct KeysDocument {
@@ -106,7 +110,7 @@ impl AlertKeys {
         }
     }
 
-    fn current(&self) -> Result<Arc<Vec<(String, VerifyingKey)>>, Error> {
+    fn current(&self) -> Result<Keys, Error> {
         let Some(path) = &self.path else {
             return Err(refused("no public keys are configured for leak alerts (--leak-public-keys)"));
         };
@@ -255,7 +259,6 @@ impl LeakService {
                 }
                 None => "false_positive",
             };
-            let _ = &f.source;
             feedback.push(Feedback { token_hash, token_type: f.token_type, label });
         }
         Ok(feedback)
@@ -284,7 +287,10 @@ impl LeakService {
                 action: action.to_owned(),
             };
             let changes = json!({"source": report.source, "url": report.url, "action": action});
-            vec![Write::Webhooks(WebhooksWrite::RecordLeak(leak)), self.audit.write(who, "key.leaked", key_target(k), changes)]
+            vec![
+                Write::Webhooks(WebhooksWrite::RecordLeak(leak)),
+                self.audit.write(who, "key.leaked", key_target(k), changes),
+            ]
         };
         let current = self.keys.load_key(who.workspace_id(), id).await?;
         let revoked = current.state == KeyState::Revoked;

@@ -29,10 +29,10 @@ use keyward_core::workspace::Workspace;
 pub use oauth::{OAuth, OAuthWrite};
 pub use people::{People, PeopleWrite};
 pub use pgp::{Pgp, PgpWrite};
-pub use webhooks::{Webhooks, WebhooksWrite};
 /// What a write tells every node's caches (sent to the other nodes; the
 /// committing node applies it itself).
 pub use sql::invalidations;
+pub use webhooks::{Webhooks, WebhooksWrite};
 
 pub mod access;
 pub mod audit;

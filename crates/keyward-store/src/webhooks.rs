@@ -124,26 +124,48 @@ pub enum NoticeDue<'a> {
 
 #[derive(Debug, Clone)]
 pub enum WebhooksWrite {
-    InsertEndpoint { endpoint: Endpoint, secret: StoredSecret },
+    InsertEndpoint {
+        endpoint: Endpoint,
+        secret: StoredSecret,
+    },
     /// Its url, description, events, state and failure time;
     /// [`crate::StoreError::NotFound`] when it is gone.
     UpdateEndpoint(Endpoint),
-    DeleteEndpoint { workspace_id: String, id: String },
+    DeleteEndpoint {
+        workspace_id: String,
+        id: String,
+    },
     /// A new secret; the ones still signing stop at `retire_at` (or when
     /// they were to stop, if sooner). [`crate::StoreError::NotFound`] when
     /// the endpoint is gone.
-    AddSecret { secret: StoredSecret, retire_at: DateTime<Utc> },
+    AddSecret {
+        secret: StoredSecret,
+        retire_at: DateTime<Utc>,
+    },
     /// The event, to every enabled endpoint of its workspace subscribed to it.
     Emit(OutboxEvent),
     /// The event, to one endpoint of its workspace, whatever it subscribes
     /// to ([`crate::StoreError::NotFound`] when it is not there).
-    EmitTo { endpoint_id: String, event: OutboxEvent },
+    EmitTo {
+        endpoint_id: String,
+        event: OutboxEvent,
+    },
     /// The event, once: only the first change to claim `(subject, kind,
     /// mark)` emits it (however many nodes try).
-    Notice { subject: String, kind: String, mark: String, event: OutboxEvent },
+    Notice {
+        subject: String,
+        kind: String,
+        mark: String,
+        event: OutboxEvent,
+    },
     /// Sends a delivery again, from now ([`crate::StoreError::NotFound`]
     /// when there is none).
-    Resend { workspace_id: String, endpoint_id: String, event_id: String, at: DateTime<Utc> },
+    Resend {
+        workspace_id: String,
+        endpoint_id: String,
+        event_id: String,
+        at: DateTime<Utc>,
+    },
     /// A key was reported leaked (replacing an earlier report of it).
     RecordLeak(KeyLeak),
 }
@@ -268,7 +290,9 @@ impl WebhooksStatements {
             list_endpoints: r(&format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = $1 ORDER BY created_at, id"
             )),
-            get_endpoint: r(&format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = $1 AND id = $2")),
+            get_endpoint: r(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = $1 AND id = $2"
+            )),
             secrets: r("SELECT id, endpoint_id, master_key_id, sealed, created_at, expires_at FROM webhook_secrets \
                  WHERE endpoint_id = $1 ORDER BY created_at DESC, id"),
             list_deliveries: r(&format!(
@@ -428,8 +452,7 @@ pub struct DeliveryRow {
 impl DeliveryRow {
     pub fn into_delivery(self) -> Result<Delivery> {
         Ok(Delivery {
-            status: DeliveryStatus::parse(&self.status)
-                .ok_or_else(|| crate::sql::corrupt("delivery status"))?,
+            status: DeliveryStatus::parse(&self.status).ok_or_else(|| crate::sql::corrupt("delivery status"))?,
             endpoint_id: self.endpoint_id,
             event_id: self.event_id,
             workspace_id: self.workspace_id,

@@ -315,7 +315,8 @@ impl ServeSettings {
             bail!("the rotation period must be between 1 and 3650 days");
         }
         let webhook_delivery = webhook_delivery(args, file)?;
-        let allow_hosts = args.webhook_allow_hosts.clone().or_else(|| file.webhook_allow_hosts.clone()).unwrap_or_default();
+        let allow_hosts =
+            args.webhook_allow_hosts.clone().or_else(|| file.webhook_allow_hosts.clone()).unwrap_or_default();
         let allow_hosts: Vec<String> =
             allow_hosts.into_iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect();
         let server = ServerConfig {

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use keyward_store::testing::{Backend, TestDb};
 use serde_json::{Value, json};
 
-mod support;
 #[path = "support/python.rs"]
 mod python;
 #[path = "support/receiver.rs"]
 mod receiver;
+mod support;
 
 use support::{Node, call, serve};
 

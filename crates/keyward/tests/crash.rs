@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-mod support;
 #[path = "support/python.rs"]
 mod python;
 #[path = "support/receiver.rs"]
 mod receiver;
+mod support;
 
 use support::Node;
 
@@ -160,12 +160,14 @@ async fn webhooks_committed_before_kill_9_are_sent_after_restart() {
     let admin = node.admin.clone().unwrap();
     let http = reqwest::Client::new();
     let body = json!({"url": receiver.url, "events": ["key.created", "key.revoked"]});
-    let (status, made) = support::call(&http, reqwest::Method::POST, format!("{}/v1/webhooks", node.base), &admin, &body).await;
+    let (status, made) =
+        support::call(&http, reqwest::Method::POST, format!("{}/v1/webhooks", node.base), &admin, &body).await;
     assert_eq!(status, 201, "{made}");
     receiver.secrets(&[made["secret"].as_str().unwrap()]).await;
     for i in 0..25 {
         let url = format!("{}/v1/keys", node.base);
-        let (status, k) = support::call(&http, reqwest::Method::POST, url, &admin, &json!({"name": format!("k{i}")})).await;
+        let (status, k) =
+            support::call(&http, reqwest::Method::POST, url, &admin, &json!({"name": format!("k{i}")})).await;
         assert_eq!(status, 201);
         let url = format!("{}/v1/keys/{}/revoke", node.base, k["id"].as_str().unwrap());
         assert_eq!(support::call(&http, reqwest::Method::POST, url, &admin, &json!({})).await.0, 200);

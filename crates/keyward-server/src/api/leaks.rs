@@ -19,9 +19,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn alert(state: &AppState, host: CodeHost, headers: &HeaderMap, body: LimitedBytes) -> ApiResult<axum::Json<Vec<Feedback>>> {
+async fn alert(
+    state: &AppState,
+    host: CodeHost,
+    headers: &HeaderMap,
+    body: LimitedBytes,
+) -> ApiResult<axum::Json<Vec<Feedback>>> {
     let body = body.0.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, "The alert is larger than this server takes")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::PayloadTooLarge,
+            "The alert is larger than this server takes",
+        )
     })?;
     let (id_header, sig_header) = host.headers();
     let feedback = state.leaks.alert(host, &body, header(headers, id_header), header(headers, sig_header)).await?;

@@ -338,9 +338,10 @@ pub async fn list_deliveries(
 ) -> ApiResult<axum::Json<DeliveryList>> {
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
-            Error::invalid(Code::InvalidParameter, "status: one of pending, delivered, failed")
-        })?),
+        Some(s) => Some(
+            DeliveryStatus::parse(s)
+                .ok_or_else(|| Error::invalid(Code::InvalidParameter, "status: one of pending, delivered, failed"))?,
+        ),
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
@@ -348,9 +349,10 @@ pub async fn list_deliveries(
     }
     let before = match q.cursor.as_deref() {
         None => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-            Error::invalid(Code::InvalidParameter, "cursor: the nextCursor of a previous page")
-        })?),
+        Some(c) => Some(
+            parse_cursor(c)
+                .ok_or_else(|| Error::invalid(Code::InvalidParameter, "cursor: the nextCursor of a previous page"))?,
+        ),
     };
     let rows = state.webhooks.deliveries(&principal, &id, status, before, limit).await?;
     let next_cursor = (rows.len() == limit as usize)

@@ -278,8 +278,16 @@ pub async fn confirm_delete(State(state): State<AppState>, Member(who): Member, 
         Ok(e) => {
             let heading = format!("Delete the endpoint {}?", inert(&e.url));
             let warning = "Nothing more is sent to it; its delivery log and secrets are deleted with it.";
-            super::people::confirm(&state, &who, "webhooks", heading, warning, format!("/webhooks/{id}/delete"), "/webhooks")
-                .await
+            super::people::confirm(
+                &state,
+                &who,
+                "webhooks",
+                heading,
+                warning,
+                format!("/webhooks/{id}/delete"),
+                "/webhooks",
+            )
+            .await
         }
         Err(e) => error_page(&state, &who, &e).await,
     }

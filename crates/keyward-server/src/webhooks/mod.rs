@@ -76,7 +76,9 @@ impl UrlPolicy {
         match url.scheme() {
             "https" => {}
             "http" if allowed => {}
-            "http" => return Err(url_not_allowed("plain http is allowed only to hosts the operator allows; use https")),
+            "http" => {
+                return Err(url_not_allowed("plain http is allowed only to hosts the operator allows; use https"));
+            }
             _ => return Err(url_not_allowed("the scheme must be https (or http to an allowed host)")),
         }
         if !url.username().is_empty() || url.password().is_some() {
@@ -202,18 +204,17 @@ impl WebhookService {
         &self.policy
     }
 
-    fn new_secret(&self, endpoint_id: &str, expires_at: Option<DateTime<Utc>>) -> Result<(SigningSecret, StoredSecret), Error> {
+    fn new_secret(
+        &self,
+        endpoint_id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<(SigningSecret, StoredSecret), Error> {
         let keyring = self.keyring.as_ref().ok_or_else(master_key_required)?;
         let secret = SigningSecret::generate();
         let id = ids::new_id("whsec");
         let sealed = keyring.seal(secret.bytes(), &secret_context(&id));
-        let stored = StoredSecret {
-            id,
-            endpoint_id: endpoint_id.to_owned(),
-            sealed,
-            created_at: self.clock.now(),
-            expires_at,
-        };
+        let stored =
+            StoredSecret { id, endpoint_id: endpoint_id.to_owned(), sealed, created_at: self.clock.now(), expires_at };
         Ok((secret, stored))
     }
 
@@ -266,7 +267,8 @@ impl WebhookService {
             updated_at: now,
         };
         let (secret, stored) = self.new_secret(&endpoint.id, None)?;
-        let mut change = Change::of(Write::Webhooks(WebhooksWrite::InsertEndpoint { endpoint: endpoint.clone(), secret: stored }));
+        let mut change =
+            Change::of(Write::Webhooks(WebhooksWrite::InsertEndpoint { endpoint: endpoint.clone(), secret: stored }));
         change.push(self.audit.write(who, "webhook.created", webhook_target(&endpoint), summary(&endpoint)));
         self.audit.work().commit(change).await.map_err(store_error)?;
         Ok((endpoint, secret))
@@ -306,7 +308,8 @@ impl WebhookService {
 
     pub async fn delete(&self, who: &Principal, id: &str) -> Result<Endpoint, Error> {
         let endpoint = self.get(who, id).await?;
-        let write = WebhooksWrite::DeleteEndpoint { workspace_id: endpoint.workspace_id.clone(), id: endpoint.id.clone() };
+        let write =
+            WebhooksWrite::DeleteEndpoint { workspace_id: endpoint.workspace_id.clone(), id: endpoint.id.clone() };
         let mut change = Change::of(Write::Webhooks(write));
         change.push(self.audit.write(who, "webhook.deleted", webhook_target(&endpoint), summary(&endpoint)));
         self.audit.work().commit(change).await.map_err(store_error)?;

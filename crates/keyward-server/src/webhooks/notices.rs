@@ -35,7 +35,15 @@ pub struct Scheduler {
 }
 
 /// A notice: sent once for `(subject, kind, mark)`.
-pub fn notice(subject: &str, kind: &str, mark: String, ws: &str, event_type: &str, at: DateTime<Utc>, data: Value) -> Write {
+pub fn notice(
+    subject: &str,
+    kind: &str,
+    mark: String,
+    ws: &str,
+    event_type: &str,
+    at: DateTime<Utc>,
+    data: Value,
+) -> Write {
     Write::Webhooks(WebhooksWrite::Notice {
         subject: subject.to_owned(),
         kind: kind.to_owned(),

@@ -1230,7 +1230,8 @@ async fn console_webhooks_and_leaks_in_chromium() {
     receiver.answer(410).await;
     app.create_key(json!({"name": "gone"})).await;
     let id = app.get("/v1/webhooks").await.body["data"][0]["id"].as_str().unwrap().to_owned();
-    crate::helpers::eventually(|| async { app.get(&format!("/v1/webhooks/{id}")).await.body["enabled"] == false }).await;
+    crate::helpers::eventually(|| async { app.get(&format!("/v1/webhooks/{id}")).await.body["enabled"] == false })
+        .await;
     b.open("/webhooks").await;
     assert!(b.text().await.contains("Endpoint disabled."), "{}", b.text().await);
     assert!(b.text().await.contains("410 Gone"));

@@ -112,7 +112,11 @@ async fn alerts_apply_each_policy_and_answer_feedback() {
     assert_eq!(app.verify_code(&key.secret).await, "REVOKED");
     let audit = app.get("/v1/audit?action=key.leaked").await.body;
     let entry = &audit["data"][0];
-    assert_eq!((entry["target"]["id"].as_str(), entry["changes"]["source"].as_str()), (Some(&*key.id), Some("github")), "{audit}");
+    assert_eq!(
+        (entry["target"]["id"].as_str(), entry["changes"]["source"].as_str()),
+        (Some(&*key.id), Some("github")),
+        "{audit}"
+    );
     assert!(!audit.to_string().contains(&key.secret), "the token is never recorded");
 
     // roll: the old secret stops at once, the new one is sealed for reveal.
@@ -125,7 +129,9 @@ async fn alerts_apply_each_policy_and_answer_feedback() {
     let k = app.get(&format!("/v1/keys/{}", kept.id)).await.body;
     assert_eq!(k["state"], "active", "{k}");
     let owner = app.owner_token().await;
-    let _ = app.call(Method::POST, "/v1/auth/reauth", Some(&owner), Some(json!({"password": crate::helpers::OWNER_PASSWORD}))).await;
+    let _ = app
+        .call(Method::POST, "/v1/auth/reauth", Some(&owner), Some(json!({"password": crate::helpers::OWNER_PASSWORD})))
+        .await;
     let r = app.call(Method::POST, &format!("/v1/keys/{}/reveal", kept.id), Some(&owner), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let fresh = r.str("secret");
@@ -218,7 +224,12 @@ async fn a_member_reports_a_leak() {
     assert_eq!(r.status, 403, "keys:manage is needed");
     assert_eq!(app.verify_code(&key.secret).await, "VALID");
     let r = app.post_empty(&path).await;
-    assert_eq!((r.status.as_u16(), r.body["action"].as_str(), r.body["key"]["state"].as_str()), (200, Some("revoked"), Some("revoked")), "{}", r.body);
+    assert_eq!(
+        (r.status.as_u16(), r.body["action"].as_str(), r.body["key"]["state"].as_str()),
+        (200, Some("revoked"), Some("revoked")),
+        "{}",
+        r.body
+    );
     let (_, other) = app.other_workspace().await;
     let r = app.call(Method::POST, &path, Some(&other), None).await;
     assert_eq!(r.status, 404);
@@ -238,10 +249,15 @@ async fn expiring_unused_and_low_credit_keys_are_noticed_once() {
     let app = spawn_with_host(&host).await;
     let Some(receiver) = Receiver::start("expiring_unused_and_low_credit_keys_are_noticed_once").await else { return };
     let r = app
-        .post("/v1/webhooks", json!({"url": receiver.url, "events": ["key.expiring", "key.expired", "key.unused", "key.credits_low"]}))
+        .post(
+            "/v1/webhooks",
+            json!({"url": receiver.url, "events": ["key.expiring", "key.expired", "key.unused", "key.credits_low"]}),
+        )
         .await;
     receiver.secrets(&[&r.str("secret")]).await;
-    let r = app.patch("/v1/workspace", json!({"expiryNoticeDays": [14, 1], "unusedDays": 30, "creditsLowThreshold": 2})).await;
+    let r = app
+        .patch("/v1/workspace", json!({"expiryNoticeDays": [14, 1], "unusedDays": 30, "creditsLowThreshold": 2}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let expiring = app.create_key(json!({"name": "expiring", "expiresAt": app.in_secs(20 * 86_400)})).await;
     let metered = app.create_key(json!({"name": "metered", "credits": {"remaining": 4}})).await;
@@ -252,12 +268,18 @@ async fn expiring_unused_and_low_credit_keys_are_noticed_once() {
     }
     let events = receiver.wait_for(1).await;
     assert_eq!(events[0]["body"]["type"], "key.credits_low");
-    assert_eq!((events[0]["body"]["data"]["id"].as_str(), events[0]["body"]["data"]["remaining"].as_i64()), (Some(&*metered.id), Some(2)));
+    assert_eq!(
+        (events[0]["body"]["data"]["id"].as_str(), events[0]["body"]["data"]["remaining"].as_i64()),
+        (Some(&*metered.id), Some(2))
+    );
 
     // 7 days on: 14 days before expiry.
     app.clock.advance(Duration::from_secs(7 * 86_400));
     let events = receiver.wait_for(2).await;
-    assert_eq!((events[1]["body"]["type"].as_str(), events[1]["body"]["data"]["daysBefore"].as_i64()), (Some("key.expiring"), Some(14)));
+    assert_eq!(
+        (events[1]["body"]["type"].as_str(), events[1]["body"]["data"]["daysBefore"].as_i64()),
+        (Some("key.expiring"), Some(14))
+    );
     assert_eq!(events[1]["body"]["data"]["id"], expiring.id.as_str());
     // 12 more: 1 day before; then expired.
     app.clock.advance(Duration::from_secs(12 * 86_400 + 3600));
@@ -284,6 +306,9 @@ async fn expiring_unused_and_low_credit_keys_are_noticed_once() {
     let mut seen = std::collections::HashSet::new();
     for e in &events {
         let d = &e["body"]["data"];
-        assert!(seen.insert((e["body"]["type"].to_string(), d["id"].to_string(), d["daysBefore"].to_string())), "twice: {e}");
+        assert!(
+            seen.insert((e["body"]["type"].to_string(), d["id"].to_string(), d["daysBefore"].to_string())),
+            "twice: {e}"
+        );
     }
 }

@@ -112,7 +112,11 @@ async fn failed_deliveries_back_off_then_fail_after_a_day() {
     let first = || async { deliveries(&app, &id).await[0].clone() };
     eventually(|| async { first().await["error"].is_string() }).await;
     let d = first().await;
-    assert_eq!((d["status"].as_str(), d["attempts"].as_i64(), d["responseStatus"].as_i64()), (Some("pending"), Some(1), Some(500)), "{d}");
+    assert_eq!(
+        (d["status"].as_str(), d["attempts"].as_i64(), d["responseStatus"].as_i64()),
+        (Some("pending"), Some(1), Some(500)),
+        "{d}"
+    );
     assert!(d["responseBody"].as_str().unwrap().len() <= 1024, "at most 1 KiB of the answer is kept");
     // 5 s ± 20 %: not before 4 s, by 6 s.
     app.clock.advance(Duration::from_secs(3));
@@ -211,10 +215,16 @@ async fn the_log_resends_and_test_events() {
     assert_eq!(r.status, 202, "{}", r.body);
     let event_id = r.str("eventId");
     let events = receiver.wait_for(1).await;
-    assert_eq!((events[0]["body"]["type"].as_str(), events[0]["id"].as_str()), (Some("webhook.test"), Some(&*event_id)));
+    assert_eq!(
+        (events[0]["body"]["type"].as_str(), events[0]["id"].as_str()),
+        (Some("webhook.test"), Some(&*event_id))
+    );
     eventually(|| async { deliveries(&app, &id).await[0]["status"] == "delivered" }).await;
     let d = app.get(&format!("/v1/webhooks/{id}/deliveries/{event_id}")).await.body;
-    assert_eq!((d["type"].as_str(), d["responseStatus"].as_i64(), d["attempts"].as_i64()), (Some("webhook.test"), Some(200), Some(1)));
+    assert_eq!(
+        (d["type"].as_str(), d["responseStatus"].as_i64(), d["attempts"].as_i64()),
+        (Some("webhook.test"), Some(200), Some(1))
+    );
     assert!(d["latencyMs"].is_i64());
     let r = app.post_empty(&format!("/v1/webhooks/{id}/deliveries/{event_id}/resend")).await;
     assert_eq!(r.status, 202, "{}", r.body);

@@ -34,7 +34,10 @@ fn venv(dir: &Path) -> Result<PathBuf, String> {
     let lock = std::fs::File::create(dir.with_extension("lock")).map_err(|e| format!("the venv's lock: {e}"))?;
     lock.lock().map_err(|e| format!("the venv's lock: {e}"))?;
     let ready = || {
-        let check = Command::new(&python).args(["-c", "import authlib, jwt, requests, standardwebhooks"]).stderr(Stdio::null()).status();
+        let check = Command::new(&python)
+            .args(["-c", "import authlib, jwt, requests, standardwebhooks"])
+            .stderr(Stdio::null())
+            .status();
         check.is_ok_and(|s| s.success())
     };
     if ready() {
