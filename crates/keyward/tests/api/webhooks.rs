@@ -47,7 +47,7 @@ async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
 async fn every_event_arrives_once_signed_by_the_standard() {
     let app = spawn_app_with(allow_loopback).await;
     let Some(receiver) = Receiver::start("every_event_arrives_once_signed_by_the_standard").await else { return };
-    let (_, secret) = endpoint(&app, &receiver, json!(["key.*", "member.invited"])).await;
+    let (_, secret) = endpoint(&app, &receiver, json!(["key.*", "member.*"])).await;
 
     let key = app.create_key(json!({"name": "billing", "scopes": ["read"]})).await;
     let path = format!("/v1/keys/{}", key.id);
@@ -62,11 +62,23 @@ async fn every_event_arrives_once_signed_by_the_standard() {
     assert_eq!(app.patch("/v1/workspace", json!({"lockout": {"threshold": 1}})).await.status, 200);
     let forged = generate_with_id("kw", Environment::Live, parse(&twin.secret).unwrap().id);
     assert_eq!(app.verify_code(forged.expose()).await, "INVALID_SECRET");
-    assert_eq!(app.invite(json!({"email": "new@example.com", "name": "New", "roles": ["viewer"]})).await.status, 201);
+    // A member invited, joining, changed and removed.
+    let member = app.add_member("new@example.com", "a long enough password", &["viewer"]).await;
+    let r = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{member}"),
+            Some(&app.owner_token().await),
+            Some(json!({"roles": ["admin"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app.call(Method::DELETE, &format!("/v1/members/{member}"), Some(&app.owner_token().await), None).await;
+    assert!(r.status.is_success(), "{}", r.body);
     // Not subscribed: nothing of it arrives.
     assert_eq!(app.patch("/v1/workspace", json!({"name": "Renamed"})).await.status, 200);
 
-    let events = receiver.wait_for(8).await;
+    let events = receiver.wait_for(11).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let events = if receiver.events().await.len() > events.len() { receiver.events().await } else { events };
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
@@ -87,6 +99,9 @@ async fn every_event_arrives_once_signed_by_the_standard() {
         ("key.deleted", 1),
         ("key.locked", 1),
         ("member.invited", 1),
+        ("member.joined", 1),
+        ("member.changed", 1),
+        ("member.removed", 1),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
