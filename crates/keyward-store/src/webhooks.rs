@@ -129,7 +129,8 @@ pub enum WebhooksWrite {
         secret: StoredSecret,
     },
     /// Its url, description, events, state and failure time;
-    /// [`crate::StoreError::NotFound`] when it is gone.
+    /// [`crate::StoreError::NotFound`] when it is gone. Disabled, its
+    /// pending deliveries fail (they can be resent from the log).
     UpdateEndpoint(Endpoint),
     DeleteEndpoint {
         workspace_id: String,
@@ -204,6 +205,9 @@ pub trait Webhooks: Send + Sync {
     async fn prune_webhooks(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Pending deliveries, across workspaces (for metrics and tests).
     async fn pending_deliveries(&self) -> Result<i64>;
+    /// Whether any workspace has an enabled endpoint (else the outbox
+    /// stays empty and the deliverers rest).
+    async fn any_enabled_endpoint(&self) -> Result<bool>;
     /// Up to `limit` keys of the workspace a notice is due for.
     async fn keys_for_notice(
         &self,
@@ -244,6 +248,8 @@ pub struct WebhooksStatements {
     pub prune_secrets: String,
     pub pending: String,
     pub record_leak: String,
+    pub any_enabled: String,
+    pub fail_pending: String,
     pub keys_expiring: String,
     pub keys_unused: String,
     pub key_leak: String,
@@ -339,6 +345,10 @@ impl WebhooksStatements {
                  AND n.mark = CAST(COALESCE(k.last_used_at, k.created_at) AS TEXT)) LIMIT $4",
                 select = crate::sql::SELECT_KEY
             )),
+            fail_pending: r("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
+                 claimed_until = NULL, error = 'the endpoint was disabled' \
+                 WHERE endpoint_id = $1 AND status = 'pending'"),
+            any_enabled: "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)".to_owned(),
             record_leak: r("INSERT INTO key_leaks (key_id, workspace_id, reported_at, source, url, action) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id) DO UPDATE SET \
                  reported_at = excluded.reported_at, source = excluded.source, url = excluded.url, \
@@ -522,6 +532,13 @@ macro_rules! webhooks_impl {
                         return Ok(());
                     }
                     WebhooksWrite::UpdateEndpoint(e) => {
+                        if !e.enabled {
+                            sqlx::query(&sql.fail_pending)
+                                .bind(&e.id)
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(self.classify)?;
+                        }
                         sqlx::query(&sql.update_endpoint)
                             .bind(&e.id)
                             .bind(&e.workspace_id)
@@ -848,6 +865,11 @@ macro_rules! webhooks_impl {
                     workspace_id,
                     key_id
                 )
+            }
+
+            async fn any_enabled_endpoint(&self) -> $crate::Result<bool> {
+                let p = &self.pools;
+                $crate::backend::read_retry!(p, sqlx::query_scalar(&p.sql.webhooks.any_enabled).fetch_one(&p.reader))
             }
 
             async fn pending_deliveries(&self) -> $crate::Result<i64> {

@@ -83,7 +83,14 @@ pub struct Deliverer {
     audit: Arc<AuditLog>,
     client: reqwest::Client,
     config: DeliveryConfig,
+    /// Whether some endpoint is enabled, and when that was read: with none,
+    /// a commit's wake-up claims nothing (no write on the hot path of
+    /// creating keys).
+    endpoints: std::sync::Mutex<Option<(Instant, bool)>>,
 }
+
+/// How long "no endpoint is enabled" is believed.
+const ENDPOINTS_FRESH: Duration = Duration::from_millis(250);
 
 impl Deliverer {
     pub fn new(
@@ -100,7 +107,7 @@ impl Deliverer {
             .user_agent(concat!("keyward-webhooks/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(Arc::new(GuardedResolver { policy: service.policy().clone() }))
             .build()?;
-        Ok(Deliverer { store, clock, service, audit, client, config })
+        Ok(Deliverer { store, clock, service, audit, client, config, endpoints: std::sync::Mutex::new(None) })
     }
 
     /// Sends until `stop` turns true: woken by local commits that wrote to
@@ -143,8 +150,26 @@ impl Deliverer {
         }
     }
 
+    /// Whether an endpoint is enabled anywhere (read again after
+    /// [`ENDPOINTS_FRESH`]).
+    async fn endpoints_exist(&self) -> Result<bool, keyward_core::Error> {
+        let seen = *self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, any)) = seen
+            && (any || at.elapsed() < ENDPOINTS_FRESH)
+            && at.elapsed() < self.config.poll
+        {
+            return Ok(any);
+        }
+        let any = self.store.any_enabled_endpoint().await.map_err(crate::keys::store_error)?;
+        *self.endpoints.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), any));
+        Ok(any)
+    }
+
     /// Claims what is due and sends it; how many were sent.
     pub async fn round(&self) -> Result<usize, keyward_core::Error> {
+        if !self.endpoints_exist().await? {
+            return Ok(0);
+        }
         let now = self.clock.now();
         let limit = u32::try_from(self.config.concurrency * 4).unwrap_or(64);
         let due = self.store.claim_deliveries(now, now + LEASE, limit).await.map_err(crate::keys::store_error)?;
