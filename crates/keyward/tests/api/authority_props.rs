@@ -139,6 +139,9 @@ enum Op {
     /// The default REST key (Full Access), made anew after the operator
     /// deleted the current one.
     CreateRestKey,
+    /// A member's (or key's) report that a target leaked, under the roll
+    /// policy: the new secret is made, and handed to nobody.
+    ReportLeak(usize),
     CreateRole(Vec<&'static str>, bool),
     EditRole(usize, Vec<&'static str>),
     Invite(Vec<&'static str>),
@@ -200,6 +203,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..TARGETS).prop_map(Op::RollKey),
         2 => (0..TARGETS).prop_map(Op::RevealKey),
         1 => Just(Op::CreateRestKey),
+        1 => (0..TARGETS).prop_map(Op::ReportLeak),
         1 => (pick(ROLE_PERMISSIONS, 3), any::<bool>()).prop_map(|(p, tagged)| Op::CreateRole(p, tagged)),
         1 => (0..CUSTOM.len(), pick(ROLE_PERMISSIONS, 3)).prop_map(|(r, p)| Op::EditRole(r, p)),
         2 => pick(ROLES, 2).prop_map(Op::Invite),
@@ -363,6 +367,7 @@ async fn setup(app: &TestApp) -> World {
             {"name": "sources", "actions": ["view", "edit"]},
         ],
         "publicPermissions": ["campaigns:read", "tags:read"],
+        "leakPolicy": "roll",
     });
     assert_eq!(app.patch("/v1/workspace", settings).await.status, 200);
     let operator = Principal::system(&app.workspace_id);
@@ -501,6 +506,10 @@ async fn run(
                 s.keys.delete(&world.operator, &id).await.unwrap();
             }
             s.integrations.create_rest_key(who).await.map(|(k, _)| Held::of_key(&k))
+        }
+        Op::ReportLeak(t) => {
+            // What the report answers: the key as it stands, no secret.
+            s.leaks.member_report(who, &world.targets[*t]).await.map(|_| Held::of_roles(false, &[]))
         }
         Op::CreateRole(permissions, tagged) => {
             let tags = if *tagged { vec!["eu".to_owned()] } else { Vec::new() };
