@@ -205,6 +205,9 @@ pub trait Webhooks: Send + Sync {
     async fn prune_webhooks(&self, before: DateTime<Utc>) -> Result<u64>;
     /// Pending deliveries, across workspaces (for metrics and tests).
     async fn pending_deliveries(&self) -> Result<i64>;
+    /// Claims the lease `name` for `holder` until `until`: granted when it
+    /// is free, expired at `now`, or `holder`'s already (a renewal).
+    async fn claim_lease(&self, name: &str, holder: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<bool>;
     /// Whether any workspace has an enabled endpoint (else the outbox
     /// stays empty and the deliverers rest).
     async fn any_enabled_endpoint(&self) -> Result<bool>;
@@ -249,6 +252,7 @@ pub struct WebhooksStatements {
     pub pending: String,
     pub record_leak: String,
     pub any_enabled: String,
+    pub claim_lease: String,
     pub fail_pending: String,
     pub keys_expiring: String,
     pub keys_unused: String,
@@ -348,6 +352,9 @@ impl WebhooksStatements {
             fail_pending: r("UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL, \
                  claimed_until = NULL, error = 'the endpoint was disabled' \
                  WHERE endpoint_id = $1 AND status = 'pending'"),
+            claim_lease: r("INSERT INTO leases (name, holder, until) VALUES ($1, $2, $4) ON CONFLICT (name) \
+                 DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE leases.until <= $3 OR leases.holder = excluded.holder"),
             any_enabled: "SELECT EXISTS (SELECT 1 FROM webhook_endpoints WHERE enabled)".to_owned(),
             record_leak: r("INSERT INTO key_leaks (key_id, workspace_id, reported_at, source, url, action) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id) DO UPDATE SET \
@@ -865,6 +872,29 @@ macro_rules! webhooks_impl {
                     workspace_id,
                     key_id
                 )
+            }
+
+            async fn claim_lease(
+                &self,
+                name: &str,
+                holder: &str,
+                now: chrono::DateTime<chrono::Utc>,
+                until: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                let p = &self.pools;
+                let done = p
+                    .guarded(async {
+                        sqlx::query(&p.sql.webhooks.claim_lease)
+                            .bind(name)
+                            .bind(holder)
+                            .bind($crate::sql::ms(now))
+                            .bind($crate::sql::ms(until))
+                            .execute(&p.writer)
+                            .await
+                            .map_err(p.classify)
+                    })
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn any_enabled_endpoint(&self) -> $crate::Result<bool> {

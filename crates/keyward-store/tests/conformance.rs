@@ -45,6 +45,7 @@ conformance!(
     pgp_keys_keep_their_sealed_part_and_unique_names,
     bulk_inserted_keys_read_back_as_written,
     integrations_are_made_once_found_by_site_id_and_lock,
+    webhook_events_fan_out_claims_and_leases_hold_across_nodes,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -621,4 +622,89 @@ async fn integrations_are_made_once_found_by_site_id_and_lock(ctx: Ctx) {
     store.commit(rolled("key_unrelated")).await.unwrap();
     store.commit(rolled("key_js")).await.unwrap();
     assert_eq!(store.get_integrations(&ws.id).await.unwrap().unwrap().javascript_key, "kwpk_live_new");
+}
+
+/// The outbox and the scheduler's lease, seen by two nodes: an event goes
+/// to each subscribed, enabled endpoint only; a claimed delivery is not
+/// claimed again while its lease holds; a notice is emitted once; one node
+/// holds the lease until it lapses.
+async fn webhook_events_fan_out_claims_and_leases_hold_across_nodes(ctx: Ctx) {
+    use keyward_core::sealed::SealedSecret;
+    use keyward_core::webhook::{Endpoint, Subscription};
+    use keyward_store::webhooks::{OutboxEvent, StoredSecret, WebhooksWrite as W};
+    let store = ctx.store.as_ref();
+    let other = keyward_store::open(&ctx.url).await.unwrap();
+    let ws = workspace(store, None).await;
+    let now = chrono::DateTime::from_timestamp_millis(Utc::now().timestamp_millis()).unwrap();
+    let endpoint = |id: &str, events: &[&str], enabled: bool| Endpoint {
+        id: id.into(),
+        workspace_id: ws.id.clone(),
+        url: format!("https://hooks.example.com/{id}"),
+        description: None,
+        events: Subscription::parse(&events.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>()).unwrap(),
+        enabled,
+        disabled_reason: None,
+        failing_since: None,
+        created_at: now,
+        updated_at: now,
+    };
+    for (id, events, enabled) in [
+        ("wh_all", &["*"][..], true),
+        ("wh_keys", &["key.*"][..], true),
+        ("wh_off", &["*"][..], false),
+        ("wh_members", &["member.joined"][..], true),
+    ] {
+        let secret = StoredSecret {
+            id: format!("whsec_{id}"),
+            endpoint_id: id.into(),
+            sealed: SealedSecret { key_id: "mk_test".into(), blob: vec![1, 2, 3] },
+            created_at: now,
+            expires_at: None,
+        };
+        let insert = W::InsertEndpoint { endpoint: endpoint(id, events, enabled), secret };
+        store.commit(Change::of(Write::Webhooks(insert))).await.unwrap();
+    }
+    let event = |id: &str, t: &str| OutboxEvent {
+        workspace_id: ws.id.clone(),
+        id: id.into(),
+        event_type: t.into(),
+        payload: "{}".into(),
+        at: now,
+    };
+    store.commit(Change::of(Write::Webhooks(W::Emit(event("msg_1", "key.created"))))).await.unwrap();
+    let notice = |id: &str| W::Notice {
+        subject: "key_x".into(),
+        kind: "unused".into(),
+        mark: "1".into(),
+        event: event(id, "key.unused"),
+    };
+    store.commit(Change::of(Write::Webhooks(notice("msg_2")))).await.unwrap();
+    other.commit(Change::of(Write::Webhooks(notice("msg_3")))).await.unwrap();
+    assert_eq!(store.pending_deliveries().await.unwrap(), 4, "two events to the two key endpoints; the notice once");
+
+    let lease = now + chrono::Duration::seconds(60);
+    let (a, b) = tokio::join!(store.claim_deliveries(now, lease, 3), other.claim_deliveries(now, lease, 3));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut claimed: Vec<(String, String)> =
+        a.iter().chain(&b).map(|d| (d.endpoint_id.clone(), d.event_id.clone())).collect();
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), a.len() + b.len(), "no delivery claimed twice");
+    assert!(claimed.len() >= 3);
+    let rest = store.claim_deliveries(now, lease, 10).await.unwrap();
+    assert_eq!(claimed.len() + rest.len(), 4, "the rest, once");
+    assert!(store.claim_deliveries(now, lease, 10).await.unwrap().is_empty(), "held until the lease ends");
+    assert_eq!(
+        store.claim_deliveries(lease, lease + chrono::Duration::seconds(60), 10).await.unwrap().len(),
+        4,
+        "then free again"
+    );
+
+    // One holder of a lease at a time; it renews; another takes over once it lapses.
+    let until = now + chrono::Duration::seconds(30);
+    assert!(store.claim_lease("notices", "node_a", now, until).await.unwrap());
+    assert!(!other.claim_lease("notices", "node_b", now, until).await.unwrap());
+    assert!(store.claim_lease("notices", "node_a", now, until).await.unwrap(), "a renewal");
+    assert!(other.claim_lease("notices", "node_b", until, until + chrono::Duration::seconds(30)).await.unwrap());
+    assert!(!store.claim_lease("notices", "node_a", until, until).await.unwrap());
 }

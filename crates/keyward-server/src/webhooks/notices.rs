@@ -1,9 +1,10 @@
 //! Time-driven events: `key.expiring` (the workspace's days before),
 //! `key.expired`, `key.unused`, `pgp_key.expiring`, found at the time the
 //! `Clock` gives; and `key.credits_low`, sent as a verification spends a
-//! key's credits down to the threshold. Each is sent once: a notice
-//! commits only if no node has sent it yet (`webhook_notices`), so every
-//! node may run the scheduler.
+//! key's credits down to the threshold. One node at a time runs the
+//! scheduler (a lease it renews each pass; another takes over when it
+//! lapses), and each notice is sent once even so: a notice commits only if
+//! no node has sent it yet (`webhook_notices`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Scheduler {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     work: Arc<UnitOfWork>,
+    /// This node, as the lease names it.
+    node: String,
     /// How often a pass runs (real time; what is due is read from the clock).
     pub interval: Duration,
 }
@@ -61,7 +64,7 @@ fn with(mut data: Value, extra: Value) -> Value {
 
 impl Scheduler {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, work: Arc<UnitOfWork>, interval: Duration) -> Self {
-        Scheduler { store, clock, work, interval }
+        Scheduler { store, clock, work, node: keyward_core::ids::new_id("node"), interval }
     }
 
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -79,9 +82,15 @@ impl Scheduler {
         }
     }
 
-    /// One pass over every workspace; how many notices were committed.
+    /// One pass over every workspace, when this node holds the lease (for
+    /// three intervals, at least a minute); how many notices were committed.
     pub async fn pass(&self) -> Result<usize, keyward_core::Error> {
         let now = self.clock.now();
+        let hold = chrono::Duration::from_std(self.interval * 3).unwrap_or(chrono::Duration::minutes(3));
+        let until = now + hold.max(chrono::Duration::minutes(1));
+        if !self.store.claim_lease("notices", &self.node, now, until).await.map_err(store_error)? {
+            return Ok(0);
+        }
         let mut sent = 0;
         for ws in self.store.list_workspaces().await.map_err(store_error)? {
             sent += self.workspace(&ws, now).await?;

@@ -78,3 +78,11 @@ CREATE TABLE key_leaks (
 );
 CREATE INDEX key_leaks_workspace ON key_leaks (workspace_id);
 CREATE INDEX api_keys_expires ON api_keys (expires_at) WHERE expires_at IS NOT NULL;
+
+-- Leases: which node runs a periodic job (the notice scheduler) until when.
+CREATE TABLE leases (
+    name   TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    until  INTEGER NOT NULL,
+    CONSTRAINT leases_pkey PRIMARY KEY (name)
+);
