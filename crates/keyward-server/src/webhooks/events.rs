@@ -2,7 +2,7 @@
 //! its audit entry: no service composes an event by hand.
 
 use chrono::{DateTime, Utc};
-use keyward_core::audit::Event;
+use keyward_core::audit::{Event, Outcome};
 use keyward_core::key::ApiKey;
 use keyward_core::webhook::{event_of_action, new_event_id};
 use keyward_store::webhooks::{OutboxEvent, WebhooksWrite};
@@ -39,6 +39,10 @@ pub fn of_change(writes: &[Write], entries: &[Write]) -> Vec<Write> {
     let mut out = Vec::new();
     for entry in entries {
         let Write::Audit(AuditWrite { event, .. }) = entry else { continue };
+        // A refused attempt's entry tells of nothing that happened.
+        if event.outcome != Outcome::Success {
+            continue;
+        }
         let Some(event_type) = event_of_action(&event.action) else { continue };
         let data = data_of(writes, event);
         out.push(Write::Webhooks(WebhooksWrite::Emit(outbox_event(&event.workspace_id, event_type, event.at, data))));
