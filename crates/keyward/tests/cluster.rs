@@ -489,6 +489,7 @@ async fn two_nodes_send_each_webhook_once() {
     let (status, made) = call(&http, post.clone(), format!("{}/v1/webhooks", a.base), &admin, &body).await;
     assert_eq!(status, 201, "{made}");
     receiver.secrets(&[made["secret"].as_str().unwrap()]).await;
+    let endpoint = made["id"].as_str().unwrap().to_owned();
 
     let started = Instant::now();
     let mut clients = Vec::new();
@@ -510,7 +511,16 @@ async fn two_nodes_send_each_webhook_once() {
     let events = receiver.wait_for_within(EVENTS, Duration::from_secs(30)).await;
     let delivered = started.elapsed();
     println!("{EVENTS} keys made on two nodes in {made:?}; their {EVENTS} events delivered by {delivered:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once no delivery is pending (each recorded as delivered), a second
+    // send of any of them would have arrived already.
+    let pending = format!("{}/v1/webhooks/{endpoint}/deliveries?status=pending&limit=1", a.base);
+    for _ in 0..100 {
+        let (_, page) = call(&http, reqwest::Method::GET, pending.clone(), &admin, &Value::Null).await;
+        if page["data"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let events = if receiver.count().await > events.len() { receiver.events().await } else { events };
     let ids: std::collections::HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!((events.len(), ids.len()), (EVENTS, EVENTS), "each event exactly once");
