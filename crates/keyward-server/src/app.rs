@@ -41,6 +41,7 @@ pub struct AppContext {
     pub integrations: Arc<crate::integrations::IntegrationsService>,
     pub webhooks: Arc<crate::webhooks::WebhookService>,
     pub leaks: Arc<crate::leaks::LeakService>,
+    pub idempotency: Arc<crate::idempotency::IdempotencyService>,
     /// The configured public URL (the OAuth issuer), without a trailing slash.
     pub public_url: Option<String>,
     /// The configured public URL's origin (`scheme://host[:port]`), which
@@ -84,6 +85,7 @@ impl AppState {
             integrations: services.integrations.clone(),
             webhooks: services.webhooks.clone(),
             leaks: services.leaks.clone(),
+            idempotency: services.idempotency.clone(),
             public_url: config.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned()),
             public_origin: config.public_url.as_deref().map(origin_of),
             verifier: services.verifier.clone(),
@@ -119,7 +121,7 @@ fn with_forward_auth(router: Router<AppState>) -> Router<AppState> {
 
 /// The complete application: the API, forward-auth, the console and the docs.
 pub fn router(state: AppState, max_body_bytes: usize) -> App {
-    let (router, api) = crate::api::api_router().split_for_parts();
+    let (router, api) = crate::api::routes_and_document();
     finish(
         with_forward_auth(router).merge(crate::console::routes()).merge(
             SwaggerUi::new("/docs")
@@ -154,7 +156,7 @@ fn finish(router: Router<AppState>, state: AppState, max_body_bytes: usize, veri
         // request. The API's extractors read under the limit themselves;
         // the others are given it (`api::extract::with_body_limit`). The
         // panic guard is `App`'s.
-        .layer(EdgeLayer)
+        .layer(EdgeLayer { state: state.clone() })
         .with_state(state.clone());
     App { router, state, verify, peer: None }
 }
@@ -338,28 +340,33 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
 ];
 
 /// What every request passes through: a query string only where the
-/// endpoint reads one, then the request log. A tower service of its own:
-/// `middleware::from_fn` clones and boxes the inner service and boxes its
-/// future on every request.
-#[derive(Clone, Copy)]
-struct EdgeLayer;
+/// endpoint reads one, an `Idempotency-Key` where the operation takes one,
+/// then the request log. A tower service of its own: `middleware::from_fn`
+/// clones and boxes the inner service and boxes its future on every
+/// request (here only a request with an `Idempotency-Key` is boxed).
+#[derive(Clone)]
+struct EdgeLayer {
+    state: AppState,
+}
 
 impl<S> tower::Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge { inner }
+        Edge { inner, state: self.state.clone() }
     }
 }
 
 #[derive(Clone)]
 struct Edge<S> {
     inner: S,
+    state: AppState,
 }
 
 impl<S> tower::Service<Request> for Edge<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -375,7 +382,14 @@ where
         }
         let method = req.method().clone();
         let route = req.extensions().get::<MatchedPath>().cloned();
-        EdgeFuture::Running { inner: self.inner.call(req), method, route, started: Instant::now() }
+        let started = Instant::now();
+        if req.headers().contains_key(crate::api::idempotency::HEADER)
+            && route.as_ref().is_some_and(|r| crate::api::idempotency::takes_key(method.as_str(), r.as_str()))
+        {
+            let answer = crate::api::idempotency::answer(self.state.clone(), self.inner.clone(), req);
+            return EdgeFuture::Idempotent { answer: Box::pin(answer), method, route, started };
+        }
+        EdgeFuture::Running { inner: self.inner.call(req), method, route, started }
     }
 }
 
@@ -384,6 +398,12 @@ pin_project_lite::pin_project! {
     enum EdgeFuture<F> {
         Refused { response: Option<Response> },
         Running { #[pin] inner: F, method: Method, route: Option<MatchedPath>, started: Instant },
+        Idempotent {
+            answer: Pin<Box<dyn Future<Output = Response> + Send>>,
+            method: Method,
+            route: Option<MatchedPath>,
+            started: Instant,
+        },
     }
 }
 
@@ -397,6 +417,11 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for EdgeFuture<F> 
             }
             EdgeProjection::Running { inner, method, route, started } => {
                 let Ok(response) = std::task::ready!(inner.poll(cx));
+                log_request(method, route.as_ref().map(MatchedPath::as_str), *started, response.status());
+                Poll::Ready(Ok(response))
+            }
+            EdgeProjection::Idempotent { answer, method, route, started } => {
+                let response = std::task::ready!(answer.as_mut().poll(cx));
                 log_request(method, route.as_ref().map(MatchedPath::as_str), *started, response.status());
                 Poll::Ready(Ok(response))
             }

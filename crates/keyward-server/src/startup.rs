@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// The public keys code hosts sign leak alerts with (a JSON file, read
     /// again when it changes).
     pub leak_public_keys: Option<std::path::PathBuf>,
+    /// How long an `Idempotency-Key` and its answer are kept.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             webhook_urls: crate::webhooks::UrlPolicy::default(),
             webhook_delivery: crate::webhooks::deliver::DeliveryConfig::default(),
             leak_public_keys: None,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -113,6 +116,7 @@ pub struct Services {
     pub webhooks: Arc<crate::webhooks::WebhookService>,
     pub deliverer: Arc<crate::webhooks::deliver::Deliverer>,
     pub leaks: Arc<crate::leaks::LeakService>,
+    pub idempotency: Arc<crate::idempotency::IdempotencyService>,
 }
 
 impl Services {
@@ -263,6 +267,12 @@ impl Services {
             clock.clone(),
             alert_keys,
         ));
+        let idempotency = Arc::new(crate::idempotency::IdempotencyService::new(
+            store.clone(),
+            clock.clone(),
+            config.master_keys.clone(),
+            chrono::Duration::from_std(config.idempotency_ttl).unwrap_or(chrono::Duration::days(1)),
+        ));
         Ok(Services {
             store,
             verifier,
@@ -280,6 +290,7 @@ impl Services {
             webhooks,
             deliverer,
             leaks,
+            idempotency,
         })
     }
 }

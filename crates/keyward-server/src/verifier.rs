@@ -46,7 +46,7 @@ use keyward_verifier::cache::{CacheKey, CachedKey, KeyCache, LoadTicket, Lookup}
 pub const VERIFY: &str = "keys:verify";
 
 /// [`VERIFY`], parsed once.
-static VERIFY_PERMISSION: std::sync::LazyLock<keyward_core::scope::Permission> =
+pub(crate) static VERIFY_PERMISSION: std::sync::LazyLock<keyward_core::scope::Permission> =
     std::sync::LazyLock::new(|| keyward_core::scope::Permission::parse_required(VERIFY).expect("a valid permission"));
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,8 @@
 //! by [`UnitOfWork::commit`], which then applies to this node's caches what
 //! the same writes tell the other nodes ([`keyward_store::invalidations`]).
 //! Nothing else commits, and nothing else updates a cache after a write.
+//! A change made for a request holding an `Idempotency-Key` marks the key
+//! in the same transaction ([`crate::idempotency`]).
 
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -124,7 +126,16 @@ impl UnitOfWork {
         writes.extend(entries);
         writes.extend(events);
         let outbox = writes.iter().any(|w| matches!(w, Write::Webhooks(_)));
+        // Made for a request holding an idempotency key: the key is marked
+        // with the change, so a retry never makes it twice.
+        let claim = crate::idempotency::claim_mark().map(|(mark, claim)| {
+            writes.push(mark);
+            claim
+        });
         self.store.commit(keyward_store::Change { writes }).await?;
+        if let Some(claim) = claim {
+            crate::idempotency::committed(&claim);
+        }
         if outbox {
             self.outbox.notify_one();
         }

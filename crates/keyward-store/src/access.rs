@@ -125,7 +125,8 @@ impl AccessStatements {
             masters: "SELECT master_key_id FROM sealed_secrets UNION SELECT master_key_id FROM signing_keys \
                  UNION SELECT master_key_id FROM pgp_keys WHERE master_key_id IS NOT NULL \
                  UNION SELECT ftp_master_key_id FROM integrations WHERE ftp_master_key_id IS NOT NULL \
-                 UNION SELECT master_key_id FROM webhook_secrets"
+                 UNION SELECT master_key_id FROM webhook_secrets \
+                 UNION SELECT master_key_id FROM idempotency_keys WHERE master_key_id IS NOT NULL"
                 .to_owned(),
             rewrap_pgp: r("UPDATE pgp_keys SET master_key_id = $3, sealed = $4 WHERE id = $1 AND master_key_id = $2"),
             rewrap_ftp: r("UPDATE integrations SET ftp_master_key_id = $3, ftp_sealed = $4 \

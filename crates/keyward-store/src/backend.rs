@@ -206,6 +206,7 @@ macro_rules! store_impl {
                     Write::Pgp(w) => return self.apply_pgp(conn, w).await,
                     Write::Integrations(w) => return self.apply_integrations(conn, w).await,
                     Write::Webhooks(w) => return self.apply_webhooks(conn, w).await,
+                    Write::Idempotency(w) => return self.apply_idempotency(conn, w).await,
                     Write::InsertMeta { name, value } => {
                         (sqlx::query(&sql.meta_claim).bind(name).bind(value).execute(&mut *conn).await, None)
                     }

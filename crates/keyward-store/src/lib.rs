@@ -21,6 +21,7 @@ pub use access::{Access, AccessWrite, SealedKind};
 use async_trait::async_trait;
 pub use audit::{Audit, AuditFilter, AuditWrite, Rollup};
 use chrono::{DateTime, Utc};
+pub use idempotency::{Idempotency, IdempotencyWrite};
 pub use integrations::{Integrations, IntegrationsWrite};
 use keyward_core::credits::{CreditOp, Credits};
 use keyward_core::identity::Identity;
@@ -38,6 +39,7 @@ pub mod access;
 pub mod audit;
 mod backend;
 mod group;
+pub mod idempotency;
 pub mod integrations;
 pub mod oauth;
 pub mod people;
@@ -203,6 +205,8 @@ pub enum Write {
     Integrations(integrations::IntegrationsWrite),
     /// Webhook endpoints, their secrets, and the outbox.
     Webhooks(webhooks::WebhooksWrite),
+    /// Marks a request's idempotency key committed with its change.
+    Idempotency(idempotency::IdempotencyWrite),
 }
 
 /// Writes that commit together or not at all.
@@ -282,6 +286,7 @@ pub trait Store:
     + pgp::Pgp
     + integrations::Integrations
     + webhooks::Webhooks
+    + idempotency::Idempotency
     + Send
     + Sync
     + 'static

@@ -149,6 +149,7 @@ crate::oauth::oauth_impl!(PostgresStore, Postgres);
 crate::pgp::pgp_impl!(PostgresStore, Postgres);
 crate::integrations::integrations_impl!(PostgresStore, Postgres);
 crate::webhooks::webhooks_impl!(PostgresStore, Postgres);
+crate::idempotency::idempotency_impl!(PostgresStore, Postgres);
 
 store_impl!(PostgresStore, Postgres, {
     async fn watch(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Invalidation>> {

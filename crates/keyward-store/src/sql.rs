@@ -134,6 +134,7 @@ pub struct Statements {
     pub pgp: crate::pgp::PgpStatements,
     pub integrations: crate::integrations::IntegrationsStatements,
     pub webhooks: crate::webhooks::WebhooksStatements,
+    pub idempotency: crate::idempotency::IdempotencyStatements,
 }
 
 impl Statements {
@@ -268,6 +269,7 @@ impl Statements {
             pgp: crate::pgp::PgpStatements::new(dialect),
             integrations: crate::integrations::IntegrationsStatements::new(dialect),
             webhooks: crate::webhooks::WebhooksStatements::new(dialect),
+            idempotency: crate::idempotency::IdempotencyStatements::new(dialect),
         }
     }
 }
@@ -365,6 +367,8 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
         Write::Integrations(_) => Vec::new(),
         // Endpoints are read from the database by every delivery.
         Write::Webhooks(_) => Vec::new(),
+        // Read from the database by every retry.
+        Write::Idempotency(_) => Vec::new(),
     }
 }
 

@@ -156,6 +156,7 @@ crate::oauth::oauth_impl!(SqliteStore, Sqlite);
 crate::pgp::pgp_impl!(SqliteStore, Sqlite);
 crate::integrations::integrations_impl!(SqliteStore, Sqlite);
 crate::webhooks::webhooks_impl!(SqliteStore, Sqlite);
+crate::idempotency::idempotency_impl!(SqliteStore, Sqlite);
 
 store_impl!(SqliteStore, Sqlite, {
     async fn backup_to(&self, path: &std::path::Path) -> Result<()> {

@@ -112,7 +112,7 @@ pub struct StorageArgs {
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
     /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url, ftp_host,
-    /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days, leak_public_keys,
+    /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days, leak_public_keys, idempotency_hours,
     /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -240,6 +240,10 @@ pub struct ServeArgs {
     /// Days delivered and failed webhook deliveries are kept (1–400). Default: 30
     #[arg(long, env = "KEYWARD_WEBHOOK_RETENTION_DAYS", value_name = "DAYS")]
     pub webhook_retention_days: Option<u32>,
+    /// Hours an Idempotency-Key and the answer it got are kept for retries
+    /// (1–720). Default: 24
+    #[arg(long, env = "KEYWARD_IDEMPOTENCY_HOURS", value_name = "HOURS")]
+    pub idempotency_hours: Option<u32>,
     /// The public keys code hosts sign leak alerts with: a JSON file shaped
     /// as GitHub's secret-scanning keys document ({"public_keys":
     /// [{"key_identifier", "key", "is_current"}]}), read again when it changes.
@@ -488,6 +492,13 @@ pub struct ClientArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Seconds to wait for each answer. A creating or changing command
+    /// sends an Idempotency-Key and, when the server does not answer in
+    /// time, asks again with the same key (3 tries): the change is made
+    /// once, and the answer (a new key's secret too) arrives.
+    #[arg(long, env = "KEYWARD_TIMEOUT", value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 /// The settings of a key, for `keys create` and `keys edit`.

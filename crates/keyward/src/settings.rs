@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub webhook_concurrency: Option<usize>,
     pub webhook_timeout_seconds: Option<u64>,
     pub webhook_retention_days: Option<u32>,
+    pub idempotency_hours: Option<u32>,
     pub leak_public_keys: Option<PathBuf>,
     pub access_token_lifetime: Option<u32>,
     pub refresh_token_lifetime_days: Option<u32>,
@@ -315,6 +316,10 @@ impl ServeSettings {
             bail!("the rotation period must be between 1 and 3650 days");
         }
         let webhook_delivery = webhook_delivery(args, file)?;
+        let idempotency_hours = args.idempotency_hours.or(file.idempotency_hours).unwrap_or(24);
+        if !(1..=720).contains(&idempotency_hours) {
+            bail!("the idempotency key lifetime must be between 1 and 720 hours");
+        }
         let allow_hosts =
             args.webhook_allow_hosts.clone().or_else(|| file.webhook_allow_hosts.clone()).unwrap_or_default();
         let allow_hosts: Vec<String> =
@@ -323,6 +328,7 @@ impl ServeSettings {
             webhook_urls: keyward_server::webhooks::UrlPolicy { allow_hosts },
             webhook_delivery,
             leak_public_keys: args.leak_public_keys.clone().or_else(|| file.leak_public_keys.clone()),
+            idempotency_ttl: Duration::from_secs(u64::from(idempotency_hours) * 3600),
             retention_days,
             rotation_days,
             cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),

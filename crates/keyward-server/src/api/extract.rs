@@ -36,7 +36,7 @@ pub fn redact_quoted(message: &str) -> String {
 
 /// Every body of this API is a JSON object; serde would also accept an
 /// array for a struct, so the shape is checked first.
-fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {
             // Most bodies are good: parse once without tracking the path,
@@ -398,6 +398,10 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Resolved already for the request's `Idempotency-Key`.
+        if let Some(resolved) = parts.extensions.remove::<Principal>() {
+            return Ok(resolved);
+        }
         principal(parts, state, peer_of(parts)).await
     }
 }

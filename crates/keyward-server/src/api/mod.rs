@@ -14,6 +14,7 @@ pub mod credits;
 pub mod error;
 pub mod extract;
 pub mod forward_auth;
+pub mod idempotency;
 pub mod identities;
 pub mod integrations;
 pub mod keys;
@@ -132,6 +133,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::resend_delivery))
         .routes(routes!(webhooks::test_webhook))
         .routes(routes!(verify::verify_key))
+        .routes(routes!(verify::verify_batch))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))
@@ -147,7 +149,16 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics))
 }
 
+/// The API's routes and its OpenAPI 3.1 document, generated from the
+/// handlers' annotations (with the `Idempotency-Key` header on every
+/// operation that takes it).
+pub(crate) fn routes_and_document() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut document) = api_router().split_for_parts();
+    idempotency::IdempotencyHeader.modify(&mut document);
+    (router, document)
+}
+
 /// The OpenAPI 3.1 document, generated from the handlers' annotations.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    routes_and_document().1
 }

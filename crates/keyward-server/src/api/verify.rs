@@ -140,7 +140,7 @@ pub struct VerifyResponse<'a> {
     pub roles: &'a [String],
     /// With `objectType` and a valid key: what it may do to such objects.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub access: Option<AccessView>,
+    pub access: Option<&'a AccessView>,
     /// The key's metadata.
     #[schema(value_type = Option<Object>)]
     pub meta: Option<&'a serde_json::value::RawValue>,
@@ -200,6 +200,19 @@ pub async fn verify_key(
     principal: Principal,
     ApiJson(body): ApiJson<VerifyRequest>,
 ) -> ApiResult<axum::response::Response> {
+    let checked = check(&state, &principal, body).await?;
+    Ok(json_answer(&checked.answer()))
+}
+
+/// A verification, with what the answer says besides.
+struct Checked {
+    v: crate::verifier::Verification,
+    access: Option<AccessView>,
+}
+
+/// Verifies one request for `principal`: what `/v1/keys/verify` answers,
+/// and each item of a batch.
+async fn check(state: &AppState, principal: &Principal, body: VerifyRequest) -> Result<Checked, ApiError> {
     let permission = body.permission.as_deref().map(PermissionExpr::parse).transpose()?;
     if let Some(r) = &body.resource
         && !is_valid_resource_id(r)
@@ -261,42 +274,122 @@ pub async fn verify_key(
     // in this workspace's view of it only: naming an address harms nobody
     // else.
     let seen = Seen::ByWorkspace(principal.workspace_id());
-    let v = state.verifier.verify_client(Some(&principal), seen, ip, &body.key, &request).await?;
-    let key = v.key.as_deref();
-    let access = match (key, &body.object_type) {
+    let v = state.verifier.verify_client(Some(principal), seen, ip, &body.key, &request).await?;
+    let access = match (v.key.as_deref(), &body.object_type) {
         (Some(k), Some(t)) if v.decision.is_valid() => {
             let a = keyward_verifier::decide::access(k, v.roles.as_deref().map_or(&[], |r| &r[..]), t);
             Some(AccessView { view: a.view, edit: a.edit, tags: a.tags, edit_tags: a.edit_tags })
         }
         _ => None,
     };
-    Ok(json_answer(&VerifyResponse {
-        valid: v.decision.is_valid(),
-        code: v.decision.code.as_str(),
-        message: &v.decision.message,
-        key_id: key.map(|k| &*k.id),
-        workspace_id: key.map(|k| &*k.workspace_id),
-        name: key.map(|k| &*k.name),
-        key_type: key.map(|k| k.key_type.as_str()),
-        permissions: ScopeList(v.permission_scopes()),
-        roles: key.map_or(&[], |k| k.roles()),
-        access,
-        meta: key.map(|k| k.metadata()),
-        expires_at: key.and_then(|k| k.expires_at),
-        credits: v.credits,
-        ratelimits: v
-            .ratelimits
-            .iter()
-            .map(|(name, s)| LimitView {
-                name,
-                limit: s.limit,
-                remaining: s.remaining,
-                reset: s.reset_ms,
-                exceeded: s.exceeded,
-            })
-            .collect(),
-        identity: v.identity.as_deref().map(|i| IdentityRef { id: &i.id, external_id: &i.external_id, meta: &i.meta }),
-    }))
+    Ok(Checked { v, access })
+}
+
+impl Checked {
+    fn answer(&self) -> VerifyResponse<'_> {
+        let v = &self.v;
+        let key = v.key.as_deref();
+        VerifyResponse {
+            valid: v.decision.is_valid(),
+            code: v.decision.code.as_str(),
+            message: &v.decision.message,
+            key_id: key.map(|k| &*k.id),
+            workspace_id: key.map(|k| &*k.workspace_id),
+            name: key.map(|k| &*k.name),
+            key_type: key.map(|k| k.key_type.as_str()),
+            permissions: ScopeList(v.permission_scopes()),
+            roles: key.map_or(&[], |k| k.roles()),
+            access: self.access.as_ref(),
+            meta: key.map(|k| k.metadata()),
+            expires_at: key.and_then(|k| k.expires_at),
+            credits: v.credits,
+            ratelimits: v
+                .ratelimits
+                .iter()
+                .map(|(name, s)| LimitView {
+                    name,
+                    limit: s.limit,
+                    remaining: s.remaining,
+                    reset: s.reset_ms,
+                    exceeded: s.exceeded,
+                })
+                .collect(),
+            identity: v.identity.as_deref().map(|i| IdentityRef {
+                id: &i.id,
+                external_id: &i.external_id,
+                meta: &i.meta,
+            }),
+        }
+    }
+}
+
+/// The most requests one batch verifies.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchVerifyRequest {
+    /// 1 to 100 verify requests, each as `/v1/keys/verify` takes it.
+    #[schema(value_type = Vec<VerifyRequest>)]
+    pub requests: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// One answer per request, in order: a verify answer, or the error that
+/// request alone met (`{"error", "code", "status"}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchVerifyResponse {
+    #[schema(value_type = Vec<Object>)]
+    pub results: Vec<serde_json::Value>,
+}
+
+#[utoipa::path(post, path = "/v1/keys/verify/batch", tag = "verification", request_body = BatchVerifyRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One result per request, in order: each exactly what `/v1/keys/verify` \
+            answers for it (credits and limits spent per item, in order; each counted and audited as one \
+            verification), or, for a request that is malformed, `{\"error\", \"code\", \"status\"}` with \
+            the status that request alone would have had. The other items are verified.", body = BatchVerifyResponse),
+        (status = 400, description = "`requests` is empty or holds more than 100 (invalid_batch)", body = ErrorBody),
+        (status = 401, description = "The caller's own key is missing or invalid", body = ErrorBody),
+        (status = 403, description = "The caller lacks keys:verify", body = ErrorBody),
+    ))]
+pub async fn verify_batch(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<BatchVerifyRequest>,
+) -> ApiResult<axum::response::Response> {
+    if body.requests.is_empty() || body.requests.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            Code::InvalidBatch,
+            format!("requests must hold 1 to {MAX_BATCH} verify requests"),
+        ));
+    }
+    principal.require_parsed(&crate::verifier::VERIFY_PERMISSION)?;
+    let mut out = Vec::with_capacity(512 * body.requests.len());
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, item) in body.requests.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let checked = match super::extract::parse_object::<VerifyRequest>(item.get().as_bytes()) {
+            Ok(request) => check(&state, &principal, request).await,
+            Err(refused) => Err(refused),
+        };
+        let written = match checked {
+            Ok(checked) => checked.answer().write_json(&mut out),
+            Err(refused) => serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({"error": refused.message, "code": refused.code.as_str(), "status": refused.status.as_u16()}),
+            ),
+        };
+        written.map_err(|_| ApiError::from(keyward_core::Error::internal("writing the answer")))?;
+    }
+    out.extend_from_slice(b"]}");
+    let mut response = axum::response::Response::new(axum::body::Body::from(out));
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    Ok(response)
 }
 
 /// The answer as JSON: written into this thread's buffer, then copied
@@ -403,6 +496,7 @@ mod tests {
         let meta = serde_json::value::RawValue::from_string(r#"{"plan":"pro","n":[1,2]}"#.to_owned()).unwrap();
         let identity_meta = serde_json::json!({"tier": "gold"});
         let expires = chrono::DateTime::from_timestamp(1_900_000_000, 123_000_000);
+        let access = AccessView { view: true, edit: false, tags: Some(vec!["eu".into()]), edit_tags: None };
         let full = VerifyResponse {
             valid: true,
             code: "VALID",
@@ -413,7 +507,7 @@ mod tests {
             key_type: Some("secret"),
             permissions: ScopeList(&scopes),
             roles: &roles,
-            access: Some(AccessView { view: true, edit: false, tags: Some(vec!["eu".into()]), edit_tags: None }),
+            access: Some(&access),
             meta: Some(&meta),
             expires_at: expires,
             credits: Some(-3),

@@ -18,7 +18,12 @@ pub(super) struct Client {
     pub(super) base: String,
     pub(super) key: String,
     pub(super) json: bool,
+    /// How long each attempt waits for its answer.
+    pub(super) timeout: std::time::Duration,
 }
+
+/// Attempts of a creating or changing call (with one Idempotency-Key).
+const ATTEMPTS: u32 = 3;
 
 /// A refusal from the server: printed as is, exit status 1.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,7 @@ impl Client {
             base: args.url.trim_end_matches('/').to_owned(),
             key,
             json: args.json,
+            timeout: std::time::Duration::from_secs(args.timeout),
         }))
     }
 
@@ -53,18 +59,50 @@ impl Client {
         body: Option<Value>,
         if_match: Option<i64>,
     ) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        if let Some(v) = if_match {
-            req = req.header("if-match", format!("\"{v}\""));
-        }
-        let resp = req.send().await.with_context(|| format!("cannot reach keyward at {}", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let value: Value =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        // A change is sent with a key of its own, and sent again with the
+        // same key when no answer came: the server makes it once.
+        let idempotency_key = (method != reqwest::Method::GET && method != reqwest::Method::HEAD)
+            .then(|| format!("cli-{}", keyward_core::hash::hex(&keyward_core::ids::random_bytes::<16>())));
+        let mut attempt = 1;
+        let (status, value) = loop {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(&self.key)
+                .timeout(self.timeout);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            if let Some(v) = if_match {
+                req = req.header("if-match", format!("\"{v}\""));
+            }
+            if let Some(k) = &idempotency_key {
+                req = req.header("idempotency-key", k);
+            }
+            let resp = match req.send().await {
+                Err(e) if e.is_timeout() && idempotency_key.is_some() && attempt < ATTEMPTS => {
+                    eprintln!(
+                        "keyward did not answer within {} s; asking again with the same Idempotency-Key",
+                        self.timeout.as_secs()
+                    );
+                    attempt += 1;
+                    continue;
+                }
+                sent => sent.with_context(|| format!("cannot reach keyward at {}", self.base))?,
+            };
+            let status = resp.status();
+            let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let text = resp.text().await.unwrap_or_default();
+            let value: Value =
+                if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+            // The first try is still running on the server: wait for it.
+            if value.get("code").and_then(Value::as_str) == Some("idempotency_key_in_progress") && attempt < ATTEMPTS {
+                tokio::time::sleep(std::time::Duration::from_secs(wait.unwrap_or(1).min(self.timeout.as_secs()))).await;
+                attempt += 1;
+                continue;
+            }
+            break (status, value);
+        };
         if status.is_success() {
             return Ok(value);
         }
