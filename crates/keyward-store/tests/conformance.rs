@@ -46,6 +46,7 @@ conformance!(
     bulk_inserted_keys_read_back_as_written,
     integrations_are_made_once_found_by_site_id_and_lock,
     webhook_events_fan_out_claims_and_leases_hold_across_nodes,
+    idempotency_keys_are_claimed_once_marked_with_the_change_and_expire,
 );
 
 /// A fresh database; `url` lets a test open it a second time (another node).
@@ -707,4 +708,63 @@ async fn webhook_events_fan_out_claims_and_leases_hold_across_nodes(ctx: Ctx) {
     assert!(store.claim_lease("notices", "node_a", now, until).await.unwrap(), "a renewal");
     assert!(other.claim_lease("notices", "node_b", until, until + chrono::Duration::seconds(30)).await.unwrap());
     assert!(!store.claim_lease("notices", "node_a", until, until).await.unwrap());
+}
+
+async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx: Ctx) {
+    use keyward_core::sealed::SealedSecret;
+    use keyward_store::idempotency::{IdempotencyClaim, IdempotencyScope, StoredAnswer};
+    use keyward_store::IdempotencyWrite;
+    let store = ctx.store.clone();
+    let other = keyward_store::open(&ctx.url).await.unwrap();
+    let now = Utc::now();
+    let scope = |key: &str| IdempotencyScope {
+        workspace_id: "ws_1".into(),
+        credential: "key:key_1".into(),
+        key_hash: key.into(),
+    };
+    let claim = |key: &str, fingerprint: &str, at: chrono::DateTime<Utc>| IdempotencyClaim {
+        scope: scope(key),
+        fingerprint: fingerprint.into(),
+        now: at,
+        locked_until: at + Duration::seconds(60),
+        expires_at: at + Duration::hours(24),
+    };
+    // Two nodes claim one key at once: one holds it, the other sees it held.
+    let first = claim("k1", "f1", now);
+    let (a, b) = tokio::join!(store.claim_idempotency(&first), other.claim_idempotency(&first));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.is_none() as u8 + b.is_none() as u8, 1, "one claim wins");
+    let held = a.or(b).unwrap();
+    assert_eq!((held.fingerprint.as_str(), held.committed, held.answer.is_none()), ("f1", false, true));
+    // A claim whose request died before changing anything is free after its lease.
+    assert!(store.claim_idempotency(&claim("k1", "f2", now + Duration::seconds(61))).await.unwrap().is_none());
+    // The change commits the mark; a failed change does not.
+    let mark = |key: &str| Write::Idempotency(IdempotencyWrite::Committed(scope(key)));
+    let refused = Change { writes: vec![mark("k1"), Write::DeleteIdentity { workspace_id: "ws_1".into(), id: "nope".into() }] };
+    assert!(store.commit(refused).await.is_err());
+    let later = now + Duration::seconds(200);
+    assert!(other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_none(), "unmarked, it lapsed");
+    store.commit(Change::of(mark("k1"))).await.unwrap();
+    let marked = other.claim_idempotency(&claim("k1", "f3", later + Duration::seconds(120))).await.unwrap().unwrap();
+    assert!(marked.committed && marked.answer.is_none(), "a committed claim never lapses");
+    // Its answer is kept, and read by the other node.
+    let answer = StoredAnswer {
+        status: 201,
+        headers: r#"[["content-type","application/json"]]"#.into(),
+        body: SealedSecret { key_id: "mk_test".into(), blob: vec![9, 8, 7] },
+    };
+    store.finish_idempotency(&scope("k1"), &answer).await.unwrap();
+    let kept = other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().unwrap();
+    let kept_answer = kept.answer.unwrap();
+    assert_eq!((kept_answer.status, kept_answer.body.blob), (201, vec![9, 8, 7]));
+    // Released only when nothing was committed.
+    store.release_idempotency(&scope("k1")).await.unwrap();
+    assert!(store.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_some(), "kept");
+    assert!(store.claim_idempotency(&claim("k2", "f1", later)).await.unwrap().is_none());
+    store.release_idempotency(&scope("k2")).await.unwrap();
+    assert!(other.claim_idempotency(&claim("k2", "f9", later)).await.unwrap().is_none(), "released");
+    // Expired records are forgotten and pruned.
+    let expiry = later + Duration::hours(24);
+    assert_eq!(store.prune_idempotency(expiry).await.unwrap(), 2);
+    assert!(store.claim_idempotency(&claim("k1", "f4", expiry)).await.unwrap().is_none());
 }

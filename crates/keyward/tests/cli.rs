@@ -930,3 +930,57 @@ fn integrations_and_ftp_auth_from_a_shell() {
     assert!(status);
     assert_eq!(ftp_auth(&url, &ftp_key, &user, &password), (0, "auth_ok:-1\nend\n".to_owned()));
 }
+
+/// A proxy to `upstream` that swallows the answer to the first request
+/// it passes (as a network that lost it would: the client's time-out
+/// strikes), then passes everything through. Its address.
+fn answer_losing_proxy(upstream: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(client) = conn else { continue };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let server = std::net::TcpStream::connect(&upstream).unwrap();
+                let (mut from_client, mut to_server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+                let (mut from_server, mut to_client) = (server, client);
+                let _ = match i {
+                    0 => std::io::copy(&mut from_server, &mut std::io::sink()),
+                    _ => std::io::copy(&mut from_server, &mut to_client),
+                };
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_cli_retries_a_timed_out_create_with_its_idempotency_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    let admin = server.admin_key.clone().expect("serve printed the bootstrap admin key");
+    let proxy = answer_losing_proxy(server.addr.clone());
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--name", "made once", "--scope", "read", "--json"])
+        .env("KEYWARD_URL", format!("http://{proxy}"))
+        .env("KEYWARD_API_KEY", &admin)
+        .env("KEYWARD_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("asking again with the same Idempotency-Key"), "the first answer was lost: {stderr}");
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    // The key was made by the first request, once; the retry got its secret.
+    let keys = http("GET", &server.url("/v1/keys?limit=100"), &admin, None);
+    let named: Vec<&Value> = keys["data"].as_array().unwrap().iter().filter(|k| k["name"] == "made once").collect();
+    assert_eq!(named.len(), 1, "{keys}");
+    assert_eq!(named[0]["id"], created["id"]);
+    let v = http("POST", &server.url("/v1/keys/verify"), &admin, Some(&format!("{{\"key\": \"{secret}\"}}")));
+    assert_eq!(v["code"], "VALID");
+    let (ok, logs) = server.terminate();
+    assert!(ok && !logs.contains(secret), "{logs}");
+}

@@ -59,7 +59,8 @@ fn invalid_key() -> Response {
 /// `inner` (the route) when its key is free.
 pub async fn answer<S>(state: AppState, inner: S, req: Request) -> Response
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
 {
     use tower::ServiceExt;
     let (mut parts, body) = req.into_parts();
@@ -68,14 +69,14 @@ where
         (Some(v), None) if valid_key(v.as_bytes()) => v.to_str().unwrap_or_default().to_owned(),
         _ => return invalid_key(),
     };
-    let run = |parts, body| async move {
+    let route = |parts, body| async move {
         match inner.oneshot(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
     };
     if !state.idempotency.enabled() {
-        return run(parts, body).await;
+        return route(parts, body).await;
     }
     let principal = match super::extract::principal(&parts, &state, super::extract::peer_of(&parts)).await {
         Ok(p) => p,
@@ -90,28 +91,36 @@ where
     };
     let path = parts.uri.path_and_query().map_or_else(|| parts.uri.path(), |p| p.as_str());
     let fingerprint = fingerprint(parts.method.as_str(), path, &bytes);
-    let claim = match state.idempotency.begin(&principal, &key, fingerprint).await {
-        Ok(Begun::Run(claim)) => claim,
-        Ok(Begun::Replay(answer)) => return replay(answer),
-        Err(refusal) => return refused(refusal),
+    // From here the request runs to its end even when the client hangs up
+    // (its time-out): the retry it sends then finds the answer kept.
+    let answered = async move {
+        let claim = match state.idempotency.begin(&principal, &key, fingerprint).await {
+            Ok(Begun::Run(claim)) => claim,
+            Ok(Begun::Replay(answer)) => return replay(answer),
+            Err(refusal) => return refused(refusal),
+        };
+        // The route's extractor takes the caller resolved here.
+        parts.extensions.insert(principal);
+        let response = claim.hold(route(parts, Body::from(bytes))).await;
+        let (head, body) = response.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER).await else {
+            state.idempotency.finish(&claim, None).await;
+            return ApiError::from(keyward_core::Error::internal("the answer could not be read")).into_response();
+        };
+        let headers = KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                head.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| ((*name).to_owned(), v.to_owned()))
+            })
+            .collect();
+        let answer = Answer { status: head.status.as_u16(), headers, body: body.to_vec() };
+        state.idempotency.finish(&claim, Some(&answer)).await;
+        Response::from_parts(head, Body::from(body))
     };
-    // The route's extractor takes the caller resolved here.
-    parts.extensions.insert(principal);
-    let response = claim.hold(run(parts, Body::from(bytes))).await;
-    let (head, body) = response.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER).await else {
-        state.idempotency.finish(&claim, None).await;
-        return ApiError::from(keyward_core::Error::internal("the answer could not be read")).into_response();
-    };
-    let headers = KEPT_HEADERS
-        .iter()
-        .filter_map(|name| {
-            head.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| ((*name).to_owned(), v.to_owned()))
-        })
-        .collect();
-    let answer = Answer { status: head.status.as_u16(), headers, body: body.to_vec() };
-    state.idempotency.finish(&claim, Some(&answer)).await;
-    Response::from_parts(head, Body::from(body))
+    match tokio::spawn(answered).await {
+        Ok(response) => response,
+        Err(_) => ApiError::from(keyward_core::Error::internal("the request failed")).into_response(),
+    }
 }
 
 fn replay(answer: Answer) -> Response {

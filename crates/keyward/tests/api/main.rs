@@ -16,6 +16,7 @@ mod forward_auth;
 mod ftp;
 mod gnupg;
 mod guards;
+mod idempotency;
 mod import;
 mod integrations;
 mod leaked;
