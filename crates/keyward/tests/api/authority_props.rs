@@ -142,6 +142,9 @@ enum Op {
     /// A member's (or key's) report that a target leaked, under the roll
     /// policy: the new secret is made, and handed to nobody.
     ReportLeak(usize),
+    /// A key made over HTTP with an `Idempotency-Key`, and the request
+    /// sent again: the retry hands out the same key, nothing more.
+    CreateKeyRetried(KeySpec),
     CreateRole(Vec<&'static str>, bool),
     EditRole(usize, Vec<&'static str>),
     Invite(Vec<&'static str>),
@@ -204,6 +207,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..TARGETS).prop_map(Op::RevealKey),
         1 => Just(Op::CreateRestKey),
         1 => (0..TARGETS).prop_map(Op::ReportLeak),
+        1 => key_spec().prop_map(Op::CreateKeyRetried),
         1 => (pick(ROLE_PERMISSIONS, 3), any::<bool>()).prop_map(|(p, tagged)| Op::CreateRole(p, tagged)),
         1 => (0..CUSTOM.len(), pick(ROLE_PERMISSIONS, 3)).prop_map(|(r, p)| Op::EditRole(r, p)),
         2 => pick(ROLES, 2).prop_map(Op::Invite),
@@ -511,6 +515,29 @@ async fn run(
             // What the report answers: the key as it stands, no secret.
             s.leaks.member_report(who, &world.targets[*t]).await.map(|_| Held::of_roles(false, &[]))
         }
+        Op::CreateKeyRetried(spec) => {
+            // Over HTTP: only a key has a secret to send.
+            let Some(secret) = secret else { return Ok(None) };
+            let body = json!({
+                "name": name, "scopes": spec.scopes, "readOnly": spec.flags.0, "administrator": spec.flags.1,
+                "accountAdministrator": spec.flags.2, "roles": spec.roles, "resources": spec.resources,
+                "expiresIn": spec.expires_in_days, "allowedIps": spec.ips,
+            });
+            let headers = [("authorization", format!("Bearer {secret}")), ("idempotency-key", format!("retry-{n}"))];
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(h, v)| (*h, v.as_str())).collect();
+            let first = app.call_with(reqwest::Method::POST, "/v1/keys", &headers, Some(body.clone())).await;
+            let again = app.call_with(reqwest::Method::POST, "/v1/keys", &headers, Some(body)).await;
+            if (first.status, &first.body) != (again.status, &again.body) {
+                return Err(format!("a retry answered {} {} after {} {}", again.status, again.body, first.status, first.body));
+            }
+            if first.status != 201 {
+                return Ok(None);
+            }
+            if again.headers.get("idempotent-replayed").is_none() {
+                return Err("a retry made its key again".into());
+            }
+            s.keys.get(&world.operator, &first.str("id")).await.map(|k| Held::of_key(&k))
+        }
         Op::CreateRole(permissions, tagged) => {
             let tags = if *tagged { vec!["eu".to_owned()] } else { Vec::new() };
             let made = s.roles.create(who, &format!("role-{n}"), None, strings(permissions), tags).await;
@@ -564,7 +591,7 @@ async fn whatever_succeeds_carries_nothing_beyond_the_caller() {
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let cases = (who(), op());
-    let (mut done, mut refused) = (0usize, 0usize);
+    let (mut done, mut refused, mut retried) = (0usize, 0usize, 0usize);
     for n in 0..CASES {
         let (caller, operation) = cases.new_tree(&mut runner).unwrap().current();
         let Some((principal, by, secret)) = principal(&app, &world, &caller, n).await else { continue };
@@ -576,6 +603,7 @@ async fn whatever_succeeds_carries_nothing_beyond_the_caller() {
         match given {
             Some(given) => {
                 done += 1;
+                retried += usize::from(matches!(operation, Op::CreateKeyRetried(_)));
                 let limits_apply = !by.person && !matches!(operation, Op::CreateRole(..) | Op::EditRole(..));
                 if let Some(what) = escapes(&custom, &by, &given, limits_apply) {
                     panic!("seed {seed}, case {n}: {caller:?} did {operation:?} and handed out {what} beyond its own");
@@ -587,5 +615,6 @@ async fn whatever_succeeds_carries_nothing_beyond_the_caller() {
     eprintln!("authority property, seed {seed}: {done} operations succeeded and were covered, {refused} refused");
     // Neither vacuous nor closed: some operations pass, some are refused.
     assert!(done >= CASES / 20 && refused >= CASES / 20, "{done} succeeded, {refused} refused");
+    assert!(retried > 0, "no key was made over HTTP with an Idempotency-Key and retried");
     app.stop().await;
 }
