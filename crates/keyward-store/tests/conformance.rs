@@ -712,8 +712,8 @@ async fn webhook_events_fan_out_claims_and_leases_hold_across_nodes(ctx: Ctx) {
 
 async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx: Ctx) {
     use keyward_core::sealed::SealedSecret;
-    use keyward_store::idempotency::{IdempotencyClaim, IdempotencyScope, StoredAnswer};
     use keyward_store::IdempotencyWrite;
+    use keyward_store::idempotency::{IdempotencyClaim, IdempotencyScope, StoredAnswer};
     let store = ctx.store.clone();
     let other = keyward_store::open(&ctx.url).await.unwrap();
     let now = Utc::now();
@@ -740,7 +740,8 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
     assert!(store.claim_idempotency(&claim("k1", "f2", now + Duration::seconds(61))).await.unwrap().is_none());
     // The change commits the mark; a failed change does not.
     let mark = |key: &str| Write::Idempotency(IdempotencyWrite::Committed(scope(key)));
-    let refused = Change { writes: vec![mark("k1"), Write::DeleteIdentity { workspace_id: "ws_1".into(), id: "nope".into() }] };
+    let refused =
+        Change { writes: vec![mark("k1"), Write::DeleteIdentity { workspace_id: "ws_1".into(), id: "nope".into() }] };
     assert!(store.commit(refused).await.is_err());
     let later = now + Duration::seconds(200);
     assert!(other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_none(), "unmarked, it lapsed");

@@ -14,7 +14,15 @@ use keyward_store::testing::run::{Piece, ran, skipped};
 
 mod support;
 
-const SECTIONS: &[&str] = &["Quick start", "OAuth 2.0", "PGP keys", "Integrations", "Webhooks and leaked keys", "CLI"];
+const SECTIONS: &[&str] = &[
+    "Quick start",
+    "OAuth 2.0",
+    "PGP keys",
+    "Integrations",
+    "Webhooks and leaked keys",
+    "Safe retries and batches",
+    "CLI",
+];
 const TEST: &str = "readme_examples_run_as_pasted";
 
 /// The `sh` blocks of the README's section `title`, in order.

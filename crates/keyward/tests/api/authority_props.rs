@@ -528,7 +528,10 @@ async fn run(
             let first = app.call_with(reqwest::Method::POST, "/v1/keys", &headers, Some(body.clone())).await;
             let again = app.call_with(reqwest::Method::POST, "/v1/keys", &headers, Some(body)).await;
             if (first.status, &first.body) != (again.status, &again.body) {
-                return Err(format!("a retry answered {} {} after {} {}", again.status, again.body, first.status, first.body));
+                return Err(format!(
+                    "a retry answered {} {} after {} {}",
+                    again.status, again.body, first.status, first.body
+                ));
             }
             if first.status != 201 {
                 return Ok(None);

@@ -189,9 +189,8 @@ async fn a_key_used_for_another_request_is_refused_and_changes_nothing() {
     assert_eq!(ok255.status, 201, "{}", ok255.body);
     assert_eq!(app.keys_named("never").await, 0);
     // No caller, no key: 401 as without one.
-    let anonymous = app
-        .call_with(Method::POST, "/v1/keys", &[("idempotency-key", "k-3")], Some(json!({"name": "never"})))
-        .await;
+    let anonymous =
+        app.call_with(Method::POST, "/v1/keys", &[("idempotency-key", "k-3")], Some(json!({"name": "never"}))).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
     // Verification takes no key: each call is a decision of its own.
     let metered = app.create_key(json!({"scopes": ["read"], "credits": {"remaining": 5}})).await;
@@ -318,8 +317,9 @@ async fn batch_verification_answers_as_single_verifications() {
         let valid = app.create_key(json!({"name": format!("valid {twin}"), "scopes": ["read"]})).await;
         let revoked = app.create_key(json!({"name": format!("revoked {twin}"), "scopes": ["read"]})).await;
         assert!(app.post_empty(&format!("/v1/keys/{}/revoke", revoked.id)).await.status.is_success());
-        let metered =
-            app.create_key(json!({"name": format!("metered {twin}"), "scopes": ["read"], "credits": {"remaining": 11}})).await;
+        let metered = app
+            .create_key(json!({"name": format!("metered {twin}"), "scopes": ["read"], "credits": {"remaining": 11}}))
+            .await;
         let limited = app
             .create_key(json!({"name": format!("limited {twin}"), "scopes": ["read"],
                 "ratelimits": [{"name": "requests", "limit": 6, "durationMs": 60_000, "autoApply": true}]}))
@@ -395,10 +395,16 @@ async fn bad_batches_are_refused() {
     // A caller without keys:verify is refused as a whole.
     let reader = app.create_key(json!({"scopes": ["keys:read"]})).await;
     let r = app
-        .call(Method::POST, "/v1/keys/verify/batch", Some(&reader.secret), Some(json!({"requests": [{"key": key.secret}]})))
+        .call(
+            Method::POST,
+            "/v1/keys/verify/batch",
+            Some(&reader.secret),
+            Some(json!({"requests": [{"key": key.secret}]})),
+        )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = app.call(Method::POST, "/v1/keys/verify/batch", None, Some(json!({"requests": [{"key": key.secret}]}))).await;
+    let r =
+        app.call(Method::POST, "/v1/keys/verify/batch", None, Some(json!({"requests": [{"key": key.secret}]}))).await;
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(app.verify(&key.secret, json!({"cost": 0})).await["credits"], 5);
     app.stop().await;
