@@ -45,6 +45,8 @@ What it does:
           a random sample of at most 100k of the N keys, each verified
           once, untimed, before every round: keyward reads a key again
           once it is older than its cache's maximum age)
+      (b-batch) POST /v1/keys/verify/batch, 100 keys of (b)'s sample per
+          request (verify_batch.lua): verifications/s against (b)
       (b-miss) the same against keyward-miss: cache misses; (b-miss-c4)
           the same with 4 connections (latency without queueing)
       (c) keyward verify, bad keys: half malformed, half well-formed but
@@ -653,6 +655,7 @@ def median(xs: list[float]) -> float | None:
 LABELS = {
     "a": ("(a) verify, 1 cached key", "keyward"),
     "b": ("(b) verify, N keys spread, cached", "keyward"),
+    "b-batch": ("(b-batch) batch verify, 100 of N per request", "keyward"),
     "b-miss": ("(b-miss) verify, spread, cache 1k: misses", "keyward"),
     "b-miss-c4": ("(b-miss-c4) the same, 4 connections", "keyward"),
     "c": ("(c) verify, bad keys (½ malformed, ½ unknown)", "keyward"),
@@ -665,9 +668,10 @@ LABELS = {
     "g": ("(g) peer, 1 key", "peer"),
     "g-spread": ("(g-spread) peer, N keys spread", "peer"),
 }
-ORDER = ["a", "f", "g", "rl", "rl-redis", "b", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "e"]
+ORDER = ["a", "f", "g", "rl", "rl-redis", "b", "b-batch", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "e"]
 FLOOR_OF = {"a": "f", "b": "f", "b-miss": "f", "c": "f", "h": "f", "rl": "f", "rl-redis": "f"}
 PLAIN_OF = {"rl": "a", "rl-redis": "a"}  # compared with the plain cached verify
+BATCH = 100  # verifications per request of (b-batch)
 CONNECTIONS = {"b-miss-c4": 4}  # scenarios with their own wrk -c
 PEER_OF = {"a": "g", "b": "g-spread", "b-miss": "g-spread", "h": "g"}
 
@@ -678,7 +682,7 @@ def check_codes(sid: str, delta: dict[str, float], run: dict, conns: int) -> lis
     keyward_caller_authentications_total)."""
     codes = {k: v for k, v in delta.items() if not k.startswith(("cache_", "le:")) and v}
     problems = []
-    if sid in ("a", "b", "b-miss", "b-miss-c4", "d", "e", "h", "rl", "rl-redis"):
+    if sid in ("a", "b", "b-batch", "b-miss", "b-miss-c4", "d", "e", "h", "rl", "rl-redis"):
         other = {k: v for k, v in codes.items() if k != "VALID"}
         if other:
             problems.append(f"unexpected codes {other}")
@@ -858,6 +862,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
     scen: dict[str, tuple[Server, str, dict]] = {
         "a": (kw, "verify_one.lua", {**auth, "KW_TOKEN": first_token}),
         "b": (kw, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
+        "b-batch": (kw, "verify_batch.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "b-miss": (kw_miss, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "b-miss-c4": (kw_miss, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "c": (kw, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(bad)}),
@@ -1086,6 +1091,12 @@ def targets(rows: list[dict]) -> list[str]:
         if sid in PLAIN_OF and "vs_plain" in r:
             out.append(f"  [info] N={n}: {r['label']}: {r['rps']:.0f} req/s = {r['vs_plain']:.0%} of the plain "
                        f"cached verify (a), p99 {r['p99_ms']:.2f} ms")
+        if sid == "b-batch":
+            single = next((x for x in rows if x["scenario"] == "b" and x["N"] == n), None)
+            ratio = (f" = {r['rps'] * BATCH / single['rps']:.1f}x the single calls of (b), "
+                     f"{single['rps']:.0f}/s" if single and single["rps"] else "")
+            out.append(f"  [info] N={n}: batch verification: {r['rps'] * BATCH:.0f} verifications/s "
+                       f"({r['rps']:.0f} batches of {BATCH}/s, p99 {r['p99_ms']:.2f} ms){ratio}")
         if sid == "d":
             bar(r["rps"] >= 2000, f"N={n}: ≥ 2,000 durable creations/s: {r['rps']:.0f}/s")
     for sid in ("b", "b-miss"):
