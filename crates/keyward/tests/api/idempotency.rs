@@ -38,9 +38,9 @@ fn replayed(r: &Resp) -> bool {
     r.headers.get("idempotent-replayed").is_some_and(|v| v == "true")
 }
 
-/// Sends `POST path` with `body` on a connection of its own and hangs up
-/// before the answer, as a client whose time-out struck would.
-async fn send_and_hang_up(app: &TestApp, path: &str, key: &str, body: &Value) {
+/// Sends `POST path` with `body` on a connection of its own, and reads no
+/// answer: the caller hangs up (its time-out struck) by dropping it.
+async fn send_unanswered(app: &TestApp, path: &str, key: &str, body: &Value) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let body = body.to_string();
     let request = format!(
@@ -53,13 +53,17 @@ async fn send_and_hang_up(app: &TestApp, path: &str, key: &str, body: &Value) {
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     stream.flush().await.unwrap();
-    drop(stream);
+    stream
 }
 
 async fn a_create_retried_after_a_time_out_returns_the_same_key_once() {
     let app = spawn_app().await;
     let body = json!({"name": "made once", "scopes": ["read"]});
-    send_and_hang_up(&app, "/v1/keys", "create-1", &body).await;
+    let first = send_unanswered(&app, "/v1/keys", "create-1", &body).await;
+    // The server makes the key; the client, its time-out struck, hangs up
+    // without the answer.
+    eventually(|| async { app.keys_named("made once").await == 1 }).await;
+    drop(first);
     // The client retries with the same key until it hears an answer: the
     // first request's, whatever the moment.
     let mut answer = None;
@@ -75,7 +79,7 @@ async fn a_create_retried_after_a_time_out_returns_the_same_key_once() {
     }
     let first = answer.expect("the first request finished");
     assert_eq!(first.status, 201, "{}", first.body);
-    assert!(replayed(&first), "the server made the key for the request that hung up: {:?}", first.headers);
+    assert!(replayed(&first), "the answer is the one made for the request that hung up: {:?}", first.headers);
     assert_eq!(first.headers.get("content-type").unwrap(), "application/json");
     let (id, secret) = (first.str("id"), first.str("secret"));
     assert_eq!(app.keys_named("made once").await, 1);
