@@ -55,6 +55,9 @@ pub enum SealedKind {
     FtpPassword,
     /// A webhook endpoint's signing secret (`webhook_secrets`, by its id).
     WebhookSecret,
+    /// The answer kept for an `Idempotency-Key` (`idempotency_keys`, by
+    /// workspace, credential and key hash, space-separated).
+    IdempotentAnswer,
 }
 
 #[async_trait::async_trait]
@@ -88,6 +91,7 @@ pub struct AccessStatements {
     pub rewrap_pgp: String,
     pub rewrap_ftp: String,
     pub rewrap_webhook: String,
+    pub rewrap_idempotent: String,
     pub sealed: String,
     pub masters: String,
     pub not_under: String,
@@ -133,12 +137,16 @@ impl AccessStatements {
                  WHERE workspace_id = $1 AND ftp_master_key_id = $2"),
             rewrap_webhook: r("UPDATE webhook_secrets SET master_key_id = $3, sealed = $4 \
                  WHERE id = $1 AND master_key_id = $2"),
+            rewrap_idempotent: r("UPDATE idempotency_keys SET master_key_id = $3, body = $4 \
+                 WHERE workspace_id || ' ' || credential || ' ' || key_hash = $1 AND master_key_id = $2"),
             not_under: r("SELECT 'key' AS kind, key_id, master_key_id, sealed FROM sealed_secrets \
                  WHERE master_key_id <> $1 \
                  UNION ALL SELECT 'pgp', id, master_key_id, sealed FROM pgp_keys WHERE master_key_id <> $1 \
                  UNION ALL SELECT 'ftp', workspace_id, ftp_master_key_id, ftp_sealed FROM integrations \
                  WHERE ftp_master_key_id <> $1 \
                  UNION ALL SELECT 'webhook', id, master_key_id, sealed FROM webhook_secrets WHERE master_key_id <> $1 \
+                 UNION ALL SELECT 'idempotency', workspace_id || ' ' || credential || ' ' || key_hash, \
+                 master_key_id, body FROM idempotency_keys WHERE master_key_id <> $1 \
                  ORDER BY 1, 2 LIMIT $2"),
         }
     }
@@ -273,6 +281,19 @@ macro_rules! access_impl {
                             .bind(&sealed.blob);
                         (q.execute(&mut *conn).await, None)
                     }
+                    AccessWrite::RewrapSealed {
+                        kind: $crate::SealedKind::IdempotentAnswer,
+                        key_id,
+                        from_master,
+                        sealed,
+                    } => {
+                        let q = sqlx::query(&sql.rewrap_idempotent)
+                            .bind(key_id)
+                            .bind(from_master)
+                            .bind(&sealed.key_id)
+                            .bind(&sealed.blob);
+                        (q.execute(&mut *conn).await, None)
+                    }
                     AccessWrite::RewrapSealed { kind: $crate::SealedKind::KeySecret, key_id, from_master, sealed } => {
                         let q = sqlx::query(&sql.rewrap)
                             .bind(key_id)
@@ -359,6 +380,7 @@ macro_rules! access_impl {
                             "pgp" => $crate::SealedKind::PgpKey,
                             "ftp" => $crate::SealedKind::FtpPassword,
                             "webhook" => $crate::SealedKind::WebhookSecret,
+                            "idempotency" => $crate::SealedKind::IdempotentAnswer,
                             _ => $crate::SealedKind::KeySecret,
                         };
                         (kind, id, keyward_core::sealed::SealedSecret { key_id: master, blob })

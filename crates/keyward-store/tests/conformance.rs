@@ -712,8 +712,8 @@ async fn webhook_events_fan_out_claims_and_leases_hold_across_nodes(ctx: Ctx) {
 
 async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx: Ctx) {
     use keyward_core::sealed::SealedSecret;
-    use keyward_store::IdempotencyWrite;
     use keyward_store::idempotency::{IdempotencyClaim, IdempotencyScope, StoredAnswer};
+    use keyward_store::{IdempotencyWrite, SealedKind};
     let store = ctx.store.clone();
     let other = keyward_store::open(&ctx.url).await.unwrap();
     let now = Utc::now();
@@ -758,6 +758,24 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
     let kept = other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().unwrap();
     let kept_answer = kept.answer.unwrap();
     assert_eq!((kept_answer.status, kept_answer.body.blob), (201, vec![9, 8, 7]));
+    // A master key rotation re-wraps it with the other sealed secrets.
+    let id = "ws_1 key:key_1 k1".to_owned();
+    let sealed = answer.body.clone();
+    assert_eq!(
+        store.sealed_not_under("mk_new", 10).await.unwrap(),
+        [(SealedKind::IdempotentAnswer, id.clone(), sealed)]
+    );
+    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![6, 5] };
+    let rewrap = keyward_store::access::AccessWrite::RewrapSealed {
+        kind: SealedKind::IdempotentAnswer,
+        key_id: id,
+        from_master: "mk_test".into(),
+        sealed: rewrapped,
+    };
+    store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
+    assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
+    let kept = other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().unwrap();
+    assert_eq!(kept.answer.unwrap().body.blob, vec![6, 5]);
     // Released only when nothing was committed.
     store.release_idempotency(&scope("k1")).await.unwrap();
     assert!(store.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_some(), "kept");

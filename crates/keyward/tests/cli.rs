@@ -749,7 +749,9 @@ fn master_key_is_generated_checked_and_rotated() {
     // Rotation: the new key first, the old after it.
     let rotated = keyward(&["master-key", "rotate", "--data-dir", data, "--master-key", &format!("{new},{old}")]);
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
-    assert!(stdout(&rotated).contains("Re-wrapped 2 recoverable secrets "), "{}", stdout(&rotated));
+    // The key's secret, the PGP private key, and the answer kept for the
+    // upload's Idempotency-Key (the CLI sends one).
+    assert!(stdout(&rotated).contains("Re-wrapped 3 recoverable secrets "), "{}", stdout(&rotated));
     // Now the new key alone serves, and the secret is still there.
     std::fs::write(&key_file, format!("{new}\n")).unwrap();
     let server = serve(dir.path(), &["--master-key-file", key_arg]);
