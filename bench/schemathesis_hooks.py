@@ -23,11 +23,10 @@ DECOY = "key_" + "Z" * 16
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    # case.headers is a case-insensitive mapping (not a dict).
     headers = case.headers
-    if isinstance(headers, dict):
-        for name in list(headers):
-            if name.lower() == "idempotency-key":
-                headers[name] = str(uuid.uuid4())
+    if headers is not None and "idempotency-key" in headers:
+        headers["idempotency-key"] = str(uuid.uuid4())
     if not ADMIN_ID:
         return
     for params in (case.path_parameters, case.query):

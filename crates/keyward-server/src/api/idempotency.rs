@@ -150,7 +150,8 @@ fn refused(refusal: Refusal) -> Response {
 }
 
 /// Adds the `Idempotency-Key` header parameter to every operation that
-/// takes it, in the OpenAPI document.
+/// takes it, in the OpenAPI document, with the answers it can bring (400,
+/// 409, 422) where the operation does not document them already.
 pub struct IdempotencyHeader;
 
 impl utoipa::Modify for IdempotencyHeader {
@@ -170,12 +171,29 @@ impl utoipa::Modify for IdempotencyHeader {
             ))
             .schema(Some(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(255))))
             .build();
+        let error = |description: &str| {
+            use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+            let body = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            RefOr::T(ResponseBuilder::new().description(description).content("application/json", body).build())
+        };
+        let answers = [
+            ("400", "An invalid Idempotency-Key (invalid_idempotency_key), or invalid input"),
+            (
+                "409",
+                "The first request with this Idempotency-Key is still running (idempotency_key_in_progress, \
+                Retry-After), or its change was made and its answer lost (idempotent_answer_lost)",
+            ),
+            ("422", "This Idempotency-Key was used for another request (idempotency_key_reused)"),
+        ];
         for (route, item) in openapi.paths.paths.iter_mut() {
             for (method, op) in [("POST", &mut item.post), ("PATCH", &mut item.patch), ("DELETE", &mut item.delete)] {
                 if let Some(op) = op.as_mut()
                     && takes_key(method, route)
                 {
                     op.parameters.get_or_insert_with(Vec::new).push(parameter.clone());
+                    for (status, description) in answers {
+                        op.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));
+                    }
                 }
             }
         }
