@@ -52,6 +52,8 @@ What it does:
       (c) keyward verify, bad keys: half malformed, half well-formed but
           unknown (tokens of the throwaway database)
       (d) keyward key creation, unique names    (create.lua)
+      (d-idem) the same, each with a fresh Idempotency-Key (create.lua,
+          KW_IDEMPOTENT): what keeping the answer for a retry costs
       (e) keyward mixed: ~90% verify (spread), ~5% create, ~5% revoke of
           keys created in the run              (mixed.lua)
       (f) floor, the request of (a)             (verify_one.lua)
@@ -660,6 +662,7 @@ LABELS = {
     "b-miss-c4": ("(b-miss-c4) the same, 4 connections", "keyward"),
     "c": ("(c) verify, bad keys (½ malformed, ½ unknown)", "keyward"),
     "d": ("(d) create key (durable)", "keyward"),
+    "d-idem": ("(d-idem) create key with an Idempotency-Key", "keyward"),
     "e": ("(e) mixed 90% verify/5% create/5% revoke", "keyward"),
     "h": ("(h) forward-auth GET /v1/authorize, 1 key", "keyward"),
     "rl": ("(rl) verify, 1 key, auto-applied rate limit", "keyward"),
@@ -668,7 +671,7 @@ LABELS = {
     "g": ("(g) peer, 1 key", "peer"),
     "g-spread": ("(g-spread) peer, N keys spread", "peer"),
 }
-ORDER = ["a", "f", "g", "rl", "rl-redis", "b", "b-batch", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "e"]
+ORDER = ["a", "f", "g", "rl", "rl-redis", "b", "b-batch", "g-spread", "b-miss", "b-miss-c4", "c", "h", "d", "d-idem", "e"]
 FLOOR_OF = {"a": "f", "b": "f", "b-miss": "f", "c": "f", "h": "f", "rl": "f", "rl-redis": "f"}
 PLAIN_OF = {"rl": "a", "rl-redis": "a"}  # compared with the plain cached verify
 BATCH = 100  # verifications per request of (b-batch)
@@ -682,7 +685,7 @@ def check_codes(sid: str, delta: dict[str, float], run: dict, conns: int) -> lis
     keyward_caller_authentications_total)."""
     codes = {k: v for k, v in delta.items() if not k.startswith(("cache_", "le:")) and v}
     problems = []
-    if sid in ("a", "b", "b-batch", "b-miss", "b-miss-c4", "d", "e", "h", "rl", "rl-redis"):
+    if sid in ("a", "b", "b-batch", "b-miss", "b-miss-c4", "d", "d-idem", "e", "h", "rl", "rl-redis"):
         other = {k: v for k, v in codes.items() if k != "VALID"}
         if other:
             problems.append(f"unexpected codes {other}")
@@ -867,6 +870,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
         "b-miss-c4": (kw_miss, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(tokens_sample)}),
         "c": (kw, "verify_keys.lua", {**auth, "KW_KEYS_FILE": str(bad)}),
         "d": (kw_write, "create.lua", auth),
+        "d-idem": (kw_write, "create.lua", {**auth, "KW_IDEMPOTENT": "1"}),
         "e": (kw_write, "mixed.lua", {**auth, "KW_KEYS_FILE": str(write_set)}),
         "h": (kw, "authorize.lua", {"KW_TOKEN": first_token, "KW_VERIFIER_KEY": admin}),
         "f": (floor, "verify_one.lua", {**auth, "KW_TOKEN": first_token}),
@@ -922,7 +926,7 @@ def run_size(args, n: int, work: Path, hash_key: str, unknown: list[str], use_pe
                 dirty.add(srv)
             # drain instances still flushing use counts; write runs start with an idle writer
             drained = {}
-            for inst in sorted(dirty | ({srv} if sid in ("d", "e") else set()), key=lambda x: x.name):
+            for inst in sorted(dirty | ({srv} if sid in ("d", "d-idem", "e") else set()), key=lambda x: x.name):
                 busy, _, errs = settle_writer(inst.url, admin)
                 drained[inst.name] = round(busy, 1)
                 res["problems"] += [f"draining {inst.name} before {sid}, round {rnd + 1}: {e}" for e in errs]

@@ -15,7 +15,9 @@ use chrono::{DateTime, Duration, Utc};
 use keyward_core::sealed::Keyring;
 use keyward_core::{Code, Error};
 use keyward_store::idempotency::{IdempotencyClaim, IdempotencyRecord, IdempotencyScope, StoredAnswer};
-use keyward_store::{IdempotencyWrite, Store, Write};
+use keyward_store::{IdempotencyWrite, Store, StoreError, Write};
+
+use crate::work::{Change, UnitOfWork};
 use std::sync::Mutex;
 
 use crate::clock::Clock;
@@ -86,6 +88,9 @@ pub const KEPT_HEADERS: [&str; 5] = ["content-type", "location", "etag", "cache-
 
 pub struct IdempotencyService {
     store: Arc<dyn Store>,
+    /// Claims, answers and releases commit through it (unaudited: they
+    /// record a client's retry key, not a change of anything).
+    work: Arc<UnitOfWork>,
     clock: Arc<dyn Clock>,
     keyring: Option<Arc<Keyring>>,
     /// How long a record (and its answer) is kept.
@@ -124,8 +129,19 @@ fn sealing_context(scope: &IdempotencyScope) -> Vec<u8> {
 }
 
 impl IdempotencyService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, keyring: Option<Arc<Keyring>>, ttl: Duration) -> Self {
-        IdempotencyService { store, clock, keyring, ttl, last_prune: Mutex::new(None) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        work: Arc<UnitOfWork>,
+        clock: Arc<dyn Clock>,
+        keyring: Option<Arc<Keyring>>,
+        ttl: Duration,
+    ) -> Self {
+        IdempotencyService { store, work, clock, keyring, ttl, last_prune: Mutex::new(None) }
+    }
+
+    async fn write(&self, write: IdempotencyWrite) -> Result<(), StoreError> {
+        let change = Change::unaudited("an idempotency key records a client's retry key, not a change");
+        self.work.commit(change.with(Write::Idempotency(write))).await
     }
 
     /// Answers are kept only sealed: without a master key, keys are not
@@ -154,12 +170,19 @@ impl IdempotencyService {
             locked_until: now + LEASE,
             expires_at: now + self.ttl,
         };
-        let record =
-            self.store.claim_idempotency(&claim).await.map_err(|e| Refusal::Error(crate::keys::store_error(e)))?;
-        let Some(record) = record else {
-            return Ok(Begun::Run(Arc::new(Claim { scope, committed: AtomicBool::new(false) })));
-        };
-        self.answer_of(&scope, record, &fingerprint, now)
+        let failed = |e| Refusal::Error(crate::keys::store_error(e));
+        // A claim let go between the refusal and the read: claim again.
+        for _ in 0..3 {
+            match self.write(IdempotencyWrite::Claim(claim.clone())).await {
+                Ok(()) => return Ok(Begun::Run(Arc::new(Claim { scope, committed: AtomicBool::new(false) }))),
+                Err(StoreError::InUse) => {}
+                Err(e) => return Err(failed(e)),
+            }
+            if let Some(record) = self.store.idempotency_record(&scope).await.map_err(failed)? {
+                return self.answer_of(&scope, record, &fingerprint, now);
+            }
+        }
+        Err(Refusal::InProgress { retry_after: 1 })
     }
 
     fn answer_of(
@@ -189,13 +212,13 @@ impl IdempotencyService {
             (true, Some(answer), Some(keyring)) => {
                 let headers = serde_json::to_string(&answer.headers).unwrap_or_else(|_| "[]".to_owned());
                 let body = keyring.seal(&answer.body, &sealing_context(&claim.scope));
-                let stored = StoredAnswer { status: answer.status, headers, body };
-                self.store.finish_idempotency(&claim.scope, &stored).await
+                let answer = StoredAnswer { status: answer.status, headers, body };
+                self.write(IdempotencyWrite::Answer { scope: claim.scope.clone(), answer }).await
             }
             // Too large to keep, or no key to seal it with: a retry hears
             // that the change was made.
             (true, _, _) => Ok(()),
-            (false, _, _) => self.store.release_idempotency(&claim.scope).await,
+            (false, _, _) => self.write(IdempotencyWrite::Release(claim.scope.clone())).await,
         };
         if let Err(e) = kept {
             tracing::warn!(error = %e, "keeping an idempotent answer failed");

@@ -269,6 +269,7 @@ impl Services {
         ));
         let idempotency = Arc::new(crate::idempotency::IdempotencyService::new(
             store.clone(),
+            audit.work().clone(),
             clock.clone(),
             config.master_keys.clone(),
             chrono::Duration::from_std(config.idempotency_ttl).unwrap_or(chrono::Duration::days(1)),

@@ -1,10 +1,12 @@
 //! Idempotency keys: what a client's `Idempotency-Key` was first used for,
 //! and the answer it got. A request claims its key
-//! ([`Idempotency::claim_idempotency`]); the change it makes marks the claim
+//! ([`IdempotencyWrite::Claim`]); the change it makes marks the claim
 //! committed in the change's own transaction ([`IdempotencyWrite::Committed`]),
 //! so a change is never made without its key knowing; the answer is kept
-//! (sealed) afterwards, or the claim released when nothing changed.
-//! Expanded per driver by [`idempotency_impl!`].
+//! (sealed) afterwards ([`IdempotencyWrite::Answer`]), or the claim
+//! released when nothing changed. All are writes of a [`crate::Change`], so
+//! they share the group commit with every other change. Expanded per
+//! driver by [`idempotency_impl!`].
 
 use chrono::{DateTime, Utc};
 use keyward_core::sealed::SealedSecret;
@@ -56,27 +58,28 @@ pub struct IdempotencyRecord {
 
 #[derive(Debug, Clone)]
 pub enum IdempotencyWrite {
+    /// Claims the key for a request: it was free, its record expired, or a
+    /// claim whose request died before changing anything lapsed. Else
+    /// [`crate::StoreError::InUse`] (read the record that holds it).
+    Claim(IdempotencyClaim),
     /// The claimed request's change commits with this (when the claim is
     /// gone, nothing is marked and the change still commits).
     Committed(IdempotencyScope),
+    /// Keeps the claimed request's answer.
+    Answer { scope: IdempotencyScope, answer: StoredAnswer },
+    /// Lets go of a claim whose request changed nothing.
+    Release(IdempotencyScope),
 }
 
 #[async_trait::async_trait]
 pub trait Idempotency: Send + Sync {
-    /// Claims the key for a request: `None` when claimed (it was free, its
-    /// record expired, or a claim whose request died before changing
-    /// anything lapsed), else the record of the request that has it.
-    async fn claim_idempotency(&self, claim: &IdempotencyClaim) -> Result<Option<IdempotencyRecord>>;
-    /// Keeps the claimed request's answer.
-    async fn finish_idempotency(&self, scope: &IdempotencyScope, answer: &StoredAnswer) -> Result<()>;
-    /// Lets go of a claim whose request changed nothing.
-    async fn release_idempotency(&self, scope: &IdempotencyScope) -> Result<()>;
+    /// The record of a claimed key.
+    async fn idempotency_record(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;
     /// Forgets records expired at `now`; how many.
     async fn prune_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
 }
 
 pub struct IdempotencyStatements {
-    pub free: String,
     pub claim: String,
     pub get: String,
     pub committed: String,
@@ -91,12 +94,16 @@ impl IdempotencyStatements {
     pub fn new(dialect: Dialect) -> Self {
         let r = |sql: &str| dialect.render(sql);
         IdempotencyStatements {
-            free: r(&format!(
-                "DELETE FROM idempotency_keys WHERE {KEY} AND (expires_at <= $4 \
-                 OR (NOT committed AND status IS NULL AND locked_until <= $4))"
-            )),
+            // Free, expired, or claimed by a request that died before
+            // changing anything: one statement claims it.
             claim: r("INSERT INTO idempotency_keys (workspace_id, credential, key_hash, fingerprint, created_at, \
-                 expires_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING"),
+                 expires_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (workspace_id, credential, key_hash) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 created_at = excluded.created_at, expires_at = excluded.expires_at, \
+                 locked_until = excluded.locked_until, committed = FALSE, status = NULL, headers = NULL, \
+                 master_key_id = NULL, body = NULL \
+                 WHERE idempotency_keys.expires_at <= $5 OR (NOT idempotency_keys.committed \
+                 AND idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= $5)"),
             get: r(&format!(
                 "SELECT fingerprint, locked_until, committed, status, headers, master_key_id, body \
                  FROM idempotency_keys WHERE {KEY}"
@@ -150,9 +157,45 @@ macro_rules! idempotency_impl {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 write: &$crate::idempotency::IdempotencyWrite,
             ) -> $crate::Result<()> {
-                let $crate::idempotency::IdempotencyWrite::Committed(s) = write;
-                sqlx::query(&self.sql.idempotency.committed)
-                    .bind(&s.workspace_id)
+                use $crate::idempotency::IdempotencyWrite as W;
+                use $crate::sql::ms;
+                let sql = &self.sql.idempotency;
+                let (s, done) = match write {
+                    W::Claim(c) => {
+                        let s = &c.scope;
+                        if $crate::sql::unstorable(&s.workspace_id) || $crate::sql::unstorable(&s.credential) {
+                            return Err($crate::StoreError::InUse);
+                        }
+                        let q = sqlx::query(&sql.claim)
+                            .bind(&s.workspace_id)
+                            .bind(&s.credential)
+                            .bind(&s.key_hash)
+                            .bind(&c.fingerprint)
+                            .bind(ms(c.now))
+                            .bind(ms(c.expires_at))
+                            .bind(ms(c.locked_until));
+                        let done = q.execute(&mut *conn).await.map_err(self.classify)?;
+                        return match done.rows_affected() {
+                            0 => Err($crate::StoreError::InUse),
+                            _ => Ok(()),
+                        };
+                    }
+                    W::Committed(s) => (s, sqlx::query(&sql.committed)),
+                    W::Release(s) => (s, sqlx::query(&sql.release)),
+                    W::Answer { scope, answer } => {
+                        let q = sqlx::query(&sql.finish)
+                            .bind(&scope.workspace_id)
+                            .bind(&scope.credential)
+                            .bind(&scope.key_hash)
+                            .bind(i64::from(answer.status))
+                            .bind(&answer.headers)
+                            .bind(&answer.body.key_id)
+                            .bind(&answer.body.blob);
+                        q.execute(&mut *conn).await.map_err(self.classify)?;
+                        return Ok(());
+                    }
+                };
+                done.bind(&s.workspace_id)
                     .bind(&s.credential)
                     .bind(&s.key_hash)
                     .execute(&mut *conn)
@@ -164,94 +207,19 @@ macro_rules! idempotency_impl {
 
         #[async_trait::async_trait]
         impl $crate::idempotency::Idempotency for $store {
-            async fn claim_idempotency(
-                &self,
-                c: &$crate::idempotency::IdempotencyClaim,
-            ) -> $crate::Result<Option<$crate::idempotency::IdempotencyRecord>> {
-                use $crate::sql::ms;
-                let p = &self.pools;
-                let sql = &p.sql.idempotency;
-                let s = &c.scope;
-                if $crate::sql::unstorable(&s.workspace_id) || $crate::sql::unstorable(&s.credential) {
-                    return Err($crate::StoreError::Backend("unstorable idempotency scope".into()));
-                }
-                p.guarded(async {
-                    // A claim let go between the insert and the read: try again.
-                    for _ in 0..3 {
-                        sqlx::query(&sql.free)
-                            .bind(&s.workspace_id)
-                            .bind(&s.credential)
-                            .bind(&s.key_hash)
-                            .bind(ms(c.now))
-                            .execute(&p.writer)
-                            .await
-                            .map_err(p.classify)?;
-                        let claimed = sqlx::query(&sql.claim)
-                            .bind(&s.workspace_id)
-                            .bind(&s.credential)
-                            .bind(&s.key_hash)
-                            .bind(&c.fingerprint)
-                            .bind(ms(c.now))
-                            .bind(ms(c.expires_at))
-                            .bind(ms(c.locked_until))
-                            .execute(&p.writer)
-                            .await
-                            .map_err(p.classify)?;
-                        if claimed.rows_affected() == 1 {
-                            return Ok(None);
-                        }
-                        let row: Option<$crate::idempotency::RecordRow> = sqlx::query_as(&sql.get)
-                            .bind(&s.workspace_id)
-                            .bind(&s.credential)
-                            .bind(&s.key_hash)
-                            .fetch_optional(&p.writer)
-                            .await
-                            .map_err(p.classify)?;
-                        if let Some(row) = row {
-                            return row.into_record().map(Some);
-                        }
-                    }
-                    Err($crate::StoreError::Backend("an idempotency key was claimed and let go repeatedly".into()))
-                })
-                .await
-            }
-
-            async fn finish_idempotency(
+            async fn idempotency_record(
                 &self,
                 s: &$crate::idempotency::IdempotencyScope,
-                a: &$crate::idempotency::StoredAnswer,
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<Option<$crate::idempotency::IdempotencyRecord>> {
                 let p = &self.pools;
-                p.guarded(async {
-                    sqlx::query(&p.sql.idempotency.finish)
-                        .bind(&s.workspace_id)
-                        .bind(&s.credential)
-                        .bind(&s.key_hash)
-                        .bind(i64::from(a.status))
-                        .bind(&a.headers)
-                        .bind(&a.body.key_id)
-                        .bind(&a.body.blob)
-                        .execute(&p.writer)
-                        .await
-                        .map_err(p.classify)
-                })
-                .await?;
-                Ok(())
-            }
-
-            async fn release_idempotency(&self, s: &$crate::idempotency::IdempotencyScope) -> $crate::Result<()> {
-                let p = &self.pools;
-                p.guarded(async {
-                    sqlx::query(&p.sql.idempotency.release)
-                        .bind(&s.workspace_id)
-                        .bind(&s.credential)
-                        .bind(&s.key_hash)
-                        .execute(&p.writer)
-                        .await
-                        .map_err(p.classify)
-                })
-                .await?;
-                Ok(())
+                $crate::backend::optional_row!(
+                    p,
+                    &p.sql.idempotency.get,
+                    $crate::idempotency::RecordRow::into_record,
+                    &s.workspace_id,
+                    &s.credential,
+                    &s.key_hash
+                )
             }
 
             async fn prune_idempotency(&self, now: chrono::DateTime<chrono::Utc>) -> $crate::Result<u64> {

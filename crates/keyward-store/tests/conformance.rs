@@ -713,7 +713,7 @@ async fn webhook_events_fan_out_claims_and_leases_hold_across_nodes(ctx: Ctx) {
 async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx: Ctx) {
     use keyward_core::sealed::SealedSecret;
     use keyward_store::idempotency::{IdempotencyClaim, IdempotencyScope, StoredAnswer};
-    use keyward_store::{IdempotencyWrite, SealedKind};
+    use keyward_store::{IdempotencyWrite as I, SealedKind};
     let store = ctx.store.clone();
     let other = keyward_store::open(&ctx.url).await.unwrap();
     let now = Utc::now();
@@ -722,68 +722,77 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
         credential: "key:key_1".into(),
         key_hash: key.into(),
     };
-    let claim = |key: &str, fingerprint: &str, at: chrono::DateTime<Utc>| IdempotencyClaim {
-        scope: scope(key),
-        fingerprint: fingerprint.into(),
-        now: at,
-        locked_until: at + Duration::seconds(60),
-        expires_at: at + Duration::hours(24),
+    let claim = |key: &str, fingerprint: &str, at: chrono::DateTime<Utc>| {
+        Change::of(Write::Idempotency(I::Claim(IdempotencyClaim {
+            scope: scope(key),
+            fingerprint: fingerprint.into(),
+            now: at,
+            locked_until: at + Duration::seconds(60),
+            expires_at: at + Duration::hours(24),
+        })))
     };
-    // Two nodes claim one key at once: one holds it, the other sees it held.
-    let first = claim("k1", "f1", now);
-    let (a, b) = tokio::join!(store.claim_idempotency(&first), other.claim_idempotency(&first));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_eq!(a.is_none() as u8 + b.is_none() as u8, 1, "one claim wins");
-    let held = a.or(b).unwrap();
-    assert_eq!((held.fingerprint.as_str(), held.committed, held.answer.is_none()), ("f1", false, true));
+    let held = |r: keyward_store::Result<()>| matches!(r, Err(StoreError::InUse));
+    // Two nodes claim one key at once: one holds it, the other is refused.
+    let (a, b) = tokio::join!(store.commit(claim("k1", "f1", now)), other.commit(claim("k1", "f1", now)));
+    assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "one claim wins: {a:?} {b:?}");
+    assert!(held(a) || held(b));
+    let record = other.idempotency_record(&scope("k1")).await.unwrap().unwrap();
+    assert_eq!((record.fingerprint.as_str(), record.committed, record.answer.is_none()), ("f1", false, true));
     // A claim whose request died before changing anything is free after its lease.
-    assert!(store.claim_idempotency(&claim("k1", "f2", now + Duration::seconds(61))).await.unwrap().is_none());
+    assert!(held(store.commit(claim("k1", "f2", now + Duration::seconds(59))).await));
+    store.commit(claim("k1", "f2", now + Duration::seconds(61))).await.unwrap();
     // The change commits the mark; a failed change does not.
-    let mark = |key: &str| Write::Idempotency(IdempotencyWrite::Committed(scope(key)));
+    let mark = |key: &str| Write::Idempotency(I::Committed(scope(key)));
     let refused =
         Change { writes: vec![mark("k1"), Write::DeleteIdentity { workspace_id: "ws_1".into(), id: "nope".into() }] };
     assert!(store.commit(refused).await.is_err());
     let later = now + Duration::seconds(200);
-    assert!(other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_none(), "unmarked, it lapsed");
+    other.commit(claim("k1", "f3", later)).await.expect("unmarked, it lapsed");
     store.commit(Change::of(mark("k1"))).await.unwrap();
-    let marked = other.claim_idempotency(&claim("k1", "f3", later + Duration::seconds(120))).await.unwrap().unwrap();
-    assert!(marked.committed && marked.answer.is_none(), "a committed claim never lapses");
+    assert!(
+        held(other.commit(claim("k1", "f3", later + Duration::seconds(120))).await),
+        "a committed claim never lapses"
+    );
+    let marked = store.idempotency_record(&scope("k1")).await.unwrap().unwrap();
+    assert!(marked.committed && marked.answer.is_none());
     // Its answer is kept, and read by the other node.
     let answer = StoredAnswer {
         status: 201,
         headers: r#"[["content-type","application/json"]]"#.into(),
         body: SealedSecret { key_id: "mk_test".into(), blob: vec![9, 8, 7] },
     };
-    store.finish_idempotency(&scope("k1"), &answer).await.unwrap();
-    let kept = other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().unwrap();
-    let kept_answer = kept.answer.unwrap();
-    assert_eq!((kept_answer.status, kept_answer.body.blob), (201, vec![9, 8, 7]));
+    store
+        .commit(Change::of(Write::Idempotency(I::Answer { scope: scope("k1"), answer: answer.clone() })))
+        .await
+        .unwrap();
+    let kept = other.idempotency_record(&scope("k1")).await.unwrap().unwrap().answer.unwrap();
+    assert_eq!((kept.status, kept.body.blob), (201, vec![9, 8, 7]));
     // A master key rotation re-wraps it with the other sealed secrets.
     let id = "ws_1 key:key_1 k1".to_owned();
-    let sealed = answer.body.clone();
     assert_eq!(
         store.sealed_not_under("mk_new", 10).await.unwrap(),
-        [(SealedKind::IdempotentAnswer, id.clone(), sealed)]
+        [(SealedKind::IdempotentAnswer, id.clone(), answer.body)]
     );
-    let rewrapped = SealedSecret { key_id: "mk_new".into(), blob: vec![6, 5] };
     let rewrap = keyward_store::access::AccessWrite::RewrapSealed {
         kind: SealedKind::IdempotentAnswer,
         key_id: id,
         from_master: "mk_test".into(),
-        sealed: rewrapped,
+        sealed: SealedSecret { key_id: "mk_new".into(), blob: vec![6, 5] },
     };
     store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
-    let kept = other.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().unwrap();
+    let kept = other.idempotency_record(&scope("k1")).await.unwrap().unwrap();
     assert_eq!(kept.answer.unwrap().body.blob, vec![6, 5]);
     // Released only when nothing was committed.
-    store.release_idempotency(&scope("k1")).await.unwrap();
-    assert!(store.claim_idempotency(&claim("k1", "f3", later)).await.unwrap().is_some(), "kept");
-    assert!(store.claim_idempotency(&claim("k2", "f1", later)).await.unwrap().is_none());
-    store.release_idempotency(&scope("k2")).await.unwrap();
-    assert!(other.claim_idempotency(&claim("k2", "f9", later)).await.unwrap().is_none(), "released");
-    // Expired records are forgotten and pruned.
-    let expiry = later + Duration::hours(24);
+    store.commit(Change::of(Write::Idempotency(I::Release(scope("k1"))))).await.unwrap();
+    assert!(held(store.commit(claim("k1", "f3", later)).await), "kept");
+    store.commit(claim("k2", "f1", later)).await.unwrap();
+    store.commit(Change::of(Write::Idempotency(I::Release(scope("k2"))))).await.unwrap();
+    other.commit(claim("k2", "f9", later)).await.expect("released");
+    // Expired records are forgotten (a claim takes them over) and pruned.
+    let expiry = later + Duration::hours(25);
     assert_eq!(store.prune_idempotency(expiry).await.unwrap(), 2);
-    assert!(store.claim_idempotency(&claim("k1", "f4", expiry)).await.unwrap().is_none());
+    assert!(store.idempotency_record(&scope("k1")).await.unwrap().is_none());
+    other.commit(claim("k3", "f1", later)).await.unwrap();
+    store.commit(claim("k3", "f2", later + Duration::hours(24))).await.expect("expired, taken over");
 }
