@@ -1,12 +1,15 @@
 //! `Idempotency-Key`: a retried request gets the first one's answer.
 //!
-//! A request carrying a key claims it (per workspace and credential) with
-//! a fingerprint of what it asks (method, path, body). The change it makes
-//! commits with a mark on the claim, in the same transaction
-//! ([`crate::work::UnitOfWork::commit`] reads the claim of the request it
-//! runs for); its answer is then kept, sealed under the master key, until
-//! the record expires. A request that changed nothing lets its claim go,
-//! so a retry simply runs again. HTTP is [`crate::api::idempotency`]'s.
+//! A request carrying a key (per workspace and credential) is first
+//! looked up: a key used already answers from its record. Otherwise the
+//! request runs, and the change it makes claims the key with a
+//! fingerprint of what it asks (method, path, body), first thing in the
+//! same transaction ([`crate::work::UnitOfWork::commit`] reads the claim of
+//! the request it runs for): of two requests with one key, one change
+//! commits, and the other request answers from the winner's record. The
+//! answer is then kept, sealed under the master key, until the record
+//! expires. A request that changed nothing wrote nothing, so a retry
+//! simply runs again. HTTP is [`crate::api::idempotency`]'s.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,8 +26,8 @@ use std::sync::Mutex;
 use crate::clock::Clock;
 use crate::principal::{Caller, Principal};
 
-/// How long a claim holds while its request runs: a retry meanwhile waits;
-/// a request that died before changing anything frees its key after this.
+/// How long after its change a request has to keep its answer: a retry
+/// meanwhile waits; after it, the answer was lost.
 pub const LEASE: Duration = Duration::seconds(60);
 
 /// The longest key clients may choose.
@@ -39,8 +42,13 @@ tokio::task_local! {
 #[derive(Debug)]
 pub struct Claim {
     scope: IdempotencyScope,
-    /// A change of the request committed (with the claim's mark).
+    fingerprint: String,
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    /// A change of the request committed (claiming the key).
     committed: AtomicBool,
+    /// Another request's change claimed the key first.
+    lost: AtomicBool,
 }
 
 impl Claim {
@@ -53,16 +61,40 @@ impl Claim {
     pub fn committed(&self) -> bool {
         self.committed.load(Ordering::Acquire)
     }
+
+    /// Another request with the key made its change first (this one's was
+    /// refused): answer as a retry would be.
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
 }
 
-/// The mark a change commits with when it is made for a request holding
-/// a claim, and the claim to tell once it committed.
-pub(crate) fn claim_mark() -> Option<(Write, Arc<Claim>)> {
-    CLAIM.try_with(|c| (Write::Idempotency(IdempotencyWrite::Committed(c.scope.clone())), c.clone())).ok()
+/// The claim a change of a request holding a key commits first (its first
+/// change only), and the claim to tell how the commit went.
+pub(crate) fn claim_write() -> Option<(Write, Arc<Claim>)> {
+    CLAIM
+        .try_with(|c| {
+            let now = c.clock.now();
+            let claim = IdempotencyClaim {
+                scope: c.scope.clone(),
+                fingerprint: c.fingerprint.clone(),
+                now,
+                locked_until: now + LEASE,
+                expires_at: now + c.ttl,
+            };
+            (!c.committed()).then(|| (Write::Idempotency(IdempotencyWrite::Claim(claim)), c.clone()))
+        })
+        .ok()
+        .flatten()
 }
 
-pub(crate) fn committed(claim: &Claim) {
-    claim.committed.store(true, Ordering::Release);
+/// Tells the claim how its change's commit went.
+pub(crate) fn commit_went(claim: &Claim, result: &Result<(), StoreError>) {
+    match result {
+        Ok(()) => claim.committed.store(true, Ordering::Release),
+        Err(StoreError::Conflict(keyward_store::Unique::IdempotencyKey)) => claim.lost.store(true, Ordering::Release),
+        Err(_) => {}
+    }
 }
 
 /// What to do with a request that carries a key.
@@ -163,26 +195,33 @@ impl IdempotencyService {
             credential: credential_of(principal),
             key_hash: keyward_core::hash::hex(&Sha256::digest(key.as_bytes())),
         };
-        let claim = IdempotencyClaim {
-            scope: scope.clone(),
-            fingerprint: fingerprint.clone(),
-            now,
-            locked_until: now + LEASE,
-            expires_at: now + self.ttl,
-        };
-        let failed = |e| Refusal::Error(crate::keys::store_error(e));
-        // A claim let go between the refusal and the read: claim again.
-        for _ in 0..3 {
-            match self.write(IdempotencyWrite::Claim(claim.clone())).await {
-                Ok(()) => return Ok(Begun::Run(Arc::new(Claim { scope, committed: AtomicBool::new(false) }))),
-                Err(StoreError::InUse) => {}
-                Err(e) => return Err(failed(e)),
-            }
-            if let Some(record) = self.store.idempotency_record(&scope).await.map_err(failed)? {
-                return self.answer_of(&scope, record, &fingerprint, now);
-            }
+        let record = self.store.idempotency_record(&scope, now).await;
+        match record.map_err(|e| Refusal::Error(crate::keys::store_error(e)))? {
+            Some(record) => self.answer_of(&scope, record, &fingerprint, now),
+            None => Ok(Begun::Run(Arc::new(Claim {
+                scope,
+                fingerprint,
+                clock: self.clock.clone(),
+                ttl: self.ttl,
+                committed: AtomicBool::new(false),
+                lost: AtomicBool::new(false),
+            }))),
         }
-        Err(Refusal::InProgress { retry_after: 1 })
+    }
+
+    /// The answer for a request whose change lost the key to another
+    /// request's: that one's, as a retry would get it.
+    pub async fn after_lost_race(&self, claim: &Claim) -> Result<Answer, Refusal> {
+        let now = self.clock.now();
+        let record = self.store.idempotency_record(&claim.scope, now).await;
+        match record.map_err(|e| Refusal::Error(crate::keys::store_error(e)))? {
+            Some(record) => match self.answer_of(&claim.scope, record, &claim.fingerprint, now)? {
+                Begun::Replay(answer) => Ok(answer),
+                Begun::Run(_) => Err(Refusal::InProgress { retry_after: 1 }),
+            },
+            // Expired meanwhile: a retry runs afresh.
+            None => Err(Refusal::InProgress { retry_after: 1 }),
+        }
     }
 
     fn answer_of(
@@ -205,8 +244,7 @@ impl IdempotencyService {
         }
     }
 
-    /// Keeps the answer of a request that changed something; lets the
-    /// claim go when it changed nothing.
+    /// Keeps the answer of a request that changed something.
     pub async fn finish(&self, claim: &Claim, answer: Option<&Answer>) {
         let kept = match (claim.committed(), answer, &self.keyring) {
             (true, Some(answer), Some(keyring)) => {
@@ -216,9 +254,8 @@ impl IdempotencyService {
                 self.write(IdempotencyWrite::Answer { scope: claim.scope.clone(), answer }).await
             }
             // Too large to keep, or no key to seal it with: a retry hears
-            // that the change was made.
-            (true, _, _) => Ok(()),
-            (false, _, _) => self.write(IdempotencyWrite::Release(claim.scope.clone())).await,
+            // that the change was made. Nothing changed, nothing to keep.
+            _ => Ok(()),
         };
         if let Err(e) = kept {
             tracing::warn!(error = %e, "keeping an idempotent answer failed");

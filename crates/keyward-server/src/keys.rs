@@ -60,6 +60,10 @@ pub fn store_error(e: StoreError) -> Error {
         StoreError::Conflict(Unique::Integrations) => {
             Error::conflict(Code::Conflict, "The workspace's integrations were made meanwhile; try again")
         }
+        StoreError::Conflict(Unique::IdempotencyKey) => Error::conflict(
+            Code::IdempotencyKeyInProgress,
+            "Another request with this Idempotency-Key made its change first",
+        ),
         StoreError::Conflict(Unique::Other) => Error::conflict(Code::Conflict, "The object already exists"),
         StoreError::LastOwner => Error::conflict(
             Code::LastOwner,

@@ -3,7 +3,7 @@
 //! by [`UnitOfWork::commit`], which then applies to this node's caches what
 //! the same writes tell the other nodes ([`keyward_store::invalidations`]).
 //! Nothing else commits, and nothing else updates a cache after a write.
-//! A change made for a request holding an `Idempotency-Key` marks the key
+//! A change made for a request holding an `Idempotency-Key` claims the key
 //! in the same transaction ([`crate::idempotency`]).
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -126,16 +126,18 @@ impl UnitOfWork {
         writes.extend(entries);
         writes.extend(events);
         let outbox = writes.iter().any(|w| matches!(w, Write::Webhooks(_)));
-        // Made for a request holding an idempotency key: the key is marked
-        // with the change, so a retry never makes it twice.
-        let claim = crate::idempotency::claim_mark().map(|(mark, claim)| {
-            writes.push(mark);
+        // Made for a request holding an idempotency key: the change claims
+        // the key first, so that of two requests with one key one change
+        // commits, and a retry never makes it twice.
+        let claim = crate::idempotency::claim_write().map(|(write, claim)| {
+            writes.insert(0, write);
             claim
         });
-        self.store.commit(keyward_store::Change { writes }).await?;
+        let committed = self.store.commit(keyward_store::Change { writes }).await;
         if let Some(claim) = claim {
-            crate::idempotency::committed(&claim);
+            crate::idempotency::commit_went(&claim, &committed);
         }
+        committed?;
         if outbox {
             self.outbox.notify_one();
         }

@@ -1,12 +1,12 @@
 //! Idempotency keys: what a client's `Idempotency-Key` was first used for,
-//! and the answer it got. A request claims its key
-//! ([`IdempotencyWrite::Claim`]); the change it makes marks the claim
-//! committed in the change's own transaction ([`IdempotencyWrite::Committed`]),
-//! so a change is never made without its key knowing; the answer is kept
-//! (sealed) afterwards ([`IdempotencyWrite::Answer`]), or the claim
-//! released when nothing changed. All are writes of a [`crate::Change`], so
-//! they share the group commit with every other change. Expanded per
-//! driver by [`idempotency_impl!`].
+//! and the answer it got. The change a request makes claims its key in
+//! the change's own transaction ([`IdempotencyWrite::Claim`]), so a change
+//! is never made without its key knowing, and of two requests with one key
+//! only one change commits; the answer is kept (sealed) afterwards
+//! ([`IdempotencyWrite::Answer`]). A request that changes nothing writes
+//! nothing. Both are writes of a [`crate::Change`], so they share the group
+//! commit with every other change. Expanded per driver by
+//! [`idempotency_impl!`].
 
 use chrono::{DateTime, Utc};
 use keyward_core::sealed::SealedSecret;
@@ -23,15 +23,15 @@ pub struct IdempotencyScope {
     pub key_hash: String,
 }
 
-/// A request's claim on its key.
+/// A request's claim on its key, made with its change.
 #[derive(Debug, Clone)]
 pub struct IdempotencyClaim {
     pub scope: IdempotencyScope,
     /// Method, path and body, hashed: a retry must match.
     pub fingerprint: String,
     pub now: DateTime<Utc>,
-    /// While the request runs, a retry waits; a claim whose request died
-    /// before changing anything is free again after this.
+    /// Until then a retry waits for the answer; after it, a claim without
+    /// one is an answer lost.
     pub locked_until: DateTime<Utc>,
     /// When the record (and its answer) is forgotten.
     pub expires_at: DateTime<Utc>,
@@ -58,23 +58,23 @@ pub struct IdempotencyRecord {
 
 #[derive(Debug, Clone)]
 pub enum IdempotencyWrite {
-    /// Claims the key for a request: it was free, its record expired, or a
-    /// claim whose request died before changing anything lapsed. Else
-    /// [`crate::StoreError::InUse`] (read the record that holds it).
+    /// Goes first in the change a request with a key makes: claims the key
+    /// (free, or its record expired), or refuses the whole change with
+    /// [`crate::StoreError::Conflict`]`(`[`crate::Unique::IdempotencyKey`]`)`
+    /// when another request's change holds it.
     Claim(IdempotencyClaim),
-    /// The claimed request's change commits with this (when the claim is
-    /// gone, nothing is marked and the change still commits).
-    Committed(IdempotencyScope),
     /// Keeps the claimed request's answer.
     Answer { scope: IdempotencyScope, answer: StoredAnswer },
-    /// Lets go of a claim whose request changed nothing.
-    Release(IdempotencyScope),
 }
 
 #[async_trait::async_trait]
 pub trait Idempotency: Send + Sync {
-    /// The record of a claimed key.
-    async fn idempotency_record(&self, scope: &IdempotencyScope) -> Result<Option<IdempotencyRecord>>;
+    /// The record of a key, unless it expired by `now`.
+    async fn idempotency_record(
+        &self,
+        scope: &IdempotencyScope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>>;
     /// Forgets records expired at `now`; how many.
     async fn prune_idempotency(&self, now: DateTime<Utc>) -> Result<u64>;
 }
@@ -82,9 +82,7 @@ pub trait Idempotency: Send + Sync {
 pub struct IdempotencyStatements {
     pub claim: String,
     pub get: String,
-    pub committed: String,
     pub finish: String,
-    pub release: String,
     pub prune: String,
 }
 
@@ -94,25 +92,20 @@ impl IdempotencyStatements {
     pub fn new(dialect: Dialect) -> Self {
         let r = |sql: &str| dialect.render(sql);
         IdempotencyStatements {
-            // Free, expired, or claimed by a request that died before
-            // changing anything: one statement claims it.
+            // Free or expired: one statement claims it.
             claim: r("INSERT INTO idempotency_keys (workspace_id, credential, key_hash, fingerprint, created_at, \
-                 expires_at, locked_until) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 expires_at, locked_until, committed) VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE) \
                  ON CONFLICT (workspace_id, credential, key_hash) DO UPDATE SET fingerprint = excluded.fingerprint, \
                  created_at = excluded.created_at, expires_at = excluded.expires_at, \
-                 locked_until = excluded.locked_until, committed = FALSE, status = NULL, headers = NULL, \
-                 master_key_id = NULL, body = NULL \
-                 WHERE idempotency_keys.expires_at <= $5 OR (NOT idempotency_keys.committed \
-                 AND idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= $5)"),
+                 locked_until = excluded.locked_until, committed = TRUE, status = NULL, headers = NULL, \
+                 master_key_id = NULL, body = NULL WHERE idempotency_keys.expires_at <= $5"),
             get: r(&format!(
                 "SELECT fingerprint, locked_until, committed, status, headers, master_key_id, body \
-                 FROM idempotency_keys WHERE {KEY}"
+                 FROM idempotency_keys WHERE {KEY} AND expires_at > $4"
             )),
-            committed: r(&format!("UPDATE idempotency_keys SET committed = TRUE WHERE {KEY}")),
             finish: r(&format!(
                 "UPDATE idempotency_keys SET status = $4, headers = $5, master_key_id = $6, body = $7 WHERE {KEY}"
             )),
-            release: r(&format!("DELETE FROM idempotency_keys WHERE {KEY} AND NOT committed")),
             prune: r("DELETE FROM idempotency_keys WHERE expires_at <= $1"),
         }
     }
@@ -160,11 +153,12 @@ macro_rules! idempotency_impl {
                 use $crate::idempotency::IdempotencyWrite as W;
                 use $crate::sql::ms;
                 let sql = &self.sql.idempotency;
-                let (s, done) = match write {
+                match write {
                     W::Claim(c) => {
                         let s = &c.scope;
+                        let held = $crate::StoreError::Conflict($crate::Unique::IdempotencyKey);
                         if $crate::sql::unstorable(&s.workspace_id) || $crate::sql::unstorable(&s.credential) {
-                            return Err($crate::StoreError::InUse);
+                            return Err(held);
                         }
                         let q = sqlx::query(&sql.claim)
                             .bind(&s.workspace_id)
@@ -176,12 +170,10 @@ macro_rules! idempotency_impl {
                             .bind(ms(c.locked_until));
                         let done = q.execute(&mut *conn).await.map_err(self.classify)?;
                         return match done.rows_affected() {
-                            0 => Err($crate::StoreError::InUse),
+                            0 => Err(held),
                             _ => Ok(()),
                         };
                     }
-                    W::Committed(s) => (s, sqlx::query(&sql.committed)),
-                    W::Release(s) => (s, sqlx::query(&sql.release)),
                     W::Answer { scope, answer } => {
                         let q = sqlx::query(&sql.finish)
                             .bind(&scope.workspace_id)
@@ -192,16 +184,9 @@ macro_rules! idempotency_impl {
                             .bind(&answer.body.key_id)
                             .bind(&answer.body.blob);
                         q.execute(&mut *conn).await.map_err(self.classify)?;
-                        return Ok(());
+                        Ok(())
                     }
-                };
-                done.bind(&s.workspace_id)
-                    .bind(&s.credential)
-                    .bind(&s.key_hash)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(self.classify)?;
-                Ok(())
+                }
             }
         }
 
@@ -210,6 +195,7 @@ macro_rules! idempotency_impl {
             async fn idempotency_record(
                 &self,
                 s: &$crate::idempotency::IdempotencyScope,
+                now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<Option<$crate::idempotency::IdempotencyRecord>> {
                 let p = &self.pools;
                 $crate::backend::optional_row!(
@@ -218,7 +204,8 @@ macro_rules! idempotency_impl {
                     $crate::idempotency::RecordRow::into_record,
                     &s.workspace_id,
                     &s.credential,
-                    &s.key_hash
+                    &s.key_hash,
+                    $crate::sql::ms(now)
                 )
             }
 

@@ -72,6 +72,8 @@ pub enum Unique {
     SiteId,
     /// The workspace's integration credentials exist already.
     Integrations,
+    /// Another request's change holds this `Idempotency-Key`.
+    IdempotencyKey,
     Other,
 }
 

@@ -716,6 +716,7 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
     use keyward_store::{IdempotencyWrite as I, SealedKind};
     let store = ctx.store.clone();
     let other = keyward_store::open(&ctx.url).await.unwrap();
+    let ws = workspace(store.as_ref(), None).await;
     let now = Utc::now();
     let scope = |key: &str| IdempotencyScope {
         workspace_id: "ws_1".into(),
@@ -723,38 +724,30 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
         key_hash: key.into(),
     };
     let claim = |key: &str, fingerprint: &str, at: chrono::DateTime<Utc>| {
-        Change::of(Write::Idempotency(I::Claim(IdempotencyClaim {
+        Write::Idempotency(I::Claim(IdempotencyClaim {
             scope: scope(key),
             fingerprint: fingerprint.into(),
             now: at,
             locked_until: at + Duration::seconds(60),
             expires_at: at + Duration::hours(24),
-        })))
+        }))
     };
-    let held = |r: keyward_store::Result<()>| matches!(r, Err(StoreError::InUse));
-    // Two nodes claim one key at once: one holds it, the other is refused.
-    let (a, b) = tokio::join!(store.commit(claim("k1", "f1", now)), other.commit(claim("k1", "f1", now)));
+    let held = |r: keyward_store::Result<()>| matches!(r, Err(StoreError::Conflict(Unique::IdempotencyKey)));
+    // Two nodes' changes claim one key at once: one commits, the other is
+    // refused whole (its key insert undone with it).
+    let with_key = |key: &str, name: &str| Change {
+        writes: vec![claim(key, "f1", now), Write::InsertKey { key: self::key(&ws, name), max_live_keys: None }],
+    };
+    let (a, b) = tokio::join!(store.commit(with_key("k1", "made by a")), other.commit(with_key("k1", "made by b")));
     assert_eq!(u8::from(a.is_ok()) + u8::from(b.is_ok()), 1, "one claim wins: {a:?} {b:?}");
     assert!(held(a) || held(b));
-    let record = other.idempotency_record(&scope("k1")).await.unwrap().unwrap();
-    assert_eq!((record.fingerprint.as_str(), record.committed, record.answer.is_none()), ("f1", false, true));
-    // A claim whose request died before changing anything is free after its lease.
-    assert!(held(store.commit(claim("k1", "f2", now + Duration::seconds(59))).await));
-    store.commit(claim("k1", "f2", now + Duration::seconds(61))).await.unwrap();
-    // The change commits the mark; a failed change does not.
-    let mark = |key: &str| Write::Idempotency(I::Committed(scope(key)));
-    let refused =
-        Change { writes: vec![mark("k1"), Write::DeleteIdentity { workspace_id: "ws_1".into(), id: "nope".into() }] };
-    assert!(store.commit(refused).await.is_err());
-    let later = now + Duration::seconds(200);
-    other.commit(claim("k1", "f3", later)).await.expect("unmarked, it lapsed");
-    store.commit(Change::of(mark("k1"))).await.unwrap();
-    assert!(
-        held(other.commit(claim("k1", "f3", later + Duration::seconds(120))).await),
-        "a committed claim never lapses"
-    );
-    let marked = store.idempotency_record(&scope("k1")).await.unwrap().unwrap();
-    assert!(marked.committed && marked.answer.is_none());
+    let keys = store.list_keys(&ws.id, &KeyFilter::default(), Page { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(keys.keys.len(), 1, "the refused change made no key");
+    let record = other.idempotency_record(&scope("k1"), now).await.unwrap().unwrap();
+    assert_eq!((record.fingerprint.as_str(), record.committed, record.answer.is_none()), ("f1", true, true));
+    assert!(record.locked_until > now);
+    // A claimed key stays claimed until it expires.
+    assert!(held(store.commit(Change::of(claim("k1", "f2", now + Duration::hours(23)))).await));
     // Its answer is kept, and read by the other node.
     let answer = StoredAnswer {
         status: 201,
@@ -765,7 +758,7 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
         .commit(Change::of(Write::Idempotency(I::Answer { scope: scope("k1"), answer: answer.clone() })))
         .await
         .unwrap();
-    let kept = other.idempotency_record(&scope("k1")).await.unwrap().unwrap().answer.unwrap();
+    let kept = other.idempotency_record(&scope("k1"), now).await.unwrap().unwrap().answer.unwrap();
     assert_eq!((kept.status, kept.body.blob), (201, vec![9, 8, 7]));
     // A master key rotation re-wraps it with the other sealed secrets.
     let id = "ws_1 key:key_1 k1".to_owned();
@@ -781,18 +774,14 @@ async fn idempotency_keys_are_claimed_once_marked_with_the_change_and_expire(ctx
     };
     store.commit(Change::of(Write::Access(rewrap))).await.unwrap();
     assert!(store.sealed_not_under("mk_new", 10).await.unwrap().is_empty());
-    let kept = other.idempotency_record(&scope("k1")).await.unwrap().unwrap();
+    let kept = other.idempotency_record(&scope("k1"), now).await.unwrap().unwrap();
     assert_eq!(kept.answer.unwrap().body.blob, vec![6, 5]);
-    // Released only when nothing was committed.
-    store.commit(Change::of(Write::Idempotency(I::Release(scope("k1"))))).await.unwrap();
-    assert!(held(store.commit(claim("k1", "f3", later)).await), "kept");
-    store.commit(claim("k2", "f1", later)).await.unwrap();
-    store.commit(Change::of(Write::Idempotency(I::Release(scope("k2"))))).await.unwrap();
-    other.commit(claim("k2", "f9", later)).await.expect("released");
-    // Expired records are forgotten (a claim takes them over) and pruned.
-    let expiry = later + Duration::hours(25);
-    assert_eq!(store.prune_idempotency(expiry).await.unwrap(), 2);
-    assert!(store.idempotency_record(&scope("k1")).await.unwrap().is_none());
-    other.commit(claim("k3", "f1", later)).await.unwrap();
-    store.commit(claim("k3", "f2", later + Duration::hours(24))).await.expect("expired, taken over");
+    // Expired records are not found, are taken over by a new claim, and pruned.
+    let expiry = now + Duration::hours(24);
+    assert!(store.idempotency_record(&scope("k1"), expiry).await.unwrap().is_none());
+    store.commit(Change::of(claim("k2", "f1", now))).await.unwrap();
+    other.commit(Change::of(claim("k2", "f2", expiry))).await.expect("expired, taken over");
+    let taken = store.idempotency_record(&scope("k2"), expiry).await.unwrap().unwrap();
+    assert_eq!((taken.fingerprint.as_str(), taken.answer.is_none()), ("f2", true));
+    assert_eq!(store.prune_idempotency(expiry).await.unwrap(), 1, "k1 only");
 }

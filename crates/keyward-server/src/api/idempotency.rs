@@ -102,6 +102,13 @@ where
         // The route's extractor takes the caller resolved here.
         parts.extensions.insert(principal);
         let response = claim.hold(route(parts, Body::from(bytes))).await;
+        if claim.lost() {
+            // Another request with the key made its change first.
+            return match state.idempotency.after_lost_race(&claim).await {
+                Ok(answer) => replay(answer),
+                Err(refusal) => refused(refusal),
+            };
+        }
         let (head, body) = response.into_parts();
         let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER).await else {
             state.idempotency.finish(&claim, None).await;

@@ -1,8 +1,8 @@
 -- Idempotency keys: a client's `Idempotency-Key`, per workspace and
--- credential (key_hash: SHA-256 of the header's value). A request claims
--- one until locked_until; the change it makes marks it committed in the
--- same transaction; its answer (status, headers, body sealed under the
--- master key) is kept until expires_at and replayed to a retry.
+-- credential (key_hash: SHA-256 of the header's value), claimed by the
+-- change a request makes, in the same transaction; its answer (status,
+-- headers, body sealed under the master key) follows, by locked_until, and
+-- is kept until expires_at and replayed to a retry.
 CREATE TABLE idempotency_keys (
     workspace_id  TEXT NOT NULL,
     credential    TEXT NOT NULL,
