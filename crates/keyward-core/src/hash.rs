@@ -130,6 +130,20 @@ impl SecretHasher {
         self.hmac(&[b"keyward derived key v1\0", label.as_bytes()])
     }
 
+    /// The key of `workspace_id`'s replica digests: what an embedded
+    /// verifier of that workspace checks presented secrets with. Derived
+    /// one way from the hash key, so holding it reveals nothing of the
+    /// hash key, of another workspace's, or of anything else derived.
+    pub fn replica_key(&self, workspace_id: &str) -> [u8; 32] {
+        self.derive(&format!("replica digest v1 {workspace_id}"))
+    }
+
+    /// The hasher of `workspace_id`'s replica digests (same schemes, under
+    /// [`SecretHasher::replica_key`]).
+    pub fn replica(&self, workspace_id: &str) -> SecretHasher {
+        SecretHasher::new(&self.replica_key(workspace_id)).expect("a derived key is 32 bytes")
+    }
+
     /// A public fingerprint of the key, stored beside the data so that a
     /// server started with the wrong key refuses to run instead of rejecting
     /// every key.

@@ -99,6 +99,8 @@ impl KeyState {
 pub struct GraceSecret {
     pub hash: SecretHash,
     pub until: DateTime<Utc>,
+    /// Its replica digest (see [`ApiKey::replica`]), if it had one.
+    pub replica: Option<[u8; 32]>,
 }
 
 /// A stored key. Holds no secret, only its keyed hash.
@@ -131,6 +133,13 @@ pub struct ApiKey {
     /// format and is therefore looked up by hash.
     pub lookup_prefix: Option<String>,
     pub secret: SecretHash,
+    /// The secret's digest in the same scheme under the workspace's replica
+    /// key ([`crate::hash::SecretHasher::replica`]): what an embedded
+    /// verifier checks, holding no key of the server's. Made wherever the
+    /// plaintext is seen (creation, roll, import, a verification); `None`
+    /// for a key none of those has reached since, or imported as a foreign
+    /// hash.
+    pub replica: Option<[u8; 32]>,
     pub grace: Option<GraceSecret>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -284,7 +293,13 @@ impl ApiKey {
     }
 
     /// Replaces the secret; the old one keeps verifying for `grace_seconds`.
-    pub fn roll(&mut self, new_secret: SecretHash, grace_seconds: u32, now: DateTime<Utc>) -> Result<(), Error> {
+    pub fn roll(
+        &mut self,
+        new_secret: SecretHash,
+        new_replica: Option<[u8; 32]>,
+        grace_seconds: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         if self.state == KeyState::Revoked {
             return Err(Error::conflict(Code::KeyRevoked, "A revoked API key cannot be rolled"));
         }
@@ -295,9 +310,13 @@ impl ApiKey {
             ));
         }
         validate_grace(grace_seconds)?;
-        self.grace = (grace_seconds > 0)
-            .then(|| GraceSecret { hash: self.secret, until: now + Duration::seconds(i64::from(grace_seconds)) });
+        self.grace = (grace_seconds > 0).then(|| GraceSecret {
+            hash: self.secret,
+            until: now + Duration::seconds(i64::from(grace_seconds)),
+            replica: self.replica,
+        });
         self.secret = new_secret;
+        self.replica = new_replica;
         // A client gets a new consumer key with its new secret; the old
         // pair works together while the grace period lasts.
         if self.key_type == KeyType::Client {
@@ -516,6 +535,7 @@ impl ValidDraft {
             legacy: false,
             lookup_prefix: None,
             secret,
+            replica: None,
             grace: None,
             expires_at: self.expires_at,
             created_at: now,

@@ -33,6 +33,7 @@ pub const ACCOUNT_PERMISSIONS: &[&str] = &[
     "keys:manage",
     "keys:reveal",
     "keys:verify",
+    "keys:replicate",
     "members:read",
     "members:manage",
     "roles:manage",

@@ -337,6 +337,7 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/api/activity-log"),
     ("POST", "/v1/pgp-keys/{id}/encrypt"),
     ("GET", "/v1/webhooks/{id}/deliveries"),
+    ("GET", "/v1/replication/stream"),
 ];
 
 /// What every request passes through: a query string only where the

@@ -419,13 +419,14 @@ impl KeyService {
         let now = self.clock.now();
         let secret = token::generate(&ws.token_prefix_for(draft.key_type), draft.environment);
         let parsed = token::parse(secret.expose()).expect("generated tokens parse");
-        let key = draft.into_key(
+        let mut key = draft.into_key(
             parsed.key_id(),
             &ws.id,
             token::mask(secret.expose()),
             self.verifier.hasher().native(&parsed),
             now,
         );
+        key.replica = Some(self.verifier.replica_digest(&ws.id, &parsed));
         (key, secret)
     }
 
@@ -659,7 +660,8 @@ impl KeyService {
                     })?;
                 let secret = token::generate_with_id(&ws.token_prefix_for(k.key_type), k.environment, token_id);
                 let parsed = token::parse(secret.expose()).expect("generated tokens parse");
-                k.roll(self.verifier.hasher().native(&parsed), grace_seconds, self.clock.now())?;
+                let replica = self.verifier.replica_digest(&ws.id, &parsed);
+                k.roll(self.verifier.hasher().native(&parsed), Some(replica), grace_seconds, self.clock.now())?;
                 k.masked = token::mask(secret.expose());
                 let mut seal = self.seal_writes(ws, k, &secret, false)?;
                 if k.key_type == keyward_core::key::KeyType::Publishable {
@@ -750,6 +752,9 @@ impl KeyService {
             return Err(Error::invalid(Code::InvalidPrefix, "prefix must be 2 to 64 letters, digits, '_' or '-'"));
         }
         let hasher = self.verifier.hasher();
+        // Native tokens only: an embedded verifier sends foreign ones to
+        // the server (it finds them by their whole token).
+        let mut replica = None;
         let (id, secret, masked, lookup_prefix) = match (&import.plaintext, &import.sha256) {
             (Some(plain), None) => {
                 let plain = plain.expose();
@@ -761,6 +766,7 @@ impl KeyService {
                             "A keyward key keeps the id written in it; omit id or give that one",
                         ));
                     }
+                    replica = Some(self.verifier.replica_digest(&ws.id, &parsed));
                     (parsed.key_id(), hasher.native(&parsed), token::mask(plain), None)
                 } else {
                     if plain.len() < 16 || plain.len() > token::MAX_TOKEN_LEN || plain.chars().any(char::is_whitespace)
@@ -808,6 +814,7 @@ impl KeyService {
             }
         };
         let mut key = valid.into_key(id, &ws.id, masked, secret, now);
+        key.replica = replica;
         may_hold(who, ws, &key, &custom)?;
         key.legacy = import.legacy;
         key.lookup_prefix = lookup_prefix;

@@ -30,6 +30,7 @@ pub mod oauth;
 pub mod pgp;
 pub mod principal;
 pub mod ratelimit;
+pub mod replication;
 pub mod roles;
 pub mod startup;
 pub mod telemetry;

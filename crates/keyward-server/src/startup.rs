@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub leak_public_keys: Option<std::path::PathBuf>,
     /// How long an `Idempotency-Key` and its answer are kept.
     pub idempotency_ttl: Duration,
+    /// The node-wide replication token: embedded verifiers of every
+    /// workspace may stream with it.
+    pub replication_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             webhook_delivery: crate::webhooks::deliver::DeliveryConfig::default(),
             leak_public_keys: None,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            replication_token: None,
         }
     }
 }
@@ -184,6 +188,9 @@ impl Services {
             config.master_keys.clone(),
         ));
         work.attach(&verifier);
+        if let Some(token) = &config.replication_token {
+            verifier.replication().set_token(token);
+        }
         verifier.refresh_import_prefixes().await.map_err(|e| anyhow::anyhow!("loading import prefixes: {e}"))?;
         verifier.load_revoked_tokens().await.map_err(|e| anyhow::anyhow!("loading revoked tokens: {}", e.message))?;
         let keys = Arc::new(KeyService::new(
@@ -363,6 +370,11 @@ impl Application {
             let app = app::forward_auth_router(&state, self.config.max_body_bytes);
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
         });
+        let replication = state.verifier.replication().clone();
+        let shutdown = async move {
+            shutdown.await;
+            replication.close();
+        };
         let app = app::router(state, self.config.max_body_bytes);
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);

@@ -153,6 +153,8 @@ pub struct Verifier {
     /// check costs more than the rest of a verification. Lifetime,
     /// revocation and the key are still checked on every use.
     checked_tokens: quick_cache::sync::Cache<[u8; 32], Arc<crate::oauth::AccessClaims>>,
+    /// Embedded verifiers' stream of the changes this node learns of.
+    replication: Arc<crate::replication::Replication>,
 }
 
 /// Access tokens whose checked signature is remembered (bounded: memory
@@ -188,6 +190,7 @@ impl Verifier {
         keyring: Option<Arc<keyward_core::sealed::Keyring>>,
     ) -> Self {
         Verifier {
+            replication: Arc::new(crate::replication::Replication::new(store.clone(), hasher.clone(), clock.as_ref())),
             signer,
             keyring,
             revoked: RwLock::default(),
@@ -211,6 +214,35 @@ impl Verifier {
 
     pub fn hasher(&self) -> &SecretHasher {
         &self.hasher
+    }
+
+    pub fn replication(&self) -> &Arc<crate::replication::Replication> {
+        &self.replication
+    }
+
+    /// Counts `n` verifications of key `key_id` an embedded verifier made
+    /// (with `code`, the latest at `at_ms`), as if this node had made them.
+    /// False when no such key is in `workspace` (`None`: any).
+    pub async fn count_reported(
+        &self,
+        workspace: Option<&str>,
+        key_id: &str,
+        code: VerifyCode,
+        n: u32,
+        at_ms: i64,
+    ) -> Result<bool, Error> {
+        let Some(token_id) = token::token_id_of_key_id(key_id) else {
+            return Ok(false);
+        };
+        let Found::Key(key) = self.find_by_id(token_id, self.clock.now_ms()).await? else {
+            return Ok(false);
+        };
+        if workspace.is_some_and(|w| w != &*key.workspace_id) {
+            return Ok(false);
+        }
+        let authenticated = !keyward_verifier::usage::is_auth_failure(code) && code != VerifyCode::Malformed;
+        self.cache.count_many(&key, code, authenticated, at_ms, n);
+        Ok(true)
     }
 
     /// Hands the counts kept per thread to the metrics recorder (before it
@@ -291,8 +323,9 @@ impl Verifier {
     /// Applies what another node changed (pushed by the store).
     pub async fn invalidated(&self, what: keyward_store::Invalidation) {
         use keyward_store::Invalidation;
+        self.replication.notice(&what);
         match what {
-            Invalidation::Key(id) => self.cache.invalidate(&id),
+            Invalidation::Key(id) | Invalidation::KeyDeleted { id, .. } => self.cache.invalidate(&id),
             Invalidation::Workspace(id) => {
                 self.workspaces.remove(&id);
                 self.roles.remove(&id);
@@ -789,9 +822,11 @@ impl Verifier {
         // A narrowed token's scope goes with the answer (it is what the
         // presenter holds).
         let token_scopes = match proof {
-            Proof::Secret { token, .. } => {
-                if decision.authenticated && key.secret.scheme == HashScheme::Sha256 {
-                    self.upgrade_foreign_hash(&key, token);
+            Proof::Secret { token, parsed } => {
+                if decision.authenticated
+                    && (key.secret.scheme == HashScheme::Sha256 || (!key.replicated && key.lookup_prefix().is_none()))
+                {
+                    self.upgrade_hashes(&key, token, parsed.as_ref());
                 }
                 None
             }
@@ -944,11 +979,28 @@ impl Verifier {
         });
     }
 
-    /// Re-hashes a key imported as a foreign SHA-256 to keyward's keyed
-    /// scheme, now that its plaintext has been seen. In the background: the
+    /// The digest of a native token under `workspace_id`'s replica key (what
+    /// an embedded verifier checks; [`ApiKey::replica`]).
+    pub fn replica_digest(&self, workspace_id: &str, parsed: &ParsedToken<'_>) -> [u8; 32] {
+        self.hasher.replica(workspace_id).native(parsed).digest
+    }
+
+    /// Now that a key's plaintext has been seen: re-hashes a key imported
+    /// as a foreign SHA-256 to keyward's keyed scheme, and gives a native
+    /// key made before replica digests its own. In the background: the
     /// verify path never waits on a write.
-    fn upgrade_foreign_hash(&self, key: &CachedKey, token: &str) {
-        let secret = self.hasher.whole_token(token);
+    fn upgrade_hashes(&self, key: &CachedKey, token: &str, parsed: Option<&ParsedToken<'_>>) {
+        let secret = (key.secret.scheme == HashScheme::Sha256).then(|| self.hasher.whole_token(token));
+        // Not during a grace period: the token may be the old secret.
+        let replica = match parsed {
+            Some(p) if key.lookup_prefix().is_none() && key.grace().is_none() => {
+                Some(self.replica_digest(&key.workspace_id, p))
+            }
+            _ => None,
+        };
+        if secret.is_none() && replica.is_none() {
+            return;
+        }
         let (id, expected) = (key.id.clone(), key.version);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -961,18 +1013,21 @@ impl Verifier {
             // The whole record, as the cache holds only what verifying needs.
             let result = match store.find_key(&id).await {
                 Ok(Some(mut upgraded)) if upgraded.version == expected => {
-                    upgraded.secret = secret;
+                    if let Some(secret) = secret {
+                        upgraded.secret = secret;
+                    }
+                    upgraded.replica = upgraded.replica.or(replica);
                     upgraded.version += 1;
                     let write = keyward_store::Write::UpdateKey { key: upgraded, expected_version: expected };
-                    let why = "re-hashing an imported key's secret changes none of its settings";
+                    let why = "re-hashing a key's secret changes none of its settings";
                     work.commit(crate::work::Change::unaudited(why).with(write)).await
                 }
                 Ok(_) => Err(keyward_store::StoreError::NotFound),
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => tracing::info!(key_id = %id, "re-hashed imported key to hmac-sha256-token-v1"),
-                Err(e) => tracing::debug!(key_id = %id, error = %e, "imported key re-hash skipped"),
+                Ok(()) => tracing::info!(key_id = %id, "re-hashed the key's secret (a keyed or replica digest)"),
+                Err(e) => tracing::debug!(key_id = %id, error = %e, "key re-hash skipped"),
             }
             upgrading.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         });

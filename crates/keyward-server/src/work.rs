@@ -144,7 +144,10 @@ impl UnitOfWork {
         if let Some(verifier) = self.caches.get().and_then(Weak::upgrade) {
             for l in local {
                 match l {
-                    Local::Key(key) => verifier.cache().put(&key, verifier.clock().now_ms()),
+                    Local::Key(key) => {
+                        verifier.cache().put(&key, verifier.clock().now_ms());
+                        verifier.replication().notice(&Invalidation::Key(key.id.to_string()));
+                    }
                     // The signer reloads itself after a rotation, holding
                     // the lock a reload takes: the other reload waits its turn.
                     Local::Invalidate(Invalidation::SigningKeys) => {

@@ -110,8 +110,10 @@ pub enum StoreError {
 /// LISTEN/NOTIFY) so it can drop what it holds in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalidation {
-    /// A key was inserted, changed or deleted.
+    /// A key was inserted or changed.
     Key(String),
+    /// A key was deleted (its workspace said: nothing of it is left to read).
+    KeyDeleted { workspace_id: String, id: String },
     /// A workspace's settings changed.
     Workspace(String),
     /// An identity was inserted, changed or deleted.

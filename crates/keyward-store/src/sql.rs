@@ -48,8 +48,9 @@ pub const KEY_COLUMNS: &str = "id, workspace_id, name, description, key_type, en
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id";
-pub const KEY_COLUMN_COUNT: usize = 37;
+     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id, replica_hash, \
+     grace_replica_hash";
+pub const KEY_COLUMN_COUNT: usize = 39;
 
 /// The credit columns: written on insert and by the credit statements only
 /// (an edit of other settings never overwrites a concurrent spend).
@@ -59,8 +60,8 @@ pub(crate) const SELECT_KEY: &str = "seq, id, workspace_id, name, description, k
      read_only, administrator, account_administrator, resources, metadata, state, legacy, lookup_prefix, \
      lookup_hash, hash_scheme, secret_hash, grace_hash_scheme, grace_hash, grace_until, expires_at, \
      created_at, updated_at, last_used_at, revoked_at, version, allowed_origins, allowed_ips, \
-     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id, credits_remaining, \
-     credits_refill";
+     ratelimits, identity_id, external_id, roles, recoverable, client_id, grace_client_id, replica_hash, \
+     grace_replica_hash, credits_remaining, credits_refill";
 
 const IDENTITY_COLUMNS: &str = "id, workspace_id, external_id, meta, ratelimits, created_at, updated_at, version";
 
@@ -286,11 +287,12 @@ pub fn notice_channel(schema: &str) -> String {
     format!("keyward_{schema}")
 }
 
-/// A notice's payload: `node|k|id`, `node|w|id` or `node|p|`.
+/// A notice's payload: `node|k|id`, `node|d|workspace|id`, `node|w|id` or `node|p|`.
 pub fn notice_payload(node: &str, invalidation: &crate::Invalidation) -> String {
     use crate::Invalidation::*;
     match invalidation {
         Key(id) => format!("{node}|k|{id}"),
+        KeyDeleted { workspace_id, id } => format!("{node}|d|{workspace_id}|{id}"),
         Workspace(id) => format!("{node}|w|{id}"),
         Identity(id) => format!("{node}|i|{id}"),
         AccessTokenRevoked(jti) => format!("{node}|t|{jti}"),
@@ -308,6 +310,10 @@ pub fn parse_notice(own_node: &str, payload: &str) -> Option<crate::Invalidation
     }
     match kind {
         "k" => Some(crate::Invalidation::Key(id.to_owned())),
+        "d" => {
+            let (workspace_id, id) = id.split_once('|')?;
+            Some(crate::Invalidation::KeyDeleted { workspace_id: workspace_id.to_owned(), id: id.to_owned() })
+        }
         "w" => Some(crate::Invalidation::Workspace(id.to_owned())),
         "i" => Some(crate::Invalidation::Identity(id.to_owned())),
         "p" => Some(crate::Invalidation::ImportPrefixes),
@@ -330,7 +336,9 @@ pub fn invalidations(write: &crate::Write) -> Vec<crate::Invalidation> {
             v
         }
         Write::UpdateKey { key, .. } => vec![Invalidation::Key(key.id.to_string())],
-        Write::DeleteKey { id, .. } => vec![Invalidation::Key(id.clone())],
+        Write::DeleteKey { workspace_id, id, .. } => {
+            vec![Invalidation::KeyDeleted { workspace_id: workspace_id.clone(), id: id.clone() }]
+        }
         Write::SetCredits { key_id, .. } | Write::ChangeCredits { key_id, .. } => {
             vec![Invalidation::Key(key_id.clone())]
         }
@@ -467,6 +475,8 @@ pub struct KeyRow {
     recoverable: bool,
     client_id: Option<String>,
     grace_client_id: Option<String>,
+    replica_hash: Option<Vec<u8>>,
+    grace_replica_hash: Option<Vec<u8>>,
     credits_remaining: Option<i64>,
     credits_refill: Option<String>,
 }
@@ -478,9 +488,11 @@ impl KeyRow {
             .map(|s| Scope::parse(s).ok_or_else(|| corrupt("scope")))
             .collect::<Result<Vec<_>>>()?;
         let grace = match (self.grace_hash_scheme, self.grace_hash, self.grace_until) {
-            (Some(scheme), Some(hash), Some(until)) => {
-                Some(GraceSecret { hash: secret_hash(&scheme, hash)?, until: from_ms(until)? })
-            }
+            (Some(scheme), Some(hash), Some(until)) => Some(GraceSecret {
+                hash: secret_hash(&scheme, hash)?,
+                until: from_ms(until)?,
+                replica: self.grace_replica_hash.map(digest).transpose()?,
+            }),
             _ => None,
         };
         Ok(ApiKey {
@@ -503,6 +515,7 @@ impl KeyRow {
             legacy: self.legacy,
             lookup_prefix: self.lookup_prefix,
             secret: secret_hash(&self.hash_scheme, self.secret_hash)?,
+            replica: self.replica_hash.map(digest).transpose()?,
             grace,
             expires_at: opt_from_ms(self.expires_at)?,
             created_at: from_ms(self.created_at)?,
@@ -846,6 +859,8 @@ macro_rules! bind_key {
             .bind(key.recoverable)
             .bind(&key.client_id)
             .bind(&key.grace_client_id)
+            .bind(key.replica.map(|d| d.to_vec()))
+            .bind(key.grace.and_then(|g| g.replica).map(|d| d.to_vec()))
     }};
 }
 pub(crate) use bind_key;
@@ -911,6 +926,7 @@ mod tests {
         use crate::Invalidation;
         for inv in [
             Invalidation::Key("key_a|b".into()),
+            Invalidation::KeyDeleted { workspace_id: "ws_1".into(), id: "key_a|b".into() },
             Invalidation::Workspace("ws_1".into()),
             Invalidation::Identity("id_1".into()),
             Invalidation::AccessTokenRevoked("jti_1".into()),

@@ -44,6 +44,11 @@ impl std::ops::Deref for CachedKey {
 }
 
 impl CachedKey {
+    /// A record held from `now_ms` (ms since the epoch), its uses not yet counted.
+    pub fn new(record: KeyRecord, now_ms: i64) -> Self {
+        CachedKey { record, usage: UsageCell::default(), loaded: AtomicI64::new(now_ms) }
+    }
+
     /// The same key holding only `scopes` (see [`KeyRecord::narrowed`]),
     /// to act with, not to count: its cell is its own.
     pub fn narrowed(&self, scopes: Vec<keyward_core::scope::Scope>) -> Self {
@@ -275,6 +280,18 @@ impl KeyCache {
     /// Counts one verification of `key` (see [`Pending::count`]).
     pub fn count(&self, key: &Arc<CachedKey>, code: keyward_core::verify::VerifyCode, authenticated: bool, at_ms: i64) {
         self.pending.count(key, code, authenticated, at_ms);
+    }
+
+    /// Counts `n` verifications of `key` (see [`Pending::count_many`]).
+    pub fn count_many(
+        &self,
+        key: &Arc<CachedKey>,
+        code: keyward_core::verify::VerifyCode,
+        authenticated: bool,
+        at_ms: i64,
+        n: u32,
+    ) {
+        self.pending.count_many(key, code, authenticated, at_ms, n);
     }
 
     /// Absences remembered (bounded like the records).

@@ -361,7 +361,7 @@ mod tests {
         let parsed = parse(&old).unwrap();
         let fresh = keyward_core::token::generate_with_id("kw", Environment::Live, parsed.id);
         let fresh_parsed = parse(fresh.expose()).unwrap();
-        f.key.roll(f.hasher.native(&fresh_parsed), 60, now()).unwrap();
+        f.key.roll(f.hasher.native(&fresh_parsed), None, 60, now()).unwrap();
         assert!(run(&f, Request::default(), now() + Duration::seconds(59)).is_valid());
         assert_eq!(run(&f, Request::default(), now() + Duration::seconds(60)).code, VerifyCode::InvalidSecret);
         f.token = fresh.expose().to_owned();

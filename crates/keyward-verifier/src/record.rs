@@ -41,6 +41,9 @@ pub struct KeyRecord {
     pub flags: Flags,
     pub legacy: bool,
     pub recoverable: bool,
+    /// The stored key has a replica digest (embedded verifiers can check
+    /// it); a server verifying one that has not makes it.
+    pub replicated: bool,
     pub secret: SecretHash,
     pub expires_at: Option<DateTime<Utc>>,
     pub version: i64,
@@ -112,6 +115,7 @@ impl KeyRecord {
             flags: key.flags,
             legacy: key.legacy,
             recoverable: key.recoverable,
+            replicated: key.replica.is_some(),
             secret: key.secret,
             expires_at: key.expires_at,
             version: key.version,

@@ -60,7 +60,8 @@ impl UsageCell {
     /// Counts one verification with `code` at `at_ms` (milliseconds since
     /// the epoch); `authenticated` ones move "last used". True when this
     /// count is the first since the last drain: the caller queues the key.
-    fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64) -> bool {
+    #[inline]
+    fn record(&self, code: VerifyCode, authenticated: bool, at_ms: i64, n: u32) -> bool {
         let hour = at_ms.div_euclid(HOUR_MS) as i32;
         let slot = (hour & 1) as usize;
         if self.slot_hour[slot].load(Ordering::Relaxed) != hour {
@@ -72,7 +73,7 @@ impl UsageCell {
             self.last_ms.fetch_max(at_ms, Ordering::Relaxed);
         }
         if code == VerifyCode::Valid {
-            self.valid[slot].fetch_add(1, Ordering::Relaxed);
+            self.valid[slot].fetch_add(n, Ordering::Relaxed);
         } else {
             let refused = self.refused.get_or_init(|| {
                 Box::new(Refused {
@@ -80,7 +81,7 @@ impl UsageCell {
                     failed_ms: AtomicI64::new(0),
                 })
             });
-            refused.counts[slot][code.index()].fetch_add(1, Ordering::Relaxed);
+            refused.counts[slot][code.index()].fetch_add(n, Ordering::Relaxed);
             if is_auth_failure(code) {
                 refused.failed_ms.fetch_max(at_ms, Ordering::Relaxed);
             }
@@ -167,8 +168,16 @@ pub struct Pending {
 impl Pending {
     /// Counts one verification of `key` (see [`UsageCell`]), queueing the
     /// key on its first count since its last drain.
+    #[inline]
     pub fn count(&self, key: &Arc<CachedKey>, code: VerifyCode, authenticated: bool, at_ms: i64) {
-        if key.usage.record(code, authenticated, at_ms) {
+        self.count_many(key, code, authenticated, at_ms, 1);
+    }
+
+    /// Counts `n` verifications of `key` with `code` (an embedded
+    /// verifier's report), the latest at `at_ms`.
+    #[inline]
+    pub fn count_many(&self, key: &Arc<CachedKey>, code: VerifyCode, authenticated: bool, at_ms: i64, n: u32) {
+        if key.usage.record(code, authenticated, at_ms, n) {
             self.push(key.clone());
         }
     }

@@ -244,6 +244,11 @@ pub struct ServeArgs {
     /// (1–720). Default: 24
     #[arg(long, env = "KEYWARD_IDEMPOTENCY_HOURS", value_name = "HOURS")]
     pub idempotency_hours: Option<u32>,
+    /// A node-wide replication token (at least 32 characters): embedded
+    /// verifiers holding it stream every workspace's verification records
+    /// (GET /v1/replication/stream). Prefer the environment variable.
+    #[arg(long, env = "KEYWARD_REPLICATION_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub replication_token: Option<String>,
     /// The public keys code hosts sign leak alerts with: a JSON file shaped
     /// as GitHub's secret-scanning keys document ({"public_keys":
     /// [{"key_identifier", "key", "is_current"}]}), read again when it changes.

@@ -320,6 +320,13 @@ impl ServeSettings {
         if !(1..=720).contains(&idempotency_hours) {
             bail!("the idempotency key lifetime must be between 1 and 720 hours");
         }
+        let replication_token = args.replication_token.clone();
+        if replication_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 32 || t.len() > 512 || t.chars().any(char::is_whitespace))
+        {
+            bail!("the replication token must be 32 to 512 characters without spaces");
+        }
         let allow_hosts =
             args.webhook_allow_hosts.clone().or_else(|| file.webhook_allow_hosts.clone()).unwrap_or_default();
         let allow_hosts: Vec<String> =
@@ -329,6 +336,7 @@ impl ServeSettings {
             webhook_delivery,
             leak_public_keys: args.leak_public_keys.clone().or_else(|| file.leak_public_keys.clone()),
             idempotency_ttl: Duration::from_secs(u64::from(idempotency_hours) * 3600),
+            replication_token,
             retention_days,
             rotation_days,
             cache_max_age: max_age_ms.map(Duration::from_millis).unwrap_or(defaults.cache_max_age),

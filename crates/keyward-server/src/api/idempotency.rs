@@ -36,6 +36,7 @@ pub const EXEMPT: &[(&str, &str)] = &[
     ("POST", "/v1/leaks/gitlab"),
     ("POST", "/v1/pgp-keys/{id}/encrypt"),
     ("POST", "/v1/pgp-keys/{id}/decrypt"),
+    ("POST", "/v1/replication/usage"),
 ];
 
 /// Whether the operation `method route` takes an `Idempotency-Key`: every

@@ -23,6 +23,7 @@ pub mod members;
 pub mod oauth;
 pub mod ops;
 pub mod pgp;
+pub mod replication;
 pub mod roles;
 pub mod verify;
 pub mod views;
@@ -43,6 +44,7 @@ pub mod workspace;
     tags(
         (name = "keys", description = "Create, list, edit, clone, roll, deactivate, revoke, delete and import keys"),
         (name = "verification", description = "Is this key good for this request?"),
+        (name = "replication", description = "Embedded verifiers (the keyward-verifier crate): the stream of verification records and their changes, and the uses they report"),
         (name = "identities", description = "Customers whose keys share rate limits"),
         (name = "members", description = "Sign-in, sessions, invitations and the workspace's members"),
         (name = "roles", description = "Roles for members and keys, and the permission catalogue"),
@@ -134,6 +136,8 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::test_webhook))
         .routes(routes!(verify::verify_key))
         .routes(routes!(verify::verify_batch))
+        .routes(routes!(replication::stream))
+        .routes(routes!(replication::report_usage))
         .routes(routes!(oauth::token))
         .routes(routes!(oauth::introspect))
         .routes(routes!(oauth::revoke))

@@ -399,13 +399,19 @@ impl TestApp {
         (created.workspace.id, created.secret.expose().to_owned())
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the server (gracefully) and keeps its database: a
+    /// [`TestApp::sibling`] starts another on it.
+    pub async fn stop_server(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.server.take() {
             h.await.unwrap().unwrap();
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_server().await;
     }
 }
 

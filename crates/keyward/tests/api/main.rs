@@ -12,6 +12,7 @@ mod browser;
 mod compat;
 mod console;
 mod credits;
+mod embedded;
 mod forward_auth;
 mod ftp;
 mod gnupg;
