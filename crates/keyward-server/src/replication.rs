@@ -67,6 +67,9 @@ enum Changed {
     Resync,
 }
 
+/// An event, once its number is known.
+type MakeEvent = Box<dyn FnOnce(u64) -> Event + Send>;
+
 /// One numbered event, serialized once for every subscriber.
 #[derive(Debug)]
 struct Line {
@@ -198,7 +201,7 @@ impl Replication {
     }
 
     async fn publish(&self, changed: Changed) {
-        let (workspace_id, reset, event): (Option<String>, bool, Box<dyn FnOnce(u64) -> Event + Send>) = match changed {
+        let (workspace_id, reset, event): (Option<String>, bool, MakeEvent) = match changed {
             Changed::Key(id) => match self.store.find_key(&id).await {
                 Ok(Some(key)) => {
                     let ws = key.workspace_id.clone();
@@ -332,7 +335,7 @@ impl Replication {
     }
 
     /// Every workspace of `scope` and its keys, as of `seq`.
-    async fn snapshot<'a, F, Fut>(&self, scope: &Scope, seq: u64, send: &F) -> Result<(), &'static str>
+    async fn snapshot<F, Fut>(&self, scope: &Scope, seq: u64, send: &F) -> Result<(), &'static str>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<(), &'static str>>,

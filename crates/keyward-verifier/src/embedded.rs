@@ -257,6 +257,29 @@ impl Verifier {
         }
     }
 
+    /// A verifier holding what `events` say (a snapshot, say), following
+    /// no server: for benchmarks and tests of the copy itself. Its copy
+    /// goes stale after [`Options::max_staleness`] like any other.
+    pub fn from_events(events: impl IntoIterator<Item = Event>, options: Options) -> Result<Verifier, Malformed> {
+        let shared = Arc::new(Shared {
+            url: String::new(),
+            credential: String::new(),
+            http: reqwest::Client::new(),
+            copy: ArcSwap::from_pointee(Copy::new()),
+            last_event: AtomicU64::new(0),
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            pending: Pending::default(),
+            ready_tx: tokio::sync::watch::channel(None).0,
+            options,
+        });
+        let (mut staging, mut after) = (None, None);
+        for event in events {
+            shared.apply(event, &mut staging, &mut after)?;
+        }
+        Ok(Verifier { shared })
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.shared.copy.load().len()
@@ -299,9 +322,7 @@ impl Verifier {
         }
         let key = &held.key;
         let workspaces = copy.workspaces.read().unwrap_or_else(|p| p.into_inner());
-        let Some(ws) = workspaces.get(&key.workspace_id) else {
-            return None;
-        };
+        let ws = workspaces.get(&key.workspace_id)?;
         let request = Request {
             permission: check.permission.map(|p| &p.expr),
             resource: check.resource,

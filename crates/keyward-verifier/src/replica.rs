@@ -36,7 +36,7 @@ pub enum Event {
         workspace_id: String,
         state: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        record: Option<ReplicaKey>,
+        record: Option<Box<ReplicaKey>>,
     },
     /// The snapshot is complete.
     SnapshotEnd { seq: u64 },
@@ -62,7 +62,7 @@ impl Event {
             id: id.to_owned(),
             workspace_id: workspace_id.to_owned(),
             state: key.map_or("deleted", |k| k.state.as_str()).to_owned(),
-            record: key.map(ReplicaKey::of),
+            record: key.map(|k| Box::new(ReplicaKey::of(k))),
         }
     }
 }
