@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use compact_str::CompactString;
 use futures_util::StreamExt;
 use keyward_core::expr::PermissionExpr;
@@ -59,6 +59,8 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Time allowed to one remote verification.
     pub remote_timeout: Duration,
+    /// What expiry and the counted uses are judged by.
+    pub clock: fn() -> DateTime<Utc>,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             usage_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(30),
             remote_timeout: Duration::from_secs(5),
+            clock: crate::clock::wall_clock,
         }
     }
 }
@@ -335,8 +338,9 @@ impl Verifier {
             roles: &ws.roles,
             ..Request::default()
         };
-        let decision = decide(key, check.key, Some(&parsed), &ws.hasher, &request, Utc::now);
-        let now_ms = Utc::now().timestamp_millis();
+        let now = (self.shared.options.clock)();
+        let decision = decide(key, check.key, Some(&parsed), &ws.hasher, &request, || now);
+        let now_ms = now.timestamp_millis();
         self.shared.pending.count(key, decision.code, decision.authenticated, now_ms);
         Some(Verdict {
             decision,
@@ -602,7 +606,7 @@ impl Shared {
                 if counts.is_empty() {
                     continue;
                 }
-                let at = if last > 0 { last } else { Utc::now().timestamp_millis() };
+                let at = if last > 0 { last } else { (self.options.clock)().timestamp_millis() };
                 let last_used = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
                 usage.push(serde_json::json!({"keyId": key.id.as_str(), "counts": counts, "lastUsed": last_used}));
             }

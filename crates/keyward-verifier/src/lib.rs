@@ -7,6 +7,8 @@
 //! `embedded` does (and `layer` protects a tower service with it).
 
 pub mod cache;
+#[cfg(feature = "client")]
+pub mod clock;
 pub mod decide;
 #[cfg(feature = "client")]
 pub mod embedded;

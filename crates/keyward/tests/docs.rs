@@ -121,7 +121,7 @@ fn code_naming(needle: &str, except: &[&str]) -> Vec<String> {
 #[test]
 fn only_the_clock_reads_the_wall_clock() {
     for needle in ["Utc::now", "SystemTime::now", "Local::now"] {
-        let found = code_naming(needle, &["keyward-server/src/clock.rs"]);
+        let found = code_naming(needle, &["keyward-server/src/clock.rs", "keyward-verifier/src/clock.rs"]);
         assert!(found.is_empty(), "{needle} outside clock.rs: {found:?}");
     }
 }
@@ -143,16 +143,23 @@ fn only_the_unit_of_work_commits_and_updates_caches() {
 }
 
 /// ARCHITECTURE.md: the domain and the verifier are synchronous and know
-/// no runtime.
+/// no runtime; only the verifier's feature `client` (the embedded verifier
+/// and its layer) brings one.
 #[test]
 fn the_domain_and_the_verifier_name_no_runtime() {
+    let client = ["keyward-verifier/src/embedded.rs", "keyward-verifier/src/layer.rs"];
     for krate in ["keyward-core", "keyward-verifier"] {
         let manifest = std::fs::read_to_string(root().join("crates").join(krate).join("Cargo.toml")).unwrap();
-        assert!(!manifest.contains("tokio"), "{krate} depends on tokio");
+        let dependencies = manifest.split("[dev-dependencies]").next().unwrap();
+        for line in dependencies.lines().filter(|l| l.starts_with("tokio")) {
+            assert!(line.contains("optional = true"), "{krate} depends on tokio: {line}");
+        }
         let found: Vec<String> =
-            code_naming("tokio", &[]).into_iter().filter(|f| f.starts_with(&format!("crates/{krate}/"))).collect();
+            code_naming("tokio", &client).into_iter().filter(|f| f.starts_with(&format!("crates/{krate}/"))).collect();
         assert!(found.is_empty(), "{krate} names tokio: {found:?}");
     }
+    let verifier = std::fs::read_to_string(root().join("crates/keyward-verifier/Cargo.toml")).unwrap();
+    assert!(verifier.contains("client = [\"dep:tokio\""), "tokio comes with the feature client alone");
 }
 
 /// ARCHITECTURE.md: the hot path depends on the domain alone, so an
