@@ -98,7 +98,7 @@ impl AppState {
     }
 
     /// The same context for the trusted forward-auth listener.
-    fn trusted(&self) -> Self {
+    pub(crate) fn trusted(&self) -> Self {
         AppState(Arc::new(AppContext { trusted_listener: true, ..(*self.0).clone() }))
     }
 }

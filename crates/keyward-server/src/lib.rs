@@ -19,6 +19,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod console;
+pub mod grpc;
 pub mod idempotency;
 pub mod identities;
 pub mod insights;

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// A second listener serving only forward-auth to trusted gateways
     /// (bind it to a private address).
     pub forward_auth_listen: Option<SocketAddr>,
+    /// Where Envoy's ext_authz is served over gRPC, if anywhere.
+    pub grpc_listen: Option<SocketAddr>,
     /// Where time comes from (tests pass a manual clock).
     pub clock: Arc<dyn Clock>,
     /// Failed authentications per client address per minute before that
@@ -83,6 +85,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             forward_auth: ForwardAuthConfig::default(),
             forward_auth_listen: None,
+            grpc_listen: None,
             clock: Arc::new(SystemClock),
             ip_failure_limit: 50,
             redis_url: None,
@@ -307,6 +310,7 @@ impl Services {
 pub struct Application {
     listener: TcpListener,
     forward_auth_listener: Option<TcpListener>,
+    grpc_listener: Option<TcpListener>,
     services: Services,
     config: ServerConfig,
 }
@@ -321,7 +325,11 @@ impl Application {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
             None => None,
         };
-        Ok(Application { listener, forward_auth_listener, services, config })
+        let grpc_listener = match config.grpc_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?),
+            None => None,
+        };
+        Ok(Application { listener, forward_auth_listener, grpc_listener, services, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -331,6 +339,11 @@ impl Application {
     /// The address of the forward-auth listener, when one is configured.
     pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
         self.forward_auth_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of the gRPC (Envoy ext_authz) listener, when one is configured.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn services(&self) -> &Services {
@@ -370,6 +383,15 @@ impl Application {
             let app = app::forward_auth_router(&state, self.config.max_body_bytes);
             tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future())
         });
+        let grpc = self.grpc_listener.map(|listener| {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let service = crate::grpc::ExtAuthz::service(&state);
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+            )
+        });
         let replication = state.verifier.replication().clone();
         let shutdown = async move {
             shutdown.await;
@@ -380,6 +402,9 @@ impl Application {
         let _ = stop_tx.send(true);
         if let Some(side) = side {
             side.await.context("forward-auth listener")?.context("serving forward-auth")?;
+        }
+        if let Some(grpc) = grpc {
+            grpc.await.context("gRPC listener")?.context("serving gRPC")?;
         }
         flusher.await.context("usage flusher")?;
         sender.await.context("webhook deliverer")?;

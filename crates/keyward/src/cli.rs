@@ -110,7 +110,7 @@ pub struct StorageArgs {
     /// TOML configuration file (keys: listen, database_url,
     /// database_pool_size, data_dir, hash_key_file, master_key_file, log_format, log_level,
     /// usage_flush_interval_ms, cache_capacity, negative_cache_ttl_ms,
-    /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen,
+    /// cache_max_age_ms, ip_failure_limit, retention_days, rotation_days, redis_url, max_body_bytes, forward_auth_listen, grpc_listen,
     /// forward_auth_key_header, forward_auth_key_query, trusted_proxies, public_url, ftp_host,
     /// webhook_allow_hosts, webhook_concurrency, webhook_timeout_seconds, webhook_retention_days, leak_public_keys, idempotency_hours,
     /// access_token_lifetime, refresh_token_lifetime_days, token_algorithm, signing_key_rotation_days).
@@ -205,6 +205,11 @@ pub struct ServeArgs {
     /// Callers of this listener are trusted: bind it to a private address.
     #[arg(long, env = "KEYWARD_FORWARD_AUTH_LISTEN", value_name = "ADDR")]
     pub forward_auth_listen: Option<SocketAddr>,
+    /// Serve Envoy's ext_authz over gRPC (envoy.service.auth.v3.Authorization/Check)
+    /// on this address: the same decisions as forward-auth's listener, whose
+    /// callers are trusted too: bind it to a private address.
+    #[arg(long, env = "KEYWARD_GRPC_LISTEN", value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
     /// Header that may carry the client's key in forward-auth, besides
     /// `Authorization: Bearer`; `none` to disable. Default: X-API-Key
     #[arg(long, env = "KEYWARD_FORWARD_AUTH_KEY_HEADER", value_name = "HEADER")]

@@ -210,7 +210,7 @@ async fn forward_auth_as_each_gateway_calls_it() {
     let (status, _, _) = authorize(app.url("/v1/authorize/api/v2/campaigns/3"), reqwest::Method::GET, &h).await;
     assert_eq!(status, 403);
     let recipe =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/recipes/envoy.yaml")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/recipes/envoy-http.yaml")).unwrap();
     assert!(recipe.contains("path_prefix: /v1/authorize") && recipe.contains("X-Keyward-Verifier-Key"));
 
     // IP allowlists see the client behind a trusted proxy.

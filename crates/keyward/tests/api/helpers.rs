@@ -17,6 +17,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The trusted forward-auth listener.
     pub forward_auth_addr: SocketAddr,
+    /// Envoy's ext_authz over gRPC.
+    pub grpc_addr: SocketAddr,
     pub admin_key: String,
     pub workspace_id: String,
     pub services: keyward_server::Services,
@@ -180,6 +182,7 @@ async fn start(
         usage_flush_interval: Duration::from_millis(50),
         negative_cache_ttl: Duration::from_millis(200),
         forward_auth_listen: Some("127.0.0.1:0".parse().unwrap()),
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
         redis_url: REDIS.try_with(Clone::clone).ok(),
         master_keys: Some(Arc::new(keyward_core::sealed::Keyring::parse(MASTER_KEY).unwrap())),
         ..ServerConfig::default()
@@ -198,6 +201,7 @@ async fn start(
     };
     let addr = app.local_addr();
     let forward_auth_addr = app.forward_auth_addr().unwrap();
+    let grpc_addr = app.grpc_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -205,6 +209,7 @@ async fn start(
     TestApp {
         addr,
         forward_auth_addr,
+        grpc_addr,
         admin_key,
         workspace_id,
         services,

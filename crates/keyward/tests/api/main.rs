@@ -13,6 +13,7 @@ mod compat;
 mod console;
 mod credits;
 mod embedded;
+mod envoy_grpc;
 mod forward_auth;
 mod ftp;
 mod gnupg;

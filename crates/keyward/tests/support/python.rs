@@ -35,7 +35,7 @@ fn venv(dir: &Path) -> Result<PathBuf, String> {
     lock.lock().map_err(|e| format!("the venv's lock: {e}"))?;
     let ready = || {
         let check = Command::new(&python)
-            .args(["-c", "import authlib, jwt, requests, standardwebhooks"])
+            .args(["-c", "import authlib, jwt, requests, standardwebhooks, grpc, grpc_tools"])
             .stderr(Stdio::null())
             .status();
         check.is_ok_and(|s| s.success())
