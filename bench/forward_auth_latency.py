@@ -3,11 +3,14 @@
 
     python3 bench/forward_auth_latency.py [--duration 10] [--rounds 3]
 
-Starts keyward (release build), keyward-bench's floor server as the upstream
-API, and Debian's nginx configured with docs/recipes/nginx.conf plus one
-extra location without auth_request. wrk loads both paths, interleaved,
-and the script prints p50/p99 and req/s with and without the auth hop
-(medians over rounds). Bounded: rounds x 2 x duration seconds of load.
+Starts keyward (release build), an axum API (keyward-bench protected,
+the floor's answer) as the upstream, and Debian's nginx configured with
+docs/recipes/nginx.conf plus one extra location without auth_request; and
+the same axum API protected in-process by the embedded verifier
+(keyward-verifier's KeywardLayer, following keyward's replication stream).
+wrk loads the three, interleaved, and the script prints p50/p99 and req/s
+of each (medians over rounds). Bounded: rounds x 3 x duration seconds of
+load.
 Needs: cargo build --release -p keyward -p keyward-bench, nginx, wrk.
 """
 
@@ -98,8 +101,11 @@ def main():
         base = f"http://127.0.0.1:{kw_port}"
         gateway = call("POST", f"{base}/v1/keys", admin, {"name": "gateway", "scopes": ["keys:verify"]})["secret"]
         client = call("POST", f"{base}/v1/keys", admin, {"name": "client", "scopes": ["*"]})["secret"]
-        procs.append(subprocess.Popen([f"{BIN}/keyward-bench", "floor", "--listen", f"127.0.0.1:{api_port}"],
+        procs.append(subprocess.Popen([f"{BIN}/keyward-bench", "protected", "--listen", f"127.0.0.1:{api_port}"],
                                       stdout=subprocess.DEVNULL))
+        layer_port = free_port()
+        procs.append(subprocess.Popen([f"{BIN}/keyward-bench", "protected", "--listen", f"127.0.0.1:{layer_port}",
+                                       "--keyward", base, "--key", admin], stdout=subprocess.DEVNULL))
         recipe = open(os.path.join(ROOT, "docs", "recipes", "nginx.conf")).read()
         conf = (recipe.replace("127.0.0.1:8080", f"127.0.0.1:{kw_port}")
                 .replace("127.0.0.1:3000", f"127.0.0.1:{api_port}")
@@ -114,14 +120,16 @@ def main():
         procs.append(subprocess.Popen([nginx, "-p", tmp, "-c", "nginx.conf"], stderr=subprocess.DEVNULL))
         wait_port(api_port)
         wait_port(ng_port)
-        results = {"without auth_request": [], "with auth_request": []}
+        wait_port(layer_port)
+        results = {"without auth_request": [], "with auth_request": [], "embedded layer": []}
         closed = []
         for _ in range(args.rounds):
             results["without auth_request"].append(wrk(f"http://127.0.0.1:{ng_port}/noauth/x", client, args.duration))
             before = time_wait(kw_port)
             results["with auth_request"].append(wrk(f"http://127.0.0.1:{ng_port}/api/x", client, args.duration))
             closed.append(time_wait(kw_port) - before)
-        print(f"nginx -> upstream, wrk -t2 -c32, {args.duration}s x {args.rounds} rounds, medians")
+            results["embedded layer"].append(wrk(f"http://127.0.0.1:{layer_port}/api/x", client, args.duration))
+        print(f"nginx -> axum API / axum API + KeywardLayer, wrk -t2 -c32, {args.duration}s x {args.rounds} rounds, medians")
         print(f"{'path':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         med = {}
         for name, runs in results.items():
@@ -131,6 +139,9 @@ def main():
         a, b = med["with auth_request"], med["without auth_request"]
         p50, p99 = a["p50"] - b["p50"], a["p99"] - b["p99"]
         print(f"added by the auth hop: p50 {p50:+.3f} ms, p99 {p99:+.3f} ms")
+        e = med["embedded layer"]
+        print(f"the embedded layer against nginx + /v1/authorize: {e['rps'] / a['rps']:.2f}x req/s, "
+              f"p99 {e['p99']:.3f} vs {a['p99']:.3f} ms")
         print(f"connections to keyward left in TIME_WAIT per run: {closed} (nginx reuses its connections: ~0)")
         met = p50 <= 0.5 and p99 <= 1.0
         print(f"target (hop adds at most 0.5 ms p50 and 1 ms p99 at 32 connections): {'met' if met else 'NOT met'}")

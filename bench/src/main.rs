@@ -43,6 +43,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
     },
+    /// The floor's answer as an axum API; with --keyward, protected by the
+    /// embedded verifier (`KeywardLayer`) following that server.
+    Protected {
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        listen: SocketAddr,
+        /// keyward's URL; without it, the API is not protected.
+        #[arg(long)]
+        keyward: Option<String>,
+        /// A key with keys:replicate (and keys:verify).
+        #[arg(long, default_value = "")]
+        key: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 seed(&database_url, &hash_key, count, &keys_out).await
             }
             Command::Floor { listen } => floor(listen).await,
+            Command::Protected { listen, keyward, key } => protected(listen, keyward, &key).await,
         }
     })
 }
@@ -114,6 +127,21 @@ async fn floor_answer() -> impl axum::response::IntoResponse {
 /// The verify route reads the request body, as keyward's does.
 async fn floor_verify(_body: axum::body::Bytes) -> impl axum::response::IntoResponse {
     floor_answer().await
+}
+
+async fn protected(listen: SocketAddr, keyward: Option<String>, key: &str) -> anyhow::Result<()> {
+    let app = axum::Router::new().fallback(floor_answer);
+    let app = match keyward {
+        Some(url) => {
+            let verifier = keyward_verifier::Verifier::connect(&url, key).await?;
+            app.layer(keyward_verifier::KeywardLayer::new(verifier))
+        }
+        None => app,
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("protected API listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
 }
 
 async fn floor(listen: SocketAddr) -> anyhow::Result<()> {
