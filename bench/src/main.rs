@@ -82,6 +82,7 @@ async fn seed(database_url: &str, hash_key: &str, count: usize, keys_out: &std::
     let services = Services::new(store.clone(), hasher.clone(), &ServerConfig::default()).await?;
     let created = services.workspaces.create_with_admin_key("bench").await?;
     let ws = &created.workspace;
+    let replica = hasher.replica(&ws.id);
     let now = Utc::now();
     let mut out = std::io::BufWriter::new(std::fs::File::create(keys_out)?);
     let mut batch = Vec::with_capacity(50_000);
@@ -94,7 +95,10 @@ async fn seed(database_url: &str, hash_key: &str, count: usize, keys_out: &std::
         let valid = draft.validate(ws, now).map_err(|e| anyhow::anyhow!("{e}"))?;
         let secret = token::generate(&ws.token_prefix, valid.environment);
         let parsed = token::parse(secret.expose()).expect("generated tokens parse");
-        let key = valid.into_key(parsed.key_id(), &ws.id, token::mask(secret.expose()), hasher.native(&parsed), now);
+        let mut key =
+            valid.into_key(parsed.key_id(), &ws.id, token::mask(secret.expose()), hasher.native(&parsed), now);
+        // As the server makes keys: with their replica digest.
+        key.replica = Some(replica.native(&parsed).digest);
         writeln!(out, "{}", secret.expose())?;
         batch.push(key);
         if batch.len() == batch.capacity() {

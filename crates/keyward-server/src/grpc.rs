@@ -77,15 +77,18 @@ impl Authorization for ExtAuthz {
             }
         }
         let method = Method::from_bytes(http.method.as_bytes()).unwrap_or(Method::GET);
-        let path = if http.path.is_empty() { "/" } else { http.path.as_str() };
+        // Not a path: refused as forward-auth refuses a bad original URI.
+        let refused = || Ok(tonic::Response::new(denied(StatusCode::BAD_REQUEST, bad_path_headers(), bad_path())));
+        if !http.path.starts_with('/') {
+            return refused();
+        }
         let mut parts = match axum::http::Request::builder()
             .method(method)
-            .uri(format!("{}{}", forward_auth::PREFIX, path))
+            .uri(format!("{}{}", forward_auth::PREFIX, http.path))
             .body(())
         {
             Ok(request) => request.into_parts().0,
-            // Not a path: refused as forward-auth refuses a bad original URI.
-            Err(_) => return Ok(tonic::Response::new(denied(StatusCode::BAD_REQUEST, HeaderMap::new(), bad_path()))),
+            Err(_) => return refused(),
         };
         parts.headers = headers;
         let answer = forward_auth::answer(&self.state, client, parts).await;
@@ -112,6 +115,13 @@ impl Authorization for ExtAuthz {
         let body = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
         Ok(tonic::Response::new(denied(answer.status, answer.headers, String::from_utf8_lossy(&body).into_owned())))
     }
+}
+
+fn bad_path_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(forward_auth::ERROR_HEADER, HeaderValue::from_static("invalid_original_uri"));
+    headers
 }
 
 fn bad_path() -> String {

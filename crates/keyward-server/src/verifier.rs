@@ -990,24 +990,22 @@ impl Verifier {
     /// key made before replica digests its own. In the background: the
     /// verify path never waits on a write.
     fn upgrade_hashes(&self, key: &CachedKey, token: &str, parsed: Option<&ParsedToken<'_>>) {
-        let secret = (key.secret.scheme == HashScheme::Sha256).then(|| self.hasher.whole_token(token));
         // Not during a grace period: the token may be the old secret.
-        let replica = match parsed {
-            Some(p) if key.lookup_prefix().is_none() && key.grace().is_none() => {
-                Some(self.replica_digest(&key.workspace_id, p))
-            }
-            _ => None,
-        };
-        if secret.is_none() && replica.is_none() {
+        let replicable = parsed.is_some() && key.lookup_prefix().is_none() && key.grace().is_none();
+        if key.secret.scheme != HashScheme::Sha256 && !replicable {
             return;
         }
         let (id, expected) = (key.id.clone(), key.version);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // Before any hashing: the uses of a key until its upgrade lands cost
+        // one lookup each.
         if !self.lock(&self.upgrading).insert(id.clone()) {
             return; // already under way
         }
+        let secret = (key.secret.scheme == HashScheme::Sha256).then(|| self.hasher.whole_token(token));
+        let replica = parsed.filter(|_| replicable).map(|p| self.replica_digest(&key.workspace_id, p));
         let (work, store, upgrading) = (self.audit.work().clone(), self.store.clone(), self.upgrading.clone());
         runtime.spawn(async move {
             // The whole record, as the cache holds only what verifying needs.

@@ -20,7 +20,28 @@ backend_tests!(
     a_stopped_server_fails_closed_or_open_and_both_recover,
     the_stream_refuses_bad_input,
     a_subscriber_that_never_reads_is_dropped_and_memory_stays_bounded,
+    a_key_made_before_replica_digests_gets_one_at_its_next_verification,
 );
+
+async fn a_key_made_before_replica_digests_gets_one_at_its_next_verification() {
+    let app = spawn_app().await;
+    let ws = app.services.store.get_workspace(&app.workspace_id).await.unwrap().unwrap();
+    let draft =
+        keyward_core::key::KeyDraft { name: Some("old".into()), scopes: vec!["read".into()], ..Default::default() };
+    let (mut key, secret) = app.services.keys.prepare(&ws, draft).unwrap();
+    // As a key stored by an earlier version: no replica digest.
+    key.replica = None;
+    app.services.store.insert_keys_bulk(std::slice::from_ref(&key)).await.unwrap();
+    let verifier = Verifier::connect(&app.url(""), &replicator(&app).await.secret).await.unwrap();
+    let check = Check { key: secret.expose(), ..Check::default() };
+    // Only the server can check it: asked there, which makes its digest.
+    let first = verifier.verify(&check).await;
+    assert_eq!((first.decision.code.as_str(), first.path), ("VALID", Path::Remote));
+    wait_for(&verifier, &check, "VALID").await;
+    let stored = app.services.store.find_key(&key.id).await.unwrap().unwrap();
+    assert!(stored.replica.is_some());
+    assert_eq!(stored.secret, key.secret, "the server's own digest is unchanged");
+}
 
 /// A key that may replicate its workspace and ask the server about the
 /// keys only the server decides.

@@ -20,10 +20,12 @@ struct Case {
     path: String,
     headers: Vec<(&'static str, String)>,
     source: &'static str,
+    /// A `CheckRequest` without attributes.
+    bare: bool,
 }
 
 fn case(what: &'static str, method: &'static str, path: &str, headers: Vec<(&'static str, String)>) -> Case {
-    Case { what, method, path: path.to_owned(), headers, source: "203.0.113.5" }
+    Case { what, method, path: path.to_owned(), headers, source: "203.0.113.5", bare: false }
 }
 
 /// The answers of `--grpc-listen` to `cases`, in order.
@@ -35,7 +37,7 @@ async fn over_grpc(app: &TestApp, python: &PathBuf, cases: &[Case]) -> Vec<Value
         .map(|c| {
             let headers: serde_json::Map<String, Value> =
                 c.headers.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-            json!({"method": c.method, "path": c.path, "headers": headers, "source": c.source})
+            json!({"method": c.method, "path": c.path, "headers": headers, "source": c.source, "bare": c.bare})
         })
         .collect();
     let mut child = tokio::process::Command::new(python)
@@ -125,6 +127,8 @@ async fn grpc_ext_authz_answers_as_forward_auth_or_skip() {
     both("revoked", "GET", "/api/v2/tags/1", stateless((&revoked, &revoked)));
     both("key in the query: off", "GET", &format!("/x?api_key={}", client.secret), (vec![], vec![]));
     both("garbage key", "GET", "/x", (bearer_of("kw_live_garbage"), bearer_of("kw_live_garbage")));
+    both("a path without its slash", "GET", "api/v2/tags", stateless((&client, &client)));
+    both("a path with a space", "GET", "/api/v2/ta gs", stateless((&client, &client)));
     for _ in 0..3 {
         both("rate limited on the third", "GET", "/x", (bearer(&limited_grpc), bearer(&limited_http)));
     }
@@ -207,14 +211,20 @@ async fn grpc_ext_authz_answers_as_forward_auth_or_skip() {
     assert_eq!(grpc[0]["headers"]["x-keyward-key-id"], client.id.as_str());
     assert_eq!(grpc[0]["headers"]["x-keyward-meta-plan"], "pro");
     assert_eq!(grpc[0]["headers"]["x-keyward-scopes"], "tags:read tags:write");
-    assert_eq!([status(9), status(10), status(11)], [200, 200, 429]);
-    assert_eq!(grpc[11]["headers"]["ratelimit-remaining"], "0");
-    assert!(grpc[11]["headers"]["retry-after"].is_string());
-    assert_eq!([status(12), status(13)], [200, 429]);
+    assert_eq!([status(9), status(10)], [400, 400], "bad paths");
+    assert_eq!(grpc[9]["grpc"], 3);
+    assert_eq!([status(11), status(12), status(13)], [200, 200, 429]);
+    assert_eq!(grpc[13]["headers"]["ratelimit-remaining"], "0");
+    assert!(grpc[13]["headers"]["retry-after"].is_string());
+    assert_eq!([status(14), status(15)], [200, 429]);
     let n = grpc.len();
     let recipe =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/recipes/envoy.yaml")).unwrap();
     assert!(recipe.contains("grpc_service") && recipe.contains("http2_protocol_options"));
+    // A request without attributes is a gRPC error (Envoy then denies).
+    let bare = Case { bare: true, ..case("bare", "GET", "/", vec![]) };
+    let answer = over_grpc(&app, &python, &[bare]).await;
+    assert_eq!(answer[0]["grpc"], 3, "INVALID_ARGUMENT: {}", answer[0]);
     assert_eq!([status(n - 3), status(n - 2), status(n - 1)], [403, 200, 403]);
     app.stop().await;
 }

@@ -46,6 +46,14 @@ def main():
     with grpc.insecure_channel(target) as channel:
         stub = rpc.AuthorizationStub(channel)
         for case in cases:
+            if case.get("bare"):
+                # No attributes at all: a gRPC error, not an HTTP answer.
+                try:
+                    stub.Check(pb.CheckRequest(), timeout=10)
+                    answers.append({"grpc": 0})
+                except grpc.RpcError as e:
+                    answers.append({"grpc": e.code().value[0], "details": e.details()})
+                continue
             source = ctx.AttributeContext.Peer(
                 address=address_pb2.Address(
                     socket_address=address_pb2.SocketAddress(address=case.get("source", "127.0.0.1"), port_value=40000)
