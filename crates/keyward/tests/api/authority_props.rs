@@ -40,6 +40,7 @@ const SCOPES: &[&str] = &[
     "keys:manage",
     "keys:reveal",
     "keys:verify",
+    "keys:replicate",
     "members:read",
     "members:manage",
     "roles:manage",
