@@ -123,10 +123,12 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, TokenError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(TokenError::TooLong);
     }
-    let Some((prefix, (env, body))) = token.split_once('_').and_then(|(p, rest)| Some((p, rest.split_once('_')?)))
-    else {
-        return Err(TokenError::Shape);
-    };
+    // By byte ('_' is ASCII, so every slice below is on a character
+    // boundary): a `char` search costs more than the rest of the parse.
+    let underscore = |from: usize| token.as_bytes()[from..].iter().position(|b| *b == b'_').map(|i| from + i);
+    let first = underscore(0).ok_or(TokenError::Shape)?;
+    let second = underscore(first + 1).ok_or(TokenError::Shape)?;
+    let (prefix, env, body) = (&token[..first], &token[first + 1..second], &token[second + 1..]);
     if !is_valid_prefix(prefix) {
         return Err(TokenError::Prefix);
     }

@@ -42,7 +42,10 @@ fn bench(c: &mut Criterion) {
         secrets.push(secret);
     }
     events.push(Event::SnapshotEnd { seq: 1 });
-    let verifier = Verifier::from_events(events, Options { fail_open: true, ..Options::default() }).unwrap();
+    // Fail-closed, as by default (so each decision also checks staleness);
+    // the bound is long enough that no heartbeat is missed here.
+    let options = Options { max_staleness: std::time::Duration::from_secs(3600), ..Options::default() };
+    let verifier = Verifier::from_events(events, options).unwrap();
     let permission = Permission::parse("campaigns:read").unwrap();
     let secret = &secrets[4242];
     let check = Check { key: secret, permission: Some(&permission), method: Some("GET"), ..Check::default() };

@@ -23,15 +23,16 @@
 //!   it start again from a snapshot. It never panics on what it reads.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use compact_str::CompactString;
 use futures_util::StreamExt;
+use hashbrown::HashTable;
 use keyward_core::expr::PermissionExpr;
 use keyward_core::hash::SecretHasher;
 use keyward_core::member::Role;
@@ -40,13 +41,14 @@ use keyward_core::token::{self, ID_LEN};
 use keyward_core::verify::{Decision, Request, VerifyCode};
 
 use crate::cache::CachedKey;
+use crate::clock::Clock;
 use crate::decide::decide;
 use crate::record::Interner;
 use crate::replica::{Event, Malformed, ReplicaWorkspace};
 use crate::usage::Pending;
 
 /// How the verifier behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Keep deciding from the local copy when it is stale (and decide the
     /// server's keys locally when the server cannot be reached).
@@ -59,8 +61,21 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Time allowed to one remote verification.
     pub remote_timeout: Duration,
-    /// What expiry and the counted uses are judged by.
-    pub clock: fn() -> DateTime<Utc>,
+    /// The time (see [`Clock`]): expiry, grace periods, the hour a use
+    /// counts in, and how old the last event is.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("fail_open", &self.fail_open)
+            .field("max_staleness", &self.max_staleness)
+            .field("usage_interval", &self.usage_interval)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("remote_timeout", &self.remote_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
@@ -71,7 +86,7 @@ impl Default for Options {
             usage_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(30),
             remote_timeout: Duration::from_secs(5),
-            clock: crate::clock::wall_clock,
+            clock: crate::clock::wall(),
         }
     }
 }
@@ -122,7 +137,7 @@ pub struct Verdict {
     pub path: Path,
     /// The key's id, when the key was found.
     pub key_id: Option<CompactString>,
-    pub workspace_id: Option<Arc<str>>,
+    pub workspace_id: Option<CompactString>,
 }
 
 impl Verdict {
@@ -155,6 +170,8 @@ impl std::error::Error for ConnectError {}
 
 /// A workspace as the verifier holds it.
 struct Workspace {
+    /// Its id, as verdicts carry it.
+    id: CompactString,
     hasher: SecretHasher,
     routes: Vec<RouteScope>,
     roles: Vec<Role>,
@@ -162,33 +179,89 @@ struct Workspace {
 
 struct Held {
     key: Arc<CachedKey>,
+    /// Its workspace as it is now (`None` until the workspace's event
+    /// arrives): a change to a workspace is written into each of its keys,
+    /// so a decision needs no second lookup.
+    workspace: Option<Arc<Workspace>>,
     /// Only the server decides exactly (see [`crate::replica::ReplicaKey::remote`]).
     remote: bool,
     /// Has a replica digest (else only the server can check its secret).
     checkable: bool,
 }
 
+impl Held {
+    /// The token id of its key (`key_` + the id).
+    fn token_id(&self) -> &[u8] {
+        self.key.id.as_bytes().get(4..).unwrap_or_default()
+    }
+
+    /// Whether its key's token id is `id` (compared as one array: a slice
+    /// comparison calls `memcmp`).
+    fn is(&self, id: &[u8; ID_LEN]) -> bool {
+        <&[u8; ID_LEN]>::try_from(self.token_id()).is_ok_and(|own| own == id)
+    }
+}
+
 const SHARDS: usize = 64;
 
-/// The local copy.
+/// The local copy. The keys are found by token id in tables that hold only
+/// the entries (the id is the record's own), hashed once for both the
+/// shard and the slot. A snapshot is received into a second copy whose
+/// tables then replace these, shard by shard: a decision takes one read
+/// lock and nothing else.
 struct Copy {
-    keys: Vec<RwLock<HashMap<[u8; ID_LEN], Held>>>,
+    keys: Vec<RwLock<HashTable<Held>>>,
     workspaces: RwLock<HashMap<Arc<str>, Arc<Workspace>>>,
-    interner: Interner,
+    /// Of the id hash, so that which ids collide cannot be known ahead
+    /// (imported keys bring their own ids). A snapshot's copy has its live
+    /// copy's seed, so its tables can be moved in.
+    seed: u64,
 }
 
 impl Copy {
-    fn new() -> Self {
-        Copy {
-            keys: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            workspaces: RwLock::default(),
-            interner: Interner::default(),
+    fn new(seed: u64) -> Self {
+        Copy { keys: (0..SHARDS).map(|_| RwLock::default()).collect(), workspaces: RwLock::default(), seed }
+    }
+
+    /// The ids are random: one folded multiply of their two halves (the
+    /// default SipHash cost more than the table lookup).
+    fn hash(&self, id: &[u8]) -> u64 {
+        let id = u128::from_le_bytes(id.try_into().unwrap_or_default());
+        let product = u128::from((id as u64) ^ self.seed) * u128::from(((id >> 64) as u64) ^ 0x9e37_79b9_7f4a_7c15);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    /// The shard of a hash: bits the table itself uses neither for the slot
+    /// (the low ones) nor for its tags (the top seven).
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Held>> {
+        &self.keys[(hash >> 40) as usize % SHARDS]
+    }
+
+    fn workspace(&self, id: &str) -> Option<Arc<Workspace>> {
+        self.workspaces.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Holds `workspace` (new, or changed) and gives it to its keys.
+    fn set_workspace(&self, id: &str, workspace: Workspace) {
+        let workspace = Arc::new(workspace);
+        self.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(Arc::from(id), workspace.clone());
+        for shard in &self.keys {
+            let mut shard = shard.write().unwrap_or_else(|p| p.into_inner());
+            for held in shard.iter_mut().filter(|h| &*h.key.workspace_id == id) {
+                held.workspace = Some(workspace.clone());
+            }
         }
     }
 
-    fn shard(&self, id: &[u8; ID_LEN]) -> &RwLock<HashMap<[u8; ID_LEN], Held>> {
-        let h = id.iter().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)));
-        &self.keys[h % SHARDS]
+    /// Takes `other`'s keys and workspaces in place of its own.
+    fn replace_with(&self, other: Copy) {
+        *self.workspaces.write().unwrap_or_else(|p| p.into_inner()) =
+            other.workspaces.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (live, new) in self.keys.iter().zip(other.keys) {
+            let new = new.into_inner().unwrap_or_else(|p| p.into_inner());
+            let old = std::mem::replace(&mut *live.write().unwrap_or_else(|p| p.into_inner()), new);
+            drop(old); // outside the lock
+        }
     }
 
     fn len(&self) -> usize {
@@ -201,10 +274,13 @@ struct Shared {
     credential: String,
     options: Options,
     http: reqwest::Client,
-    copy: ArcSwap<Copy>,
-    /// Milliseconds since `started` of the last event.
-    last_event: AtomicU64,
-    started: Instant,
+    copy: Copy,
+    /// Shares workspace ids and scope lists between records.
+    interner: Interner,
+    /// When the last event arrived (by the clock, in ms).
+    last_event: AtomicI64,
+    /// [`Options::max_staleness`] in ms.
+    max_staleness_ms: i64,
     ready: AtomicBool,
     pending: Pending,
     /// Told when the first snapshot is complete (or the server refused).
@@ -238,9 +314,10 @@ impl Verifier {
             url: url.trim_end_matches('/').to_owned(),
             credential: credential.to_owned(),
             http: reqwest::Client::builder().tcp_nodelay(true).build().unwrap_or_default(),
-            copy: ArcSwap::from_pointee(Copy::new()),
-            last_event: AtomicU64::new(0),
-            started: Instant::now(),
+            copy: Copy::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
+            interner: Interner::default(),
+            last_event: AtomicI64::new(0),
+            max_staleness_ms: i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX),
             ready: AtomicBool::new(false),
             pending: Pending::default(),
             ready_tx,
@@ -268,9 +345,10 @@ impl Verifier {
             url: String::new(),
             credential: String::new(),
             http: reqwest::Client::new(),
-            copy: ArcSwap::from_pointee(Copy::new()),
-            last_event: AtomicU64::new(0),
-            started: Instant::now(),
+            copy: Copy::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
+            interner: Interner::default(),
+            last_event: AtomicI64::new(0),
+            max_staleness_ms: i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX),
             ready: AtomicBool::new(false),
             pending: Pending::default(),
             ready_tx: tokio::sync::watch::channel(None).0,
@@ -285,47 +363,50 @@ impl Verifier {
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.shared.copy.load().len()
+        self.shared.copy.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// How long ago the last event (or heartbeat) arrived.
+    /// How long ago (by [`Options::clock`]) the last event (or heartbeat)
+    /// arrived.
     pub fn last_event_age(&self) -> Duration {
-        let now = self.shared.started.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.shared.last_event.load(Ordering::Relaxed)))
+        let age = (self.shared.options.clock)() - self.shared.last_event.load(Ordering::Relaxed);
+        Duration::from_millis(u64::try_from(age).unwrap_or(0))
     }
 
     /// Whether the copy is older than the bound.
     pub fn is_stale(&self) -> bool {
-        !self.shared.ready.load(Ordering::Relaxed) || self.last_event_age() > self.shared.options.max_staleness
+        self.shared.stale_at((self.shared.options.clock)())
     }
 
     /// Decides for `check` in-process, if it can be: `None` when the server
     /// must (then [`Verifier::verify`] asks it).
     pub fn verify_local(&self, check: &Check<'_>) -> Option<Verdict> {
-        let fail_open = self.shared.options.fail_open;
-        if !fail_open && self.is_stale() {
+        let shared = &*self.shared;
+        // The one reading of the clock: staleness, expiry, the use's hour.
+        let now_ms = (shared.options.clock)();
+        let fail_open = shared.options.fail_open;
+        if !fail_open && shared.stale_at(now_ms) {
             return Some(stale());
         }
         let Ok(parsed) = token::parse(check.key) else {
             // A foreign-format key: only the server finds those.
             return None;
         };
-        let copy = self.shared.copy.load();
-        let id = parsed.id.as_bytes().try_into().ok()?;
-        let shard = copy.shard(id).read().unwrap_or_else(|p| p.into_inner());
-        let Some(held) = shard.get(id) else {
+        let id: &[u8; ID_LEN] = parsed.id.as_bytes().try_into().ok()?;
+        let hash = shared.copy.hash(id);
+        let shard = shared.copy.shard(hash).read().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = shard.find(hash, |h| h.is(id)) else {
             return Some(Verdict::refused(Decision::fixed(VerifyCode::NotFound, false), Path::Local));
         };
         if !held.checkable || (held.remote && !fail_open) {
             return None;
         }
         let key = &held.key;
-        let workspaces = copy.workspaces.read().unwrap_or_else(|p| p.into_inner());
-        let ws = workspaces.get(&key.workspace_id)?;
+        let ws = held.workspace.as_ref()?;
         let request = Request {
             permission: check.permission.map(|p| &p.expr),
             resource: check.resource,
@@ -338,16 +419,10 @@ impl Verifier {
             roles: &ws.roles,
             ..Request::default()
         };
-        let now = (self.shared.options.clock)();
-        let decision = decide(key, check.key, Some(&parsed), &ws.hasher, &request, || now);
-        let now_ms = now.timestamp_millis();
-        self.shared.pending.count(key, decision.code, decision.authenticated, now_ms);
-        Some(Verdict {
-            decision,
-            path: Path::Local,
-            key_id: Some(key.id.clone()),
-            workspace_id: Some(key.workspace_id.clone()),
-        })
+        let now = || DateTime::from_timestamp_millis(now_ms).unwrap_or_default();
+        let decision = decide(key, check.key, Some(&parsed), &ws.hasher, &request, now);
+        shared.pending.count(key, decision.code, decision.authenticated, now_ms);
+        Some(Verdict { decision, path: Path::Local, key_id: Some(key.id.clone()), workspace_id: Some(ws.id.clone()) })
     }
 
     /// Decides for `check`: in-process when it can, else by the server.
@@ -393,7 +468,7 @@ impl Verifier {
             decision: Decision { code, message: message.into(), authenticated },
             path: Path::Remote,
             key_id: answer["keyId"].as_str().map(CompactString::new),
-            workspace_id: answer["workspaceId"].as_str().map(Arc::from),
+            workspace_id: answer["workspaceId"].as_str().map(CompactString::new),
         })
     }
 }
@@ -411,8 +486,13 @@ fn stale() -> Verdict {
 
 impl Shared {
     fn touched(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_event.store(now, Ordering::Relaxed);
+        self.last_event.store((self.options.clock)(), Ordering::Relaxed);
+    }
+
+    /// Whether the copy is older than the bound at `now_ms`.
+    fn stale_at(&self, now_ms: i64) -> bool {
+        !self.ready.load(Ordering::Relaxed)
+            || now_ms.saturating_sub(self.last_event.load(Ordering::Relaxed)) > self.max_staleness_ms
     }
 }
 
@@ -492,10 +572,10 @@ impl Shared {
         self.touched();
         let seq = event.seq();
         match event {
-            Event::Snapshot { .. } => *staging = Some(Copy::new()),
+            Event::Snapshot { .. } => *staging = Some(Copy::new(self.copy.seed)),
             Event::SnapshotEnd { .. } => {
                 let copy = staging.take().ok_or(Malformed("snapshot_end without snapshot"))?;
-                self.copy.store(Arc::new(copy));
+                self.copy.replace_with(copy);
                 self.ready.store(true, Ordering::Relaxed);
                 self.ready_tx.send_if_modified(|r| {
                     let first = r.is_none();
@@ -508,46 +588,40 @@ impl Shared {
             Event::Heartbeat { .. } => {}
             Event::Workspace { workspace, .. } => {
                 let held = workspace_of(&workspace)?;
-                let id: Arc<str> = Arc::from(workspace.id.as_str());
-                let live;
-                let copy = match staging.as_ref() {
-                    Some(c) => c,
-                    None => {
-                        live = self.copy.load_full();
-                        &live
-                    }
-                };
-                copy.workspaces.write().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(held));
+                staging.as_ref().unwrap_or(&self.copy).set_workspace(&workspace.id, held);
             }
             Event::Key { id, record, .. } => {
-                let live;
-                let copy = match staging.as_ref() {
-                    Some(c) => c,
-                    None => {
-                        live = self.copy.load_full();
-                        &live
-                    }
-                };
+                let copy = staging.as_ref().unwrap_or(&self.copy);
                 let Some(token_id) = token::token_id_of_key_id(&id) else {
                     // An imported key in a foreign format: the server's.
                     return Ok(());
                 };
-                let token_id: [u8; ID_LEN] = token_id.as_bytes().try_into().map_err(|_| Malformed("id"))?;
-                let mut shard = copy.shard(&token_id).write().unwrap_or_else(|p| p.into_inner());
-                match record {
-                    None => {
-                        shard.remove(&token_id);
+                let token_id: &[u8; ID_LEN] = token_id.as_bytes().try_into().map_err(|_| Malformed("id"))?;
+                let hash = copy.hash(token_id);
+                let same = |h: &Held| h.is(token_id);
+                let held = match record {
+                    Some(r) => Some(Held {
+                        remote: r.remote,
+                        checkable: r.digest.is_some(),
+                        workspace: copy.workspace(&r.workspace_id),
+                        key: Arc::new(CachedKey::new(r.record(&self.interner)?, 0)),
+                    }),
+                    None => None,
+                };
+                let mut shard = copy.shard(hash).write().unwrap_or_else(|p| p.into_inner());
+                match (shard.find_entry(hash, same), held) {
+                    (Ok(entry), None) => {
+                        entry.remove();
                     }
-                    Some(r) => {
-                        if shard.get(&token_id).is_some_and(|h| h.key.version > r.version) {
-                            return Ok(()); // older than what is held
+                    (Err(_), None) => {}
+                    (Ok(mut entry), Some(held)) => {
+                        // An older version than the one held is ignored.
+                        if entry.get().key.version <= held.key.version {
+                            *entry.get_mut() = held;
                         }
-                        let held = Held {
-                            remote: r.remote,
-                            checkable: r.digest.is_some(),
-                            key: Arc::new(CachedKey::new(r.record(&copy.interner)?, 0)),
-                        };
-                        shard.insert(token_id, held);
+                    }
+                    (Err(_), Some(held)) => {
+                        shard.insert_unique(hash, held, |h| copy.hash(h.token_id()));
                     }
                 }
             }
@@ -561,6 +635,7 @@ impl Shared {
 
 fn workspace_of(ws: &ReplicaWorkspace) -> Result<Workspace, Malformed> {
     Ok(Workspace {
+        id: CompactString::new(&ws.id),
         hasher: SecretHasher::new(&ws.key()?).map_err(|_| Malformed("replica_key"))?,
         routes: ws.route_scopes()?,
         roles: ws.roles(),
@@ -606,7 +681,7 @@ impl Shared {
                 if counts.is_empty() {
                     continue;
                 }
-                let at = if last > 0 { last } else { (self.options.clock)().timestamp_millis() };
+                let at = if last > 0 { last } else { (self.options.clock)() };
                 let last_used = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
                 usage.push(serde_json::json!({"keyId": key.id.as_str(), "counts": counts, "lastUsed": last_used}));
             }
