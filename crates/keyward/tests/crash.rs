@@ -183,3 +183,81 @@ async fn webhooks_committed_before_kill_9_are_sent_after_restart() {
     assert_eq!((events.len(), ids.len()), (50, 50), "each once");
     assert!(events.iter().all(|e| e["verifiedWith"] == json!([0])));
 }
+
+/// An embedded verifier while its server is killed with SIGKILL (the
+/// stream ends without its last chunk) and down for 10 s by the verifiers'
+/// clock: fail-closed refuses once its bound has passed, fail-open keeps
+/// answering from its copy; both follow the restarted server by
+/// themselves, a revocation made there included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_verifier_outlives_a_killed_server() {
+    use keyward_verifier::embedded::{Check, Options, Path, Verifier};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let data = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let args = ["--data-dir", data.path().to_str().unwrap(), "--log-level", "warn"];
+    let mut node = support::serve_on(data.path(), &listen, &args);
+    let admin = node.admin.clone().unwrap();
+    let http = reqwest::Client::new();
+    let create = |name: &str, scopes: Value| {
+        let (http, url, admin) = (http.clone(), format!("{}/v1/keys", node.base), admin.clone());
+        let body = json!({"name": name, "scopes": scopes});
+        async move {
+            let (status, key) = support::call(&http, reqwest::Method::POST, url, &admin, &body).await;
+            assert_eq!(status, 201, "{key}");
+            key
+        }
+    };
+    let replicator = create("replicator", json!(["keys:replicate", "keys:verify"])).await;
+    let key = create("protected", json!(["read"])).await;
+    let (replicator, secret) = (replicator["secret"].as_str().unwrap(), key["secret"].as_str().unwrap());
+
+    let moved = Arc::new(AtomicI64::new(0));
+    let clock: keyward_verifier::clock::Clock = {
+        let moved = moved.clone();
+        Arc::new(move || keyward_verifier::clock::wall_clock() + moved.load(Ordering::Relaxed))
+    };
+    let bound = Duration::from_secs(2);
+    let options = |fail_open| Options { fail_open, max_staleness: bound, clock: clock.clone(), ..Options::default() };
+    let closed = Verifier::connect_with(&node.base, replicator, options(false)).await.unwrap();
+    let open = Verifier::connect_with(&node.base, replicator, options(true)).await.unwrap();
+    let check = Check { key: secret, ..Check::default() };
+    for v in [&closed, &open] {
+        assert_eq!(v.verify(&check).await.decision.code.as_str(), "VALID");
+    }
+
+    kill9(&mut node);
+    moved.fetch_add(2_500, Ordering::Relaxed);
+    let refused = closed.verify(&check).await;
+    assert_eq!((refused.decision.code.as_str(), refused.path), ("NOT_FOUND", Path::Stale));
+    moved.fetch_add(7_500, Ordering::Relaxed);
+    let answered = open.verify(&check).await;
+    assert_eq!((answered.decision.code.as_str(), answered.path), ("VALID", Path::Local));
+
+    let node = support::serve_on(data.path(), &listen, &args);
+    for v in [&closed, &open] {
+        let mut verdict = v.verify(&check).await;
+        for _ in 0..500 {
+            if verdict.path == Path::Local && verdict.decision.is_valid() && !v.is_stale() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            verdict = v.verify(&check).await;
+        }
+        assert!(verdict.path == Path::Local && verdict.decision.is_valid(), "did not recover: {verdict:?}");
+    }
+    let url = format!("{}/v1/keys/{}/revoke", node.base, key["id"].as_str().unwrap());
+    assert_eq!(support::call(&http, reqwest::Method::POST, url, &admin, &Value::Null).await.0, 200);
+    for v in [&closed, &open] {
+        let mut code = String::new();
+        for _ in 0..500 {
+            code = v.verify_local(&check).map(|v| v.decision.code.as_str().to_owned()).unwrap_or_default();
+            if code == "REVOKED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(code, "REVOKED", "the restarted server's revocation arrives");
+    }
+}

@@ -39,9 +39,14 @@ pub fn serve(args: &[&str]) -> Node {
 
 /// [`serve`], started in the directory `cwd`.
 pub fn serve_in(cwd: &std::path::Path, args: &[&str]) -> Node {
+    serve_on(cwd, "127.0.0.1:0", args)
+}
+
+/// [`serve_in`], listening on `listen` (a restart on the same address).
+pub fn serve_on(cwd: &std::path::Path, listen: &str, args: &[&str]) -> Node {
     let mut child = Command::new(bin())
         .current_dir(cwd)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
