@@ -284,8 +284,10 @@ struct Shared {
     ready: AtomicBool,
     pending: Pending,
     /// Told when the first snapshot is complete (or the server refused).
-    ready_tx: tokio::sync::watch::Sender<Option<Result<(), (u16, String)>>>,
+    ready_tx: ReadyTx,
 }
+
+type ReadyTx = tokio::sync::watch::Sender<Option<Result<(), (u16, String)>>>;
 
 /// The embedded verifier. Cheap to clone (one `Arc`); its background tasks
 /// end when the last clone is dropped.
@@ -310,19 +312,7 @@ impl Verifier {
 
     pub async fn connect_with(url: &str, credential: &str, options: Options) -> Result<Verifier, ConnectError> {
         let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(None);
-        let shared = Arc::new(Shared {
-            url: url.trim_end_matches('/').to_owned(),
-            credential: credential.to_owned(),
-            http: reqwest::Client::builder().tcp_nodelay(true).build().unwrap_or_default(),
-            copy: Copy::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
-            interner: Interner::default(),
-            last_event: AtomicI64::new(0),
-            max_staleness_ms: i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX),
-            ready: AtomicBool::new(false),
-            pending: Pending::default(),
-            ready_tx,
-            options,
-        });
+        let shared = Arc::new(Shared::new(url.trim_end_matches('/'), credential, ready_tx, options));
         tokio::spawn(follow(Arc::downgrade(&shared)));
         tokio::spawn(report(Arc::downgrade(&shared)));
         let timeout = shared.options.connect_timeout;
@@ -341,24 +331,12 @@ impl Verifier {
     /// no server: for benchmarks and tests of the copy itself. Its copy
     /// goes stale after [`Options::max_staleness`] like any other.
     pub fn from_events(events: impl IntoIterator<Item = Event>, options: Options) -> Result<Verifier, Malformed> {
-        let shared = Arc::new(Shared {
-            url: String::new(),
-            credential: String::new(),
-            http: reqwest::Client::new(),
-            copy: Copy::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
-            interner: Interner::default(),
-            last_event: AtomicI64::new(0),
-            max_staleness_ms: i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX),
-            ready: AtomicBool::new(false),
-            pending: Pending::default(),
-            ready_tx: tokio::sync::watch::channel(None).0,
-            options,
-        });
+        let shared = Shared::new("", "", tokio::sync::watch::channel(None).0, options);
         let (mut staging, mut after) = (None, None);
         for event in events {
             shared.apply(event, &mut staging, &mut after)?;
         }
-        Ok(Verifier { shared })
+        Ok(Verifier { shared: Arc::new(shared) })
     }
 
     /// Keys held.
@@ -485,6 +463,22 @@ fn stale() -> Verdict {
 }
 
 impl Shared {
+    fn new(url: &str, credential: &str, ready_tx: ReadyTx, options: Options) -> Self {
+        Shared {
+            url: url.to_owned(),
+            credential: credential.to_owned(),
+            http: reqwest::Client::builder().tcp_nodelay(true).build().unwrap_or_default(),
+            copy: Copy::new(std::collections::hash_map::RandomState::new().hash_one(0u8)),
+            interner: Interner::default(),
+            last_event: AtomicI64::new(0),
+            max_staleness_ms: i64::try_from(options.max_staleness.as_millis()).unwrap_or(i64::MAX),
+            ready: AtomicBool::new(false),
+            pending: Pending::default(),
+            ready_tx,
+            options,
+        }
+    }
+
     fn touched(&self) {
         self.last_event.store((self.options.clock)(), Ordering::Relaxed);
     }
