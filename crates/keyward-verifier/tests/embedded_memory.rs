@@ -26,7 +26,8 @@ fn now() -> DateTime<Utc> {
 /// of the first.
 fn snapshot(n: usize) -> (impl Iterator<Item = Event>, String) {
     let hasher = SecretHasher::new(&[5u8; 32]).unwrap();
-    let ws = Workspace::new("w", now()).unwrap();
+    let now = now();
+    let ws = Workspace::new("w", now).unwrap();
     let replica = hasher.replica(&ws.id);
     let workspace = ReplicaWorkspace::new(&ws.id, &hasher.replica_key(&ws.id), &[], &[]);
     let first = token::generate("kw", Environment::Live).expose().to_owned();
@@ -39,12 +40,12 @@ fn snapshot(n: usize) -> (impl Iterator<Item = Event>, String) {
             scopes: vec!["read".into(), "campaigns:write".into()],
             ..Default::default()
         };
-        let mut key = draft.validate(&ws, now()).unwrap().into_key(
+        let mut key = draft.validate(&ws, now).unwrap().into_key(
             parsed.key_id(),
             &ws.id,
             token::mask(&secret),
             hasher.native(&parsed),
-            now(),
+            now,
         );
         key.replica = Some(replica.native(&parsed).digest);
         Event::key(1, &key.id, &key.workspace_id, Some(&key))
