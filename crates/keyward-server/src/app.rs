@@ -340,7 +340,8 @@ const QUERY_ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/replication/stream"),
 ];
 
-/// What every request passes through: a query string only where the
+/// What every request passes through: a body that may be large read on
+/// after an early answer (`linger`), a query string only where the
 /// endpoint reads one, an `Idempotency-Key` where the operation takes one,
 /// then the request log. A tower service of its own: `middleware::from_fn`
 /// clones and boxes the inner service and boxes its future on every
@@ -377,7 +378,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if crate::linger::may_be_large(req.headers()) {
+            let body = std::mem::take(req.body_mut());
+            *req.body_mut() = crate::linger::lingering(body);
+        }
         if let Some(refused) = unexpected_query(&req) {
             return EdgeFuture::Refused { response: Some(refused) };
         }

@@ -26,6 +26,7 @@ pub mod insights;
 pub mod integrations;
 pub mod keys;
 pub mod leaks;
+pub mod linger;
 pub mod members;
 pub mod oauth;
 pub mod pgp;

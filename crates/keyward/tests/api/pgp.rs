@@ -14,6 +14,7 @@ backend_tests!(
     files_cross_between_keyward_and_gnupg_both_ways,
     bad_uploads_are_refused_and_store_nothing,
     encrypt_and_decrypt_refuse_what_they_cannot_do,
+    a_refusal_reaches_a_client_still_sending_its_file,
     keys_are_edited_deleted_and_every_use_is_audited,
 );
 
@@ -247,6 +248,53 @@ async fn encrypt_and_decrypt_refuse_what_they_cannot_do() {
     assert_eq!(r.status, 403);
     let r = app.call(Method::DELETE, &format!("/v1/pgp-keys/{public_id}"), Some(&user.secret), None).await;
     assert_eq!(r.status, 403);
+    app.stop().await;
+}
+
+/// A refusal answered before the upload was read whole reaches a client
+/// still sending it (the server reads the rest and throws it away rather
+/// than resetting the connection), for a body of known length and a
+/// chunked one, and the connection serves the next request.
+async fn a_refusal_reaches_a_client_still_sending_its_file() {
+    let Some(gpg) = Gpg::new("a_refusal_reaches_a_client_still_sending_its_file") else { return };
+    let app = spawn_app().await;
+    let ed = gpg.generate("Ed <ed@l.example>", Kind::Ed25519, "", "never");
+    let public_id = upload(&app, public_body("public only", &gpg.export_public(&[&ed]))).await.str("id");
+    let private_id = upload(&app, private_body("private", &gpg.export_secret(&ed, ""), "")).await.str("id");
+    // 8 MiB: more than loopback's socket buffers take at once.
+    const SIZE: usize = 8 << 20;
+    let cases = [
+        (format!("/v1/pgp-keys/{public_id}/decrypt"), app.admin_key.clone(), 400, "no_private_key"),
+        (format!("/v1/pgp-keys/{private_id}/decrypt"), app.admin_key.clone(), 400, "not_openpgp"),
+        ("/v1/pgp-keys/pgp_missing/encrypt".to_owned(), app.admin_key.clone(), 404, "pgp_key_not_found"),
+        (format!("/v1/pgp-keys/{public_id}/encrypt"), "kw_not_a_key".to_owned(), 401, "invalid_api_key"),
+        (format!("/v1/pgp-keys/{public_id}/encrypt?armour=1"), app.admin_key.clone(), 400, "unknown_query_parameter"),
+        ("/v1/keys".to_owned(), app.admin_key.clone(), 413, "payload_too_large"),
+    ];
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), vec![b'x'; SIZE]).unwrap();
+    for sent in ["whole", "chunked", "from a file"] {
+        for (path, secret, status, code) in &cases {
+            let body = match sent {
+                "whole" => reqwest::Body::from(vec![b'x'; SIZE]),
+                "chunked" => {
+                    let parts = (0..SIZE / 65_536).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 65_536]));
+                    reqwest::Body::wrap_stream(futures_util::stream::iter(parts))
+                }
+                // As `keyward pgp encrypt --in` sends it.
+                _ => {
+                    let file = tokio::fs::File::open(file.path()).await.unwrap();
+                    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024))
+                }
+            };
+            let r = app.client.post(app.url(path)).bearer_auth(secret).body(body).send().await;
+            let r = r.unwrap_or_else(|e| panic!("{path} (sent {sent}): no answer: {e}"));
+            let got = r.status().as_u16();
+            let body = r.bytes().await.unwrap();
+            assert_eq!((got, code_of(&body)), (*status, (*code).to_owned()), "{path} (sent {sent})");
+        }
+    }
+    assert_eq!(app.get("/v1/pgp-keys").await.body["data"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
 
